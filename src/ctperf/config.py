@@ -1,0 +1,150 @@
+"""One typed configuration object for the whole pipeline.
+
+Defaults are the literature ones (docs/definitions.md). A config file (TOML, JSON or YAML) may override any field::
+
+    [thresholds]
+    tmax_hypoperfusion_s = 6.0
+    rcbf_core = 0.30
+
+    [deconvolution]
+    method = "tikhonov"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ctperf.errors import InputError
+
+
+@dataclass
+class PreprocessConfig:
+    motion_correction: bool = True
+    #: Frames whose max displacement exceeds this are flagged (mm).
+    motion_flag_mm: float = 2.0
+    #: Edge-preserving spatial denoising: "bilateral" (default), "gaussian" or "none".
+    spatial_filter: Literal["bilateral", "gaussian", "none"] = "bilateral"
+    #: Spatial scale of the denoising kernel (Gaussian sigma, mm).
+    spatial_sigma_mm: float = 2.0
+    #: Temporal smoothing of tissue curves (Gaussian sigma, s); 0 disables.
+    temporal_sigma_s: float = 1.0
+    #: Uniform time step used for deconvolution (s). None: the median native sampling interval.
+    time_step_s: float | None = None
+    #: In-plane grid for computation: maps are computed on voxels of at least this size (mm), then written on it.
+    compute_pixel_mm: float = 0.0
+    #: Brain mask HU window on the baseline image.
+    brain_hu_min: float = -20.0
+    brain_hu_max: float = 80.0
+    #: CSF: baseline HU below this inside the brain.
+    csf_hu_max: float = 15.0
+
+
+@dataclass
+class DeconvolutionConfig:
+    #: "bcsvd" (block-circulant SVD with oscillation-index threshold, Wu 2003), "tikhonov" or "svd" (standard
+    #: truncated SVD, for comparison only).
+    method: Literal["bcsvd", "tikhonov", "svd"] = "bcsvd"
+    #: Oscillation-index target for bcSVD (Wu 2003).
+    oscillation_index: float = 0.095
+    #: Fixed truncation threshold (fraction of the largest singular value) for "svd".
+    svd_threshold: float = 0.2
+    #: Tikhonov regularisation as a fraction of the largest singular value.
+    tikhonov_lambda: float = 0.1
+
+
+@dataclass
+class AifConfig:
+    #: Number of voxels averaged for the AIF and the VOF.
+    n_aif_voxels: int = 5
+    n_vof_voxels: int = 5
+    #: Scale the AIF so that its area equals the VOF's (partial-volume correction).
+    pv_correct_with_vof: bool = True
+
+
+@dataclass
+class Thresholds:
+    #: Hypoperfusion threshold on Tmax (s): Tmax > this.
+    tmax_hypoperfusion_s: float = 6.0
+    #: Further Tmax levels whose volumes are reported (s).
+    tmax_levels_s: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0)
+    #: HIR numerator threshold (s): volume Tmax >= this / volume Tmax >= tmax_hypoperfusion_s.
+    hir_tmax_s: float = 10.0
+    #: Core threshold on rCBF (fraction of contralateral normal tissue): rCBF < this.
+    rcbf_core: float = 0.30
+    #: True: core only inside the Tmax hypoperfusion region (original tool). False: RAPID-style core.
+    core_requires_tmax: bool = True
+    #: Connected clusters smaller than this are removed from the masks (mL).
+    min_cluster_ml: float = 0.5
+    #: PVT qualitative sign: Tmax >= this in the superior sagittal sinus / torcula (s).
+    pvt_tmax_s: float = 10.0
+
+
+@dataclass
+class OutputConfig:
+    write_qa_png: bool = True
+    write_pdf: bool = True
+    #: Only when explicitly asked may patient identifiers appear in outputs.
+    include_patient_identifiers: bool = False
+
+
+@dataclass
+class Config:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    aif: AifConfig = field(default_factory=AifConfig)
+    deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
+                raise InputError(f"config: unknown section '{section}'")
+            if not isinstance(values, dict):
+                raise InputError(f"config: section '{section}' must be a table of settings")
+            sub = getattr(cfg, section)
+            names = {f.name: f for f in dataclasses.fields(sub)}
+            for key, value in values.items():
+                if key not in names:
+                    raise InputError(f"config: unknown setting '{section}.{key}'")
+                current = getattr(sub, key)
+                if isinstance(current, tuple):
+                    value = tuple(float(v) for v in value)
+                elif isinstance(current, bool):
+                    if not isinstance(value, bool):
+                        raise InputError(f"config: '{section}.{key}' must be true or false")
+                elif isinstance(current, float) and isinstance(value, int):
+                    value = float(value)
+                setattr(sub, key, value)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        if path is None:
+            return cls()
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config file not found: {p}")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            elif p.suffix.lower() in (".yaml", ".yml"):
+                import yaml  # optional dependency
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a user error
+            raise InputError(f"config file {p.name} could not be parsed: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,43 @@
+"""NIfTI read/write at the edge of the engine (volumes are (z, y, x) in memory, (x, y, z) on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ctperf.errors import InputError
+
+
+def save_volume(path: str | Path, vol_zyx: np.ndarray, affine_ras: np.ndarray, dtype=np.float32) -> None:
+    """Write a (z, y, x) volume as NIfTI with the given RAS affine (qform and sform both set, code 1)."""
+    data = np.asarray(vol_zyx).astype(dtype, copy=False).transpose(2, 1, 0)
+    img = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine_ras, dtype=float))
+    img.set_qform(np.asarray(affine_ras, dtype=float), code=1)
+    img.set_sform(np.asarray(affine_ras, dtype=float), code=1)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(path))
+
+
+def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D NIfTI (or a 4D one with a single volume) as ((z, y, x) float32, 4x4 RAS affine)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"file not found: {p}")
+    try:
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read NIfTI {p.name}: {exc}") from None
+    data = np.squeeze(data)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise InputError(f"{p.name}: expected a 3D volume, got shape {data.shape}")
+    return np.ascontiguousarray(data.transpose(2, 1, 0)).astype(np.float32), np.asarray(img.affine, dtype=float)
+
+
+def same_grid(shape_a, affine_a, shape_b, affine_b, tol_mm: float = 0.01) -> bool:
+    return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=tol_mm)
