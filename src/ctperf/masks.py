@@ -1,0 +1,81 @@
+"""Lesion masks from perfusion maps (pure functions; definitions in docs/definitions.md).
+
+- hypoperfusion: tissue with Tmax > ``tmax_hypoperfusion_s`` (default 6 s)
+- core: tissue with rCBF < ``rcbf_core`` (default 0.30), inside the hypoperfusion region unless
+  ``core_requires_tmax`` is False (RAPID-style core)
+- penumbra: hypoperfusion minus core
+- Tmax level masks: tissue with Tmax >= level, for the reported Tmax volumes and the HIR
+
+Connected clusters smaller than ``min_cluster_ml`` are removed from each mask (26-connectivity in 3D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ctperf.config import Thresholds
+from ctperf.results import LesionMasks
+
+_STRUCTURE_26 = np.ones((3, 3, 3), bool)
+
+
+def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
+    """Drop 26-connected components smaller than ``min_cluster_ml``."""
+    mask = np.asarray(mask_zyx, bool)
+    if min_cluster_ml <= 0 or not mask.any():
+        return mask.copy()
+    labels, n = ndimage.label(mask, structure=_STRUCTURE_26)
+    if n == 0:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())
+    keep = sizes * voxel_volume_ml >= min_cluster_ml
+    keep[0] = False
+    return keep[labels]
+
+
+def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
+                 thresholds: Thresholds, footprint: np.ndarray | None = None) -> LesionMasks:
+    """Hypoperfusion, core and penumbra masks.
+
+    tmax_s : Tmax map (s); NaN where undefined.
+    rcbf : relative CBF (fraction of normal; 1.0 = normal) or None (then the core is empty).
+    tissue : bool mask of brain parenchyma (no CSF, no large vessels) where the masks may lie.
+    footprint : optional bool mask restricting all lesion masks (Mode B ROI footprint).
+    """
+    region = np.asarray(tissue, bool) & np.isfinite(tmax_s)
+    if footprint is not None:
+        region &= np.asarray(footprint, bool)
+    tmax = np.where(region, tmax_s, -np.inf)
+    mcl = thresholds.min_cluster_ml
+
+    hypo = remove_small_clusters(tmax > thresholds.tmax_hypoperfusion_s, voxel_volume_ml, mcl)
+    if rcbf is not None:
+        low_flow = region & np.isfinite(rcbf) & (np.nan_to_num(rcbf, nan=np.inf) < thresholds.rcbf_core)
+        if thresholds.core_requires_tmax:
+            low_flow &= hypo
+        core = remove_small_clusters(low_flow, voxel_volume_ml, mcl)
+    else:
+        core = np.zeros_like(hypo)
+    penumbra = hypo & ~core
+
+    levels = sorted(set(float(x) for x in thresholds.tmax_levels_s) | {float(thresholds.hir_tmax_s),
+                                                                       float(thresholds.tmax_hypoperfusion_s)})
+    tmax_levels = {lv: remove_small_clusters(tmax >= lv, voxel_volume_ml, mcl) for lv in levels}
+    return LesionMasks(hypoperfusion=hypo, core=core, penumbra=penumbra, tmax_levels=tmax_levels)
+
+
+def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float = 6.0) -> np.ndarray:
+    """Outer shell of the brain mask, ``depth_mm`` thick, measured in-plane (slices are thick in CTP).
+
+    Used as the "cortex" reference region of the Corrected CBV Index when no grey-matter segmentation exists.
+    """
+    mask = np.asarray(brain_mask_zyx, bool)
+    sx, sy = float(spacing_xyz_mm[0]), float(spacing_xyz_mm[1])
+    out = np.zeros_like(mask)
+    for z in range(mask.shape[0]):
+        if mask[z].any():
+            filled = ndimage.binary_fill_holes(mask[z])
+            dist = ndimage.distance_transform_edt(filled, sampling=(sy, sx))
+            out[z] = filled & (dist <= depth_mm) & mask[z]
+    return out

@@ -1,0 +1,103 @@
+"""metrics.json / metrics.csv: strict JSON (no NaN/Infinity), units, versions, thresholds and QA flags.
+
+Layout of metrics.json: the index keys (see :mod:`ctperf.indices`) at the top level, as the original tool had
+them, plus the objects ``units``, ``thresholds``, ``qa_flags``, ``qa_values`` and ``provenance``.
+metrics.csv holds the same document as one row; nested objects are flattened as ``section.key``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctperf import DISCLAIMER, __version__
+from ctperf.constants import DEFINITION_VERSION, HCT_LARGE_VESSEL, HCT_SMALL_VESSEL, KH, RHO_G_PER_ML
+from ctperf.indices import UNITS
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "metrics.schema.json"
+
+
+def to_strict(obj: Any) -> Any:
+    """Convert numpy scalars/arrays to Python types and NaN/Inf to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_strict(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if dataclasses.is_dataclass(obj):
+        return to_strict(dataclasses.asdict(obj))
+    return obj
+
+
+def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_flags: dict[str, bool] | None = None,
+                  qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "software": "ctperf",
+        "software_version": __version__,
+        "definition_version": DEFINITION_VERSION,
+        "mode": mode,
+        "disclaimer": DISCLAIMER,
+    }
+    # Index values that came out NaN/inf get a reason as well as a null.
+    for key, value in indices.items():
+        if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+            doc[key] = None
+            doc.setdefault(f"{key}_reason", "not a finite number")
+        else:
+            doc[key] = value
+    doc["units"] = {k: u for k, u in UNITS.items() if k in indices}
+    doc["thresholds"] = to_strict(thresholds)
+    doc["constants"] = {"rho_g_per_ml": RHO_G_PER_ML, "hct_large_vessel": HCT_LARGE_VESSEL,
+                        "hct_small_vessel": HCT_SMALL_VESSEL, "kH": KH}
+    doc["qa_flags"] = to_strict(qa_flags or {})
+    doc["qa_values"] = to_strict(qa_values or {})
+    doc["provenance"] = to_strict(provenance or {})
+    return to_strict(doc)
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(to_strict(doc), indent=2, allow_nan=False)
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def write_metrics(doc: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write metrics.json and metrics.csv into ``out_dir``."""
+    out_dir = Path(out_dir)
+    jpath, cpath = out_dir / "metrics.json", out_dir / "metrics.csv"
+    jpath.write_text(dumps(doc) + "\n", encoding="utf-8")
+    row = flatten(doc)
+    with cpath.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return jpath, cpath
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
