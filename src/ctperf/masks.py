@@ -79,3 +79,16 @@ def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float 
             dist = ndimage.distance_transform_edt(filled, sampling=(sy, sx))
             out[z] = filled & (dist <= depth_mm) & mask[z]
     return out
+
+
+def sinus_region(vessels_zyx: np.ndarray, vof_voxels_zyx: np.ndarray) -> np.ndarray | None:
+    """Venous sinus voxels: the connected large-vessel components that contain the VOF voxels."""
+    vessels = np.asarray(vessels_zyx, bool)
+    vox = np.asarray(vof_voxels_zyx, int).reshape(-1, 3)
+    if not vessels.any() or len(vox) == 0:
+        return None
+    labels, _ = ndimage.label(vessels, structure=_STRUCTURE_26)
+    ids = {int(labels[tuple(v)]) for v in vox} - {0}
+    region = np.isin(labels, list(ids)) if ids else np.zeros_like(vessels)
+    region[tuple(vox.T)] = True
+    return region

@@ -41,3 +41,19 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def same_grid(shape_a, affine_a, shape_b, affine_b, tol_mm: float = 0.01) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=tol_mm)
+
+
+def resample_to_grid(vol_zyx: np.ndarray, affine_src: np.ndarray, shape_zyx, affine_dst: np.ndarray,
+                     order: int = 0) -> np.ndarray:
+    """Resample a (z, y, x) volume onto another grid through world coordinates (nearest neighbour by default)."""
+    from scipy import ndimage
+
+    if same_grid(np.shape(vol_zyx), affine_src, shape_zyx, affine_dst):
+        return np.asarray(vol_zyx)
+    # dst voxel (x,y,z) -> world -> src voxel (x,y,z); then permute to (z,y,x) array order.
+    m = np.linalg.inv(affine_src) @ affine_dst
+    perm = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    mz = perm @ m @ perm
+    src = np.asarray(vol_zyx, np.float32)
+    return ndimage.affine_transform(src, mz[:3, :3], offset=mz[:3, 3], output_shape=tuple(shape_zyx),
+                                    order=order, mode="constant", cval=0.0)

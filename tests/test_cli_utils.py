@@ -1,0 +1,64 @@
+"""CLI error behaviour, atomic output writing and cohort aggregation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctperf.pipeline import atomic_output_dir
+from ctperf.utils.aggregate_metrics import aggregate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ctperf.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_version_and_help():
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("ctperf ")
+    r = _cli("--help")
+    assert r.returncode == 0 and "Research use only" in r.stdout
+
+
+def test_missing_folder_is_one_line_error(tmp_path):
+    r = _cli("run", "--dicom_dir", str(tmp_path / "nope"), "--out_dir", str(tmp_path / "o"))
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(target) as tmp:
+            (tmp / "half.nii.gz").write_text("x")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with atomic_output_dir(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_aggregate(tmp_path):
+    for i in range(3):
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"core_ml": i, "qa_flags": {"poor_aif": False}}))
+    n = aggregate(tmp_path, tmp_path / "summary.csv")
+    assert n == 3
+    text = (tmp_path / "summary.csv").read_text()
+    assert "qa_flags.poor_aif" in text and "s2" in text
+    r = subprocess.run([sys.executable, "-m", "ctperf.utils.aggregate_metrics", "--input_dir", str(tmp_path),
+                        "--output", str(tmp_path / "s.csv")], capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "s.csv").exists()
+    r = subprocess.run([sys.executable, "-m", "ctperf.utils.aggregate_metrics", "--input_dir",
+                        str(tmp_path / "none")], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
