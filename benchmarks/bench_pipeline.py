@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Whole Mode A run (DICOM ingest -> written outputs) on a clinical-size phantom study; prints JSON.
+
+Targets (issue 4): 512x512x20x40 study on 2 cores in <= 10 s wall time and <= 3 GB peak RSS.
+
+    python benchmarks/bench_pipeline.py [--data DIR] [--matrix 512] [--slices 20] [--keep]
+
+The study is generated once (``--data`` reuses it); the timed run happens in a fresh subprocess so the peak RSS
+is that of the analysis alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 10.0
+TARGET_RSS_MB = 3072.0
+
+
+def make_study(data: Path, matrix: int, slices: int) -> None:
+    from ctperf.synthetic import PhantomSpec, make_phantom
+    from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+    fov_mm = 230.0
+    ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=slices, pixel_mm=fov_mm / matrix, noise_hu=8.0,
+                                  lesion="left", seed=1))
+    write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, data, layout=DicomLayout(vendor="siemens"), seed=1)
+
+
+def child(data: str, out: str) -> None:
+    from ctperf.config import Config
+    from ctperf.pipeline import run_dicom_folder
+
+    t0 = time.perf_counter()
+    res = run_dicom_folder(data, out, Config())
+    total = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"total_s": total, "peak_rss_mb": rss_mb,
+                      "stage_s": {k: round(v, 3) for k, v in res.stage_seconds.items()}}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, help="DICOM folder to (re)use; generated if missing")
+    ap.add_argument("--matrix", type=int, default=512)
+    ap.add_argument("--slices", type=int, default=20)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or Path(tmp) / "dicom"
+        if not data.exists() or not any(data.iterdir()):
+            t0 = time.perf_counter()
+            make_study(data, args.matrix, args.slices)
+            print(f"generated study in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        out = Path(tmp) / "out"
+        r = subprocess.run([sys.executable, __file__, "--child", str(data), str(out)], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stderr, file=sys.stderr)
+            sys.exit(r.returncode)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    res.update({"matrix": args.matrix, "slices": args.slices, "frames": 40, "target_s": TARGET_S,
+                "target_rss_mb": TARGET_RSS_MB,
+                "pass": res["total_s"] <= TARGET_S and res["peak_rss_mb"] <= TARGET_RSS_MB})
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
