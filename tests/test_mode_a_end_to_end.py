@@ -1,0 +1,130 @@
+"""Mode A end to end on the digital phantom: DICOM -> maps, masks, indices vs known truth (issue 5)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ctperf.config import Config
+from ctperf.metrics_io import load_schema
+from ctperf.nifti_io import resample_to_grid
+from ctperf.pipeline import MASK_FILES, MAP_FILES, run_dicom_folder
+from ctperf.synthetic import PhantomSpec, make_phantom
+from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = dict(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=8.0, seed=3)
+
+
+def _study(tmp_path_factory, name, **kw):
+    ph = make_phantom(PhantomSpec(**{**SPEC, **kw}))
+    d = tmp_path_factory.mktemp(name)
+    write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, d / "dicom", layout=DicomLayout(vendor="siemens"))
+    return ph, d
+
+
+@pytest.fixture(scope="module")
+def lesion_run(tmp_path_factory):
+    ph, d = _study(tmp_path_factory, "lesion", lesion="left")
+    out = d / "out"
+    res = run_dicom_folder(d / "dicom", out, Config())
+    return ph, d, out, res
+
+
+@pytest.fixture(scope="module")
+def normal_run(tmp_path_factory):
+    ph, d = _study(tmp_path_factory, "normal", lesion=None)
+    out = d / "out"
+    res = run_dicom_folder(d / "dicom", out, Config())
+    return ph, out, res
+
+
+def _truth_on_map_grid(ph, vol, affine_map, shape):
+    return resample_to_grid(vol.astype(np.float32), ph.affine_ras, shape, affine_map) > 0.5
+
+
+def test_outputs_exist_and_geometry(lesion_run):
+    ph, _, out, res = lesion_run
+    for f in [*MAP_FILES.values(), *MASK_FILES.values(), "metrics.json", "metrics.csv", "log.txt"]:
+        assert (out / f).is_file(), f
+    assert list((out / "qa").glob("*.png"))
+    img = nib.load(str(out / "cbf.nii.gz"))
+    # the map grid covers the same world box as the scan (same RAS orientation, possibly coarser voxels)
+    corner_truth = ph.affine_ras @ np.array([0, 0, 0, 1.0])
+    assert np.sign(np.diag(img.affine)[:3]).tolist() == np.sign(np.diag(ph.affine_ras)[:3]).tolist()
+    vox0 = np.linalg.inv(img.affine) @ corner_truth
+    assert np.all(np.abs(vox0[:3]) < 1.0)
+
+
+def test_metrics_strict_json_and_schema(lesion_run):
+    _, _, out, _ = lesion_run
+    text = (out / "metrics.json").read_text()
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    jsonschema.validate(doc, load_schema())
+    assert doc["mode"] == "A" and doc["thresholds"]["tmax_hypoperfusion_s"] == 6.0
+    assert "PHANTOM" not in text and "PHANTOM" not in (out / "log.txt").read_text()
+
+
+def test_lesion_volumes_against_truth(lesion_run):
+    ph, _, out, res = lesion_run
+    m = res.metrics
+    t = ph.truth_metrics
+    hypo = res.lesion.hypoperfusion
+    truth_hypo = _truth_on_map_grid(ph, ph.truth.hypoperfusion, res.perfusion.affine_ras, hypo.shape)
+    dice = 2 * (hypo & truth_hypo).sum() / (hypo.sum() + truth_hypo.sum())
+    assert dice >= 0.85, dice
+    assert m["hypoperfusion_ml"] == pytest.approx(t["hypoperfusion_ml"], rel=0.15)
+    assert abs(m["core_ml"] - t["core_ml"]) <= 3.0, (m["core_ml"], t["core_ml"])
+    assert m["lesion_side"] == "left"
+
+
+def test_indices_against_truth(lesion_run):
+    ph, _, _, res = lesion_run
+    m, t = res.metrics, ph.truth_metrics
+    assert m["HIR"] == pytest.approx(t["HIR"], rel=0.10)
+    assert m["CBV_Index_contra_hemisphere"] == pytest.approx(t["CBV_Index_contra_hemisphere"], rel=0.10)
+    assert m["PVT_sec"] == pytest.approx(t["PVT_sec"], rel=0.10)
+
+
+def test_no_lesion_study(normal_run):
+    ph, out, res = normal_run
+    m = res.metrics
+    assert m["hypoperfusion_ml"] < 2.0
+    assert m["core_ml"] < 1.0
+    assert m["Mismatch_Ratio"] is None and m["Mismatch_Ratio_reason"]
+
+
+def test_recompute_with_new_thresholds(lesion_run, tmp_path):
+    import shutil
+
+    from ctperf.pipeline import recompute_outputs
+
+    _, _, out, res = lesion_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    cfg = Config()
+    cfg.thresholds.tmax_hypoperfusion_s = 10.0
+    m = recompute_outputs(copy, cfg)
+    assert m["hypoperfusion_ml"] == pytest.approx(res.metrics["tmax10_ml"], rel=0.05, abs=0.5)
+    cfg = Config()
+    m2 = recompute_outputs(copy, cfg)
+    assert m2["hypoperfusion_ml"] == pytest.approx(res.metrics["hypoperfusion_ml"], abs=1e-6)
+
+
+def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
+    _, d, out, _ = lesion_run
+    wrapped = tmp_path / "wrapped"
+    r = subprocess.run([sys.executable, str(ROOT / "ct_perfusion_auto.py"), "--dicom_dir", str(d / "dicom"),
+                        "--out_dir", str(wrapped), "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = json.loads((out / "metrics.json").read_text()), json.loads((wrapped / "metrics.json").read_text())
+    for key in ("hypoperfusion_ml", "core_ml", "penumbra_ml", "HIR", "Corrected_CBV_Index", "PVT_sec"):
+        assert a[key] == b[key], key
+    for f in MASK_FILES.values():
+        assert np.array_equal(np.asanyarray(nib.load(str(out / f)).dataobj),
+                              np.asanyarray(nib.load(str(wrapped / f)).dataobj))
