@@ -1,0 +1,378 @@
+"""The digital CT perfusion phantom: specification, generation of the 4D HU series and its ground truth.
+
+Independent of the ctperf engine on purpose (it imports nothing from the rest of ctperf), so that tests that
+compare the engine with this phantom are not circular.
+
+Geometry
+--------
+A standard axial scan (DICOM ImageOrientationPatient = [1,0,0,0,1,0]): the x index increases toward the patient's
+LEFT, y toward POSTERIOR, z (slice) toward SUPERIOR, hence ``affine_ras = [[-px,0,0,ox],[0,-py,0,oy],[0,0,sz,oz]]``.
+The head frame (u left, v posterior, w superior; see :mod:`.anatomy`) is rotated in-plane by ``rotation_deg``
+(positive turns the nose toward +x, i.e. toward the patient's left side of the image) and shifted by
+``head_offset_mm`` relative to the scanner frame whose origin is the image centre; slice k lies at head height
+``w = z_bottom_mm + k * slice_mm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import anatomy as A
+from . import physics as P
+from .noise import CorrelatedNoise, apply_rigid, motion_parameters
+from .truth import PhantomTruth, compute_truth_masks, compute_truth_metrics
+
+#: Fine time step of the curve tables, s.
+FINE_DT_S = 0.05
+#: MTT values are snapped to this grid (s) so every voxel uses an exact table row: CBV = CBF * MTT / 60 exactly.
+MTT_STEP_S = 0.01
+
+#: Normal tissue parameters: CBF mL/100g/min, MTT s (CBV = CBF * MTT / 60 mL/100g).
+NORMAL_PARAMS = {
+    A.GM: (64.0, 4.2),
+    A.WM: (22.0, 5.0),
+    A.DEEP: (50.0, 4.3),
+    A.SCALP: (8.0, 8.0),
+}
+
+
+@dataclass
+class PhantomSpec:
+    """Parameters of the phantom (all have defaults).  Units: mm, s, HU, mL/100g(/min)."""
+
+    #: In-plane matrix size (square).
+    matrix: int = 160
+    n_slices: int = 8
+    pixel_mm: float = 1.4
+    slice_mm: float = 5.0
+    #: Head height (mm, relative to the head centre) of the first slice; slices go up from there.
+    z_bottom_mm: float = -20.0
+    #: Frame start times (s, increasing); None -> every 1.5 s for 40 frames.  Shifted so the first is 0.
+    frame_times_s: list[float] | None = None
+    #: Acquisition time spread across slices within a frame: slice z at frame_time + z/(n-1)*stagger (s).
+    slice_stagger_s: float = 0.0
+    #: Noise std per voxel per frame (HU) at this voxel size, and its in-plane correlation FWHM (mm).
+    noise_hu: float = 8.0
+    noise_fwhm_mm: float = 1.0
+    #: Hemisphere of the MCA-territory lesion: "left" (patient left, larger x index), "right" or None.
+    lesion: str | None = "left"
+    #: Scale of the lesion size (1 ~ 20 mL core / 80 mL Tmax>6 s in the default 40 mm slab).
+    lesion_size: float = 1.0
+    #: Extra bolus-arrival delay of ALL tissue relative to the AIF (s).
+    tissue_delay_s: float = 0.0
+    #: Lesion bolus delays (s): (core centre, penumbra outer edge, benign oligemia ring).
+    lesion_delay_s: tuple[float, float, float] = (8.5, 4.3, 2.0)
+    #: Time constant (s) of the exponential dispersion kernel applied to all tissue inflow.
+    dispersion_s: float = 1.0
+    #: Arterial input: peak (delta HU), FWHM (s), arrival time (s), gamma-variate exponent.
+    aif_peak_hu: float = 350.0
+    aif_fwhm_s: float = 9.0
+    aif_arrival_s: float = 7.0
+    aif_alpha: float = 3.0
+    #: Recirculation peak as a fraction of the first-pass peak.
+    recirculation: float = 0.2
+    #: Venous outflow: pure delay after the AIF (s; >= 10 s gives prolonged venous transit) and dispersion (s).
+    venous_delay_s: float = 5.0
+    venous_dispersion_s: float = 2.5
+    #: Max rigid motion per frame: translation (mm) and rotation motion_mm/50 (rad).
+    motion_mm: float = 0.0
+    #: In-plane head yaw (deg) and head position offset from the image centre (x, y mm, scanner frame).
+    rotation_deg: float = 0.0
+    head_offset_mm: tuple[float, float] = (0.0, 0.0)
+    #: Seed of noise and motion; anatomy_seed sets the smooth variations of the anatomy and perfusion.
+    seed: int = 0
+    anatomy_seed: int = 0
+    #: Relative amplitude of the smooth spatial variation of CBF and MTT in normal tissue.
+    variation: float = 0.10
+    patient_name: str = "PHANTOM^DEMO"
+
+    def resolved_frame_times(self) -> np.ndarray:
+        ft = np.arange(40) * 1.5 if self.frame_times_s is None else np.asarray(self.frame_times_s, float)
+        if ft.ndim != 1 or len(ft) < 2 or np.any(np.diff(ft) <= 0):
+            raise ValueError("frame_times_s must be a strictly increasing list of at least 2 times")
+        return ft - ft[0]
+
+    def lesion_sign(self) -> int:
+        if self.lesion is None or str(self.lesion).lower() in ("none", ""):
+            return 0
+        side = str(self.lesion).lower()
+        if side not in ("left", "right"):
+            raise ValueError(f"lesion must be 'left', 'right' or None, got {self.lesion!r}")
+        return +1 if side == "left" else -1
+
+
+@dataclass
+class Phantom:
+    """A generated phantom: 4D HU series, acquisition times, geometry and ground truth."""
+
+    #: float32 (t, z, y, x) HU.
+    hu: np.ndarray
+    #: float64 (t, z): acquisition time of each frame and slice, s; times_s[0, 0] == 0.
+    times_s: np.ndarray
+    #: 4x4 voxel (x, y, z) -> RAS+ mm.
+    affine_ras: np.ndarray
+    truth: PhantomTruth
+    truth_metrics: dict[str, Any]
+    spec: PhantomSpec
+    #: (t, 6) rigid motion per frame: translation x, y, z (mm, scanner axes) and rotations (rad).
+    motion: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine_ras[:3, :3])) / 1000.0)
+
+    @property
+    def spacing_xyz_mm(self) -> tuple[float, float, float]:
+        return (self.spec.pixel_mm, self.spec.pixel_mm, self.spec.slice_mm)
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def affine_for(spec: PhantomSpec) -> np.ndarray:
+    """RAS affine: image centre at R = 0, A = -15 mm; slice k at S = 40 + z_bottom + k * slice_mm."""
+    n = spec.matrix
+    px = py = float(spec.pixel_mm)
+    c = (n - 1) / 2.0
+    aff = np.eye(4)
+    aff[0, 0], aff[1, 1], aff[2, 2] = -px, -py, float(spec.slice_mm)
+    aff[0, 3] = c * px
+    aff[1, 3] = -15.0 + c * py
+    aff[2, 3] = 40.0 + float(spec.z_bottom_mm)
+    return aff
+
+
+def _scanner_slice_coords(spec: PhantomSpec, k: int) -> np.ndarray:
+    """Voxel centres of slice k in the scanner frame (mm): (y, x, 3) with x toward patient left, y posterior."""
+    n = spec.matrix
+    c = (n - 1) / 2.0
+    ax = (np.arange(n) - c) * spec.pixel_mm
+    xs, ys = np.meshgrid(ax, ax, indexing="xy")  # (y, x)
+    zs = np.full_like(xs, spec.z_bottom_mm + k * spec.slice_mm)
+    return np.stack([xs, ys, zs], axis=-1)
+
+
+def make_to_head(spec: PhantomSpec):
+    """Function mapping scanner-frame points (..., 3) to head-frame points (u, v, w)."""
+    rot_inv = A.rotz(spec.rotation_deg).T
+    off = np.array([spec.head_offset_mm[0], spec.head_offset_mm[1], 0.0])
+
+    def to_head(p: np.ndarray) -> np.ndarray:
+        return (p - off) @ rot_inv.T
+
+    return to_head
+
+
+def _lesion_profiles(d: np.ndarray, delays: tuple[float, float, float]):
+    """CBF fraction, CBV fraction and bolus delay (s) vs the normalised lesion distance ``d`` (piecewise linear)."""
+    dc, dp, do = (float(x) for x in delays)
+    f_cbf = np.interp(d, [0.0, 0.55, 0.62, 0.95, 1.2, 1.45], [0.10, 0.14, 0.58, 0.78, 0.92, 1.0])
+    f_cbv = np.interp(d, [0.0, 0.55, 0.62, 0.8, 0.95, 1.2, 1.45], [0.35, 0.5, 0.98, 1.12, 1.08, 1.02, 1.0])
+    delay = np.interp(d, [0.0, 0.55, 0.95, 1.2, 1.45], [dc, 0.9 * dc, dp, do, 0.0])
+    return f_cbf, f_cbv, delay
+
+
+# ----------------------------------------------------------------------------------------------- generation
+def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
+    """Generate the phantom described by ``spec`` (frame by frame, float32 output)."""
+    spec = spec or PhantomSpec()
+    nz, n = int(spec.n_slices), int(spec.matrix)
+    if nz < 1 or n < 8:
+        raise ValueError("need n_slices >= 1 and matrix >= 8")
+    lesion_side = spec.lesion_sign()
+    ft = spec.resolved_frame_times()
+    nt = len(ft)
+    zfrac = np.arange(nz) / (nz - 1) if nz > 1 else np.zeros(1)
+    times = ft[:, None] + zfrac[None, :] * float(spec.slice_stagger_s)
+    times -= times[0, 0]
+    shape = (nz, n, n)
+    to_head = make_to_head(spec)
+    voxel_mm = (spec.pixel_mm, spec.pixel_mm, spec.slice_mm)
+
+    # ---- anatomy and per-voxel parameters, slice by slice (bounded memory).
+    labels0 = np.empty(shape, np.int8)      # classes before vessels
+    base = np.empty(shape, np.float32)
+    f_art = np.empty(shape, np.float32)
+    f_ven = np.empty(shape, np.float32)
+    f_core = np.empty(shape, np.float32)
+    cbf = np.zeros(shape, np.float32)
+    mtt = np.zeros(shape, np.float32)
+    delay = np.zeros(shape, np.float32)
+    side = np.zeros(shape, np.int8)
+    lesion_d = np.full(shape, np.inf, np.float32)
+    tubes = A.vessel_tree(lesion_side)
+    for k in range(nz):
+        pscan = _scanner_slice_coords(spec, k)
+        p = to_head(pscan)
+        lab, skull_hu = A.classify(p, spec.anatomy_seed)
+        labels0[k] = lab
+        fa, fv, fc = A.vessel_fractions(pscan, to_head, voxel_mm, tubes)
+        f_art[k], f_ven[k], f_core[k] = fa, fv, fc
+        # baseline HU with a faint smooth texture in soft tissue
+        b = np.zeros(lab.shape, np.float32)
+        for cls, hu in A.BASE_HU.items():
+            b[lab == cls] = hu
+        b[lab == A.SKULL] = skull_hu[lab == A.SKULL]
+        soft = np.isin(lab, (A.SCALP, A.CSF, A.GM, A.WM, A.DEEP))
+        b[soft] += (1.0 * A.smooth_field(p[soft], spec.anatomy_seed + 3)).astype(np.float32)
+        fvess = fa + fv
+        base[k] = (1.0 - fvess) * b + fvess * A.BASE_HU[A.ARTERY]
+        # perfusion of parenchyma and scalp
+        var_f = A.smooth_field(p, spec.anatomy_seed + 11)
+        var_m = A.smooth_field(p, spec.anatomy_seed + 13)
+        c_k = np.zeros(lab.shape)
+        m_k = np.zeros(lab.shape)
+        for cls, (f0, m0) in NORMAL_PARAMS.items():
+            sel = lab == cls
+            c_k[sel] = f0
+            m_k[sel] = m0
+        perf = c_k > 0
+        c_k = c_k * (1.0 + spec.variation * var_f)
+        m_k = m_k * (1.0 + 0.8 * spec.variation * var_m)
+        dl_k = np.full(lab.shape, float(spec.tissue_delay_s))
+        brainish = np.isin(lab, (A.GM, A.WM, A.DEEP))
+        d = A.hemisphere_territories(p, lesion_side, spec.lesion_size, spec.anatomy_seed)
+        les = brainish & (d < 1.45)
+        if les.any():
+            fcbf, fcbv, ldel = _lesion_profiles(d[les], spec.lesion_delay_s)
+            ldel = ldel * (1.0 + 0.06 * A.smooth_field(p[les], spec.anatomy_seed + 17))
+            c_k[les] *= fcbf
+            m_k[les] *= fcbv / fcbf
+            dl_k[les] += ldel
+        lesion_d[k] = np.where(brainish, d, np.inf)
+        cbf[k] = np.where(perf, c_k, 0.0)
+        mtt[k] = np.where(perf, np.round(m_k / MTT_STEP_S) * MTT_STEP_S, 0.0)
+        delay[k] = np.where(perf, dl_k, 0.0)
+        intracranial = np.isin(lab, (A.CSF, A.GM, A.WM, A.DEEP))
+        side[k] = np.where(intracranial, np.sign(p[..., 0]), 0).astype(np.int8)
+
+    # ---- curves on the fine grid.
+    dt = FINE_DT_S
+    t_end = float(times.max()) + max(0.0, -float(delay.min())) + 2.0
+    t_fine = np.arange(0.0, t_end + dt, dt)
+    ca = P.arterial_curve(t_fine, spec.aif_peak_hu, spec.aif_fwhm_s, spec.aif_arrival_s, spec.recirculation,
+                          alpha=spec.aif_alpha)
+    cv = P.venous_curve(ca, dt, spec.venous_delay_s, spec.venous_dispersion_s)
+
+    perf_idx = np.flatnonzero(cbf.reshape(-1) > 0)
+    mtt_q = np.round(mtt.reshape(-1)[perf_idx] / MTT_STEP_S).astype(np.int64)
+    uniq, inv = np.unique(mtt_q, return_inverse=True)
+    mtt_vals = uniq * MTT_STEP_S
+    table = P.tissue_kernel_table(ca, dt, mtt_vals, spec.dispersion_s)  # (m, T) float64
+    ncol = table.shape[1]
+    table_flat = table.reshape(-1)
+    t_peak, r_max = P.effective_residue_peak(mtt_vals, spec.dispersion_s)
+
+    # Per perfused voxel constants for the frame loop.
+    tissue_w = (1.0 - f_art - f_ven).reshape(-1)[perf_idx].astype(np.float64)
+    amp = cbf.reshape(-1)[perf_idx].astype(np.float64) * P.FLOW_SCALE * tissue_w
+    row0 = inv.astype(np.int64) * ncol
+    dl_perf = delay.reshape(-1)[perf_idx].astype(np.float64)
+    z_perf = perf_idx // (n * n)
+    ves_idx = np.flatnonzero((f_art + f_ven).reshape(-1) > 0)
+    z_ves = ves_idx // (n * n)
+    fa_ves = f_art.reshape(-1)[ves_idx].astype(np.float64)
+    fv_ves = f_ven.reshape(-1)[ves_idx].astype(np.float64)
+    del tissue_w
+
+    # ---- truth maps (frame-0 position).
+    truth = _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, lesion_d, perf_idx,
+                         inv, t_peak, r_max, t_fine, ca, cv)
+
+    # ---- frames.
+    ss = np.random.SeedSequence(int(spec.seed))
+    noise_ss, motion_ss = ss.spawn(2)
+    noise = CorrelatedNoise(spec.noise_hu, spec.noise_fwhm_mm, spec.pixel_mm, np.random.default_rng(noise_ss))
+    motion = motion_parameters(nt, spec.motion_mm, np.random.default_rng(motion_ss))
+    centre_idx = np.array([(n - 1) / 2.0 + spec.head_offset_mm[0] / spec.pixel_mm,
+                           (n - 1) / 2.0 + spec.head_offset_mm[1] / spec.pixel_mm, (nz - 1) / 2.0])
+    hu = np.empty((nt,) + shape, dtype=np.float32)
+    for f in range(nt):
+        frame = base.copy()
+        flat = frame.reshape(-1)
+        tv = times[f][z_perf] - dl_perf
+        s = np.clip(tv / dt, 0.0, ncol - 1.000001)
+        i0 = s.astype(np.int64)
+        w = s - i0
+        i0 += row0
+        val = table_flat[i0] * (1.0 - w) + table_flat[i0 + 1] * w
+        flat[perf_idx] += (amp * val).astype(np.float32)
+        if len(ves_idx):
+            tz = times[f]
+            ca_z = np.interp(tz, t_fine, ca)
+            cv_z = np.interp(tz, t_fine, cv)
+            flat[ves_idx] += (fa_ves * ca_z[z_ves] + fv_ves * cv_z[z_ves]).astype(np.float32)
+        if spec.motion_mm > 0:
+            frame = apply_rigid(frame, motion[f], voxel_mm, centre_idx)
+        frame += noise.frame(shape)
+        hu[f] = frame
+
+    affine = affine_for(spec)
+    metrics = compute_truth_metrics(truth, spec, affine, lesion_side)
+    return Phantom(hu=hu, times_s=times, affine_ras=affine, truth=truth, truth_metrics=metrics, spec=spec,
+                   motion=motion)
+
+
+def _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, lesion_d, perf_idx, inv, t_peak,
+                 r_max, t_fine, ca, cv) -> PhantomTruth:
+    """Assemble :class:`PhantomTruth` from the per-voxel parameters (all (z, y, x), frame-0 position)."""
+    shape = labels0.shape
+    fvess = f_art + f_ven
+    intracranial = np.isin(labels0, (A.CSF, A.GM, A.WM, A.DEEP))
+    labels = labels0.copy()
+    labels[(f_ven >= 0.5)] = A.SINUS
+    labels[(f_art >= 0.5)] = A.ARTERY
+    vessels = (fvess > 0.02) & intracranial
+    tissue = np.isin(labels0, (A.GM, A.WM, A.DEEP)) & ~vessels
+    tpk = np.zeros(shape, np.float32).reshape(-1)
+    tpk[perf_idx] = t_peak[inv]
+    rmx = np.zeros(shape, np.float32).reshape(-1)
+    rmx[perf_idx] = r_max[inv]
+    tpk = tpk.reshape(shape)
+    rmx = rmx.reshape(shape)
+
+    zero = np.float32(0.0)
+    cbf_t = np.where(tissue, cbf, zero).astype(np.float32)
+    mtt_t = np.where(tissue, mtt, zero).astype(np.float32)
+    cbv_t = (cbf_t.astype(np.float64) * mtt_t.astype(np.float64) / 60.0).astype(np.float32)
+    sinus_lab = labels == A.SINUS
+    delay_t = np.where(tissue, delay, zero)
+    delay_t = np.where(sinus_lab, np.float32(spec.venous_delay_s), delay_t).astype(np.float32)
+    tmax_t = np.where(tissue, delay + tpk, zero)
+    tmax_t = np.where(sinus_lab, np.float32(spec.venous_delay_s), tmax_t).astype(np.float32)
+    cbf_app = np.where(tissue, cbf * rmx, zero).astype(np.float32)
+
+    aif_vox = np.argwhere(f_art >= 0.75)
+    if len(aif_vox) == 0 and f_art.max() > 0:
+        order = np.argsort(f_art.reshape(-1))[::-1][:20]
+        order = order[f_art.reshape(-1)[order] > 0]
+        aif_vox = np.column_stack(np.unravel_index(order, shape))
+    vof_vox = np.argwhere(f_core >= 0.75)
+    if len(vof_vox) == 0 and f_core.max() > 0:
+        order = np.argsort(f_core.reshape(-1))[::-1][:20]
+        order = order[f_core.reshape(-1)[order] > 0]
+        vof_vox = np.column_stack(np.unravel_index(order, shape))
+
+    lesion_any = tissue & np.isfinite(lesion_d) & (lesion_d < 1.45)
+    truth = PhantomTruth(
+        cbf=cbf_t, cbv=cbv_t, mtt=mtt_t, tmax=tmax_t, delay_s=delay_t, labels=labels.astype(np.int8),
+        brain=intracranial, tissue=tissue, csf=labels == A.CSF, vessels=vessels,
+        core=np.zeros(shape, bool), penumbra=np.zeros(shape, bool), hypoperfusion=np.zeros(shape, bool),
+        lesion_any=lesion_any, sinus=(f_core >= 0.5), cortex=(labels == A.GM) & tissue,
+        side=np.where(intracranial, side, 0).astype(np.int8),
+        aif_true=(t_fine.copy(), ca.copy()), vof_true=(t_fine.copy(), cv.copy()),
+        aif_voxels_zyx=aif_vox.astype(np.int64).reshape(-1, 3), vof_voxels_zyx=vof_vox.astype(np.int64).reshape(-1, 3),
+        artery_fraction=f_art, venous_fraction=f_ven, cbf_apparent=cbf_app,
+    )
+    compute_truth_masks(truth, spec.lesion_sign())
+    return truth
+
+
+def spec_to_dict(spec: PhantomSpec) -> dict[str, Any]:
+    """JSON-friendly dict of a spec."""
+    d = asdict(spec)
+    for k, v in list(d.items()):
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
