@@ -49,10 +49,12 @@ def ramp_colours(name: str = "jet", n: int = 256) -> np.ndarray:
 
 
 def smooth_brain_map(shape_zyx=(6, 160, 160), lo: float = 0.0, hi: float = 12.0, seed: int = 0,
-                     background=np.nan) -> np.ndarray:
+                     background=np.nan, texture: float = 0.0) -> np.ndarray:
     """A smooth phantom-like scalar map: an ellipsoidal 'brain' with a smooth field and a high-value lesion.
 
-    Values lie in ``[lo, hi]`` inside the brain; outside it ``background`` (NaN by default).
+    Values lie in ``[lo, hi]`` inside the brain; outside it ``background`` (NaN by default).  ``texture > 0``
+    adds that fraction of the range as fine smooth random structure (vessel / sulcus-like detail, useful for
+    image registration tests).
     """
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape_zyx
@@ -66,7 +68,14 @@ def smooth_brain_map(shape_zyx=(6, 160, 160), lo: float = 0.0, hi: float = 12.0,
     field = 0.35 * field / field.max()
     cx, cy = rng.uniform(0.15, 0.4), rng.uniform(-0.3, 0.3)
     lesion = np.exp(-(((x - cx) / 0.25) ** 2 + ((y - cy) / 0.32) ** 2) ** 2)
-    t = np.clip(0.05 + field + 0.9 * lesion, 0, 1)
+    t = 0.05 + field + 0.9 * lesion
+    if texture > 0:
+        noise = rng.standard_normal(shape_zyx)
+        k = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+        for ax in (1, 2):  # separable Gaussian smoothing in-plane (sigma 2 px)
+            noise = np.apply_along_axis(lambda v: np.convolve(v, k / k.sum(), mode="same"), ax, noise)
+        t = t + texture * noise / noise.std()
+    t = np.clip(t, 0, 1)
     vol = lo + (hi - lo) * t
     return np.where(brain, vol, background).astype(np.float32)
 
