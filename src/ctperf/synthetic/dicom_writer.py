@@ -138,15 +138,18 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def tilted_affine_ras(affine_ras: np.ndarray, gantry_tilt_deg: float) -> np.ndarray:
     """Voxel (x, y, z) -> RAS mm affine of data written with ``gantry_tilt_deg``.
 
-    The in-plane axes (columns 0 and 1) are rotated by the tilt about the x axis (column 0 direction,
-    right-hand rule); column 2 (the table step between slices) and the origin are unchanged, so the result
-    is sheared when the tilt is non-zero.
+    The column axis (affine column 1) is rotated by ``-gantry_tilt_deg`` about the row axis (column 0
+    direction, oriented towards patient left, right-hand rule) -- the sign that makes GantryDetectorTilt agree with the tilt dcm2niix
+    estimates from the slice vector; column 2 (the table step between slices) and the origin are unchanged,
+    so the result is sheared when the tilt is non-zero.
     """
     a = np.asarray(affine_ras, dtype=float).copy()
     if gantry_tilt_deg == 0:
         return a
     axis = a[:3, 0] / np.linalg.norm(a[:3, 0])
-    th = np.deg2rad(gantry_tilt_deg)
+    if axis[0] > 0:  # rotate about the patient's left-pointing (LPS +x) direction whatever the row order
+        axis = -axis
+    th = -np.deg2rad(gantry_tilt_deg)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     rot = np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * (k @ k)  # Rodrigues
     a[:3, 1] = rot @ a[:3, 1]
@@ -443,6 +446,8 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
     times = np.asarray(times_s_tz, dtype=float)
     if times.ndim == 1:
         times = np.repeat(times[:, None], n_z, axis=1)
+    if layout.transfer_syntax == "jpeg2000_lossless" and min(n_y, n_x) < 32:
+        raise ValueError("jpeg2000_lossless needs images of at least 32 x 32 pixels (6 wavelet resolutions)")
     if times.shape != (n_t, n_z):
         raise ValueError(f"times_s_tz must have shape (t, z) = {(n_t, n_z)}, got {times.shape}")
     out_dir = Path(out_dir)
