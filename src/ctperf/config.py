@@ -34,8 +34,23 @@ class PreprocessConfig:
     temporal_sigma_s: float = 1.0
     #: Uniform time step used for deconvolution (s). None: the median native sampling interval.
     time_step_s: float | None = None
-    #: In-plane grid for computation: maps are computed on voxels of at least this size (mm), then written on it.
-    compute_pixel_mm: float = 0.0
+    #: In-plane grid for computation (mm): the native grid is block-averaged by the integer factor
+    #: round(compute_pixel_mm / native pixel) (>= 1; 0 = native grid); maps are written on that grid (exact affine).
+    compute_pixel_mm: float = 1.0
+    #: Upper bound for the automatic uniform time step (s) when ``time_step_s`` is None.
+    max_time_step_s: float = 1.0
+    #: Frames whose estimated in-plane motion is below this (mm) are not resampled.
+    motion_apply_min_mm: float = 0.1
+    #: Baseline frames end this long before the detected bolus arrival (s).
+    baseline_margin_s: float = 1.0
+    #: TIPS bilateral range parameter (1 = weights fall off once two curves differ by more than noise).
+    tips_range_h: float = 1.0
+    #: Bounds for the number of temporal principal components kept before spatial filtering.
+    pca_min_components: int = 8
+    pca_max_components: int = 20
+    #: Large vessels: brain voxels with CBV above this (mL/100g) or a peak enhancement above vessel_peak_hu.
+    vessel_cbv_ml_100g: float = 8.0
+    vessel_peak_hu: float = 100.0
     #: Brain mask HU window on the baseline image.
     brain_hu_min: float = -20.0
     brain_hu_max: float = 80.0
@@ -54,6 +69,13 @@ class DeconvolutionConfig:
     svd_threshold: float = 0.2
     #: Tikhonov regularisation as a fraction of the largest singular value.
     tikhonov_lambda: float = 0.1
+    #: Ladder of bcSVD truncation thresholds (fraction of the largest singular value) tried per voxel; the
+    #: smallest one whose residue has OI <= oscillation_index is used.
+    oi_thresholds: tuple[float, ...] = (0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3)
+    #: The oscillation index is computed on a residue sampled at this step (s) so its target is grid independent.
+    oi_reference_dt_s: float = 1.0
+    #: Remove the exactly computable CBF/Tmax bias of the chosen regularisation for a sharp-onset residue.
+    correct_regularisation_bias: bool = True
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Perfusion maps from deconvolution outputs, vessel mask, affected side and relative CBF.
+
+Units (REFERENCE.md; Ostergaard 1996, Wintermark 2005):
+
+* ``CBF [mL/100g/min] = 6000 * kH / rho * max(R)`` with the flow-scaled residue ``R`` in 1/s;
+* ``CBV [mL/100g] = 100 * kH / rho * AUC(tissue) / AUC(AIF)`` (both in delta HU on the same time grid,
+  AUC over the acquisition window);
+* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem);
+* ``Tmax [s]`` = time of the residue maximum (arrival delay of the tissue relative to the AIF, plus dispersion);
+* ``TTP [s]`` = time to peak of the denoised tissue curve, from the first frame (parabolic sub-sample refinement).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctperf.constants import KH, RHO_G_PER_ML
+from ctperf.deconvolution import residue_peak
+
+CBF_PER_RMAX = 6000.0 * KH / RHO_G_PER_ML
+CBV_PER_RATIO = 100.0 * KH / RHO_G_PER_ML
+
+
+def cbf_from_rmax(rmax_per_s: np.ndarray) -> np.ndarray:
+    """CBF (mL/100g/min) from the residue peak (1/s)."""
+    return (CBF_PER_RMAX * np.asarray(rmax_per_s, np.float64)).astype(np.float32)
+
+
+def cbv_from_curves(tissue_nt: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
+    """CBV (mL/100g) = 100 kH/rho * AUC(tissue)/AUC(AIF), curves on the same uniform grid."""
+    a = float(np.sum(aif_t))
+    if a <= 0:
+        return np.full(len(tissue_nt), np.nan, np.float32)
+    return (CBV_PER_RATIO * np.asarray(tissue_nt).sum(axis=1, dtype=np.float64) / a).astype(np.float32)
+
+
+def mtt_from(cbv: np.ndarray, cbf: np.ndarray) -> np.ndarray:
+    """MTT (s) = 60 CBV / CBF; NaN where CBF <= 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(cbf > 0, 60.0 * cbv / cbf, np.nan).astype(np.float32)
+
+
+def ttp_from_curves(tissue_nt: np.ndarray, time_s: np.ndarray) -> np.ndarray:
+    """Time to peak (s from the first frame) with parabolic refinement."""
+    dt = float(time_s[1] - time_s[0])
+    _, t = residue_peak(np.asarray(tissue_nt, np.float32), dt, tissue_nt.shape[1], 0)
+    return (t + float(time_s[0])).astype(np.float32)
+
+
+def to_volume(values_n: np.ndarray, mask_zyx: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    """Scatter per-voxel values (order of ``np.nonzero(mask)``) into a float32 (z, y, x) volume."""
+    out = np.full(mask_zyx.shape, fill, np.float32)
+    out[mask_zyx] = values_n
+    return out
+
+
+def vessel_mask(cbv_zyx: np.ndarray, peak_hu_zyx: np.ndarray, brain: np.ndarray, cbv_max: float,
+                peak_max_hu: float) -> np.ndarray:
+    """Large vessels: brain voxels with CBV above ``cbv_max`` or a peak enhancement above ``peak_max_hu``."""
+    return brain & ((np.nan_to_num(cbv_zyx) > cbv_max) | (np.nan_to_num(peak_hu_zyx) > peak_max_hu))
+
+
+def affected_side(tmax_zyx: np.ndarray, tissue: np.ndarray, side_zyx: np.ndarray, voxel_ml: float,
+                  threshold_s: float = 6.0, min_ml: float = 1.0) -> tuple[str, dict]:
+    """'left' | 'right' | 'none': hemisphere with the larger Tmax > threshold tissue volume (mL)."""
+    hyp = tissue & (np.nan_to_num(tmax_zyx) > threshold_s)
+    left = float((hyp & (side_zyx > 0)).sum() * voxel_ml)
+    right = float((hyp & (side_zyx < 0)).sum() * voxel_ml)
+    vols = {"tmax6_left_ml": left, "tmax6_right_ml": right}
+    if max(left, right) < min_ml:
+        return "none", vols
+    return ("left" if left >= right else "right"), vols
+
+
+def reference_region(tissue: np.ndarray, tmax_zyx: np.ndarray, side_zyx: np.ndarray, affected: str,
+                     normal_tmax_s: float = 4.0) -> np.ndarray:
+    """Normal-appearing tissue (Tmax < ``normal_tmax_s``) of the less-affected hemisphere (both if 'none')."""
+    normal = tissue & np.isfinite(tmax_zyx) & (tmax_zyx < normal_tmax_s)
+    if affected == "left":
+        normal &= side_zyx < 0
+    elif affected == "right":
+        normal &= side_zyx > 0
+    else:
+        normal &= side_zyx != 0
+    return normal
+
+
+def relative_cbf(cbf_zyx: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:
+    """rCBF = CBF / mean CBF of the reference region; returns (rCBF map, reference mean CBF)."""
+    vals = cbf_zyx[reference & np.isfinite(cbf_zyx)]
+    ref = float(np.mean(vals)) if vals.size else float("nan")
+    if not np.isfinite(ref) or ref <= 0:
+        return np.full_like(cbf_zyx, np.nan), ref
+    return (cbf_zyx / ref).astype(np.float32), ref
