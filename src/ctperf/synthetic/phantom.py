@@ -249,7 +249,11 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
 
     # ---- curves on the fine grid.
     dt = FINE_DT_S
-    t_end = float(times.max()) + max(0.0, -float(delay.min())) + 2.0
+    # The grid always covers the whole first pass, recirculation and venous outflow (so the curves and their
+    # normalisation do not depend on the acquisition length), and the acquisition itself.
+    t_curves = (spec.aif_arrival_s + 8.0 * spec.aif_fwhm_s + max(spec.venous_delay_s, 0.0)
+                + 10.0 * max(spec.venous_dispersion_s, spec.dispersion_s, 4.0) + 20.0)
+    t_end = max(float(times.max()) + max(0.0, -float(delay.min())) + 2.0, t_curves)
     t_fine = np.arange(0.0, t_end + dt, dt)
     ca = P.arterial_curve(t_fine, spec.aif_peak_hu, spec.aif_fwhm_s, spec.aif_arrival_s, spec.recirculation,
                           alpha=spec.aif_alpha)
