@@ -1,0 +1,299 @@
+"""One-page A4 PDF summary of a study, laid out like the summary page clinicians know from commercial tools.
+
+Contents (top to bottom): title with software and definition versions; headline numbers (core, Tmax
+hypoperfusion, mismatch volume and ratio, HIR, CBV index); a row of core/penumbra key images; a row of Tmax key
+images; Tmax level volumes, an AIF/VOF thumbnail and the QA flags; the research-use disclaimer in the footer.
+
+No patient identifiers are printed (none are passed in). The figure is drawn without pyplot (see
+:mod:`ctperf.qa_plots`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.patches import FancyBboxPatch
+
+from ctperf import DISCLAIMER, __version__
+from ctperf.constants import DEFINITION_VERSION
+from ctperf.qa_plots import (
+    CORE_COLOR,
+    KEYS_CBV_INDEX,
+    KEYS_CORE,
+    KEYS_HIR,
+    KEYS_HYPO,
+    KEYS_MISMATCH_RATIO,
+    PENUMBRA_COLOR,
+    TMAX_RANGE_S,
+    MetricText,
+    _as_bool,
+    _map_cmap,
+    _stride,
+    annotate_mosaic,
+    contour_mosaic,
+    core_penumbra_mosaic,
+    display_orientation,
+    draw_curves,
+    make_mosaic,
+    map_mosaic,
+    metric_text,
+    mismatch_volume_text,
+    new_figure,
+    pick_slices,
+    pvt_lines,
+    show_mosaic,
+    slice_title,
+    thresholds_from,
+    tmax_level_volumes,
+)
+from ctperf.results import LesionMasks, PerfusionResult
+
+A4_IN = (8.27, 11.69)
+N_KEY_IMAGES = 6
+KEY_IMAGE_PX = 128
+MARGIN = 0.045
+RED = "#c00000"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _number_box(fig, rect, title: str, txt: MetricText, color: str) -> None:
+    """A headline figure: small caption, big value (or n/a plus the reason), unit."""
+    x, y, w, h = rect
+    fig.patches.append(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.0,rounding_size=0.008",
+                                      transform=fig.transFigure, fc="#f4f5f7", ec="#c8ccd2", lw=0.8))
+    fig.text(x + 0.012, y + h - 0.012, title, fontsize=8.5, color="0.25", va="top", ha="left")
+    if txt.available:
+        fig.text(x + w / 2, y + h * 0.38, txt.value, fontsize=26, fontweight="bold", color=color, ha="center",
+                 va="center")
+        if txt.unit:
+            fig.text(x + w - 0.012, y + 0.01, txt.unit, fontsize=9, color="0.3", ha="right", va="bottom")
+    else:
+        fig.text(x + w / 2, y + h * 0.45, "n/a", fontsize=22, fontweight="bold", color="0.55", ha="center",
+                 va="center")
+        if txt.reason:
+            fig.text(x + w / 2, y + 0.012, _short(txt.reason, 40), fontsize=7, color="0.35", ha="center",
+                     va="bottom", style="italic")
+
+
+def _legend_swatch(fig, x: float, y: float, color, text: str) -> None:
+    fig.patches.append(FancyBboxPatch((x, y - 0.004), 0.012, 0.008, transform=fig.transFigure, fc=color, ec="none",
+                                      boxstyle="square,pad=0"))
+    fig.text(x + 0.017, y, text, fontsize=7.5, va="center")
+
+
+def _section_title(fig, x: float, y: float, text: str) -> None:
+    fig.text(x, y, text, fontsize=10, fontweight="bold", color="#1a2a40", va="bottom", ha="left")
+
+
+def _key_image_row(fig, result, lesion, orient, slices, y: float, height: float, kind: str) -> None:
+    """One row of key slices drawn as a single mosaic (core/penumbra overlay, or Tmax with its outline)."""
+    if not slices:
+        return
+    n = len(slices)
+    width = (1 - 2 * MARGIN - 0.05) / N_KEY_IMAGES
+    x0 = MARGIN + (N_KEY_IMAGES - n) * width / 2
+    ax = fig.add_axes([x0, y, n * width, height])
+    if kind == "core":
+        mosaic, hypo = core_penumbra_mosaic(result, lesion, orient, slices, n, KEY_IMAGE_PX)
+        show_mosaic(ax, mosaic, orient)
+    else:
+        tmax = np.asarray(result.tmax, float)
+        mosaic = map_mosaic(tmax, orient, slices, n, KEY_IMAGE_PX)
+        handle = show_mosaic(ax, mosaic, orient, cmap=_map_cmap(), vmin=TMAX_RANGE_S[0], vmax=TMAX_RANGE_S[1])
+        hypo_vol = _as_bool(lesion.hypoperfusion, tmax.shape)
+        stride = _stride(tmax.shape[1:], KEY_IMAGE_PX)
+        hypo = make_mosaic([orient.image(hypo_vol[z])[::stride, ::stride].astype(float) for z in slices], n,
+                           fill=0.0)
+        contour_mosaic(ax, hypo, lw=0.5)
+        cax = fig.add_axes([1 - MARGIN - 0.018, y + 0.1 * height, 0.012, 0.8 * height])
+        cb = fig.colorbar(handle, cax=cax)
+        cb.set_label("Tmax (s)", fontsize=6.5, labelpad=1)
+        cb.ax.tick_params(labelsize=6)
+    annotate_mosaic(ax, mosaic, orient, [slice_title(orient, z, with_index=False) for z in slices], fontsize=5.5,
+                    title_size=6)
+
+
+def _tmax_levels_panel(fig, rect, result, lesion, metrics, t_thr: float) -> None:
+    ax = fig.add_axes(rect)
+    rows = tmax_level_volumes(result, lesion, metrics)
+    labels = [f"Tmax > {lv:g} s" for lv, _ in rows]
+    values = [float(t.value) if t.available and t.value.replace(".", "", 1).isdigit() else 0.0 for _, t in rows]
+    colors = ["#2e9d4a" if abs(lv - t_thr) < 1e-6 else "#7f9fbf" for lv, _ in rows]
+    ypos = np.arange(len(rows))[::-1]
+    ax.barh(ypos, values, color=colors, height=0.6)
+    vmax = max(values + [1.0])
+    ax.set_xlim(0, vmax * 1.6)
+    for yp, (_, t), v in zip(ypos, rows, values):
+        ax.text(v + vmax * 0.03, yp, t.full() if t.available else f"n/a", va="center", fontsize=7.5)
+    ax.set_yticks(ypos, labels, fontsize=7.5)
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+
+
+def _qa_panel(fig, x: float, y_top: float, result: PerfusionResult, metrics: dict) -> None:
+    lines: list[tuple[str, str]] = []
+    flags = dict(result.qa_flags or {})
+    raised = [k for k, v in flags.items() if bool(v)]
+    for key, value in flags.items():
+        on = bool(value)
+        lines.append((f"{'FLAG' if on else 'ok  '}  {_short(str(key), 34)}", RED if on else "#2e7d32"))
+    if not flags:
+        lines.append(("no QA flags reported", "0.3"))
+    for text in pvt_lines(result, metrics):
+        if not any(text.lower().startswith(str(k).lower()) for k in flags):
+            lines.append((_short(text, 40), "0.2"))
+    max_lines = 13
+    if len(lines) > max_lines:
+        extra = len(lines) - (max_lines - 1)
+        lines = lines[: max_lines - 1] + [(f"\u2026 {extra} more (see metrics.json)", "0.3")]
+    summary = f"{len(raised)} flag(s) raised" if raised else "no flag raised"
+    fig.text(x, y_top, summary, fontsize=8.5, fontweight="bold", color=RED if raised else "#2e7d32", va="top",
+             family="DejaVu Sans")
+    for i, (text, color) in enumerate(lines):
+        fig.text(x, y_top - 0.02 - i * 0.0145, text, fontsize=7.2, color=color, va="top", family="DejaVu Sans Mono")
+
+
+def _details(result: PerfusionResult) -> list[tuple[str, str]]:
+    """Acquisition-independent facts about the analysis (no identifiers)."""
+    a = np.asarray(result.affine_ras, float)[:3, :3]
+    spacing = np.linalg.norm(a, axis=0)
+    nz, ny, nx = np.asarray(result.tmax).shape
+    brain = _as_bool(result.masks.brain, (nz, ny, nx))
+    rows = [
+        ("map grid (x, y, z)", f"{nx} x {ny} x {nz} voxels"),
+        ("voxel size", f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"),
+        ("brain volume", f"{np.count_nonzero(brain) * float(abs(np.linalg.det(a))) / 1000.0:.0f} mL"),
+        ("AIF / VOF voxels", f"{len(np.reshape(result.aif.voxels_zyx, (-1, 3)))} / "
+                             f"{len(np.reshape(result.vof.voxels_zyx, (-1, 3)))}"),
+    ]
+    for name, curve in (("AIF", result.aif), ("VOF", result.vof)):
+        y = np.asarray(curve.delta_hu, float)
+        if y.size and np.isfinite(y).any():
+            rows.append((f"{name} peak / TTP", f"{np.nanmax(y):.0f} HU / {curve.ttp_s:.1f} s"))
+    if result.stage_seconds:
+        rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
+    for key, value in (result.qa_values or {}).items():
+        # Numbers only: QA values are measurements; free text is left to metrics.json.
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            text = f"{float(value):.3g}" if isinstance(value, (float, np.floating)) else str(value)
+            rows.append((_short(str(key), 22), text))
+    return rows
+
+
+def _details_panel(fig, y_top: float, result: PerfusionResult) -> None:
+    _section_title(fig, MARGIN, y_top, "Analysis details")
+    rows = _details(result)
+    per_col = 5
+    rows = rows[: 3 * per_col]
+    for i, (key, value) in enumerate(rows):
+        col, r = divmod(i, per_col)
+        x = MARGIN + col * 0.31
+        yy = y_top - 0.018 - r * 0.0145
+        fig.text(x, yy, key, fontsize=7.2, color="0.35", va="center")
+        fig.text(x + 0.14, yy, value, fontsize=7.2, color="0.1", va="center")
+
+
+def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> None:
+    t_thr, rcbf = thresholds_from(metrics)
+    orient = display_orientation(result.affine_ras, np.asarray(result.tmax).shape)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    # Header
+    fig.text(MARGIN, 0.962, "ctperf summary", fontsize=22, fontweight="bold", color="#1a2a40", va="center")
+    fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{DEFINITION_VERSION}", fontsize=9,
+             ha="right", va="center", color="0.2")
+    fig.text(1 - MARGIN, 0.954, f"generated {now}", fontsize=8, ha="right", va="center", color="0.35")
+    side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
+    ref = result.reference_cbf
+    ref_txt = f"{ref:.1f} mL/100g/min" if isinstance(ref, (int, float)) and np.isfinite(ref) else "n/a"
+    fig.text(MARGIN, 0.934, f"Affected hemisphere: {side}   \u00b7   reference CBF: {ref_txt}   \u00b7   core: rCBF "
+             f"< {rcbf * 100:g}%   \u00b7   hypoperfusion: Tmax > {t_thr:g} s", fontsize=8.2, color="0.2",
+             va="center")
+    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [0.922, 0.922], color="#1a2a40", lw=1.2,
+                                           transform=fig.transFigure))
+
+    # Headline numbers
+    boxes = [
+        (f"Core (rCBF < {rcbf * 100:g}%)", metric_text(metrics, KEYS_CORE, "mL"), "#b0106a"),
+        (f"Hypoperfusion (Tmax > {t_thr:g} s)", metric_text(metrics, KEYS_HYPO, "mL"), "#1f7a34"),
+        ("Mismatch volume", mismatch_volume_text(metrics), "#1a2a40"),
+        ("Mismatch ratio", metric_text(metrics, KEYS_MISMATCH_RATIO, "", 2), "#1a2a40"),
+        (f"HIR (Tmax > 10 s / Tmax > {t_thr:g} s)", metric_text(metrics, KEYS_HIR, "", 2), "#1a2a40"),
+        ("CBV index", metric_text(metrics, KEYS_CBV_INDEX, "", 2), "#1a2a40"),
+    ]
+    gap = 0.012
+    bw = (1 - 2 * MARGIN - 2 * gap) / 3
+    bh = 0.082
+    for i, (title, txt, color) in enumerate(boxes):
+        r, c = divmod(i, 3)
+        _number_box(fig, (MARGIN + c * (bw + gap), 0.828 - r * (bh + gap), bw, bh), title, txt, color)
+
+    # Key images: square tiles as wide as the row allows
+    slices = pick_slices(result, orient, N_KEY_IMAGES)
+    tile_w = (1 - 2 * MARGIN - 0.05) / N_KEY_IMAGES
+    img_h = min(tile_w * A4_IN[0] / A4_IN[1] * orient.aspect, 0.12)
+    y = 0.700
+    _section_title(fig, MARGIN, y, "Core (magenta) and penumbra (green)")
+    fig.text(1 - MARGIN, y + 0.001, f"radiological view: patient {orient.left} on image left", fontsize=7,
+             color="0.35", ha="right", va="bottom")
+    y -= img_h + 0.016
+    _key_image_row(fig, result, lesion, orient, slices, y, img_h, "core")
+    y -= 0.014
+    _legend_swatch(fig, MARGIN, y, CORE_COLOR, f"core {metric_text(metrics, KEYS_CORE, 'mL').full()}")
+    _legend_swatch(fig, MARGIN + 0.3, y, PENUMBRA_COLOR,
+                   f"penumbra {metric_text(metrics, ('penumbra_ml',), 'mL').full()}")
+    y -= 0.03
+    _section_title(fig, MARGIN, y, f"Tmax (white outline: Tmax > {t_thr:g} s)")
+    y -= img_h + 0.016
+    _key_image_row(fig, result, lesion, orient, slices, y, img_h, "tmax")
+
+    # Bottom panels
+    y -= 0.02
+    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [y, y], color="0.75", lw=0.8,
+                                           transform=fig.transFigure))
+    y -= 0.03
+    panel_h = y - 0.012 - 0.24
+    _section_title(fig, MARGIN, y, "Tmax volumes")
+    _tmax_levels_panel(fig, [MARGIN + 0.075, y - 0.012 - panel_h, 0.22, panel_h], result, lesion, metrics, t_thr)
+    _section_title(fig, 0.375, y, "AIF / VOF")
+    ax = fig.add_axes([0.415, y - 0.012 - panel_h + 0.025, 0.255, panel_h - 0.025])
+    draw_curves(ax, result, metrics, compact=True)
+    _section_title(fig, 0.71, y, "QA")
+    _qa_panel(fig, 0.71, y - 0.008, result, metrics)
+    _details_panel(fig, 0.205, result)
+
+    # Footer
+    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [0.062, 0.062], color="0.75", lw=0.8,
+                                           transform=fig.transFigure))
+    fig.text(0.5, 0.045, DISCLAIMER, fontsize=9, fontweight="bold", color=RED, ha="center", va="center")
+    fig.text(0.5, 0.027, "Automatic research analysis; volumes and indices follow the ctperf definitions "
+             f"v{DEFINITION_VERSION}. Review the QA figures before using any number.", fontsize=6.5, color="0.35",
+             ha="center", va="center")
+    fig.text(1 - MARGIN, 0.012, "page 1/1", fontsize=6.5, color="0.45", ha="right", va="center")
+
+
+def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pdf_path: Path) -> Path:
+    """Write the one-page A4 summary PDF and return its path (parent folders are created)."""
+    pdf_path = Path(pdf_path)
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "Title": "ctperf summary",
+        "Subject": DISCLAIMER,
+        "Creator": f"ctperf {__version__} (definitions v{DEFINITION_VERSION})",
+        "Keywords": "CT perfusion; research use only",
+    }
+    with matplotlib.rc_context({"font.family": "DejaVu Sans", "pdf.fonttype": 3}):
+        fig = new_figure(*A4_IN)
+        _build_page(fig, result, lesion, metrics or {})
+        with PdfPages(pdf_path, metadata=metadata) as pdf:
+            pdf.savefig(fig)
+    return pdf_path

@@ -1,0 +1,228 @@
+"""QA figures and the one-page PDF summary, on a small hand-built result (no engine, no phantom)."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+import ctperf
+from ctperf.qa_plots import FIGURE_NAMES, display_orientation, metric_text, write_qa_figures
+from ctperf.report import write_summary_pdf
+from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
+
+NZ, NY, NX = 6, 64, 64
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _gamma_variate(t, t0, alpha, beta, peak):
+    s = np.clip(t - t0, 0, None)
+    y = s**alpha * np.exp(-s / beta)
+    return peak * y / y.max()
+
+
+def _affine(flip_x: bool = False) -> np.ndarray:
+    """Standard axial scan: column index toward patient left (RAS x decreasing), row index toward posterior."""
+    a = np.diag([-3.0, -3.0, 5.0, 1.0])
+    a[:3, 3] = (96.0, 96.0, -10.0)
+    if flip_x:
+        a[0, 0] = 3.0
+        a[0, 3] = -96.0
+    return a
+
+
+def make_case(empty_lesion: bool = False, with_nans: bool = True, flip_x: bool = False, shape=(NZ, NY, NX)):
+    nz, ny, nx = shape
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    cy, cx, r = ny / 2, nx / 2, 0.42 * min(ny, nx)
+    dist = np.hypot(y - cy, x - cx)
+    brain = dist < r
+    skull = (dist >= r) & (dist < r + 0.06 * min(ny, nx))
+    csf = brain & (np.hypot(y - cy, (x - cx) * 2.5) < 0.07 * min(ny, nx))
+    vessels = np.zeros(shape, bool)
+
+    # Lesion in the patient's LEFT hemisphere: larger x index for this affine (column -> patient left).
+    lx = cx + 0.22 * nx if not flip_x else cx - 0.22 * nx
+    blob = np.hypot(y - cy + 0.05 * ny, x - lx) < 0.17 * min(ny, nx)
+    blob &= (z >= 1) & (z <= nz - 2) & brain
+    core_blob = blob & (np.hypot(y - cy + 0.05 * ny, x - lx) < 0.08 * min(ny, nx))
+
+    rng = np.random.default_rng(0)
+    nan_out = np.where(brain, 0.0, np.nan)
+    cbf = 50 + 5 * rng.standard_normal(shape) + nan_out
+    cbf[blob] = 20.0
+    cbf[core_blob] = 6.0
+    cbv = 4.0 + 0.3 * rng.standard_normal(shape) + nan_out
+    cbv[core_blob] = 1.0
+    mtt = 60 * cbv / cbf
+    tmax = 1.5 + 0.5 * rng.random(shape) + nan_out
+    tmax[blob] = 9.0
+    tmax[core_blob] = 13.0
+    if with_nans:
+        for vol in (cbf, cbv, mtt, tmax):
+            vol[min(2, nz - 1), 20:26, 20:26] = np.nan  # unknown values inside the brain
+    ttp = tmax + 8.0
+    rcbf = cbf / 50.0
+    baseline = np.where(brain, 35.0, -1000.0).astype(float)
+    baseline[skull] = 1000.0
+    baseline[csf] = 5.0
+    baseline += 2 * rng.standard_normal(shape)
+
+    t = np.arange(0, 60, 1.5)
+    aif = Curve(t, _gamma_variate(t, 8.0, 3.0, 1.6, 320.0), np.array([[2, 30, 30], [2, 31, 30], [3, 30, 31]]))
+    vof = Curve(t, _gamma_variate(t, 11.0, 3.0, 2.0, 420.0), np.array([[4, int(0.88 * ny), nx // 2]]))
+
+    side = np.where(brain, np.where(x > cx, 1, -1), 0).astype(np.int8)
+    mirror = np.eye(4)
+    mirror[0, 0], mirror[0, 3] = -1.0, nx - 1.0
+    hemis = Hemispheres(side=side, mirror_vox=mirror, normal_ras=np.array([1.0, 0, 0]), point_ras=np.zeros(3))
+
+    result = PerfusionResult(
+        affine_ras=_affine(flip_x), cbf=cbf, cbv=cbv, mtt=mtt, tmax=tmax, ttp=ttp, rcbf=rcbf,
+        masks=TissueMasks(brain=brain, csf=csf, vessels=vessels), hemispheres=hemis, aif=aif, vof=vof,
+        affected_side="left", reference_cbf=50.0, baseline_hu=baseline,
+        qa_flags={"motion_over_2mm": False, "aif_truncated": True, "pvt_positive": False},
+        qa_values={"max_motion_mm": 0.7},
+    )
+    if empty_lesion:
+        hypo = core = pen = np.zeros(shape, bool)
+        levels = {lv: np.zeros(shape, bool) for lv in (4.0, 6.0, 8.0, 10.0)}
+    else:
+        hypo, core = blob, core_blob
+        pen = hypo & ~core
+        levels = {lv: brain & (np.nan_to_num(tmax) >= lv) for lv in (4.0, 6.0, 8.0, 10.0)}
+    lesion = LesionMasks(hypoperfusion=hypo, core=core, penumbra=pen, tmax_levels=levels)
+
+    vox_ml = 3 * 3 * 5 / 1000.0
+    metrics = {
+        "core_ml": float(core.sum() * vox_ml),
+        "penumbra_ml": float(pen.sum() * vox_ml),
+        "hypoperfusion_ml": float(hypo.sum() * vox_ml),
+        "Mismatch_Ratio": None if empty_lesion else float(hypo.sum() / max(core.sum(), 1)),
+        "Mismatch_Ratio_reason": "core volume is 0" if empty_lesion else None,
+        "HIR": None,
+        "HIR_reason": "Tmax>6 volume below 1 mL",
+        "CBV_Index": 0.71,
+    }
+    return result, lesion, metrics
+
+
+def _check_png(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 8_000, f"{path.name} suspiciously small ({len(data)} bytes)"
+    width, height = struct.unpack(">II", data[16:24])
+    assert 300 <= width <= 3000 and 200 <= height <= 3000, (path.name, width, height)
+    return width, height
+
+
+def _pdf_text(data: bytes) -> bytes:
+    """Raw PDF bytes plus every inflated stream (enough for a text search without a PDF library)."""
+    chunks = [data]
+    pos = 0
+    while True:
+        start = data.find(b"stream", pos)
+        if start < 0:
+            break
+        start = data.find(b"\n", start) + 1
+        end = data.find(b"endstream", start)
+        try:
+            chunks.append(zlib.decompress(data[start:end]))
+        except zlib.error:
+            pass
+        pos = end + 9
+    return b"\n".join(chunks)
+
+
+@pytest.mark.parametrize("empty_lesion", [False, True])
+def test_figures_and_pdf_written(tmp_path, empty_lesion):
+    result, lesion, metrics = make_case(empty_lesion=empty_lesion)
+    before = plt.get_fignums()
+    t0 = time.perf_counter()
+    paths = write_qa_figures(result, lesion, metrics, tmp_path / "qa")
+    pdf = write_summary_pdf(result, lesion, metrics, tmp_path / "summary.pdf")
+    elapsed = time.perf_counter() - t0
+
+    assert [p.name for p in paths] == list(FIGURE_NAMES)
+    for p in paths:
+        assert p.parent == tmp_path / "qa"
+        _check_png(p)
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and data.rstrip().endswith(b"%%EOF")
+    assert 20_000 < len(data) < 5_000_000
+    assert data.count(b"/Count 1") == 1  # exactly one page
+    text = _pdf_text(data)
+    assert ctperf.DISCLAIMER.encode() in text  # in the document metadata
+    assert plt.get_fignums() == before == []
+    assert elapsed < 15
+
+
+def test_all_unknown_maps_and_single_slice(tmp_path):
+    """An engine failure (all maps NaN, empty masks, no metrics) still gives readable figures."""
+    result, lesion, _ = make_case(empty_lesion=True, shape=(1, 48, 40))
+    for attr in ("cbf", "cbv", "mtt", "tmax", "ttp", "rcbf", "baseline_hu"):
+        setattr(result, attr, np.full((1, 48, 40), np.nan))
+    result.masks.brain[:] = False
+    result.aif.delta_hu = np.full_like(result.aif.delta_hu, np.nan)
+    result.qa_flags = {"pvt_positive": np.bool_(True)}
+    metrics = {k: None for k in ("core_ml", "penumbra_ml", "hypoperfusion_ml", "Mismatch_Ratio", "HIR")}
+    metrics["core_ml_reason"] = "no usable AIF"
+    for p in write_qa_figures(result, lesion, metrics, tmp_path / "qa"):
+        assert p.read_bytes()[:8] == PNG_MAGIC
+    pdf = write_summary_pdf(result, lesion, metrics, tmp_path / "deep" / "s.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert plt.get_fignums() == []
+
+
+def test_large_study_is_fast(tmp_path):
+    result, lesion, metrics = make_case(shape=(20, 256, 256))
+    t0 = time.perf_counter()
+    write_qa_figures(result, lesion, metrics, tmp_path / "qa")
+    write_summary_pdf(result, lesion, metrics, tmp_path / "summary.pdf")
+    assert time.perf_counter() - t0 < 10  # target ~3 s on a free core; generous for shared CI machines
+
+
+def test_without_nans_and_without_voxels(tmp_path):
+    result, lesion, metrics = make_case(with_nans=False)
+    result.aif.voxels_zyx = np.zeros((0, 3), int)
+    result.vof.voxels_zyx = np.zeros((0, 3), int)
+    result.vof.delta_hu = np.full_like(result.vof.delta_hu, np.nan)
+    paths = write_qa_figures(result, lesion, {}, tmp_path)
+    for p in paths:
+        _check_png(p)
+    write_summary_pdf(result, lesion, {}, tmp_path / "s.pdf")
+    assert plt.get_fignums() == []
+
+
+def test_radiological_orientation_from_affine():
+    standard = display_orientation(_affine(), (NZ, NY, NX))
+    assert not standard.flip_lr and not standard.flip_ud and not standard.transpose
+    assert (standard.left, standard.right, standard.top, standard.bottom) == ("R", "L", "A", "P")
+    flipped = display_orientation(_affine(flip_x=True), (NZ, NY, NX))
+    assert flipped.flip_lr and (flipped.left, flipped.right) == ("R", "L")
+    # A voxel at the patient's left (large x in the standard grid) is drawn on the image right.
+    col, _ = standard.point(10, NX - 5, (NY, NX))
+    assert col > NX / 2
+    col, _ = flipped.point(10, NX - 5, (NY, NX))  # in the flipped grid large x is the patient's right
+    assert col < NX / 2
+    # Rows along x and columns along y (transposed acquisition) are transposed back for display.
+    swapped = np.array([[0, -3.0, 0, 0], [-3.0, 0, 0, 0], [0, 0, 5.0, 0], [0, 0, 0, 1]])
+    tr = display_orientation(swapped, (NZ, NY, NX))
+    assert tr.transpose and (tr.left, tr.right, tr.top, tr.bottom) == ("R", "L", "A", "P")
+    # Slices ordered inferior to superior even when z runs downwards.
+    down = _affine()
+    down[2, 2] = -5.0
+    assert display_orientation(down, (NZ, NY, NX)).slice_order == tuple(range(NZ - 1, -1, -1))
+
+
+def test_metric_text_none_with_reason():
+    m = {"HIR": None, "HIR_reason": "no hypoperfusion", "core_ml": 12.345, "CBV_Index": float("nan")}
+    assert metric_text(m, "HIR").full() == "n/a (no hypoperfusion)"
+    assert metric_text(m, "core_ml", "mL").full() == "12.3 mL"
+    assert metric_text(m, "cbv_index").full() == "n/a"
+    assert metric_text(m, "missing_key").full() == "n/a (not computed)"
