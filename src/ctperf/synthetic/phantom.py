@@ -164,6 +164,17 @@ def make_to_head(spec: PhantomSpec):
     return to_head
 
 
+def make_from_head(spec: PhantomSpec):
+    """Inverse of :func:`make_to_head`: head-frame points (..., 3) to the scanner frame."""
+    rot = A.rotz(spec.rotation_deg)
+    off = np.array([spec.head_offset_mm[0], spec.head_offset_mm[1], 0.0])
+
+    def from_head(p: np.ndarray) -> np.ndarray:
+        return p @ rot.T + off
+
+    return from_head
+
+
 def _lesion_profiles(d: np.ndarray, delays: tuple[float, float, float]):
     """CBF fraction, CBV fraction and bolus delay (s) vs the normalised lesion distance ``d`` (piecewise linear)."""
     dc, dp, do = (float(x) for x in delays)
@@ -188,6 +199,7 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     times -= times[0, 0]
     shape = (nz, n, n)
     to_head = make_to_head(spec)
+    from_head = make_from_head(spec)
     voxel_mm = (spec.pixel_mm, spec.pixel_mm, spec.slice_mm)
 
     # ---- anatomy and per-voxel parameters, slice by slice (bounded memory).
@@ -207,7 +219,7 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
         p = to_head(pscan)
         lab, skull_hu = A.classify(p, spec.anatomy_seed)
         labels0[k] = lab
-        fa, fv, fc = A.vessel_fractions(pscan, to_head, voxel_mm, tubes)
+        fa, fv, fc = A.vessel_fractions(pscan, to_head, from_head, voxel_mm, tubes)
         f_art[k], f_ven[k], f_core[k] = fa, fv, fc
         # baseline HU with a faint smooth texture in soft tissue
         b = np.zeros(lab.shape, np.float32)
