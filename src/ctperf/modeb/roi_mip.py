@@ -10,9 +10,12 @@ Steps
 2. **Filling** (:func:`fill_roi`): per yellow component, holes are filled.  A component that encloses an
    interior at least half as large as the stroke is an *outline*; the ROI is then its interior plus the inner
    half of the stroke (the polygon the person traced runs along the stroke centre).  An outline that does not
-   close is closed by a morphological closing with the smallest disk radius 1 .. ``max_gap_px // 2`` that
-   makes it enclose an interior, i.e. gaps up to about ``max_gap_px`` screenshot pixels are bridged.
-   Components that never enclose an interior are *painted areas* and are used as they are.
+   close is closed by dilating it with a disk of the smallest radius r = 1 .. ``max_gap_px // 2`` that makes
+   it enclose an interior, filling the holes and eroding back by r (a plain closing does not join facing line
+   ends), i.e. gaps up to about ``max_gap_px`` screenshot pixels are bridged.
+   Components that never enclose an interior are *painted areas* and are used as they are, unless they are
+   thin strokes (< 8 px wide: an outline with a wider gap, yellow text or arrows), which are ignored; when
+   nothing remains an :class:`InputError` asks to close the outline.  Several ROIs are united.
 3. **Registration** (:func:`register_screenshot`): the axial MIP ``np.nanmax(tmax, axis=0)`` is put in
    radiological display orientation (patient right on image left, anterior up; flips / transpose derived from
    the affine).  The screenshot is converted to grey with coloured pixels (the ROI, other annotations) masked
@@ -99,8 +102,14 @@ def _disk(r: int) -> np.ndarray:
     return x * x + y * y <= r * r + 0.5
 
 
-def fill_roi(yellow: np.ndarray, max_gap_px: int = 12) -> tuple[np.ndarray, list[str]]:
-    """Turn yellow strokes into a filled ROI (screenshot grid). Returns (mask, kind per component)."""
+def fill_roi(yellow: np.ndarray, max_gap_px: int = 12,
+             min_paint_half_width_px: float = 4.0) -> tuple[np.ndarray, list[str]]:
+    """Turn yellow strokes into a filled ROI (screenshot grid). Returns (mask, kind per component).
+
+    Kinds: ``"outline"``, ``"outline (gap closed, radius r px)"``, ``"painted"`` or ``"open line (ignored)"``
+    (a stroke thinner than ``2 * min_paint_half_width_px`` that encloses nothing even after gap closing:
+    an outline with a gap wider than ``max_gap_px``, or yellow text / arrows; it contributes nothing).
+    """
     lab, n = ndimage.label(yellow, structure=np.ones((3, 3)))
     roi = np.zeros_like(yellow, bool)
     kinds = []
@@ -108,25 +117,28 @@ def fill_roi(yellow: np.ndarray, max_gap_px: int = 12) -> tuple[np.ndarray, list
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         sl = tuple(slice(max(0, s.start - pad), s.stop + pad) for s in sl)
         comp = np.pad(lab[sl] == i, pad)
-        line = comp
         filled = ndimage.binary_fill_holes(comp)
         interior = filled & ~comp
         kind = "outline"
         if interior.sum() < 0.5 * comp.sum():
             for r in range(1, max_gap_px // 2 + 1):
-                line = ndimage.binary_closing(comp, _disk(r))
-                filled = ndimage.binary_fill_holes(line)
-                interior = filled & ~line
-                if interior.sum() >= 0.5 * line.sum():
+                # thicken by r (ends closer than ~2r join), fill, thin back by r
+                fat = ndimage.binary_dilation(comp, _disk(r))
+                filled = ndimage.binary_erosion(ndimage.binary_fill_holes(fat), _disk(r)) | comp
+                interior = filled & ~comp
+                if interior.sum() >= 0.5 * comp.sum():
                     kind = f"outline (gap closed, radius {r} px)"
                     break
             else:
-                kind, line, filled, interior = "painted", comp, ndimage.binary_fill_holes(comp), None
+                kind, filled, interior = "painted", ndimage.binary_fill_holes(comp), None
+                if ndimage.distance_transform_edt(comp).max() < min_paint_half_width_px:
+                    kinds.append("open line (ignored)")  # a thin stroke that encloses nothing
+                    continue
         if interior is not None:
             # keep the interior and the inner half of the stroke: the traced contour is the stroke centre
             d_out = ndimage.distance_transform_edt(filled)
             d_in = ndimage.distance_transform_edt(~interior)
-            filled = interior | (line & (d_in <= d_out))
+            filled = interior | (comp & (d_in <= d_out))
         kinds.append(kind)
         region = filled[pad:-pad, pad:-pad]
         tgt = roi[sl]
@@ -294,6 +306,9 @@ def roi_from_rgb(rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray, 
     if not yellow.any():
         raise InputError("no yellow ROI found in the MIP screenshot")
     roi_screen, kinds = fill_roi(yellow, max_gap_px=max_gap_px)
+    if not roi_screen.any():
+        raise InputError(f"the yellow ROI outline is not closed (gap wider than ~{max_gap_px} screenshot pixels); "
+                         "close the outline or paint the area")
 
     tmax = np.asarray(tmax_zyx, np.float32)
     flips = display_transform(affine_ras)

@@ -150,14 +150,17 @@ def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path,
         bd.polygon(pts, fill=YELLOW + (255,))
     elif style == "outline":
         closed = pts + pts[:1]
-        if gap_px > 0:  # leave an opening of gap_px screen pixels at a random vertex
-            k = int(rng.integers(len(pts)))
-            closed = closed[k + 1:] + closed[1:k + 1]
-            x0, y0 = closed[0]
-            x1, y1 = closed[-1]
-            seg = np.hypot(x1 - x0, y1 - y0)
-            frac = min(0.95, SUPERSAMPLE * gap_px / max(seg, 1e-6))
-            closed[-1] = (x0 + (x1 - x0) * (1 - frac), y0 + (y1 - y0) * (1 - frac))
+        if gap_px > 0:  # leave an opening of gap_px screen pixels (arc length) at a random place
+            xy = np.asarray(closed)
+            seg = np.hypot(*np.diff(xy, axis=0).T)
+            n_sub = np.maximum(1, np.ceil(seg).astype(int))  # ~1 supersampled pixel spacing
+            dense = np.concatenate([xy[i] + np.outer(np.arange(n_sub[i]) / n_sub[i], xy[i + 1] - xy[i])
+                                    for i in range(len(seg))])
+            arc = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(dense, axis=0).T))])
+            start = int(rng.integers(len(dense)))
+            dense, arc = np.roll(dense, -start, axis=0), (np.roll(arc, -start) - arc[start]) % arc[-1]
+            keep = arc >= SUPERSAMPLE * gap_px
+            closed = [tuple(p) for p in dense[keep][np.argsort(arc[keep])]]
         bd.line(closed, fill=YELLOW + (255,), width=int(round(line_width * SUPERSAMPLE)), joint="curve")
     else:
         raise ValueError(f"unknown style {style!r}")
