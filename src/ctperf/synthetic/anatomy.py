@@ -66,6 +66,23 @@ def smooth_field(p: np.ndarray, seed: int, n_waves: int = 5, wavelength_mm=(35.0
     return out / amps.sum()
 
 
+def wave_field(p: np.ndarray, seed: int, n_waves: int = 12, wavelength_mm=(25.0, 35.0)
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean random field (sum of plane waves, world mm) and its gradient (per mm) at points (n, 3)."""
+    rng = np.random.default_rng(seed)
+    g = np.zeros(p.shape[0])
+    grad = np.zeros(p.shape)
+    for _ in range(n_waves):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        k = 2 * np.pi / rng.uniform(*wavelength_mm)
+        a = rng.uniform(0.6, 1.0)
+        arg = k * (p @ direction) + rng.uniform(0, 2 * np.pi)
+        g += a * np.sin(arg)
+        grad += (a * k * np.cos(arg))[:, None] * direction[None, :]
+    return g, grad
+
+
 def rotz(deg: float) -> np.ndarray:
     c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -252,33 +269,33 @@ def classify(p: np.ndarray, anatomy_seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
     brain = sd <= 0
     depth = -sd
-    # ---- cortical folding: sulci = CSF clefts running inward from the surface, lined by the GM ribbon.
-    rel = p - BRAIN_CENTRE
-    phi = np.arctan2(rel[..., 1], rel[..., 0])
-    eta = np.arctan2(rel[..., 2], np.hypot(rel[..., 0], rel[..., 1]))
-    rho_h = np.maximum(np.hypot(rel[..., 0], rel[..., 1]), 20.0)
-    k1 = 26.0
-    phase = (k1 * phi + 1.6 * np.sin(3.0 * eta + 2.0 * phi) + 1.1 * np.sin(5.0 * phi + 1.3)
-             + 0.9 * np.sin(4.0 * eta - 3.0 * phi + 0.4))
-    wrapped = np.angle(np.exp(1j * phase))
-    dist_sulc = np.abs(wrapped) / k1 * rho_h  # mm to the nearest sulcal plane (approx.)
-    sulc_id = np.round((phase - wrapped) / (2 * np.pi))
-    sulc_depth = 9.0 + 7.0 * (0.5 + 0.5 * np.sin(2.3 * sulc_id + 0.7))  # 9-16 mm, varies sulcus to sulcus
-    # Second, transverse family (gives closed gyral shapes at high slices).
-    k2 = 9.0
-    phase2 = k2 * eta + 0.8 * np.sin(3.0 * phi)
-    wrapped2 = np.angle(np.exp(1j * phase2))
-    dist_sulc2 = np.abs(wrapped2) / k2 * np.maximum(np.linalg.norm(rel, axis=-1), 20.0)
-    sulc_id2 = np.round((phase2 - wrapped2) / (2 * np.pi))
-    sulc_depth2 = 6.0 + 5.0 * (0.5 + 0.5 * np.sin(1.7 * sulc_id2 + 2.1))
-    half_w = 0.55 + 0.5 * np.clip(1.0 - depth / 6.0, 0.0, 1.0)  # clefts widen toward the surface
-
-    in_s1 = (dist_sulc < half_w) & (depth < sulc_depth)
-    in_s2 = (dist_sulc2 < half_w) & (depth < sulc_depth2)
-    gm_s1 = (dist_sulc < half_w + GM_THICK_MM) & (depth < sulc_depth + GM_THICK_MM)
-    gm_s2 = (dist_sulc2 < half_w + GM_THICK_MM) & (depth < sulc_depth2 + GM_THICK_MM)
-    cortex = brain & ((depth < GM_THICK_MM + 0.4) | gm_s1 | gm_s2)
-    sulcal_csf = brain & (in_s1 | in_s2 | (depth < 0.4))
+    # ---- cortical folding: sulci are radial CSF clefts under the zero-level curves of a smooth random field
+    # evaluated on the brain surface (meandering, branching pattern), lined by the GM ribbon.
+    cortex = np.zeros(u.shape, dtype=bool)
+    sulcal_csf = brain & (depth < 0.4)
+    near = brain & (depth < 22.0)
+    if near.any():
+        pn = p[near]
+        rel = pn - BRAIN_CENTRE
+        rn = np.maximum(ellipsoid_r(pn, BRAIN_CENTRE, BRAIN_AXES), 0.2)
+        p_surf = BRAIN_CENTRE + rel / rn[:, None]
+        # bend the clefts with depth (sulci are not perfectly radial)
+        dn0 = depth[near][:, None]
+        bend = np.stack([smooth_field(pn, anatomy_seed + 41 + i, n_waves=3, wavelength_mm=(30.0, 60.0))
+                         for i in range(3)], axis=-1)
+        p_surf = p_surf + 0.45 * dn0 * bend
+        g, grad = wave_field(p_surf, anatomy_seed + 29, n_waves=24, wavelength_mm=(15.0, 24.0))
+        nrm = rel / np.maximum(np.linalg.norm(rel, axis=1, keepdims=True), 1e-6)
+        grad_t = grad - np.einsum("ij,ij->i", grad, nrm)[:, None] * nrm
+        dist_sulc = np.abs(g) / np.maximum(np.linalg.norm(grad_t, axis=1), 1e-6) * rn  # mm to the cleft plane
+        sulc_depth = 8.0 + 8.0 * (0.5 + 0.5 * smooth_field(p_surf, anatomy_seed + 31, n_waves=4,
+                                                             wavelength_mm=(30.0, 60.0)))
+        dn = depth[near]
+        half_w = 0.5 + 0.6 * np.clip(1.0 - dn / 6.0, 0.0, 1.0)  # clefts widen toward the surface
+        in_s = (dist_sulc < half_w) & (dn < sulc_depth)
+        gm_s = (dist_sulc < half_w + GM_THICK_MM) & (dn < sulc_depth + GM_THICK_MM)
+        cortex[near] = (dn < GM_THICK_MM + 0.4) | gm_s
+        sulcal_csf[near] |= in_s
 
     # ---- interhemispheric fissure (absent where the corpus callosum bridges the hemispheres).
     cc_top = 20.0 + 6.0 * np.clip(1.0 - (v / 38.0) ** 2, 0.0, 1.0)
@@ -286,13 +303,19 @@ def classify(p: np.ndarray, anatomy_seed: int = 0) -> tuple[np.ndarray, np.ndarr
     fissure = brain & fissure_zone & (np.abs(u) < 1.0)
     medial_gm = brain & fissure_zone & (np.abs(u) < 1.0 + GM_THICK_MM)
 
-    # ---- Sylvian fissure and insula.
+    # ---- insula (curved GM band lateral to the lentiform nucleus), Sylvian cistern and fissure.
     au = np.abs(u)
-    syl_zone = (w > -24.0) & (w < 12.0) & (v > -30.0) & (v < 25.0)
-    syl_plane = v - (-8.0 + 0.45 * (au - 36.0))
-    sylvian = brain & syl_zone & (au > 37.5) & (np.abs(syl_plane) < 1.2)
-    syl_gm = brain & syl_zone & (au > 36.0) & (np.abs(syl_plane) < 1.2 + GM_THICK_MM)
-    insula = brain & syl_zone & (au > 33.5) & (au < 37.5) & (v > -24.0) & (v < 20.0)
+    syl_zone = (w > -24.0) & (w < 12.0)
+    q = np.sqrt(((au - 8.0) / 27.0) ** 2 + ((v + 2.0) / 36.0) ** 2)
+    arc = syl_zone & (au > 26.0) & (np.abs(v + 2.0) < 24.0)
+    insula = brain & arc & (q >= 1.0) & (q < 1.11)
+    cistern = brain & arc & (q >= 1.11) & (q < 1.16)
+    syl_plane = v - (-6.0 + 0.45 * (au - 36.0))
+    lateral = (q >= 1.11) & (v > -34.0) & (v < 26.0)
+    sylvian = brain & syl_zone & lateral & (np.abs(syl_plane) < 1.1)
+    syl_gm = brain & syl_zone & lateral & (np.abs(syl_plane) < 1.1 + GM_THICK_MM)
+    sylvian |= cistern
+    syl_gm |= brain & arc & (q >= 1.16) & (q < 1.16 + GM_THICK_MM / 27.0)  # opercular cortex facing the insula
 
     labels[brain] = WM
     labels[cortex | medial_gm | syl_gm | insula] = GM
