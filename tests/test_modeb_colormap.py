@@ -88,3 +88,24 @@ def test_decode_series_geometry(tmp_path):
     assert info["colour_bar"]["orientation"] == "vertical" and info["residual"]["rejected_fraction"] < 0.01
     with pytest.raises(InputError, match="range"):
         decode_colour_series(tmp_path / "tmaxd", None)
+
+
+def test_framed_bar_with_ticks_and_jpeg(brain_slice):
+    import io
+
+    from PIL import Image
+
+    rgb = render_colour_slice(brain_slice, (LO, HI), ramp_colours("jet"), bar_frame=True, ticks_across_bar=True)
+    vals, _ = decode_rgb(rgb, find_colour_bar(rgb), (LO, HI))
+    ok = np.isfinite(brain_slice) & np.isfinite(vals)
+    assert ok.sum() > 0.97 * np.isfinite(brain_slice).sum()
+    assert np.abs(vals[ok] - brain_slice[ok]).max() < 0.02 * (HI - LO)
+    # lossy (JPEG q95) capture: bulk accuracy holds, sharp edges are smeared
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95)
+    jpg = np.asarray(Image.open(buf).convert("RGB"))
+    vals, res = decode_rgb(jpg, find_colour_bar(jpg), (LO, HI))
+    ok = np.isfinite(brain_slice) & np.isfinite(vals)
+    err = np.abs(vals[ok] - brain_slice[ok]) / (HI - LO)
+    assert ok.sum() > 0.9 * np.isfinite(brain_slice).sum()
+    assert np.median(err) < 0.005 and np.percentile(err, 95) < 0.02

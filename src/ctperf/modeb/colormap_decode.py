@@ -5,7 +5,7 @@ Method
 1. **Colour bar** (:func:`find_colour_bar`): pixels are *chromatic* when ``max(R,G,B) - min(R,G,B) >= 50`` and
    the saturation ``(max - min) / max >= 0.4``.  Connected components of chromatic pixels are candidate bars if
    they are long thin near-rectangles (long side >= 15 % of the image side, short side <= 25 % of the long side,
-   bounding box >= 85 % filled), nearly constant across their width and *vary* along their length (total colour
+   bounding box >= 70 % filled), nearly constant across their width and *vary* along their length (total colour
    path >= 150 RGB units, no jumps).  The best candidate (longest colour path x length) wins.  The bar is then
    extended along its axis over achromatic ramp ends (e.g. a white top) as long as the strip stays uniform across
    its width, changes smoothly and differs from the image background.  The ramp is the per-position median
@@ -81,12 +81,34 @@ def chromatic_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def _profile(strip: np.ndarray) -> tuple[np.ndarray, float]:
-    """Median colour along axis 0 of a ``(length, width, 3)`` strip and its mean across-width spread."""
+    """Median colour along axis 0 of a ``(length, width, 3)`` strip and its mean across-width spread.
+
+    Short achromatic runs (<= 3 samples) *inside* the strip (tick marks drawn across the bar) are replaced by
+    linear interpolation between their chromatic neighbours; achromatic ends are kept.
+    """
     w = strip.shape[1]
-    core = strip[:, w // 4: w - w // 4] if w >= 4 else strip
-    prof = np.median(core.astype(float), axis=1)
-    spread = float(np.mean(np.abs(core.astype(float) - prof[:, None, :]).max(axis=-1)))
-    return prof, spread
+    core = strip[:, w // 4: w - w // 4].astype(float) if w >= 4 else strip.astype(float)
+    prof = np.median(core, axis=1)
+    dev = np.abs(core - prof[:, None, :]).max(axis=-1).mean(axis=1)
+    chrom = (prof.max(axis=1) - prof.min(axis=1)) >= ACHROMATIC_CHROMA
+    if chrom.any():
+        lab, n = ndimage.label(~chrom)
+        idx = np.flatnonzero(chrom)
+        for k, sl in enumerate(ndimage.find_objects(lab), start=1):
+            a, b = sl[0].start, sl[0].stop
+            if a > 0 and b < len(prof) and b - a <= 3:
+                for c in range(3):
+                    prof[a:b, c] = np.interp(np.arange(a, b), idx, prof[idx, c])
+                dev[a:b] = 0.0
+    if len(prof) >= 15:
+        # lossy compression smears marks into neighbouring samples: replace samples that stick out of a
+        # running median (kinks of a piecewise-linear ramp deviate by ~2 steps and are kept)
+        med = ndimage.median_filter(prof, size=(7, 1), mode="nearest")
+        step = float(np.median(np.linalg.norm(np.diff(prof, axis=0), axis=1)))
+        out = np.linalg.norm(prof - med, axis=1) > max(15.0, 3.5 * step)
+        out[:3] = out[-3:] = False
+        prof[out] = med[out]
+    return prof, float(dev.mean())
 
 
 def _background_colour(rgb: np.ndarray) -> np.ndarray:
@@ -126,19 +148,33 @@ def find_colour_bar(rgb: np.ndarray, low_end: str | None = None, min_length_frac
     if rgb.ndim != 3 or rgb.shape[-1] < 3:
         raise InputError(f"expected an RGB image, got shape {rgb.shape}")
     rgb = rgb[..., :3]
-    ny, nx = rgb.shape[:2]
-    lab, n = ndimage.label(chromatic_mask(rgb))
+    chrom = chromatic_mask(rgb)
     best = None
+    # label twice, bridging thin (<= 3 px) interruptions such as tick marks across the bar along each axis
+    for axis_vertical, struct in ((True, np.ones((5, 1), bool)), (False, np.ones((1, 5), bool))):
+        lab, _ = ndimage.label(ndimage.binary_closing(chrom, struct) | chrom)
+        best = _best_candidate(rgb, lab, axis_vertical, min_length_frac, best)
+    if best is None:
+        raise InputError("colour bar not found in the colour-coded map (no long, thin strip of smoothly varying "
+                         "colours); is this a colour-coded map?")
+    return _finish_bar(rgb, best, low_end)
+
+
+def _best_candidate(rgb, lab, want_vertical: bool, min_length_frac: float, best):
+    """Best bar candidate among the components of ``lab`` with the wanted orientation, vs the current ``best``."""
+    ny, nx = rgb.shape[:2]
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
             continue
         h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         vertical = h >= w
+        if vertical != want_vertical:
+            continue
         long_, short = (h, w) if vertical else (w, h)
         side = ny if vertical else nx
         if long_ < max(16, min_length_frac * side) or short < 2 or short > 0.25 * long_:
             continue
-        if (lab[sl] == i).mean() < 0.85:
+        if (lab[sl] == i).mean() < 0.7:
             continue
         strip = rgb[sl] if vertical else rgb[sl].transpose(1, 0, 2)
         prof, spread = _profile(strip)
@@ -149,9 +185,12 @@ def find_colour_bar(rgb: np.ndarray, low_end: str | None = None, min_length_frac
         score = path * long_
         if best is None or score > best[0]:
             best = (score, vertical, sl)
-    if best is None:
-        raise InputError("colour bar not found in the colour-coded map (no long, thin strip of smoothly varying "
-                         "colours); is this a colour-coded map?")
+    return best
+
+
+def _finish_bar(rgb: np.ndarray, best, low_end: str | None) -> ColourBar:
+    """Extend the chosen strip over achromatic ramp ends, read the ramp, orient it."""
+    ny, nx = rgb.shape[:2]
     score, vertical, sl = best
     r0, r1, c0, c1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
     bg = _background_colour(rgb)

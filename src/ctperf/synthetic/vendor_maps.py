@@ -89,11 +89,13 @@ def _text(draw: ImageDraw.ImageDraw, xy, s: str, fill=(255, 255, 255)) -> None:
 
 def render_colour_slice(slice_yx: np.ndarray, value_range, ramp: np.ndarray, *, label: str = "TMAXD",
                         bar_width: int = 10, bar_frac: float = 0.6, margin: int = 8,
-                        annotations: bool = True) -> np.ndarray:
+                        annotations: bool = True, bar_frame: bool = False,
+                        ticks_across_bar: bool = False) -> np.ndarray:
     """Render one 2D map to an ``(y, x, 3)`` uint8 RGB image with a vertical colour bar at the right edge.
 
     Pixels that are NaN are black background.  The bar spans ``bar_frac`` of the image height, its bottom row is
     the first ramp colour (``value_range[0]``) and its top row the last (``value_range[1]``).
+    ``bar_frame`` draws a 1 px grey frame around the bar, ``ticks_across_bar`` white 1 px ticks across it.
     """
     lo, hi = float(value_range[0]), float(value_range[1])
     ny, nx = slice_yx.shape
@@ -134,6 +136,12 @@ def render_colour_slice(slice_yx: np.ndarray, value_range, ramp: np.ndarray, *, 
         d.line([(cx - 3, cy), (cx + 3, cy)], fill=(255, 255, 255))
         d.line([(cx, cy - 3), (cx, cy + 3)], fill=(255, 255, 255))
         rgb = np.asarray(img).copy()
+    if bar_frame:
+        rgb[top - 1, x0 - 1:x1 + 1] = rgb[top + length, x0 - 1:x1 + 1] = 150
+        rgb[top - 1:top + length + 1, x0 - 1] = rgb[top - 1:top + length + 1, x1] = 150
+    if ticks_across_bar:
+        for frac in (0.2, 0.4, 0.6, 0.8):
+            rgb[top + int(round(frac * (length - 1))), x0:x1] = 255
     return rgb
 
 
