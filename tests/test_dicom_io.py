@@ -65,7 +65,7 @@ def expected_hu(layout: DicomLayout) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def ras_of_file(path: Path) -> np.ndarray:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     ipp = np.array([float(v) for v in ds.ImagePositionPatient])
     return ipp * np.array([-1, -1, 1])
 
@@ -340,3 +340,76 @@ def test_tilted_affine_vs_dcm2niix_loosely(tmp_path):
     dist = np.linalg.norm((a @ corners - b @ corners)[:3], axis=0)
     assert dist.max() < 1.5 * 5.0
     np.testing.assert_array_equal(np.asarray(ref_c.dataobj, dtype=np.float32), np.asarray(mine_c.dataobj))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# header reader: fast path vs pydicom, sequences, private data, unusual encodings
+# ---------------------------------------------------------------------------------------------------------
+def _add_sequence_and_private(ds: pydicom.Dataset) -> None:
+    from pydicom.sequence import Sequence
+
+    inner = pydicom.Dataset()
+    inner.CodeValue = "X"
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    item.ConceptNameCodeSequence = Sequence([inner])
+    item.is_undefined_length_sequence_item = True
+    ds.ReferencedImageSequence = Sequence([item, item])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.add_new(0x00290010, "LO", "VENDOR CSA HEADER")
+    ds.add_new(0x00291010, "OB", b"\x01" * 5000)
+
+
+@pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
+def test_fast_header_reader_matches_pydicom(tmp_path, syntax):
+    from ctperf import dicom_io
+
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(vendor="toshiba", transfer_syntax=syntax), seed=4)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        _add_sequence_and_private(ds)
+        ds.save_as(p)
+    for p in paths[:6]:
+        with open(p, "rb") as fp:
+            ts, offset, _ = dicom_io._fast_header_values(fp)  # must not need the pydicom fallback
+        status, fast = dicom_io._read_header(str(p))
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        status2, slow = dicom_io._header_from(ds.get, str(p), str(ds.file_meta.TransferSyntaxUID), offset)
+        assert status == status2 == "ok" and fast == slow
+    check_roundtrip(tmp_path / "d", DicomLayout(vendor="toshiba"), paths)
+
+
+def test_slow_path_deflated_and_no_preamble(tmp_path):
+    """Deflated syntax and raw datasets without preamble/file meta go through pydicom and still load."""
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(), seed=0)
+    for i, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        if i % 2:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+            ds.save_as(p, enforce_file_format=True)
+        else:
+            ds.preamble = None
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+            pydicom.dcmwrite(p, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert paths[0].read_bytes()[:2] == b"\x08\x00"
+    check_roundtrip(tmp_path / "d", DicomLayout(), paths)
+
+
+def test_non_image_and_multiframe_are_skipped(tmp_path):
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(), seed=0)
+    ds = pydicom.dcmread(paths[0])
+    for kw in ("Rows", "Columns", "PixelData"):
+        delattr(ds, kw)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    ds.save_as(tmp_path / "d" / "report.dcm", enforce_file_format=True)  # e.g. a structured report
+    mf = pydicom.dcmread(paths[1])
+    mf.NumberOfFrames = 2
+    mf.PixelData = mf.PixelData * 2
+    mf.save_as(tmp_path / "d" / "enhanced.dcm", enforce_file_format=True)
+    scan = scan_folder(tmp_path / "d")
+    assert scan.skipped == {"non_dicom": 0, "non_image": 1, "multiframe": 1, "unreadable": 0}
+    assert load_ctp(tmp_path / "d").meta.extra["skipped"]["multiframe"] == 1
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(tmp_path / "d" / "enhanced.dcm", only / "x.dcm")
+    _raises(only, "multi-frame")

@@ -809,7 +809,7 @@ def _stored_pixels(h: _Header) -> np.ndarray:
     try:
         arr = _read_native(h)
         if arr is None:
-            ds = pydicom.dcmread(h.path)
+            ds = pydicom.dcmread(h.path, force=True)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing plugin, corrupt stream, ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
