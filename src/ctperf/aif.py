@@ -17,7 +17,9 @@ AIF
      hemisphere labels are given), so the cluster does not mix sides.
 VOF
   Voxels (brain dilated by ~5 mm, without bone) peaking at least ``vof_min_delay_s`` after the AIF; the
-  ``n_vof_voxels`` with the largest area under the curve (the venous sinus: late peak, largest area).
+  ``n_vof_voxels`` with the largest area under the curve (the venous sinus: late peak, largest area).  The
+  area and TTP used for the ranking are 3x3 in-plane means, so the choice is not driven by each voxel's own
+  noise (selecting the maximum of noisy areas would bias the VOF area, hence the AIF scaling, upwards).
 Partial-volume correction
   The AIF is scaled so its area equals the VOF's (indicator conservation; the sinus is large enough to be free
   of partial volume).  Areas include an exponential tail extrapolation beyond the end of the acquisition so
@@ -113,12 +115,26 @@ def _pick_aif(curves: np.ndarray, coords: np.ndarray, time_s: np.ndarray, side: 
     return order[:n_aif], best_side
 
 
-def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: int, min_delay_s: float) -> np.ndarray:
+def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple) -> np.ndarray:
+    """In-plane 3x3 mean of a per-voxel feature over the candidate voxels (reduces noise-selection bias)."""
+    vol = np.zeros(shape, np.float32)
+    cnt = np.zeros(shape, np.float32)
+    vol[idx] = values
+    cnt[idx] = 1.0
+    num = ndimage.uniform_filter(vol, size=(1, 3, 3))
+    den = ndimage.uniform_filter(cnt, size=(1, 3, 3))
+    return (num / np.maximum(den, 1e-6))[idx]
+
+
+def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: int, min_delay_s: float,
+              idx: tuple, shape: tuple) -> np.ndarray:
     f = curve_features(curves, time_s)
-    late = np.nonzero((f.ttp_s >= aif_ttp_s + min_delay_s) & (f.peak > 0))[0]
+    auc = _smoothed_feature(f.auc, idx, shape)
+    ttp = _smoothed_feature(f.ttp_s, idx, shape)
+    late = np.nonzero((ttp >= aif_ttp_s + min_delay_s) & (f.peak > 0))[0]
     if len(late) < n_vof:
         late = np.arange(len(curves))
-    return late[np.argsort(f.auc[late])[::-1][:n_vof]]
+    return late[np.argsort(auc[late])[::-1][:n_vof]]
 
 
 def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray, baseline_hu: np.ndarray,
@@ -145,7 +161,7 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     vidx = np.nonzero(region)
     vcurves = delta_tzyx[:, vidx[0], vidx[1], vidx[2]].T
     aif_ttp = Curve(time_s, aif_raw).ttp_s
-    v_sel = _pick_vof(vcurves, time_s, aif_ttp, n_vof, vof_min_delay_s)
+    v_sel = _pick_vof(vcurves, time_s, aif_ttp, n_vof, vof_min_delay_s, vidx, brain.shape)
     vof = vcurves[v_sel].mean(axis=0)
     vof_vox = np.stack(vidx, axis=1)[v_sel]
 

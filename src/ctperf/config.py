@@ -29,7 +29,7 @@ class PreprocessConfig:
     #: Edge-preserving spatial denoising: "bilateral" (default), "gaussian" or "none".
     spatial_filter: Literal["bilateral", "gaussian", "none"] = "bilateral"
     #: Spatial scale of the denoising kernel (Gaussian sigma, mm).
-    spatial_sigma_mm: float = 2.0
+    spatial_sigma_mm: float = 3.0
     #: Temporal smoothing of tissue curves (Gaussian sigma, s); 0 disables.
     temporal_sigma_s: float = 1.0
     #: Uniform time step used for deconvolution (s). None: the median native sampling interval.
@@ -41,10 +41,10 @@ class PreprocessConfig:
     max_time_step_s: float = 1.0
     #: Frames whose estimated in-plane motion is below this (mm) are not resampled.
     motion_apply_min_mm: float = 0.1
-    #: Baseline frames end this long before the detected bolus arrival (s).
-    baseline_margin_s: float = 1.0
-    #: TIPS bilateral range parameter (1 = weights fall off once two curves differ by more than noise).
-    tips_range_h: float = 1.0
+    #: Baseline frames end this long before the detected arterial bolus arrival (20% of the rise) (s).
+    baseline_margin_s: float = 2.5
+    #: TIPS bilateral range parameter (larger = more smoothing across curve differences; see ctperf.denoise).
+    tips_range_h: float = 1.5
     #: Bounds for the number of temporal principal components kept before spatial filtering.
     pca_min_components: int = 8
     pca_max_components: int = 20
@@ -63,8 +63,9 @@ class DeconvolutionConfig:
     #: "bcsvd" (block-circulant SVD with oscillation-index threshold, Wu 2003), "tikhonov" or "svd" (standard
     #: truncated SVD, for comparison only).
     method: Literal["bcsvd", "tikhonov", "svd"] = "bcsvd"
-    #: Oscillation-index target for bcSVD (Wu 2003).
-    oscillation_index: float = 0.095
+    #: Oscillation-index target for bcSVD (Wu 2003 used 0.095 for MR; 0.05 on the 1 s reference grid gives
+    #: a well-conditioned residue for Tmax at CT noise levels; see ctperf.deconvolution).
+    oscillation_index: float = 0.05
     #: Fixed truncation threshold (fraction of the largest singular value) for "svd".
     svd_threshold: float = 0.2
     #: Tikhonov regularisation as a fraction of the largest singular value.
@@ -76,6 +77,9 @@ class DeconvolutionConfig:
     oi_reference_dt_s: float = 1.0
     #: Remove the exactly computable CBF/Tmax bias of the chosen regularisation for a sharp-onset residue.
     correct_regularisation_bias: bool = True
+    #: In-plane median filter (pixels, odd; 1 = off) applied to Tmax within the tissue mask (removes isolated
+    #: noise-driven residue peaks, keeps lesion edges).
+    tmax_median_px: int = 3
 
 
 @dataclass

@@ -61,25 +61,40 @@ def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float,
-                   range_h: float = 1.0) -> np.ndarray:
+                   range_h: float = 1.0, guide_extra: np.ndarray | None = None, n_guide: int = 4,
+                   guide_sigma_px: float = 0.7) -> np.ndarray:
     """TIPS-like bilateral filter of coefficient images (K, z, y, x) within ``mask`` (in-plane neighbourhood).
 
-    Weight between voxel i and neighbour j: ``exp(-r^2 / (2 sigma_px^2)) * exp(-max(D_ij - 1, 0) / h^2)`` with
-    ``D_ij = mean_k ((c_ik - c_jk) / sigma_k)^2 / 2`` (~1 for two noisy copies of the same curve).
+    The range kernel compares *guide* features of voxel i and neighbour j: the ``n_guide`` leading temporal
+    coefficients (where the curve shape lives) plus optional extra images (e.g. the baseline HU, which separates
+    grey from white matter and CSF), each lightly pre-smoothed within the mask (Gaussian ``guide_sigma_px``, as
+    NL-means compares patches rather than single noisy voxels) and divided by its noise SD.  With
+    ``D_ij = sum_f (g_if - g_jf)^2 / 2`` (chi-square with m = number of features under "same tissue"):
+
+        w_ij = exp(-r^2 / (2 sigma_px^2)) * exp(-max(D_ij - m, 0) / (h^2 sqrt(2 m)))
+
+    i.e. neighbours whose curves differ by more than noise explains (in units of the chi-square spread) are
+    excluded.  The filtered output is the weighted mean of all K coefficients.
     """
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
     r = max(1, int(np.ceil(2.0 * sig_px)))
-    noise = _coefficient_noise(coef_kzyx, mask)
-    scaled = coef_kzyx / noise[:, None, None, None]
+    feats = [coef_kzyx[i] for i in range(min(n_guide, k))]
+    if guide_extra is not None:
+        feats += [np.asarray(g, np.float32) for g in np.atleast_3d(guide_extra).reshape(-1, nz, ny, nx)]
+    guide = np.stack(feats)
+    if guide_sigma_px > 0:
+        guide = gaussian_in_mask(guide, mask, 1.0, guide_sigma_px)
+    guide = guide / _coefficient_noise(guide, mask)[:, None, None, None]
+    m_feat = guide.shape[0]
     m = mask.astype(np.float32)
     pad = ((0, 0), (0, 0), (r, r), (r, r))
-    sp = np.pad(scaled, pad)
+    gp = np.pad(guide, pad)
     cp = np.pad(coef_kzyx, pad)
     mp = np.pad(m, pad[1:])
     acc = np.zeros_like(coef_kzyx)
     wsum = np.zeros((nz, ny, nx), np.float32)
-    inv_h2 = 1.0 / max(range_h, 1e-3) ** 2
+    scale = np.float32(1.0 / (max(range_h, 1e-3) ** 2 * np.sqrt(2.0 * m_feat)))
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             rr = dy * dy + dx * dx
@@ -87,9 +102,8 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
                 continue
             ws = np.float32(np.exp(-rr / (2.0 * sig_px**2)))
             sl = (slice(None), slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
-            nb = sp[(slice(None),) + sl]
-            d = ((nb - scaled) ** 2).sum(axis=0) * np.float32(0.5 / k)
-            w = ws * np.exp(-np.maximum(d - 1.0, 0.0) * inv_h2) * mp[sl]
+            d = ((gp[(slice(None),) + sl] - guide) ** 2).sum(axis=0) * np.float32(0.5)
+            w = ws * np.exp(-np.maximum(d - m_feat, 0.0) * scale) * mp[sl]
             acc += w[None] * cp[(slice(None),) + sl]
             wsum += w
     out = acc / np.maximum(wsum, 1e-6)[None]
@@ -107,10 +121,11 @@ def gaussian_in_mask(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, s
 
 def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, method: str,
                           sigma_mm: float, range_h: float = 1.0, min_k: int = 8,
-                          max_k: int = 20) -> np.ndarray:
+                          max_k: int = 20, guide_zyx: np.ndarray | None = None) -> np.ndarray:
     """Denoised curves (n_mask, T) float32 of the voxels in ``mask`` (order of ``np.nonzero(mask)``).
 
-    ``delta_tzyx`` should already be temporally smoothed (:func:`temporal_smooth`).  Steps 2-3 of the module
+    ``delta_tzyx`` should already be temporally smoothed (:func:`temporal_smooth`); ``guide_zyx`` (e.g. the
+    baseline HU image) is an extra feature of the bilateral range kernel.  Steps 2-3 of the module
     docstring; only the bounding box of the mask is processed.
     """
     zz, yy, xx = np.nonzero(mask)
@@ -126,7 +141,8 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
     coef = np.zeros((basis.shape[1],) + msub.shape, np.float32)
     coef[:, msub] = (curves @ basis).T
     if method == "bilateral":
-        coef = tips_bilateral(coef, msub, pixel_mm, sigma_mm, range_h)
+        extra = None if guide_zyx is None else np.asarray(guide_zyx, np.float32)[bb][None]
+        coef = tips_bilateral(coef, msub, pixel_mm, sigma_mm, range_h, guide_extra=extra)
     elif method == "gaussian":
         coef = gaussian_in_mask(coef, msub, pixel_mm, sigma_mm)
     else:

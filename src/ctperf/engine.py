@@ -55,7 +55,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         smooth = temporal_smooth(pre.delta_hu, pre.dt_s, pc.temporal_sigma_s)
         pre.delta_hu = None  # free the unsmoothed copy
         curves = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
-                                       pc.tips_range_h, pc.pca_min_components, pc.pca_max_components)
+                                       pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
+                                       guide_zyx=pre.baseline_hu)
     with timer("hemispheres"):
         hemi = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
     with timer("aif"):
@@ -69,6 +70,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         vol = _maps(curves, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol["cbv"], peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
+        vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, cfg.deconvolution.tmax_median_px)
     with timer("rcbf"):
         voxel_ml = abs(float(np.linalg.det(pre.affine_ras[:3, :3]))) / 1000.0
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,

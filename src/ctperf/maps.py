@@ -54,6 +54,29 @@ def to_volume(values_n: np.ndarray, mask_zyx: np.ndarray, fill: float = np.nan) 
     return out
 
 
+def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, size: int = 3) -> np.ndarray:
+    """In-plane ``size`` x ``size`` median of a map using only neighbours inside ``mask`` (NaN elsewhere).
+
+    Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as
+    a lesion boundary; used on Tmax.
+    """
+    if size <= 1:
+        return vol_zyx
+    r = size // 2
+    v = np.where(mask, vol_zyx, np.nan).astype(np.float32)
+    p = np.pad(v, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
+    ny, nx = v.shape[1:]
+    stack = np.stack([p[:, r + dy : r + dy + ny, r + dx : r + dx + nx]
+                      for dy in range(-r, r + 1) for dx in range(-r, r + 1)])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(stack, axis=0)
+    return np.where(mask, med, vol_zyx).astype(np.float32)
+
+
 def vessel_mask(cbv_zyx: np.ndarray, peak_hu_zyx: np.ndarray, brain: np.ndarray, cbv_max: float,
                 peak_max_hu: float) -> np.ndarray:
     """Large vessels: brain voxels with CBV above ``cbv_max`` or a peak enhancement above ``peak_max_hu``."""

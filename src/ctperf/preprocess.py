@@ -8,7 +8,8 @@ Steps (see :func:`preprocess_study`):
 1. rigid in-plane motion correction between frames (:mod:`ctperf.motion`), applied once per moved frame;
 2. in-plane binning to the computation grid (integer factor ``round(compute_pixel_mm / pixel_mm)``; area average,
    so the affine stays exact: the new voxel centre is the centre of the binned block);
-3. automatic baseline frames: frames acquired before the bolus reaches the brightest (arterial-like) voxels;
+3. automatic baseline frames: frames acquired ``baseline_margin_s`` before the bolus reaches the earliest of the
+   brightest enhancing voxels (arteries);
 4. baseline image (mean of baseline frames, HU) and ``delta HU = HU - baseline``;
 5. brain and CSF masks from the baseline image (HU window + morphology);
 6. per-slice times ``times_s[t, z]`` and variable sampling -> every voxel curve linearly resampled onto one
@@ -139,41 +140,45 @@ def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndar
     return out
 
 
-def detect_baseline_frames(curve: np.ndarray, frame_times_s: np.ndarray, margin_s: float = 1.0,
-                           min_frames: int = 1) -> tuple[int, float]:
-    """Number of pre-bolus frames from an arterial-like curve (HU, native frames).
+def bolus_arrival_s(curves_tn: np.ndarray, frame_times_s: np.ndarray, fraction: float = 0.2,
+                    percentile: float = 5.0) -> float:
+    """Arterial bolus arrival (s) from a set of bright enhancing curves (t, n).
 
-    Bolus arrival = first frame before the peak from which the curve stays above baseline + 10% of the peak
-    enhancement (baseline = median of the first two frames).  Baseline frames are those acquired at least
-    ``margin_s`` before arrival.  Returns (n_baseline_frames, arrival_s).
+    Per curve: the first time it exceeds (and stays above for two frames) its pre-contrast level (mean of the
+    first two frames) + ``fraction`` of its range, linearly interpolated between frames.  The arrival is a low
+    ``percentile`` of these times, so the arteries (earliest) are found even when the much larger venous sinus
+    dominates the brightest voxels.
     """
-    c = np.asarray(curve, float)
+    c = np.asarray(curves_tn, np.float32)
     t = np.asarray(frame_times_s, float)
-    b0 = float(np.median(c[: max(2, min_frames)]))
-    p = int(np.argmax(c))
-    thr = b0 + 0.1 * (c[p] - b0)
-    below = np.nonzero(c[: p + 1] <= thr)[0]
-    i_arr = int(below[-1] + 1) if len(below) else 0
-    i_arr = min(i_arr, p)
-    # Arrival interpolated between the last sample below threshold and the first above.
-    if i_arr > 0 and c[i_arr] != c[i_arr - 1]:
-        f = (thr - c[i_arr - 1]) / (c[i_arr] - c[i_arr - 1])
-        t_arr = float(t[i_arr - 1] + np.clip(f, 0, 1) * (t[i_arr] - t[i_arr - 1]))
-    else:
-        t_arr = float(t[i_arr])
-    n = int(np.sum(t < t_arr - margin_s))
-    return max(min_frames, n), t_arr
+    base = c[:2].mean(axis=0)
+    thr = base + fraction * (c.max(axis=0) - base)
+    above = c > thr[None]
+    stays = above.copy()
+    stays[:-1] &= above[1:]
+    i = np.clip(np.argmax(stays, axis=0), 1, len(t) - 1)
+    cols = np.arange(c.shape[1])
+    c0, c1 = c[i - 1, cols], c[i, cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.clip(np.where(c1 != c0, (thr - c0) / (c1 - c0), 1.0), 0.0, 1.0)
+    ta = t[i - 1] + f * (t[i] - t[i - 1])
+    return float(np.percentile(ta, percentile))
 
 
-def arterial_like_curve(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction: float = 0.002) -> np.ndarray:
-    """Mean HU curve of the voxels with the largest temporal range (the brightest enhancing voxels)."""
+def baseline_frame_count(frame_times_s: np.ndarray, arrival_s: float, margin_s: float,
+                         min_frames: int = 1) -> int:
+    """Number of frames acquired at least ``margin_s`` before the bolus arrival (>= min_frames)."""
+    return max(min_frames, int(np.sum(np.asarray(frame_times_s) < arrival_s - margin_s)))
+
+
+def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction: float = 0.01) -> np.ndarray:
+    """HU curves (t, n) of the voxels with the largest temporal range (the brightest enhancing voxels)."""
     step = max(1, hu_tzyx.shape[0] // 20)
     rng = hu_tzyx[::step].max(axis=0) - hu_tzyx[0]
     rng = np.where(candidate_mask, rng, -np.inf)
-    n = max(10, int(top_fraction * candidate_mask.sum()))
-    flat = rng.ravel()
-    idx = np.argpartition(flat, -n)[-n:]
-    return hu_tzyx.reshape(hu_tzyx.shape[0], -1)[:, idx].mean(axis=1)
+    n = max(20, int(top_fraction * candidate_mask.sum()))
+    idx = np.argpartition(rng.ravel(), -n)[-n:]
+    return hu_tzyx.reshape(hu_tzyx.shape[0], -1)[:, idx]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,9 +267,9 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     soft = (first > cfg.brain_hu_min) & (first < 150.0)
     if fov is not None:
         soft &= ~fov
-    art = arterial_like_curve(hub, soft)
     frame_t = times[:, 0] - times[0, 0]
-    n_base, t_arr = detect_baseline_frames(art, frame_t, margin_s=cfg.baseline_margin_s)
+    t_arr = bolus_arrival_s(bright_curves(hub, soft), frame_t)
+    n_base = baseline_frame_count(frame_t, t_arr, cfg.baseline_margin_s)
     n_base = min(n_base, max(1, nt - 3))
     baseline = hub[:n_base].mean(axis=0)
 
