@@ -178,7 +178,7 @@ def make_from_head(spec: PhantomSpec):
 def _lesion_profiles(d: np.ndarray, delays: tuple[float, float, float]):
     """CBF fraction, CBV fraction and bolus delay (s) vs the normalised lesion distance ``d`` (piecewise linear)."""
     dc, dp, do = (float(x) for x in delays)
-    f_cbf = np.interp(d, [0.0, 0.55, 0.62, 0.95, 1.2, 1.45], [0.10, 0.14, 0.58, 0.78, 0.92, 1.0])
+    f_cbf = np.interp(d, [0.0, 0.55, 0.62, 0.95, 1.2, 1.45], [0.10, 0.14, 0.56, 0.72, 0.90, 1.0])
     f_cbv = np.interp(d, [0.0, 0.55, 0.62, 0.8, 0.95, 1.2, 1.45], [0.35, 0.5, 0.98, 1.12, 1.08, 1.02, 1.0])
     delay = np.interp(d, [0.0, 0.55, 0.95, 1.2, 1.45], [dc, 0.9 * dc, dp, do, 0.0])
     return f_cbf, f_cbv, delay
