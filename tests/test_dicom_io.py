@@ -413,3 +413,24 @@ def test_non_image_and_multiframe_are_skipped(tmp_path):
     only.mkdir()
     shutil.copy(tmp_path / "d" / "enhanced.dcm", only / "x.dcm")
     _raises(only, "multi-frame")
+
+
+def test_error_slice_gap(tmp_path):
+    hu = np.concatenate([HU, HU[:, :1]], axis=1)  # 5 slices, then remove slice 2 from every frame
+    times = np.concatenate([TIMES, TIMES[:, :1]], axis=1)
+    paths = write_ctp_dicom(hu, times, AFF, tmp_path / "d", DicomLayout(), seed=0)
+    for t in range(T):
+        paths[t * (Z + 1) + 2].unlink()
+    _raises(tmp_path / "d", "not evenly spaced")
+
+
+def test_trigger_time_used_when_clock_times_are_constant(tmp_path):
+    """Some scanners stamp every frame with the series start time: the next source that varies is used."""
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(time_tags="trigger_time"), seed=0)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.AcquisitionTime = "101500.000000"
+        ds.save_as(p)
+    study = load_ctp(tmp_path / "d")
+    assert study.meta.extra["time_source"] == "TriggerTime"
+    np.testing.assert_allclose(study.times_s, TIMES - TIMES[0, 0], atol=1e-3)

@@ -477,13 +477,18 @@ def _position_ids(headers: list[_Header]) -> tuple[np.ndarray, np.ndarray]:
     ids_sorted = np.cumsum(new)
     ids = np.empty(len(headers), dtype=int)
     ids[order] = ids_sorted
-    centres = np.array([proj[ids == k].mean() for k in range(ids_sorted[-1] + 1)])
+    centres = np.bincount(ids, weights=proj) / np.bincount(ids)
     return ids, centres
 
 
+def _is_original(h: _Header) -> bool:
+    return not h.image_type or h.image_type[0].upper() != "DERIVED"
+
+
 def _group_key(h: _Header):
+    """Images that can belong to one acquisition share this key (derived images never join original ones)."""
     return (
-        h.study_uid, h.for_uid, h.modality,
+        h.study_uid, h.for_uid, h.modality, _is_original(h),
         tuple(np.round(h.iop, 3)), h.rows, h.cols,
         tuple(np.round(h.spacing, 3)), None if h.thickness is None else round(h.thickness, 2),
     )
@@ -508,7 +513,7 @@ def _group_headers(headers: list[_Header]) -> list[list[_Header]]:
         subgroups: list[tuple[set, list[int], bool]] = []  # (positions, member indices, merge allowed)
         for uid, idx, pos, max_count in series:
             single_phase = max_count == 1
-            for k, (gpos, gidx, mergeable) in enumerate(subgroups):
+            for gpos, gidx, mergeable in subgroups:
                 if single_phase and mergeable and pos <= gpos and len(pos) >= 0.5 * len(gpos):
                     gidx.extend(idx)
                     break
@@ -572,7 +577,7 @@ def scan_folder(dicom_dir) -> FolderScan:
             and g.n_slices >= 2 and g.n_timepoints >= MIN_TIMEPOINTS
         )
         if ok:
-            score = (g.n_timepoints * g.n_slices, g.n_timepoints)
+            score = (g.n_timepoints * g.n_slices, g.n_timepoints, _is_original(g.headers[0]))
             if best is None or score > best:
                 best, ctp_index = score, i
     if ctp_index is not None:
@@ -657,6 +662,11 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
     pos_ids, centres = _position_ids(hs)
     n_z = len(centres)
     warnings: list[str] = []
+    if np.bincount(pos_ids).max() == 1:
+        raise DicomError(
+            f"series '{group.description}' has a single time point ({n_z} slices); a CT perfusion acquisition "
+            "needs repeated time points"
+        )
     picked = _pick_time_source(hs, pos_ids)
     if picked is None:
         raise DicomError(
@@ -680,11 +690,6 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
     counts = np.bincount(pos_ids[keep], minlength=n_z)
     n_t = int(counts.max())
     if n_t < min_timepoints:
-        if n_t == 1:
-            raise DicomError(
-                f"series '{group.description}' has a single time point ({n_z} slices); a CT perfusion acquisition "
-                "needs repeated time points"
-            )
         raise DicomError(f"series '{group.description}' has only {n_t} time points; at least {min_timepoints} are needed")
     if (counts != n_t).any():
         bad = np.flatnonzero(counts != n_t)
@@ -711,8 +716,13 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
         steps = np.diff(ipps, axis=0)
         step = (ipps[-1] - ipps[0]) / (n_z - 1)
         dev = np.linalg.norm(steps - step, axis=1).max()
+        d = steps @ normal
+        if dev > 0.5 * np.linalg.norm(step):
+            raise DicomError(
+                f"slice positions are not evenly spaced ({d.min():.2f} to {d.max():.2f} mm between neighbours): "
+                "slice positions are missing from every time point"
+            )
         if dev > max(0.01, 0.01 * np.linalg.norm(step)):
-            d = steps @ normal
             warnings.append(
                 f"non-uniform slice spacing ({d.min():.2f}-{d.max():.2f} mm); the affine uses the mean spacing"
             )
