@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 
 import ctperf
-from ctperf.qa_plots import FIGURE_NAMES, display_orientation, metric_text, write_qa_figures
+from ctperf.qa_plots import (
+    FIGURE_NAMES,
+    cbv_index_text,
+    display_orientation,
+    metric_text,
+    pvt_lines,
+    qa_flags_of,
+    thresholds_from,
+    tmax_level_volumes,
+    write_qa_figures,
+)
 from ctperf.report import write_summary_pdf
 from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 
@@ -98,17 +108,37 @@ def make_case(empty_lesion: bool = False, with_nans: bool = True, flip_x: bool =
         levels = {lv: brain & (np.nan_to_num(tmax) >= lv) for lv in (4.0, 6.0, 8.0, 10.0)}
     lesion = LesionMasks(hypoperfusion=hypo, core=core, penumbra=pen, tmax_levels=levels)
 
+    # Same layout as metrics.json (index keys at the top level, nested thresholds / qa_flags), written by hand.
     vox_ml = 3 * 3 * 5 / 1000.0
     metrics = {
+        "software_version": ctperf.__version__,
+        "definition_version": "1.0",
         "core_ml": float(core.sum() * vox_ml),
         "penumbra_ml": float(pen.sum() * vox_ml),
         "hypoperfusion_ml": float(hypo.sum() * vox_ml),
-        "Mismatch_Ratio": None if empty_lesion else float(hypo.sum() / max(core.sum(), 1)),
-        "Mismatch_Ratio_reason": "core volume is 0" if empty_lesion else None,
+        "mismatch_volume_ml": float(pen.sum() * vox_ml),
+        "tmax4_ml": float(levels[4.0].sum() * vox_ml),
+        "tmax6_ml": float(levels[6.0].sum() * vox_ml),
+        "tmax8_ml": None,
+        "tmax8_ml_reason": "not computed in this test",
+        "tmax10_ml": float(levels[10.0].sum() * vox_ml),
         "HIR": None,
-        "HIR_reason": "Tmax>6 volume below 1 mL",
-        "CBV_Index": 0.71,
+        "HIR_reason": "no tissue with Tmax above the hypoperfusion threshold",
+        "Corrected_CBV_Index": None,
+        "Corrected_CBV_Index_reason": "no cortex mask",
+        "CBV_Index_contra_hemisphere": 0.71,
+        "PVT_sec": 4.2,
+        "PVT_present": None,
+        "PVT_present_reason": "no venous sinus voxels identified",
+        "DEFUSE3_eligible": True,
+        "thresholds": {"tmax_hypoperfusion_s": 6.0, "rcbf_core": 0.3, "hir_tmax_s": 10.0, "pvt_tmax_s": 10.0},
+        "qa_flags": {"vof_truncated": True},
     }
+    if not core.any():
+        metrics["Mismatch_Ratio"] = None
+        metrics["Mismatch_Ratio_reason"] = "core volume is 0 mL: ratio undefined"
+    else:
+        metrics["Mismatch_Ratio"] = float(hypo.sum() / core.sum())
     return result, lesion, metrics
 
 
@@ -141,7 +171,12 @@ def _pdf_text(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("empty_lesion", [False, True])
 def test_figures_and_pdf_written(tmp_path, empty_lesion):
-    result, lesion, metrics = make_case(empty_lesion=empty_lesion)
+    """All files written and valid; the second case also has no NaNs, no AIF/VOF voxels and no VOF curve."""
+    result, lesion, metrics = make_case(empty_lesion=empty_lesion, with_nans=not empty_lesion)
+    if empty_lesion:
+        result.aif.voxels_zyx = np.zeros((0, 3), int)
+        result.vof.voxels_zyx = np.zeros((0, 3), int)
+        result.vof.delta_hu = np.full_like(result.vof.delta_hu, np.nan)
     before = plt.get_fignums()
     t0 = time.perf_counter()
     paths = write_qa_figures(result, lesion, metrics, tmp_path / "qa")
@@ -187,18 +222,6 @@ def test_large_study_is_fast(tmp_path):
     assert time.perf_counter() - t0 < 10  # target ~3 s on a free core; generous for shared CI machines
 
 
-def test_without_nans_and_without_voxels(tmp_path):
-    result, lesion, metrics = make_case(with_nans=False)
-    result.aif.voxels_zyx = np.zeros((0, 3), int)
-    result.vof.voxels_zyx = np.zeros((0, 3), int)
-    result.vof.delta_hu = np.full_like(result.vof.delta_hu, np.nan)
-    paths = write_qa_figures(result, lesion, {}, tmp_path)
-    for p in paths:
-        _check_png(p)
-    write_summary_pdf(result, lesion, {}, tmp_path / "s.pdf")
-    assert plt.get_fignums() == []
-
-
 def test_radiological_orientation_from_affine():
     standard = display_orientation(_affine(), (NZ, NY, NX))
     assert not standard.flip_lr and not standard.flip_ud and not standard.transpose
@@ -226,3 +249,19 @@ def test_metric_text_none_with_reason():
     assert metric_text(m, "core_ml", "mL").full() == "12.3 mL"
     assert metric_text(m, "cbv_index").full() == "n/a"
     assert metric_text(m, "missing_key").full() == "n/a (not computed)"
+
+
+def test_metrics_layout_is_read():
+    result, lesion, metrics = make_case()
+    assert cbv_index_text(metrics)[0] == "CBV index (vs contralateral)"
+    assert cbv_index_text(metrics)[1].full() == "0.71"
+    flags = qa_flags_of(result, metrics)
+    assert flags["vof_truncated"] and flags["aif_truncated"] and not flags["motion_over_2mm"]
+    assert thresholds_from({"thresholds": {"tmax_hypoperfusion_s": 8.0, "rcbf_core": 0.2}}) == (8.0, 0.2)
+    assert thresholds_from({}) == (6.0, 0.3)
+    levels = dict(tmax_level_volumes(result, lesion, metrics))
+    assert levels[4.0].full() == f"{metrics['tmax4_ml']:.1f} mL"
+    assert levels[8.0].full() == "n/a (not computed in this test)"
+    lines = pvt_lines(result, metrics)
+    assert "PVT (VOF - AIF TTP): 4.2 s" in lines
+    assert any("n/a (no venous sinus voxels identified)" in line for line in lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +239,27 @@ KEYS_HYPO = ("hypoperfusion_ml",)
 KEYS_MISMATCH_RATIO = ("Mismatch_Ratio", "mismatch_ratio")
 KEYS_MISMATCH_VOLUME = ("Mismatch_Volume_ml", "mismatch_volume_ml", "mismatch_ml", "Mismatch_Volume")
 KEYS_HIR = ("HIR", "hypoperfusion_intensity_ratio")
-KEYS_CBV_INDEX = ("CBV_Index", "cbv_index", "CBVi")
+#: CBV index variants in order of preference (ctperf.indices) with the caption each is shown under.
+CBV_INDEX_CAPTIONS = (
+    ("Corrected_CBV_Index", "Corrected CBV index"),
+    ("CBV_Index_contra_hemisphere", "CBV index (vs contralateral)"),
+    ("CBV_Index_mirror", "CBV index (vs mirror region)"),
+    ("CBV_Index", "CBV index"),
+)
+KEYS_CBV_INDEX = tuple(k for k, _ in CBV_INDEX_CAPTIONS)
+
+
+def cbv_index_text(metrics: dict) -> tuple[str, MetricText]:
+    """(caption, value) of the first CBV index variant that has a value; else the first one reported."""
+    first: tuple[str, MetricText] | None = None
+    for key, caption in CBV_INDEX_CAPTIONS:
+        if _lookup(metrics or {}, key)[0] is None:
+            continue
+        txt = metric_text(metrics, key, "", 2)
+        if txt.available:
+            return caption, txt
+        first = first or (caption, txt)
+    return first or ("CBV index", metric_text(metrics, KEYS_CBV_INDEX, "", 2))
 
 
 def mismatch_volume_text(metrics: dict) -> MetricText:
@@ -290,14 +311,31 @@ def _lookup_level(levels: dict, level: float):
     return None
 
 
+def threshold(metrics: dict, name: str) -> float:
+    """A threshold from ``metrics["thresholds"]`` (as written by ctperf.metrics_io), else the config default."""
+    section = (metrics or {}).get("thresholds")
+    value = section.get(name) if isinstance(section, dict) else None
+    if value is None:
+        value = (metrics or {}).get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
+        return float(value)
+    return float(getattr(Thresholds(), name))
+
+
 def thresholds_from(metrics: dict) -> tuple[float, float]:
-    """(Tmax hypoperfusion threshold s, rCBF core fraction) as reported in metrics, else the config defaults."""
-    defaults = Thresholds()
-    _, tmax = _lookup(metrics or {}, "tmax_hypoperfusion_s", "tmax_threshold_s")
-    _, rcbf = _lookup(metrics or {}, "rcbf_core", "rcbf_core_threshold")
-    tmax = float(tmax) if isinstance(tmax, (int, float)) and not isinstance(tmax, bool) else defaults.tmax_hypoperfusion_s
-    rcbf = float(rcbf) if isinstance(rcbf, (int, float)) and not isinstance(rcbf, bool) else defaults.rcbf_core
-    return tmax, rcbf
+    """(Tmax hypoperfusion threshold in s, rCBF core threshold as a fraction) used for the captions."""
+    return threshold(metrics, "tmax_hypoperfusion_s"), threshold(metrics, "rcbf_core")
+
+
+def qa_flags_of(result: PerfusionResult, metrics: dict) -> dict[str, bool]:
+    """QA flags of the result merged with those in ``metrics["qa_flags"]`` (a flag raised anywhere counts)."""
+    flags: dict[str, bool] = {}
+    section = (metrics or {}).get("qa_flags")
+    for source in (result.qa_flags or {}, section if isinstance(section, dict) else {}):
+        for key, value in source.items():
+            if isinstance(value, (bool, np.bool_)) or value is None:
+                flags[str(key)] = flags.get(str(key), False) or bool(value)
+    return flags
 
 
 def _g(x: float) -> str:
@@ -513,37 +551,36 @@ def _safe_ttp(curve: Curve) -> float | None:
         return None
 
 
+#: Venous-transit entries of the metrics (ctperf.indices) with their display labels and units.
+PVT_KEYS = (
+    ("PVT_sec", "PVT (VOF - AIF TTP)", "s"),
+    ("sinus_tmax_s", "sinus Tmax", "s"),
+    ("PVT_present", "PVT sign (sinus Tmax \u2265 {pvt:g} s)", ""),
+)
+
+
 def pvt_lines(result: PerfusionResult, metrics: dict) -> list[str]:
-    """Text describing venous transit: the AIF-to-VOF TTP delay and any PVT metric / QA entries."""
+    """Venous transit: PVT metrics when reported, else the VOF-AIF TTP delay measured on the curves."""
+    metrics = metrics or {}
     lines = []
-    ta, tv = _safe_ttp(result.aif), _safe_ttp(result.vof)
-    if ta is not None and tv is not None:
-        lines.append(f"VOF - AIF TTP delay: {tv - ta:.1f} s")
-    seen = set()
-    for source in (metrics or {}, result.qa_flags or {}, result.qa_values or {}):
-        for key, value in source.items():
-            low = str(key).lower()
-            if "pvt" not in low or low.endswith("_reason") or low in seen:
-                continue
-            seen.add(low)
-            if isinstance(value, (dict, list, tuple, np.ndarray)):
-                continue
-            if value is None:
-                reason = _reason(source, key)
-                lines.append(f"{key}: n/a" + (f" ({reason})" if reason else ""))
-            else:
-                lines.append(f"{key}: {_fmt_number(value, 1) if not isinstance(value, str) else value}")
-    if not seen:
-        lines.append("PVT: not reported")
+    pvt_thr = threshold(metrics, "pvt_tmax_s")
+    for key, label, unit in PVT_KEYS:
+        if _lookup(metrics, key)[0] is not None:
+            lines.append(f"{label.format(pvt=pvt_thr)}: {metric_text(metrics, key, unit).full()}")
+    if not lines:
+        ta, tv = _safe_ttp(result.aif), _safe_ttp(result.vof)
+        if ta is not None and tv is not None:
+            lines.append(f"VOF - AIF TTP delay: {tv - ta:.1f} s")
+        lines.append("PVT sign: not reported")
     return lines
 
 
 def pvt_positive(result: PerfusionResult, metrics: dict) -> bool:
-    for source in (metrics or {}, result.qa_flags or {}):
-        for key, value in source.items():
-            if "pvt" in str(key).lower() and isinstance(value, (bool, np.bool_)) and bool(value):
-                return True
-    return False
+    """True when the PVT sign is reported present (metrics ``PVT_present`` or any raised QA flag about PVT)."""
+    _, present = _lookup(metrics or {}, "PVT_present")
+    if isinstance(present, (bool, np.bool_)) and bool(present):
+        return True
+    return any(v for k, v in qa_flags_of(result, metrics).items() if "pvt" in k.lower())
 
 
 def save_figure(fig: Figure, path: Path, **kwargs) -> Path:
@@ -580,15 +617,15 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
             slices.append(z)
     n_img = max(1, len(slices))
 
-    fig = new_figure(5.2 + 3.4 * n_img, 4.4)
+    fig = new_figure(5.2 + 3.4 * n_img, 4.8)
     gs = fig.add_gridspec(1, 1 + n_img, width_ratios=[1.55] + [1.0] * n_img, left=0.06, right=0.99, top=0.86,
-                          bottom=0.12, wspace=0.12)
+                          bottom=0.2, wspace=0.12)
     ax = fig.add_subplot(gs[0, 0])
     draw_curves(ax, result, metrics)
     lines = pvt_lines(result, metrics)
-    ax.text(0.98, 0.62, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=8,
-            color="#b00000" if pvt_positive(result, metrics) else "black",
-            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.9))
+    # Venous transit readout under the curves (never over them).
+    fig.text(0.06, 0.025, "Venous transit:  " + "   \u00b7   ".join(lines), ha="left", va="bottom", fontsize=8,
+             color="#b00000" if pvt_positive(result, metrics) else "black", wrap=True)
     ax.set_title("Arterial input (AIF) and venous output (VOF)", fontsize=10)
 
     shape_yx = base.shape[1:]
@@ -668,6 +705,8 @@ def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics:
     draw_outline(ax, hypo, orient, color="white", lw=0.9)
     label_edges(ax, orient, fontsize=10, vertical=True)
     handles, labels = zip(*core_penumbra_legend(metrics))
+    # Wrap long labels (n/a reasons) but never between a number and its unit.
+    labels = ["\n   ".join(textwrap.wrap(label.replace(" mL", "\u00a0mL"), 48)) for label in labels]
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.56, 0.84), fontsize=9, frameon=False,
                handlelength=1.6, alignment="left", title="Volumes", title_fontsize=10)
     fig.text(0.02, 0.945, "Core / penumbra projection (axial)", fontsize=12, fontweight="bold")
@@ -724,11 +763,12 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     rgb, hypo = core_penumbra_mosaic(result, lesion, orient, slices, cols, MONTAGE_MAX_PX)
 
     tile = 1.55
-    fig_w = cols * tile + 0.3
-    height_img = 0.98 * fig_w * orient.aspect * rgb.image.shape[0] / rgb.image.shape[1]
+    img_w = cols * tile
+    fig_w = max(img_w + 0.3, 7.5)  # room for the title and legend even with few slices
+    height_img = img_w * orient.aspect * rgb.image.shape[0] / rgb.image.shape[1]
     fig = new_figure(fig_w, height_img + 1.2)
     fh = fig.get_figheight()
-    ax = fig.add_axes([0.01, 0.5 / fh, 0.98, height_img / fh])
+    ax = fig.add_axes([(fig_w - img_w) / 2 / fig_w, 0.5 / fh, img_w / fig_w, height_img / fh])
     show_mosaic(ax, rgb, orient)
     contour_mosaic(ax, hypo, lw=0.6)
     annotate_mosaic(ax, rgb, orient, [slice_title(orient, z) for z in slices], fontsize=6, title_size=7)
@@ -750,20 +790,21 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     first = map_mosaic(np.asarray(result.tmax, float), orient, slices, n, MONTAGE_MAX_PX)
     row_h = tile * orient.aspect * first.tile_shape[0] / first.tile_shape[1]
     label_w, cbar_w = 0.45, 0.95
-    fig_w = n * tile + (n - 1) * 0.02 + label_w + cbar_w
+    img_w = n * tile
+    fig_w = max(img_w + label_w + cbar_w, 6.5)  # room for the title even with few slices
     fig_h = 4 * (row_h + 0.08) + 0.75
     fig = new_figure(fig_w, fig_h)
     for r, (attr, label, unit, vmin, vmax) in enumerate(MAP_SPECS):
         vol = np.asarray(getattr(result, attr), float)
         mosaic = first if attr == "tmax" else map_mosaic(vol, orient, slices, n, MONTAGE_MAX_PX)
         bottom = 0.08 + (3 - r) * (row_h + 0.08)
-        ax = fig.add_axes([label_w / fig_w, bottom / fig_h, (fig_w - label_w - cbar_w) / fig_w, row_h / fig_h])
+        ax = fig.add_axes([label_w / fig_w, bottom / fig_h, img_w / fig_w, row_h / fig_h])
         handle = show_mosaic(ax, mosaic, orient, cmap=cmap, vmin=vmin, vmax=vmax)
         titles = [slice_title(orient, z) for z in slices] if r == 0 else None
         annotate_mosaic(ax, mosaic, orient, titles, fontsize=5.5, title_size=6.5)
         fig.text(0.5 * label_w / fig_w, (bottom + row_h / 2) / fig_h, label, rotation=90, ha="center",
                  va="center", fontsize=10, fontweight="bold")
-        cax = fig.add_axes([(fig_w - cbar_w + 0.1) / fig_w, (bottom + 0.05 * row_h) / fig_h, 0.1 / fig_w,
+        cax = fig.add_axes([(label_w + img_w + 0.1) / fig_w, (bottom + 0.05 * row_h) / fig_h, 0.1 / fig_w,
                             0.9 * row_h / fig_h])
         cb = fig.colorbar(handle, cax=cax, extend="max")
         cb.set_label(unit, fontsize=7)

@@ -10,6 +10,7 @@ No patient identifiers are printed (none are passed in). The figure is drawn wit
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from ctperf import DISCLAIMER, __version__
 from ctperf.constants import DEFINITION_VERSION
 from ctperf.qa_plots import (
     CORE_COLOR,
-    KEYS_CBV_INDEX,
     KEYS_CORE,
     KEYS_HIR,
     KEYS_HYPO,
@@ -34,6 +34,7 @@ from ctperf.qa_plots import (
     _map_cmap,
     _stride,
     annotate_mosaic,
+    cbv_index_text,
     contour_mosaic,
     core_penumbra_mosaic,
     display_orientation,
@@ -45,8 +46,11 @@ from ctperf.qa_plots import (
     new_figure,
     pick_slices,
     pvt_lines,
+    pvt_positive,
+    qa_flags_of,
     show_mosaic,
     slice_title,
+    threshold,
     thresholds_from,
     tmax_level_volumes,
 )
@@ -75,11 +79,14 @@ def _number_box(fig, rect, title: str, txt: MetricText, color: str) -> None:
         if txt.unit:
             fig.text(x + w - 0.012, y + 0.01, txt.unit, fontsize=9, color="0.3", ha="right", va="bottom")
     else:
-        fig.text(x + w / 2, y + h * 0.45, "n/a", fontsize=22, fontweight="bold", color="0.55", ha="center",
+        fig.text(x + w / 2, y + h * 0.5, "n/a", fontsize=22, fontweight="bold", color="0.55", ha="center",
                  va="center")
         if txt.reason:
-            fig.text(x + w / 2, y + 0.012, _short(txt.reason, 40), fontsize=7, color="0.35", ha="center",
-                     va="bottom", style="italic")
+            reason = textwrap.wrap(txt.reason, 46)
+            if len(reason) > 2:
+                reason = [reason[0], _short(" ".join(reason[1:]), 46)]
+            fig.text(x + w / 2, y + 0.008, "\n".join(reason), fontsize=6.8, color="0.35", ha="center",
+                     va="bottom", style="italic", linespacing=1.15)
 
 
 def _legend_swatch(fig, x: float, y: float, color, text: str) -> None:
@@ -123,7 +130,7 @@ def _key_image_row(fig, result, lesion, orient, slices, y: float, height: float,
 def _tmax_levels_panel(fig, rect, result, lesion, metrics, t_thr: float) -> None:
     ax = fig.add_axes(rect)
     rows = tmax_level_volumes(result, lesion, metrics)
-    labels = [f"Tmax > {lv:g} s" for lv, _ in rows]
+    labels = [f"Tmax \u2265 {lv:g} s" for lv, _ in rows]
     values = [float(t.value) if t.available and t.value.replace(".", "", 1).isdigit() else 0.0 for _, t in rows]
     colors = ["#2e9d4a" if abs(lv - t_thr) < 1e-6 else "#7f9fbf" for lv, _ in rows]
     ypos = np.arange(len(rows))[::-1]
@@ -140,29 +147,39 @@ def _tmax_levels_panel(fig, rect, result, lesion, metrics, t_thr: float) -> None
 
 
 def _qa_panel(fig, x: float, y_top: float, result: PerfusionResult, metrics: dict) -> None:
-    lines: list[tuple[str, str]] = []
-    flags = dict(result.qa_flags or {})
-    raised = [k for k, v in flags.items() if bool(v)]
-    for key, value in flags.items():
-        on = bool(value)
-        lines.append((f"{'FLAG' if on else 'ok  '}  {_short(str(key), 34)}", RED if on else "#2e7d32"))
+    """Raised QA flags in red first, then the passed checks, then the venous-transit (PVT) readout."""
+    flags = qa_flags_of(result, metrics)
+    raised = [k for k, v in flags.items() if v]
+    passed = [k for k, v in flags.items() if not v]
+    max_lines = 14
+    lines: list[tuple[str, str]] = [(f"FLAG  {_short(k, 34)}", RED) for k in raised]
+    pvt = pvt_lines(result, metrics)
+    room = max(max_lines - len(lines) - len(pvt) - 1, 0)
+    if len(passed) <= room:
+        lines += [(f"ok    {_short(k, 34)}", "#2e7d32") for k in passed]
+    elif passed:
+        lines += [(f"ok    {_short(k, 34)}", "#2e7d32") for k in passed[: max(room - 1, 0)]]
+        lines.append((f"ok    {len(passed) - max(room - 1, 0)} further checks", "#2e7d32"))
     if not flags:
         lines.append(("no QA flags reported", "0.3"))
-    for text in pvt_lines(result, metrics):
-        if not any(text.lower().startswith(str(k).lower()) for k in flags):
-            lines.append((_short(text, 40), "0.2"))
-    max_lines = 13
+    pvt_color = RED if pvt_positive(result, metrics) else "0.2"
+    for text in pvt:
+        wrapped = textwrap.wrap(text, 36, subsequent_indent="  ")
+        lines += [(part, pvt_color) for part in wrapped]
     if len(lines) > max_lines:
-        extra = len(lines) - (max_lines - 1)
-        lines = lines[: max_lines - 1] + [(f"\u2026 {extra} more (see metrics.json)", "0.3")]
-    summary = f"{len(raised)} flag(s) raised" if raised else "no flag raised"
-    fig.text(x, y_top, summary, fontsize=8.5, fontweight="bold", color=RED if raised else "#2e7d32", va="top",
-             family="DejaVu Sans")
+        lines = lines[: max_lines - 1] + [(f"\u2026 {len(lines) - max_lines + 1} more in metrics.json", "0.3")]
+    summary = f"{len(raised)} QA flag(s) raised" if raised else "no QA flag raised"
+    fig.text(x, y_top, summary, fontsize=8.5, fontweight="bold", color=RED if raised else "#2e7d32", va="top")
     for i, (text, color) in enumerate(lines):
-        fig.text(x, y_top - 0.02 - i * 0.0145, text, fontsize=7.2, color=color, va="top", family="DejaVu Sans Mono")
+        fig.text(x, y_top - 0.02 - i * 0.0145, text, fontsize=7.0, color=color, va="top", family="DejaVu Sans Mono")
 
 
-def _details(result: PerfusionResult) -> list[tuple[str, str]]:
+def _definition_version(metrics: dict) -> str:
+    value = (metrics or {}).get("definition_version")
+    return str(value) if value not in (None, "") else DEFINITION_VERSION
+
+
+def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
     """Acquisition-independent facts about the analysis (no identifiers)."""
     a = np.asarray(result.affine_ras, float)[:3, :3]
     spacing = np.linalg.norm(a, axis=0)
@@ -179,27 +196,31 @@ def _details(result: PerfusionResult) -> list[tuple[str, str]]:
         y = np.asarray(curve.delta_hu, float)
         if y.size and np.isfinite(y).any():
             rows.append((f"{name} peak / TTP", f"{np.nanmax(y):.0f} HU / {curve.ttp_s:.1f} s"))
+    for key, label in (("DEFUSE3_eligible", "DEFUSE 3 imaging criteria"), ("EXTEND_eligible", "EXTEND imaging criteria")):
+        value = (metrics or {}).get(key)
+        if isinstance(value, bool):
+            rows.append((label, "met" if value else "not met"))
     if result.stage_seconds:
         rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
     for key, value in (result.qa_values or {}).items():
         # Numbers only: QA values are measurements; free text is left to metrics.json.
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
             text = f"{float(value):.3g}" if isinstance(value, (float, np.floating)) else str(value)
-            rows.append((_short(str(key), 22), text))
+            rows.append((_short(str(key), 30), text))
     return rows
 
 
-def _details_panel(fig, y_top: float, result: PerfusionResult) -> None:
+def _details_panel(fig, y_top: float, result: PerfusionResult, metrics: dict) -> None:
     _section_title(fig, MARGIN, y_top, "Analysis details")
-    rows = _details(result)
-    per_col = 5
-    rows = rows[: 3 * per_col]
+    rows = _details(result, metrics)
+    per_col = 8
+    rows = rows[: 2 * per_col]
     for i, (key, value) in enumerate(rows):
         col, r = divmod(i, per_col)
-        x = MARGIN + col * 0.31
+        x = MARGIN + col * 0.46
         yy = y_top - 0.018 - r * 0.0145
         fig.text(x, yy, key, fontsize=7.2, color="0.35", va="center")
-        fig.text(x + 0.14, yy, value, fontsize=7.2, color="0.1", va="center")
+        fig.text(x + 0.2, yy, value, fontsize=7.2, color="0.1", va="center")
 
 
 def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> None:
@@ -209,7 +230,8 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
 
     # Header
     fig.text(MARGIN, 0.962, "ctperf summary", fontsize=22, fontweight="bold", color="#1a2a40", va="center")
-    fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{DEFINITION_VERSION}", fontsize=9,
+    fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{_definition_version(metrics)}",
+             fontsize=9,
              ha="right", va="center", color="0.2")
     fig.text(1 - MARGIN, 0.954, f"generated {now}", fontsize=8, ha="right", va="center", color="0.35")
     side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
@@ -227,8 +249,9 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
         (f"Hypoperfusion (Tmax > {t_thr:g} s)", metric_text(metrics, KEYS_HYPO, "mL"), "#1f7a34"),
         ("Mismatch volume", mismatch_volume_text(metrics), "#1a2a40"),
         ("Mismatch ratio", metric_text(metrics, KEYS_MISMATCH_RATIO, "", 2), "#1a2a40"),
-        (f"HIR (Tmax > 10 s / Tmax > {t_thr:g} s)", metric_text(metrics, KEYS_HIR, "", 2), "#1a2a40"),
-        ("CBV index", metric_text(metrics, KEYS_CBV_INDEX, "", 2), "#1a2a40"),
+        (f"HIR (Tmax \u2265 {threshold(metrics, 'hir_tmax_s'):g} s / Tmax \u2265 {t_thr:g} s)",
+         metric_text(metrics, KEYS_HIR, "", 2), "#1a2a40"),
+        (*cbv_index_text(metrics), "#1a2a40"),
     ]
     gap = 0.012
     bw = (1 - 2 * MARGIN - 2 * gap) / 3
@@ -269,14 +292,14 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     draw_curves(ax, result, metrics, compact=True)
     _section_title(fig, 0.71, y, "QA")
     _qa_panel(fig, 0.71, y - 0.008, result, metrics)
-    _details_panel(fig, 0.205, result)
+    _details_panel(fig, 0.205, result, metrics)
 
     # Footer
     fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [0.062, 0.062], color="0.75", lw=0.8,
                                            transform=fig.transFigure))
     fig.text(0.5, 0.045, DISCLAIMER, fontsize=9, fontweight="bold", color=RED, ha="center", va="center")
     fig.text(0.5, 0.027, "Automatic research analysis; volumes and indices follow the ctperf definitions "
-             f"v{DEFINITION_VERSION}. Review the QA figures before using any number.", fontsize=6.5, color="0.35",
+             f"v{_definition_version(metrics)}. Review the QA figures before using any number.", fontsize=6.5, color="0.35",
              ha="center", va="center")
     fig.text(1 - MARGIN, 0.012, "page 1/1", fontsize=6.5, color="0.45", ha="right", va="center")
 
@@ -288,7 +311,7 @@ def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dic
     metadata = {
         "Title": "ctperf summary",
         "Subject": DISCLAIMER,
-        "Creator": f"ctperf {__version__} (definitions v{DEFINITION_VERSION})",
+        "Creator": f"ctperf {__version__} (definitions v{_definition_version(metrics)})",
         "Keywords": "CT perfusion; research use only",
     }
     with matplotlib.rc_context({"font.family": "DejaVu Sans", "pdf.fonttype": 3}):
