@@ -364,7 +364,8 @@ def _add_sequence_and_private(ds: pydicom.Dataset) -> None:
 def test_fast_header_reader_matches_pydicom(tmp_path, syntax):
     from ctperf import dicom_io
 
-    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(vendor="toshiba", transfer_syntax=syntax), seed=4)
+    layout = DicomLayout(vendor="toshiba", transfer_syntax=syntax)
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", layout, seed=4)
     for p in paths:
         ds = pydicom.dcmread(p)
         _add_sequence_and_private(ds)

@@ -342,7 +342,9 @@ def _header_from(get: Callable[[str], Any], path: str, ts: str, offset: int) -> 
         h.n_frames = _num(get("NumberOfFrames"), int) or 1
         if h.n_frames > 1:
             return "multiframe", None
-        iop, ipp, spacing = (_as_list(get(k)) for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"))
+        iop, ipp, spacing = (
+            _as_list(get(k)) for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+        )
         if len(iop) != 6 or len(ipp) != 3 or len(spacing) < 2:
             return "non_image", None
         h.iop = tuple(float(v) for v in iop)
@@ -455,7 +457,8 @@ class FolderScan:
     def summary(self) -> str:
         """One-line list of the groups, e.g. for error messages."""
         parts = [
-            f"#{','.join(map(str, g.series_numbers)) or '?'} '{g.description}' ({g.n_slices} slices x {g.n_timepoints} times)"
+            f"#{','.join(map(str, g.series_numbers)) or '?'} '{g.description}' "
+            f"({g.n_slices} slices x {g.n_timepoints} times)"
             for g in self.groups[:6]
         ]
         more = f" and {len(self.groups) - 6} more" if len(self.groups) > 6 else ""
@@ -560,11 +563,14 @@ def scan_folder(dicom_dir) -> FolderScan:
     skipped_d = {k: int(skipped.get(k, 0)) for k in ("non_dicom", "non_image", "multiframe", "unreadable")}
     if not headers:
         if skipped_d["multiframe"]:
-            raise DicomError(f"{root}: only multi-frame (Enhanced) images found; ctperf reads classic single-frame CT files")
+            raise DicomError(
+                f"{root}: only multi-frame (Enhanced) images found; ctperf reads classic single-frame CT files"
+            )
         if skipped_d["non_image"] or skipped_d["unreadable"]:
             raise DicomError(
                 f"{root}: no usable DICOM image with position/orientation found "
-                f"({skipped_d['non_image']} non-image, {skipped_d['unreadable']} unreadable, {skipped_d['non_dicom']} non-DICOM files)"
+                f"({skipped_d['non_image']} non-image, {skipped_d['unreadable']} unreadable, "
+                f"{skipped_d['non_dicom']} non-DICOM files)"
             )
         raise DicomError(f"no DICOM files found in {root} ({len(files)} non-DICOM files skipped)")
     groups = [_describe(g) for g in _group_headers(headers)]
@@ -599,7 +605,8 @@ def _select(scan: FolderScan, series: str | None) -> SeriesGroup:
                 f"only single-time-point series found in {scan.root} (no CT perfusion): {scan.summary()}"
             )
         raise DicomError(
-            f"no CT perfusion series in {scan.root} (need >= 2 slice positions each repeated >= {MIN_TIMEPOINTS} times); "
+            f"no CT perfusion series in {scan.root} "
+            f"(need >= 2 slice positions each repeated >= {MIN_TIMEPOINTS} times); "
             f"found: {scan.summary()}"
         )
     return scan.ctp
@@ -638,7 +645,9 @@ def _check_consistency(scan: FolderScan, group: SeriesGroup) -> None:
             else:
                 what = "slice thicknesses or geometry"
             sn = a.series_number if a.series_number is not None else "?"
-            raise DicomError(f"inconsistent images in the CT perfusion series #{sn}: it mixes {what} ({Path(b.path).name})")
+            raise DicomError(
+                f"inconsistent images in the CT perfusion series #{sn}: it mixes {what} ({Path(b.path).name})"
+            )
 
 
 def _pick_time_source(hs: list[_Header], pos_ids: np.ndarray) -> tuple[str, np.ndarray] | None:
@@ -690,7 +699,9 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
     counts = np.bincount(pos_ids[keep], minlength=n_z)
     n_t = int(counts.max())
     if n_t < min_timepoints:
-        raise DicomError(f"series '{group.description}' has only {n_t} time points; at least {min_timepoints} are needed")
+        raise DicomError(
+            f"series '{group.description}' has only {n_t} time points; at least {min_timepoints} are needed"
+        )
     if (counts != n_t).any():
         bad = np.flatnonzero(counts != n_t)
         raise DicomError(
@@ -823,9 +834,13 @@ def _stored_pixels(h: _Header) -> np.ndarray:
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing plugin, corrupt stream, ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DicomError(f"cannot decode pixel data of {Path(h.path).name} (transfer syntax {h.transfer_syntax}): {msg}") from None
+        raise DicomError(
+            f"cannot decode pixel data of {Path(h.path).name} (transfer syntax {h.transfer_syntax}): {msg}"
+        ) from None
     if arr.shape != (h.rows, h.cols):
-        raise DicomError(f"{Path(h.path).name}: pixel data shape {arr.shape} does not match Rows x Columns {h.rows}x{h.cols}")
+        raise DicomError(
+            f"{Path(h.path).name}: pixel data shape {arr.shape} does not match Rows x Columns {h.rows}x{h.cols}"
+        )
     return arr
 
 
@@ -872,10 +887,9 @@ def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], Non
                 f.cancel()
             raise
     if outside is not None:
-        if outside.any():
-            hu[:, outside] = OUTSIDE_FOV_HU
-        else:
-            outside = None if not outside.any() else outside
+        if not outside.any():
+            return None
+        hu[:, outside] = OUTSIDE_FOV_HU
     return outside
 
 

@@ -122,7 +122,9 @@ class DicomLayout:
         if self.file_naming not in FILE_NAMINGS:
             raise ValueError(f"unknown file_naming {self.file_naming!r}; choose one of {FILE_NAMINGS}")
         if self.transfer_syntax not in TRANSFER_SYNTAXES:
-            raise ValueError(f"unknown transfer_syntax {self.transfer_syntax!r}; choose one of {tuple(TRANSFER_SYNTAXES)}")
+            raise ValueError(
+                f"unknown transfer_syntax {self.transfer_syntax!r}; choose one of {tuple(TRANSFER_SYNTAXES)}"
+            )
         if self.time_tags not in TIME_TAG_STYLES:
             raise ValueError(f"unknown time_tags {self.time_tags!r}; choose one of {TIME_TAG_STYLES}")
         if len(self.start_time) < 6 or not self.start_time[:6].isdigit():
@@ -139,9 +141,9 @@ def tilted_affine_ras(affine_ras: np.ndarray, gantry_tilt_deg: float) -> np.ndar
     """Voxel (x, y, z) -> RAS mm affine of data written with ``gantry_tilt_deg``.
 
     The column axis (affine column 1) is rotated by ``-gantry_tilt_deg`` about the row axis (column 0
-    direction, oriented towards patient left, right-hand rule) -- the sign that makes GantryDetectorTilt agree with the tilt dcm2niix
-    estimates from the slice vector; column 2 (the table step between slices) and the origin are unchanged,
-    so the result is sheared when the tilt is non-zero.
+    direction, oriented towards patient left, right-hand rule) -- the sign that makes GantryDetectorTilt
+    agree with the tilt dcm2niix estimates from the slice vector. Column 2 (the table step between slices)
+    and the origin are unchanged, so the result is sheared when the tilt is non-zero.
     """
     a = np.asarray(affine_ras, dtype=float).copy()
     if gantry_tilt_deg == 0:
@@ -529,7 +531,8 @@ def _write_extras(layout, study, new_uid, namer, tmpdir, lps, dx, dy, row_dir, c
         ds.InstanceNumber = i + 1
         ipp = centre - 32 * 2.0 * r - 24 * 2.0 * c
         _set_geometry(ds, r, c, ipp, 2.0, 2.0, 0.6, 48, 64)
-        enc = _Encoding(layout.vendor in ("ge", "toshiba"), 16, 1.0, 0.0 if layout.vendor in ("ge", "toshiba") else -1024.0)
+        signed = layout.vendor in ("ge", "toshiba")
+        enc = _Encoding(signed, 16, 1.0, 0.0 if signed else -1024.0)
         img = rng.normal(0, 300, size=(48, 64))
         stored = _encode_pixels(img, enc, None, rng)
         _set_pixels(ds, stored, enc)
