@@ -291,3 +291,26 @@ def test_anatomy_changes_with_height_and_any_grid():
     brain_area = ph.truth.brain.sum(axis=(1, 2))
     assert brain_area[-1] < 0.5 * brain_area[2]  # near the vertex the brain is smaller
     assert ph.truth.labels[-1].max() <= 8
+
+
+def test_tissue_curve_matches_direct_convolution():
+    """Sampled tissue curves equal CBF*rho/(6000*kH) * (Ca (x) h_delay,disp (x) exp(-t/MTT)) computed directly."""
+    ft = list(np.arange(0.0, 60.0, 1.7))
+    ph = make_phantom(PhantomSpec(**SMALL, noise_hu=0.0, frame_times_s=ft, slice_stagger_s=1.1, dispersion_s=1.5))
+    tr = ph.truth
+    t_fine, ca = tr.aif_true
+    dt = t_fine[1] - t_fine[0]
+    tau = 1.5
+    rng = np.random.default_rng(1)
+    for mask in (tr.tissue & (tr.labels == 4) & ~tr.lesion_any, tr.core, tr.penumbra):
+        for z, y, x in np.argwhere(mask)[rng.choice(mask.sum(), 2, replace=False)]:
+            kernel_t = np.arange(0.0, 120.0, dt)
+            h = np.exp(-kernel_t / tau) / tau * dt
+            r = np.exp(-kernel_t / float(tr.mtt[z, y, x])) * dt
+            h[0] *= 0.5  # trapezoid end weights
+            r[0] *= 0.5
+            g = np.convolve(np.convolve(ca, h)[: len(ca)], r)[: len(ca)]
+            c = float(tr.cbf[z, y, x]) * RHO / (6000 * KH) * g
+            expected = np.interp(ph.times_s[:, z] - float(tr.delay_s[z, y, x]), t_fine, c, left=0.0)
+            got = ph.hu[:, z, y, x] - ph.hu[0, z, y, x]
+            assert np.max(np.abs(got - expected)) < 0.005 * expected.max() + 0.01
