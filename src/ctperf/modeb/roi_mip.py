@@ -86,8 +86,13 @@ def _hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def yellow_mask(rgb: np.ndarray, min_component_px: int = 12) -> np.ndarray:
     """Strictly yellow pixels of an ``(y, x, 3)`` image (see the module docstring for the rule)."""
-    h, s, v = _hsv(rgb)
-    m = (h >= HUE_RANGE_DEG[0]) & (h <= HUE_RANGE_DEG[1]) & (s >= MIN_SATURATION) & (v >= MIN_VALUE)
+    img = np.asarray(rgb)[..., :3]
+    mx = img.max(axis=-1)
+    cand = (mx >= MIN_VALUE * 255) & ((mx - img.min(axis=-1)) >= MIN_SATURATION * mx)  # cheap pre-filter
+    m = np.zeros(img.shape[:2], bool)
+    if cand.any():
+        h, s, v = _hsv(img[cand])
+        m[cand] = (h >= HUE_RANGE_DEG[0]) & (h <= HUE_RANGE_DEG[1]) & (s >= MIN_SATURATION) & (v >= MIN_VALUE)
     if min_component_px > 1 and m.any():
         lab, n = ndimage.label(m, structure=np.ones((3, 3)))
         sizes = np.bincount(lab.ravel())
@@ -240,7 +245,8 @@ def _ncc_at(params, screen, valid, mip, grid, min_count):
 
 
 def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_disp: np.ndarray,
-                        scale_range=(0.4, 3.0), min_overlap: float = 0.5, work_px: int = 80) -> dict[str, float]:
+                        scale_range=(0.4, 3.0), min_overlap: float = 0.5, work_px: int = 80,
+                        max_screen_px: int = 150_000) -> dict[str, float]:
     """Find ``scale, dy, dx`` with screen continuous coordinate = scale * display continuous coordinate + (dy, dx).
 
     ``mip_disp`` is the MIP in display orientation with NaNs already filled; ``screen_valid`` marks screenshot
@@ -249,18 +255,37 @@ def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_d
     """
     mip = np.asarray(mip_disp, np.float64)
     h, w = mip.shape
-    f = min(1.0, work_px / max(h, w))
-    tpl = resize(mip, (max(8, round(h * f)), max(8, round(w * f))), order=1, anti_aliasing=True)
-    th, tw = tpl.shape
-    fy, fx = th / h, tw / w
     H, W = screen_grey.shape
+    f_max = min(1.0, work_px / max(h, w))
     best = (-2.0, 1.0, 0.0, 0.0)
     n_steps = int(np.ceil(np.log(scale_range[1] / scale_range[0]) / np.log(1.04))) + 1
+    templates: dict[float, np.ndarray] = {}
+    # 2x pyramid of the screenshot (block means; validity = all four pixels valid) to keep resizing cheap
+    pyramid = [(np.asarray(screen_grey, np.float64), np.asarray(screen_valid, np.float64))]
+    while min(pyramid[-1][0].shape) >= 64:
+        a, v = pyramid[-1]
+        hh, ww = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+        a = a[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
+        v = v[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).min(axis=(1, 3))
+        pyramid.append((a, v))
     for s in np.geomspace(scale_range[0], scale_range[1], n_steps):
+        # working resolution: template ~work_px, but the resampled screenshot capped at ~max_screen_px pixels
+        # (large captures at small display zoom), and the template never below 24 px
+        f = min(f_max, s * np.sqrt(max_screen_px / (H * W)))
+        f = round(max(f, 24.0 / max(h, w)), 4)
+        if f not in templates:
+            templates[f] = resize(mip, (max(8, round(h * f)), max(8, round(w * f))), order=1, anti_aliasing=True)
+        tpl = templates[f]
+        th, tw = tpl.shape
+        fy, fx = th / h, tw / w
         g = f / s
         sh, sw = max(4, round(H * g)), max(4, round(W * g))
-        img = resize(screen_grey, (sh, sw), order=1, anti_aliasing=g < 1)
-        msk = resize(screen_valid.astype(float), (sh, sw), order=1, anti_aliasing=False) > 0.99
+        lvl = 0  # start from the coarsest pyramid level that is still finer than the target
+        while lvl + 1 < len(pyramid) and pyramid[lvl + 1][0].shape[0] >= sh and pyramid[lvl + 1][0].shape[1] >= sw:
+            lvl += 1
+        src_img, src_valid = pyramid[lvl]
+        img = resize(src_img, (sh, sw), order=1, anti_aliasing=sh < src_img.shape[0])
+        msk = resize(src_valid, (sh, sw), order=1, anti_aliasing=False) > 0.99
         ncc, (oy, ox) = _masked_ncc_all_shifts(tpl, img, msk, int(min_overlap * th * tw))
         k = int(np.argmax(ncc))
         i, j = np.unravel_index(k, ncc.shape)
@@ -286,7 +311,7 @@ def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_d
         return -_ncc_at(p, screen, valid, mip_s, grid, min_count)
 
     x0 = np.array([np.log(s0), dy0, dx0])
-    step = max(1.0, s0 / f / 2)
+    step = max(1.0, s0 / f_max / 2)
     simplex = np.array([x0, x0 + [0.03, 0, 0], x0 + [0, step, 0], x0 + [0, 0, step]])
     res = optimize.minimize(cost, x0, method="Nelder-Mead",
                             options=dict(initial_simplex=simplex, xatol=0.01, fatol=1e-7, maxiter=400))
