@@ -109,3 +109,15 @@ def test_framed_bar_with_ticks_and_jpeg(brain_slice):
     err = np.abs(vals[ok] - brain_slice[ok]) / (HI - LO)
     assert ok.sum() > 0.9 * np.isfinite(brain_slice).sum()
     assert np.median(err) < 0.005 and np.percentile(err, 95) < 0.02
+
+
+def test_black_ramp_end_warns(brain_slice):
+    from ctperf.modeb.colormap_decode import decode_rgb_volume
+
+    t = np.linspace(0, 1, 256)[:, None]
+    hot = np.round(np.clip(3 * t - np.array([0, 1, 2]), 0, 1) * 255).astype(np.uint8)  # black-red-yellow-white
+    rgb = render_colour_slice(brain_slice, (LO, HI), hot)
+    vals, info = decode_rgb_volume(rgb[None], (LO, HI))
+    assert any("fades into the background" in w for w in info["warnings"])
+    bar = find_colour_bar(rgb)
+    assert tuple(bar.ramp[-1].round()) == (255, 255, 255)  # the white top end was recovered by extension

@@ -65,7 +65,8 @@ class ColourBar:
     def as_dict(self) -> dict[str, Any]:
         return dict(orientation=self.orientation, bbox=list(map(int, self.bbox)), n_ramp=int(len(self.ramp)),
                     ramp_low_rgb=[round(float(v)) for v in self.ramp[0]],
-                    ramp_high_rgb=[round(float(v)) for v in self.ramp[-1]], score=round(float(self.score), 1))
+                    ramp_high_rgb=[round(float(v)) for v in self.ramp[-1]], score=round(float(self.score), 1),
+                    warnings=list(self.extra.get("warnings", [])))
 
 
 def _chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,10 +209,15 @@ def _finish_bar(rgb: np.ndarray, best, low_end: str | None) -> ColourBar:
         raise InputError(f"low_end={low!r} does not fit a {'vertical' if vertical else 'horizontal'} colour bar")
     # profile runs top->bottom (vertical) or left->right (horizontal)
     ramp = prof[::-1] if low in ("bottom", "right") else prof
+    warnings = []
+    for end, col in (("low", ramp[0]), ("high", ramp[-1])):
+        if np.linalg.norm(col - bg) < 60:
+            warnings.append(f"the {end} end of the colour bar fades into the background colour; the bar may be "
+                            "longer than detected and decoded values biased")
     m = 2  # the bar's own anti-aliased border; labels and ticks are achromatic and rejected anyway
     exclude = (max(0, r0 - m), min(ny, r1 + m), max(0, c0 - m), min(nx, c1 + m))
     return ColourBar("vertical" if vertical else "horizontal", (r0, r1, c0, c1), ramp.copy(), exclude, score,
-                     extra=dict(background_rgb=bg.tolist()))
+                     extra=dict(background_rgb=bg.tolist(), warnings=warnings))
 
 
 def decode_rgb(rgb: np.ndarray, bar: ColourBar, value_range, max_distance: float = 30.0,
@@ -322,7 +328,11 @@ def decode_rgb_volume(rgb_zyx3: np.ndarray, value_range, bar: ColourBar | None =
         achromatic_fraction=float(np.mean([r["achromatic_fraction"] for r in res])),
         n_accepted=int(n_acc.sum()),
     )
-    return vol, dict(colour_bar=bar.as_dict(), value_range=[lo, hi], residual=residual)
+    warnings = list(bar.extra.get("warnings", []))
+    if residual["rejected_fraction"] > 0.05:
+        warnings.append(f"{100 * residual['rejected_fraction']:.0f}% of coloured pixels are far from the colour-bar "
+                        "ramp (wrong bar, lossy compression or overlays)")
+    return vol, dict(colour_bar=bar.as_dict(), value_range=[lo, hi], residual=residual, warnings=warnings)
 
 
 def decode_colour_series(source, value_range=None, low_end: str | None = None,
@@ -341,4 +351,5 @@ def decode_colour_series(source, value_range=None, low_end: str | None = None,
     if data.ndim != 4:
         raise InputError(f"{src.name} is not a colour-coded map (PhotometricInterpretation {meta['photometric']})")
     vol, info = decode_rgb_volume(data, value_range, low_end=low_end, max_distance=max_distance)
-    return vol, affine, {**meta, **info, "kind": "dicom_colour"}
+    warnings = list(meta.get("warnings", [])) + info.pop("warnings", [])
+    return vol, affine, {**meta, **info, "warnings": warnings, "kind": "dicom_colour"}

@@ -209,6 +209,7 @@ def load_map(path_or_dir, value_range=None, **decode_kwargs) -> tuple[np.ndarray
         if value_range is None:
             raise InputError(f"{p.name} is a colour-coded map; give the colour-bar value range (--range LO,HI)")
         vol, dinfo = decode_rgb_volume(data, value_range, **decode_kwargs)
+        info["warnings"] = list(info.get("warnings", [])) + dinfo.pop("warnings", [])
         info.update(kind="dicom_colour", **dinfo)
         return vol, aff, info
     info["kind"] = "dicom_scalar"
