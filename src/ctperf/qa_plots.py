@@ -361,6 +361,15 @@ def _nanmax_z(vol: np.ndarray) -> np.ndarray:
     return np.fmax.reduce(np.asarray(vol, float), axis=0)
 
 
+def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
+    """Brain parenchyma (brain without CSF and vessels) when the masks provide a non-empty one, else None."""
+    try:
+        tissue = _as_bool(result.masks.tissue, shape)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return tissue if tissue.any() else None
+
+
 def _windowed_mean_z(baseline: np.ndarray) -> np.ndarray:
     """Mean over z of the brain-windowed baseline image (a readable anatomical backdrop for projections)."""
     lo, hi = BRAIN_WINDOW_HU
@@ -657,7 +666,10 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     tmax = np.asarray(result.tmax, float)
     orient = display_orientation(result.affine_ras, tmax.shape)
     t_thr, _ = thresholds_from(metrics)
-    mip = _nanmax_z(tmax)
+    # Project brain parenchyma only: Tmax in CSF and large vessels is not meaningful and would dominate a MIP.
+    tissue = _tissue_mask(result, tmax.shape)
+    restricted = tissue is not None
+    mip = _nanmax_z(np.where(tissue, tmax, np.nan) if restricted else tmax)
     hypo = _as_bool(lesion.hypoperfusion, tmax.shape).any(axis=0)
 
     fig = new_figure(6.4, 6.0)
@@ -672,8 +684,9 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     hypo_txt = metric_text(metrics, KEYS_HYPO, "mL")
     fig.text(0.04, 0.955, "Tmax maximum-intensity projection (axial)", fontsize=12, fontweight="bold")
     fig.text(0.04, 0.915, f"white outline: Tmax > {_g(t_thr)} s hypoperfusion, {hypo_txt.full()}", fontsize=9)
-    fig.text(0.04, 0.03, "Radiological convention: patient right on image left. Black: outside brain / unknown.",
-             fontsize=7.5, color="0.3")
+    scope = "brain tissue (CSF and large vessels excluded)" if restricted else "all voxels"
+    fig.text(0.04, 0.015, f"Projected: {scope}; black: outside / unknown.\n"
+             "Radiological convention: patient right on image left.", fontsize=7.5, color="0.3", va="bottom")
     return save_figure(fig, path)
 
 
