@@ -375,7 +375,7 @@ def _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, les
         cbf=cbf_t, cbv=cbv_t, mtt=mtt_t, tmax=tmax_t, delay_s=delay_t, labels=labels.astype(np.int8),
         brain=intracranial, tissue=tissue, csf=labels == A.CSF, vessels=vessels,
         core=np.zeros(shape, bool), penumbra=np.zeros(shape, bool), hypoperfusion=np.zeros(shape, bool),
-        lesion_any=lesion_any, sinus=(f_core >= 0.5), cortex=(labels == A.GM) & tissue,
+        lesion_any=lesion_any, sinus=(f_core >= 0.5) & sinus_lab, cortex=(labels == A.GM) & tissue,
         side=np.where(intracranial, side, 0).astype(np.int8),
         aif_true=(t_fine.copy(), ca.copy()), vof_true=(t_fine.copy(), cv.copy()),
         aif_voxels_zyx=aif_vox.astype(np.int64).reshape(-1, 3), vof_voxels_zyx=vof_vox.astype(np.int64).reshape(-1, 3),
