@@ -147,3 +147,45 @@ def test_check_same_grid():
     shifted[0, 3] += 2.0
     with pytest.raises(InputError, match="maps have different grids: tmax .* cbf"):
         check_same_grid({"tmax": (a, AFF), "cbv": (a, AFF), "cbf": (a, shifted)})
+
+
+def test_palette_colour_and_file_list(tmp_path):
+    """A PALETTE COLOR map (indices + 16-bit LUT) is expanded to RGB and decoded; a list of files works too."""
+    from PIL import Image
+
+    from ctperf.synthetic.vendor_maps import ramp_colours, render_colour_slice
+
+    truth = smooth_brain_map((2, 100, 130), 0.0, 10.0, seed=8)
+    folder = tmp_path / "pal"
+    folder.mkdir()
+    paths = []
+    uid = generate_uid()
+    for k in range(truth.shape[0]):
+        rgb = render_colour_slice(truth[k], (0, 10), ramp_colours("jet"))
+        q = Image.fromarray(rgb).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        pal = np.asarray(q.getpalette()[: 256 * 3], np.uint16).reshape(-1, 3)
+        pal = np.vstack([pal, np.zeros((256 - len(pal), 3), np.uint16)])
+        ds = _base("1.2.840.10008.5.1.4.1.1.7", uid)
+        ipp, iop, ps = _lps_geometry(AFF, k)
+        ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = list(ipp), list(iop), ps
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        ds.Rows, ds.Columns = rgb.shape[:2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        for c, name in enumerate(("Red", "Green", "Blue")):
+            setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [256, 0, 16])
+            setattr(ds, f"{name}PaletteColorLookupTableData", (pal[:, c] * 257).astype("<u2").tobytes())
+        ds.PixelData = np.asarray(q, np.uint8).tobytes()
+        p = folder / f"{k}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+    out, aff, info = load_map(folder, value_range=(0, 10))
+    assert info["kind"] == "dicom_colour" and info["photometric"] == "PALETTE COLOR"
+    ok = np.isfinite(truth) & np.isfinite(out)
+    assert ok.sum() > 0.9 * np.isfinite(truth).sum()
+    assert np.median(np.abs(out[ok] - truth[ok])) < 0.1  # 256-colour quantisation limits the precision
+
+    from ctperf.modeb.colormap_decode import decode_colour_series
+
+    out2, aff2, _ = decode_colour_series(paths[::-1], (0, 10))
+    np.testing.assert_allclose(aff2, AFF, atol=1e-4)
+    np.testing.assert_array_equal(np.isfinite(out2), np.isfinite(out))

@@ -25,6 +25,7 @@ Method
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,16 @@ def decode_rgb(rgb: np.ndarray, bar: ColourBar, value_range, max_distance: float
     return values, residual
 
 
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """Parse a ``--range`` option such as ``"0,10"``, ``"0:10"``, ``"0 10"`` or ``"-1.5;4"`` (None passes)."""
+    if text is None or str(text).strip() == "":
+        return None
+    parts = [p for p in re.split(r"[,;:\s]+", str(text).strip()) if p]
+    if len(parts) != 2:
+        raise InputError(f"--range must be two numbers LO,HI, got {text!r}")
+    return _check_range(parts)
+
+
 def _check_range(value_range) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value_range)
@@ -337,17 +348,17 @@ def decode_rgb_volume(rgb_zyx3: np.ndarray, value_range, bar: ColourBar | None =
 
 def decode_colour_series(source, value_range=None, low_end: str | None = None,
                          max_distance: float = 30.0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a colour-coded DICOM series (folder or file) and decode it: ``(volume_zyx, affine_ras, info)``.
+    """Read a colour-coded DICOM series (folder, file or list of files) and decode it: ``(volume_zyx, affine_ras, info)``.
 
     Geometry comes from ImagePositionPatient / ImageOrientationPatient / PixelSpacing, slices sorted along the
     slice normal (see :func:`ctperf.modeb.map_inputs.read_dicom_series`).  ``value_range`` is required.
     """
     from ctperf.modeb.map_inputs import read_dicom_series
 
-    src = Path(source)
+    src = Path(source[0]) if isinstance(source, (list, tuple)) and source else Path(source)
     if value_range is None:
         raise InputError(f"{src.name}: the colour-bar value range is unknown; give it with --range LO,HI")
-    data, affine, meta = read_dicom_series(src)
+    data, affine, meta = read_dicom_series(list(source) if isinstance(source, (list, tuple)) else src)
     if data.ndim != 4:
         raise InputError(f"{src.name} is not a colour-coded map (PhotometricInterpretation {meta['photometric']})")
     vol, info = decode_rgb_volume(data, value_range, low_end=low_end, max_distance=max_distance)

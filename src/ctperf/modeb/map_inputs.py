@@ -6,7 +6,7 @@ Accepted inputs for :func:`load_map`:
 - a scalar DICOM series: one file per slice (CT-like, ``RescaleSlope`` / ``RescaleIntercept`` applied) or one
   multi-frame file (e.g. Parametric Map storage 1.2.840.10008.5.1.4.1.1.30 with float pixel data, or enhanced CT)
   with per-frame positions in the functional groups;
-- a colour-coded DICOM series (PhotometricInterpretation RGB or YBR_*), e.g. Siemens syngo.via TMAXD / CBVD /
+- a colour-coded DICOM series (PhotometricInterpretation RGB, YBR_* or PALETTE COLOR), e.g. Siemens syngo.via TMAXD / CBVD /
   CBFD secondary captures, decoded through the burned-in colour bar by :mod:`ctperf.modeb.colormap_decode`
   (needs the colour-bar value range).
 
@@ -36,9 +36,16 @@ def _is_nifti(p: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def _list_dicom(source: Path) -> list[pydicom.Dataset]:
-    """Every readable DICOM dataset with pixel data in ``source`` (a file, or a folder searched recursively)."""
-    if source.is_file():
+def _list_dicom(source) -> list[pydicom.Dataset]:
+    """Every readable DICOM dataset with pixel data in ``source``: a file, a folder (searched recursively) or a
+    list of file paths."""
+    if isinstance(source, (list, tuple)):
+        files = [Path(f) for f in source]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"map file not found: {missing[0]}")
+        source = Path(files[0]).parent if files else Path(".")
+    elif source.is_file():
         files = [source]
     elif source.is_dir():
         files = sorted(f for f in source.rglob("*") if f.is_file() and not f.name.startswith("."))
@@ -100,22 +107,24 @@ def _pixels(ds) -> np.ndarray:
 
 
 def read_dicom_series(source) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read one DICOM map series.
+    """Read one DICOM map series from a folder, a file or a list of files.
 
     Returns ``(data, affine_ras, meta)`` with ``data`` either float32 ``(z, y, x)`` (scalar images, rescale /
-    real-world value mapping applied) or uint8 ``(z, y, x, 3)`` RGB (colour images; YBR converted to RGB).
+    real-world value mapping applied) or uint8 ``(z, y, x, 3)`` RGB (colour images; YBR converted to RGB,
+    PALETTE COLOR expanded through its lookup table).
     ``meta`` holds ``photometric``, ``sop_class``, ``series_description``, ``n_files``, ``warnings``.
     Raises :class:`InputError` for empty folders, several series, inconsistent orientation or size.
     """
-    src = Path(source)
-    dss = _list_dicom(src)
+    src = Path(source[0]).parent if isinstance(source, (list, tuple)) and source else Path(source)
+    dss = _list_dicom(list(source) if isinstance(source, (list, tuple)) else src)
     series = {str(ds.get("SeriesInstanceUID", "")) for ds in dss}
     if len(series) > 1:
         desc = sorted({str(ds.get("SeriesDescription", "?")) for ds in dss})
         raise InputError(f"{src.name} holds {len(series)} DICOM series ({', '.join(desc)}); pass one series folder")
     first = dss[0]
     photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    colour = photometric.startswith("RGB") or photometric.startswith("YBR")
+    palette = photometric == "PALETTE COLOR"
+    colour = photometric.startswith("RGB") or photometric.startswith("YBR") or palette
     warnings: list[str] = []
     meta = dict(photometric=photometric, sop_class=str(first.get("SOPClassUID", "")),
                 series_description=str(first.get("SeriesDescription", "")), n_files=len(dss), warnings=warnings,
@@ -128,6 +137,14 @@ def read_dicom_series(source) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     thickness = None
     for ds in dss:
         arr = _pixels(ds)
+        if palette:  # indices -> RGB through the palette, scaled to 8 bits
+            try:
+                arr = pydicom.pixels.apply_color_lut(arr, ds)
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"cannot apply the DICOM colour palette: {exc}") from None
+            if arr.dtype != np.uint8:
+                arr = np.round(arr.astype(np.float64) * (255.0 / max(float(arr.max()), 1.0)) if arr.max() > 255
+                               else arr).astype(np.uint8)
         nf = int(ds.get("NumberOfFrames", 1) or 1)
         if nf == 1:
             arr = arr[None]
