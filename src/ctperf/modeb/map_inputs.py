@@ -142,15 +142,12 @@ def read_dicom_series(source) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
                 arr = pydicom.pixels.apply_color_lut(arr, ds)
             except Exception as exc:  # noqa: BLE001
                 raise InputError(f"cannot apply the DICOM colour palette: {exc}") from None
-            if arr.dtype != np.uint8:
-                arr = np.round(arr.astype(np.float64) * (255.0 / max(float(arr.max()), 1.0)) if arr.max() > 255
-                               else arr).astype(np.uint8)
+            if arr.dtype != np.uint8:  # 16-bit LUT entries span 0..65535 (some writers store 8-bit values)
+                arr = np.round(arr / 257.0 if arr.max() > 255 else arr).astype(np.uint8)
         nf = int(ds.get("NumberOfFrames", 1) or 1)
         if nf == 1:
             arr = arr[None]
-        elif colour and arr.ndim == 3:  # single colour frame read as (y, x, 3)
-            arr = arr[None]
-        # pydicom >= 3 returns YBR_* colour pixel data already converted to RGB
+        # (pydicom >= 3 returns YBR_* colour pixel data already converted to RGB)
         sfg = ds.get("SharedFunctionalGroupsSequence")
         shared = sfg[0] if sfg is not None and len(sfg) else None
         per_frames = ds.get("PerFrameFunctionalGroupsSequence")
