@@ -214,6 +214,8 @@ def maps_cmd(
     tmax_range: Optional[str] = typer.Option(None, "--tmax-range", help="LO,HI values of a colour-coded Tmax map's bar."),
     cbv_range: Optional[str] = typer.Option(None, "--cbv-range", help="LO,HI of a colour-coded CBV map's bar."),
     rcbf_range: Optional[str] = typer.Option(None, "--rcbf-range", help="LO,HI of a colour-coded rCBF map's bar."),
+    tissue_mask: Optional[Path] = typer.Option(None, "--tissue_mask", "--tissue-mask",
+                                               help="NIfTI brain-parenchyma mask (default: derived from the maps)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding thresholds."),
 ):
     """[bold]Mode B[/bold]: indices from existing vendor maps + a yellow ROI on a MIP screenshot + AIF/VOF CSV."""
@@ -224,7 +226,7 @@ def maps_cmd(
         metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
                            out_dir=out_dir, cfg=Config.load(config),
                            ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
-                                   "rcbf": _parse_range(rcbf_range)})
+                                   "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
