@@ -332,9 +332,11 @@ def decode_rgb_volume(rgb_zyx3: np.ndarray, value_range, bar: ColourBar | None =
     n_far = np.array([r["n_rejected_far"] for r in res], float)
     means = np.array([r["mean_distance"] if r["n_accepted"] else 0.0 for r in res])
     p95 = [r["p95_distance"] for r in res if r["n_accepted"]]
+    if n_acc.sum() == 0:
+        raise InputError("no pixel of the colour-coded map matches its colour bar (wrong image or colour bar)")
     residual = dict(
-        mean_distance=float((means * n_acc).sum() / n_acc.sum()) if n_acc.sum() else float("nan"),
-        p95_distance_worst_slice=float(max(p95)) if p95 else float("nan"),
+        mean_distance=float((means * n_acc).sum() / n_acc.sum()),
+        p95_distance_worst_slice=float(max(p95)),
         rejected_fraction=float(n_far.sum() / max(n_acc.sum() + n_far.sum(), 1)),
         achromatic_fraction=float(np.mean([r["achromatic_fraction"] for r in res])),
         n_accepted=int(n_acc.sum()),
