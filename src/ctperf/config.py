@@ -45,6 +45,11 @@ class PreprocessConfig:
     baseline_margin_s: float = 2.5
     #: TIPS bilateral range parameter (larger = more smoothing across curve differences; see ctperf.denoise).
     tips_range_h: float = 1.5
+    #: Range parameter for the curve areas used for CBV (more selective: CBV is linear and needs no smoothing to
+    #: be unbiased, but smoothing across the grey/white boundary biases it).
+    tips_range_h_cbv: float = 0.5
+    #: Spatial sigma (mm) of that CBV-area filter.
+    spatial_sigma_cbv_mm: float = 1.5
     #: Bounds for the number of temporal principal components kept before spatial filtering.
     pca_min_components: int = 8
     pca_max_components: int = 20
@@ -77,6 +82,8 @@ class DeconvolutionConfig:
     oi_reference_dt_s: float = 1.0
     #: Remove the exactly computable CBF/Tmax bias of the chosen regularisation for a sharp-onset residue.
     correct_regularisation_bias: bool = True
+    #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).
+    bias_model_dispersion_s: float = 0.5
     #: In-plane median filter (pixels, odd; 1 = off) applied to Tmax within the tissue mask (removes isolated
     #: noise-driven residue peaks, keeps lesion edges).
     tmax_median_px: int = 3

@@ -76,22 +76,39 @@ def _effective_filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) 
     return [mag**2 / (mag**2 + lam**2)]
 
 
-def step_response_tables(filters_w: list[np.ndarray], dt_s: float, length: int, n_pos: int, n_neg: int,
-                         tau_grid_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Peak height (fraction of 1) and peak time (s) of ``IDFT(W * DFT(exp(-t/tau)))`` per level and tau.
+def model_residues(tau_grid_s: np.ndarray, dt_s: float, length: int, n_pos: int,
+                   dispersion_s: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference residues (n_tau, length): ``exp(-t/tau)``, optionally convolved with the unit-area dispersion
+    kernel ``exp(-t/d)/d`` (``d = dispersion_s``), computed on a 10x finer grid and sampled every ``dt_s``.
 
-    Returns two arrays (n_levels, n_tau).
+    Returns (residues, true peak heights, true peak times in s) - the peaks from the fine grid.
     """
-    t = np.arange(length) * dt_s
-    ex = np.exp(-t[None, :] / tau_grid_s[:, None])
-    ex[:, n_pos:] = 0.0
+    fine = 10
+    tf = np.arange(n_pos * fine) * (dt_s / fine)
+    ex = np.exp(-tf[None, :] / tau_grid_s[:, None])
+    if dispersion_s > 0:
+        k = np.exp(-tf / dispersion_s) / dispersion_s * (dt_s / fine)
+        k /= k.sum()
+        n = len(tf)
+        ex = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(k, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
+    out = np.zeros((len(tau_grid_s), length))
+    out[:, :n_pos] = ex[:, ::fine]
+    return out, ex.max(axis=1), tf[np.argmax(ex, axis=1)]
+
+
+def step_response_tables(filters_w: list[np.ndarray], dt_s: float, length: int, n_pos: int, n_neg: int,
+                         tau_grid_s: np.ndarray, dispersion_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Peak height relative to the unfiltered peak, and peak-time shift (s), of each model residue
+    (:func:`model_residues`) seen through each effective filter ``W``.  Returns two arrays (n_levels, n_tau).
+    """
+    ex, true_pk, true_t = model_residues(tau_grid_s, dt_s, length, n_pos, dispersion_s)
     ex_spec = sfft.rfft(ex, axis=1)
     heights, shifts = [], []
     for w in filters_w:
         r = sfft.irfft(ex_spec * w[None], n=length, axis=1)
         pk, tm = _peak_signed(r, dt_s, n_pos, n_neg)
-        heights.append(pk)
-        shifts.append(tm)
+        heights.append(pk / np.maximum(true_pk, 1e-9))
+        shifts.append(tm - true_t)
     return np.array(heights), np.array(shifts)
 
 
@@ -233,7 +250,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     if cfg.correct_regularisation_bias:
         tau_grid = np.geomspace(0.3, 60.0, 48)
         heights, shifts = step_response_tables(_effective_filters(spec, method, cfg), dt_s, length, t, n_neg,
-                                               tau_grid)
+                                               tau_grid, cfg.bias_model_dispersion_s)
         a_sum = float(np.sum(aif_t))
         auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
         out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights, shifts, tau_grid)

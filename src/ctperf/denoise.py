@@ -62,7 +62,7 @@ def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float,
                    range_h: float = 1.0, guide_extra: np.ndarray | None = None, n_guide: int = 4,
-                   guide_sigma_px: float = 0.7) -> np.ndarray:
+                   guide_sigma_px: float = 0.7, second: tuple[float, np.ndarray, float] | None = None):
     """TIPS-like bilateral filter of coefficient images (K, z, y, x) within ``mask`` (in-plane neighbourhood).
 
     The range kernel compares *guide* features of voxel i and neighbour j: the ``n_guide`` leading temporal
@@ -74,7 +74,9 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
         w_ij = exp(-r^2 / (2 sigma_px^2)) * exp(-max(D_ij - m, 0) / (h^2 sqrt(2 m)))
 
     i.e. neighbours whose curves differ by more than noise explains (in units of the chi-square spread) are
-    excluded.  The filtered output is the weighted mean of all K coefficients.
+    excluded.  The filtered output is the weighted mean of all K coefficients.  ``second = (h2, image, sigma2_mm)``
+    additionally filters one (z, y, x) image with the same distances but range parameter ``h2`` and spatial
+    sigma ``sigma2_mm`` (<= sigma_mm); then the return value is ``(filtered coefficients, filtered image)``.
     """
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
@@ -95,6 +97,12 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     acc = np.zeros_like(coef_kzyx)
     wsum = np.zeros((nz, ny, nx), np.float32)
     scale = np.float32(1.0 / (max(range_h, 1e-3) ** 2 * np.sqrt(2.0 * m_feat)))
+    if second is not None:
+        scale2 = np.float32(1.0 / (max(second[0], 1e-3) ** 2 * np.sqrt(2.0 * m_feat)))
+        sig2_px = max(second[2], 1e-3) / pixel_mm
+        ip = np.pad(np.asarray(second[1], np.float32), pad[1:])
+        acc2 = np.zeros((nz, ny, nx), np.float32)
+        wsum2 = np.zeros((nz, ny, nx), np.float32)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             rr = dy * dy + dx * dx
@@ -103,11 +111,18 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
             ws = np.float32(np.exp(-rr / (2.0 * sig_px**2)))
             sl = (slice(None), slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
             d = ((gp[(slice(None),) + sl] - guide) ** 2).sum(axis=0) * np.float32(0.5)
-            w = ws * np.exp(-np.maximum(d - m_feat, 0.0) * scale) * mp[sl]
+            excess = np.maximum(d - m_feat, 0.0)
+            w = ws * np.exp(-excess * scale) * mp[sl]
             acc += w[None] * cp[(slice(None),) + sl]
             wsum += w
-    out = acc / np.maximum(wsum, 1e-6)[None]
-    return np.where(mask[None], out, coef_kzyx)
+            if second is not None:
+                w2 = np.float32(np.exp(-rr / (2.0 * sig2_px**2))) * np.exp(-excess * scale2) * mp[sl]
+                acc2 += w2 * ip[sl]
+                wsum2 += w2
+    out = np.where(mask[None], acc / np.maximum(wsum, 1e-6)[None], coef_kzyx)
+    if second is None:
+        return out
+    return out, np.where(mask, acc2 / np.maximum(wsum2, 1e-6), second[1])
 
 
 def gaussian_in_mask(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float) -> np.ndarray:
@@ -121,8 +136,16 @@ def gaussian_in_mask(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, s
 
 def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, method: str,
                           sigma_mm: float, range_h: float = 1.0, min_k: int = 8,
-                          max_k: int = 20, guide_zyx: np.ndarray | None = None) -> np.ndarray:
-    """Denoised curves (n_mask, T) float32 of the voxels in ``mask`` (order of ``np.nonzero(mask)``).
+                          max_k: int = 20, guide_zyx: np.ndarray | None = None,
+                          range_h_area: float | None = None,
+                          sigma_area_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Denoised curves (n_mask, T) float32 of the voxels in ``mask`` (order of ``np.nonzero(mask)``), and the
+    denoised area under each curve (n_mask,) (delta HU x samples) for CBV.
+
+    The area is linear in the curve, so it needs no smoothing to be unbiased; it is filtered with the same TIPS
+    distances but a more selective range parameter ``range_h_area`` (default: ``range_h``), which keeps thin
+    grey-matter ribbons from being averaged with white matter and CSF, and a smaller spatial sigma
+    ``sigma_area_mm`` (default: ``sigma_mm``).
 
     ``delta_tzyx`` should already be temporally smoothed (:func:`temporal_smooth`); ``guide_zyx`` (e.g. the
     baseline HU image) is an extra feature of the bilateral range kernel.  Steps 2-3 of the module
@@ -136,15 +159,20 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
     msub = mask[bb]
     curves = sub[:, msub].T  # (n, T)
     if method == "none":
-        return np.ascontiguousarray(curves, dtype=np.float32)
+        return np.ascontiguousarray(curves, dtype=np.float32), curves.sum(axis=1, dtype=np.float64)
     basis = temporal_basis(curves, min_k, max_k)  # (T, K)
     coef = np.zeros((basis.shape[1],) + msub.shape, np.float32)
     coef[:, msub] = (curves @ basis).T
+    area = np.zeros(msub.shape, np.float32)
+    area[msub] = curves.sum(axis=1)
     if method == "bilateral":
         extra = None if guide_zyx is None else np.asarray(guide_zyx, np.float32)[bb][None]
-        coef = tips_bilateral(coef, msub, pixel_mm, sigma_mm, range_h, guide_extra=extra)
+        h2 = range_h if range_h_area is None else range_h_area
+        coef, area = tips_bilateral(coef, msub, pixel_mm, sigma_mm, range_h, guide_extra=extra,
+                                    second=(h2, area, sigma_mm if sigma_area_mm is None else sigma_area_mm))
     elif method == "gaussian":
         coef = gaussian_in_mask(coef, msub, pixel_mm, sigma_mm)
+        area = gaussian_in_mask(area[None], msub, pixel_mm, sigma_mm)[0]
     else:
         raise ValueError(f"unknown spatial filter {method!r}")
-    return np.ascontiguousarray(coef[:, msub].T @ basis.T, dtype=np.float32)
+    return np.ascontiguousarray(coef[:, msub].T @ basis.T, dtype=np.float32), area[msub].astype(np.float64)

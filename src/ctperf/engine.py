@@ -54,9 +54,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("denoise"):
         smooth = temporal_smooth(pre.delta_hu, pre.dt_s, pc.temporal_sigma_s)
         pre.delta_hu = None  # free the unsmoothed copy
-        curves = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
-                                       pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
-                                       guide_zyx=pre.baseline_hu)
+        curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
+                                             pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
+                                             guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
+                                             sigma_area_mm=pc.spatial_sigma_cbv_mm)
     with timer("hemispheres"):
         hemi = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
     with timer("aif"):
@@ -67,7 +68,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("deconvolution"):
         dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, cfg.deconvolution)
     with timer("maps"):
-        vol = _maps(curves, dec, sel.aif.delta_hu, pre)
+        vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol["cbv"], peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, cfg.deconvolution.tmax_median_px)
@@ -87,10 +88,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         stage_seconds=timer.seconds)
 
 
-def _maps(curves: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
+def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain)."""
     cbf = mp.cbf_from_rmax(dec.rmax_per_s)
-    cbv = mp.cbv_from_curves(curves, aif)
+    cbv = mp.cbv_from_area(area, aif)
     out = {"cbf": cbf, "cbv": cbv, "mtt": mp.mtt_from(cbv, cbf), "tmax": dec.tmax_s,
            "ttp": mp.ttp_from_curves(curves, pre.time_s)}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}

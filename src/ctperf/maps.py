@@ -26,12 +26,18 @@ def cbf_from_rmax(rmax_per_s: np.ndarray) -> np.ndarray:
     return (CBF_PER_RMAX * np.asarray(rmax_per_s, np.float64)).astype(np.float32)
 
 
-def cbv_from_curves(tissue_nt: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
-    """CBV (mL/100g) = 100 kH/rho * AUC(tissue)/AUC(AIF), curves on the same uniform grid."""
+def cbv_from_area(tissue_area: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
+    """CBV (mL/100g) = 100 kH/rho * AUC(tissue)/AUC(AIF); ``tissue_area`` = sum of each tissue curve's samples
+    on the same uniform grid as ``aif_t``."""
     a = float(np.sum(aif_t))
     if a <= 0:
-        return np.full(len(tissue_nt), np.nan, np.float32)
-    return (CBV_PER_RATIO * np.asarray(tissue_nt).sum(axis=1, dtype=np.float64) / a).astype(np.float32)
+        return np.full(len(tissue_area), np.nan, np.float32)
+    return (CBV_PER_RATIO * np.asarray(tissue_area, np.float64) / a).astype(np.float32)
+
+
+def cbv_from_curves(tissue_nt: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
+    """CBV (mL/100g) from curves (n, T) on the AIF's grid (see :func:`cbv_from_area`)."""
+    return cbv_from_area(np.asarray(tissue_nt).sum(axis=1, dtype=np.float64), aif_t)
 
 
 def mtt_from(cbv: np.ndarray, cbf: np.ndarray) -> np.ndarray:
