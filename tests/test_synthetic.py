@@ -314,3 +314,16 @@ def test_tissue_curve_matches_direct_convolution():
             expected = np.interp(ph.times_s[:, z] - float(tr.delay_s[z, y, x]), t_fine, c, left=0.0)
             got = ph.hu[:, z, y, x] - ph.hu[0, z, y, x]
             assert np.max(np.abs(got - expected)) < 0.005 * expected.max() + 0.01
+
+
+def test_rigid_motion_direction_and_repr():
+    from ctperf.synthetic.noise import apply_rigid
+
+    vol = np.zeros((3, 20, 20), np.float32)
+    vol[1, 10, 5] = 1.0
+    moved = apply_rigid(vol, np.array([2.0, 0, 0, 0, 0, 0]), (1.0, 1.0, 5.0), (9.5, 9.5, 1.0))
+    assert moved[1, 10, 7] == pytest.approx(1.0) and moved[1, 10, 5] == pytest.approx(0.0)
+    rot = apply_rigid(vol, np.array([0, 0, 0, 0, 0, np.pi / 2]), (1.0, 1.0, 5.0), (9.5, 9.5, 1.0))
+    assert rot.sum() == pytest.approx(1.0, abs=1e-4)
+    ph = make_phantom(PhantomSpec(**SMALL, frame_times_s=[0.0, 1.0]))
+    assert len(repr(ph)) < 300 and len(repr(ph.truth)) < 300

@@ -104,7 +104,7 @@ class PhantomSpec:
         return +1 if side == "left" else -1
 
 
-@dataclass
+@dataclass(repr=False)
 class Phantom:
     """A generated phantom: 4D HU series, acquisition times, geometry and ground truth."""
 
@@ -119,6 +119,12 @@ class Phantom:
     spec: PhantomSpec
     #: (t, 6) rigid motion per frame: translation x, y, z (mm, scanner axes) and rotations (rad).
     motion: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+
+    def __repr__(self) -> str:  # short: the arrays are large
+        m = self.truth_metrics
+        return (f"Phantom(hu={self.hu.shape} {self.hu.dtype}, lesion={m.get('lesion_side')!r}, "
+                f"core_ml={m.get('core_ml'):.1f}, hypoperfusion_ml={m.get('hypoperfusion_ml'):.1f}, "
+                f"seed={self.spec.seed})")
 
     @property
     def voxel_volume_ml(self) -> float:

@@ -27,7 +27,7 @@ TMAX_HYPO_S = 6.0
 RCBF_CORE = 0.30
 
 
-@dataclass
+@dataclass(repr=False)
 class PhantomTruth:
     """Truth arrays, all (z, y, x) in the frame-0 (unmoved) position.
 
@@ -65,6 +65,9 @@ class PhantomTruth:
     cbf_apparent: np.ndarray | None = None
     #: rCBF_true map (set by compute_truth_masks).
     rcbf: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"PhantomTruth(shape={self.cbf.shape}, tissue={int(self.tissue.sum())} vox, core={int(self.core.sum())} vox)"
 
 
 def _contra_mask(truth: PhantomTruth, lesion_side: int) -> np.ndarray:
