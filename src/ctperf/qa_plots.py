@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -69,12 +69,12 @@ FIGURE_NAMES = (
 )
 
 
-def _map_cmap() -> ListedColormap:
+def map_cmap() -> Colormap:
     """Rainbow-like map familiar from clinical perfusion software; unknown values are black background."""
     return matplotlib.colormaps["turbo"].with_extremes(bad="black", under="black")
 
 
-def _gray_cmap():
+def _gray_cmap() -> Colormap:
     return matplotlib.colormaps["gray"].with_extremes(bad="black")
 
 
@@ -347,7 +347,7 @@ def _g(x: float) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _as_bool(mask: np.ndarray | None, shape) -> np.ndarray:
+def as_bool_mask(mask: np.ndarray | None, shape) -> np.ndarray:
     if mask is None:
         return np.zeros(shape, bool)
     m = np.asarray(mask)
@@ -364,7 +364,7 @@ def _nanmax_z(vol: np.ndarray) -> np.ndarray:
 def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
     """Brain parenchyma (brain without CSF and vessels) when the masks provide a non-empty one, else None."""
     try:
-        tissue = _as_bool(result.masks.tissue, shape)
+        tissue = as_bool_mask(result.masks.tissue, shape)
     except (AttributeError, TypeError, ValueError):
         return None
     return tissue if tissue.any() else None
@@ -379,7 +379,7 @@ def _windowed_mean_z(baseline: np.ndarray) -> np.ndarray:
         return np.nanmean(clipped, axis=0)
 
 
-def _stride(shape_yx: tuple[int, int], max_px: int) -> int:
+def decimation_step(shape_yx: tuple[int, int], max_px: int) -> int:
     return max(1, int(math.ceil(max(shape_yx) / float(max_px))))
 
 
@@ -459,7 +459,7 @@ def slice_title(orient: DisplayOrientation, z: int, with_index: bool = True) -> 
 def pick_slices(result: PerfusionResult, orient: DisplayOrientation, n_max: int) -> list[int]:
     """Up to ``n_max`` slice indices through the brain, evenly spaced, ordered inferior to superior."""
     nz = result.tmax.shape[0]
-    brain = _as_bool(result.masks.brain, result.tmax.shape)
+    brain = as_bool_mask(result.masks.brain, result.tmax.shape)
     counts = brain.reshape(nz, -1).sum(axis=1)
     if not counts.any():
         counts = np.isfinite(np.asarray(result.tmax, float)).reshape(nz, -1).sum(axis=1)
@@ -527,7 +527,7 @@ def draw_outline(ax, mask2d, orient: DisplayOrientation, stride: int = 1, color=
         ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=lw)
 
 
-def draw_curves(ax, result: PerfusionResult, metrics: dict, compact: bool = False) -> None:
+def draw_curves(ax, result: PerfusionResult, compact: bool = False) -> None:
     """AIF and VOF delta-HU curves with their times to peak marked."""
     fs = 6.5 if compact else 9.0
     for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
@@ -604,9 +604,15 @@ def save_figure(fig: Figure, path: Path, **kwargs) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _voxels(curve: Curve) -> np.ndarray:
+    """The curve's (z, y, x) voxel indices as an (n, 3) int array (n may be 0)."""
+    v = np.asarray(curve.voxels_zyx)
+    return v.astype(int).reshape(-1, 3) if v.size else np.zeros((0, 3), int)
+
+
 def _voxel_slices(voxels: np.ndarray, nz: int) -> list[int]:
-    v = np.asarray(voxels, int).reshape(-1, 3) if np.size(voxels) else np.zeros((0, 3), int)
-    v = v[(v[:, 0] >= 0) & (v[:, 0] < nz)]
+    """Slices holding the voxels, most populated first."""
+    v = voxels[(voxels[:, 0] >= 0) & (voxels[:, 0] < nz)]
     if v.size == 0:
         return []
     zs, counts = np.unique(v[:, 0], return_counts=True)
@@ -617,8 +623,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
     base = np.asarray(result.baseline_hu, float)
     nz = base.shape[0]
     orient = display_orientation(result.affine_ras, base.shape)
-    aif_vox = np.asarray(result.aif.voxels_zyx, int).reshape(-1, 3) if np.size(result.aif.voxels_zyx) else np.zeros((0, 3), int)
-    vof_vox = np.asarray(result.vof.voxels_zyx, int).reshape(-1, 3) if np.size(result.vof.voxels_zyx) else np.zeros((0, 3), int)
+    aif_vox, vof_vox = _voxels(result.aif), _voxels(result.vof)
     aif_z, vof_z = _voxel_slices(aif_vox, nz), _voxel_slices(vof_vox, nz)
     slices = []
     for z in (aif_z[:1] + vof_z[:1]):
@@ -630,7 +635,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
     gs = fig.add_gridspec(1, 1 + n_img, width_ratios=[1.55] + [1.0] * n_img, left=0.06, right=0.99, top=0.86,
                           bottom=0.2, wspace=0.12)
     ax = fig.add_subplot(gs[0, 0])
-    draw_curves(ax, result, metrics)
+    draw_curves(ax, result)
     lines = pvt_lines(result, metrics)
     # Venous transit readout under the curves (never over them).
     fig.text(0.06, 0.025, "Venous transit:  " + "   \u00b7   ".join(lines), ha="left", va="bottom", fontsize=8,
@@ -670,11 +675,11 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     tissue = _tissue_mask(result, tmax.shape)
     restricted = tissue is not None
     mip = _nanmax_z(np.where(tissue, tmax, np.nan) if restricted else tmax)
-    hypo = _as_bool(lesion.hypoperfusion, tmax.shape).any(axis=0)
+    hypo = as_bool_mask(lesion.hypoperfusion, tmax.shape).any(axis=0)
 
     fig = new_figure(6.4, 6.0)
     ax = fig.add_axes([0.04, 0.08, 0.78, 0.8])
-    handle = draw_map_slice(ax, mip, orient, _map_cmap(), *TMAX_RANGE_S)
+    handle = draw_map_slice(ax, mip, orient, map_cmap(), *TMAX_RANGE_S)
     draw_outline(ax, hypo, orient, lw=1.3)
     label_edges(ax, orient, fontsize=10, vertical=True)
     cax = fig.add_axes([0.85, 0.15, 0.035, 0.66])
@@ -707,9 +712,9 @@ def core_penumbra_legend(metrics: dict) -> list[tuple[Any, str]]:
 def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
     shape = np.asarray(result.tmax).shape
     orient = display_orientation(result.affine_ras, shape)
-    core = _as_bool(lesion.core, shape).any(axis=0)
-    pen = _as_bool(lesion.penumbra, shape).any(axis=0)
-    hypo = _as_bool(lesion.hypoperfusion, shape).any(axis=0)
+    core = as_bool_mask(lesion.core, shape).any(axis=0)
+    pen = as_bool_mask(lesion.penumbra, shape).any(axis=0)
+    hypo = as_bool_mask(lesion.hypoperfusion, shape).any(axis=0)
 
     fig = new_figure(9.0, 5.6)
     ax = fig.add_axes([0.02, 0.06, 0.52, 0.82])
@@ -734,10 +739,10 @@ def core_penumbra_mosaic(result: PerfusionResult, lesion: LesionMasks, orient: D
     """RGB mosaic of baseline + core/penumbra, and the matching mosaic of the hypoperfusion mask."""
     base = np.asarray(result.baseline_hu, float)
     shape = base.shape
-    stride = _stride(shape[1:], max_px)
-    core = _as_bool(lesion.core, shape)
-    pen = _as_bool(lesion.penumbra, shape) & ~core
-    hypo = _as_bool(lesion.hypoperfusion, shape)
+    stride = decimation_step(shape[1:], max_px)
+    core = as_bool_mask(lesion.core, shape)
+    pen = as_bool_mask(lesion.penumbra, shape) & ~core
+    hypo = as_bool_mask(lesion.hypoperfusion, shape)
 
     def view(a2d):
         return orient.image(a2d)[::stride, ::stride]
@@ -750,7 +755,7 @@ def core_penumbra_mosaic(result: PerfusionResult, lesion: LesionMasks, orient: D
 
 
 def map_mosaic(vol: np.ndarray, orient: DisplayOrientation, slices: list[int], cols: int, max_px: int) -> Mosaic:
-    stride = _stride(vol.shape[1:], max_px)
+    stride = decimation_step(vol.shape[1:], max_px)
     return make_mosaic([orient.image(np.asarray(vol[z], float))[::stride, ::stride] for z in slices], cols)
 
 
@@ -797,7 +802,7 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     orient = display_orientation(result.affine_ras, shape)
     slices = pick_slices(result, orient, 8)
     n = max(len(slices), 1)
-    cmap = _map_cmap()
+    cmap = map_cmap()
 
     tile = 1.3
     first = map_mosaic(np.asarray(result.tmax, float), orient, slices, n, MONTAGE_MAX_PX)

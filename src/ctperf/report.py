@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
 from ctperf import DISCLAIMER, __version__
@@ -30,16 +31,16 @@ from ctperf.qa_plots import (
     PENUMBRA_COLOR,
     TMAX_RANGE_S,
     MetricText,
-    _as_bool,
-    _map_cmap,
-    _stride,
     annotate_mosaic,
+    as_bool_mask,
     cbv_index_text,
     contour_mosaic,
     core_penumbra_mosaic,
+    decimation_step,
     display_orientation,
     draw_curves,
     make_mosaic,
+    map_cmap,
     map_mosaic,
     metric_text,
     mismatch_volume_text,
@@ -113,9 +114,9 @@ def _key_image_row(fig, result, lesion, orient, slices, y: float, height: float,
     else:
         tmax = np.asarray(result.tmax, float)
         mosaic = map_mosaic(tmax, orient, slices, n, KEY_IMAGE_PX)
-        handle = show_mosaic(ax, mosaic, orient, cmap=_map_cmap(), vmin=TMAX_RANGE_S[0], vmax=TMAX_RANGE_S[1])
-        hypo_vol = _as_bool(lesion.hypoperfusion, tmax.shape)
-        stride = _stride(tmax.shape[1:], KEY_IMAGE_PX)
+        handle = show_mosaic(ax, mosaic, orient, cmap=map_cmap(), vmin=TMAX_RANGE_S[0], vmax=TMAX_RANGE_S[1])
+        hypo_vol = as_bool_mask(lesion.hypoperfusion, tmax.shape)
+        stride = decimation_step(tmax.shape[1:], KEY_IMAGE_PX)
         hypo = make_mosaic([orient.image(hypo_vol[z])[::stride, ::stride].astype(float) for z in slices], n,
                            fill=0.0)
         contour_mosaic(ax, hypo, lw=0.5)
@@ -184,7 +185,7 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
     a = np.asarray(result.affine_ras, float)[:3, :3]
     spacing = np.linalg.norm(a, axis=0)
     nz, ny, nx = np.asarray(result.tmax).shape
-    brain = _as_bool(result.masks.brain, (nz, ny, nx))
+    brain = as_bool_mask(result.masks.brain, (nz, ny, nx))
     rows = [
         ("map grid (x, y, z)", f"{nx} x {ny} x {nz} voxels"),
         ("voxel size", f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"),
@@ -196,7 +197,8 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
         y = np.asarray(curve.delta_hu, float)
         if y.size and np.isfinite(y).any():
             rows.append((f"{name} peak / TTP", f"{np.nanmax(y):.0f} HU / {curve.ttp_s:.1f} s"))
-    for key, label in (("DEFUSE3_eligible", "DEFUSE 3 imaging criteria"), ("EXTEND_eligible", "EXTEND imaging criteria")):
+    for key, label in (("DEFUSE3_eligible", "DEFUSE 3 imaging criteria"),
+                       ("EXTEND_eligible", "EXTEND imaging criteria")):
         value = (metrics or {}).get(key)
         if isinstance(value, bool):
             rows.append((label, "met" if value else "not met"))
@@ -240,7 +242,7 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     fig.text(MARGIN, 0.934, f"Affected hemisphere: {side}   \u00b7   reference CBF: {ref_txt}   \u00b7   core: rCBF "
              f"< {rcbf * 100:g}%   \u00b7   hypoperfusion: Tmax > {t_thr:g} s", fontsize=8.2, color="0.2",
              va="center")
-    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [0.922, 0.922], color="#1a2a40", lw=1.2,
+    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [0.922, 0.922], color="#1a2a40", lw=1.2,
                                            transform=fig.transFigure))
 
     # Headline numbers
@@ -281,7 +283,7 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
 
     # Bottom panels
     y -= 0.02
-    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [y, y], color="0.75", lw=0.8,
+    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [y, y], color="0.75", lw=0.8,
                                            transform=fig.transFigure))
     y -= 0.03
     panel_h = y - 0.012 - 0.24
@@ -289,18 +291,18 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     _tmax_levels_panel(fig, [MARGIN + 0.075, y - 0.012 - panel_h, 0.22, panel_h], result, lesion, metrics, t_thr)
     _section_title(fig, 0.375, y, "AIF / VOF")
     ax = fig.add_axes([0.415, y - 0.012 - panel_h + 0.025, 0.255, panel_h - 0.025])
-    draw_curves(ax, result, metrics, compact=True)
+    draw_curves(ax, result, compact=True)
     _section_title(fig, 0.71, y, "QA")
     _qa_panel(fig, 0.71, y - 0.008, result, metrics)
     _details_panel(fig, 0.205, result, metrics)
 
     # Footer
-    fig.add_artist(matplotlib.lines.Line2D([MARGIN, 1 - MARGIN], [0.062, 0.062], color="0.75", lw=0.8,
+    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [0.062, 0.062], color="0.75", lw=0.8,
                                            transform=fig.transFigure))
     fig.text(0.5, 0.045, DISCLAIMER, fontsize=9, fontweight="bold", color=RED, ha="center", va="center")
     fig.text(0.5, 0.027, "Automatic research analysis; volumes and indices follow the ctperf definitions "
-             f"v{_definition_version(metrics)}. Review the QA figures before using any number.", fontsize=6.5, color="0.35",
-             ha="center", va="center")
+             f"v{_definition_version(metrics)}. Review the QA figures before using any number.", fontsize=6.5,
+             color="0.35", ha="center", va="center")
     fig.text(1 - MARGIN, 0.012, "page 1/1", fontsize=6.5, color="0.45", ha="right", va="center")
 
 
