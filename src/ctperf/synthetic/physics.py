@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.signal import lfilter
 
 #: Brain tissue density, g/mL (defined here on purpose: the phantom must not import the engine's constants).
 RHO = 1.04
@@ -78,10 +79,11 @@ def exp_residue_convolve(x: np.ndarray, mtt_s: np.ndarray, dt: float, axis: int 
     decay = np.exp(-dt / mtt)[..., None]
     shape = np.broadcast_shapes(x.shape[:-1], mtt.shape) + (x.shape[-1],)
     out = np.empty(shape, dtype=float)
-    s = np.zeros(shape[:-1], dtype=float)
-    for k in range(x.shape[-1]):
-        s = s * decay[..., 0] + x[..., k]
-        out[..., k] = s
+    xb = np.broadcast_to(x, shape)
+    db = np.broadcast_to(decay[..., 0], shape[:-1])
+    for idx in np.ndindex(*shape[:-1]):
+        # running sum S[k] = S[k-1] * exp(-dt/MTT) + x[k] (first-order recursive filter)
+        out[idx] = lfilter([1.0], [1.0, -float(db[idx])], xb[idx])
     # Trapezoid end corrections: half weight on x[k]*R(0) and on x[0]*R(t_k).
     out -= 0.5 * np.broadcast_to(x, shape)
     out -= 0.5 * x[..., :1] * decay ** np.arange(x.shape[-1])
