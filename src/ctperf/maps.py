@@ -102,16 +102,24 @@ def affected_side(tmax_zyx: np.ndarray, tissue: np.ndarray, side_zyx: np.ndarray
 
 
 def reference_region(tissue: np.ndarray, tmax_zyx: np.ndarray, side_zyx: np.ndarray, affected: str,
-                     normal_tmax_s: float = 4.0) -> np.ndarray:
-    """Normal-appearing tissue (Tmax < ``normal_tmax_s``) of the less-affected hemisphere (both if 'none')."""
-    normal = tissue & np.isfinite(tmax_zyx) & (tmax_zyx < normal_tmax_s)
+                     normal_tmax_s: float = 4.0, margin_s: float = 2.0) -> np.ndarray:
+    """Normal-appearing tissue of the less-affected hemisphere (both hemispheres if 'none').
+
+    Normal-appearing = Tmax below ``max(normal_tmax_s, median Tmax of that hemisphere's tissue + margin_s)``:
+    4 s as usual, raised when the whole brain is delayed against the AIF (e.g. AIF taken upstream of a
+    bilateral delay), so the reference does not collapse to a few voxels.
+    """
+    hemi = tissue & np.isfinite(tmax_zyx)
     if affected == "left":
-        normal &= side_zyx < 0
+        hemi &= side_zyx < 0
     elif affected == "right":
-        normal &= side_zyx > 0
+        hemi &= side_zyx > 0
     else:
-        normal &= side_zyx != 0
-    return normal
+        hemi &= side_zyx != 0
+    if not hemi.any():
+        return hemi
+    limit = max(normal_tmax_s, float(np.median(tmax_zyx[hemi])) + margin_s)
+    return hemi & (tmax_zyx < limit)
 
 
 def relative_cbf(cbf_zyx: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:
