@@ -122,3 +122,14 @@ def test_unrelated_screenshot_rejected(tmp_path, tmax):
     Image.fromarray(rgb).save(tmp_path / "noise.png")
     with pytest.raises(InputError, match="register"):
         roi_from_screenshot(tmp_path / "noise.png", tmax, AFF_LPS)
+
+
+def test_colour_coded_mip_rejected(tmp_path, tmax):
+    from ctperf.synthetic.vendor_maps import ramp_colours, render_colour_slice
+
+    from ctperf.modeb.roi_mip import axial_mip
+
+    rgb = render_colour_slice(axial_mip(tmax), (0, 14), ramp_colours("jet"), annotations=False)
+    Image.fromarray(rgb).save(tmp_path / "colour_mip.png")
+    with pytest.raises(InputError, match="colour-coded MIP"):
+        roi_from_screenshot(tmp_path / "colour_mip.png", tmax, AFF_LPS)

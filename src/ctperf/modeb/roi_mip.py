@@ -30,7 +30,8 @@ The ROI drawn on an axial MIP only constrains the in-plane position: ``footprint
 extruded through every slice (a column through the whole volume), not a 3D lesion ROI.  Combine it with a
 3D criterion (e.g. Tmax > 6 s) to get voxels.
 
-Known limits: a colour-coded (rainbow) MIP screenshot contains yellow itself and is not supported; the
+Known limits: a colour-coded (rainbow) MIP screenshot contains yellow itself and is not supported (an image
+more than 25 % coloured is rejected with an InputError); the
 screenshot must show the MIP of the same Tmax volume (any grey window; the NCC is insensitive to linear
 contrast changes) without rotation.
 """
@@ -327,6 +328,11 @@ def roi_from_rgb(rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray, 
                  max_gap_px: int = 12, min_score: float = 0.4) -> RoiResult:
     """Pure-array core of :func:`roi_from_screenshot` (``rgb`` is the screenshot as ``(y, x, 3)`` uint8)."""
     rgb = np.asarray(rgb)[..., :3]
+    f = rgb.astype(np.float32)
+    chroma = f.max(axis=-1) - f.min(axis=-1)
+    if np.mean(chroma > 60) > 0.25:
+        raise InputError("the screenshot is mostly coloured (a colour-coded MIP?); the yellow ROI can only be "
+                         "separated on a grey MIP")
     yellow = yellow_mask(rgb)
     if not yellow.any():
         raise InputError("no yellow ROI found in the MIP screenshot")
@@ -342,9 +348,7 @@ def roi_from_rgb(rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray, 
         raise InputError("the Tmax map is empty (all NaN); cannot register the screenshot")
     mip = np.where(np.isfinite(mip), mip, np.nanmin(mip))
 
-    f = rgb.astype(np.float32)
     grey = f.mean(axis=-1)
-    chroma = f.max(axis=-1) - f.min(axis=-1)
     coloured = ndimage.binary_dilation((chroma > 25) | yellow, iterations=2)
     # thin bright strokes (white text, rulers) are annotations too: white top-hat over a 7 px window
     thin_bright = ndimage.binary_dilation(ndimage.white_tophat(grey, size=7) > 60, iterations=1)
