@@ -327,3 +327,15 @@ def test_rigid_motion_direction_and_repr():
     assert rot.sum() == pytest.approx(1.0, abs=1e-4)
     ph = make_phantom(PhantomSpec(**SMALL, frame_times_s=[0.0, 1.0]))
     assert len(repr(ph)) < 300 and len(repr(ph.truth)) < 300
+
+
+def test_truth_metric_keys(default_ph):
+    keys = ("hypoperfusion_ml core_ml penumbra_ml tmax4_ml tmax6_ml tmax8_ml tmax10_ml HIR Mismatch_Ratio "
+            "mismatch_volume_ml Corrected_CBV_Index CBV_Index_contra_hemisphere aif_ttp_s vof_ttp_s PVT_sec "
+            "PVT_present lesion_side voxel_volume_ml gm_cbf_median wm_cbf_median gm_cbv_median wm_cbv_median "
+            "gm_mtt_median wm_mtt_median").split()
+    m = default_ph.truth_metrics
+    assert set(keys) <= set(m)
+    assert "Mismatch_Ratio_reason" in m
+    assert m["Corrected_CBV_Index"] > 0 and m["CBV_Index_contra_hemisphere"] > 0
+    assert m["aif_ttp_s"] < m["vof_ttp_s"]
