@@ -6,7 +6,12 @@ layout), then, each in a fresh subprocess so timings and peak RSS are clean:
 (a) ``decode_only_s``: pydicom ``dcmread`` + ``pixel_array`` of every file (no sorting, no HU conversion);
 (b) ``load_ctp_s`` and ``peak_rss_mb``: full ``load_ctp`` (scan, group, order, decode to float32 HU).
 
-Prints one JSON object: n_files, decode_only_s, load_ctp_s, ratio, peak_rss_mb, target_ratio (2.0), pass.
+(c) ``alloc_touch_only_s``: allocating and filling an empty float32 array of the study's size, the floor any
+    loader that returns the 4D HU array pays (first-touch page faults; expensive in fresh VMs) and that (a)
+    does not pay.
+
+Prints one JSON object: n_files, decode_only_s, load_ctp_s, ratio, alloc_touch_only_s, peak_rss_mb,
+target_ratio (2.0), pass.
 Each measurement is the best of ``--repeat`` interleaved runs (page cache warm after writing), which keeps
 the ratio meaningful on a shared, busy machine.
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,17 @@ for f in files:
         pass
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "n": n, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+_TOUCH_ONLY = r"""
+import json, resource, sys, time
+import numpy as np
+shape = [int(v) for v in sys.argv[2].split(",")]
+t0 = time.perf_counter()
+a = np.empty(shape, dtype=np.float32)
+a.fill(0.0)
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 _LOAD_CTP = r"""
@@ -79,8 +96,8 @@ def write_study(out: Path, nx: int, nz: int, nt: int) -> int:
     return len(paths)
 
 
-def _run(code: str, data: Path) -> dict:
-    res = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True)
+def _run(code: str, data: Path, *extra: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", code, str(data), *extra], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -91,7 +108,11 @@ def main(argv=None) -> int:
     ap.add_argument("--nz", type=int, default=20)
     ap.add_argument("--nt", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.write_only is not None:
+        write_study(args.write_only, args.nx, args.nz, args.nt)
+        return 0
 
     tmp = None
     data = args.data
@@ -101,11 +122,16 @@ def main(argv=None) -> int:
     try:
         if not data.exists() or not any(data.rglob("*")):
             print(f"writing {args.nz * args.nt} files to {data} ...", file=sys.stderr)
-            write_study(data, args.nx, args.nz, args.nt)
+            # in a subprocess, so the measuring children do not inherit (and report) the writer's memory
+            subprocess.run([sys.executable, __file__, "--write-only", str(data), "--nx", str(args.nx),
+                            "--nz", str(args.nz), "--nt", str(args.nt)], check=True)
+            os.sync()  # flush dirty pages so write-back does not disturb the timings
         n_files = sum(1 for p in data.rglob("*") if p.is_file())
         runs = [(_run(_DECODE_ONLY, data), _run(_LOAD_CTP, data)) for _ in range(args.repeat)]  # interleaved
         decode = min((r[0] for r in runs), key=lambda r: r["seconds"])
         load = min((r[1] for r in runs), key=lambda r: r["seconds"])
+        touch = min((_run(_TOUCH_ONLY, data, ",".join(map(str, load["shape"]))) for _ in range(args.repeat)),
+                    key=lambda r: r["seconds"])
         ratio = load["seconds"] / decode["seconds"]
         peak = max(load["rss_mb"], load["children_rss_mb"])
         result = {
@@ -114,6 +140,7 @@ def main(argv=None) -> int:
             "decode_only_s": round(decode["seconds"], 3),
             "load_ctp_s": round(load["seconds"], 3),
             "ratio": round(ratio, 3),
+            "alloc_touch_only_s": round(touch["seconds"], 3),
             "peak_rss_mb": round(load["rss_mb"], 1),
             "decode_only_rss_mb": round(decode["rss_mb"], 1),
             "target_ratio": TARGET_RATIO,

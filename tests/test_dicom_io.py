@@ -435,3 +435,24 @@ def test_trigger_time_used_when_clock_times_are_constant(tmp_path):
     study = load_ctp(tmp_path / "d")
     assert study.meta.extra["time_source"] == "TriggerTime"
     np.testing.assert_allclose(study.times_s, TIMES - TIMES[0, 0], atol=1e-3)
+
+
+def test_bits_above_bits_stored_are_ignored(tmp_path):
+    """Unsigned 12-bit pixels with junk in the top 4 bits (old overlay planes) decode to the same HU."""
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(), seed=0)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        assert ds.BitsStored == 12
+        ds.PixelData = (np.frombuffer(ds.PixelData, "<u2") | 0xF000).astype("<u2").tobytes()
+        ds.save_as(p)
+    check_roundtrip(tmp_path / "d", DicomLayout(), paths)
+
+
+def test_signed_12_bit_is_sign_extended(tmp_path):
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(vendor="ge"), seed=0)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.PixelData = (np.frombuffer(ds.PixelData, "<i2").view("<u2") & 0x0FFF).astype("<u2").tobytes()
+        ds.save_as(p)
+    check_roundtrip(tmp_path / "d", DicomLayout(vendor="ge"), paths)

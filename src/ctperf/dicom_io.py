@@ -811,17 +811,18 @@ def _read_native(h: _Header) -> np.ndarray | None:
         length = struct.unpack("<I", head[4:8] if h.transfer_syntax == _IMPLICIT_LE else head[8:12])[0]
         if length < n_bytes or length == 0xFFFFFFFF:
             return None
-        buf = fp.read(n_bytes)
-    if len(buf) != n_bytes:
-        return None
+        buf = bytearray(n_bytes)
+        if fp.readinto(buf) != n_bytes:
+            return None
     kind = ("i" if h.signed else "u") + str(h.bits_allocated // 8)
-    arr = np.frombuffer(buf, dtype="<" + kind).reshape(h.rows, h.cols)
+    arr = np.frombuffer(buf, dtype="<" + kind).reshape(h.rows, h.cols)  # writable: backed by a bytearray
     if h.bits_stored < h.bits_allocated:
         shift = h.bits_allocated - h.bits_stored
         if h.signed:  # sign-extend from bits_stored
-            arr = (arr << shift) >> shift
-        else:
-            arr = arr & ((1 << h.bits_stored) - 1)
+            np.left_shift(arr, shift, out=arr)
+            np.right_shift(arr, shift, out=arr)
+        else:  # ignore bits above bits_stored (e.g. old overlay bits)
+            np.bitwise_and(arr, (1 << h.bits_stored) - 1, out=arr)
     return arr
 
 
