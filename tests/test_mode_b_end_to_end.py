@@ -66,6 +66,7 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
     assert m["core_ml"] == pytest.approx(t["core_ml"], rel=0.10, abs=1.0)
     assert m["HIR"] == pytest.approx(t["HIR"], rel=0.05)
     assert m["CBV_Index_contra_hemisphere"] == pytest.approx(t["CBV_Index_contra_hemisphere"], rel=0.10)
+    assert m["Corrected_CBV_Index"] == pytest.approx(t["Corrected_CBV_Index"], rel=0.10)
     assert m["PVT_sec"] == pytest.approx(t["PVT_sec"], abs=0.3)
     assert m["lesion_side"] == "left"
 

@@ -65,17 +65,28 @@ def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray
     return LesionMasks(hypoperfusion=hypo, core=core, penumbra=penumbra, tmax_levels=tmax_levels)
 
 
-def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float = 6.0) -> np.ndarray:
-    """Outer shell of the brain mask, ``depth_mm`` thick, measured in-plane (slices are thick in CTP).
+def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float = 3.0,
+                    closing_mm: float = 5.0) -> np.ndarray:
+    """Outer shell of the brain, ``depth_mm`` thick below the closed outer brain surface, in-plane per slice.
 
-    Used as the "cortex" reference region of the Corrected CBV Index when no grey-matter segmentation exists.
+    Pass the parenchyma (tissue) mask; the default depth is the typical human cortical thickness (~2.5-3 mm,
+    Fischl & Dale 2000).
+
+    The brain mask is first closed (``closing_mm``) and hole-filled, so sulci and the interhemispheric fissure do
+    not pull the shell into white matter whether or not the mask includes CSF.  Used as the "cortex" reference
+    region of the Corrected CBV Index (no grey-matter segmentation needed; independent of map noise).
     """
     mask = np.asarray(brain_mask_zyx, bool)
     sx, sy = float(spacing_xyz_mm[0]), float(spacing_xyz_mm[1])
+    ry, rx = max(1, int(round(closing_mm / sy))), max(1, int(round(closing_mm / sx)))
+    yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= closing_mm ** 2
     out = np.zeros_like(mask)
     for z in range(mask.shape[0]):
         if mask[z].any():
-            filled = ndimage.binary_fill_holes(mask[z])
+            padded = np.pad(mask[z], ((ry, ry), (rx, rx)))
+            closed = ndimage.binary_closing(padded, structure=disk)[ry:-ry, rx:-rx]
+            filled = ndimage.binary_fill_holes(closed | mask[z])
             dist = ndimage.distance_transform_edt(filled, sampling=(sy, sx))
             out[z] = filled & (dist <= depth_mm) & mask[z]
     return out

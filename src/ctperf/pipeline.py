@@ -94,7 +94,7 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
 def masks_for_result(perf: PerfusionResult, cfg: Config):
     spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
     lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, _voxel_ml(perf.affine_ras), cfg.thresholds)
-    cortex = cortical_ribbon(perf.masks.brain, spacing) & perf.masks.tissue
+    cortex = cortical_ribbon(perf.masks.tissue, spacing) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     return lesion, cortex, sinus, spacing
 

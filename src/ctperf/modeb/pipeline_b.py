@@ -82,7 +82,7 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
     spacing = np.sqrt((affine_ras[:3, :3] ** 2).sum(axis=0))
     indices = compute_indices(IndexInputs(
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
-        hemispheres=hemispheres, cortex=cortical_ribbon(brain, spacing) & tissue, aif_ttp_s=aif_ttp_s,
+        hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing) & tissue, aif_ttp_s=aif_ttp_s,
         vof_ttp_s=vof_ttp_s, sinus=None, roi_mask=roi_footprint))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, provenance=provenance or {})
     return ModeBResult(lesion=lesion, metrics=metrics, tissue=tissue, hemispheres=hemispheres,
