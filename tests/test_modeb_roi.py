@@ -80,6 +80,7 @@ CASES = [
     dict(scale=1.15, gap_px=9),
     dict(scale=0.85, suffix=".jpg"),
     dict(scale=1.25, affine="ras", crop_ltrb=(40, 35, 300, 260)),
+    dict(scale=1.1, style="both", window=(2.0, 9.0)),
 ]
 
 

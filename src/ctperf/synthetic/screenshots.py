@@ -88,14 +88,16 @@ def _grey_mip(vol_zyx: np.ndarray, window) -> np.ndarray:
 def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path, polygon_yx=None, *,
                           scale: float = 1.0, offset_xy=(70, 50), canvas_wh=None, crop_ltrb=None, window=None,
                           style: str = "outline", line_width: float = 3.0, gap_px: float = 0.0,
-                          distractors: bool = True, jpeg_quality: int = 90, seed: int = 0):
+                          distractors: bool = True, jpeg_quality: int = 90, fill_alpha: float = 0.35,
+                          seed: int = 0):
     """Render the axial MIP of ``vol_zyx`` as a screenshot with a yellow ROI.
 
     ``polygon_yx``: ROI polygon vertices in map index coordinates (y, x); default a blob right of centre.
     ``scale``: display zoom of the MIP; ``offset_xy``: where the MIP's top-left lands on the canvas;
     ``canvas_wh``: canvas size (default: fits the MIP plus chrome); ``crop_ltrb``: final crop box on the canvas.
     ``style``: ``"outline"`` (closed anti-aliased polygon of ``line_width`` screen pixels; ``gap_px > 0`` leaves
-    an opening of that length) or ``"painted"`` (filled polygon).  ``.jpg`` paths are saved as JPEG.
+    an opening of that length), ``"painted"`` (opaque filled polygon) or ``"both"`` (outline over a translucent
+    fill of opacity ``fill_alpha``).  ``.jpg`` paths are saved as JPEG.
 
     Returns ``(path, true_mask_yx, info)``; ``info`` has the exact ``scale_xy`` and ``offset_xy`` of the MIP in
     the final image (screen continuous coordinate = scale * display continuous coordinate + offset).
@@ -148,7 +150,11 @@ def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path,
     pts = to_big(polygon_yx)
     if style == "painted":
         bd.polygon(pts, fill=YELLOW + (255,))
-    elif style == "outline":
+    if style == "both":  # translucent fill under an outline (a common annotation style)
+        fill_layer = Image.new("RGBA", big.size, (0, 0, 0, 0))
+        ImageDraw.Draw(fill_layer).polygon(pts, fill=YELLOW + (int(255 * fill_alpha),))
+        big.alpha_composite(fill_layer)
+    if style in ("outline", "both"):
         closed = pts + pts[:1]
         if gap_px > 0:  # leave an opening of gap_px screen pixels (arc length) at a random place
             xy = np.asarray(closed)
@@ -162,7 +168,7 @@ def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path,
             keep = arc >= SUPERSAMPLE * gap_px
             closed = [tuple(p) for p in dense[keep][np.argsort(arc[keep])]]
         bd.line(closed, fill=YELLOW + (255,), width=int(round(line_width * SUPERSAMPLE)), joint="curve")
-    else:
+    if style not in ("outline", "painted", "both"):
         raise ValueError(f"unknown style {style!r}")
     overlay = big.resize((cw, ch), Image.BOX)
     canvas = Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
