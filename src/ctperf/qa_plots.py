@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.results import Curve, LesionMasks, PerfusionResult
 
@@ -592,9 +593,13 @@ def pvt_positive(result: PerfusionResult, metrics: dict) -> bool:
     return any(v for k, v in qa_flags_of(result, metrics).items() if "pvt" in k.lower())
 
 
-def save_figure(fig: Figure, path: Path, **kwargs) -> Path:
+def save_figure(fig: Figure, path: Path, disclaimer: bool = True, **kwargs) -> Path:
+    """Save a QA figure; every QA image carries the research-use disclaimer in its bottom-right corner."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if disclaimer:
+        fig.text(0.995, 0.004, f"ctperf {__version__} - {DISCLAIMER}", ha="right", va="bottom", fontsize=6.5,
+                 color="0.45")
     fig.savefig(path, dpi=kwargs.pop("dpi", DPI), facecolor=fig.get_facecolor(), **kwargs)
     return path
 
