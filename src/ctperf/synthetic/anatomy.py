@@ -338,7 +338,7 @@ def classify(p: np.ndarray, anatomy_seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return labels, skull_hu
 
 
-def hemisphere_territories(p: np.ndarray, lesion_side: int, lesion_size: float, anatomy_seed: int
+def lesion_distance(p: np.ndarray, lesion_side: int, lesion_size: float, anatomy_seed: int
                            ) -> np.ndarray:
     """Normalised distance ``d`` to the centre of the MCA-territory lesion (0 centre, 1 ~ penumbra edge).
 

@@ -250,7 +250,7 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
         m_k = m_k * (1.0 + 0.8 * spec.variation * var_m)
         dl_k = np.full(lab.shape, float(spec.tissue_delay_s))
         brainish = np.isin(lab, (A.GM, A.WM, A.DEEP))
-        d = A.hemisphere_territories(p, lesion_side, spec.lesion_size, spec.anatomy_seed)
+        d = A.lesion_distance(p, lesion_side, spec.lesion_size, spec.anatomy_seed)
         les = brainish & (d < 1.45)
         if les.any():
             fcbf, fcbv, ldel = _lesion_profiles(d[les], spec.lesion_delay_s)
