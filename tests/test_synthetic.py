@@ -339,3 +339,12 @@ def test_truth_metric_keys(default_ph):
     assert "Mismatch_Ratio_reason" in m
     assert m["Corrected_CBV_Index"] > 0 and m["CBV_Index_contra_hemisphere"] > 0
     assert m["aif_ttp_s"] < m["vof_ttp_s"]
+
+
+def test_spec_round_trip_through_truth_json(tmp_path):
+    ph = make_phantom(PhantomSpec(**SMALL, frame_times_s=[0.0, 1.5, 4.0], seed=7, lesion="right"))
+    write_truth(ph, tmp_path)
+    spec = json.loads((tmp_path / "truth.json").read_text())["phantom_spec"]
+    again = make_phantom(PhantomSpec(**spec))
+    assert np.array_equal(again.hu, ph.hu)
+    assert again.truth_metrics == ph.truth_metrics
