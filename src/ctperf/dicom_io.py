@@ -594,10 +594,13 @@ def scan_folder(dicom_dir) -> FolderScan:
 def _select(scan: FolderScan, series: str | None) -> SeriesGroup:
     if series is not None:
         s = str(series).strip()
-        for g in scan.groups:
-            if s in g.series_instance_uids or (s.isdigit() and int(s) in g.series_numbers):
-                return g
-        raise DicomError(f"series '{s}' not found in {scan.root}; found: {scan.summary()}")
+        hits = [g for g in scan.groups if s in g.series_instance_uids]
+        if not hits and s.isdigit():
+            # a SeriesNumber may repeat across studies: prefer the group with the most frames
+            hits = sorted((g for g in scan.groups if int(s) in g.series_numbers), key=lambda g: -g.n_files)
+        if not hits:
+            raise DicomError(f"series '{s}' not found in {scan.root}; found: {scan.summary()}")
+        return hits[0]
     if scan.ctp is None:
         singles = [g for g in scan.groups if g.n_timepoints == 1 and not g.is_localizer and g.n_slices >= 2]
         if singles and all(g.n_timepoints == 1 for g in scan.groups):
@@ -651,7 +654,12 @@ def _check_consistency(scan: FolderScan, group: SeriesGroup) -> None:
 
 
 def _pick_time_source(hs: list[_Header], pos_ids: np.ndarray) -> tuple[str, np.ndarray] | None:
-    """First timing source present on every file that varies between frames at the same position."""
+    """First timing source present on every file that varies between frames at the same position.
+
+    Clock times (AcquisitionDateTime, AcquisitionTime, ContentTime) are used as seconds of the day and unwrapped
+    modulo 24 h around the first file, which is midnight-safe even when a scanner keeps the study date on
+    images acquired after midnight (valid while an acquisition lasts < 12 h). Returns (name, seconds per file).
+    """
     multi = np.bincount(pos_ids)[pos_ids] > 1
     for name, attr in _TIME_SOURCES:
         vals = [getattr(h, attr) for h in hs]
