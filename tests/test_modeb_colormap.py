@@ -121,3 +121,13 @@ def test_black_ramp_end_warns(brain_slice):
     assert any("fades into the background" in w for w in info["warnings"])
     bar = find_colour_bar(rgb)
     assert tuple(bar.ramp[-1].round()) == (255, 255, 255)  # the white top end was recovered by extension
+
+
+def test_flat_ramp_stretch_gets_mid_value(brain_slice):
+    ramp = ramp_colours("jet")
+    ramp[230:] = ramp[230]  # the top 10 % of the range shares one colour
+    rgb = render_colour_slice(brain_slice, (LO, HI), ramp)
+    vals, _ = decode_rgb(rgb, find_colour_bar(rgb), (LO, HI))
+    ok = np.isfinite(brain_slice) & np.isfinite(vals)
+    err = np.abs(vals[ok] - brain_slice[ok]) / (HI - LO)
+    assert err.max() < 0.06  # at most half the ambiguous stretch, not the whole of it

@@ -240,7 +240,11 @@ def decode_rgb(rgb: np.ndarray, bar: ColourBar, value_range, max_distance: float
     m = max(1024, 4 * len(ramp))
     pos = np.linspace(0, len(ramp) - 1, m)
     fine = np.stack([np.interp(pos, np.arange(len(ramp)), ramp[:, c]) for c in range(3)], axis=1)
-    fine_vals = lo + (hi - lo) * pos / max(len(ramp) - 1, 1)
+    ramp_vals = lo + (hi - lo) * np.arange(len(ramp)) / max(len(ramp) - 1, 1)
+    # a constant stretch of the bar (identical neighbouring samples) is ambiguous: give it its mid value
+    run = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(ramp, axis=0), axis=1) >= 0.5)])
+    ramp_vals = (np.bincount(run, weights=ramp_vals) / np.bincount(run))[run]
+    fine_vals = np.interp(pos, np.arange(len(ramp)), ramp_vals)
 
     flat = img.reshape(-1, 3).astype(np.int32)
     packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
