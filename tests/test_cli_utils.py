@@ -62,3 +62,28 @@ def test_aggregate(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ctperf.utils.aggregate_metrics", "--input_dir",
                         str(tmp_path / "none")], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_inspect_json_and_table(tmp_path):
+    import numpy as np
+
+    from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+    t, z = 6, 3
+    hu = np.full((t, z, 16, 16), 30.0, np.float32)
+    hu += np.arange(t, dtype=np.float32)[:, None, None, None]
+    times = np.repeat(np.arange(t, dtype=float)[:, None] * 1.5, z, axis=1)
+    aff = np.array([[-1.0, 0, 0, 10], [0, -1.0, 0, 20], [0, 0, 5.0, -30], [0, 0, 0, 1]])
+    write_ctp_dicom(hu, times, aff, tmp_path / "d", layout=DicomLayout(vendor="ge", extra_series=True))
+    r = _cli("inspect", str(tmp_path / "d"), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(c))
+    assert info["shape_xyzt"] == [16, 16, 3, 6]
+    assert info["frame_times_s"][0] == 0 and info["frame_times_s"][-1] == pytest.approx(7.5)
+    assert len(info["affine_ras"]) == 4 and info["manufacturer"]
+    assert info["series_instance_uids"]
+    assert "PHANTOM" not in r.stdout
+    r = _cli("inspect", str(tmp_path / "d"))
+    assert r.returncode == 0 and "CTP" in r.stdout
+    r = _cli("inspect", str(tmp_path / "empty_nonexistent"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr

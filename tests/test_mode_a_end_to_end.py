@@ -128,3 +128,30 @@ def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
     for f in MASK_FILES.values():
         assert np.array_equal(np.asanyarray(nib.load(str(out / f)).dataobj),
                               np.asanyarray(nib.load(str(wrapped / f)).dataobj))
+
+
+def test_mode_b_on_mode_a_maps_gives_same_indices(lesion_run, tmp_path):
+    """One indices module: Mode B on Mode A's own maps (ROI covering the whole brain) reproduces Mode A."""
+    from ctperf.nifti_io import load_volume
+    from ctperf.synthetic.screenshots import render_mip_screenshot
+
+    _, _, out, res = lesion_run
+    tmax, aff = load_volume(out / "tmax.nii.gz")
+    ny, nx = tmax.shape[1:]
+    frame = np.array([[1, 1], [1, nx - 2], [ny - 2, nx - 2], [ny - 2, 1]], float)
+    render_mip_screenshot(tmax, aff, tmp_path / "mip.png", polygon_yx=frame, scale=1.5, style="outline")
+    mb = tmp_path / "b"
+    r = subprocess.run([sys.executable, "-m", "ctperf.cli", "maps", "--mip", str(tmp_path / "mip.png"),
+                        "--tmax", str(out / "tmax.nii.gz"), "--cbv", str(out / "cbv.nii.gz"),
+                        "--rcbf", str(out / "rcbf.nii.gz"), "--aif_csv", str(out / "aif.csv"),
+                        "--vof_csv", str(out / "vof.csv"), "--tissue-mask", str(out / "aux" / "tissue_mask.nii.gz"),
+                        "--out_dir", str(mb)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    b = json.loads((mb / "metrics.json").read_text())
+    a = res.metrics
+    for key in ("hypoperfusion_ml", "core_ml", "penumbra_ml", "tmax4_ml", "tmax8_ml", "tmax10_ml", "HIR",
+                "Mismatch_Ratio", "lesion_side", "DEFUSE3_eligible", "EXTEND_eligible"):
+        assert b[key] == a[key], key
+    assert b["PVT_sec"] == pytest.approx(a["PVT_sec"], abs=0.35)  # TTP from the CSV's 3-decimal curve samples
+    for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+        assert b[key] == pytest.approx(a[key], rel=0.05), key  # midline re-fitted on the CBV map

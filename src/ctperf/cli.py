@@ -41,11 +41,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 @contextmanager
 def _stages(quiet: bool):
     """A rich progress display fed by the pipeline's stage names and file counts."""
-    if quiet or not err.is_terminal:
-        def stage(name: str):
-            if not quiet:
-                err.print(f"[dim]ctperf: {name}[/dim]")
-        yield stage, None
+    if quiet or not err.is_terminal:  # pipes and CI: no progress chatter, so errors stay one line
+        yield None, None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
