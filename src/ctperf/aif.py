@@ -18,8 +18,8 @@ AIF
 VOF
   Voxels (brain dilated by ~5 mm, without bone) peaking at least ``vof_min_delay_s`` after the AIF; the
   ``n_vof_voxels`` with the largest area under the curve (the venous sinus: late peak, largest area).  The
-  area and TTP used for the ranking are 3x3 in-plane means, so the choice is not driven by each voxel's own
-  noise (selecting the maximum of noisy areas would bias the VOF area, hence the AIF scaling, upwards).
+  ranking uses min(own area, 3x3 in-plane mean area) and the 3x3 mean TTP, so the choice is driven neither
+  by each voxel's own noise nor by a bright neighbour (selecting the maximum of noisy areas would bias the VOF area, hence the AIF scaling, upwards).
 Partial-volume correction
   The AIF is scaled so its area equals the VOF's (indicator conservation; the sinus is large enough to be free
   of partial volume).  Areas include an exponential tail extrapolation beyond the end of the acquisition so
@@ -129,7 +129,7 @@ def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple) -> np.ndarra
 def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: int, min_delay_s: float,
               idx: tuple, shape: tuple) -> np.ndarray:
     f = curve_features(curves, time_s)
-    auc = _smoothed_feature(f.auc, idx, shape)
+    auc = np.minimum(f.auc, _smoothed_feature(f.auc, idx, shape))
     ttp = _smoothed_feature(f.ttp_s, idx, shape)
     late = np.nonzero((ttp >= aif_ttp_s + min_delay_s) & (f.peak > 0))[0]
     if len(late) < n_vof:

@@ -84,9 +84,9 @@ class DeconvolutionConfig:
     correct_regularisation_bias: bool = True
     #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).
     bias_model_dispersion_s: float = 0.5
-    #: In-plane median filter (pixels, odd; 1 = off) applied to Tmax within the tissue mask (removes isolated
-    #: noise-driven residue peaks, keeps lesion edges).
-    tmax_median_px: int = 3
+    #: Radius (mm) of the in-plane median filter applied to Tmax within the tissue mask (removes isolated
+    #: noise-driven residue peaks, keeps lesion edges); 0 = off.
+    tmax_median_radius_mm: float = 3.0
 
 
 @dataclass

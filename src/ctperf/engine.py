@@ -71,7 +71,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol["cbv"], peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
-        vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, cfg.deconvolution.tmax_median_px)
+        vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
     with timer("rcbf"):
         voxel_ml = abs(float(np.linalg.det(pre.affine_ras[:3, :3]))) / 1000.0
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
@@ -89,11 +89,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
 
 def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
-    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain)."""
-    cbf = mp.cbf_from_rmax(dec.rmax_per_s)
-    cbv = mp.cbv_from_area(area, aif)
-    out = {"cbf": cbf, "cbv": cbv, "mtt": mp.mtt_from(cbv, cbf), "tmax": dec.tmax_s,
-           "ttp": mp.ttp_from_curves(curves, pre.time_s)}
+    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain); see :func:`ctperf.maps.combine_flow`."""
+    cbv, mtt, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), mp.cbv_from_curves(curves, aif),
+                                    mp.cbv_from_area(area, aif))
+    out = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": dec.tmax_s, "ttp": mp.ttp_from_curves(curves, pre.time_s)}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
 
 

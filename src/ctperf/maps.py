@@ -13,6 +13,7 @@ Units (REFERENCE.md; Ostergaard 1996, Wintermark 2005):
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ctperf.constants import KH, RHO_G_PER_ML
 from ctperf.deconvolution import residue_peak
@@ -46,6 +47,24 @@ def mtt_from(cbv: np.ndarray, cbf: np.ndarray) -> np.ndarray:
         return np.where(cbf > 0, 60.0 * cbv / cbf, np.nan).astype(np.float32)
 
 
+def combine_flow(cbf_smooth: np.ndarray, cbv_smooth: np.ndarray, cbv_sharp: np.ndarray,
+                 min_cbv: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine the strongly denoised residue with the edge-preserved CBV (returns CBV, MTT, CBF).
+
+    The residue (hence CBF = peak, and MTT = 60 CBV/CBF) needs strong denoising, which mixes thin grey matter
+    with white matter and flattens the GM/WM CBF contrast.  MTT is a *ratio* of two quantities that the mixing
+    affects alike (and GM and WM MTTs are close), so it survives the mixing; CBV is linear and is taken from the
+    selectively filtered area.  Hence ``MTT = 60 CBV_smooth / CBF_smooth`` and ``CBF = 60 CBV_sharp / MTT``
+    (= ``CBF_smooth * CBV_sharp / CBV_smooth``; where CBV_smooth < ``min_cbv`` mL/100g the smooth CBF is kept).
+    The central volume theorem ``CBF = 60 CBV / MTT`` holds exactly for the returned maps.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cbv_smooth > min_cbv, cbv_sharp / cbv_smooth, 1.0)
+    cbf = (cbf_smooth * np.clip(ratio, 0.0, 4.0)).astype(np.float32)
+    cbv = np.where(cbv_smooth > min_cbv, cbv_sharp, cbv_smooth).astype(np.float32)
+    return cbv, mtt_from(cbv, cbf), cbf
+
+
 def ttp_from_curves(tissue_nt: np.ndarray, time_s: np.ndarray) -> np.ndarray:
     """Time to peak (s from the first frame) with parabolic refinement."""
     dt = float(time_s[1] - time_s[0])
@@ -60,26 +79,21 @@ def to_volume(values_n: np.ndarray, mask_zyx: np.ndarray, fill: float = np.nan) 
     return out
 
 
-def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, size: int = 3) -> np.ndarray:
-    """In-plane ``size`` x ``size`` median of a map using only neighbours inside ``mask`` (NaN elsewhere).
+def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius_mm: float) -> np.ndarray:
+    """In-plane median filter of a map inside ``mask`` (window ``2 round(radius_mm/pixel_mm) + 1`` pixels).
 
-    Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as
-    a lesion boundary; used on Tmax.
+    Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as a
+    lesion boundary; used on Tmax.  Voxels outside the mask are first filled with the local mask mean
+    (normalised Gaussian) so they do not pull the median; values outside the mask are returned unchanged.
     """
-    if size <= 1:
+    r = int(round(radius_mm / pixel_mm)) if radius_mm and radius_mm > 0 else 0
+    if r < 1 or not mask.any():
         return vol_zyx
-    r = size // 2
-    v = np.where(mask, vol_zyx, np.nan).astype(np.float32)
-    p = np.pad(v, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
-    ny, nx = v.shape[1:]
-    stack = np.stack([p[:, r + dy : r + dy + ny, r + dx : r + dx + nx]
-                      for dy in range(-r, r + 1) for dx in range(-r, r + 1)])
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(stack, axis=0)
+    v = np.where(mask, np.nan_to_num(vol_zyx), 0.0).astype(np.float32)
+    m = mask.astype(np.float32)
+    s = (0, r, r)
+    fill = ndimage.gaussian_filter(v, s) / np.maximum(ndimage.gaussian_filter(m, s), 1e-6)
+    med = ndimage.median_filter(np.where(mask, v, fill), size=(1, 2 * r + 1, 2 * r + 1))
     return np.where(mask, med, vol_zyx).astype(np.float32)
 
 
