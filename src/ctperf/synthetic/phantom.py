@@ -30,6 +30,8 @@ FINE_DT_S = 0.05
 #: MTT values are snapped to this grid (s) so every voxel uses an exact table row: CBV = CBF * MTT / 60 exactly.
 MTT_STEP_S = 0.01
 
+#: Perfused classes (scalp perfusion is simulated but not part of the truth maps).
+PERFUSED = (A.GM, A.WM, A.DEEP, A.SCALP)
 #: Normal tissue parameters: CBF mL/100g/min, MTT s (CBV = CBF * MTT / 60 mL/100g).
 NORMAL_PARAMS = {
     A.GM: (64.0, 4.2),
@@ -87,6 +89,9 @@ class PhantomSpec:
     anatomy_seed: int = 0
     #: Relative amplitude of the smooth spatial variation of CBF and MTT in normal tissue.
     variation: float = 0.10
+    #: Through-slice partial volume of the tissue classes (GM/WM/CSF/deep grey/bone mixed inside thick slices).
+    #: Off by default: classes are then assigned at voxel centres and only vessels are partial-volumed.
+    tissue_partial_volume: bool = False
     patient_name: str = "PHANTOM^DEMO"
 
     def resolved_frame_times(self) -> np.ndarray:
@@ -209,59 +214,78 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     voxel_mm = (spec.pixel_mm, spec.pixel_mm, spec.slice_mm)
 
     # ---- anatomy and per-voxel parameters, slice by slice (bounded memory).
-    labels0 = np.empty(shape, np.int8)      # classes before vessels
+    labels0 = np.empty(shape, np.int8)      # (majority) classes before vessels
     base = np.empty(shape, np.float32)
     f_art = np.empty(shape, np.float32)
     f_ven = np.empty(shape, np.float32)
     f_core = np.empty(shape, np.float32)
-    cbf = np.zeros(shape, np.float32)
-    mtt = np.zeros(shape, np.float32)
+    # per perfused class: volume fraction in the voxel, CBF and (snapped) MTT of that class at the voxel
+    frac = {c: np.zeros(shape, np.float32) for c in PERFUSED}
+    cls_cbf = {c: np.zeros(shape, np.float32) for c in PERFUSED}
+    cls_mtt = {c: np.zeros(shape, np.float32) for c in PERFUSED}
     delay = np.zeros(shape, np.float32)
     side = np.zeros(shape, np.int8)
     lesion_d = np.full(shape, np.inf, np.float32)
     tubes = A.vessel_tree(lesion_side)
+    if spec.tissue_partial_volume:
+        n_sub = int(np.clip(round(spec.slice_mm / 1.0), 3, 9))
+        z_offsets = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * spec.slice_mm
+    else:
+        z_offsets = np.zeros(1)
     for k in range(nz):
         pscan = _scanner_slice_coords(spec, k)
         p = to_head(pscan)
-        lab, skull_hu = A.classify(p, spec.anatomy_seed)
+        counts = np.zeros((9,) + p.shape[:-1], np.float32)
+        b = np.zeros(p.shape[:-1], np.float32)
+        for oz in z_offsets:
+            p_sub = to_head(pscan + np.array([0.0, 0.0, oz])) if oz else p
+            lab_s, skull_hu = A.classify(p_sub, spec.anatomy_seed)
+            b_s = np.zeros(lab_s.shape, np.float32)
+            for cls, hu in A.BASE_HU.items():
+                b_s[lab_s == cls] = hu
+            b_s[lab_s == A.SKULL] = skull_hu[lab_s == A.SKULL]
+            b += b_s
+            for cls in range(7):
+                counts[cls] += lab_s == cls
+        counts /= len(z_offsets)
+        b /= len(z_offsets)
+        lab = np.argmax(counts, axis=0).astype(np.int8)
         labels0[k] = lab
         fa, fv, fc = A.vessel_fractions(pscan, to_head, from_head, voxel_mm, tubes)
         f_art[k], f_ven[k], f_core[k] = fa, fv, fc
-        # baseline HU with a faint smooth texture in soft tissue
-        b = np.zeros(lab.shape, np.float32)
-        for cls, hu in A.BASE_HU.items():
-            b[lab == cls] = hu
-        b[lab == A.SKULL] = skull_hu[lab == A.SKULL]
+        # faint smooth texture in soft tissue
         soft = np.isin(lab, (A.SCALP, A.CSF, A.GM, A.WM, A.DEEP))
         b[soft] += (1.0 * A.smooth_field(p[soft], spec.anatomy_seed + 3)).astype(np.float32)
         fvess = fa + fv
         base[k] = (1.0 - fvess) * b + fvess * A.BASE_HU[A.ARTERY]
-        # perfusion of parenchyma and scalp
-        var_f = A.smooth_field(p, spec.anatomy_seed + 11)
-        var_m = A.smooth_field(p, spec.anatomy_seed + 13)
-        c_k = np.zeros(lab.shape)
-        m_k = np.zeros(lab.shape)
-        for cls, (f0, m0) in NORMAL_PARAMS.items():
-            sel = lab == cls
-            c_k[sel] = f0
-            m_k[sel] = m0
-        perf = c_k > 0
-        c_k = c_k * (1.0 + spec.variation * var_f)
-        m_k = m_k * (1.0 + 0.8 * spec.variation * var_m)
-        dl_k = np.full(lab.shape, float(spec.tissue_delay_s))
-        brainish = np.isin(lab, (A.GM, A.WM, A.DEEP))
+        # perfusion parameters of every perfused class at this voxel (smooth fields at the voxel centre)
+        var_f = 1.0 + spec.variation * A.smooth_field(p, spec.anatomy_seed + 11)
+        var_m = 1.0 + 0.8 * spec.variation * A.smooth_field(p, spec.anatomy_seed + 13)
         d = A.lesion_distance(p, lesion_side, spec.lesion_size, spec.anatomy_seed)
-        les = brainish & (d < 1.45)
+        les = d < 1.45
+        fcbf = np.ones(lab.shape)
+        fcbv = np.ones(lab.shape)
+        ldel = np.zeros(lab.shape)
         if les.any():
-            fcbf, fcbv, ldel = _lesion_profiles(d[les], spec.lesion_delay_s)
-            ldel = ldel * (1.0 + 0.06 * A.smooth_field(p[les], spec.anatomy_seed + 17))
-            c_k[les] *= fcbf
-            m_k[les] *= fcbv / fcbf
-            dl_k[les] += ldel
+            a_, b_, c_ = _lesion_profiles(d[les], spec.lesion_delay_s)
+            fcbf[les], fcbv[les] = a_, b_
+            ldel[les] = c_ * (1.0 + 0.06 * A.smooth_field(p[les], spec.anatomy_seed + 17))
+        has_brain = np.zeros(lab.shape, bool)
+        for cls in PERFUSED:
+            present = counts[cls] > 0
+            frac[cls][k] = counts[cls]
+            f0, m0 = NORMAL_PARAMS[cls]
+            c_val = f0 * var_f
+            m_val = m0 * var_m
+            if cls != A.SCALP:
+                c_val = c_val * fcbf
+                m_val = m_val * fcbv / fcbf
+                has_brain |= present
+            cls_cbf[cls][k] = np.where(present, c_val, 0.0)
+            cls_mtt[cls][k] = np.where(present, np.round(m_val / MTT_STEP_S) * MTT_STEP_S, 0.0)
+        delay[k] = float(spec.tissue_delay_s) + np.where(has_brain, ldel, 0.0)
+        brainish = np.isin(lab, (A.GM, A.WM, A.DEEP))
         lesion_d[k] = np.where(brainish, d, np.inf)
-        cbf[k] = np.where(perf, c_k, 0.0)
-        mtt[k] = np.where(perf, np.round(m_k / MTT_STEP_S) * MTT_STEP_S, 0.0)
-        delay[k] = np.where(perf, dl_k, 0.0)
         intracranial = np.isin(lab, (A.CSF, A.GM, A.WM, A.DEEP))
         side[k] = np.where(intracranial, np.sign(p[..., 0]), 0).astype(np.int8)
 
@@ -277,21 +301,28 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
                           alpha=spec.aif_alpha)
     cv = P.venous_curve(ca, dt, spec.venous_delay_s, spec.venous_dispersion_s)
 
-    perf_idx = np.flatnonzero(cbf.reshape(-1) > 0)
-    mtt_q = np.round(mtt.reshape(-1)[perf_idx] / MTT_STEP_S).astype(np.int64)
-    uniq, inv = np.unique(mtt_q, return_inverse=True)
+    # One table row per distinct (snapped) MTT over all classes.
+    cls_idx = {c: np.flatnonzero(frac[c].reshape(-1) > 0) for c in PERFUSED}
+    cls_q = {c: np.round(cls_mtt[c].reshape(-1)[cls_idx[c]] / MTT_STEP_S).astype(np.int64) for c in PERFUSED}
+    uniq = np.unique(np.concatenate([cls_q[c] for c in PERFUSED]))
     mtt_vals = uniq * MTT_STEP_S
     table = P.tissue_kernel_table(ca, dt, mtt_vals, spec.dispersion_s)  # (m, T) float64
     ncol = table.shape[1]
     table_flat = table.reshape(-1)
     t_peak, r_max = P.effective_residue_peak(mtt_vals, spec.dispersion_s)
+    cls_row = {c: np.searchsorted(uniq, cls_q[c]) for c in PERFUSED}
 
-    # Per perfused voxel constants for the frame loop.
-    tissue_w = (1.0 - f_art - f_ven).reshape(-1)[perf_idx].astype(np.float64)
-    amp = cbf.reshape(-1)[perf_idx].astype(np.float64) * P.FLOW_SCALE * tissue_w
-    row0 = inv.astype(np.int64) * ncol
-    dl_perf = delay.reshape(-1)[perf_idx].astype(np.float64)
-    z_perf = perf_idx // (n * n)
+    # Per (class, voxel) constants for the frame loop.
+    tissue_w = (1.0 - f_art - f_ven).reshape(-1)
+    loop = []
+    for c in PERFUSED:
+        idx = cls_idx[c]
+        if len(idx) == 0:
+            continue
+        amp = (frac[c].reshape(-1)[idx].astype(np.float64) * cls_cbf[c].reshape(-1)[idx] * P.FLOW_SCALE
+               * tissue_w[idx])
+        loop.append((idx, idx // (n * n), amp, cls_row[c].astype(np.int64) * ncol,
+                     delay.reshape(-1)[idx].astype(np.float64)))
     ves_idx = np.flatnonzero((f_art + f_ven).reshape(-1) > 0)
     z_ves = ves_idx // (n * n)
     fa_ves = f_art.reshape(-1)[ves_idx].astype(np.float64)
@@ -299,8 +330,8 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     del tissue_w
 
     # ---- truth maps (frame-0 position).
-    truth = _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, lesion_d, perf_idx,
-                         inv, t_peak, r_max, t_fine, ca, cv)
+    mix = _mix_tissue(spec, frac, cls_cbf, cls_mtt, cls_idx, cls_row, t_peak, r_max, shape)
+    truth = _build_truth(spec, labels0, f_art, f_ven, f_core, mix, delay, side, lesion_d, t_fine, ca, cv)
 
     # ---- frames.
     ss = np.random.SeedSequence(int(spec.seed))
@@ -313,13 +344,13 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     for f in range(nt):
         frame = base.copy()
         flat = frame.reshape(-1)
-        tv = times[f][z_perf] - dl_perf
-        s = np.clip(tv / dt, 0.0, ncol - 1.000001)
-        i0 = s.astype(np.int64)
-        w = s - i0
-        i0 += row0
-        val = table_flat[i0] * (1.0 - w) + table_flat[i0 + 1] * w
-        flat[perf_idx] += (amp * val).astype(np.float32)
+        for idx, zi, amp, row0, dl in loop:
+            s = np.clip((times[f][zi] - dl) / dt, 0.0, ncol - 1.000001)
+            i0 = s.astype(np.int64)
+            w = s - i0
+            i0 += row0
+            val = table_flat[i0] * (1.0 - w) + table_flat[i0 + 1] * w
+            flat[idx] += (amp * val).astype(np.float32)
         if len(ves_idx):
             tz = times[f]
             ca_z = np.interp(tz, t_fine, ca)
@@ -336,8 +367,61 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
                    motion=motion)
 
 
-def _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, lesion_d, perf_idx, inv, t_peak,
-                 r_max, t_fine, ca, cv) -> PhantomTruth:
+def _mix_tissue(spec, frac, cls_cbf, cls_mtt, cls_idx, cls_row, t_peak, r_max, shape) -> dict[str, np.ndarray]:
+    """Voxel truth of the brain tissue classes (GM, WM, deep grey), mixed by volume fraction.
+
+    CBF and CBV add over the classes (CSF contributes nothing); MTT = 60 * CBV / CBF.  The voxel's effective
+    residue is the CBF-weighted mixture of the class residues (they share the voxel's delay); its peak time is
+    taken from the table for single-class voxels and found by bisection on the closed-form derivative of the
+    mixture otherwise (exponential dispersion and residue).  Returns float64 (z, y, x) arrays.
+    """
+    brain_cls = (A.GM, A.WM, A.DEEP)
+    cbf = np.zeros(shape)
+    cbv = np.zeros(shape)
+    n_cls = np.zeros(shape, np.int8)
+    tpk = np.zeros(shape)
+    rmx = np.zeros(shape)
+    for c in brain_cls:
+        fc = frac[c].astype(np.float64)
+        cb = fc * cls_cbf[c]
+        cbf += cb
+        cbv += cb * cls_mtt[c].astype(np.float64) / 60.0
+        n_cls += fc > 0
+        idx = cls_idx[c]
+        tp = np.zeros(shape).reshape(-1)
+        tp[idx] = t_peak[cls_row[c]]
+        rm = np.zeros(shape).reshape(-1)
+        rm[idx] = r_max[cls_row[c]]
+        single = (fc >= 1.0)
+        tpk = np.where(single, tp.reshape(shape), tpk)
+        rmx = np.where(single, rm.reshape(shape), rmx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
+    mixed = (n_cls >= 1) & ~np.any([frac[c] >= 1.0 for c in brain_cls], axis=0) & (cbf > 0)
+    if mixed.any():
+        tau = float(spec.dispersion_s)
+        w = [frac[c][mixed].astype(np.float64) * cls_cbf[c][mixed] / cbf[mixed] for c in brain_cls]
+        m = [np.where(cls_mtt[c][mixed] > 0, cls_mtt[c][mixed], 1.0).astype(np.float64) for c in brain_cls]
+        tp_c = []
+        for c in brain_cls:
+            tp = np.zeros(shape).reshape(-1)
+            tp[cls_idx[c]] = t_peak[cls_row[c]]
+            tp_c.append(tp.reshape(shape)[mixed])
+        present = [wc > 0 for wc in w]
+        lo = np.min([np.where(pr, t, np.inf) for pr, t in zip(present, tp_c)], axis=0)
+        hi = np.max([np.where(pr, t, -np.inf) for pr, t in zip(present, tp_c)], axis=0)
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            deriv = sum(wc * P.effective_residue_derivative(mid, mc, tau) for wc, mc in zip(w, m))
+            lo = np.where(deriv > 0, mid, lo)
+            hi = np.where(deriv > 0, hi, mid)
+        t_mix = 0.5 * (lo + hi)
+        tpk[mixed] = t_mix
+        rmx[mixed] = sum(wc * P.effective_residue(t_mix, mc, tau) for wc, mc in zip(w, m))
+    return {"cbf": cbf, "cbv": cbv, "mtt": mtt, "t_peak": tpk, "r_max": rmx}
+
+
+def _build_truth(spec, labels0, f_art, f_ven, f_core, mix, delay, side, lesion_d, t_fine, ca, cv) -> PhantomTruth:
     """Assemble :class:`PhantomTruth` from the per-voxel parameters (all (z, y, x), frame-0 position)."""
     shape = labels0.shape
     fvess = f_art + f_ven
@@ -346,24 +430,18 @@ def _build_truth(spec, labels0, f_art, f_ven, f_core, cbf, mtt, delay, side, les
     labels[(f_ven >= 0.5)] = A.SINUS
     labels[(f_art >= 0.5)] = A.ARTERY
     vessels = (fvess > 0.02) & intracranial
-    tissue = np.isin(labels0, (A.GM, A.WM, A.DEEP)) & ~vessels
-    tpk = np.zeros(shape, np.float32).reshape(-1)
-    tpk[perf_idx] = t_peak[inv]
-    rmx = np.zeros(shape, np.float32).reshape(-1)
-    rmx[perf_idx] = r_max[inv]
-    tpk = tpk.reshape(shape)
-    rmx = rmx.reshape(shape)
+    tissue = np.isin(labels0, (A.GM, A.WM, A.DEEP)) & ~vessels & (mix["cbf"] > 0)
 
-    zero = np.float32(0.0)
-    cbf_t = np.where(tissue, cbf, zero).astype(np.float32)
-    mtt_t = np.where(tissue, mtt, zero).astype(np.float32)
+    zero = 0.0
+    cbf_t = np.where(tissue, mix["cbf"], zero).astype(np.float32)
+    mtt_t = np.where(tissue, mix["mtt"], zero).astype(np.float32)
     cbv_t = (cbf_t.astype(np.float64) * mtt_t.astype(np.float64) / 60.0).astype(np.float32)
     sinus_lab = labels == A.SINUS
     delay_t = np.where(tissue, delay, zero)
-    delay_t = np.where(sinus_lab, np.float32(spec.venous_delay_s), delay_t).astype(np.float32)
-    tmax_t = np.where(tissue, delay + tpk, zero)
-    tmax_t = np.where(sinus_lab, np.float32(spec.venous_delay_s), tmax_t).astype(np.float32)
-    cbf_app = np.where(tissue, cbf * rmx, zero).astype(np.float32)
+    delay_t = np.where(sinus_lab, spec.venous_delay_s, delay_t).astype(np.float32)
+    tmax_t = np.where(tissue, delay + mix["t_peak"], zero)
+    tmax_t = np.where(sinus_lab, spec.venous_delay_s, tmax_t).astype(np.float32)
+    cbf_app = np.where(tissue, mix["cbf"] * mix["r_max"], zero).astype(np.float32)
 
     aif_vox = np.argwhere(f_art >= 0.75)
     if len(aif_vox) == 0 and f_art.max() > 0:

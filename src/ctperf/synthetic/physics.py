@@ -164,6 +164,32 @@ def effective_residue_peak(mtt_values_s: np.ndarray, dispersion_s: float, dt: fl
     return t_peak, r_max
 
 
+def effective_residue(t: np.ndarray, mtt_s: np.ndarray, dispersion_s: float) -> np.ndarray:
+    """Closed form of ``R_eff(t) = (exp(-t/tau)/tau) (x) exp(-t/MTT)`` (t >= 0 after the delay)."""
+    t = np.asarray(t, float)
+    m = np.asarray(mtt_s, float)
+    tau = float(dispersion_s)
+    if tau <= 0:
+        return np.exp(-t / m)
+    same = np.abs(m - tau) < 1e-6
+    md = np.where(same, m + 1.0, m)
+    general = md / (md - tau) * (np.exp(-t / md) - np.exp(-t / tau))
+    return np.where(same, t / tau * np.exp(-t / tau), general)
+
+
+def effective_residue_derivative(t: np.ndarray, mtt_s: np.ndarray, dispersion_s: float) -> np.ndarray:
+    """Time derivative (1/s) of :func:`effective_residue`."""
+    t = np.asarray(t, float)
+    m = np.asarray(mtt_s, float)
+    tau = float(dispersion_s)
+    if tau <= 0:
+        return -np.exp(-t / m) / m
+    same = np.abs(m - tau) < 1e-6
+    md = np.where(same, m + 1.0, m)
+    general = md / (md - tau) * (np.exp(-t / tau) / tau - np.exp(-t / md) / md)
+    return np.where(same, np.exp(-t / tau) * (1.0 - t / tau) / tau, general)
+
+
 def curve_ttp(t: np.ndarray, y: np.ndarray) -> float:
     """Time-to-peak of a finely sampled curve [s] with parabolic refinement."""
     k = int(np.argmax(y))
