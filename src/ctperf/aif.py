@@ -23,8 +23,10 @@ VOF
 Partial-volume correction
   The AIF is scaled so its area equals the VOF's (indicator conservation; the sinus is large enough to be free
   of partial volume).  Areas include an exponential tail extrapolation beyond the end of the acquisition so
-  that the later VOF is not penalised by truncation.  The scale is only applied when > 1 (a smaller VOF area
-  means the VOF itself is partial-volumed) and is capped at ``max_pv_scale``.
+  that the later VOF is not penalised by truncation.  The scale is only applied when the VOF area exceeds the
+  AIF's by more than ``pv_tolerance`` (10%: smaller differences are within the measurement error of the two
+  areas - tail extrapolation, noise; a smaller VOF area means the VOF itself is partial-volumed) and is capped
+  at ``max_pv_scale``.  The measured ratio is always reported (qa_values ``vof_aif_area_ratio``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class AifVofSelection:
     aif_raw: np.ndarray
     pv_scale: float
     aif_side: int
+    #: Area(VOF) / area(AIF before scaling), both with tail extrapolation.
+    vof_aif_area_ratio: float = float("nan")
 
 
 def curve_features(curves_nt: np.ndarray, time_s: np.ndarray) -> CurveFeatures:
@@ -140,7 +144,8 @@ def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: i
 def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray, baseline_hu: np.ndarray,
                    pixel_mm: float, side_zyx: np.ndarray | None = None, n_aif: int = 5, n_vof: int = 5,
                    pv_correct: bool = True, max_return_fraction: float = 0.5, early_window_s: float = 1.5,
-                   vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0) -> AifVofSelection:
+                   vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0,
+                   pv_tolerance: float = 0.1) -> AifVofSelection:
     """Choose and average the AIF and VOF voxels (see module docstring).
 
     delta_tzyx : (T, z, y, x) delta HU on the uniform grid ``time_s``; brain : bool (z, y, x) search region for
@@ -166,14 +171,15 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     vof_vox = np.stack(vidx, axis=1)[v_sel]
 
     scale = 1.0
+    a_area = area_with_tail(aif_raw, time_s)
+    v_area = area_with_tail(vof, time_s)
+    ratio = float(v_area / a_area) if a_area > 0 else float("nan")
     if pv_correct:
-        a_area = area_with_tail(aif_raw, time_s)
-        v_area = area_with_tail(vof, time_s)
-        if a_area > 0 and v_area > a_area:
+        if a_area > 0 and v_area > (1.0 + pv_tolerance) * a_area:
             scale = float(min(v_area / a_area, max_pv_scale))
     aif = aif_raw * np.float32(scale)
     return AifVofSelection(
         aif=Curve(time_s=np.asarray(time_s, float), delta_hu=aif.astype(np.float32), voxels_zyx=aif_vox),
         vof=Curve(time_s=np.asarray(time_s, float), delta_hu=vof.astype(np.float32), voxels_zyx=vof_vox),
-        aif_raw=aif_raw.astype(np.float32), pv_scale=scale, aif_side=a_side,
+        aif_raw=aif_raw.astype(np.float32), pv_scale=scale, aif_side=a_side, vof_aif_area_ratio=ratio,
     )

@@ -131,7 +131,8 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
     vof_ttp = sel.vof.ttp_s
     values = {
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
-        "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale, "vof_peak_hu": float(vof.max()),
+        "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
+        "vof_aif_area_ratio": sel.vof_aif_area_ratio, "vof_peak_hu": float(vof.max()),
         "vof_ttp_s": vof_ttp, "n_baseline_frames": pre.n_baseline_frames, "bolus_arrival_s": pre.bolus_arrival_s,
         "motion_max_mm": pre.motion_max_mm, "noise_hu": pre.noise_hu, "time_step_s": pre.dt_s,
         "acquisition_s": pre.acquisition_end_s, "compute_bin_factor": pre.bin_factor,

@@ -1,0 +1,124 @@
+"""Engine accuracy against the project phantom (ctperf.synthetic) at 8 HU (targets) and 15 HU (recorded).
+
+Truth conventions (see ctperf.synthetic.physics): the phantom's tissue inflow is dispersed (1 s exponential), so
+the residue an ideal model-free deconvolution can see is ``R_eff = h (x) exp(-t/MTT)``.  Its peak time is the
+truth Tmax, and its peak height times the flow is ``truth.cbf_apparent`` - the CBF that RAPID / syngo.via-style
+model-free deconvolution measures.  CBF is therefore compared with ``cbf_apparent`` (and the ratio to the
+phantom's nominal flow is recorded); CBV (an area ratio) is compared with ``truth.cbv`` directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+synthetic = pytest.importorskip("ctperf.synthetic.phantom")
+
+from ctperf.config import Config  # noqa: E402
+from ctperf.engine import compute_perfusion  # noqa: E402
+from ctperf.study import CTPStudy  # noqa: E402
+
+_CACHE: dict = {}
+
+
+def _run(noise_hu: float, delay_s: float):
+    key = (noise_hu, delay_s)
+    if key not in _CACHE:
+        ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=noise_hu,
+                                                          lesion="left", tissue_delay_s=delay_s, seed=0))
+        res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
+        _CACHE[key] = (ph, res, _metrics(ph, res))
+    return _CACHE[key]
+
+
+def _metrics(ph, res) -> dict:
+    tr = ph.truth
+    have = res.masks.brain & np.isfinite(res.tmax)
+    normal = tr.tissue & ~tr.lesion_any & have
+    lesion = tr.tissue & tr.lesion_any & have
+    m = {
+        "tmax_mae_normal_s": float(np.mean(np.abs(res.tmax - tr.tmax)[normal])),
+        "tmax_mae_lesion_s": float(np.mean(np.abs(res.tmax - tr.tmax)[lesion])),
+        "normal_tmax_gt6_fraction": float(np.mean(res.tmax[normal] > 6.0)),
+        "brain_coverage": float(np.mean(have[tr.tissue])),
+    }
+    for name, lab in (("gm", 4), ("wm", 5)):
+        sel = normal & (tr.labels == lab)
+        m[f"{name}_cbf_median"] = float(np.nanmedian(res.cbf[sel]))
+        m[f"{name}_cbf_err_vs_apparent"] = m[f"{name}_cbf_median"] / float(np.median(tr.cbf_apparent[sel])) - 1
+        m[f"{name}_cbf_err_vs_nominal"] = m[f"{name}_cbf_median"] / float(np.median(tr.cbf[sel])) - 1
+        m[f"{name}_cbv_err"] = float(np.nanmedian(res.cbv[sel])) / float(np.median(tr.cbv[sel])) - 1
+    core = tr.tissue & tr.core & have
+    if core.any():
+        m["core_median_rcbf"] = float(np.nanmedian(res.rcbf[core]))
+    return m
+
+
+@pytest.fixture(scope="module")
+def base():
+    return _run(8.0, 0.0)
+
+
+def test_geometry_and_outputs(base):
+    ph, res, _ = base
+    np.testing.assert_allclose(res.affine_ras, ph.affine_ras, atol=1e-6)  # 1.4 mm pixels: native grid
+    assert res.cbf.shape == ph.truth.cbf.shape
+    for k in ("preprocess", "denoise", "aif", "deconvolution", "maps"):
+        assert k in res.stage_seconds
+    assert not any(res.qa_flags.values()), res.qa_flags
+    assert res.qa_values["n_baseline_frames"] >= 3
+    assert res.affected_side == "left"
+
+
+def test_aif_vof_voxels_are_artery_and_sinus(base):
+    ph, res, _ = base
+    lab = ph.truth.labels
+    aif_labels = [lab[tuple(v)] for v in res.aif.voxels_zyx]
+    assert np.mean(np.isin(aif_labels, [7])) >= 0.8
+    assert np.mean(lab[tuple(res.vof.voxels_zyx.T)] == 8) >= 0.8  # venous sinus
+    # the AIF comes from the unaffected (right, side -1) hemisphere
+    assert np.all(ph.truth.side[tuple(res.aif.voxels_zyx.T)] <= 0)
+
+
+def test_tmax_accuracy_8hu(base):
+    _, _, m = base
+    print("8 HU metrics:", {k: round(v, 3) for k, v in m.items()})
+    assert m["brain_coverage"] > 0.97
+    assert m["tmax_mae_normal_s"] <= 1.0
+    assert m["tmax_mae_lesion_s"] <= 1.5
+    assert m["normal_tmax_gt6_fraction"] < 0.02  # no argmax-of-noise Tmax in normal tissue
+
+
+def test_cbf_cbv_accuracy_8hu(base):
+    _, _, m = base
+    assert abs(m["gm_cbv_err"]) <= 0.10
+    assert abs(m["wm_cbv_err"]) <= 0.10
+    assert abs(m["gm_cbf_err_vs_apparent"]) <= 0.10
+    # WM: noise lifts low flows somewhat (documented gap); bound it.
+    assert abs(m["wm_cbf_err_vs_apparent"]) <= 0.20
+    assert m["gm_cbf_median"] > 1.8 * m["wm_cbf_median"]  # GM/WM contrast kept
+    assert m["core_median_rcbf"] < 0.4  # low flows in the core are not lifted
+
+
+def test_cbf_is_delay_insensitive(base):
+    _, res0, _ = base
+    ph4, res4, m4 = _run(8.0, 4.0)
+    tr = ph4.truth
+    normal = tr.tissue & ~tr.lesion_any & res0.masks.brain & res4.masks.brain
+    for lab in (4, 5):
+        sel = normal & (tr.labels == lab)
+        c0, c4 = np.nanmedian(res0.cbf[sel]), np.nanmedian(res4.cbf[sel])
+        assert abs(c4 / c0 - 1) < 0.05, (lab, c0, c4)
+    assert m4["tmax_mae_normal_s"] <= 1.2  # Tmax follows the extra delay
+
+
+def test_records_15hu_behaviour(record_property):
+    _, res, m = _run(15.0, 0.0)
+    print("15 HU metrics:", {k: round(v, 3) for k, v in m.items()})
+    for k, v in m.items():
+        record_property(k, round(v, 4))
+    assert m["tmax_mae_normal_s"] <= 1.6
+    assert m["tmax_mae_lesion_s"] <= 2.5
+    assert m["normal_tmax_gt6_fraction"] < 0.05
+    assert abs(m["gm_cbv_err"]) <= 0.2 and abs(m["wm_cbv_err"]) <= 0.2
+    assert res.affected_side == "left"
