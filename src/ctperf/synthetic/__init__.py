@@ -34,8 +34,14 @@ Model summary (details in :mod:`.physics`, :mod:`.anatomy`, :mod:`.phantom`, :mo
 * Noise: Gaussian, in-plane correlated (Gaussian kernel of ``noise_fwhm_mm``), std ``noise_hu``, independent per
   frame; seeded.  Motion: per-frame rigid transform about the head centre, frame 0 is the reference.
 
-Limitations: tissue classes are assigned at voxel centres (no GM/CSF/WM partial volume; only vessels are
-partial-volumed); all tissue shares one dispersion; arteries on both sides carry the undelayed AIF.
+* ``tissue_partial_volume=True`` (opt-in) mixes the tissue classes through the slice thickness (5 sub-planes for
+  5 mm): CBF and CBV of a voxel are the volume-weighted sums of its classes, MTT = 60*CBV/CBF and Tmax is the
+  peak of the CBF-weighted mixture of the class residues.  Default off: classes at voxel centres, only vessels
+  partial-volumed.
+
+Limitations: all tissue shares one dispersion time constant; arteries on both sides carry the undelayed AIF
+(the lesion-side MCA is simply absent beyond mid-M1); no beam hardening, streaks or truncation artefacts; the
+lower slab is an idealised cerebrum (no cerebellum / skull base).
 """
 
 from .phantom import Phantom, PhantomSpec, make_phantom
