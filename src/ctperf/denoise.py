@@ -81,6 +81,9 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
     r = max(1, int(np.ceil(2.0 * sig_px)))
+    # Sparse stencil for wide kernels: neighbours on a lattice of step ~sigma/2 px (a-trous style), so the cost
+    # does not grow with the square of the kernel width on fine grids.
+    step = max(1, int(np.floor(sig_px / 1.6)))
     feats = [coef_kzyx[i] for i in range(min(n_guide, k))]
     if guide_extra is not None:
         feats += [np.asarray(g, np.float32) for g in np.atleast_3d(guide_extra).reshape(-1, nz, ny, nx)]
@@ -103,8 +106,9 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
         ip = np.pad(np.asarray(second[1], np.float32), pad[1:])
         acc2 = np.zeros((nz, ny, nx), np.float32)
         wsum2 = np.zeros((nz, ny, nx), np.float32)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
+    offsets = range(-(r // step) * step, r + 1, step)
+    for dy in offsets:
+        for dx in offsets:
             rr = dy * dy + dx * dx
             if rr > r * r:
                 continue

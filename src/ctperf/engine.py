@@ -22,7 +22,7 @@ from ctperf import maps as mp
 from ctperf.aif import select_aif_vof
 from ctperf.config import Config
 from ctperf.deconvolution import deconvolve
-from ctperf.denoise import denoise_tissue_curves, temporal_smooth
+from ctperf.denoise import denoise_tissue_curves
 from ctperf.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy
@@ -49,11 +49,12 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     """Perfusion maps of one study on the computation grid (see module docstring; maps NaN outside the brain)."""
     timer, pc, ac = _StageTimer(progress), cfg.preprocess, cfg.aif
     with timer("preprocess"):
-        pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov)
+        # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
+        pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
+                               temporal_sigma_s=pc.temporal_sigma_s)
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
     with timer("denoise"):
-        smooth = temporal_smooth(pre.delta_hu, pre.dt_s, pc.temporal_sigma_s)
-        pre.delta_hu = None  # free the unsmoothed copy
+        smooth = pre.delta_hu
         curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
                                              pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
                                              guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,

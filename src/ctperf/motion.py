@@ -44,16 +44,20 @@ def frame_moved(params: np.ndarray, px_mm: float, shape_yx, tol_mm: float) -> bo
 
 
 def _bone_image(frame_zyx: np.ndarray, factor: int) -> np.ndarray:
-    img = np.clip(np.asarray(frame_zyx, np.float32) - 400.0, 0.0, 1000.0)
+    """Bone image on a grid ``factor`` times coarser: 2x2-averaged samples every ``factor`` pixels, clipped to
+    ``HU - 400`` in [0, 1000], then Gaussian-smoothed (1 coarse pixel) to widen the capture range."""
+    f = np.asarray(frame_zyx)
     if factor > 1:
-        nz, ny, nx = img.shape
-        ny2, nx2 = ny // factor, nx // factor
-        img = img[:, : ny2 * factor, : nx2 * factor].reshape(nz, ny2, factor, nx2, factor).mean(axis=(2, 4))
+        h = max(1, factor // 2)
+        parts = [f[:, a::factor, b::factor] for a in (0, h) for b in (0, h)]
+        ny, nx = min(p.shape[1] for p in parts), min(p.shape[2] for p in parts)
+        f = 0.25 * sum(np.asarray(p[:, :ny, :nx], np.float32) for p in parts)
+    img = np.clip(np.asarray(f, np.float32) - 400.0, 0.0, 1000.0)
     return ndimage.gaussian_filter(img, sigma=(0, 1.0, 1.0))
 
 
 def register_inplane(moving: np.ndarray, reference: np.ndarray, px_mm: float, init: np.ndarray | None = None,
-                     n_iter: int = 10, tol: float = 1e-3) -> np.ndarray:
+                     n_iter: int = 10, tol: float = 0.01) -> np.ndarray:
     """Gauss-Newton rigid in-plane registration of two (z, y, x) images; returns (tx_mm, ty_mm, rot_rad)."""
     p = np.zeros(3) if init is None else np.array(init, float)
     ny, nx = reference.shape[1:]
@@ -77,7 +81,7 @@ def register_inplane(moving: np.ndarray, reference: np.ndarray, px_mm: float, in
 
 
 def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int = 2,
-                            work_pixel_mm: float = 2.5, max_slices: int = 16) -> np.ndarray:
+                            work_pixel_mm: float = 2.5, max_slices: int = 8) -> np.ndarray:
     """Per-frame rigid in-plane motion (t, 3) = (tx_mm, ty_mm, rotation_rad) relative to the first frames.
 
     Returns zeros when the image has too little bone to register on.

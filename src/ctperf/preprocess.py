@@ -32,7 +32,8 @@ from ctperf.motion import estimate_inplane_motion, frame_moved, warp_frame_inpla
 class Preprocessed:
     """Output of :func:`preprocess_study` (all on the computation grid)."""
 
-    #: Baseline-subtracted curves, delta HU, float32, shape (T, z, y, x) on the uniform time grid.
+    #: Baseline-subtracted curves, delta HU, float32, shape (T, z, y, x) on the uniform time grid (temporally
+    #: smoothed when ``preprocess_study`` was given a ``temporal_sigma_s``).
     delta_hu: np.ndarray
     #: Uniform time grid (s, from the study's first frame), shape (T,).
     time_s: np.ndarray
@@ -119,24 +120,47 @@ def uniform_time_grid(times_s: np.ndarray, time_step_s: float | None, max_time_s
     return t0 + step * np.arange(max(n, 2))
 
 
-def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndarray) -> np.ndarray:
-    """Linear interpolation of every voxel curve onto ``grid_s``, slice by slice (``times_s`` is (t, z)).
+def resampling_matrices(times_s: np.ndarray, grid_s: np.ndarray, temporal_sigma_s: float = 0.0) -> np.ndarray:
+    """Per-slice linear operators (z, T_grid, T_native) mapping native samples to the uniform grid.
 
-    Values before a slice's first sample are held at that sample.  Returns float32 (T, z, y, x).
+    Row ``k`` of slice ``z`` linearly interpolates the slice's samples at ``grid_s[k]`` (values before the
+    slice's first sample are held).  With ``temporal_sigma_s > 0`` the Gaussian temporal smoothing on the uniform
+    grid (edges held, :func:`ctperf.denoise.temporal_smooth`) is folded in: ``M_z = G @ W_z``.
+    """
+    t = np.asarray(times_s, float)
+    nt, nz = t.shape
+    ng = len(grid_s)
+    mats = np.zeros((nz, ng, nt))
+    rows = np.arange(ng)
+    for z in range(nz):
+        tz = t[:, z]
+        i = np.clip(np.searchsorted(tz, grid_s, side="right") - 1, 0, nt - 2)
+        w = np.clip((grid_s - tz[i]) / np.maximum(tz[i + 1] - tz[i], 1e-9), 0.0, 1.0)
+        mats[z, rows, i] += 1.0 - w
+        mats[z, rows, i + 1] += w
+    if temporal_sigma_s and temporal_sigma_s > 0 and ng > 1:
+        dt = float(grid_s[1] - grid_s[0])
+        g = ndimage.gaussian_filter1d(np.eye(ng), temporal_sigma_s / dt, axis=0, mode="nearest", truncate=3.0)
+        mats = np.einsum("ij,zjk->zik", g, mats)
+    return mats.astype(np.float32)
+
+
+def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndarray,
+                     temporal_sigma_s: float = 0.0) -> np.ndarray:
+    """Resample every voxel curve onto ``grid_s`` slice by slice (``times_s`` is (t, z)); float32 (T, z, y, x).
+
+    Linear interpolation in time (and optionally Gaussian temporal smoothing), applied as one small matrix per
+    slice to all its voxels at once (a BLAS matrix product; see :func:`resampling_matrices`).
     """
     nt, nz = data_tzyx.shape[:2]
     t = np.asarray(times_s, float)
     if t.ndim == 1:
         t = np.repeat(t[:, None], nz, axis=1)
+    mats = resampling_matrices(t, np.asarray(grid_s, float), temporal_sigma_s)
     out = np.empty((len(grid_s),) + data_tzyx.shape[1:], np.float32)
     for z in range(nz):
-        tz = t[:, z]
-        i = np.clip(np.searchsorted(tz, grid_s, side="right") - 1, 0, nt - 2)
-        span = np.maximum(tz[i + 1] - tz[i], 1e-9)
-        w = np.clip((grid_s - tz[i]) / span, 0.0, 1.0).astype(np.float32)
-        a = data_tzyx[i, z]
-        b = data_tzyx[i + 1, z]
-        out[:, z] = a + w[:, None, None] * (b - a)
+        src = np.ascontiguousarray(data_tzyx[:, z], np.float32).reshape(nt, -1)
+        out[:, z] = (mats[z] @ src).reshape((len(grid_s),) + data_tzyx.shape[2:])
     return out
 
 
@@ -229,8 +253,12 @@ def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> n
 # ----------------------------------------------------------------------------------------------------------------
 
 def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.ndarray, cfg: PreprocessConfig,
-                     outside_fov: np.ndarray | None = None) -> Preprocessed:
-    """Motion correction, binning, baseline, masks and uniform-time resampling (see module docstring)."""
+                     outside_fov: np.ndarray | None = None, temporal_sigma_s: float = 0.0) -> Preprocessed:
+    """Motion correction, binning, baseline, masks and uniform-time resampling (see module docstring).
+
+    ``temporal_sigma_s`` > 0 folds the temporal Gaussian of the denoising step into the resampling operator
+    (both are linear in time; one matrix product per slice instead of two passes over the 4D array).
+    """
     hu = np.asarray(hu_tzyx)
     times = np.asarray(times_s, float)
     if times.ndim == 1:
@@ -289,7 +317,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # 6. delta HU in place, then uniform time grid
     hub -= baseline[None]
     grid = uniform_time_grid(times, cfg.time_step_s, cfg.max_time_step_s)
-    delta = resample_to_grid(hub, times, grid)
+    delta = resample_to_grid(hub, times, grid, temporal_sigma_s)
     del hub
     t0 = float(times[0, 0])
     return Preprocessed(
