@@ -41,8 +41,8 @@ def temporal_basis(curves_nt: np.ndarray, min_k: int = 8, max_k: int = 20) -> np
     """
     x = np.asarray(curves_nt, np.float32)
     t = x.shape[1]
-    if len(x) > 200000:
-        x = x[:: int(np.ceil(len(x) / 200000))]
+    if len(x) > 50000:
+        x = x[:: int(np.ceil(len(x) / 50000))]
     cov = (x.T.astype(np.float64) @ x.astype(np.float64)) / max(len(x), 1)
     evals, evecs = np.linalg.eigh(cov)
     evals, evecs = evals[::-1], evecs[:, ::-1]

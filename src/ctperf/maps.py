@@ -89,12 +89,17 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
     r = int(round(radius_mm / pixel_mm)) if radius_mm and radius_mm > 0 else 0
     if r < 1 or not mask.any():
         return vol_zyx
-    v = np.where(mask, np.nan_to_num(vol_zyx), 0.0).astype(np.float32)
-    m = mask.astype(np.float32)
+    zz, yy, xx = np.nonzero(mask)
+    bb = (slice(None), slice(max(yy.min() - r, 0), yy.max() + r + 1), slice(max(xx.min() - r, 0), xx.max() + r + 1))
+    msub = mask[bb]
+    v = np.where(msub, np.nan_to_num(vol_zyx[bb]), 0.0).astype(np.float32)
+    m = msub.astype(np.float32)
     s = (0, r, r)
     fill = ndimage.gaussian_filter(v, s) / np.maximum(ndimage.gaussian_filter(m, s), 1e-6)
-    med = ndimage.median_filter(np.where(mask, v, fill), size=(1, 2 * r + 1, 2 * r + 1))
-    return np.where(mask, med, vol_zyx).astype(np.float32)
+    med = ndimage.median_filter(np.where(msub, v, fill), size=(1, 2 * r + 1, 2 * r + 1))
+    out = np.array(vol_zyx, np.float32, copy=True)
+    out[bb] = np.where(msub, med, out[bb])
+    return out
 
 
 def vessel_mask(cbv_zyx: np.ndarray, peak_hu_zyx: np.ndarray, brain: np.ndarray, cbv_max: float,

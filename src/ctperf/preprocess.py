@@ -90,8 +90,16 @@ def bin_inplane(vol: np.ndarray, factor: int) -> np.ndarray:
         return np.asarray(vol, np.float32)
     *lead, ny, nx = vol.shape
     ny2, nx2 = ny // factor, nx // factor
-    v = np.asarray(vol[..., : ny2 * factor, : nx2 * factor], np.float32)
-    return v.reshape(*lead, ny2, factor, nx2, factor).mean(axis=(-3, -1), dtype=np.float32)
+    # Sum along x first (one pass over the input), then along y on the already reduced array: much faster
+    # than reshape(...).mean(axis=(..)) or factor^2 strided accumulations.
+    rows = np.asarray(vol[..., : ny2 * factor, 0 : nx2 * factor : factor], np.float32).copy()
+    for b in range(1, factor):
+        rows += vol[..., : ny2 * factor, b : nx2 * factor : factor]
+    out = rows[..., 0::factor, :].copy()
+    for a in range(1, factor):
+        out += rows[..., a::factor, :]
+    out *= np.float32(1.0 / factor**2)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
