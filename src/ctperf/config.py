@@ -80,6 +80,9 @@ class DeconvolutionConfig:
     oi_thresholds: tuple[float, ...] = (0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3)
     #: The oscillation index is computed on a residue sampled at this step (s) so its target is grid independent.
     oi_reference_dt_s: float = 1.0
+    #: The residue peak is searched within +- this (s) of the peak of the most regularised residue (0 = whole
+    #: window); guards Tmax and max(R) against noise bumps.
+    peak_window_s: float = 3.0
     #: Remove the exactly computable CBF/Tmax bias of the chosen regularisation for a sharp-onset residue.
     correct_regularisation_bias: bool = True
     #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).

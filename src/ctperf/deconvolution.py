@@ -39,6 +39,12 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     constants.  A residue sharper than the reference stays slightly under-corrected, a smoother (more
     dispersed) one slightly over-corrected (Tmax early by a few tenths of a second).
 
+Guided peak search (``peak_window_s``, bcSVD)
+    The peak of each voxel's chosen residue is searched only within ``+-peak_window_s`` (default 3 s) of the
+    peak of its most regularised residue (top of the ladder), which is robust to noise.  A noise bump far from
+    the true peak can then neither become Tmax (argmax-of-noise Tmax) nor lift max(R) (low flows in the core
+    read too high) - the OI alone does not catch low-frequency noise.
+
 The oscillation index is evaluated on a reference grid of ``oi_reference_dt_s`` (default 1 s) so that its
 target does not depend on the chosen time step (Wu's value was defined for ~1 s sampling).
 """
@@ -160,19 +166,33 @@ def residue_peak(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int) -> tu
     return pk, np.maximum(t, 0.0).astype(np.float32)
 
 
-def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Peak value and sub-sample time of each residue row (circulant layout).
 
-    Searches times ``-n_neg*dt .. (n_pos-1)*dt`` (negative times are the wrapped end of the window), locates
-    the maximum sample and refines it with a parabola through its two neighbours.  Returns (peak, time_s) with
-    time clipped at >= 0.
-    """
-    r = residue
+def _search_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
     if n_neg > 0:
-        win = np.concatenate([r[:, -n_neg:], r[:, :n_pos]], axis=1)
+        return np.concatenate([residue[:, -n_neg:], residue[:, :n_pos]], axis=1)
+    return residue[:, :n_pos]
+
+
+def _argmax_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
+    """Index of the maximum within the search window (window coordinates, see :func:`_peak_signed`)."""
+    return np.argmax(_search_window(residue, n_pos, n_neg), axis=1)
+
+
+def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centre_idx: np.ndarray | None = None,
+                 half_width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Peak value and sub-sample time (s, may be negative) of each residue row (circulant layout).
+
+    Searches times ``-n_neg*dt .. (n_pos-1)*dt`` (negative times are the wrapped end of the window) - or only
+    ``centre_idx +- half_width`` samples of it when given - locates the maximum sample and refines it with a
+    parabola through its two neighbours.
+    """
+    win = _search_window(residue, n_pos, n_neg)
+    if centre_idx is not None and half_width > 0:
+        cols = np.arange(win.shape[1])[None, :]
+        far = np.abs(cols - np.asarray(centre_idx)[:, None]) > half_width
+        i = np.argmax(np.where(far, -np.inf, win), axis=1)
     else:
-        win = r[:, :n_pos]
-    i = np.argmax(win, axis=1)
+        i = np.argmax(win, axis=1)
     rows = np.arange(len(win))
     y1 = win[rows, i]
     ii0 = np.clip(i - 1, 0, win.shape[1] - 1)
@@ -220,6 +240,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     n_neg = int(round(max_negative_delay_s / dt_s))
     sub = max(1, int(round(cfg.oi_reference_dt_s / dt_s)))
     target = float(cfg.oscillation_index)
+    half_w = int(round(cfg.peak_window_s / dt_s)) if cfg.peak_window_s and cfg.peak_window_s > 0 else 0
 
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
@@ -229,6 +250,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
         todo = np.arange(stop - start)
+        guide = None
+        if half_w > 0 and len(filters) > 1:
+            # robust peak location from the most regularised residue of the ladder: the peak is then searched
+            # only within +-peak_window_s of it, so a noise bump elsewhere in the window can neither become
+            # Tmax nor inflate max(R) (the "max of noise" lift of low flows)
+            r_guide = sfft.irfft(c_spec * filters[-1][None], n=length, axis=1, workers=-1)
+            guide = _argmax_window(r_guide, t, n_neg)
         for j, filt in enumerate(filters):
             last = j == len(filters) - 1
             r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1, workers=-1)
@@ -237,7 +265,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             else:
                 ok = oscillation_index(r[:, ::sub]) <= target
             if ok.any():
-                pk, tm = _peak_signed(r[ok], dt_s, t, n_neg)
+                pk, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=None if guide is None else guide[todo[ok]],
+                                      half_width=half_w)
                 sel = start + todo[ok]
                 rmax[sel] = pk
                 tmax[sel] = tm
