@@ -121,12 +121,32 @@ def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], d
 
 def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray, auc_ratio: np.ndarray,
                           heights: np.ndarray, shifts: np.ndarray, tau_grid_s: np.ndarray,
-                          n_iter: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (see module doc)."""
+                          n_iter: int = 2, rmax_guide: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (see module doc).
+
+    The voxel's MTT ``tau = AUC ratio / true peak`` selects the table entry.  When ``rmax_guide`` (peak of the most
+    regularised residue, least inflated by noise) is given, the true peak in that formula is estimated from it
+    (``rmax_guide / height_top(tau)``, fixed point) - a noise-inflated ``rmax`` would otherwise give a too short
+    MTT and hence a too large correction in noisy low-flow tissue.
+    """
     rc = rmax.astype(np.float64).copy()
     lt = np.log(tau_grid_s)
     h = np.ones_like(rc)
     s = np.zeros_like(rc)
+    if rmax_guide is not None and np.all(np.isfinite(rmax_guide)):
+        rg = rmax_guide.astype(np.float64)
+        peak = rg.copy()
+        for _ in range(3):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tau = np.where(peak > 0, auc_ratio / peak, tau_grid_s[-1])
+            ltau = np.log(np.clip(np.nan_to_num(tau, nan=tau_grid_s[-1]), tau_grid_s[0], tau_grid_s[-1]))
+            peak = rg / np.clip(np.interp(ltau, lt, heights[-1]), 0.2, 1.0)
+        for j in range(heights.shape[0]):
+            m = level == j
+            if m.any():
+                h[m] = np.interp(ltau[m], lt, heights[j])
+                s[m] = np.interp(ltau[m], lt, shifts[j])
+        return (rmax / np.clip(h, 0.2, 1.0)).astype(np.float32), np.maximum(tmax - s, 0.0).astype(np.float32)
     for _ in range(n_iter):
         with np.errstate(divide="ignore", invalid="ignore"):
             tau = np.where(rc > 0, auc_ratio / rc, tau_grid_s[-1])
@@ -246,6 +266,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     tmax = np.zeros(n, np.float32)
     thr = np.full(n, levels[-1], np.float32)
     level = np.full(n, len(levels) - 1, np.int16)
+    rmax_guide = np.full(n, np.nan, np.float32)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
@@ -257,6 +278,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             # Tmax nor inflate max(R) (the "max of noise" lift of low flows)
             r_guide = sfft.irfft(c_spec * filters[-1][None], n=length, axis=1, workers=-1)
             guide = _argmax_window(r_guide, t, n_neg)
+            rmax_guide[start:stop] = _search_window(r_guide, t, n_neg).max(axis=1)
         for j, filt in enumerate(filters):
             last = j == len(filters) - 1
             r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1, workers=-1)
@@ -283,7 +305,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                                                cfg.bias_model_dispersion_s)
         a_sum = float(np.sum(aif_t))
         auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
-        out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights, shifts, tau_grid)
+        out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights, shifts, tau_grid,
+                                                           rmax_guide=rmax_guide)
     return out
 
 

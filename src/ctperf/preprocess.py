@@ -251,9 +251,10 @@ def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
 
 
 def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> np.ndarray:
-    """CSF: brain voxels whose (lightly smoothed) baseline HU is below ``csf_hu_max``."""
-    sm = ndimage.uniform_filter(baseline_hu, size=(1, 3, 3))
-    return brain & (sm < csf_hu_max)
+    """CSF: brain voxels whose baseline HU (mean of the baseline frames; not smoothed, so one-voxel-wide sulci
+    are kept - averaging over the baseline frames already gives a noise of ~noise/sqrt(n_baseline)) is below
+    ``csf_hu_max``."""
+    return brain & (np.asarray(baseline_hu) < csf_hu_max)
 
 
 # ----------------------------------------------------------------------------------------------------------------
