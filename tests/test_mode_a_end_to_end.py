@@ -117,17 +117,25 @@ def test_recompute_with_new_thresholds(lesion_run, tmp_path):
 
 
 def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
-    _, d, out, _ = lesion_run
+    """`python ct_perfusion_auto.py` is `ctperf run`; --roi_mask adds the Conventional CBV Index only."""
+    from ctperf.nifti_io import save_volume
+
+    ph, d, out, res = lesion_run
+    roi = tmp_path / "roi.nii.gz"
+    save_volume(roi, ph.truth.lesion_any & ph.truth.cortex, ph.affine_ras, dtype=np.uint8)  # on the scan grid
     wrapped = tmp_path / "wrapped"
     r = subprocess.run([sys.executable, str(ROOT / "ct_perfusion_auto.py"), "--dicom_dir", str(d / "dicom"),
-                        "--out_dir", str(wrapped), "-q"], capture_output=True, text=True)
+                        "--out_dir", str(wrapped), "--roi_mask", str(roi), "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     a, b = json.loads((out / "metrics.json").read_text()), json.loads((wrapped / "metrics.json").read_text())
     for key in ("hypoperfusion_ml", "core_ml", "penumbra_ml", "HIR", "Corrected_CBV_Index", "PVT_sec"):
         assert a[key] == b[key], key
-    for f in MASK_FILES.values():
+    for f in [*MASK_FILES.values(), *MAP_FILES.values()]:
         assert np.array_equal(np.asanyarray(nib.load(str(out / f)).dataobj),
-                              np.asanyarray(nib.load(str(wrapped / f)).dataobj))
+                              np.asanyarray(nib.load(str(wrapped / f)).dataobj), equal_nan=True), f
+    assert a["Conventional_CBV_Index"] is None and a["Conventional_CBV_Index_reason"]
+    # truth: mean CBV in the ROI / mean CBV in its mirror image (normal cortex) is well below 1
+    assert b["Conventional_CBV_Index"] is not None and 0.2 < b["Conventional_CBV_Index"] < 1.0
 
 
 def test_mode_b_on_mode_a_maps_gives_same_indices(lesion_run, tmp_path):
