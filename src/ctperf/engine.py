@@ -148,5 +148,6 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
         "acquisition_truncated": bool(vof_ttp > pre.acquisition_end_s - 5.0
                                       or (vof.max() > 0 and vof[-1] > 0.5 * vof.max())),
         "motion_excessive": bool(pre.motion_max_mm > cfg.preprocess.motion_flag_mm),
+        "vof_unreliable": bool(not sel.vof_clean),
     }
     return flags, values

@@ -39,7 +39,7 @@ def warp_frame_inplane(frame_zyx: np.ndarray, params: np.ndarray, px_mm: float, 
 
 def frame_moved(params: np.ndarray, px_mm: float, shape_yx, tol_mm: float) -> bool:
     """True when the frame's largest in-plane displacement (translation + rotation at the FOV edge) > tol_mm."""
-    radius = 0.5 * px_mm * float(np.mean(shape_yx))
+    radius = min(0.5 * px_mm * float(np.mean(shape_yx)), 80.0)  # lever arm: at most a head radius
     return float(np.hypot(params[0], params[1]) + abs(params[2]) * radius) > tol_mm
 
 

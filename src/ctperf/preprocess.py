@@ -188,7 +188,13 @@ def bolus_arrival_s(curves_tn: np.ndarray, frame_times_s: np.ndarray, fraction: 
     above = c > thr[None]
     stays = above.copy()
     stays[:-1] &= above[1:]
-    i = np.clip(np.argmax(stays, axis=0), 1, len(t) - 1)
+    i = np.argmax(stays, axis=0)
+    # Curves "rising" at the very first frames are not bolus curves (motion moving an edge into the voxel,
+    # bone/air partial volume): a usable acquisition always has pre-contrast frames.
+    keep = i >= 2
+    if keep.sum() >= max(5, 0.2 * len(i)):
+        c, thr, i = c[:, keep], thr[keep], i[keep]
+    i = np.clip(i, 1, len(t) - 1)
     cols = np.arange(c.shape[1])
     c0, c1 = c[i - 1, cols], c[i, cols]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -203,14 +209,27 @@ def baseline_frame_count(frame_times_s: np.ndarray, arrival_s: float, margin_s: 
     return max(min_frames, int(np.sum(np.asarray(frame_times_s) < arrival_s - margin_s)))
 
 
-def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction: float = 0.01) -> np.ndarray:
-    """HU curves (t, n) of the voxels with the largest temporal range (the brightest enhancing voxels)."""
-    step = max(1, hu_tzyx.shape[0] // 20)
-    rng = hu_tzyx[::step].max(axis=0) - hu_tzyx[0]
-    rng = np.where(candidate_mask, rng, -np.inf)
+def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction: float = 0.01,
+                  max_hu: float = 800.0, min_hu: float = -100.0) -> np.ndarray:
+    """HU curves (t, n) of the voxels with the largest *smooth* temporal enhancement (arteries, veins).
+
+    Voxels that ever exceed ``max_hu`` or fall below ``min_hu`` are excluded (bone or air moving into a voxel
+    with head motion is not contrast enhancement), and the ranking uses the range of the 3-frame running median
+    of each curve, so single-frame jumps (motion jitter at edges) do not rank.
+    """
+    nt = hu_tzyx.shape[0]
+    step = max(1, nt // 20)
+    sub = hu_tzyx[::step]
+    hi = sub.max(axis=0)
+    ok = candidate_mask & (hi < max_hu) & (sub.min(axis=0) > min_hu)
+    rng = np.where(ok, hi - hu_tzyx[0], -np.inf).ravel()
     n = max(20, int(top_fraction * candidate_mask.sum()))
-    idx = np.argpartition(rng.ravel(), -n)[-n:]
-    return hu_tzyx.reshape(hu_tzyx.shape[0], -1)[:, idx]
+    pre_idx = np.argpartition(rng, -min(5 * n, rng.size))[-min(5 * n, rng.size):]
+    curves = hu_tzyx.reshape(nt, -1)[:, pre_idx]
+    med = ndimage.median_filter(curves, size=(3, 1), mode="nearest")
+    srng = med.max(axis=0) - np.median(med[:2], axis=0)
+    best = np.argsort(srng)[::-1][:n]
+    return curves[:, best]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,7 +299,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     motion = np.zeros((nt, 3))
     if cfg.motion_correction and nt > 2:
         motion = estimate_inplane_motion(hu, px, n_ref_frames=2)
-    radius = 0.5 * np.mean(spacing[:2]) * np.mean(hu.shape[2:])  # lever arm for rotations (mm)
+    radius = min(0.5 * np.mean(spacing[:2]) * np.mean(hu.shape[2:]), 80.0)  # rotation lever arm: head radius (mm)
     disp = np.hypot(motion[:, 0], motion[:, 1]) + np.abs(motion[:, 2]) * radius
     motion_max_mm = float(disp.max()) if len(disp) else 0.0
 
@@ -304,6 +323,8 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     soft = (first > cfg.brain_hu_min) & (first < 150.0)
     if fov is not None:
         soft &= ~fov
+    # away (>= 4 mm in-plane) from bone and air, whose edges flicker with head motion
+    soft &= ~ndimage.binary_dilation(~soft, structure=_disk(max(1, int(round(4.0 / pxb))))[None])
     frame_t = times[:, 0] - times[0, 0]
     t_arr = bolus_arrival_s(bright_curves(hub, soft), frame_t)
     n_base = baseline_frame_count(frame_t, t_arr, cfg.baseline_margin_s)
