@@ -102,7 +102,8 @@ def _hemispheres(baseline_hu: np.ndarray, brain: np.ndarray, affine_ras: np.ndar
     try:
         from ctperf.hemispheres import find_midline
 
-        return find_midline(np.clip(baseline_hu, 0, 80), brain, affine_ras)
+        # 10k sampled points fix a plane well; the default 40k costs ~4x more time for no visible gain
+        return find_midline(np.clip(baseline_hu, 0, 80), brain, affine_ras, max_points=10000)
     except Exception:  # noqa: BLE001 - any failure of the fit falls back to the simple split
         return _centre_of_mass_split(brain, affine_ras)
 
