@@ -83,7 +83,8 @@ class DeconvolutionConfig:
     #: The residue peak is searched within +- this (s) of the peak of the most regularised residue (0 = whole
     #: window); guards Tmax and max(R) against noise bumps.
     peak_window_s: float = 3.0
-    #: Remove the exactly computable CBF/Tmax bias of the chosen regularisation for a sharp-onset residue.
+    #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
+    #: for a reference residue exp(-t/MTT) dispersed by bias_model_dispersion_s (ctperf.deconvolution).
     correct_regularisation_bias: bool = True
     #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).
     bias_model_dispersion_s: float = 0.5
