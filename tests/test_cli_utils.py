@@ -87,3 +87,31 @@ def test_inspect_json_and_table(tmp_path):
     assert r.returncode == 0 and "CTP" in r.stdout
     r = _cli("inspect", str(tmp_path / "empty_nonexistent"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_demo_runs_without_a_terminal(tmp_path):
+    """The README's first command, as CI and pipes run it (no TTY, and with -q)."""
+    r = _cli("demo", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "report.pdf").is_file()
+    r = _cli("demo", str(tmp_path / "out2"), "--lesion", "middle")
+    assert r.returncode == 2 and "--lesion" in r.stderr and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[deconvolution]\nmethod = 'tikhonv'\n", "must be one of"),
+    ("[thresholds]\nrcbf_core = '0.3'\n", "must be a number"),
+    ("[thresholds]\ntmax_levels_s = 5\n", "list of numbers"),
+    ("[thresholds]\ncore_requires_tmax = 1\n", "true or false"),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, text, fragment):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    r = _cli("run", "--dicom_dir", str(tmp_path), "--out_dir", str(tmp_path / "o"), "--config", str(cfg))
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_output_path_problems_are_reported_before_analysis(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = _cli("run", "--dicom_dir", str(tmp_path), "--out_dir", str(tmp_path / "afile"))
+    assert r.returncode == 2 and "existing file" in r.stderr

@@ -154,3 +154,15 @@ def test_config_file_overrides(tmp_path):
 
     with pytest.raises(InputError, match="unknown setting"):
         Config.load(bad)
+
+
+def test_custom_tmax_levels_keep_standard_keys_and_units():
+    brain, tmax, rcbf, cbv, lesion, core = _lesion_case()
+    thr = Thresholds(tmax_levels_s=(5.0, 9.0))
+    les = lesion_masks(tmax, rcbf, brain, 0.02, thr)
+    idx = compute_indices(IndexInputs(cbv=cbv, tmax_s=tmax, lesion=les, tissue=brain, voxel_volume_ml=0.02,
+                                      thresholds=thr, hemispheres=_hemi(brain)))
+    doc = build_metrics(idx, mode="A", thresholds=thr)
+    jsonschema.validate(doc, load_schema())
+    assert {"tmax4_ml", "tmax5_ml", "tmax9_ml", "tmax10_ml"} <= set(doc)
+    assert doc["units"]["tmax5_ml"] == "mL" and doc["units"]["tmax9_ml"] == "mL"

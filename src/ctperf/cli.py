@@ -42,7 +42,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _stages(quiet: bool):
     """A rich progress display fed by the pipeline's stage names and file counts."""
     if quiet or not err.is_terminal:  # pipes and CI: no progress chatter, so errors stay one line
-        yield None, None
+        yield (lambda name: None), None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -51,7 +51,7 @@ def _stages(quiet: bool):
         task = prog.add_task("starting", total=None)
 
         def stage(name: str):
-            prog.update(task, description=name, total=None, completed=0)
+            prog.reset(task, description=name, total=None)
 
         def files(done: int, total: int):
             prog.update(task, description="reading DICOM", total=total, completed=done)
@@ -63,6 +63,10 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, CTPerfError):
         err.print(f"[bold red]ctperf: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
+    if isinstance(exc, OSError) and getattr(exc, "strerror", None):
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        err.print(f"[bold red]ctperf: error:[/bold red] {exc.strerror}{where}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     if isinstance(exc, MemoryError):
         err.print("[bold red]ctperf: error:[/bold red] out of memory for this study", highlight=False)
         raise typer.Exit(3)
@@ -72,6 +76,14 @@ def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]ctperf: internal error:[/bold red] {type(exc).__name__}: {msg} "
               "(set CTPERF_DEBUG=1 for details; please report it)", highlight=False, soft_wrap=True)
     raise typer.Exit(3)
+
+
+VENDORS = ("siemens", "ge", "toshiba", "philips")
+
+
+def _check_choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise CTPerfError(f"{option} must be one of {', '.join(choices)} (got '{value}')")
 
 
 def _summary_table(metrics: dict, title: str, truth: dict | None = None) -> Table:
@@ -137,7 +149,7 @@ def demo_cmd(
     out_dir: Path = typer.Argument(..., help="Output folder for the demo study's results."),
     noise_hu: float = typer.Option(8.0, help="Phantom image noise (HU per voxel per frame)."),
     lesion: str = typer.Option("left", help="Lesion side: left, right or none."),
-    vendor: str = typer.Option("siemens", help="DICOM layout of the generated study: siemens or ge."),
+    vendor: str = typer.Option("siemens", help="DICOM layout of the generated study: siemens, ge, toshiba or philips."),
     seed: int = typer.Option(0, help="Random seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -148,8 +160,8 @@ def demo_cmd(
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
         from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 
-        if lesion not in ("left", "right", "none"):
-            raise CTPerfError("--lesion must be left, right or none")
+        _check_choice("--lesion", lesion, ("left", "right", "none"))
+        _check_choice("--vendor", vendor, VENDORS)
         spec = PhantomSpec(noise_hu=noise_hu, lesion=None if lesion == "none" else lesion, seed=seed)
         with _stages(quiet) as (stage, files):
             stage("generating phantom")
@@ -204,7 +216,7 @@ def maps_cmd(
     mip: Path = typer.Option(..., "--mip", help="MIP screenshot (PNG/JPEG) with a hand-drawn yellow ROI."),
     tmax: Path = typer.Option(..., "--tmax", help="Tmax map: NIfTI, scalar DICOM series, or colour-coded DICOM."),
     cbv: Path = typer.Option(..., "--cbv", help="CBV map (same forms)."),
-    rcbf: Path = typer.Option(..., "--rcbf", help="rCBF map (fraction or %, same forms) or a CBF map."),
+    rcbf: Path = typer.Option(..., "--rcbf", help="rCBF map, as a fraction (1 = normal) or in percent (same forms)."),
     aif_csv: Path = typer.Option(..., "--aif_csv", "--aif-csv", help="AIF curve CSV (time_s, value)."),
     vof_csv: Path = typer.Option(..., "--vof_csv", "--vof-csv", help="VOF curve CSV (time_s, value)."),
     out_dir: Path = typer.Option(..., "--out_dir", "--out-dir", help="Output folder."),
@@ -279,7 +291,7 @@ def aggregate_cmd(
 @app.command("phantom")
 def phantom_cmd(
     out_dir: Path = typer.Argument(..., help="Folder for the phantom's DICOM (dicom/) and truth (truth/)."),
-    vendor: str = typer.Option("siemens", help="siemens or ge DICOM layout."),
+    vendor: str = typer.Option("siemens", help="DICOM layout: siemens, ge, toshiba or philips."),
     noise_hu: float = typer.Option(8.0, help="Noise (HU per voxel per frame)."),
     lesion: str = typer.Option("left", help="left, right or none."),
     matrix: int = typer.Option(160, help="In-plane matrix."),
@@ -291,6 +303,8 @@ def phantom_cmd(
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
         from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 
+        _check_choice("--lesion", lesion, ("left", "right", "none"))
+        _check_choice("--vendor", vendor, VENDORS)
         ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=n_slices, noise_hu=noise_hu,
                                       lesion=None if lesion == "none" else lesion, seed=seed))
         write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, Path(out_dir) / "dicom", layout=DicomLayout(vendor=vendor),

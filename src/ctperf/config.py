@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,8 +126,6 @@ class Thresholds:
 class OutputConfig:
     write_qa_png: bool = True
     write_pdf: bool = True
-    #: Only when explicitly asked may patient identifiers appear in outputs.
-    include_patient_identifiers: bool = False
 
 
 @dataclass
@@ -141,26 +141,24 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build a config from nested ``{section: {setting: value}}``; every value is type-checked."""
         cfg = cls()
-        for section, values in (data or {}).items():
+        if data is None:
+            return cfg
+        if not isinstance(data, dict):
+            raise InputError("config: the file must hold sections of settings (e.g. [thresholds])")
+        for section, values in data.items():
             if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
                 raise InputError(f"config: unknown section '{section}'")
             if not isinstance(values, dict):
                 raise InputError(f"config: section '{section}' must be a table of settings")
             sub = getattr(cfg, section)
-            names = {f.name: f for f in dataclasses.fields(sub)}
+            hints = typing.get_type_hints(type(sub))
+            names = {f.name for f in dataclasses.fields(sub)}
             for key, value in values.items():
                 if key not in names:
                     raise InputError(f"config: unknown setting '{section}.{key}'")
-                current = getattr(sub, key)
-                if isinstance(current, tuple):
-                    value = tuple(float(v) for v in value)
-                elif isinstance(current, bool):
-                    if not isinstance(value, bool):
-                        raise InputError(f"config: '{section}.{key}' must be true or false")
-                elif isinstance(current, float) and isinstance(value, int):
-                    value = float(value)
-                setattr(sub, key, value)
+                setattr(sub, key, _coerce(f"{section}.{key}", value, hints[key]))
         return cfg
 
     @classmethod
@@ -185,3 +183,43 @@ class Config:
         except Exception as exc:  # noqa: BLE001 - any parse failure is a user error
             raise InputError(f"config file {p.name} could not be parsed: {exc}") from None
         return cls.from_dict(data)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a dataclass field's type hint; return it converted (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise InputError(f"config: '{name}' must be one of {', '.join(map(repr, args))} (got {value!r})")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(name, value, arg)
+            except InputError as exc:
+                errors.append(str(exc))
+        raise InputError(errors[0] if errors else f"config: '{name}' has an invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"config: '{name}' must be a list of numbers (got {value!r})")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"config: '{name}' must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"config: '{name}' must be a whole number (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"config: '{name}' must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"config: '{name}' must be text (got {value!r})")
+        return value
+    return value

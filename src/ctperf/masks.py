@@ -19,6 +19,9 @@ from ctperf.results import LesionMasks
 
 _STRUCTURE_26 = np.ones((3, 3, 3), bool)
 
+#: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
+REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
+
 
 def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
     """Drop 26-connected components smaller than ``min_cluster_ml``."""
@@ -59,8 +62,8 @@ def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray
         core = np.zeros_like(hypo)
     penumbra = hypo & ~core
 
-    levels = sorted(set(float(x) for x in thresholds.tmax_levels_s) | {float(thresholds.hir_tmax_s),
-                                                                       float(thresholds.tmax_hypoperfusion_s)})
+    levels = sorted(set(float(x) for x in (*thresholds.tmax_levels_s, *REPORTED_TMAX_LEVELS_S))
+                    | {float(thresholds.hir_tmax_s), float(thresholds.tmax_hypoperfusion_s)})
     tmax_levels = {lv: remove_small_clusters(tmax >= lv, voxel_volume_ml, mcl) for lv in levels}
     return LesionMasks(hypoperfusion=hypo, core=core, penumbra=penumbra, tmax_levels=tmax_levels)
 

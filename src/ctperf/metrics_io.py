@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_fla
             doc.setdefault(f"{key}_reason", "not a finite number")
         else:
             doc[key] = value
-    doc["units"] = {k: u for k, u in UNITS.items() if k in indices}
+    doc["units"] = {k: UNITS[k] for k in indices if k in UNITS}
+    doc["units"].update({k: "mL" for k in indices if re.fullmatch(r"tmax[0-9.]+_ml", k)})
     doc["thresholds"] = to_strict(thresholds)
     doc["constants"] = {"rho_g_per_ml": RHO_G_PER_ML, "hct_large_vessel": HCT_LARGE_VESSEL,
                         "hct_small_vessel": HCT_SMALL_VESSEL, "kH": KH}

@@ -154,6 +154,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     from ctperf.dicom_io import load_ctp
 
     cfg = cfg or Config()
+    check_output_dir(out_dir)
     with _LogCapture() as logbuf:
         t0 = time.perf_counter()
         _step(progress, "load")
@@ -274,12 +275,7 @@ class atomic_output_dir:
         self.replace_files = replace_files
 
     def __enter__(self) -> Path:
-        parent = self.out_dir.resolve().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.ctperf-tmp-", dir=parent))
-        except OSError as exc:
-            raise InputError(f"cannot write to {self.out_dir}: {exc.strerror}") from None
+        self.tmp = _make_temp_beside(self.out_dir)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
@@ -300,6 +296,27 @@ class atomic_output_dir:
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+
+def _make_temp_beside(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} is an existing file")
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-tmp-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; results should be readable like any new folder
+    return tmp
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """Fail early (before any analysis) when ``out_dir`` cannot be written."""
+    shutil.rmtree(_make_temp_beside(Path(out_dir)), ignore_errors=True)
 
 
 class _LogCapture(logging.Handler):

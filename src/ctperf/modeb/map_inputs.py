@@ -221,7 +221,7 @@ def load_map(path_or_dir, value_range=None, **decode_kwargs) -> tuple[np.ndarray
         from ctperf.modeb.colormap_decode import decode_rgb_volume
 
         if value_range is None:
-            raise InputError(f"{p.name} is a colour-coded map; give the colour-bar value range (--range LO,HI)")
+            raise InputError(f"{p.name} is a colour-coded map; give its colour-bar value range (e.g. --tmax-range 0,10)")
         vol, dinfo = decode_rgb_volume(data, value_range, **decode_kwargs)
         info["warnings"] = list(info.get("warnings", [])) + dinfo.pop("warnings", [])
         info.update(kind="dicom_colour", **dinfo)

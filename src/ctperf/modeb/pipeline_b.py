@@ -26,7 +26,7 @@ from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
-from ctperf.pipeline import atomic_output_dir
+from ctperf.pipeline import atomic_output_dir, check_output_dir
 from ctperf.results import Hemispheres, LesionMasks
 
 log = logging.getLogger("ctperf")
@@ -94,6 +94,7 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
     """Mode B from files to an output folder; returns the metrics document."""
     cfg = cfg or Config()
     ranges = ranges or {}
+    check_output_dir(out_dir)
     maps, infos = {}, {}
     for name, path in (("tmax", tmax), ("cbv", cbv), ("rcbf", rcbf)):
         vol, aff, info = load_map(path, value_range=ranges.get(name))

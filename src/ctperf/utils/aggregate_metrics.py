@@ -45,8 +45,11 @@ def collect(input_dir: str | Path) -> pd.DataFrame:
 def aggregate(input_dir: str | Path, output: str | Path) -> int:
     df = collect(input_dir)
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return len(df)
 
 
