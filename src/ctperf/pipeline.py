@@ -26,9 +26,9 @@ from ctperf.errors import InputError
 from ctperf.hemispheres import hemispheres_from_plane
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.masks import cortical_ribbon, lesion_masks, sinus_region
-from ctperf.metrics_io import build_metrics, write_metrics
+from ctperf.metrics_io import build_metrics, to_strict, write_metrics
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
-from ctperf.results import Curve, LesionMasks, PerfusionResult
+from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import AcquisitionMeta, CTPStudy
 
 log = logging.getLogger("ctperf")
@@ -50,6 +50,9 @@ class ModeAResult:
     meta: AcquisitionMeta
     cortex: np.ndarray
     sinus: np.ndarray | None
+    #: User ROIs resampled onto the map grid (None when not given).
+    roi: np.ndarray | None = None
+    contra: np.ndarray | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -62,41 +65,43 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
     """
     from ctperf.engine import compute_perfusion  # preprocess -> AIF/VOF -> deconvolve -> maps -> hemispheres/rCBF
 
-    stages: dict[str, float] = {}
-    perf = compute_perfusion(study, cfg, contra_mask=_on_grid(contra_mask, study, None), progress=progress)
-    stages.update(perf.stage_seconds)
+    perf = compute_perfusion(study, cfg, contra_mask=contra_mask, progress=progress)
+    roi = _on_grid(roi_mask, study.affine_ras, perf)
+    contra = _on_grid(contra_mask, study.affine_ras, perf)
+    spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
+    result = lesions_and_indices(perf, cfg, roi, contra, _provenance(study.meta, cfg, spacing), progress)
+    result.meta = study.meta
+    result.stage_seconds = {**perf.stage_seconds, **result.stage_seconds}
+    return result
 
+
+def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | None, contra: np.ndarray | None,
+                        provenance: dict[str, Any], progress: Progress = None) -> ModeAResult:
+    """Masks -> indices -> metrics document from perfusion maps (also used to re-threshold saved maps)."""
+    stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
-    lesion, cortex, sinus, spacing = masks_for_result(perf, cfg)
+    spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
+    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, _voxel_ml(perf.affine_ras), cfg.thresholds)
+    cortex = cortical_ribbon(perf.masks.tissue, spacing) & perf.masks.tissue
+    sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _step(progress, "indices")
-    roi = _on_grid(roi_mask, study, perf)
-    contra = _on_grid(contra_mask, study, perf)
     indices = compute_indices(IndexInputs(
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=_voxel_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
         roi_mask=roi, contra_mask=contra))
-    stages["indices"] = time.perf_counter() - t0
-
     metrics = build_metrics(
         indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side},
-        provenance=_provenance(study.meta, cfg, spacing))
-    return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=study.meta, cortex=cortex,
-                       sinus=sinus, stage_seconds=stages)
-
-
-def masks_for_result(perf: PerfusionResult, cfg: Config):
-    spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
-    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, _voxel_ml(perf.affine_ras), cfg.thresholds)
-    cortex = cortical_ribbon(perf.masks.tissue, spacing) & perf.masks.tissue
-    sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
-    return lesion, cortex, sinus, spacing
+        provenance={**provenance, "config": cfg.to_dict()})
+    stages["indices"] = time.perf_counter() - t0
+    return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
+                       sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
 
 
 def _voxel_ml(affine: np.ndarray) -> float:
@@ -109,14 +114,11 @@ def _step(progress: Progress, name: str) -> None:
         progress(name)
 
 
-def _on_grid(mask, study: CTPStudy, perf: PerfusionResult | None):
+def _on_grid(mask, affine_src: np.ndarray, perf: PerfusionResult):
     """Bring a user mask given on the study grid onto the map grid (nearest neighbour)."""
     if mask is None:
         return None
-    m = np.asarray(mask)
-    if perf is None:
-        return m.astype(bool)
-    return resample_to_grid(m.astype(np.float32), study.affine_ras, perf.cbf.shape, perf.affine_ras) > 0.5
+    return resample_to_grid(np.asarray(mask, np.float32), affine_src, perf.cbf.shape, perf.affine_ras) > 0.5
 
 
 def _provenance(meta: AcquisitionMeta, cfg: Config, spacing) -> dict[str, Any]:
@@ -130,7 +132,6 @@ def _provenance(meta: AcquisitionMeta, cfg: Config, spacing) -> dict[str, Any]:
         "n_files_skipped_non_dicom": meta.n_files_skipped_non_dicom,
         "input_spacing_xyz_mm": list(meta.spacing_xyz_mm), "map_spacing_xyz_mm": list(spacing),
         "gantry_tilt_deg": meta.gantry_tilt_deg, "warnings": meta.warnings,
-        "config": cfg.to_dict(),
     }
 
 
@@ -194,22 +195,66 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
 
 
 def _write_aux(tmp: Path, result: ModeAResult) -> None:
+    """Everything `recompute` needs to rebuild the result from disk (masks, baseline, midline, curves, QA)."""
     perf = result.perfusion
     for curve, fname in ((perf.aif, "aif.csv"), (perf.vof, "vof.csv")):
         write_curve_csv(tmp / fname, curve)
     aux = tmp / AUX_DIR
     aux.mkdir()
-    save_volume(aux / "tissue_mask.nii.gz", perf.masks.tissue, perf.affine_ras, dtype=np.uint8)
-    save_volume(aux / "brain_mask.nii.gz", perf.masks.brain, perf.affine_ras, dtype=np.uint8)
-    save_volume(aux / "cortex_mask.nii.gz", result.cortex, perf.affine_ras, dtype=np.uint8)
-    if result.sinus is not None:
-        save_volume(aux / "sinus_mask.nii.gz", result.sinus, perf.affine_ras, dtype=np.uint8)
-    (aux / "midline.json").write_text(json.dumps({
-        "normal_ras": perf.hemispheres.normal_ras.tolist(), "point_ras": perf.hemispheres.point_ras.tolist(),
-        "aif_ttp_s": perf.aif.ttp_s, "vof_ttp_s": perf.vof.ttp_s, "reference_cbf": perf.reference_cbf,
-        "qa_flags": result.metrics.get("qa_flags", {}), "qa_values": result.metrics.get("qa_values", {}),
-        "provenance": result.metrics.get("provenance", {}),
-    }, indent=2, allow_nan=False))
+    vols = {"brain_mask": perf.masks.brain, "csf_mask": perf.masks.csf, "vessel_mask": perf.masks.vessels,
+            "tissue_mask": perf.masks.tissue, "roi_mask": result.roi, "contra_mask": result.contra}
+    for name, vol in vols.items():
+        if vol is not None:
+            save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras, dtype=np.uint8)
+    save_volume(aux / "baseline_hu.nii.gz", perf.baseline_hu, perf.affine_ras)
+    analysis = {
+        "midline": {"normal_ras": perf.hemispheres.normal_ras, "point_ras": perf.hemispheres.point_ras},
+        "aif": {"time_s": perf.aif.time_s, "delta_hu": perf.aif.delta_hu, "voxels_zyx": perf.aif.voxels_zyx},
+        "vof": {"time_s": perf.vof.time_s, "delta_hu": perf.vof.delta_hu, "voxels_zyx": perf.vof.voxels_zyx},
+        "affected_side": perf.affected_side, "reference_cbf": perf.reference_cbf,
+        "qa_flags": perf.qa_flags, "qa_values": perf.qa_values,
+        "provenance": {k: v for k, v in result.metrics.get("provenance", {}).items() if k != "config"},
+    }
+    (aux / "analysis.json").write_text(json.dumps(to_strict(analysis), indent=1, allow_nan=False))
+
+
+def load_saved_result(out_dir: str | Path) -> tuple[PerfusionResult, np.ndarray | None, np.ndarray | None, dict]:
+    """Rebuild the PerfusionResult of a Mode A output folder from its files (no deconvolution).
+
+    Returns (perfusion, roi, contra, provenance).
+    """
+    out = Path(out_dir)
+    aux = out / AUX_DIR
+    needed = [out / f for f in MAP_FILES.values()] + [aux / f"{n}.nii.gz" for n in
+                                                       ("brain_mask", "csf_mask", "vessel_mask", "baseline_hu")]
+    needed.append(aux / "analysis.json")
+    missing = [p.name for p in needed if not p.exists()]
+    if missing:
+        raise InputError(f"{out} is not a complete ctperf Mode A output folder (missing {', '.join(missing)})")
+    maps = {name: load_volume(out / fname) for name, fname in MAP_FILES.items()}
+    aff = maps["tmax"][1]
+
+    def mask(name):
+        p = aux / f"{name}.nii.gz"
+        return load_volume(p)[0] > 0.5 if p.exists() else None
+
+    try:
+        info = json.loads((aux / "analysis.json").read_text(encoding="utf-8"))
+        brain = mask("brain_mask")
+        hemi = hemispheres_from_plane(brain, aff, np.array(info["midline"]["normal_ras"], float),
+                                      np.array(info["midline"]["point_ras"], float))
+        curves = {k: Curve(np.array(info[k]["time_s"], float), np.array(info[k]["delta_hu"], float),
+                           np.array(info[k]["voxels_zyx"], int).reshape(-1, 3)) for k in ("aif", "vof")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{aux / 'analysis.json'} is damaged: {exc}") from None
+    perf = PerfusionResult(
+        affine_ras=aff, **{name: vol for name, (vol, _) in maps.items()},
+        masks=TissueMasks(brain=brain, csf=mask("csf_mask"), vessels=mask("vessel_mask")), hemispheres=hemi,
+        aif=curves["aif"], vof=curves["vof"], affected_side=info.get("affected_side", "none"),
+        reference_cbf=float(info.get("reference_cbf") or float("nan")),
+        baseline_hu=load_volume(aux / "baseline_hu.nii.gz")[0], qa_flags=info.get("qa_flags", {}),
+        qa_values=info.get("qa_values", {}))
+    return perf, mask("roi_mask"), mask("contra_mask"), info.get("provenance", {})
 
 
 def write_curve_csv(path: Path, curve: Curve) -> None:
@@ -230,39 +275,17 @@ def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
 
 # ------------------------------------------------------------------------------------- recompute from maps
 def recompute_outputs(out_dir: str | Path, cfg: Config) -> dict[str, Any]:
-    """New thresholds on saved maps: rewrite the masks and metrics of a Mode A output folder (no deconvolution)."""
-    out = Path(out_dir)
-    needed = [out / MAP_FILES["tmax"], out / MAP_FILES["rcbf"], out / MAP_FILES["cbv"],
-              out / AUX_DIR / "tissue_mask.nii.gz", out / AUX_DIR / "midline.json"]
-    missing = [p.name for p in needed if not p.exists()]
-    if missing:
-        raise InputError(f"{out} is not a ctperf Mode A output folder (missing {', '.join(missing)})")
-    tmax, aff = load_volume(out / MAP_FILES["tmax"])
-    rcbf, _ = load_volume(out / MAP_FILES["rcbf"])
-    cbv, _ = load_volume(out / MAP_FILES["cbv"])
-    tissue = load_volume(out / AUX_DIR / "tissue_mask.nii.gz")[0] > 0.5
-    brain = load_volume(out / AUX_DIR / "brain_mask.nii.gz")[0] > 0.5
-    cortex = load_volume(out / AUX_DIR / "cortex_mask.nii.gz")[0] > 0.5
-    sinus_p = out / AUX_DIR / "sinus_mask.nii.gz"
-    sinus = load_volume(sinus_p)[0] > 0.5 if sinus_p.exists() else None
-    info = json.loads((out / AUX_DIR / "midline.json").read_text())
-    hemi = hemispheres_from_plane(brain, aff, np.array(info["normal_ras"]), np.array(info["point_ras"]))
-    vox_ml = _voxel_ml(aff)
-    lesion = lesion_masks(tmax, rcbf, tissue, vox_ml, cfg.thresholds)
-    indices = compute_indices(IndexInputs(
-        cbv=cbv, tmax_s=tmax, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
-        hemispheres=hemi, cortex=cortex, aif_ttp_s=info.get("aif_ttp_s"), vof_ttp_s=info.get("vof_ttp_s"),
-        sinus=sinus))
-    prov = dict(info.get("provenance", {}))
-    prov["config"] = cfg.to_dict()
-    prov["recomputed_from_saved_maps"] = True
-    metrics = build_metrics(indices, mode="A", thresholds=cfg.thresholds, qa_flags=info.get("qa_flags"),
-                            qa_values=info.get("qa_values"), provenance=prov)
-    with atomic_output_dir(out, replace_files=True) as tmp:
-        for name, fname in MASK_FILES.items():
-            save_volume(tmp / fname, getattr(lesion, name), aff, dtype=np.uint8)
-        write_metrics(metrics, tmp)
-    return metrics
+    """New thresholds on saved maps: rewrite masks, metrics, QA figures, report and log (no deconvolution).
+
+    The mask files keep their standard names; ``metrics.json`` ``thresholds`` and ``log.txt`` say which
+    thresholds produced them.
+    """
+    perf, roi, contra, provenance = load_saved_result(out_dir)
+    with _LogCapture() as logbuf:
+        log.info("recomputed masks and indices from the saved maps with new thresholds (no deconvolution)")
+        result = lesions_and_indices(perf, cfg, roi, contra, {**provenance, "recomputed_from_saved_maps": True})
+        write_outputs(result, out_dir, cfg, logbuf)
+    return result.metrics
 
 
 # ----------------------------------------------------------------------------------------- atomic writing

@@ -11,6 +11,30 @@ from typing import Any
 import numpy as np
 
 
+def time_to_peak_s(t: np.ndarray, y: np.ndarray) -> float:
+    """Time of a curve's maximum, refined by the vertex of the parabola through the peak sample and its two
+    neighbours (exact for non-uniform sampling; the sample time at either end or where the three points are not
+    concave; clamped to the neighbouring sample times).  NaN for an empty curve.  Used by Mode A and Mode B."""
+    t = np.asarray(t, float)
+    y = np.asarray(y, float)
+    ok = np.isfinite(t) & np.isfinite(y)
+    t, y = t[ok], y[ok]
+    if t.size == 0:
+        return float("nan")
+    i = int(np.argmax(y))
+    if i == 0 or i == t.size - 1:
+        return float(t[i])
+    t0, t1, t2 = t[i - 1: i + 2]
+    y0, y1, y2 = y[i - 1: i + 2]
+    d01 = (y1 - y0) / (t1 - t0)  # Newton divided differences of the interpolating parabola
+    d12 = (y2 - y1) / (t2 - t1)
+    a = (d12 - d01) / (t2 - t0)
+    if a >= 0:
+        return float(t1)
+    # p(x) = y0 + d01 (x - t0) + a (x - t0)(x - t1);  p'(x) = 0 at the vertex
+    return float(np.clip((t0 + t1) / 2 - d01 / (2 * a), t0, t2))
+
+
 @dataclass
 class Curve:
     """A time-concentration curve in delta HU (above baseline)."""
@@ -22,19 +46,8 @@ class Curve:
 
     @property
     def ttp_s(self) -> float:
-        """Time to peak (s), refined by a parabola through the peak sample and its neighbours."""
-        y = np.asarray(self.delta_hu, float)
-        t = np.asarray(self.time_s, float)
-        i = int(np.nanargmax(y))
-        if 0 < i < len(y) - 1:
-            y0, y1, y2 = y[i - 1], y[i], y[i + 1]
-            denom = y0 - 2 * y1 + y2
-            if denom < 0:
-                frac = 0.5 * (y0 - y2) / denom
-                frac = float(np.clip(frac, -0.5, 0.5))
-                step = (t[i + 1] - t[i - 1]) / 2.0
-                return float(t[i] + frac * step)
-        return float(t[i])
+        """Time to peak (s), see :func:`time_to_peak_s`."""
+        return time_to_peak_s(self.time_s, self.delta_hu)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ctperf.errors import InputError
+from ctperf.results import time_to_peak_s as shared_time_to_peak_s
 
 _TIME_WORDS = {"t", "time", "times", "sec", "secs", "second", "seconds", "s", "ms", "acq", "acquisition",
                "timepoint", "tsec", "ts", "tms", "times"}
@@ -129,26 +130,9 @@ def read_curve_csv(path, value_column: str | int | None = None, min_rows: int = 
 
 
 def time_to_peak_s(t: np.ndarray, y: np.ndarray) -> float:
-    """Time of the curve maximum, refined by the vertex of the parabola through the peak sample and its two
-    neighbours (exact for non-uniform sampling; falls back to the sample time at the ends or when the three
-    points are not concave).  The refined time is clamped to the neighbouring sample times."""
-    t = np.asarray(t, float)
-    y = np.asarray(y, float)
-    ok = np.isfinite(t) & np.isfinite(y)
-    t, y = t[ok], y[ok]
-    if t.size == 0:
+    """Time to peak of a curve read from CSV (the same refinement as Mode A, :func:`ctperf.results.time_to_peak_s`);
+    raises :class:`InputError` for a curve without finite samples."""
+    ttp = shared_time_to_peak_s(t, y)
+    if not np.isfinite(ttp):
         raise InputError("time_to_peak: empty curve")
-    i = int(np.argmax(y))
-    if i == 0 or i == t.size - 1:
-        return float(t[i])
-    t0, t1, t2 = t[i - 1: i + 2]
-    y0, y1, y2 = y[i - 1: i + 2]
-    # divided differences: y = y1 + b (x - t1) + a (x - t1)(x - t0)... solved for the vertex directly
-    d01 = (y1 - y0) / (t1 - t0)
-    d12 = (y2 - y1) / (t2 - t1)
-    a = (d12 - d01) / (t2 - t0)
-    if a >= 0:
-        return float(t1)
-    # p(x) = y0 + d01 (x - t0) + a (x - t0)(x - t1);  p'(x) = d01 + a (2x - t0 - t1) = 0
-    x = (t0 + t1) / 2 - d01 / (2 * a)
-    return float(np.clip(x, t0, t2))
+    return ttp

@@ -67,7 +67,8 @@ def rcbf_as_fraction(rcbf: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, 
 def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_ras: np.ndarray, cfg: Config,
                  roi_footprint: np.ndarray | None = None, aif_ttp_s: float | None = None,
                  vof_ttp_s: float | None = None, tissue: np.ndarray | None = None,
-                 hemispheres: Hemispheres | None = None, provenance: dict | None = None) -> ModeBResult:
+                 hemispheres: Hemispheres | None = None, provenance: dict | None = None,
+                 qa_flags: dict[str, bool] | None = None, qa_values: dict[str, Any] | None = None) -> ModeBResult:
     """Indices from maps on one grid (pure).  ``rcbf`` is a fraction (1.0 = normal)."""
     if tissue is None:
         tissue = tissue_from_maps(tmax_s, cbv, rcbf)
@@ -84,9 +85,42 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
         hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing) & tissue, aif_ttp_s=aif_ttp_s,
         vof_ttp_s=vof_ttp_s, sinus=None, roi_mask=roi_footprint))
-    metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, provenance=provenance or {})
+    metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
+                            provenance=provenance or {})
     return ModeBResult(lesion=lesion, metrics=metrics, tissue=tissue, hemispheres=hemispheres,
                        roi_footprint=roi_footprint)
+
+
+#: QA limits for Mode B inputs.
+MIN_ROI_REGISTRATION_SCORE = 0.7
+MAX_COLOUR_REJECTED_FRACTION = 0.05
+MIN_CURVE_PEAK_RATIO = 2.0
+
+
+def _curve_is_flat(t: np.ndarray, y: np.ndarray) -> bool:
+    """No bolus: the peak does not rise clearly above the first samples, or it sits at either end."""
+    i = int(np.argmax(y))
+    base = float(np.median(y[: max(2, len(y) // 10)]))
+    rise = float(y[i]) - base
+    spread = float(np.median(np.abs(y - np.median(y)))) or 1e-9
+    return i in (0, len(y) - 1) or rise <= MIN_CURVE_PEAK_RATIO * spread
+
+
+def mode_b_qa(registration: dict, infos: dict, aif, vof, aif_ttp: float, vof_ttp: float):
+    """QA flags and the values behind them for Mode B inputs."""
+    score = float(registration.get("score", float("nan")))
+    rejected = {name: float(info.get("residual", {}).get("rejected_fraction", 0.0))
+                for name, info in infos.items() if info.get("kind") == "dicom_colour"}
+    flags = {
+        "roi_registration_poor": bool(not np.isfinite(score) or score < MIN_ROI_REGISTRATION_SCORE),
+        "colour_decoding_poor": bool(any(v > MAX_COLOUR_REJECTED_FRACTION for v in rejected.values())),
+        "aif_curve_flat": _curve_is_flat(*aif),
+        "vof_curve_flat": _curve_is_flat(*vof),
+        "vof_peaks_before_aif": bool(vof_ttp <= aif_ttp),
+    }
+    values = {"roi_registration_score": score, "roi_registration_scale": registration.get("scale"),
+              **{f"colour_rejected_fraction_{k}": v for k, v in rejected.items()}}
+    return flags, values
 
 
 def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None = None,
@@ -115,14 +149,16 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
     roi = roi_from_screenshot(mip, tmax_v, affine)
     t_aif, y_aif = read_curve_csv(aif_csv)
     t_vof, y_vof = read_curve_csv(vof_csv)
+    aif_ttp, vof_ttp = time_to_peak_s(t_aif, y_aif), time_to_peak_s(t_vof, y_vof)
+    qa_flags, qa_values = mode_b_qa(roi.registration, infos, (t_aif, y_aif), (t_vof, y_vof), aif_ttp, vof_ttp)
     provenance = {"software_version": __version__, "inputs": infos, "rcbf_input_unit": rcbf_unit,
                   "roi_registration": {k: v for k, v in roi.registration.items()
                                        if k in ("scale", "dx", "dy", "score", "roi_map_px", "flips")},
                   "roi_to_3d": "the 2D ROI drawn on the axial MIP is extruded through all slices (footprint)",
                   "config": cfg.to_dict()}
     res = analyse_maps(tmax_v, cbv_v, rcbf_v, affine, cfg, roi_footprint=roi.footprint_zyx,
-                       aif_ttp_s=time_to_peak_s(t_aif, y_aif), vof_ttp_s=time_to_peak_s(t_vof, y_vof),
-                       tissue=tissue, provenance=provenance)
+                       aif_ttp_s=aif_ttp, vof_ttp_s=vof_ttp, tissue=tissue, provenance=provenance,
+                       qa_flags=qa_flags, qa_values=qa_values)
 
     with atomic_output_dir(out_dir) as tmp:
         (tmp / "masks").mkdir()
@@ -132,9 +168,8 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
         write_metrics(res.metrics, tmp)
         lines = [f"ctperf {__version__} (Mode B) - {DISCLAIMER}",
                  f"definition_version: {res.metrics['definition_version']}",
-                 "inputs: " + json.dumps({k: str(Path(v).name) for k, v in
-                                         (("mip", mip), ("tmax", tmax), ("cbv", cbv), ("rcbf", rcbf),
-                                          ("aif_csv", aif_csv), ("vof_csv", vof_csv))}),
+                 "inputs: " + json.dumps({k: v.get("kind") for k, v in infos.items()}),
+                 "qa_flags: " + json.dumps(res.metrics["qa_flags"]),
                  "provenance: " + json.dumps(res.metrics["provenance"], default=str)]
         (tmp / "log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return res.metrics
