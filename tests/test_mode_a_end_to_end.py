@@ -134,8 +134,14 @@ def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
         assert np.array_equal(np.asanyarray(nib.load(str(out / f)).dataobj),
                               np.asanyarray(nib.load(str(wrapped / f)).dataobj), equal_nan=True), f
     assert a["Conventional_CBV_Index"] is None and a["Conventional_CBV_Index_reason"]
-    # truth: mean CBV in the ROI / mean CBV in its mirror image (normal cortex) is well below 1
-    assert b["Conventional_CBV_Index"] is not None and 0.2 < b["Conventional_CBV_Index"] < 1.0
+    # truth: mean true CBV in the ROI / in its mirror image across the phantom's midline
+    from ctperf.hemispheres import find_midline, mirror
+
+    tr = ph.truth
+    hemi = find_midline(np.clip(ph.hu[0], 0, 80), tr.brain, ph.affine_ras)
+    roi_t = tr.lesion_any & tr.cortex & tr.tissue
+    truth_index = tr.cbv[roi_t].mean() / tr.cbv[mirror(roi_t, hemi) & tr.tissue & ~roi_t].mean()
+    assert b["Conventional_CBV_Index"] == pytest.approx(truth_index, rel=0.15)
 
 
 def test_mode_b_on_mode_a_maps_gives_same_indices(lesion_run, tmp_path):
