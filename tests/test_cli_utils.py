@@ -115,3 +115,18 @@ def test_output_path_problems_are_reported_before_analysis(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = _cli("run", "--dicom_dir", str(tmp_path), "--out_dir", str(tmp_path / "afile"))
     assert r.returncode == 2 and "existing file" in r.stderr
+
+
+def test_prr(tmp_path):
+    from ctperf.indices import prr_percent
+
+    assert prr_percent(100.0, 25.0) == (75.0, None)
+    assert prr_percent(0.0, 5.0)[0] is None
+    for name, vol in (("base", 80.0), ("fu", 20.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"hypoperfusion_ml": vol}))
+    r = _cli("prr", str(tmp_path / "base"), str(tmp_path / "fu"), "--output", str(tmp_path / "prr.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "prr.json").read_text())["PRR_percent"] == 75.0
+    r = _cli("prr", str(tmp_path / "base"), str(tmp_path / "nope"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -287,6 +287,48 @@ def aggregate_cmd(
     out.print(f"{n} studies -> {output}")
 
 
+# -------------------------------------------------------------------------------------------------- prr
+@app.command("prr")
+def prr_cmd(
+    baseline: Path = typer.Argument(..., help="Baseline study: its output folder or metrics.json."),
+    followup: Path = typer.Argument(..., help="Follow-up study: its output folder or metrics.json."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the result as strict JSON here."),
+):
+    """Follow-up comparison: PRR % = 100 x (baseline - follow-up) / baseline hypoperfusion volume."""
+    try:
+        from ctperf.indices import prr_percent
+
+        docs = [_read_metrics(p) for p in (baseline, followup)]
+        vols = [d.get("hypoperfusion_ml") for d in docs]
+        value, reason = prr_percent(*vols)
+        result = {"PRR_percent": value, "baseline_hypoperfusion_ml": vols[0], "followup_hypoperfusion_ml": vols[1],
+                  "units": {"PRR_percent": "%", "baseline_hypoperfusion_ml": "mL", "followup_hypoperfusion_ml": "mL"},
+                  "software_version": __version__}
+        if value is None:
+            result["PRR_percent_reason"] = reason
+        text = json.dumps(result, indent=2, allow_nan=False)
+        if output is not None:
+            Path(output).write_text(text + "\n", encoding="utf-8")
+    except (Exception, MemoryError) as exc:  # noqa: BLE001
+        _fail(exc)
+        return
+    typer.echo(text)
+
+
+def _read_metrics(path: Path) -> dict:
+    p = Path(path)
+    p = p / "metrics.json" if p.is_dir() else p
+    if not p.is_file():
+        raise CTPerfError(f"no metrics.json at {path}")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CTPerfError(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CTPerfError(f"{p} is not a metrics document")
+    return doc
+
+
 # ---------------------------------------------------------------------------------------------- phantom
 @app.command("phantom")
 def phantom_cmd(

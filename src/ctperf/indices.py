@@ -192,3 +192,14 @@ def _median(values: np.ndarray | None, mask: np.ndarray | None) -> float | None:
         return None
     sel = values[np.asarray(mask, bool) & np.isfinite(values)]
     return float(np.median(sel)) if sel.size else None
+
+
+def prr_percent(baseline_hypoperfusion_ml: float | None, followup_hypoperfusion_ml: float | None
+                ) -> tuple[float | None, str | None]:
+    """Perfusion reversal/reduction ratio (%): 100 * (baseline - follow-up) / baseline hypoperfusion volume."""
+    if baseline_hypoperfusion_ml is None or followup_hypoperfusion_ml is None:
+        return None, "a hypoperfusion volume is missing"
+    if baseline_hypoperfusion_ml <= 0:
+        return None, "baseline hypoperfusion volume is 0 mL"
+    value = 100.0 * (baseline_hypoperfusion_ml - followup_hypoperfusion_ml) / baseline_hypoperfusion_ml
+    return round(value, 3), None
