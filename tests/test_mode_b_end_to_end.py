@@ -57,11 +57,13 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
                       "--rcbf", str(d / "rcbf.nii.gz")])
     assert r.returncode == 0, r.stderr
     for f in ("metrics.json", "log.txt", "masks/core_mask.nii.gz", "masks/hypoperfusion_mask.nii.gz",
-              "masks/penumbra_mask.nii.gz"):
+              "masks/penumbra_mask.nii.gz", "qa/roi_registration.png"):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     t = ph.truth_metrics
     assert m["mode"] == "B"
+    assert not any(m["qa_flags"].values()), m["qa_flags"]
+    assert "mip.png" not in (out / "log.txt").read_text()  # file names may carry patient names
     assert m["hypoperfusion_ml"] == pytest.approx(t["hypoperfusion_ml"], rel=0.05)
     assert m["core_ml"] == pytest.approx(t["core_ml"], rel=0.10, abs=1.0)
     assert m["HIR"] == pytest.approx(t["HIR"], rel=0.05)

@@ -837,6 +837,35 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     return save_figure(fig, path)
 
 
+def fig_roi_registration(screenshot_rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray,
+                         roi_yx: np.ndarray, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
+    """Mode B: the user's screenshot beside the Tmax MIP with the registered yellow ROI and the lesion masks."""
+    tmax = np.asarray(tmax_zyx, float)
+    orient = display_orientation(affine_ras, tmax.shape)
+    mip = _nanmax_z(tmax)
+    core = as_bool_mask(lesion.core, tmax.shape).any(axis=0)
+    pen = as_bool_mask(lesion.penumbra, tmax.shape).any(axis=0) & ~core
+    fig = new_figure(11.0, 5.6)
+    ax0 = fig.add_axes([0.02, 0.07, 0.44, 0.76])
+    ax0.imshow(np.asarray(screenshot_rgb)[..., :3], interpolation="antialiased")
+    _clean_axes(ax0)
+    ax0.set_title("screenshot as given", fontsize=10)
+    ax1 = fig.add_axes([0.5, 0.07, 0.38, 0.76])
+    handle = draw_map_slice(ax1, mip, orient, map_cmap(), *TMAX_RANGE_S)
+    draw_overlay(ax1, core, pen, orient)
+    draw_outline(ax1, np.asarray(roi_yx, bool), orient, color="yellow", lw=1.5)
+    label_edges(ax1, orient, fontsize=9, vertical=True)
+    ax1.set_title("Tmax MIP, registered ROI (yellow), core / penumbra in ROI", fontsize=10)
+    cax = fig.add_axes([0.9, 0.2, 0.02, 0.6])
+    fig.colorbar(handle, cax=cax).set_label("Tmax (s)", fontsize=9)
+    score = (metrics.get("qa_values") or {}).get("roi_registration_score")
+    reg = f"registration score {score:.2f}" if isinstance(score, (int, float)) else "registration score n/a"
+    fig.text(0.02, 0.95, "Mode B: ROI registration", fontsize=12, fontweight="bold")
+    fig.text(0.02, 0.915, f"{reg}; {metric_text(metrics, KEYS_HYPO, 'mL').full()} hypoperfusion in the ROI footprint",
+             fontsize=9)
+    return save_figure(fig, path)
+
+
 def write_qa_figures(result: PerfusionResult, lesion: LesionMasks, metrics: dict, qa_dir: Path) -> list[Path]:
     """Write the five QA PNGs into ``qa_dir`` (created if needed) and return their paths in a fixed order."""
     qa_dir = Path(qa_dir)

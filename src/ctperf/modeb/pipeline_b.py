@@ -165,6 +165,12 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
         for name in ("core", "hypoperfusion", "penumbra"):
             save_volume(tmp / "masks" / f"{name}_mask.nii.gz", getattr(res.lesion, name), affine, dtype=np.uint8)
         save_volume(tmp / "masks" / "roi_footprint_mask.nii.gz", roi.footprint_zyx, affine, dtype=np.uint8)
+        if cfg.output.write_qa_png:
+            from ctperf.modeb.roi_mip import load_screenshot
+            from ctperf.qa_plots import fig_roi_registration
+
+            fig_roi_registration(load_screenshot(mip), tmax_v, affine, roi.mask2d_yx, res.lesion, res.metrics,
+                                 tmp / "qa" / "roi_registration.png")
         write_metrics(res.metrics, tmp)
         lines = [f"ctperf {__version__} (Mode B) - {DISCLAIMER}",
                  f"definition_version: {res.metrics['definition_version']}",
