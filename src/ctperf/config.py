@@ -82,14 +82,18 @@ class DeconvolutionConfig:
     oi_thresholds: tuple[float, ...] = (0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3)
     #: The oscillation index is computed on a residue sampled at this step (s) so its target is grid independent.
     oi_reference_dt_s: float = 1.0
-    #: The residue peak is searched within +- this (s) of the peak of the most regularised residue (0 = whole
-    #: window); guards Tmax and max(R) against noise bumps.
-    peak_window_s: float = 3.0
+    #: Guided peak search (bcSVD/Tikhonov ladders, see ctperf.deconvolution): the residue peak is searched between
+    #: the peak of the most regularised residue, moved earlier by the known difference of regularisation lags,
+    #: and that peak, widened by this margin (s) on both sides; None = whole window (unguided).
+    peak_window_s: float | None = 0.0
     #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
     #: for a reference residue exp(-t/MTT) dispersed by bias_model_dispersion_s (ctperf.deconvolution).
     correct_regularisation_bias: bool = True
     #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).
     bias_model_dispersion_s: float = 0.5
+    #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
+    #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
+    bias_tau_median_radius_mm: float = 3.0
     #: Radius (mm) of the in-plane median filter applied to Tmax within the tissue mask (removes isolated
     #: noise-driven residue peaks, keeps lesion edges); 0 = off.
     tmax_median_radius_mm: float = 3.0

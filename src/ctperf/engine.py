@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 
@@ -23,9 +24,13 @@ from ctperf.aif import select_aif_vof
 from ctperf.config import Config
 from ctperf.deconvolution import deconvolve
 from ctperf.denoise import denoise_tissue_curves
+from ctperf.hemispheres import find_midline
+from ctperf.nifti_io import resample_to_grid
 from ctperf.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy
+
+log = logging.getLogger("ctperf")
 
 
 class _StageTimer:
@@ -46,7 +51,12 @@ class _StageTimer:
 
 def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | None = None,
                       progress=None) -> PerfusionResult:
-    """Perfusion maps of one study on the computation grid (see module docstring; maps NaN outside the brain)."""
+    """Perfusion maps of one study on the computation grid (see module docstring; maps NaN outside the brain).
+
+    ``contra_mask`` (optional contralateral reference ROI) is a bool (z, y, x) volume on the *study* grid
+    (``study.affine_ras``); it is resampled onto the computation grid (linear interpolation of the 0/1 mask,
+    > 0.5, i.e. voxels at least half covered) and intersected with the tissue mask.
+    """
     timer, pc, ac = _StageTimer(progress), cfg.preprocess, cfg.aif
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
@@ -60,27 +70,40 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                              guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
                                              sigma_area_mm=pc.spatial_sigma_cbv_mm)
     with timer("hemispheres"):
-        hemi = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
+        hemi, midline_fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
     with timer("aif"):
         sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
                              ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof)
         peak_hu = mp.to_volume(smooth[:, pre.brain].max(axis=0), pre.brain)
         del smooth
     with timer("deconvolution"):
-        dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, cfg.deconvolution)
+        dc = cfg.deconvolution
+        parenchyma = pre.brain & ~pre.csf
+
+        def tau_filter(log_tau: np.ndarray) -> np.ndarray:
+            # edge-preserving in-plane median of the log MTT used for the bias-correction lookup
+            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm)
+            return med[pre.brain]
+
+        dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
+                         tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None)
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
-        vessels = mp.vessel_mask(vol["cbv"], peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
+        vessels = mp.vessel_mask(vol.pop("cbv_signed"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
     with timer("rcbf"):
         voxel_ml = abs(float(np.linalg.det(pre.affine_ras[:3, :3]))) / 1000.0
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
-                                           cfg.thresholds.tmax_hypoperfusion_s)
-        ref = mp.reference_region(masks.tissue, vol["tmax"], hemi.side, side) if contra_mask is None \
-            else np.asarray(contra_mask, bool) & pre.brain
+                                           cfg.thresholds.tmax_hypoperfusion_s,
+                                           min_cluster_ml=cfg.thresholds.min_cluster_ml)
+        if contra_mask is None:
+            ref = mp.reference_region(masks.tissue, vol["tmax"], hemi.side, side)
+        else:
+            ref = contra_on_grid(contra_mask, study.affine_ras, pre.affine_ras, masks.tissue)
         rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
+    qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_values.update(side_vols, reference_voxels=int(ref.sum()))
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
@@ -91,21 +114,39 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
 def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain); see :func:`ctperf.maps.combine_flow`."""
-    cbv, mtt, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), mp.cbv_from_curves(curves, aif),
-                                    mp.cbv_from_area(area, aif))
-    out = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": dec.tmax_s, "ttp": mp.ttp_from_curves(curves, pre.time_s)}
+    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), mp.cbv_from_curves(curves, aif),
+                                  mp.cbv_from_area(area, aif))
+    cbv_out, mtt, cbf = mp.nonnegative_maps(cbv, cbf)  # written maps: >= 0 (see ctperf.maps docstring)
+    out = {"cbf": cbf, "cbv": cbv_out, "mtt": mtt, "tmax": dec.tmax_s,
+           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_signed": cbv}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
 
 
-def _hemispheres(baseline_hu: np.ndarray, brain: np.ndarray, affine_ras: np.ndarray) -> Hemispheres:
-    """Midline from the lead's symmetry-plane fit; centre-of-mass split as a fallback."""
-    try:
-        from ctperf.hemispheres import find_midline
+def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,
+                   tissue: np.ndarray) -> np.ndarray:
+    """A study-grid bool mask on the computation grid (``tissue``'s shape/``affine_grid``), within ``tissue``.
 
+    The 0/1 mask is linearly interpolated at the computation voxel centres and thresholded at 0.5 (with in-plane
+    block binning this keeps computation voxels at least half inside the ROI).
+    """
+    m = np.asarray(contra_mask, bool)
+    on = resample_to_grid(m.astype(np.float32), affine_study, tissue.shape, affine_grid, order=1) > 0.5
+    return on & tissue
+
+
+def _hemispheres(baseline_hu: np.ndarray, brain: np.ndarray, affine_ras: np.ndarray) -> tuple[Hemispheres, bool]:
+    """Midline from the lead's symmetry-plane fit; centre-of-mass split as a fallback.
+
+    Returns (hemispheres, fallback_used).  Only the fit's documented failure (``ValueError``, e.g. a brain mask
+    too small to fit a plane) triggers the fallback; it is logged and reported as the QA flag
+    ``midline_fallback``.  Any other exception is a bug and propagates.
+    """
+    try:
         # 10k sampled points fix a plane well; the default 40k costs ~4x more time for no visible gain
-        return find_midline(np.clip(baseline_hu, 0, 80), brain, affine_ras, max_points=10000)
-    except Exception:  # noqa: BLE001 - any failure of the fit falls back to the simple split
-        return _centre_of_mass_split(brain, affine_ras)
+        return find_midline(np.clip(baseline_hu, 0, 80), brain, affine_ras, max_points=10000), False
+    except ValueError as exc:
+        log.warning("midline fit failed (%s); hemispheres split at the brain's centre of mass along x", exc)
+        return _centre_of_mass_split(brain, affine_ras), True
 
 
 def _centre_of_mass_split(brain: np.ndarray, affine_ras: np.ndarray) -> Hemispheres:
@@ -115,7 +156,8 @@ def _centre_of_mass_split(brain: np.ndarray, affine_ras: np.ndarray) -> Hemisphe
     world = affine_ras @ vox if len(xx) else np.zeros((4, 1))
     cx = float(world[0].mean())
     side = np.zeros(brain.shape, np.int8)
-    side[zz, yy, xx] = np.where(world[0] > cx, 1, -1)  # RAS: +x points to the patient's left
+    # RAS: +x points to the patient's RIGHT, so the left hemisphere lies at world x < centre
+    side[zz, yy, xx] = np.where(world[0] < cx, 1, -1)  # side +1 = patient's left (world x < centre)
     refl = np.eye(4)
     refl[0, 0] = -1.0
     refl[0, 3] = 2.0 * cx
