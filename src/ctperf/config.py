@@ -86,6 +86,9 @@ class DeconvolutionConfig:
     #: the peak of the most regularised residue, moved earlier by the known difference of regularisation lags,
     #: and that peak, widened by this margin (s) on both sides; None = whole window (unguided).
     peak_window_s: float | None = 0.0
+    #: With the guided search, Tmax (the residue peak's time) is searched within +- this (s) of the most
+    #: regularised residue's peak (robust location; the peak *height* uses the lag-aware window above).
+    tmax_window_s: float = 3.0
     #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
     #: for a reference residue exp(-t/MTT) dispersed by bias_model_dispersion_s (ctperf.deconvolution).
     correct_regularisation_bias: bool = True
