@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctperf.aif import area_with_tail, curve_features, select_aif_vof
+from ctperf.aif import area_with_tail, curve_features, less_affected_side, select_aif_vof
 from ctperf.results import Curve
 
 T = np.arange(0, 60.0, 1.0)
@@ -79,3 +79,78 @@ def test_curve_features_and_tail_area():
     cut = 45
     assert area_with_tail(full[:cut], t[:cut]) == pytest.approx(full.sum(), rel=0.05)
     assert full[:cut].sum() < 0.95 * full.sum()
+
+
+# ------------------------------------------------------------------------------------------ motion robustness
+def _motion_scene(seed: int = 4):
+    """A scene where motion has lowered the arterial peaks below the sinus (partial volume), the sinus fills most
+    of the bright candidates, one skull-edge voxel shows an early high 'enhancement', one voxel at the sinus edge
+    looks early, and one bright voxel on the unaffected side arrives with the arteries but peaks late (dispersion)."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = 2, 60, 60
+    delta = np.zeros((len(T), nz, ny, nx), np.float32)
+    side = np.where(np.arange(nx)[None, None, :] >= 30, 1, -1) * np.ones((nz, ny, 1), np.int8)
+    normal, lesion = 0.05 * bolus(8.0, disp=3.0), 0.03 * bolus(13.0, disp=5.0)
+    delta[:] = np.where(side[None] > 0, lesion[:, None, None, None], normal[:, None, None, None])
+    art = 0.55 * bolus(6.0)  # peak 165: partial-volumed by motion
+    arteries = [(0, 20, 12), (0, 21, 12), (1, 22, 14), (1, 23, 14), (0, 28, 16), (1, 28, 16)]
+    for v in arteries:
+        delta[(slice(None),) + v] = art
+    venous = bolus(12.0, peak=250.0, disp=3.0)
+    sinus = [(z, y, x) for z in range(nz) for y in (50, 51) for x in range(22, 38)]  # 64 voxels, brighter
+    for v in sinus:
+        delta[(slice(None),) + v] = venous
+    edge_sinus = (0, 49, 26)  # sinus edge after imperfect correction: early and high
+    delta[(slice(None),) + edge_sinus] = 0.5 * venous + 0.7 * bolus(4.0, peak=300.0)
+    late_branch = (1, 34, 10)  # unaffected side, high, arriving with the arteries but dispersed: peaks 3 s late
+    disp = bolus(6.0, disp=4.0)
+    delta[(slice(None),) + late_branch] = 260.0 * disp / disp.max()
+    baseline = np.full((nz, ny, nx), 35.0, np.float32)
+    baseline[:, :, :3] = baseline[:, :, -3:] = 1200.0  # skull at the left/right edges
+    bone_edge = (0, 30, 4)  # next to the skull: motion flicker looks like an early, high peak
+    delta[(slice(None),) + bone_edge] = bolus(3.0, peak=400.0)
+    delta += rng.normal(0, 2.0, delta.shape).astype(np.float32)
+    brain = np.zeros((nz, ny, nx), bool)
+    brain[:, 2:55, 3:-3] = True
+    return delta, brain, baseline, side, dict(arteries=arteries, sinus=sinus, edge_sinus=edge_sinus,
+                                              late_branch=late_branch, bone_edge=bone_edge)
+
+
+@pytest.fixture(scope="module")
+def motion_scene():
+    delta, brain, baseline, side, where = _motion_scene()
+    sel = select_aif_vof(delta, T, brain, baseline, pixel_mm=1.0, side_zyx=side, n_aif=5, n_vof=4)
+    return sel, where
+
+
+def test_aif_is_arterial_when_the_sinus_dominates_the_bright_voxels(motion_scene):
+    sel, w = motion_scene
+    chosen = {tuple(int(i) for i in v) for v in sel.aif.voxels_zyx}
+    assert chosen <= set(w["arteries"]), chosen
+    assert len(chosen) == 5
+    assert sel.aif_side == -1
+    assert sel.aif.ttp_s == pytest.approx(11.0, abs=1.0)
+    assert sel.arterial_arrival_s < 9.0
+    assert {tuple(int(i) for i in v) for v in sel.vof.voxels_zyx} <= set(w["sinus"])
+
+
+def test_aif_rejects_incoherent_bone_edge_and_sinus_edge_voxels(motion_scene):
+    sel, w = motion_scene
+    chosen = {tuple(int(i) for i in v) for v in sel.aif.voxels_zyx}
+    for key in ("edge_sinus", "late_branch", "bone_edge"):
+        assert w[key] not in chosen, key
+    # the dispersed branch scores best and lies on the AIF side: rejected for coherence (TTP), and counted
+    assert sel.aif_rejected_coherence >= 1
+    assert sel.aif_rejected_venous >= 1  # the sinus-edge voxel
+
+
+def test_less_affected_side_from_median_tissue_curves():
+    n = 400
+    early, late = bolus(8.0, peak=20.0, disp=3.0), bolus(11.0, peak=15.0, disp=5.0)
+    curves = np.concatenate([np.repeat(early[None], n, 0), np.repeat(late[None], n, 0)])
+    side = np.concatenate([-np.ones(n, int), np.ones(n, int)])
+    assert less_affected_side(curves, side, T) == -1
+    assert less_affected_side(curves[::-1], side, T) == 1
+    sym = np.repeat(early[None], 2 * n, 0)
+    assert less_affected_side(sym, side, T) == 0
+    assert less_affected_side(curves, None, T) == 0

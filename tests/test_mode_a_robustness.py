@@ -217,14 +217,6 @@ def test_motion_reported(runs, ref):
     assert not r0.metrics["qa_flags"]["motion_excessive"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "product bug: per-frame rigid jitter (phantom motion_mm=2 or 0.5, seed 5) collapses Mode A although the "
-    "in-plane registration is accurate (~0.05 mm relative to its reference). At HEAD 8ddbd51 the bolus-arrival "
-    "search ranks skull-edge voxels (motion 'enhancement' 570-1400 HU) as the brightest curves -> arrival ~0.9 s, "
-    "n_baseline_frames 1, AIF TTP 1.5-20 s (truth 13.8), core 0 mL, PVT 34 s. With the in-progress arrival fix "
-    "the baseline is 5 frames again but the AIF mixes 2 arterial with 3 sagittal-sinus voxels -> AIF TTP ~20 s, "
-    "hypoperfusion 7.6 vs 67 mL, PVT -3.5 s. Also: frames 0-1 form the registration reference and are never "
-    "corrected, so a moved frame 1 leaves them misaligned by half its motion"))
 def test_motion_volumes(runs, ref):
     """Motion-corrected study: lesion volumes and indices close to the motion-free run."""
     _, r0, _ = ref

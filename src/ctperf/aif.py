@@ -10,13 +10,23 @@ AIF
   1. candidates: the 1% brain voxels with the highest peak (at least 30) that return towards baseline
      (return < ``max_return_fraction``), peak before the last 15% of the acquisition and have a FWHM >= 3 s
      (narrower "peaks" are motion spikes); voxels whose absolute HU ever leaves [-100, 800] (bone or air moved
-     in) are never candidates (for the VOF neither);
-  2. arterial phase only: TTP within ``early_window_s`` of the 20th percentile of the candidates' TTP (veins
-     and dispersed/delayed arteries distal to an occlusion peak later and are dropped - this is what keeps the
-     AIF on the less-affected side);
-  3. score = peak / FWHM (high and narrow = least partial volume and least dispersion);
-  4. the AIF is the mean of the ``n_aif_voxels`` best voxels on the hemisphere of the best voxel (when
-     hemisphere labels are given), so the cluster does not mix sides.
+     in) are never candidates (for the VOF neither), and AIF candidates keep ``bone_margin_mm`` (in-plane) away
+     from bone: after motion correction the skull edge still flickers by hundreds of HU (residual misregistration,
+     through-plane motion), which looks like early, high enhancement;
+  2. arterial phase: among the large-vessel candidates (peak >= half the 95th percentile), the *earliest group*
+     of at least 3 curves whose arrival times (first time above 20% of the peak) lie within ``tol`` =
+     ``coherence_fraction`` x the median FWHM of these curves (the bolus width).  Arteries precede the venous
+     sinus by the brain transit time whatever their number or brightness - unlike a percentile of the candidates'
+     TTP, which the large sinus dominates as soon as motion lowers the arterial peaks (partial volume);
+  3. venous exclusion: bright curves arriving later than the arterial phase (sinus, veins) and every voxel within
+     ``venous_margin_mm`` of them are excluded (sinus edge voxels can look early after motion correction);
+  4. hemisphere: the side whose median tissue curve is later by more than ``hemisphere_delay_s``
+     (:func:`less_affected_side`) is the affected one; the best candidate is taken on the other side when it has
+     arterial-phase candidates;
+  5. best = highest peak / FWHM among the arterial-phase candidates (high and narrow = least partial volume and
+     least dispersion); the AIF is the mean of the ``n_aif_voxels`` best-scoring voxels on the best voxel's
+     hemisphere that are *temporally coherent* with it (TTP and arrival within ``tol``); the number of
+     arterial-phase candidates rejected for incoherence is reported (``aif_rejected_coherence``);
 VOF
   Voxels (brain dilated by ~5 mm, without bone) peaking at least ``vof_min_delay_s`` after the AIF; the
   ``n_vof_voxels`` with the largest area under the curve (the venous sinus: late peak, largest area).  The
@@ -64,6 +74,13 @@ class AifVofSelection:
     vof_aif_area_ratio: float = float("nan")
     #: False when the VOF curve is implausible (not flat before the bolus or too rough): then no PV scaling.
     vof_clean: bool = True
+    #: Well-scoring AIF candidates rejected because their TTP / arrival differ from the best candidate's by more
+    #: than ``coherence_fraction`` x the bolus width (QA: many = motion or mixed arterial/venous candidates).
+    aif_rejected_coherence: int = 0
+    #: Bright AIF candidates rejected because they lie in / next to a late-arriving (venous) structure.
+    aif_rejected_venous: int = 0
+    #: Arrival (s) of the arterial phase (earliest coherent group of bright curves).
+    arterial_arrival_s: float = float("nan")
 
 
 def curve_features(curves_nt: np.ndarray, time_s: np.ndarray) -> CurveFeatures:
@@ -97,12 +114,60 @@ def area_with_tail(curve: np.ndarray, time_s: np.ndarray, max_tail_s: float = 30
     return area
 
 
+@dataclass
+class AifPick:
+    """Result of :func:`_pick_aif` (indices into the candidate curves)."""
+
+    selected: np.ndarray
+    side: int
+    #: Candidates that scored among the best on the chosen side but were rejected as temporally incoherent
+    #: with the best candidate (TTP or arrival too far from it).
+    rejected_coherence: int = 0
+    #: Bright candidates dropped because they lie in / next to a late-peaking (venous) structure.
+    rejected_venous: int = 0
+    #: Arrival (s) of the earliest coherent cluster of bright curves (the arterial phase).
+    arterial_arrival_s: float = float("nan")
+
+
+def _earliest_cluster(arrival: np.ndarray, window_s: float, min_members: int) -> float:
+    """Arrival of the earliest group of curves: the median of the first window ``[a, a + window_s]`` that holds at
+    least ``min_members`` arrivals.
+
+    The arterial phase is the *earliest* group of bright curves: arteries precede the venous sinus by the brain
+    transit time, whatever their relative number or brightness.  Requiring a group (not a single curve) ignores an
+    isolated early outlier.  Falls back to the minimum when no group is large enough.
+    """
+    a = np.sort(np.asarray(arrival, float))
+    if len(a) == 0:
+        return float("nan")
+    m = max(1, min(int(min_members), len(a)))
+    counts = np.searchsorted(a, a + window_s + 1e-9, side="right") - np.arange(len(a))
+    ok = np.nonzero(counts >= m)[0]
+    if len(ok) == 0:
+        return float(a[0])
+    i = int(ok[0])
+    return float(np.median(a[i : i + counts[i]]))
+
+
 def _pick_aif(curves: np.ndarray, coords: np.ndarray, time_s: np.ndarray, side: np.ndarray | None, n_aif: int,
-              max_return_fraction: float, early_window_s: float, min_fwhm_s: float = 3.0) -> tuple[np.ndarray, int]:
+              max_return_fraction: float, coherence_fraction: float, eligible: np.ndarray | None = None,
+              shape: tuple | None = None, pixel_mm: float = 1.0, venous_margin_mm: float = 3.0,
+              min_fwhm_s: float = 3.0, min_cluster: int = 3, preferred_side: int = 0) -> AifPick:
+    """AIF voxels among ``curves`` (n, T); see the module docstring (steps 1-5)."""
     f = curve_features(curves, time_s)
     n = len(curves)
-    n_cand = min(n, max(30, int(0.01 * n)))
-    cand = np.argpartition(f.peak, -n_cand)[-n_cand:]
+    ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+    if ok.sum() < max(n_aif, 1):
+        ok = np.ones(n, bool)
+    peak = np.where(ok, f.peak, -np.inf)
+    # candidates: the top 1% (>= 30) by peak, extended (up to 5%) to every curve at least half as high as the
+    # brightest ones - a large venous sinus must not fill the candidate list on its own
+    n_ok = int(ok.sum())
+    n_min, n_max = min(n_ok, max(30, int(0.01 * n))), min(n_ok, max(30, int(0.05 * n)))
+    top = np.argpartition(peak, -n_max)[-n_max:]
+    top = top[np.argsort(peak[top])[::-1]]
+    thr = 0.5 * float(np.median(peak[top[: min(30, len(top))]]))
+    cand = top[: max(n_min, int(np.sum(peak[top] >= thr)))]
     t_end = time_s[-1] - 0.15 * (time_s[-1] - time_s[0])
     good = cand[(f.return_fraction[cand] < max_return_fraction) & (f.ttp_s[cand] < t_end) & (f.peak[cand] > 0)
                 & (f.fwhm_s[cand] >= min_fwhm_s)]
@@ -110,19 +175,104 @@ def _pick_aif(curves: np.ndarray, coords: np.ndarray, time_s: np.ndarray, side: 
         good = cand[f.peak[cand] > 0]
     if len(good) == 0:
         good = cand
-    ttp_ref = np.percentile(f.ttp_s[good], 20)
-    early = good[f.ttp_s[good] <= ttp_ref + early_window_s]
-    if len(early) >= 1:
-        good = early
-    score = f.peak[good] / np.maximum(f.fwhm_s[good], 1e-3)
-    order = good[np.argsort(score)[::-1]]
+    # timing is read on the large vessels only (curves at least half as high as the brightest ones): the arrival
+    # of a faint curve is dominated by noise
+    big = good[f.peak[good] >= 0.5 * float(np.percentile(f.peak[good], 95))]
+    # bolus width: the FWHM of the arterial curves (first guess from all vessel curves, which the wider venous
+    # curves may dominate, then from the earliest group); timing tolerances are a fraction of it
+    min_tol = 2.0 * float(time_s[1] - time_s[0])
+    tol = max(coherence_fraction * float(np.median(f.fwhm_s[big])), min_tol)
+    t_art = _earliest_cluster(f.arrival_s[big], tol, min_cluster)
+    first = big[f.arrival_s[big] <= t_art + tol]
+    tol = max(coherence_fraction * float(np.median(f.fwhm_s[first])), min_tol)
+    early = big[f.arrival_s[big] <= t_art + tol]
+    if len(early) == 0:
+        early = good
+    # venous structures: bright curves arriving clearly after the arterial phase, widened by a margin (after
+    # motion correction the edge voxels of a sinus can look early and high; they are not arteries)
+    n_ven = 0
+    venous_near = np.zeros(n, bool)
+    if shape is not None and coords is not None and len(coords):
+        late = (f.peak >= float(np.min(f.peak[big]))) & (f.arrival_s > t_art + tol)
+        if late.any():
+            vol = np.zeros(shape, bool)
+            vol[tuple(coords[late].T)] = True
+            vol = _near(vol, venous_margin_mm, pixel_mm)
+            venous_near = vol[tuple(coords.T)] & ~late
+    n_ven = int(venous_near[good].sum())
+    if (~venous_near[early]).any():
+        early = early[~venous_near[early]]
+    if side is not None and preferred_side:
+        pref = early[side[early] == preferred_side]
+        if len(pref):
+            early = pref
+    score = f.peak / np.maximum(f.fwhm_s, 1e-3)
+    # reference timing: the median TTP / arrival of the best-scoring arterial-phase curves (one high but dispersed
+    # or motion-modulated curve cannot set it); the best voxel is the best-scoring curve coherent with it
+    top = early[np.argsort(score[early])[::-1][: max(min_cluster, n_aif)]]
+    ttp_b, arr_b = float(np.median(f.ttp_s[top])), float(np.median(f.arrival_s[top]))
+    coh_early = early[(np.abs(f.ttp_s[early] - ttp_b) <= tol) & (np.abs(f.arrival_s[early] - arr_b) <= tol)]
+    best = int((coh_early if len(coh_early) else early)[np.argmax(score[coh_early if len(coh_early) else early])])
+
+    # coherent with the reference timing: same arterial phase within a fraction of the bolus width
+    coherent = (np.abs(f.ttp_s - ttp_b) <= tol) & (np.abs(f.arrival_s - arr_b) <= tol)
+    order = good[np.argsort(score[good])[::-1]]
     best_side = 0
     if side is not None:
-        best_side = int(side[order[0]])
+        best_side = int(side[best])
         same = order[side[order] == best_side]
         if len(same) >= min(n_aif, len(order)):
             order = same
-    return order[:n_aif], best_side
+    arterial_phase = np.zeros(n, bool)
+    arterial_phase[big[f.arrival_s[big] <= t_art + tol]] = True
+    chosen, n_coh = [best], 0
+    for i in order:
+        if len(chosen) >= n_aif:
+            break
+        if i == best or venous_near[i]:
+            continue
+        if not coherent[i]:
+            # counted when it would otherwise have qualified (an arterial-phase vessel curve): QA of how mixed
+            # the timing of the arterial candidates is (motion, dispersion); veins are not counted here
+            n_coh += int(arterial_phase[i])
+            continue
+        chosen.append(int(i))
+    return AifPick(np.asarray(chosen, int), best_side, n_coh, n_ven, t_art)
+
+
+def less_affected_side(curves_nt: np.ndarray, side: np.ndarray | None, time_s: np.ndarray,
+                       min_delay_s: float = 1.0) -> int:
+    """Hemisphere (+1 / -1) whose typical tissue curve comes first, or 0 when neither is clearly later.
+
+    Per hemisphere the voxel-wise *median* curve (vessels and noise do not move it) and its centroid time
+    (first moment of its positive part); a side whose centroid is later by more than ``min_delay_s`` is the
+    affected one (delayed, dispersed bolus downstream of an occlusion), and the AIF is taken on the other side.
+    """
+    if side is None:
+        return 0
+    t = np.asarray(time_s, float)
+    cent = {}
+    for s in (-1, 1):
+        m = side == s
+        if m.sum() < 50:
+            return 0
+        med = np.clip(np.median(curves_nt[m], axis=0), 0.0, None)
+        if med.sum() <= 0:
+            return 0
+        cent[s] = float((t * med).sum() / med.sum())
+    if abs(cent[1] - cent[-1]) <= min_delay_s:
+        return 0
+    return 1 if cent[1] < cent[-1] else -1
+
+
+def _near(mask_zyx: np.ndarray, margin_mm: float, pixel_mm: float) -> np.ndarray:
+    """``mask`` dilated in-plane by a disk of radius ``margin_mm`` (slices are thick: no dilation along z)."""
+    m = np.asarray(mask_zyx, bool)
+    if margin_mm <= 0 or not m.any():
+        return m
+    r = max(1, int(round(margin_mm / pixel_mm)))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return ndimage.binary_dilation(m, structure=((xx**2 + yy**2) <= r * r)[None])
 
 
 def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple, exclude_self: bool = False) -> np.ndarray:
@@ -156,7 +306,9 @@ def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: i
 
 def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray, baseline_hu: np.ndarray,
                    pixel_mm: float, side_zyx: np.ndarray | None = None, n_aif: int = 5, n_vof: int = 5,
-                   pv_correct: bool = True, max_return_fraction: float = 0.5, early_window_s: float = 1.5,
+                   pv_correct: bool = True, max_return_fraction: float = 0.5, coherence_fraction: float = 0.25,
+                   bone_margin_mm: float = 4.0, venous_margin_mm: float = 3.0, hemisphere_delay_s: float = 1.0,
+                   vof_bone_margin_mm: float = 2.0,
                    vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0,
                    pv_tolerance: float = 0.1) -> AifVofSelection:
     """Choose and average the AIF and VOF voxels (see module docstring).
@@ -170,7 +322,14 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     curves = delta_tzyx[:, idx[0], idx[1], idx[2]].T
     coords = np.stack(idx, axis=1)
     side = side_zyx[idx] if side_zyx is not None else None
-    a_sel, a_side = _pick_aif(curves, coords, time_s, side, n_aif, max_return_fraction, early_window_s)
+    # AIF voxels keep away from bone (in-plane): residual motion and through-plane partial volume of the skull
+    # make its edge flicker by hundreds of HU, which looks like early, narrow, high enhancement
+    near_bone = _near(baseline_hu > 150.0, bone_margin_mm, pixel_mm)
+    pref = less_affected_side(curves, side, time_s, hemisphere_delay_s)
+    pick = _pick_aif(curves, coords, time_s, side, n_aif, max_return_fraction, coherence_fraction,
+                     eligible=~near_bone[idx], shape=brain.shape, pixel_mm=pixel_mm,
+                     venous_margin_mm=venous_margin_mm, preferred_side=pref)
+    a_sel, a_side = pick.selected, pick.side
     aif_raw = curves[a_sel].mean(axis=0)
     aif_vox = coords[a_sel]
     del curves
@@ -178,6 +337,10 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     r = max(1, int(round(5.0 / pixel_mm)))
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     region = ndimage.binary_dilation(brain, structure=((xx**2 + yy**2) <= r * r)[None]) & (baseline_hu < 150) & hu_ok
+    # the sinus lies against the inner table of the skull: keep a one-voxel-scale margin (residual motion makes
+    # the voxels touching bone flicker; the VOF is read in the sinus lumen)
+    if vof_bone_margin_mm > 0:
+        region &= ~_near(baseline_hu >= 150, vof_bone_margin_mm, pixel_mm)
     vidx = np.nonzero(region)
     vcurves = delta_tzyx[:, vidx[0], vidx[1], vidx[2]].T
     aif_ttp = Curve(time_s, aif_raw).ttp_s
@@ -198,7 +361,8 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
         aif=Curve(time_s=np.asarray(time_s, float), delta_hu=aif.astype(np.float32), voxels_zyx=aif_vox),
         vof=Curve(time_s=np.asarray(time_s, float), delta_hu=vof.astype(np.float32), voxels_zyx=vof_vox),
         aif_raw=aif_raw.astype(np.float32), pv_scale=scale, aif_side=a_side, vof_aif_area_ratio=ratio,
-        vof_clean=bool(vof_ok),
+        vof_clean=bool(vof_ok), aif_rejected_coherence=pick.rejected_coherence,
+        aif_rejected_venous=pick.rejected_venous, arterial_arrival_s=pick.arterial_arrival_s,
     )
 
 
