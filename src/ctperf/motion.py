@@ -16,13 +16,15 @@ minimisation of the difference to one reference image.
   all frames to frame 0; pass 2 re-registers every frame to the voxel-wise *median* of the pass-1-aligned bone
   images (the bone does not enhance, so all frames may contribute; the median removes noise, residual enhancement
   and the misregistration of any single frame, and stays in frame 0's geometry up to the mean registration error).
-  The reported transforms are relative to that reference, so frame 0 gets a (usually negligible) transform too.
+  The transforms are finally re-expressed in frame 0's geometry (``T_i o T_0^-1``: frame 0 gets exactly zero
+  and is never resampled; the frames' alignment to each other is that of the median reference).
   Frames are *not* referenced to the mean of the first two frames any more: when frame 1 moved, that mean lay
   halfway between the two positions and frames 0/1 stayed misaligned by half of frame 1's motion.
 * Each frame is registered from two starting points (no motion, and the previous frame's estimate: slow drift)
   and the better fit is kept (independent jitter between frames is common).
-* It is estimated on a ~3 mm grid (up to 6 evenly spaced slices) (fast: a 512 x 512 x 20 x 40 study takes ~1 s) and
-  then applied once, at native resolution, only to frames whose displacement exceeds a small tolerance.
+* It is estimated on a ~3 mm grid (up to 6 evenly spaced slices; two passes, two starting points each: a
+  512 x 512 x 20 x 40 study takes a few seconds, ~6 s on one busy core) and then applied once, at native
+  resolution, only to frames whose displacement exceeds a small tolerance.
 * :func:`frame_displacement_mm` converts the transforms to one displacement per frame (translation + rotation at a
   head-radius lever arm), the quantity reported as QA.
 * Through-plane motion (z translation, tilt) is not corrected; it shows up as residual misregistration (mainly at
@@ -184,7 +186,7 @@ def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int
 
 
 def _homogeneous(p: np.ndarray) -> np.ndarray:
-    """3x3 homogeneous matrix on (y, x) pixel-unit-free coordinates centred on the image centre (mm)."""
+    """3x3 homogeneous matrix of a transform on (y, x) coordinates in mm, centred on the image centre."""
     tx, ty, th = float(p[0]), float(p[1]), float(p[2])
     c, s = np.cos(th), np.sin(th)
     return np.array([[c, s, ty], [-s, c, tx], [0.0, 0.0, 1.0]])
