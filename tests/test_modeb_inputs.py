@@ -120,7 +120,7 @@ def test_colour_dicom_autodetected(tmp_path, photometric):
     ok = np.isfinite(truth) & np.isfinite(out)
     assert ok.sum() > 0.9 * np.isfinite(truth).sum()
     assert np.abs(out[ok] - truth[ok]).max() < 0.2  # 2 % of the range
-    with pytest.raises(InputError, match="--range"):
+    with pytest.raises(InputError, match="value range"):
         load_map(tmp_path / "tmaxd")
 
 
