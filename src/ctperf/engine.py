@@ -28,7 +28,7 @@ from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
 from ctperf.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
-from ctperf.study import CTPStudy
+from ctperf.study import CTPStudy, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 
@@ -93,7 +93,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
     with timer("rcbf"):
-        voxel_ml = abs(float(np.linalg.det(pre.affine_ras[:3, :3]))) / 1000.0
+        voxel_ml = voxel_volume_ml(pre.affine_ras)
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
                                            cfg.thresholds.tmax_hypoperfusion_s,
                                            min_cluster_ml=cfg.thresholds.min_cluster_ml)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from ctperf.results import Hemispheres
+from ctperf.study import spacing_xyz_mm
 
 #: Largest plausible angle (degrees) between the midline plane normal and the image left-right axis.
 _MAX_YAW_DEG = 45.0
@@ -56,7 +57,7 @@ def find_midline(image_zyx: np.ndarray, brain_mask_zyx: np.ndarray, affine_ras: 
     lo, hi = np.percentile(img[mask], [2, 98])
     img = np.clip(img, lo, hi)
     # Smooth lightly in-plane so the cost is smooth in the plane parameters.
-    spacing = np.sqrt((affine_ras[:3, :3] ** 2).sum(axis=0))  # mm per x, y, z index
+    spacing = spacing_xyz_mm(affine_ras)  # mm per x, y, z index
     img = ndimage.gaussian_filter(img, sigma=(0.0, 1.5 / spacing[1], 1.5 / spacing[0]))
 
     zyx = np.argwhere(mask)

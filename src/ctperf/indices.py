@@ -64,11 +64,12 @@ def _ratio(num: float | None, den: float | None, what: str) -> tuple[float | Non
     return float(num / den), None
 
 
-def _mean(values: np.ndarray | None, mask: np.ndarray | None) -> float | None:
+def _mean(values: np.ndarray | None, mask: np.ndarray | None, stat=np.mean) -> float | None:
+    """``stat`` (mean by default) of the finite ``values`` inside ``mask``; None when nothing is there."""
     if values is None or mask is None:
         return None
     sel = values[np.asarray(mask, bool) & np.isfinite(values)]
-    return float(sel.mean()) if sel.size else None
+    return float(stat(sel)) if sel.size else None
 
 
 def lesion_side(hypoperfusion: np.ndarray, hemi: Hemispheres | None, voxel_volume_ml: float) -> str:
@@ -169,7 +170,7 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
         put("PVT_sec", None, "AIF and VOF curves are both needed")
     else:
         put("PVT_sec", round(float(inp.vof_ttp_s - inp.aif_ttp_s), 3))
-    sinus_tmax = _median(inp.tmax_s, inp.sinus)
+    sinus_tmax = _mean(inp.tmax_s, inp.sinus, stat=np.median)
     put("sinus_tmax_s", None if sinus_tmax is None else round(sinus_tmax, 3), "no venous sinus voxels identified")
     if sinus_tmax is None:
         put("PVT_present", None, "no venous sinus voxels identified")
@@ -186,12 +187,6 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     out["voxel_volume_ml"] = round(v, 6)
     return out
 
-
-def _median(values: np.ndarray | None, mask: np.ndarray | None) -> float | None:
-    if values is None or mask is None:
-        return None
-    sel = values[np.asarray(mask, bool) & np.isfinite(values)]
-    return float(np.median(sel)) if sel.size else None
 
 
 def prr_percent(baseline_hypoperfusion_ml: float | None, followup_hypoperfusion_ml: float | None

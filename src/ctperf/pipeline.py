@@ -29,7 +29,7 @@ from ctperf.masks import cortical_ribbon, lesion_masks, sinus_region
 from ctperf.metrics_io import build_metrics, to_strict, write_metrics
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
 from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks
-from ctperf.study import AcquisitionMeta, CTPStudy
+from ctperf.study import AcquisitionMeta, CTPStudy, spacing_xyz_mm, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 
@@ -68,8 +68,8 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
     perf = compute_perfusion(study, cfg, contra_mask=contra_mask, progress=progress)
     roi = _on_grid(roi_mask, study.affine_ras, perf)
     contra = _on_grid(contra_mask, study.affine_ras, perf)
-    spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
-    result = lesions_and_indices(perf, cfg, roi, contra, _provenance(study.meta, cfg, spacing), progress)
+    result = lesions_and_indices(perf, cfg, roi, contra, _provenance(study.meta, spacing_xyz_mm(perf.affine_ras)),
+                                 progress)
     result.meta = study.meta
     result.stage_seconds = {**perf.stage_seconds, **result.stage_seconds}
     return result
@@ -81,9 +81,9 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
-    spacing = tuple(float(s) for s in np.sqrt((perf.affine_ras[:3, :3] ** 2).sum(axis=0)))
-    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, _voxel_ml(perf.affine_ras), cfg.thresholds)
-    cortex = cortical_ribbon(perf.masks.tissue, spacing) & perf.masks.tissue
+    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras),
+                          cfg.thresholds)
+    cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
 
@@ -91,7 +91,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     _step(progress, "indices")
     indices = compute_indices(IndexInputs(
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
-        voxel_volume_ml=_voxel_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
+        voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
         roi_mask=roi, contra_mask=contra))
     metrics = build_metrics(
@@ -102,10 +102,6 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
-
-
-def _voxel_ml(affine: np.ndarray) -> float:
-    return float(abs(np.linalg.det(affine[:3, :3])) / 1000.0)
 
 
 def _step(progress: Progress, name: str) -> None:
@@ -121,7 +117,7 @@ def _on_grid(mask, affine_src: np.ndarray, perf: PerfusionResult):
     return resample_to_grid(np.asarray(mask, np.float32), affine_src, perf.cbf.shape, perf.affine_ras) > 0.5
 
 
-def _provenance(meta: AcquisitionMeta, cfg: Config, spacing) -> dict[str, Any]:
+def _provenance(meta: AcquisitionMeta, spacing) -> dict[str, Any]:
     """PHI-free provenance: no patient name/ID/dates; series UIDs only as short hashes."""
     uid_hashes = [hashlib.sha256(u.encode()).hexdigest()[:12] for u in meta.series_instance_uids]
     return {
@@ -130,7 +126,7 @@ def _provenance(meta: AcquisitionMeta, cfg: Config, spacing) -> dict[str, Any]:
         "series_description": meta.series_description, "series_numbers": meta.series_numbers,
         "series_uid_sha256_12": uid_hashes, "n_files_used": meta.n_files_used,
         "n_files_skipped_non_dicom": meta.n_files_skipped_non_dicom,
-        "input_spacing_xyz_mm": list(meta.spacing_xyz_mm), "map_spacing_xyz_mm": list(spacing),
+        "input_spacing_xyz_mm": list(meta.spacing_xyz_mm), "map_spacing_xyz_mm": [float(s) for s in spacing],
         "gantry_tilt_deg": meta.gantry_tilt_deg, "warnings": meta.warnings,
     }
 

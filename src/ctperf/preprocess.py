@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from ctperf.config import PreprocessConfig
 from ctperf.motion import estimate_inplane_motion, frame_moved, warp_frame_inplane
+from ctperf.study import spacing_xyz_mm
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Preprocessed:
 
 def pixel_spacing_mm(affine_ras: np.ndarray) -> np.ndarray:
     """Voxel size (x, y, z) in mm from the columns of the affine."""
-    return np.sqrt((np.asarray(affine_ras, float)[:3, :3] ** 2).sum(axis=0))
+    return spacing_xyz_mm(affine_ras)
 
 
 def bin_factor_for(affine_ras: np.ndarray, compute_pixel_mm: float) -> int:

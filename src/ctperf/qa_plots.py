@@ -32,6 +32,7 @@ from matplotlib.patches import Patch
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.results import Curve, LesionMasks, PerfusionResult
+from ctperf.study import voxel_volume_ml as study_voxel_volume_ml
 
 # --------------------------------------------------------------------------------------------------------------
 # Display constants
@@ -140,7 +141,7 @@ def display_orientation(affine_ras: np.ndarray, shape_zyx: tuple[int, int, int])
     """
     a = np.asarray(affine_ras, float)
     m = a[:3, :3]
-    col_vec, row_vec, slice_vec = m[:, 0], m[:, 1], m[:, 2]
+    col_vec, row_vec = m[:, 0], m[:, 1]
     transpose = abs(row_vec[0]) > abs(col_vec[0])
     h, v = (row_vec, col_vec) if transpose else (col_vec, row_vec)
     flip_lr = bool(h[0] > 0)  # display column must increase toward patient left (R coordinate decreasing)
@@ -276,7 +277,7 @@ def mismatch_volume_text(metrics: dict) -> MetricText:
 
 
 def voxel_volume_ml(result: PerfusionResult) -> float:
-    return float(abs(np.linalg.det(np.asarray(result.affine_ras, float)[:3, :3])) / 1000.0)
+    return study_voxel_volume_ml(result.affine_ras)
 
 
 def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> list[tuple[float, MetricText]]:
@@ -782,7 +783,6 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     orient = display_orientation(result.affine_ras, shape)
     slices = pick_slices(result, orient, MONTAGE_MAX_SLICES)
     cols = min(6, len(slices))
-    rows = int(math.ceil(len(slices) / cols))
     rgb, hypo = core_penumbra_mosaic(result, lesion, orient, slices, cols, MONTAGE_MAX_PX)
 
     tile = 1.55

@@ -56,6 +56,7 @@ from ctperf.qa_plots import (
     tmax_level_volumes,
 )
 from ctperf.results import LesionMasks, PerfusionResult
+from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 
 A4_IN = (8.27, 11.69)
 N_KEY_IMAGES = 6
@@ -182,14 +183,13 @@ def _definition_version(metrics: dict) -> str:
 
 def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
     """Acquisition-independent facts about the analysis (no identifiers)."""
-    a = np.asarray(result.affine_ras, float)[:3, :3]
-    spacing = np.linalg.norm(a, axis=0)
+    spacing = spacing_xyz_mm(result.affine_ras)
     nz, ny, nx = np.asarray(result.tmax).shape
     brain = as_bool_mask(result.masks.brain, (nz, ny, nx))
     rows = [
         ("map grid (x, y, z)", f"{nx} x {ny} x {nz} voxels"),
         ("voxel size", f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"),
-        ("brain volume", f"{np.count_nonzero(brain) * float(abs(np.linalg.det(a))) / 1000.0:.0f} mL"),
+        ("brain volume", f"{np.count_nonzero(brain) * voxel_volume_ml(result.affine_ras):.0f} mL"),
         ("AIF / VOF voxels", f"{len(np.reshape(result.aif.voxels_zyx, (-1, 3)))} / "
                              f"{len(np.reshape(result.vof.voxels_zyx, (-1, 3)))}"),
     ]

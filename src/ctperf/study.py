@@ -15,6 +15,16 @@ from typing import Any
 import numpy as np
 
 
+def spacing_xyz_mm(affine_ras: np.ndarray) -> np.ndarray:
+    """Voxel spacing (mm) along the x, y, z index axes of a voxel -> RAS affine."""
+    return np.sqrt((np.asarray(affine_ras, float)[:3, :3] ** 2).sum(axis=0))
+
+
+def voxel_volume_ml(affine_ras: np.ndarray) -> float:
+    """Volume of one voxel (mL) of a voxel -> RAS affine (handles sheared, e.g. gantry-tilted, grids)."""
+    return float(abs(np.linalg.det(np.asarray(affine_ras, float)[:3, :3])) / 1000.0)
+
+
 @dataclass
 class AcquisitionMeta:
     """PHI-free description of the acquisition (safe to log and to put in metrics)."""
@@ -64,4 +74,4 @@ class CTPStudy:
 
     @property
     def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine_ras[:3, :3])) / 1000.0)
+        return voxel_volume_ml(self.affine_ras)

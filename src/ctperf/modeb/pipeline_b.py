@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from ctperf.modeb.roi_mip import roi_from_screenshot
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
 from ctperf.pipeline import atomic_output_dir, check_output_dir
 from ctperf.results import Hemispheres, LesionMasks
+from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 
@@ -73,17 +73,16 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
     if tissue is None:
         tissue = tissue_from_maps(tmax_s, cbv, rcbf)
     brain = tissue | (np.isfinite(tmax_s) & np.isfinite(cbv) & (np.nan_to_num(cbv) > 0))
-    vox_ml = float(abs(np.linalg.det(affine_ras[:3, :3])) / 1000.0)
+    vox_ml = voxel_volume_ml(affine_ras)
     if hemispheres is None:
         try:
             hemispheres = find_midline(np.nan_to_num(cbv), brain, affine_ras)
         except ValueError:
             hemispheres = None
     lesion = lesion_masks(tmax_s, rcbf, tissue, vox_ml, cfg.thresholds, footprint=roi_footprint)
-    spacing = np.sqrt((affine_ras[:3, :3] ** 2).sum(axis=0))
     indices = compute_indices(IndexInputs(
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
-        hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing) & tissue, aif_ttp_s=aif_ttp_s,
+        hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue, aif_ttp_s=aif_ttp_s,
         vof_ttp_s=vof_ttp_s, sinus=None, roi_mask=roi_footprint))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
                             provenance=provenance or {})
