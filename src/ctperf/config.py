@@ -90,16 +90,24 @@ class DeconvolutionConfig:
     #: regularised residue's peak (robust location; the peak *height* uses the lag-aware window above).
     tmax_window_s: float = 3.0
     #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
-    #: for a reference residue exp(-t/MTT) dispersed by bias_model_dispersion_s (ctperf.deconvolution).
+    #: for reference residues exp(-t/MTT) (ctperf.deconvolution; the two reference dispersions below).
     correct_regularisation_bias: bool = True
-    #: Dispersion time constant (s) of the reference residue used for that correction (0 = sharp exponential).
-    bias_model_dispersion_s: float = 0.5
+    #: Reference residue of that correction: exp(-t/MTT) dispersed by an exponential kernel with this time
+    #: constant (s), for the CBF (peak height) and the Tmax (peak time).  CBF is the flow of that model residue.
+    #: 0 = the textbook undispersed residue.  0.5 s (mild dispersion) is a compromise: on our tests, against
+    #: 0-2 s of true tissue dispersion, it keeps CBF within about -10..+8 % of the nominal flow and Tmax within
+    #: about -0.3..+1.1 s; see docs/definitions.md (known limits).
+    cbf_model_dispersion_s: float = 0.5
+    tmax_model_dispersion_s: float = 0.5
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0
     #: Radius (mm) of the in-plane median filter applied to Tmax within the tissue mask (removes isolated
     #: noise-driven residue peaks, keeps lesion edges); 0 = off.
     tmax_median_radius_mm: float = 3.0
+    #: Radius (mm) of the same filter applied to the written rCBF map, which the core mask thresholds (per-voxel
+    #: CBF noise otherwise scatters penumbra voxels below rCBF 30%); 0 = off.  CBF itself is not filtered.
+    rcbf_median_radius_mm: float = 3.0
 
 
 @dataclass

@@ -117,9 +117,11 @@ def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], d
 
     For each ``tau``: the continuous tissue curve ``AIF (x) R_tau`` is computed on a fine grid (AIF linearly
     interpolated), sampled every ``dt_s`` like the data, and deconvolved with each regularisation level's
-    inverse filter.  Returns the estimated peak height relative to the true peak, and the estimated minus true
-    peak time (s), as arrays (n_levels, n_tau).  This captures both the regularisation and the discretisation
-    of a fast-rising residue at the sampling step.
+    inverse filter.  Returns the estimated peak height for a unit flow, and the estimated minus true peak time
+    (s), as arrays (n_levels, n_tau).  This captures both the regularisation and the discretisation
+    of a fast-rising residue at the sampling step.  The heights are absolute (the peak read for a unit flow): the
+    true peak is 1 without dispersion and ``max(h_disp (x) exp(-t/tau)) < 1`` with it, so dividing a measured peak
+    by the height returns the flow ``F`` of the model residue in both cases.
     """
     fine = 10
     tf, ex, true_pk, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine)
@@ -133,73 +135,60 @@ def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], d
     for filt in inverse_filters:
         r = sfft.irfft(c_spec * filt[None], n=length, axis=1)
         pk, tm = _peak_signed(r, dt_s, n_pos, n_neg)
-        heights.append(pk / np.maximum(true_pk, 1e-9))
+        heights.append(pk)
         shifts.append(tm - true_t)
     return np.array(heights), np.array(shifts)
 
 
+def log_tau_from_peak(peak_per_s: np.ndarray, auc_ratio_s: np.ndarray, heights_level: np.ndarray,
+                      tau_grid_s: np.ndarray) -> np.ndarray:
+    """log MTT per voxel from a measured residue peak and the area ratio, by exact inversion of the emulation.
+
+    For a residue ``F exp(-t/tau)`` the area ratio is ``A = F tau`` and the peak read at a regularisation level is
+    ``F h(tau)`` (``h`` from :func:`step_response_tables`), so ``peak / A = h(tau) / tau`` - a decreasing function
+    of ``tau`` that is inverted by interpolation (no fixed-point iteration, which converged too slowly where
+    ``h`` changes fast with ``tau``: short MTTs, grey matter).  Values outside the table are clipped to its range.
+    """
+    lt = np.log(tau_grid_s)
+    g = np.log(np.clip(heights_level, 1e-6, None)) - lt
+    g = np.minimum.accumulate(g)  # enforce a decreasing table (flat tails cannot be inverted anyway)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(np.asarray(peak_per_s, np.float64) / np.asarray(auc_ratio_s, np.float64))
+    y = np.nan_to_num(y, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    return np.interp(-y, -g, lt)  # np.interp needs increasing x: invert -g (increasing) -> log tau
+
+
 def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray, auc_ratio: np.ndarray,
                           heights: np.ndarray, shifts: np.ndarray, tau_grid_s: np.ndarray,
-                          n_iter: int = 2, rmax_guide: np.ndarray | None = None,
-                          tau_filter=None, log_tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          log_tau: np.ndarray | None = None, log_tau_voxel: np.ndarray | None = None,
+                          shifts_tmax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (see module doc).
 
-    The voxel's MTT ``tau = AUC ratio / true peak`` selects the table entry.  When ``rmax_guide`` (peak of the most
-    regularised residue, least inflated by noise) is given, the true peak in that formula is estimated from it
-    (``rmax_guide / height_top(tau)``, fixed point) - a noise-inflated ``rmax`` would otherwise give a too short
-    MTT and hence a too large correction in noisy low-flow tissue.
+    The table entry is selected by the voxel's MTT ``tau``.  ``log_tau`` (optional) is a noise-robust estimate
+    of it used for the height (e.g. from the most regularised residue, spatially filtered), ``log_tau_voxel``
+    the voxel's own estimate used for the peak shift; without them ``tau`` is obtained per voxel from its own
+    peak at its own level (:func:`log_tau_from_peak`).  ``shifts_tmax`` (optional): the peak-shift table of a
+    different reference residue for Tmax (default ``shifts``).
     """
-    rc = rmax.astype(np.float64).copy()
     lt = np.log(tau_grid_s)
-    h = np.ones_like(rc)
-    s = np.zeros_like(rc)
-    if rmax_guide is not None and np.all(np.isfinite(rmax_guide)):
-        rg = rmax_guide.astype(np.float64)
-        peak = rg.copy()
-        for _ in range(3):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tau = np.where(peak > 0, auc_ratio / peak, tau_grid_s[-1])
-            ltau = np.log(np.clip(np.nan_to_num(tau, nan=tau_grid_s[-1]), tau_grid_s[0], tau_grid_s[-1]))
-            peak = rg / np.clip(np.interp(ltau, lt, heights[-1]), 0.2, 1.0)
-        # Tmax shift: the voxel's own MTT (as before); height: the noise-robust (filtered) MTT when given
-        ltau_voxel = ltau
-        if tau_filter is not None:
-            ltau = np.asarray(tau_filter(ltau), np.float64)
-        if log_tau is not None:  # already computed (and filtered) by the caller
-            ltau = np.asarray(log_tau, np.float64)
+    if log_tau_voxel is None:
+        log_tau_voxel = np.empty(len(rmax))
         for j in range(heights.shape[0]):
             m = level == j
             if m.any():
-                h[m] = np.interp(ltau[m], lt, heights[j])
-                s[m] = np.interp(ltau_voxel[m], lt, shifts[j])
-        return (rmax / np.clip(h, 0.2, 1.0)).astype(np.float32), np.maximum(tmax - s, 0.0).astype(np.float32)
-    for _ in range(n_iter):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tau = np.where(rc > 0, auc_ratio / rc, tau_grid_s[-1])
-        ltau = np.log(np.clip(np.nan_to_num(tau, nan=tau_grid_s[-1]), tau_grid_s[0], tau_grid_s[-1]))
-        for j in range(heights.shape[0]):
-            m = level == j
-            if m.any():
-                h[m] = np.interp(ltau[m], lt, heights[j])
-                s[m] = np.interp(ltau[m], lt, shifts[j])
-        rc = rmax / np.clip(h, 0.2, 1.0)
-    return rc.astype(np.float32), np.maximum(tmax - s, 0.0).astype(np.float32)
-
-
-def _log_tau_from_peak(guide_peak: np.ndarray, auc_ratio: np.ndarray, height_top: np.ndarray,
-                       tau_grid_s: np.ndarray, n_iter: int = 3) -> np.ndarray:
-    """log MTT per voxel from the most regularised residue's peak: fixed point of ``tau = AUC ratio / peak`` with
-    ``peak = guide_peak / height_top(tau)`` (clipped to the table range)."""
-    lt = np.log(tau_grid_s)
-    rg = np.asarray(guide_peak, np.float64)
-    peak = rg.copy()
-    ltau = np.full(len(rg), lt[-1])
-    for _ in range(n_iter):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tau = np.where(peak > 0, auc_ratio / peak, tau_grid_s[-1])
-        ltau = np.log(np.clip(np.nan_to_num(tau, nan=tau_grid_s[-1]), tau_grid_s[0], tau_grid_s[-1]))
-        peak = rg / np.clip(np.interp(ltau, lt, height_top), 0.2, 1.0)
-    return ltau
+                log_tau_voxel[m] = log_tau_from_peak(rmax[m], auc_ratio[m], heights[j], tau_grid_s)
+    if log_tau is None:
+        log_tau = log_tau_voxel
+    h = np.ones(len(rmax))
+    s = np.zeros(len(rmax))
+    shifts = shifts if shifts_tmax is None else shifts_tmax
+    for j in range(heights.shape[0]):
+        m = level == j
+        if m.any():
+            h[m] = np.interp(log_tau[m], lt, heights[j])
+            s[m] = np.interp(log_tau_voxel[m], lt, shifts[j])
+    return ((rmax / np.clip(h, 0.2, 1.0)).astype(np.float32),
+            np.maximum(tmax - s, 0.0).astype(np.float32))
 
 
 def padded_length(n: int) -> int:
@@ -320,12 +309,16 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     a_sum = float(np.sum(aif_t))
     auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
     tau_grid = np.geomspace(0.3, 60.0, 48)
-    heights = shifts = None
+    heights = shifts = shifts_tmax = None
     if cfg.correct_regularisation_bias or guided:
         heights, shifts = step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
-                                               cfg.bias_model_dispersion_s)
+                                               cfg.cbf_model_dispersion_s)
+        shifts_tmax = shifts
+        if cfg.tmax_model_dispersion_s != cfg.cbf_model_dispersion_s:
+            shifts_tmax = step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
+                                               cfg.tmax_model_dispersion_s)[1]
     g_t = np.zeros(n, np.float64)
-    ltau = None
+    ltau = ltau_voxel = None
     lt = np.log(tau_grid)
     if guided:
         # pass 1: peak of the most regularised residue of the ladder (robust to noise) and the voxel's MTT from it
@@ -334,9 +327,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
             r_guide = sfft.irfft(c_spec * filters[-1][None], n=length, axis=1, workers=-1)
             rmax_guide[start:stop], g_t[start:stop] = _peak_signed(r_guide, dt_s, t, n_neg)
-        ltau = _log_tau_from_peak(rmax_guide, auc_ratio, heights[-1], tau_grid)
-        if tau_filter is not None:
-            ltau = np.asarray(tau_filter(ltau), np.float64)
+        ltau_voxel = log_tau_from_peak(rmax_guide, auc_ratio, heights[-1], tau_grid)
+        ltau = ltau_voxel if tau_filter is None else np.asarray(tau_filter(ltau_voxel), np.float64)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
@@ -380,8 +372,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                               rmax_raw_per_s=rmax, tmax_raw_s=np.maximum(tmax, 0.0))
     if cfg.correct_regularisation_bias:
         out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights, shifts, tau_grid,
-                                                           rmax_guide=rmax_guide, tau_filter=tau_filter,
-                                                           log_tau=ltau)
+                                                           log_tau=ltau, log_tau_voxel=ltau_voxel,
+                                                           shifts_tmax=shifts_tmax)
     return out
 
 

@@ -102,6 +102,9 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         else:
             ref = contra_on_grid(contra_mask, study.affine_ras, pre.affine_ras, masks.tissue)
         rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
+        # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
+        # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
+        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_values.update(side_vols, reference_voxels=int(ref.sum()))
