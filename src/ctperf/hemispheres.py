@@ -92,7 +92,9 @@ def find_midline(image_zyx: np.ndarray, brain_mask_zyx: np.ndarray, affine_ras: 
         refl = _reflection_world(n, offset + n @ centre)
         w2 = world @ refl[:3, :3].T + refl[:3, 3]
         v2 = w2 @ inv[:3, :3].T + inv[:3, 3]  # x, y, z index
-        sampled = ndimage.map_coordinates(img, [v2[:, 2], v2[:, 1], v2[:, 0]], order=1, mode="constant", cval=0.0)
+        # "nearest": points on the first/last slice map back to z = -1e-15 or nz - 1 + 1e-15 under a sheared
+        # (tilted) affine; "constant" would read them as 0 and make the cost depend on round-off
+        sampled = ndimage.map_coordinates(img, [v2[:, 2], v2[:, 1], v2[:, 0]], order=1, mode="nearest")
         inside = (v2[:, 2] >= -0.5) & (v2[:, 2] <= zyx_img_shape[0] - 0.5)
         if inside.sum() < 0.5 * len(v2):
             return 1e9
