@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -172,13 +173,18 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
 def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None) -> Path:
     """Write maps, masks, metrics, curves, QA figures and log.txt; nothing appears in out_dir unless all succeed."""
     perf, lesion = result.perfusion, result.lesion
-    with atomic_output_dir(out_dir) as tmp:
+
+    def write_volumes(tmp: Path) -> None:
         for name, fname in MAP_FILES.items():
             save_volume(tmp / fname, getattr(perf, name), perf.affine_ras)
         for name, fname in MASK_FILES.items():
             save_volume(tmp / fname, getattr(lesion, name), perf.affine_ras, dtype=np.uint8)
         _write_aux(tmp, result)
         write_metrics(result.metrics, tmp)
+
+    with atomic_output_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        # NIfTI compression (zlib releases the GIL) runs beside the figure drawing
+        volumes = pool.submit(write_volumes, tmp)
         if cfg.output.write_qa_png or cfg.output.write_pdf:
             from ctperf import qa_plots, report
 
@@ -186,6 +192,7 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
                 qa_plots.write_qa_figures(perf, lesion, result.metrics, tmp / "qa")
             if cfg.output.write_pdf:
                 report.write_summary_pdf(perf, lesion, result.metrics, tmp / "report.pdf")
+        volumes.result()
         _write_log(tmp / "log.txt", result, cfg, logbuf)
     return Path(out_dir)
 
