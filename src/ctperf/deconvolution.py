@@ -34,10 +34,12 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     delay) this lowers the peak (CBF underestimated, worst for high flow / short MTT) and moves it late (Tmax
     biased late by ~1-2 s).  Both effects are computed for each regularisation level by a noise-free emulation
     of the measurement with *this study's AIF* and reference residues ``exp(-t/tau)`` (optionally dispersed by
-    ``bias_model_dispersion_s``, default 0.5 s) for a table of ``tau``; they are removed per voxel using its own
-    ``tau = (AUC(c)/AUC(aif)) / r_max`` (its MTT; two fixed-point iterations).  Deterministic, no fitted
-    constants.  A residue sharper than the reference stays slightly under-corrected, a smoother (more
-    dispersed) one slightly over-corrected (Tmax early by a few tenths of a second).
+    ``cbf_model_dispersion_s`` for the height and ``tmax_model_dispersion_s`` for the time, default 0.5 s each)
+    for a table of ``tau``; they are removed per voxel using its MTT ``tau``, obtained by exact inversion of the
+    emulated ``peak / area-ratio = h(tau) / tau`` (:func:`log_tau_from_peak`).  The corrected CBF is the flow of
+    the reference residue (for 0 dispersion the textbook flow).  Deterministic, no fitted constants.  A residue
+    sharper than the reference stays slightly under-corrected, a smoother (more dispersed) one slightly
+    over-corrected (Tmax early by a few tenths of a second).
 
 Lag-aware guided peak search (``peak_window_s``, ``tmax_window_s``; ladders of several levels)
     Root cause of "low flows read too high": ``max(R)`` of a noisy residue is the maximum over the samples of a
