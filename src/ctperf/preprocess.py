@@ -240,6 +240,12 @@ def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction:
     med = ndimage.median_filter(curves, size=(3, 1), mode="nearest")
     srng = med.max(axis=0) - np.median(med[:2], axis=0)
     best = np.argsort(srng)[::-1][:n]
+    # vessels enhance several times more than tissue: when they are fewer than n voxels, the rest of the top n
+    # would be noisy tissue curves (whose noise-driven "rises" come early), so keep only curves enhancing at
+    # least a quarter as much as the strongest vessels (median of the top 5)
+    strong = srng[best] >= 0.25 * float(np.median(srng[best[:5]]))
+    if strong.sum() >= 5:
+        best = best[strong]
     return curves[:, best]
 
 
