@@ -85,6 +85,7 @@ def find_midline(image_zyx: np.ndarray, brain_mask_zyx: np.ndarray, affine_ras: 
 
     inv = np.linalg.inv(affine_ras)
     zyx_img_shape = img.shape
+    unrelated = float(np.mean(np.abs(values - values[rng.permutation(len(values))])))
 
     def cost(params):
         yaw, pitch, offset = params
@@ -98,7 +99,9 @@ def find_midline(image_zyx: np.ndarray, brain_mask_zyx: np.ndarray, affine_ras: 
         inside = (v2[:, 2] >= -0.5) & (v2[:, 2] <= zyx_img_shape[0] - 0.5)
         if inside.sum() < 0.5 * len(v2):
             return 1e9
-        return float(np.mean(np.abs(sampled[inside] - values[inside])))
+        # a point mirrored out of the slab costs what an unrelated pairing costs, so tilting the plane until
+        # the (discriminating) lateral points leave a thin slab is never rewarded
+        return float((np.abs(sampled[inside] - values[inside]).sum() + (~inside).sum() * unrelated) / len(v2))
 
     # Coarse search over yaw and offset, then a local refinement including pitch.
     best = None
