@@ -41,6 +41,15 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     sharper than the reference stays slightly under-corrected, a smoother (more dispersed) one slightly
     over-corrected (Tmax early by a few tenths of a second).
 
+Residue shape (``residue_shapes``)
+    The correction above depends on the shape of the true residue: an exponential (sharp onset) loses much of
+    its peak to regularisation, a plug-flow box (flat top) almost none.  By default the reference is the
+    exponential (one well-mixed compartment, the usual tissue model).  With several candidate shapes
+    (survival functions of gamma-distributed transit times, :func:`model_residues`) each voxel's most regularised
+    residue is compared with each shape's emulated residue at the voxel's MTT (least-squares height, aligned on
+    the peaks; :func:`_shape_misfit`); the log misfits are pooled over the neighbourhood (``tau_filter``), the
+    best shape is chosen and its tables are used (blended where the filtered choice lies between two shapes).
+
 Lag-aware guided peak search (``peak_window_s``, ``tmax_window_s``; ladders of several levels)
     Root cause of "low flows read too high": ``max(R)`` of a noisy residue is the maximum over the samples of a
     search window, biased upwards by about ``sigma_R * E[max of m correlated standard normals]`` (order
@@ -76,6 +85,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.special import gammaincc
 
 from ctperf.config import DeconvolutionConfig
 
@@ -93,17 +103,24 @@ class DeconvolutionOutput:
     #: Uncorrected residue peak (1/s) and its time (s) (equal to the above when no bias correction was applied).
     rmax_raw_per_s: np.ndarray | None = None
     tmax_raw_s: np.ndarray | None = None
+    #: Residue-shape index per voxel (0 = first of ``residue_shapes``; None when not estimated).
+    shape_index: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
-                   fine: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reference residues on a grid ``fine`` times finer than ``dt_s``: ``exp(-t/tau)``, optionally convolved
-    with the unit-area dispersion kernel ``exp(-t/d)/d`` (``d = dispersion_s``).
+                   fine: int = 10, shape_k: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference residues on a grid ``fine`` times finer than ``dt_s``, mean transit time ``tau``: the survival
+    function of gamma-distributed transit times of shape ``shape_k`` (``k = 1``: ``exp(-t/tau)``, one well-mixed
+    compartment; large ``k``: plug flow, a box of length ``tau``), optionally convolved with the unit-area
+    dispersion kernel ``exp(-t/d)/d`` (``d = dispersion_s``).
 
     Returns (fine time grid (s), residues (n_tau, n_fine), true peak heights, true peak times (s)).
     """
     tf = np.arange(n_pos * fine) * (dt_s / fine)
-    ex = np.exp(-tf[None, :] / tau_grid_s[:, None])
+    if shape_k == 1.0:
+        ex = np.exp(-tf[None, :] / tau_grid_s[:, None])
+    else:
+        ex = gammaincc(shape_k, shape_k * tf[None, :] / tau_grid_s[:, None])
     if dispersion_s > 0:
         k = np.exp(-tf / dispersion_s)
         k /= k.sum()
@@ -112,9 +129,30 @@ def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s
     return tf, ex, ex.max(axis=1), tf[np.argmax(ex, axis=1)]
 
 
+def _emulated_tissue_spectra(aif_t: np.ndarray, dt_s: float, length: int, n_pos: int, tau_grid_s: np.ndarray,
+                             dispersion_s: float, shape_k: float, fine: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra (rfft, circulant length) of the noise-free tissue curves ``AIF (x) R_tau`` for unit flow, sampled
+    every ``dt_s`` like the data (continuous convolution on a grid ``fine`` times finer, AIF linearly
+    interpolated), and the true residue peak times (s)."""
+    tf, ex, _, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine, shape_k)
+    t = np.arange(n_pos) * dt_s
+    af = np.interp(tf, t, np.asarray(aif_t, float))
+    n = len(tf)
+    cf = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(af, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
+    return sfft.rfft(cf[:, ::fine] * (dt_s / fine), n=length, axis=1), true_t
+
+
+def emulated_residues(aif_t: np.ndarray, inverse_filter: np.ndarray, dt_s: float, length: int, n_pos: int,
+                      n_neg: int, tau_grid_s: np.ndarray, dispersion_s: float, shape_k: float) -> np.ndarray:
+    """Noise-free deconvolved residues for unit flow, (n_tau, n_neg + n_pos) in search-window layout (times
+    ``-n_neg*dt .. (n_pos-1)*dt``), for one regularisation level and one model residue shape."""
+    c_spec, _ = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s, shape_k)
+    return _search_window(sfft.irfft(c_spec * inverse_filter[None], n=length, axis=1), n_pos, n_neg)
+
+
 def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], dt_s: float, length: int,
                          n_pos: int, n_neg: int, tau_grid_s: np.ndarray,
-                         dispersion_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                         dispersion_s: float = 0.0, shape_k: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free emulation of the whole measurement for reference residues (:func:`model_residues`).
 
     For each ``tau``: the continuous tissue curve ``AIF (x) R_tau`` is computed on a fine grid (AIF linearly
@@ -125,14 +163,7 @@ def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], d
     true peak is 1 without dispersion and ``max(h_disp (x) exp(-t/tau)) < 1`` with it, so dividing a measured peak
     by the height returns the flow ``F`` of the model residue in both cases.
     """
-    fine = 10
-    tf, ex, true_pk, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine)
-    t = np.arange(n_pos) * dt_s
-    af = np.interp(tf, t, np.asarray(aif_t, float))
-    n = len(tf)
-    cf = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(af, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
-    c = cf[:, ::fine] * (dt_s / fine)
-    c_spec = sfft.rfft(c, n=length, axis=1)
+    c_spec, true_t = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s, shape_k)
     heights, shifts = [], []
     for filt in inverse_filters:
         r = sfft.irfft(c_spec * filt[None], n=length, axis=1)
@@ -283,6 +314,70 @@ def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) -> tuple[l
     raise ValueError(f"unknown circulant method {method!r}")
 
 
+def _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes, dispersion_s):
+    """Emulated heights and peak shifts, arrays (n_shapes, n_levels, n_tau) (see :func:`step_response_tables`)."""
+    tabs = [step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, dispersion_s, k) for k in shapes]
+    return np.array([h for h, _ in tabs]), np.array([sh for _, sh in tabs])
+
+
+def _shape_misfit(win: np.ndarray, guide_idx: np.ndarray, model_tau_w: np.ndarray, log_tau: np.ndarray,
+                  lt: np.ndarray, half_w: int, before: int = 3, after: int = 20) -> np.ndarray:
+    """Mean squared difference between each voxel's residue ``win`` (n, W) and a model residue
+    (``model_tau_w`` (n_tau, W) on the MTT grid ``exp(lt)``) at the voxel's MTT, with the least-squares height,
+    aligned on the two peaks with sub-sample precision (the voxel's searched within +-``half_w`` of
+    ``guide_idx``), from ``before`` samples before to ``after`` samples after the peak."""
+    n, w = win.shape
+    pos = np.clip(np.interp(log_tau, lt, np.arange(len(lt))), 0, len(lt) - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, len(lt) - 1)
+    f = (pos - i0)[:, None]
+    model = (1.0 - f) * model_tau_w[i0] + f * model_tau_w[i1]
+    cols = np.arange(w)[None, :]
+    far = np.abs(cols - guide_idx[:, None]) > half_w
+    i_obs = np.argmax(np.where(far, -np.inf, win), axis=1)
+    p_obs = i_obs + _parabola_offset(win, i_obs)
+    i_mod = np.argmax(model, axis=1)
+    p_mod = i_mod + _parabola_offset(model, i_mod)
+    a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
+    b = a - p_obs[:, None] + p_mod[:, None]  # fractional model index at the same time from the peak
+    ok = (a >= 0) & (a < w) & (b >= 0) & (b <= w - 1)
+    b0 = np.clip(np.floor(b).astype(int), 0, w - 2)
+    fb = np.clip(b - b0, 0.0, 1.0)
+    rows = np.arange(n)[:, None]
+    mod = np.where(ok, (1.0 - fb) * model[rows, b0] + fb * model[rows, b0 + 1], 0.0)
+    obs = np.where(ok, win[rows, np.clip(a, 0, w - 1)], 0.0)
+    amp = (obs * mod).sum(axis=1) / np.maximum((mod * mod).sum(axis=1), 1e-12)  # least-squares height
+    d = obs - mod * amp[:, None]
+    return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+
+
+def _parabola_offset(y: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Sub-sample offset (-0.5..0.5) of the maximum of each row ``y`` near its sample ``i`` (parabola)."""
+    w = y.shape[1]
+    rows = np.arange(len(y))
+    y0 = y[rows, np.clip(i - 1, 0, w - 1)]
+    y1 = y[rows, i]
+    y2 = y[rows, np.clip(i + 1, 0, w - 1)]
+    den = y0 - 2.0 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where((den < 0) & (i > 0) & (i < w - 1), 0.5 * (y0 - y2) / den, 0.0)
+    return np.clip(off, -0.5, 0.5)
+
+
+def _blend(table_s_l_tau: np.ndarray, u: np.ndarray, log_tau: np.ndarray, lt: np.ndarray) -> np.ndarray:
+    """Per-voxel table values (n_levels, n) at shape index ``u`` and log MTT ``log_tau`` (linear in both)."""
+    n_s, n_l, _ = table_s_l_tau.shape
+    s0 = np.clip(np.floor(u).astype(int), 0, n_s - 1)
+    s1 = np.minimum(s0 + 1, n_s - 1)
+    w = (u - s0).astype(np.float64)
+    out = np.empty((n_l, len(u)))
+    for j in range(n_l):
+        per_shape = np.array([np.interp(log_tau, lt, table_s_l_tau[s, j]) for s in range(n_s)])  # (n_s, n)
+        cols = np.arange(len(u))
+        out[j] = (1.0 - w) * per_shape[s0, cols] + w * per_shape[s1, cols]
+    return out
+
+
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None) -> DeconvolutionOutput:
@@ -302,67 +397,90 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     guided = cfg.peak_window_s is not None and cfg.peak_window_s >= 0 and len(filters) > 1
     half_w = int(round(cfg.peak_window_s / dt_s)) if guided else 0
     tmax_half_w = max(1, int(round(cfg.tmax_window_s / dt_s)))
+    top = len(filters) - 1
 
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     thr = np.full(n, levels[-1], np.float32)
-    level = np.full(n, len(levels) - 1, np.int16)
-    rmax_guide = np.full(n, np.nan, np.float32)
+    level = np.full(n, top, np.int16)
     a_sum = float(np.sum(aif_t))
     auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
     tau_grid = np.geomspace(0.3, 60.0, 48)
+    lt = np.log(tau_grid)
+    correct = cfg.correct_regularisation_bias
+    shapes = tuple(float(k) for k in cfg.residue_shapes) if len(filters) > 1 else (1.0,)
     heights = shifts = shifts_tmax = None
-    if cfg.correct_regularisation_bias or guided:
-        heights, shifts = step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
-                                               cfg.cbf_model_dispersion_s)
+    if correct or guided:
+        heights, shifts = _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes,
+                                        cfg.cbf_model_dispersion_s)
         shifts_tmax = shifts
         if cfg.tmax_model_dispersion_s != cfg.cbf_model_dispersion_s:
-            shifts_tmax = step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
-                                               cfg.tmax_model_dispersion_s)[1]
+            shifts_tmax = _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes,
+                                        cfg.tmax_model_dispersion_s)[1]
+
+    # per-voxel correction tables (n_levels, n): height and lags of the matching model residue
+    h_vox = st_vox = None
     g_t = np.zeros(n, np.float64)
-    ltau = ltau_voxel = None
-    lt = np.log(tau_grid)
+    g_idx_all = None
     if guided:
-        # pass 1: peak of the most regularised residue of the ladder (robust to noise) and the voxel's MTT from it
+        # pass 1: peak of the most regularised residue (robust to noise), the voxel's MTT for each candidate
+        # residue shape, and how well each shape's emulated residue fits the voxel's (see the module doc)
+        n_s = len(shapes)
+        lt_shapes = np.zeros((n_s, n))
+        misfit = np.zeros((n_s, n))
+        models = ([emulated_residues(aif_t, filters[top], dt_s, length, t, n_neg, tau_grid,
+                                     cfg.cbf_model_dispersion_s, k) for k in shapes] if n_s > 1 else [])
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
             c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
-            r_guide = sfft.irfft(c_spec * filters[-1][None], n=length, axis=1, workers=-1)
-            rmax_guide[start:stop], g_t[start:stop] = _peak_signed(r_guide, dt_s, t, n_neg)
-        ltau_voxel = log_tau_from_peak(rmax_guide, auc_ratio, heights[-1], tau_grid)
+            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
+            p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
+            for si in range(n_s):
+                lt_shapes[si, start:stop] = log_tau_from_peak(p_top, auc_ratio[start:stop], heights[si, top],
+                                                              tau_grid)
+            if n_s > 1:
+                win = _search_window(r_top, t, n_neg)
+                gi = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+                misfit[:, start:stop] = [_shape_misfit(win, gi, models[si], lt_shapes[si, start:stop], lt,
+                                                       tmax_half_w) for si in range(n_s)]
+        u = np.zeros(n)
+        if n_s > 1:
+            if tau_filter is not None:
+                # the residue shape is a regional property: pool the neighbourhood (median of the log misfits)
+                misfit = np.array([tau_filter(np.log(np.maximum(m, 1e-30))) for m in misfit])
+            u = np.argmin(misfit, axis=0).astype(np.float64)
+            if tau_filter is not None:
+                u = np.clip(np.asarray(tau_filter(u), np.float64), 0, n_s - 1)
+        del misfit
+        s0 = np.clip(np.floor(u).astype(int), 0, len(shapes) - 1)
+        s1 = np.minimum(s0 + 1, len(shapes) - 1)
+        cols = np.arange(n)
+        ltau_voxel = (1.0 - (u - s0)) * lt_shapes[s0, cols] + (u - s0) * lt_shapes[s1, cols]
         ltau = ltau_voxel if tau_filter is None else np.asarray(tau_filter(ltau_voxel), np.float64)
+        # height lookup with the noise-robust (filtered) MTT, lags with the voxel's own MTT (see the module doc)
+        h_vox = _blend(heights, u, ltau, lt)
+        s_win = _blend(shifts, u, ltau, lt)
+        st_vox = _blend(shifts_tmax, u, ltau_voxel, lt)
+        g_idx_all = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
         todo = np.arange(stop - start)
-        span = None
-        if guided:
-            # the peak of level j is searched from the guide's peak moved earlier by the known difference of the
-            # two levels' regularisation lags (noise-free emulation at the voxel's MTT) to the guide's peak,
-            # +-peak_window_s (see the module doc)
-            lt_c, gt_c = ltau[start:stop], g_t[start:stop]
-            lag_top = np.interp(lt_c, lt, shifts[-1])
-            g_idx = np.clip(np.rint(gt_c / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-            span = []
-            for j in range(len(filters)):
-                early = np.rint((gt_c - np.maximum(lag_top - np.interp(lt_c, lt, shifts[j]), 0.0)) / dt_s)
-                span.append((np.clip(early.astype(int) + n_neg, 0, t + n_neg - 1), np.clip(g_idx, 0, t + n_neg - 1)))
         for j, filt in enumerate(filters):
-            last = j == len(filters) - 1
             r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1, workers=-1)
-            if last:
-                ok = np.ones(len(todo), bool)
-            else:
-                ok = oscillation_index(r[:, ::sub]) <= target
+            ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
             if ok.any():
-                if span is None:
+                sel = start + todo[ok]
+                if not guided:
                     pk, tm = _peak_signed(r[ok], dt_s, t, n_neg)
                 else:
-                    rows = todo[ok]
-                    pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w,
-                                         span_idx=(span[j][0][rows], span[j][1][rows]))
-                    _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=g_idx[rows], half_width=tmax_half_w)
-                sel = start + todo[ok]
+                    # the peak of level j lies between the guide's peak moved earlier by the difference of the two
+                    # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
+                    gi = g_idx_all[sel]
+                    lag = np.maximum(s_win[top, sel] - s_win[j, sel], 0.0)
+                    early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+                    pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi))
+                    _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -372,10 +490,17 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 break
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_raw_per_s=rmax, tmax_raw_s=np.maximum(tmax, 0.0))
-    if cfg.correct_regularisation_bias:
-        out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights, shifts, tau_grid,
-                                                           log_tau=ltau, log_tau_voxel=ltau_voxel,
-                                                           shifts_tmax=shifts_tmax)
+    if guided:
+        out.shape_index = u.astype(np.float32)
+    if correct:
+        if h_vox is None:  # unguided: per-voxel MTT from its own peak, single (first) shape
+            out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0], shifts[0],
+                                                               tau_grid, shifts_tmax=shifts_tmax[0])
+        else:
+            cols = np.arange(n)
+            h = np.clip(h_vox[level, cols], 0.2, 1.0)
+            out.rmax_per_s = (rmax / h).astype(np.float32)
+            out.tmax_s = np.maximum(tmax - st_vox[level, cols], 0.0).astype(np.float32)
     return out
 
 
