@@ -233,9 +233,13 @@ def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction:
     sub = hu_tzyx[::step]
     hi = sub.max(axis=0)
     ok = candidate_mask & (hi < max_hu) & (sub.min(axis=0) > min_hu)
-    rng = np.where(ok, hi - hu_tzyx[0], -np.inf).ravel()
+    cand = np.flatnonzero(ok)
+    if cand.size == 0:
+        cand = np.flatnonzero(candidate_mask) if candidate_mask.any() else np.arange(ok.size)
+    rng = (hi - hu_tzyx[0]).ravel()[cand]
     n = max(20, int(top_fraction * candidate_mask.sum()))
-    pre_idx = np.argpartition(rng, -min(5 * n, rng.size))[-min(5 * n, rng.size):]
+    k = min(5 * n, cand.size)
+    pre_idx = cand[np.argpartition(rng, -k)[-k:]]
     curves = hu_tzyx.reshape(nt, -1)[:, pre_idx]
     med = ndimage.median_filter(curves, size=(3, 1), mode="nearest")
     srng = med.max(axis=0) - np.median(med[:2], axis=0)
