@@ -22,6 +22,9 @@ Method (configurable in :class:`ctperf.config.PreprocessConfig`)
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
@@ -106,23 +109,31 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
         ip = np.pad(np.asarray(second[1], np.float32), pad[1:])
         acc2 = np.zeros((nz, ny, nx), np.float32)
         wsum2 = np.zeros((nz, ny, nx), np.float32)
-    offsets = range(-(r // step) * step, r + 1, step)
-    for dy in offsets:
-        for dx in offsets:
+    lattice = range(-(r // step) * step, r + 1, step)
+    offsets = [(dy, dx) for dy in lattice for dx in lattice if dy * dy + dx * dx <= r * r]
+
+    def accumulate(zs: slice) -> None:
+        """The weighted sums for the slices ``zs`` (slices are independent: in-plane filter)."""
+        g = guide[:, zs]
+        for dy, dx in offsets:
             rr = dy * dy + dx * dx
-            if rr > r * r:
-                continue
             ws = np.float32(np.exp(-rr / (2.0 * sig_px**2)))
-            sl = (slice(None), slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
-            d = ((gp[(slice(None),) + sl] - guide) ** 2).sum(axis=0) * np.float32(0.5)
+            sl = (zs, slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
+            d = ((gp[(slice(None),) + sl] - g) ** 2).sum(axis=0) * np.float32(0.5)
             excess = np.maximum(d - m_feat, 0.0)
             w = ws * np.exp(-excess * scale) * mp[sl]
-            acc += w[None] * cp[(slice(None),) + sl]
-            wsum += w
+            acc[:, zs] += w[None] * cp[(slice(None),) + sl]
+            wsum[zs] += w
             if second is not None:
                 w2 = np.float32(np.exp(-rr / (2.0 * sig2_px**2))) * np.exp(-excess * scale2) * mp[sl]
-                acc2 += w2 * ip[sl]
-                wsum2 += w2
+                acc2[zs] += w2 * ip[sl]
+                wsum2[zs] += w2
+
+    # numpy releases the GIL in these array operations: slabs of slices run in parallel threads
+    n_workers = max(1, min(nz, os.cpu_count() or 1))
+    bounds = np.linspace(0, nz, n_workers + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        list(pool.map(accumulate, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
     out = np.where(mask[None], acc / np.maximum(wsum, 1e-6)[None], coef_kzyx)
     if second is None:
         return out
