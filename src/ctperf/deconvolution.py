@@ -81,6 +81,8 @@ target does not depend on the chosen time step (Wu's value was defined for ~1 s 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -462,12 +464,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         s_win = _blend(shifts, u, ltau, lt)
         st_vox = _blend(shifts_tmax, u, ltau_voxel, lt)
         g_idx_all = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-    for start in range(0, n, _CHUNK):
+    def solve_chunk(start: int) -> None:
+        """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
         stop = min(n, start + _CHUNK)
-        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
+        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1)
         todo = np.arange(stop - start)
         for j, filt in enumerate(filters):
-            r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1, workers=-1)
+            r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
             ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
             if ok.any():
                 sel = start + todo[ok]
@@ -488,6 +491,10 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             todo = todo[~ok]
             if len(todo) == 0:
                 break
+
+    # chunks in parallel threads (FFTs and numpy reductions release the GIL)
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, -(-n // _CHUNK)))) as pool:
+        list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_raw_per_s=rmax, tmax_raw_s=np.maximum(tmax, 0.0))
     if guided:
