@@ -175,11 +175,17 @@ def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndar
             out[:, z] = (mats[z] @ src).reshape((ng,) + data_tzyx.shape[2:])
         return out
     out = np.zeros((ng,) + data_tzyx.shape[1:], np.float32)  # untouched (masked-out) pages are never written
+    m_max = int(np.asarray(mask_zyx).reshape(nz, -1).sum(axis=1).max()) if nz else 0
+    src_buf = np.empty(nt * m_max, np.float32)  # one buffer for all slices (no per-slice allocation)
+    res_buf = np.empty(ng * m_max, np.float32)
     for z in range(nz):
         idx = np.flatnonzero(mask_zyx[z])
         if len(idx):
-            src = data_tzyx[:, z].reshape(nt, -1)[:, idx]
-            out[:, z].reshape(ng, -1)[:, idx] = mats[z] @ src.astype(np.float32, copy=False)
+            src = src_buf[: nt * len(idx)].reshape(nt, len(idx))
+            np.take(np.asarray(data_tzyx[:, z], np.float32).reshape(nt, -1), idx, axis=1, out=src)
+            res = res_buf[: ng * len(idx)].reshape(ng, len(idx))
+            np.matmul(mats[z], src, out=res)
+            out[:, z].reshape(ng, -1)[:, idx] = res
     return out
 
 
@@ -369,7 +375,8 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     hub -= baseline[None]
     grid = uniform_time_grid(times, cfg.time_step_s, cfg.max_time_step_s)
     # curves are needed in the brain and a margin around it (the venous sinus search reaches 5 mm outside)
-    near_brain = ndimage.binary_dilation(brain, structure=_disk(max(1, int(round(8.0 / pxb))))[None])
+    r_near = max(1, int(round(8.0 / pxb)))
+    near_brain = ndimage.maximum_filter(brain, size=(1, 2 * r_near + 1, 2 * r_near + 1))  # square: separable
     delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain)
     del hub
     t0 = float(times[0, 0])
