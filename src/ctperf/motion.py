@@ -159,7 +159,8 @@ def _register_all(bones: list[np.ndarray], ref: np.ndarray, pw: float, start: np
 
 
 def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int = 2,
-                            work_pixel_mm: float = 3.0, max_slices: int = 6, n_passes: int = 2) -> np.ndarray:
+                            work_pixel_mm: float = 3.0, max_slices: int = 6, n_passes: int = 2,
+                            still_mm: float = 0.05) -> np.ndarray:
     """Per-frame rigid in-plane motion (t, 3) = (tx_mm, ty_mm, rotation_rad) relative to one reference image.
 
     Pass 1 registers every frame to frame 0; each further pass registers *every* frame (frames 0 and 1 included)
@@ -177,6 +178,10 @@ def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int
     if (bones[0] > 50).sum() < 100 or nt < 2:
         return params
     params = _register_all(bones, bones[0], pw, params, skip=(0,))
+    # a still head (every frame within 0.05 mm of frame 0 at an 80 mm lever arm): frame 0 is as good a reference
+    # as the median image, so the refinement passes would return the same (sub-threshold) result
+    if float(np.max(np.hypot(params[:, 0], params[:, 1]) + np.abs(params[:, 2]) * 80.0)) < still_mm:
+        return params
     for _ in range(max(0, n_passes - 1)):
         ref = np.median(np.stack([warp_frame_inplane(b, p, pw, order=1) for b, p in zip(bones, params)]), axis=0)
         params = _register_all(bones, ref, pw, params)
