@@ -256,7 +256,10 @@ def less_affected_side(curves_nt: np.ndarray, side: np.ndarray | None, time_s: n
         m = side == s
         if m.sum() < 50:
             return 0
-        med = np.clip(np.median(curves_nt[m], axis=0), 0.0, None)
+        idx = np.flatnonzero(m)
+        if len(idx) > 20000:  # the median curve of 20k evenly spread voxels is the same to well under 0.1 s
+            idx = idx[:: len(idx) // 20000 + 1]
+        med = np.clip(np.median(curves_nt[idx], axis=0), 0.0, None)
         if med.sum() <= 0:
             return 0
         cent[s] = float((t * med).sum() / med.sum())
