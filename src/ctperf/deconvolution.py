@@ -195,33 +195,23 @@ def log_tau_from_peak(peak_per_s: np.ndarray, auc_ratio_s: np.ndarray, heights_l
 
 def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray, auc_ratio: np.ndarray,
                           heights: np.ndarray, shifts: np.ndarray, tau_grid_s: np.ndarray,
-                          log_tau: np.ndarray | None = None, log_tau_voxel: np.ndarray | None = None,
                           shifts_tmax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (see module doc).
+    """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (unguided search).
 
-    The table entry is selected by the voxel's MTT ``tau``.  ``log_tau`` (optional) is a noise-robust estimate
-    of it used for the height (e.g. from the most regularised residue, spatially filtered), ``log_tau_voxel``
-    the voxel's own estimate used for the peak shift; without them ``tau`` is obtained per voxel from its own
-    peak at its own level (:func:`log_tau_from_peak`).  ``shifts_tmax`` (optional): the peak-shift table of a
-    different reference residue for Tmax (default ``shifts``).
+    The table entry is selected by the voxel's MTT ``tau``, obtained from its own peak at its own level
+    (:func:`log_tau_from_peak`).  ``shifts_tmax`` (optional): the peak-shift table of a different reference
+    residue for Tmax (default ``shifts``).
     """
     lt = np.log(tau_grid_s)
-    if log_tau_voxel is None:
-        log_tau_voxel = np.empty(len(rmax))
-        for j in range(heights.shape[0]):
-            m = level == j
-            if m.any():
-                log_tau_voxel[m] = log_tau_from_peak(rmax[m], auc_ratio[m], heights[j], tau_grid_s)
-    if log_tau is None:
-        log_tau = log_tau_voxel
+    shifts = shifts if shifts_tmax is None else shifts_tmax
     h = np.ones(len(rmax))
     s = np.zeros(len(rmax))
-    shifts = shifts if shifts_tmax is None else shifts_tmax
     for j in range(heights.shape[0]):
         m = level == j
         if m.any():
-            h[m] = np.interp(log_tau[m], lt, heights[j])
-            s[m] = np.interp(log_tau_voxel[m], lt, shifts[j])
+            log_tau = log_tau_from_peak(rmax[m], auc_ratio[m], heights[j], tau_grid_s)
+            h[m] = np.interp(log_tau, lt, heights[j])
+            s[m] = np.interp(log_tau, lt, shifts[j])
     return ((rmax / np.clip(h, 0.2, 1.0)).astype(np.float32),
             np.maximum(tmax - s, 0.0).astype(np.float32))
 
@@ -373,9 +363,9 @@ def _blend(table_s_l_tau: np.ndarray, u: np.ndarray, log_tau: np.ndarray, lt: np
     s1 = np.minimum(s0 + 1, n_s - 1)
     w = (u - s0).astype(np.float64)
     out = np.empty((n_l, len(u)))
+    cols = np.arange(len(u))
     for j in range(n_l):
         per_shape = np.array([np.interp(log_tau, lt, table_s_l_tau[s, j]) for s in range(n_s)])  # (n_s, n)
-        cols = np.arange(len(u))
         out[j] = (1.0 - w) * per_shape[s0, cols] + w * per_shape[s1, cols]
     return out
 
