@@ -25,6 +25,7 @@ Non-negativity policy (:func:`nonnegative_maps`)
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -130,8 +131,6 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
 
 def _median_per_slice(vol_zyx: np.ndarray, size: int) -> np.ndarray:
     """2D ``size`` x ``size`` median of each slice; slices in parallel threads (scipy releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     out = np.empty_like(vol_zyx)
 
     def one(k: int) -> None:
