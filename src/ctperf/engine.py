@@ -89,7 +89,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None)
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
-        vessels = mp.vessel_mask(vol.pop("cbv_signed"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
+        vessels = mp.vessel_mask(vol.pop("cbv_vessel"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
     with timer("rcbf"):
@@ -117,11 +117,14 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
 def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain); see :func:`ctperf.maps.combine_flow`."""
-    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), mp.cbv_from_curves(curves, aif),
-                                  mp.cbv_from_area(area, aif))
+    cbv_smooth = mp.cbv_from_curves(curves, aif)
+    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), cbv_smooth, mp.cbv_from_area(area, aif))
     cbv_out, mtt, cbf = mp.nonnegative_maps(cbv, cbf)  # written maps: >= 0 (see ctperf.maps docstring)
+    # the vessel mask thresholds the CBV of the strongly denoised curves: large vessels are spatially coherent,
+    # while the edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the
+    # threshold (removing them biases the remaining tissue CBV low)
     out = {"cbf": cbf, "cbv": cbv_out, "mtt": mtt, "tmax": dec.tmax_s,
-           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_signed": cbv}
+           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_vessel": cbv_smooth}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
 
 

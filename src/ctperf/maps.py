@@ -19,7 +19,7 @@ Non-negativity policy (:func:`nonnegative_maps`)
     ``0.4 * sigma`` (sigma = voxel noise of the estimate; zero-mean error e) - negligible for normal tissue,
     ~0.1-0.3 mL/100g for the core CBV at 8-15 HU noise.  MTT is reported only where both CBV and CBF are > 0
     (NaN elsewhere: the ratio of two values at the noise floor is undefined).
-    The unclipped CBV is used internally for the vessel mask (unaffected: it looks at high values).
+    The vessel mask uses the (unclipped) CBV of the strongly denoised curves (see ctperf.engine).
 """
 
 from __future__ import annotations
