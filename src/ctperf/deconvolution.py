@@ -105,8 +105,6 @@ class DeconvolutionOutput:
     #: Uncorrected residue peak (1/s) and its time (s) (equal to the above when no bias correction was applied).
     rmax_raw_per_s: np.ndarray | None = None
     tmax_raw_s: np.ndarray | None = None
-    #: Residue-shape index per voxel (0 = first of ``residue_shapes``; None when not estimated).
-    shape_index: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -269,25 +267,35 @@ def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centr
         far = (cols < np.asarray(span_idx[0])[:, None] - half_width) | (cols > np.asarray(span_idx[1])[:, None] + half_width)
         i = np.argmax(np.where(far, -np.inf, win), axis=1)
     elif centre_idx is not None and half_width > 0:
-        cols = np.arange(win.shape[1])[None, :]
-        far = np.abs(cols - np.asarray(centre_idx)[:, None]) > half_width
-        i = np.argmax(np.where(far, -np.inf, win), axis=1)
+        i = _argmax_near(win, centre_idx, half_width)
     else:
         i = np.argmax(win, axis=1)
-    rows = np.arange(len(win))
-    y1 = win[rows, i]
-    ii0 = np.clip(i - 1, 0, win.shape[1] - 1)
-    ii2 = np.clip(i + 1, 0, win.shape[1] - 1)
-    y0 = win[rows, ii0]
-    y2 = win[rows, ii2]
-    denom = y0 - 2.0 * y1 + y2
-    interior = (i > 0) & (i < win.shape[1] - 1) & (denom < 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(interior, 0.5 * (y0 - y2) / denom, 0.0)
-    frac = np.clip(frac, -0.5, 0.5)
-    peak = np.where(interior, y1 - 0.25 * (y0 - y2) * frac, y1)
+    frac, peak = _parabola_peak(win, i)
     t = (i + frac - n_neg) * dt_s
     return peak.astype(np.float32), t.astype(np.float32)
+
+
+def _argmax_near(win: np.ndarray, centre_idx: np.ndarray, half_width: int) -> np.ndarray:
+    """Index of each row's maximum within ``centre_idx +- half_width``."""
+    cols = np.arange(win.shape[1])[None, :]
+    far = np.abs(cols - np.asarray(centre_idx)[:, None]) > half_width
+    return np.argmax(np.where(far, -np.inf, win), axis=1)
+
+
+def _parabola_peak(y: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-sample offset (-0.5..0.5) and height of each row's maximum near its sample ``i``: the parabola through
+    ``i`` and its two neighbours (offset 0 and the sample itself at the ends or where the parabola is not
+    concave)."""
+    w = y.shape[1]
+    rows = np.arange(len(y))
+    y0 = y[rows, np.clip(i - 1, 0, w - 1)]
+    y1 = y[rows, i]
+    y2 = y[rows, np.clip(i + 1, 0, w - 1)]
+    denom = y0 - 2.0 * y1 + y2
+    interior = (i > 0) & (i < w - 1) & (denom < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip(np.where(interior, 0.5 * (y0 - y2) / denom, 0.0), -0.5, 0.5)
+    return frac, np.where(interior, y1 - 0.25 * (y0 - y2) * frac, y1)
 
 
 def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) -> tuple[list[np.ndarray], list[float]]:
@@ -324,12 +332,10 @@ def _shape_misfit(win: np.ndarray, guide_idx: np.ndarray, model_tau_w: np.ndarra
     i1 = np.minimum(i0 + 1, len(lt) - 1)
     f = (pos - i0)[:, None]
     model = (1.0 - f) * model_tau_w[i0] + f * model_tau_w[i1]
-    cols = np.arange(w)[None, :]
-    far = np.abs(cols - guide_idx[:, None]) > half_w
-    i_obs = np.argmax(np.where(far, -np.inf, win), axis=1)
-    p_obs = i_obs + _parabola_offset(win, i_obs)
+    i_obs = _argmax_near(win, guide_idx, half_w)
+    p_obs = i_obs + _parabola_peak(win, i_obs)[0]
     i_mod = np.argmax(model, axis=1)
-    p_mod = i_mod + _parabola_offset(model, i_mod)
+    p_mod = i_mod + _parabola_peak(model, i_mod)[0]
     a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
     b = a - p_obs[:, None] + p_mod[:, None]  # fractional model index at the same time from the peak
     ok = (a >= 0) & (a < w) & (b >= 0) & (b <= w - 1)
@@ -343,25 +349,17 @@ def _shape_misfit(win: np.ndarray, guide_idx: np.ndarray, model_tau_w: np.ndarra
     return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
 
 
-def _parabola_offset(y: np.ndarray, i: np.ndarray) -> np.ndarray:
-    """Sub-sample offset (-0.5..0.5) of the maximum of each row ``y`` near its sample ``i`` (parabola)."""
-    w = y.shape[1]
-    rows = np.arange(len(y))
-    y0 = y[rows, np.clip(i - 1, 0, w - 1)]
-    y1 = y[rows, i]
-    y2 = y[rows, np.clip(i + 1, 0, w - 1)]
-    den = y0 - 2.0 * y1 + y2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where((den < 0) & (i > 0) & (i < w - 1), 0.5 * (y0 - y2) / den, 0.0)
-    return np.clip(off, -0.5, 0.5)
+def _shape_bracket(u: np.ndarray, n_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two candidate shapes around the continuous shape index ``u`` and the weight of the upper one."""
+    s0 = np.clip(np.floor(u).astype(int), 0, n_s - 1)
+    s1 = np.minimum(s0 + 1, n_s - 1)
+    return s0, s1, (u - s0).astype(np.float64)
 
 
 def _blend(table_s_l_tau: np.ndarray, u: np.ndarray, log_tau: np.ndarray, lt: np.ndarray) -> np.ndarray:
     """Per-voxel table values (n_levels, n) at shape index ``u`` and log MTT ``log_tau`` (linear in both)."""
     n_s, n_l, _ = table_s_l_tau.shape
-    s0 = np.clip(np.floor(u).astype(int), 0, n_s - 1)
-    s1 = np.minimum(s0 + 1, n_s - 1)
-    w = (u - s0).astype(np.float64)
+    s0, s1, w = _shape_bracket(u, n_s)
     out = np.empty((n_l, len(u)))
     cols = np.arange(len(u))
     for j in range(n_l):
@@ -418,6 +416,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         # pass 1: peak of the most regularised residue (robust to noise), the voxel's MTT for each candidate
         # residue shape, and how well each shape's emulated residue fits the voxel's (see the module doc)
         n_s = len(shapes)
+        g_idx_all = np.zeros(n, int)
         lt_shapes = np.zeros((n_s, n))
         misfit = np.zeros((n_s, n))
         models = ([emulated_residues(aif_t, filters[top], dt_s, length, t, n_neg, tau_grid,
@@ -427,12 +426,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
             r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
             p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
+            gi = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            g_idx_all[start:stop] = gi
             for si in range(n_s):
                 lt_shapes[si, start:stop] = log_tau_from_peak(p_top, auc_ratio[start:stop], heights[si, top],
                                                               tau_grid)
             if n_s > 1:
                 win = _search_window(r_top, t, n_neg)
-                gi = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
                 misfit[:, start:stop] = [_shape_misfit(win, gi, models[si], lt_shapes[si, start:stop], lt,
                                                        tmax_half_w) for si in range(n_s)]
         u = np.zeros(n)
@@ -444,16 +444,15 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             if tau_filter is not None:
                 u = np.clip(np.asarray(tau_filter(u), np.float64), 0, n_s - 1)
         del misfit
-        s0 = np.clip(np.floor(u).astype(int), 0, len(shapes) - 1)
-        s1 = np.minimum(s0 + 1, len(shapes) - 1)
+        s0, s1, w = _shape_bracket(u, n_s)
         cols = np.arange(n)
-        ltau_voxel = (1.0 - (u - s0)) * lt_shapes[s0, cols] + (u - s0) * lt_shapes[s1, cols]
+        ltau_voxel = (1.0 - w) * lt_shapes[s0, cols] + w * lt_shapes[s1, cols]
         ltau = ltau_voxel if tau_filter is None else np.asarray(tau_filter(ltau_voxel), np.float64)
         # height lookup with the noise-robust (filtered) MTT, lags with the voxel's own MTT (see the module doc)
         h_vox = _blend(heights, u, ltau, lt)
         s_win = _blend(shifts, u, ltau, lt)
         st_vox = _blend(shifts_tmax, u, ltau_voxel, lt)
-        g_idx_all = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
         stop = min(n, start + _CHUNK)
@@ -487,8 +486,6 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_raw_per_s=rmax, tmax_raw_s=np.maximum(tmax, 0.0))
-    if guided:
-        out.shape_index = u.astype(np.float32)
     if correct:
         if h_vox is None:  # unguided: per-voxel MTT from its own peak, single (first) shape
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0], shifts[0],
