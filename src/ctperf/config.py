@@ -94,17 +94,17 @@ class DeconvolutionConfig:
     correct_regularisation_bias: bool = True
     #: Reference residue of that correction: exp(-t/MTT) dispersed by an exponential kernel with this time
     #: constant (s), for the CBF (peak height) and the Tmax (peak time).  CBF is the flow of that model residue.
-    #: 0 = the textbook undispersed residue.  0.5 s (mild dispersion) is a compromise: on our tests, against
-    #: 0-2 s of true tissue dispersion, it keeps CBF within about -10..+8 % of the nominal flow and Tmax within
-    #: about -0.3..+1.1 s; see docs/definitions.md (known limits).
+    #: 0 = the textbook undispersed residue.  0.5 s (mild dispersion) is a compromise: on the project phantom at
+    #: 8 HU, against 0-1 s of true tissue dispersion, it keeps grey/white-matter CBF within -9..+8 % of the nominal
+    #: flow (grey matter -22 % at 2 s) and the mean Tmax error within -0.1..+1.6 s; see docs/definitions.md.
     cbf_model_dispersion_s: float = 0.5
     tmax_model_dispersion_s: float = 0.5
     #: Candidate shapes of that reference residue: gamma-distributed transit times with these shape parameters
     #: (1 = exponential, one well-mixed compartment; large = plug flow, a box).  One value (default: the
     #: exponential) fixes the shape; several, e.g. [1, 2, 4, 30], let each voxel use the shape whose emulated
     #: residue fits its own best (pooled over 3 mm).  The choice matters: on plug-flow (box) phantoms the
-    #: exponential correction reads CBF ~2.5x too high, the adaptive choice ~1.2x; on dispersed exponential tissue
-    #: the adaptive choice reads CBF ~15 % lower (see docs/definitions.md).
+    #: exponential correction reads CBF ~2.5x too high, the adaptive choice ~1.2x; on the project phantom
+    #: (dispersed exponential) the adaptive choice reads grey-matter CBF 24 % below the nominal flow (default -9 %).
     residue_shapes: tuple[float, ...] = (1.0,)
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
