@@ -19,10 +19,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ctperf import maps as mp
+from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
 from ctperf.config import Config
-from ctperf.deconvolution import deconvolve
+from ctperf.engine.deconvolution import deconvolve
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
