@@ -67,9 +67,11 @@ class PreprocessConfig:
 
 @dataclass
 class DeconvolutionConfig:
-    #: "bcsvd" (block-circulant SVD with oscillation-index threshold, Wu 2003), "tikhonov" or "svd" (standard
-    #: truncated SVD, for comparison only).
-    method: Literal["bcsvd", "tikhonov", "svd"] = "bcsvd"
+    #: "bcsvd" (default: block-circulant SVD with oscillation-index threshold, Wu 2003, and the shape-robust
+    #: regularisation-bias correction; estimates the unregularised residue's peak and peak time), "standard" (the
+    #: classic model-free convention: the same bcSVD, Tmax = argmax of that residue, no correction; what published
+    #: thresholds were derived on), "tikhonov", or "svd" (truncated SVD, delay sensitive, for comparison only).
+    method: Literal["bcsvd", "standard", "tikhonov", "svd"] = "bcsvd"
     #: Oscillation-index target for bcSVD (Wu 2003 used 0.095 for MR; 0.05 on the 1 s reference grid gives
     #: a well-conditioned residue for Tmax at CT noise levels; see ctperf.deconvolution).
     oscillation_index: float = 0.05
@@ -90,22 +92,19 @@ class DeconvolutionConfig:
     #: regularised residue's peak (robust location; the peak *height* uses the lag-aware window above).
     tmax_window_s: float = 3.0
     #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
-    #: for reference residues exp(-t/MTT) (ctperf.deconvolution; the two reference dispersions below).
+    #: for a family of model residues (ctperf.engine.deconvolution; the two families below).
     correct_regularisation_bias: bool = True
-    #: Reference residue of that correction: exp(-t/MTT) dispersed by an exponential kernel with this time
-    #: constant (s), for the CBF (peak height) and the Tmax (peak time).  CBF is the flow of that model residue.
-    #: 0 = the textbook undispersed residue.  0.5 s (mild dispersion) is a compromise: on the project phantom at
-    #: 8 HU, against 0-1 s of true tissue dispersion, it keeps grey/white-matter CBF within -9..+8 % of the nominal
-    #: flow (grey matter -22 % at 2 s) and the mean Tmax error within -0.1..+1.6 s; see docs/definitions.md.
-    cbf_model_dispersion_s: float = 0.5
-    tmax_model_dispersion_s: float = 0.5
-    #: Candidate shapes of that reference residue: gamma-distributed transit times with these shape parameters
-    #: (1 = exponential, one well-mixed compartment; large = plug flow, a box).  One value (default: the
-    #: exponential) fixes the shape; several, e.g. [1, 2, 4, 30], let each voxel use the shape whose emulated
-    #: residue fits its own best (pooled over 3 mm).  The choice matters: on plug-flow (box) phantoms the
-    #: exponential correction reads CBF ~2.5x too high, the adaptive choice ~1.2x; on the project phantom
-    #: (dispersed exponential) the adaptive choice reads grey-matter CBF 24 % below the nominal flow (default -9 %).
-    residue_shapes: tuple[float, ...] = (1.0,)
+    #: Candidate model residues of that correction (ctperf.engine.deconvolution): survival functions of
+    #: gamma-distributed transit times with these shape parameters (1 = exponential, one well-mixed compartment;
+    #: 2-5 = gamma; 50 ~ plug flow, a box) ...
+    residue_shapes: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 50.0)
+    #: ... each convolved with an exponential vascular-dispersion kernel of these time constants (s).  Each region
+    #: uses the model whose emulated residue fits its own best; the correction restores the peak (CBF) and the
+    #: peak time (Tmax) of the unregularised residue, whatever its shape.
+    model_dispersions_s: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
+    #: The model is chosen on the mean curve of in-plane blocks of this size (mm): the shape of the residue is
+    #: a regional property whose signature noise hides in a single voxel.
+    model_choice_block_mm: float = 4.0
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

@@ -45,7 +45,8 @@ def to_strict(obj: Any) -> Any:
 
 
 def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_flags: dict[str, bool] | None = None,
-                  qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                  qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                  method: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "software": "ctperf",
         "software_version": __version__,
@@ -68,6 +69,8 @@ def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_fla
     doc["qa_flags"] = to_strict(qa_flags or {})
     doc["qa_values"] = to_strict(qa_values or {})
     doc["provenance"] = to_strict(provenance or {})
+    if method is not None:
+        doc["method"] = to_strict(method)
     return to_strict(doc)
 
 

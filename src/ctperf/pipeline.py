@@ -79,6 +79,8 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
 def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | None, contra: np.ndarray | None,
                         provenance: dict[str, Any], progress: Progress = None) -> ModeAResult:
     """Masks -> indices -> metrics document from perfusion maps (also used to re-threshold saved maps)."""
+    from ctperf.engine import method_description
+
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
@@ -99,7 +101,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side},
-        provenance={**provenance, "config": cfg.to_dict()})
+        provenance={**provenance, "config": cfg.to_dict()}, method=method_description(cfg.deconvolution))
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
@@ -210,6 +212,8 @@ def _write_aux(tmp: Path, result: ModeAResult) -> None:
         if vol is not None:
             save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras, dtype=np.uint8)
     save_volume(aux / "baseline_hu.nii.gz", perf.baseline_hu, perf.affine_ras)
+    for name, vol in perf.aux_maps.items():
+        save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras)
     analysis = {
         "midline": {"normal_ras": perf.hemispheres.normal_ras, "point_ras": perf.hemispheres.point_ras},
         "aif": {"time_s": perf.aif.time_s, "delta_hu": perf.aif.delta_hu, "voxels_zyx": perf.aif.voxels_zyx},

@@ -20,60 +20,40 @@ Methods
     filter ``|S|^2 / (|S|^2 + (lambda * max S)^2)``; ``lambda = tikhonov_lambda``.
 ``"svd"`` - standard truncated SVD of the lower-triangular (non-circulant) Toeplitz matrix with a fixed
     threshold (Ostergaard 1996).  Delay sensitive; for comparison only.
+``"standard"`` - the classic model-free convention: the ``"bcsvd"`` ladder, the residue's maximum over the whole
+    window and its time, no guided search and no correction (what published thresholds were derived on).
 
 Outputs per voxel: ``rmax`` = max of the residue (1/s; CBF = 6000 kH/rho * rmax mL/100g/min) and ``tmax_s`` =
-time of that maximum.  Tmax is located with sub-sample precision by a parabola through the peak sample and its
-neighbours, on the OI-controlled (well-conditioned) residue; negative delays (tissue before the AIF, wrapped to
-the end of the circulant window) are searched too and reported as 0.
+time of that maximum, located with sub-sample precision by a parabola through the peak sample and its
+neighbours; negative delays (tissue before the AIF, wrapped to the end of the circulant window) are searched too
+and reported as 0.  Every run also returns the standard-convention values of the same residues.
+
+Estimand (docs/definitions.md §2)
+    The tissue's impulse response is ``F k(t) = F (h (x) R)(t - delay)`` (residue ``R`` of any shape, dispersion
+    ``h``).  The default returns the peak of the *unregularised* ``F k`` and its time: the flow and the delay when
+    the tissue has no dispersion, whatever the residue's shape.  ``F`` itself is not identifiable under dispersion.
 
 Regularisation-bias correction (``correct_regularisation_bias``, default on)
-    Any regularised deconvolution returns ``r_est = w (x) r_true``: the true residue seen through the
-    effective filter ``w`` of the chosen regularisation (for the circulant methods ``W = DFT(w)`` is known
-    exactly: the truncation mask or the Tikhonov factor), further blurred by sampling a fast-rising residue
-    every ``dt``.  For a residue with a fast onset (normal tissue: ``R(t) = exp(-t/MTT)`` after the arrival
-    delay) this lowers the peak (CBF underestimated, worst for high flow / short MTT) and moves it late (Tmax
-    biased late by ~1-2 s).  Both effects are computed for each regularisation level by a noise-free emulation
-    of the measurement with *this study's AIF* and reference residues ``exp(-t/tau)`` (optionally dispersed by
-    ``cbf_model_dispersion_s`` for the height and ``tmax_model_dispersion_s`` for the time, default 0.5 s each)
-    for a table of ``tau``; they are removed per voxel using its MTT ``tau``, obtained by exact inversion of the
-    emulated ``peak / area-ratio = h(tau) / tau`` (:func:`log_tau_from_peak`).  The corrected CBF is the flow of
-    the reference residue (for 0 dispersion the textbook flow).  Deterministic, no fitted constants.  A residue
-    sharper than the reference stays slightly under-corrected, a smoother (more dispersed) one slightly
-    over-corrected (Tmax early by a few tenths of a second).
-
-Residue shape (``residue_shapes``)
-    The correction above depends on the shape of the true residue: an exponential (sharp onset) loses much of
-    its peak to regularisation, a plug-flow box (flat top) almost none.  By default the reference is the
-    exponential (one well-mixed compartment, the usual tissue model).  With several candidate shapes
-    (survival functions of gamma-distributed transit times, :func:`model_residues`) each voxel's most regularised
-    residue is compared with each shape's emulated residue at the voxel's MTT (least-squares height, aligned on
-    the peaks; :func:`_shape_misfit`); the log misfits are pooled over the neighbourhood (``tau_filter``), the
-    best shape is chosen and its tables are used (blended where the filtered choice lies between two shapes).
+    Any regularised deconvolution returns ``w (x) F k``: the response seen through the known effective filter
+    ``w`` of the chosen level (for the circulant methods ``W = DFT(w)``: the truncation mask or the Tikhonov
+    factor), further blurred by sampling a fast-rising response every ``dt``.  Its peak is lower and later than
+    that of ``F k`` by amounts that depend on the shape of ``k``.  They are computed by a noise-free emulation of
+    the whole measurement with *this study's AIF* (:func:`step_response_tables`) for a family of model residues
+    (:func:`model_residues`: gamma transit-time survival functions, dispersed by exponential kernels; the family is
+    ``residue_shapes`` x ``model_dispersions_s``) and a grid of MTTs.  Each model's fit to the data is measured on
+    the mean curves of small groups of voxels (:func:`model_weights`); the correction of each voxel is the
+    likelihood-weighted average of the models' corrections (heights geometrically), each at the MTT that model
+    gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The ratio
+    that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
+    peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
+    ratio.  No fitted constants.
 
 Lag-aware guided peak search (``peak_window_s``, ``tmax_window_s``; ladders of several levels)
-    Root cause of "low flows read too high": ``max(R)`` of a noisy residue is the maximum over the samples of a
-    search window, biased upwards by about ``sigma_R * E[max of m correlated standard normals]`` (order
-    statistics), largest where the residue is flat and low (infarct core, white matter).  Measured on the project
-    phantom at 8 HU, same regularisation level, true core: max(R) read 6.4 with noise vs 3.4 for the noiseless
-    curves with the former +-3 s window (+0.8 sigma_R).  A narrower window reduces this bias, but the peak of
-    the chosen residue is *earlier* than the peak of the most regularised residue (the guide) by the difference
-    of their regularisation lags - up to ~3 s for long MTTs - so a narrow window centred on the guide cuts the
-    peak off (-18 % CBF for a noiseless MTT = 8 s residue).  Hence the height is searched exactly where the
-    peak of level ``j`` must lie: from ``t_guide - (lag_top(tau) - lag_j(tau))`` to ``t_guide`` (lags from the
-    noise-free emulation below, ``tau`` = the voxel's noise-robust MTT), widened by ``peak_window_s`` (default 0)
-    on both sides, with parabolic refinement.  Tmax is searched within ``+-tmax_window_s`` (default 3 s) of the
-    guide's peak, which stops a noise bump elsewhere in the window from becoming Tmax.  The OI alone does not
-    catch low-frequency noise.  ``peak_window_s = None``: whole window, unguided.
-
-Noise-robust bias-correction lookup (``bias_tau_median_radius_mm``)
-    The height correction ``1/height(level, tau)`` depends on the voxel's MTT ``tau``, estimated from its own
-    (guide) peak.  A noise-lifted peak gives a too short ``tau`` and hence a too large correction: a positive
-    feedback that multiplied noisy low-flow peaks by ~1.5 in the phantom core (vs ~1.04 for the same curves
-    without noise).  MTT varies slowly and the table varies slowly with it, so the engine passes ``tau_filter``:
-    an in-plane median (radius 3 mm, within the parenchyma; edge preserving, rejects the noise-driven short-tau
-    outliers) of ``log tau``, used for the height correction and the lag-aware window.  The Tmax shift keeps the
-    voxel's own ``tau`` (unchanged behaviour: with the filtered ``tau`` Tmax moves ~0.25 s earlier on the phantom,
-    on top of the known over-correction of dispersed residues by the 0.5 s reference, see above).
+    ``max(R)`` of a noisy residue is biased upwards by the maximum over the samples of its search window, most
+    where the residue is flat and low (core, white matter).  The peak of level ``j`` lies between the peak of the
+    most regularised residue (the guide) moved earlier by the difference of the two levels' regularisation lags
+    (from the emulation) and the guide's peak, so the height is searched there (widened by ``peak_window_s``,
+    default 0) and Tmax within ``+-tmax_window_s`` of the guide's peak.  ``peak_window_s = None``: whole window.
 
 The oscillation index is evaluated on a reference grid of ``oi_reference_dt_s`` (default 1 s) so that its
 target does not depend on the chosen time step (Wu's value was defined for ~1 s sampling).
@@ -81,12 +61,14 @@ target does not depend on the chosen time step (Wu's value was defined for ~1 s 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import sparse
 from scipy.special import gammaincc
 
 from ctperf.config import DeconvolutionConfig
@@ -102,9 +84,10 @@ class DeconvolutionOutput:
     tmax_s: np.ndarray
     #: Regularisation used per voxel (truncation fraction or lambda), shape (n,).
     threshold: np.ndarray
-    #: Uncorrected residue peak (1/s) and its time (s) (equal to the above when no bias correction was applied).
-    rmax_raw_per_s: np.ndarray | None = None
-    tmax_raw_s: np.ndarray | None = None
+    #: The standard model-free convention at the same regularisation: the maximum of the residue over the whole
+    #: search window (1/s) and its time (s), no guided search and no bias correction.
+    rmax_standard_per_s: np.ndarray | None = None
+    tmax_standard_s: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -130,47 +113,42 @@ def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s
 
 
 def _emulated_tissue_spectra(aif_t: np.ndarray, dt_s: float, length: int, n_pos: int, tau_grid_s: np.ndarray,
-                             dispersion_s: float, shape_k: float, fine: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                             dispersion_s: float, shape_k: float, fine: int = 10
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectra (rfft, circulant length) of the noise-free tissue curves ``AIF (x) R_tau`` for unit flow, sampled
     every ``dt_s`` like the data (continuous convolution on a grid ``fine`` times finer, AIF linearly
-    interpolated), and the true residue peak times (s)."""
-    tf, ex, _, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine, shape_k)
+    interpolated), the true peak heights and the true peak times (s) of the (dispersed) residues."""
+    tf, ex, true_h, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine, shape_k)
     t = np.arange(n_pos) * dt_s
     af = np.interp(tf, t, np.asarray(aif_t, float))
     n = len(tf)
     cf = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(af, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
-    return sfft.rfft(cf[:, ::fine] * (dt_s / fine), n=length, axis=1), true_t
-
-
-def emulated_residues(aif_t: np.ndarray, inverse_filter: np.ndarray, dt_s: float, length: int, n_pos: int,
-                      n_neg: int, tau_grid_s: np.ndarray, dispersion_s: float, shape_k: float) -> np.ndarray:
-    """Noise-free deconvolved residues for unit flow, (n_tau, n_neg + n_pos) in search-window layout (times
-    ``-n_neg*dt .. (n_pos-1)*dt``), for one regularisation level and one model residue shape."""
-    c_spec, _ = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s, shape_k)
-    return _search_window(sfft.irfft(c_spec * inverse_filter[None], n=length, axis=1), n_pos, n_neg)
+    return sfft.rfft(cf[:, ::fine] * (dt_s / fine), n=length, axis=1), true_h, true_t
 
 
 def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], dt_s: float, length: int,
                          n_pos: int, n_neg: int, tau_grid_s: np.ndarray,
-                         dispersion_s: float = 0.0, shape_k: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free emulation of the whole measurement for reference residues (:func:`model_residues`).
+                         dispersion_s: float = 0.0, shape_k: float = 1.0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Noise-free emulation of the whole measurement for model residues (:func:`model_residues`).
 
     For each ``tau``: the continuous tissue curve ``AIF (x) R_tau`` is computed on a fine grid (AIF linearly
     interpolated), sampled every ``dt_s`` like the data, and deconvolved with each regularisation level's
-    inverse filter.  Returns the estimated peak height for a unit flow, and the estimated minus true peak time
-    (s), as arrays (n_levels, n_tau).  This captures both the regularisation and the discretisation
-    of a fast-rising residue at the sampling step.  The heights are absolute (the peak read for a unit flow): the
-    true peak is 1 without dispersion and ``max(h_disp (x) exp(-t/tau)) < 1`` with it, so dividing a measured peak
-    by the height returns the flow ``F`` of the model residue in both cases.
+    inverse filter.  Returns the estimated peak height for a unit flow and the estimated minus true peak time
+    (s), as arrays (n_levels, n_tau), the true peak height of the (dispersed) residue, (n_tau,), and the spectra
+    of the sampled tissue curves, (n_tau, length // 2 + 1).  This captures both the regularisation and the
+    discretisation of a fast-rising residue at the sampling step.  The heights are absolute (the peak read for a
+    unit flow): ``peak / area`` of a measured residue inverts them for the MTT (:func:`log_tau_from_peak`), and
+    ``true / estimated`` height is the factor that restores the peak of the unregularised residue ``h (x) R``.
     """
-    c_spec, true_t = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s, shape_k)
+    c_spec, true_h, true_t = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s,
+                                                      shape_k)
     heights, shifts = [], []
     for filt in inverse_filters:
-        r = sfft.irfft(c_spec * filt[None], n=length, axis=1)
-        pk, tm = _peak_signed(r, dt_s, n_pos, n_neg)
+        pk, tm = _peak_signed(sfft.irfft(c_spec * filt[None], n=length, axis=1), dt_s, n_pos, n_neg)
         heights.append(pk)
         shifts.append(tm - true_t)
-    return np.array(heights), np.array(shifts)
+    return np.array(heights), np.array(shifts), true_h, c_spec
 
 
 def log_tau_from_peak(peak_per_s: np.ndarray, auc_ratio_s: np.ndarray, heights_level: np.ndarray,
@@ -192,25 +170,24 @@ def log_tau_from_peak(peak_per_s: np.ndarray, auc_ratio_s: np.ndarray, heights_l
 
 
 def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray, auc_ratio: np.ndarray,
-                          heights: np.ndarray, shifts: np.ndarray, tau_grid_s: np.ndarray,
-                          shifts_tmax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Divide ``rmax`` by the step-response height and subtract its peak shift, per voxel (unguided search).
+                          heights: np.ndarray, rel_heights: np.ndarray, shifts: np.ndarray,
+                          tau_grid_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Restore the unregularised residue peak and its time, per voxel, for one model residue (unguided search).
 
-    The table entry is selected by the voxel's MTT ``tau``, obtained from its own peak at its own level
-    (:func:`log_tau_from_peak`).  ``shifts_tmax`` (optional): the peak-shift table of a different reference
-    residue for Tmax (default ``shifts``).
+    The table entry is selected by the voxel's MTT ``tau``, obtained from its own peak at its own level with the
+    absolute ``heights`` (:func:`log_tau_from_peak`); ``rmax`` is divided by the relative height (estimated /
+    true peak) and the peak shift is subtracted from ``tmax``.
     """
     lt = np.log(tau_grid_s)
-    shifts = shifts if shifts_tmax is None else shifts_tmax
     h = np.ones(len(rmax))
     s = np.zeros(len(rmax))
     for j in range(heights.shape[0]):
         m = level == j
         if m.any():
             log_tau = log_tau_from_peak(rmax[m], auc_ratio[m], heights[j], tau_grid_s)
-            h[m] = np.interp(log_tau, lt, heights[j])
+            h[m] = np.interp(log_tau, lt, rel_heights[j])
             s[m] = np.interp(log_tau, lt, shifts[j])
-    return ((rmax / np.clip(h, 0.2, 1.0)).astype(np.float32),
+    return ((rmax / np.clip(h, 0.2, 1.2)).astype(np.float32),
             np.maximum(tmax - s, 0.0).astype(np.float32))
 
 
@@ -314,26 +291,29 @@ def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) -> tuple[l
     raise ValueError(f"unknown circulant method {method!r}")
 
 
-def _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes, dispersion_s):
-    """Emulated heights and peak shifts, arrays (n_shapes, n_levels, n_tau) (see :func:`step_response_tables`)."""
-    tabs = [step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, dispersion_s, k) for k in shapes]
-    return np.array([h for h, _ in tabs]), np.array([sh for _, sh in tabs])
+def model_family(cfg: DeconvolutionConfig) -> list[tuple[float, float]]:
+    """The candidate model residues of the bias correction: (gamma shape ``k``, dispersion ``d`` s) pairs."""
+    return [(float(k), float(d)) for d in cfg.model_dispersions_s for k in cfg.residue_shapes]
 
 
-def _shape_misfit(win: np.ndarray, guide_idx: np.ndarray, model_tau_w: np.ndarray, log_tau: np.ndarray,
-                  lt: np.ndarray, half_w: int, before: int = 3, after: int = 20) -> np.ndarray:
-    """Mean squared difference between each voxel's residue ``win`` (n, W) and a model residue
-    (``model_tau_w`` (n_tau, W) on the MTT grid ``exp(lt)``) at the voxel's MTT, with the least-squares height,
-    aligned on the two peaks with sub-sample precision (the voxel's searched within +-``half_w`` of
-    ``guide_idx``), from ``before`` samples before to ``after`` samples after the peak."""
+def _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, family):
+    """:func:`step_response_tables` of every model of the family, stacked along a first axis (n_models, ...)."""
+    tabs = [step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, d, k) for k, d in family]
+    return tuple(np.array([tab[i] for tab in tabs]) for i in range(4))
+
+
+def _shape_misfit(win: np.ndarray, i_obs: np.ndarray, p_obs: np.ndarray, model_tau_w: np.ndarray,
+                  log_tau: np.ndarray, lt: np.ndarray, before: int = 3, after: int = 20) -> np.ndarray:
+    """Mean squared difference between each residue ``win`` (n, W) and a model residue (``model_tau_w``
+    (n_tau, W) on the MTT grid ``exp(lt)``) at the residue's MTT, with the least-squares height, aligned on the
+    two peaks with sub-sample precision (observed peak sample ``i_obs``, sub-sample position ``p_obs``), from
+    ``before`` samples before to ``after`` samples after the peak."""
     n, w = win.shape
     pos = np.clip(np.interp(log_tau, lt, np.arange(len(lt))), 0, len(lt) - 1)
     i0 = np.floor(pos).astype(int)
     i1 = np.minimum(i0 + 1, len(lt) - 1)
     f = (pos - i0)[:, None]
     model = (1.0 - f) * model_tau_w[i0] + f * model_tau_w[i1]
-    i_obs = _argmax_near(win, guide_idx, half_w)
-    p_obs = i_obs + _parabola_peak(win, i_obs)[0]
     i_mod = np.argmax(model, axis=1)
     p_mod = i_mod + _parabola_peak(model, i_mod)[0]
     a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
@@ -349,28 +329,88 @@ def _shape_misfit(win: np.ndarray, guide_idx: np.ndarray, model_tau_w: np.ndarra
     return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
 
 
-def _shape_bracket(u: np.ndarray, n_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two candidate shapes around the continuous shape index ``u`` and the weight of the upper one."""
-    s0 = np.clip(np.floor(u).astype(int), 0, n_s - 1)
-    s1 = np.minimum(s0 + 1, n_s - 1)
-    return s0, s1, (u - s0).astype(np.float64)
+def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, filters: list[np.ndarray],
+                  model_spectra: np.ndarray, heights: np.ndarray, dt_s: float, length: int, n_neg: int,
+                  tau_grid_s: np.ndarray, tmax_half_w: int, oi_sub: int, oi_target: float) -> np.ndarray:
+    """Relative likelihood of each model residue for each voxel (n_models, n), evaluated per group of voxels.
+
+    The residue shape is a regional property and its signature (the sharpness of the onset, the width of the top)
+    is fine detail that noise hides in a single voxel, so the tissue curves of each group (``groups`` (n,) int
+    labels, e.g. small in-plane blocks) are averaged first.  Each group's mean curve is deconvolved at the least
+    regularised level whose residue passes the oscillation-index test (its own, less noisy, ladder) and compared
+    with each model's noise-free emulated residue at the same level and at the group's MTT
+    (:func:`_shape_misfit`).  The misfits become relative likelihoods: Gaussian residuals with the best fit's
+    variance and two degrees of freedom per frequency the level keeps; where noise hides the shape, the weights
+    spread over every model that fits, rather than a noisy pick of one.  ``model_spectra`` (n_models, n_tau, F)
+    and ``heights`` (n_models, n_levels, n_tau) come from :func:`_family_tables`.  Columns sum to 1.
+    """
+    n, t = tissue_nt.shape
+    labels, inverse = np.unique(groups, return_inverse=True)
+    n_g = len(labels)
+    counts = np.bincount(inverse, minlength=n_g).astype(np.float64)
+    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(n_g, n))
+    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
+    a_sum = float(np.sum(aif_t))
+    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
+    c_spec = sfft.rfft(mean, n=length, axis=1)
+    lt = np.log(tau_grid_s)
+    n_m = len(model_spectra)
+    weight = np.ones((n_m, n_g))
+    todo = np.arange(n_g)
+    top = len(filters) - 1
+    for j, filt in enumerate(filters):
+        r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
+        ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::oi_sub]) <= oi_target
+        if ok.any():
+            g = todo[ok]
+            p_j, g_t = _peak_signed(r[ok], dt_s, t, n_neg)
+            win = _search_window(r[ok], t, n_neg)
+            gi = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            i_obs = _argmax_near(win, gi, tmax_half_w)
+            p_obs = i_obs + _parabola_peak(win, i_obs)[0]
+            mis = np.empty((n_m, len(g)))
+            for m in range(n_m):
+                model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
+                log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
+                mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
+            dof = 2.0 * np.count_nonzero(filt)
+            best_mis = np.maximum(mis.min(axis=0), 1e-30)
+            weight[:, g] = np.exp(-0.5 * dof * (mis - best_mis) / best_mis)
+        todo = todo[~ok]
+        if len(todo) == 0:
+            break
+    weight /= weight.sum(axis=0, keepdims=True)
+    return weight[:, inverse].astype(np.float32)
 
 
-def _blend(table_s_l_tau: np.ndarray, u: np.ndarray, log_tau: np.ndarray, lt: np.ndarray) -> np.ndarray:
-    """Per-voxel table values (n_levels, n) at shape index ``u`` and log MTT ``log_tau`` (linear in both)."""
-    n_s, n_l, _ = table_s_l_tau.shape
-    s0, s1, w = _shape_bracket(u, n_s)
-    out = np.empty((n_l, len(u)))
-    cols = np.arange(len(u))
-    for j in range(n_l):
-        per_shape = np.array([np.interp(log_tau, lt, table_s_l_tau[s, j]) for s in range(n_s)])  # (n_s, n)
-        out[j] = (1.0 - w) * per_shape[s0, cols] + w * per_shape[s1, cols]
+def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_grid_s: np.ndarray,
+                       y_grid: np.ndarray) -> list[np.ndarray]:
+    """Each model's tables (n_models, n_levels, n_tau) re-indexed by the observable ``y = log(peak / area)`` of
+    the most regularised residue (``y_grid``), through that model's MTT (:func:`log_tau_from_peak`); returns
+    arrays (n_models, n_levels, len(y_grid))."""
+    lt = np.log(tau_grid_s)
+    out = []
+    for tab in tables:
+        o = np.empty(tab.shape[:2] + (len(y_grid),))
+        for m in range(tab.shape[0]):
+            lt_m = log_tau_from_peak(np.exp(y_grid), np.ones_like(y_grid), heights_top[m], tau_grid_s)
+            for j in range(tab.shape[1]):
+                o[m, j] = np.interp(lt_m, lt, tab[m, j])
+        out.append(o)
     return out
+
+
+def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
+    lo = table_m_y[:, i0]
+    hi = table_m_y[:, i0 + 1]
+    return (weight_m_n * ((1.0 - frac) * lo + frac * hi)).sum(axis=0)
 
 
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
-                         tau_filter=None) -> DeconvolutionOutput:
+                         tau_filter=None, shape_groups: np.ndarray | None = None,
+                         weight_filter=None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -391,6 +431,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
+    rmax_std = rmax if not guided else np.zeros(n, np.float32)  # the standard convention (unguided peak)
+    tmax_std = tmax if not guided else np.zeros(n, np.float32)
     thr = np.full(n, levels[-1], np.float32)
     level = np.full(n, top, np.int16)
     a_sum = float(np.sum(aif_t))
@@ -398,60 +440,53 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     tau_grid = np.geomspace(0.3, 60.0, 48)
     lt = np.log(tau_grid)
     correct = cfg.correct_regularisation_bias
-    shapes = tuple(float(k) for k in cfg.residue_shapes) if len(filters) > 1 else (1.0,)
-    heights = shifts = shifts_tmax = None
+    family = model_family(cfg) if len(filters) > 1 else [(1.0, 0.0)]
+    heights = shifts = rel_heights = None
     if correct or guided:
-        heights, shifts = _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes,
-                                        cfg.cbf_model_dispersion_s)
-        shifts_tmax = shifts
-        if cfg.tmax_model_dispersion_s != cfg.cbf_model_dispersion_s:
-            shifts_tmax = _shape_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, shapes,
-                                        cfg.tmax_model_dispersion_s)[1]
+        heights, shifts, true_h, model_spectra = _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
+                                                                family)
+        rel_heights = heights / np.maximum(true_h[:, None, :], 1e-9)  # estimated / true peak of h (x) R
 
-    # per-voxel correction tables (n_levels, n): height and lags of the matching model residue
-    h_vox = st_vox = None
     g_t = np.zeros(n, np.float64)
     g_idx_all = None
     if guided:
-        # pass 1: peak of the most regularised residue (robust to noise), the voxel's MTT for each candidate
-        # residue shape, and how well each shape's emulated residue fits the voxel's (see the module doc)
-        n_s = len(shapes)
+        # pass 1: the weight of each model residue for each voxel (per group, spatially smoothed: see
+        # model_weights), the peak of the most regularised residue (robust to noise) and the voxel's MTT under
+        # each model
+        n_m = len(family)
+        weight = np.ones((1, n), np.float32)
+        if n_m > 1:
+            grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
+            weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
+                                   tau_grid, tmax_half_w, sub, target)
+            if weight_filter is not None:
+                weight = np.array([weight_filter(w) for w in weight], np.float32)
+                weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
         g_idx_all = np.zeros(n, int)
-        lt_shapes = np.zeros((n_s, n))
-        misfit = np.zeros((n_s, n))
-        models = ([emulated_residues(aif_t, filters[top], dt_s, length, t, n_neg, tau_grid,
-                                     cfg.cbf_model_dispersion_s, k) for k in shapes] if n_s > 1 else [])
+        y = np.zeros(n)
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
             c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
             r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
             p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
-            gi = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-            g_idx_all[start:stop] = gi
-            for si in range(n_s):
-                lt_shapes[si, start:stop] = log_tau_from_peak(p_top, auc_ratio[start:stop], heights[si, top],
-                                                              tau_grid)
-            if n_s > 1:
-                win = _search_window(r_top, t, n_neg)
-                misfit[:, start:stop] = [_shape_misfit(win, gi, models[si], lt_shapes[si, start:stop], lt,
-                                                       tmax_half_w) for si in range(n_s)]
-        u = np.zeros(n)
-        if n_s > 1:
-            if tau_filter is not None:
-                # the residue shape is a regional property: pool the neighbourhood (median of the log misfits)
-                misfit = np.array([tau_filter(np.log(np.maximum(m, 1e-30))) for m in misfit])
-            u = np.argmin(misfit, axis=0).astype(np.float64)
-            if tau_filter is not None:
-                u = np.clip(np.asarray(tau_filter(u), np.float64), 0, n_s - 1)
-        del misfit
-        s0, s1, w = _shape_bracket(u, n_s)
-        cols = np.arange(n)
-        ltau_voxel = (1.0 - w) * lt_shapes[s0, cols] + w * lt_shapes[s1, cols]
-        ltau = ltau_voxel if tau_filter is None else np.asarray(tau_filter(ltau_voxel), np.float64)
-        # height lookup with the noise-robust (filtered) MTT, lags with the voxel's own MTT (see the module doc)
-        h_vox = _blend(heights, u, ltau, lt)
-        s_win = _blend(shifts, u, ltau, lt)
-        st_vox = _blend(shifts_tmax, u, ltau_voxel, lt)
+            g_idx_all[start:stop] = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+        # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
+        # the MTT grid is clipped to it
+        y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
+        y = np.clip(np.nan_to_num(y, nan=y_grid[0], posinf=y_grid[-1], neginf=y_grid[0]), y_grid[0], y_grid[-1])
+        # noise-robust MTT for the height lookup and the lag-aware window: the filtered observable
+        y_filt = y if tau_filter is None else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1])
+        log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
+                                              tau_grid, y_grid)
+
+        def grid_pos(v):
+            p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
+            i0 = np.clip(np.floor(p).astype(int), 0, len(y_grid) - 2)
+            return i0, np.clip(p - i0, 0.0, 1.0)
+
+        pos_own, pos_filt = grid_pos(y), grid_pos(y_filt)
 
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
@@ -469,10 +504,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     # the peak of level j lies between the guide's peak moved earlier by the difference of the two
                     # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
                     gi = g_idx_all[sel]
-                    lag = np.maximum(s_win[top, sel] - s_win[j, sel], 0.0)
+                    i0, fr = pos_filt[0][sel], pos_filt[1][sel]
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], weight[:, sel], i0, fr)
+                                     - _weighted_lookup(shift_y[:, j], weight[:, sel], i0, fr), 0.0)
                     early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
                     pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi))
                     _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)
+                    rmax_std[sel], tmax_std[sel] = _peak_signed(r[ok], dt_s, t, n_neg)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -485,16 +523,21 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, -(-n // _CHUNK)))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
-                              rmax_raw_per_s=rmax, tmax_raw_s=np.maximum(tmax, 0.0))
+                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0))
     if correct:
-        if h_vox is None:  # unguided: per-voxel MTT from its own peak, single (first) shape
-            out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0], shifts[0],
-                                                               tau_grid, shifts_tmax=shifts_tmax[0])
+        if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
+            out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
+                                                               rel_heights[0], shifts[0], tau_grid)
         else:
-            cols = np.arange(n)
-            h = np.clip(h_vox[level, cols], 0.2, 1.0)
-            out.rmax_per_s = (rmax / h).astype(np.float32)
-            out.tmax_s = np.maximum(tmax - st_vox[level, cols], 0.0).astype(np.float32)
+            log_h = np.zeros(n)
+            shift = np.zeros(n)
+            for j in range(len(filters)):
+                sel = np.flatnonzero(level == j)
+                if len(sel):
+                    log_h[sel] = _weighted_lookup(log_h_y[:, j], weight[:, sel], pos_filt[0][sel], pos_filt[1][sel])
+                    shift[sel] = _weighted_lookup(shift_y[:, j], weight[:, sel], pos_own[0][sel], pos_own[1][sel])
+            out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
+            out.tmax_s = np.maximum(tmax - shift, 0.0).astype(np.float32)
     return out
 
 
@@ -519,12 +562,18 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
-               tau_filter=None) -> DeconvolutionOutput:
-    """Dispatch on ``cfg.method`` ("bcsvd" | "tikhonov" | "svd").
+               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None) -> DeconvolutionOutput:
+    """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping the per-voxel log MTT estimates (n,) used
     to look up the regularisation-bias correction to filtered values (e.g. a spatial median, see the module doc).
     """
     if cfg.method == "svd":
-        return deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
-    return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter)
+        out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
+        out.rmax_standard_per_s, out.tmax_standard_s = out.rmax_per_s, out.tmax_s
+        return out
+    if cfg.method == "standard":
+        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
+        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
+    return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
+                                weight_filter=weight_filter)
