@@ -12,4 +12,4 @@ HCT_SMALL_VESSEL = 0.25
 KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
 
 #: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
-DEFINITION_VERSION = "1.0"
+DEFINITION_VERSION = "1.1"
