@@ -35,11 +35,11 @@ TRIAL_THRESHOLDS = {"tmax_hypoperfusion_s": 6.0, "rcbf_core": 0.30}
 
 def trial_thresholds_reason(thr: Thresholds) -> str | None:
     """None when ``thr`` uses the trial lesion thresholds, otherwise why the trial labels are not computed."""
-    diff = [f"{k} = {getattr(thr, k):g} (trial: {v:g})" for k, v in TRIAL_THRESHOLDS.items()
+    diff = [f"{k} = {getattr(thr, k):g}" for k, v in TRIAL_THRESHOLDS.items()
             if not np.isclose(float(getattr(thr, k)), v, rtol=0, atol=1e-9)]
     if not diff:
         return None
-    return "trial criteria need Tmax > 6 s and rCBF < 0.30; this run used " + ", ".join(diff)
+    return "trial labels need the trial thresholds (Tmax > 6 s, rCBF < 0.30); this run: " + ", ".join(diff)
 
 #: Minimum hypoperfusion volume (mL) below which no lesion side is named.
 MIN_LESION_ML_FOR_SIDE = 1.0

@@ -547,7 +547,7 @@ def _write_manifest(tmp: Path, mode: str | None) -> None:
             mode = json.loads((tmp / "metrics.json").read_text(encoding="utf-8")).get("mode")
         except (ValueError, AttributeError):
             mode = None
-    doc = {"software": "ctperf", "software_version": __version__, "mode": mode, "files": files + [MANIFEST]}
+    doc = {"software": "ctperf", "software_version": __version__, "mode": mode, "files": sorted([*files, MANIFEST])}
     (tmp / MANIFEST).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 

@@ -119,7 +119,7 @@ def warning_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("yellow", f"another candidate series was not analysed: {cand}"))
     for key in ("DEFUSE3_eligible", "EXTEND_eligible"):
         if metrics.get(key, False) is None and metrics.get(f"{key}_reason", "").startswith("trial"):
-            lines.append(("yellow", f"{key} not computed: {metrics[f'{key}_reason']}"))
+            lines.append(("yellow", f"DEFUSE 3 / EXTEND labels not computed: {metrics[f'{key}_reason']}"))
             break
     return lines
 
