@@ -127,13 +127,18 @@ def test_map_statistics_and_regions():
 
 
 # ---------------------------------------------------------------------------------------- output folders
+def _fake_result(out: Path, mode: str, files: tuple[str, ...]) -> None:
+    """A result set written through atomic_output_dir: metrics.json of ``mode`` plus ``files``."""
+    with atomic_output_dir(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps({"mode": mode}))
+        for rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text("old")
+
+
 def test_run_owns_its_files_and_keeps_the_users(tmp_path):
     out = tmp_path / "out"
-    with atomic_output_dir(out) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps({"mode": "A"}))
-        (tmp / "qa").mkdir()
-        (tmp / "qa" / "old.png").write_text("old")
-        (tmp / "report.pdf").write_text("old")
+    _fake_result(out, "A", ("qa/old.png", "report.pdf"))
     (out / "my_notes.txt").write_text("mine")
     mode, files = previous_result(out)
     assert mode == "A" and sorted(files) == sorted(["metrics.json", "qa/old.png", "report.pdf", MANIFEST])
@@ -147,10 +152,7 @@ def test_run_owns_its_files_and_keeps_the_users(tmp_path):
 
 def test_other_mode_refused_unless_overwrite(tmp_path):
     out = tmp_path / "b_result"
-    with atomic_output_dir(out) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps({"mode": "B"}))
-        (tmp / "masks").mkdir()
-        (tmp / "masks" / "core_mask.nii.gz").write_text("x")
+    _fake_result(out, "B", ("masks/core_mask.nii.gz",))
     with pytest.raises(InputError, match="holds a Mode B result.*--overwrite"):
         check_output_dir(out, mode="A")
     check_output_dir(out, mode="A", overwrite=True)
@@ -349,3 +351,25 @@ def test_aggregate_rows_carry_study_id(study, tmp_path):
     df = collect(study["out"].parent)
     assert list(df.columns[:2]) == ["study", "study_id"]
     assert study["metrics"]["study_id"] in set(df["study_id"])
+
+
+def test_mode_b_into_a_mode_a_folder_is_refused(study):
+    before = _tree_hashes(study["out"])
+    r = _cli("maps", "--mip", "m.png", "--tmax", "t.nii.gz", "--cbv", "c.nii.gz", "--rcbf", "r.nii.gz",
+             "--aif_csv", "a.csv", "--vof_csv", "v.csv", "--out_dir", str(study["out"]))
+    assert r.returncode == 2 and "holds a Mode A result" in r.stderr and "--overwrite" in r.stderr
+    assert _tree_hashes(study["out"]) == before
+
+
+def test_pdf_header_names_the_study(study):
+    from matplotlib.figure import Figure
+
+    from ctperf import report
+    from ctperf.pipeline import lesions_and_indices, load_saved_result
+
+    perf, roi, contra, prov = load_saved_result(study["out"])
+    res = lesions_and_indices(perf, Config(), roi, contra, prov)
+    fig = Figure(figsize=report.A4_IN)
+    report._build_page(fig, perf, res.lesion, study["metrics"])
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert f"study {study['metrics']['study_id']}" in texts
