@@ -62,8 +62,9 @@ class RunProgress:
             self._stages.append(name)
         self._current = name
         i = self._stages.index(name) + 1
-        self._prog.update(self._task, description=f"[{i}/{len(self._stages)}] {name}", total=self._total(),
-                          completed=self._done)
+        # a single-stage command (Mode B) has nothing to count: the bar pulses instead of sitting at 0 %
+        self._prog.update(self._task, description=f"[{i}/{len(self._stages)}] {name}",
+                          total=self._total() if len(self._stages) > 1 else None, completed=self._done)
 
     def part(self, done: int, total: int) -> None:
         if self._current is None or total <= 0:
