@@ -55,6 +55,26 @@ def test_config_values_are_range_checked(section, values, fragment):
     assert "\n" not in str(info.value)
 
 
+def test_every_numeric_setting_has_a_range():
+    """Every number (or list of numbers) in the config has an entry in RANGES, and every entry names a setting."""
+    import dataclasses
+    import typing
+
+    from ctperf.config import RANGES
+
+    names = set()
+    for section in dataclasses.fields(Config):
+        sub = section.default_factory
+        hints = typing.get_type_hints(sub)
+        for f in dataclasses.fields(sub):
+            name = f"{section.name}.{f.name}"
+            names.add(name)
+            text = str(hints[f.name])
+            if hints[f.name] is not bool and ("float" in text or "int" in text):
+                assert name in RANGES, f"{name} has no valid range in ctperf.config.RANGES"
+    assert set(RANGES) <= names, set(RANGES) - names
+
+
 def test_config_sections_check_on_construction_and_after_assignment():
     with pytest.raises(ValueError, match="looks like a percentage"):
         Thresholds(rcbf_core=30)
