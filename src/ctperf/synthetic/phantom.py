@@ -464,6 +464,8 @@ def _build_truth(spec, labels0, f_art, f_ven, f_core, mix, delay, side, lesion_d
         aif_true=(t_fine.copy(), ca.copy()), vof_true=(t_fine.copy(), cv.copy()),
         aif_voxels_zyx=aif_vox.astype(np.int64).reshape(-1, 3), vof_voxels_zyx=vof_vox.astype(np.int64).reshape(-1, 3),
         artery_fraction=f_art, venous_fraction=f_ven, cbf_apparent=cbf_app,
+        dispersion=np.where(tissue, float(spec.dispersion_s), zero).astype(np.float32),
+        residue_peak_s=np.where(tissue, mix["t_peak"], zero).astype(np.float32),
     )
     compute_truth_masks(truth, spec.lesion_sign())
     return truth
