@@ -191,20 +191,23 @@ def compute_truth_metrics(truth: PhantomTruth, spec, affine_ras: np.ndarray, les
     return m
 
 
-def _json_clean(x):
+def json_clean(x, ndigits: int | None = None):
+    """Strict-JSON copy of ``x``: numpy scalars/arrays to Python, NaN/inf to None, floats rounded if ``ndigits``."""
     if isinstance(x, dict):
-        return {str(k): _json_clean(v) for k, v in x.items()}
+        return {str(k): json_clean(v, ndigits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_clean(v) for v in x]
+        return [json_clean(v, ndigits) for v in x]
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
     if isinstance(x, (float, np.floating)):
-        return _f(x)
+        v = _f(x)
+        return round(v, ndigits) if v is not None and ndigits is not None else v
     if isinstance(x, np.ndarray):
-        return _json_clean(x.tolist())
+        return json_clean(x.tolist(), ndigits)
     return x
+
 
 
 def write_truth(ph, out_dir) -> Path:
@@ -246,5 +249,5 @@ def write_truth(ph, out_dir) -> Path:
     doc["phantom_spec"] = spec_to_dict(ph.spec)
     doc["truth_definitions"] = TRUTH_DEFINITIONS
     with open(out / "truth.json", "w") as fh:
-        json.dump(_json_clean(doc), fh, indent=2, allow_nan=False)
+        json.dump(json_clean(doc), fh, indent=2, allow_nan=False)
     return out
