@@ -611,7 +611,7 @@ def compare_markdown(a: dict[str, Any], b: dict[str, Any]) -> str:
                 continue
             va = _cell(ca["value"], k, ca["pass"]) if ca else "–"
             vb = _cell(cb["value"], k, cb["pass"]) if cb else "–"
-            lines.append(f"| {name} | {k} | {target_text(k)} | {va} | {vb} |")
+            lines.append(f"| {name} | {k} | {target_text(k).replace('|', chr(92) + '|')} | {va} | {vb} |")
     return "\n".join(lines) + "\n"
 
 
