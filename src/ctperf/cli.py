@@ -358,6 +358,12 @@ def phantom_cmd(
     out.print(f"phantom study written to {out_dir}")
 
 
+# ------------------------------------------------------------------ cohort research: batch, compare, stats
+from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
+
+_register_cohort(app, _fail)
+
+
 def main() -> None:
     app()
 
