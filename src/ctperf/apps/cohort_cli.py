@@ -64,6 +64,70 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
         raise typer.Exit(1 if counts["failed"] else 0)
 
 
+    @app.command("stats")
+    def stats_cmd(
+        data: Path = typer.Option(..., "--data", help="Cohort table (CSV or XLSX), e.g. the summary.csv of "
+                                                      "`ctperf aggregate`; one row per subject."),
+        outcome: str = typer.Option(..., "--outcome", help="Outcome column (binary, or ordinal with --positive)."),
+        predictors: str = typer.Option(..., "--predictors", help="Comma-separated predictor columns, e.g. "
+                                                                 "Corrected_CBV_Index,HIR."),
+        out_dir: Path = typer.Option(..., "--out_dir", "--out-dir", help="Output folder: stats.json, PNG plots, "
+                                                                         "report.html."),
+        positive: Optional[str] = typer.Option(None, "--positive", help="Which outcome values are positive: "
+                                               "'>=3' (also >, <=, <, ==, !=) or labels 'good,excellent'."),
+        clinical: Optional[Path] = typer.Option(None, "--clinical", help="Second table (e.g. outcomes) joined on "
+                                                                         "--on."),
+        on: Optional[str] = typer.Option(None, "--on", help="Id column shared by --data and --clinical."),
+        cv: int = typer.Option(5, "--cv", min=2, help="Folds of the stratified cross-validation."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the cross-validation folds."),
+    ):
+        """Outcome statistics: ROC/AUC with DeLong CI, Youden cut-off, CV AUC, logistic regression, calibration."""
+        try:
+            import warnings
+
+            from ctperf.workflows.stats import run_stats
+
+            # the command reports separation and convergence problems as notes; statsmodels' own warnings would
+            # only repeat them with a source line (set once for this command, not inside the library)
+            warnings.filterwarnings("ignore", module="statsmodels")
+
+            names = [p.strip() for p in predictors.split(",") if p.strip()]
+            res, doc = run_stats(data, outcome, names, out_dir, positive=positive, clinical=clinical, on=on,
+                                 folds=cv, seed=seed)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            fail(exc)
+            return
+        for note in doc["notes"]:
+            err.print(f"note: {note}", highlight=False, soft_wrap=True)
+        out.print(_stats_table(doc))
+        out.print(f"stats.json, plots and report.html -> {out_dir}", highlight=False)
+
+
+def _stats_table(doc: dict):
+    from rich.table import Table
+
+    from ctperf import DISCLAIMER
+
+    table = Table(title=f"outcome: {doc['positive']}", caption=DISCLAIMER)
+    for col in ("predictor", "n", "AUC (95% CI)", "CV AUC", "cut-off", "sens", "spec", "OR/SD (95% CI)"):
+        table.add_column(col)
+
+    def f(v, d=3):
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    for name, d in doc["predictors"].items():
+        if d["auc"] is None:
+            table.add_row(name, str(d["n"]), f"n/a ({d.get('reason', '')})", "", "", "", "", "")
+            continue
+        ci, orci = d["auc_ci95"], d["odds_ratio_per_sd_ci95"]
+        table.add_row(name, str(d["n"]), f"{f(d['auc'])} ({f(ci[0])}-{f(ci[1])})",
+                      "n/a" if d["auc_cv_mean"] is None else f"{d['auc_cv_mean']:.2f} ± {d['auc_cv_sd']:.2f}",
+                      d["cutoff_rule"].replace("positive if value ", ""), f(d["sensitivity"], 2),
+                      f(d["specificity"], 2),
+                      "n/a" if orci is None else f"{f(d['odds_ratio_per_sd'], 2)} ({f(orci[0], 2)}-{f(orci[1], 2)})")
+    return table
+
+
 def raise_input(message: str):
     from ctperf.errors import InputError
 
