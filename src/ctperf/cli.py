@@ -275,12 +275,14 @@ def recompute_cmd(
 def aggregate_cmd(
     input_dir: Path = typer.Option(..., "--input_dir", "--input-dir", help="Folder searched for metrics.json."),
     output: Path = typer.Option(Path("summary.csv"), "--output", help="CSV with one row per study."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv or xlsx (default: from --output's name)."),
 ):
     """Collect every study's metrics.json below a folder into one CSV (one row per study)."""
     try:
         from ctperf.utils.aggregate_metrics import aggregate
 
-        n = aggregate(input_dir, output)
+        n = aggregate(input_dir, output, fmt, warn=lambda m: err.print(f"ctperf: warning: {m}", highlight=False,
+                                                                        soft_wrap=True))
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
