@@ -318,17 +318,9 @@ def prr_cmd(
 
 
 def _read_metrics(path: Path) -> dict:
-    p = Path(path)
-    p = p / "metrics.json" if p.is_dir() else p
-    if not p.is_file():
-        raise CTPerfError(f"no metrics.json at {path}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CTPerfError(f"{p} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CTPerfError(f"{p} is not a metrics document")
-    return doc
+    from ctperf.workflows.compare import read_metrics
+
+    return read_metrics(path)
 
 
 # ---------------------------------------------------------------------------------------------- phantom

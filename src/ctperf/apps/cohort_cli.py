@@ -64,6 +64,31 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
         raise typer.Exit(1 if counts["failed"] else 0)
 
 
+    @app.command("compare")
+    def compare_cmd(
+        baseline: Path = typer.Option(..., "--baseline", help="Baseline study's output folder (or its metrics.json)."),
+        followup: Path = typer.Option(..., "--followup", help="Follow-up study's output folder (or metrics.json)."),
+        out_dir: Optional[Path] = typer.Option(None, "--out_dir", "--out-dir",
+                                               help="Write compare.json, the reperfusion masks and compare.png here "
+                                                    "(default: print the JSON only)."),
+        force: bool = typer.Option(False, "--force", help="Compare even if the thresholds or definition versions "
+                                                          "differ (recorded in the result)."),
+    ):
+        """Follow-up vs baseline: PRR %, and with maps a rigid registration, reperfusion map and volume, figure."""
+        try:
+            import json
+
+            from ctperf.workflows.compare import compare_studies
+
+            doc = compare_studies(baseline, followup, out_dir, force=force)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            fail(exc)
+            return
+        if doc.get("forced"):
+            err.print("ctperf: warning: compared despite different definitions: "
+                      + "; ".join(doc["definition_differences"]), highlight=False, soft_wrap=True)
+        typer.echo(json.dumps(doc, indent=2, allow_nan=False))
+
     @app.command("stats")
     def stats_cmd(
         data: Path = typer.Option(..., "--data", help="Cohort table (CSV or XLSX), e.g. the summary.csv of "
