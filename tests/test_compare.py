@@ -27,7 +27,8 @@ def studies(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("compare")
     cfg = Config.from_dict(FAST_CONFIG)
-    specs = {"base": dict(seed=0), "reperfused": dict(seed=1, lesion=None, rotation_deg=5.0, head_offset_mm=(4.0, -3.0)),
+    specs = {"base": dict(seed=0),
+             "reperfused": dict(seed=1, lesion=None, rotation_deg=5.0, head_offset_mm=(4.0, -3.0)),
              "persisting": dict(seed=2, rotation_deg=-4.0, head_offset_mm=(-3.0, 2.0))}
     for name, kw in specs.items():
         write_small_study(root / name / "dicom", n_slices=6, **kw)

@@ -47,7 +47,7 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
             from ctperf.config import Config
 
             if workers is not None and scheduler:
-                raise_input("use either --workers (local cluster) or --scheduler, not both")
+                _input_error("use either --workers (local cluster) or --scheduler, not both")
             cfg = Config.load(config)
             with _progress(quiet) as (on_start, on_result):
                 result = run_batch(input_root, out_root, cfg.to_dict(), workers=workers, scheduler=scheduler,
@@ -153,7 +153,7 @@ def _stats_table(doc: dict):
     return table
 
 
-def raise_input(message: str):
+def _input_error(message: str):
     from ctperf.errors import InputError
 
     raise InputError(message)

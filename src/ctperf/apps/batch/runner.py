@@ -184,7 +184,7 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
     cluster = None
     try:
         if scheduler:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="10s")
         else:
             n = max(1, workers or os.cpu_count() or 1)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
