@@ -309,12 +309,14 @@ def recompute_cmd(
 def aggregate_cmd(
     input_dir: Path = typer.Option(..., "--input_dir", "--input-dir", help="Folder searched for metrics.json."),
     output: Path = typer.Option(Path("summary.csv"), "--output", help="CSV with one row per study."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv or xlsx (default: from --output's name)."),
 ):
     """Collect every study's metrics.json below a folder into one CSV (one row per study)."""
     try:
         from ctperf.utils.aggregate_metrics import aggregate
 
-        n = aggregate(input_dir, output)
+        n = aggregate(input_dir, output, fmt, warn=lambda m: err.print(f"ctperf: warning: {m}", highlight=False,
+                                                                        soft_wrap=True))
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -350,17 +352,9 @@ def prr_cmd(
 
 
 def _read_metrics(path: Path) -> dict:
-    p = Path(path)
-    p = p / "metrics.json" if p.is_dir() else p
-    if not p.is_file():
-        raise CTPerfError(f"no metrics.json at {path}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CTPerfError(f"{p} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CTPerfError(f"{p} is not a metrics document")
-    return doc
+    from ctperf.workflows.compare import read_metrics
+
+    return read_metrics(path)
 
 
 # ---------------------------------------------------------------------------------------------- phantom
@@ -396,6 +390,12 @@ def phantom_cmd(
         _fail(exc)
         return
     out.print(f"phantom study written to {out_dir}")
+
+
+# ------------------------------------------------------------------ cohort research: batch, compare, stats
+from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
+
+_register_cohort(app, _fail)
 
 
 def main() -> None:

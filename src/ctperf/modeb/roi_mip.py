@@ -38,7 +38,6 @@ contrast changes) without rotation.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,9 +181,8 @@ def from_display(img_disp: np.ndarray, flips) -> np.ndarray:
 
 def axial_mip(vol_zyx: np.ndarray) -> np.ndarray:
     """``np.nanmax(vol, axis=0)`` without all-NaN warnings (all-NaN columns stay NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmax(np.asarray(vol_zyx, dtype=np.float32), axis=0)
+    # fmax ignores NaN without a warning (warnings.catch_warnings would change process-global state)
+    return np.fmax.reduce(np.asarray(vol_zyx, dtype=np.float32), axis=0)
 
 
 # ------------------------------------------------------------------------------------------- registration
