@@ -28,7 +28,7 @@ def test_ids_columns_and_versions(tmp_path):
     _study(tmp_path, ".p9.ctperf-tmp-abc", core_ml=99.0)  # an unfinished run's temporary folder
     df = collect(tmp_path)
     assert df["study"].tolist() == ["siteA/p1", "siteB/p2"]
-    assert list(df.columns[:4]) == ["study", "software_version", "definition_version", "mode"]
+    assert list(df.columns[:5]) == ["study", "study_id", "software_version", "definition_version", "mode"]
     cols = list(df.columns)
     assert cols.index("hypoperfusion_ml") < cols.index("core_ml") < cols.index("HIR") < cols.index("zzz_extra") \
         < cols.index("thresholds.tmax_hypoperfusion_s") < cols.index("qa_flags.motion")

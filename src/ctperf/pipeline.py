@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
