@@ -240,6 +240,7 @@ def maps_cmd(
         _fail(exc)
         return
     out.print(_summary_table(metrics, f"ctperf maps -> {out_dir}"))
+    out.print((metrics.get("provenance", {}).get("tissue_mask") or {}).get("note", ""), markup=False)
 
 
 def _parse_range(text: str | None):
