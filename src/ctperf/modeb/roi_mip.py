@@ -418,10 +418,11 @@ def _colour_roi(rgb, mip, valid, scale_range, max_gap_px, min_score):
     cand = _uniform_components(rgb, drop_small_components(yellow_any & unexplained & ~_colour_bar_box(rgb), 12))
     if cand.any():
         # stretches of the stroke drawn over the map's own yellow match the map there: regain them by growing
-        # the unexplained stroke (at most 2 * max_gap_px steps) into pixels of the stroke's own colour
+        # the unexplained stroke into connected pixels of the stroke's own colour (this may also take the
+        # map's iso-colour line where it touches the stroke; inside the outline that changes nothing)
         stroke_rgb = np.median(rgb[cand].astype(np.float32), axis=0)
-        same = yellow_any & (np.linalg.norm(rgb.astype(np.float32) - stroke_rgb, axis=-1) <= STROKE_COLOUR_TOL)
-        cand = ndimage.binary_dilation(cand, np.ones((3, 3), bool), iterations=2 * max_gap_px, mask=same | cand)
+        same = np.linalg.norm(rgb.astype(np.float32) - stroke_rgb, axis=-1) <= STROKE_COLOUR_TOL
+        cand = ndimage.binary_propagation(cand, np.ones((3, 3), bool), mask=same | cand)
     ambiguous = ("the ROI colour is ambiguous: the yellow in the screenshot cannot be told apart from the yellow "
                  "of the colour-coded MIP; draw the ROI outline over non-yellow map regions or use a grey MIP")
     if not cand.any():
