@@ -2,7 +2,16 @@
 
 load maps -> tissue mask -> ROI footprint (registered screenshot) -> midline -> masks -> indices -> write.
 :func:`analyse_maps` is pure (arrays in, masks and metrics out); :func:`run_maps` adds the file edges and writes
-``metrics.json``, ``metrics.csv``, ``log.txt`` and ``masks/{core,hypoperfusion,penumbra}_mask.nii.gz`` atomically.
+``metrics.json``, ``metrics.csv``, ``log.txt``, the masks under Mode A's names (``hypoperf_mask_tmax6.nii.gz``,
+``core_mask_rcbf30.nii.gz``, ``penumbra_mask.nii.gz``) and the seed's
+``masks/{core,hypoperfusion,penumbra}_mask.nii.gz``, ``qa/roi_registration.png`` and Mode A's ``report.pdf``,
+atomically.
+
+Tissue mask (one rule for both modes: brain without CSF and large vessels).  Mode A finds CSF on the
+pre-contrast CT, which maps alone do not show (CSF and infarct core both read low CBV / rCBF).  So Mode B uses,
+in this order, ``--tissue_mask``, the mask (and midline, venous sinus) of the ctperf Mode A folder the maps come
+from (then the indices equal Mode A's), or a mask derived from the maps; ``metrics.json`` ``provenance.tissue_mask``
+and the console say which, and that the last can give other CBV indices than Mode A on the same maps.
 """
 
 from __future__ import annotations
@@ -230,7 +239,8 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
     qa_flags, qa_values = mode_b_qa(roi.registration, infos, (t_aif, y_aif), (t_vof, y_vof), aif_ttp, vof_ttp)
     provenance = {"software_version": __version__, "inputs": infos, "rcbf_input_unit": rcbf_unit,
                   "roi_registration": {k: v for k, v in roi.registration.items()
-                                       if k in ("scale", "dx", "dy", "score", "roi_map_px", "flips")},
+                                       if k in ("scale", "dx", "dy", "score", "roi_map_px", "flips",
+                                                "mip_colour_coded", "yellow_in_map_px")},
                   "roi_to_3d": "the 2D ROI drawn on the axial MIP is extruded through all slices (footprint)",
                   "tissue_mask": src.provenance(), "config": cfg.to_dict()}
     res = analyse_maps(tmax_v, cbv_v, rcbf_v, affine, cfg, roi_footprint=roi.footprint_zyx,

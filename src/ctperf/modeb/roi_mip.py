@@ -30,10 +30,14 @@ The ROI drawn on an axial MIP only constrains the in-plane position: ``footprint
 extruded through every slice (a column through the whole volume), not a 3D lesion ROI.  Combine it with a
 3D criterion (e.g. Tmax > 6 s) to get voxels.
 
-Known limits: a colour-coded (rainbow) MIP screenshot contains yellow itself and is not supported (an image
-more than 25 % coloured is rejected with an InputError); the
-screenshot must show the MIP of the same Tmax volume (any grey window; the NCC is insensitive to linear
-contrast changes) without rotation.
+Colour-coded (rainbow / vendor table) MIP screenshots are detected by :func:`ctperf.modeb.colour_mip.is_colour_coded`
+and take another route for steps 1-3 (:mod:`ctperf.modeb.colour_mip`): registration by the correlation ratio
+between colour labels and MIP values, then the ROI is the yellow the colour map does not explain at the
+registered position; the result is mapped back as in step 4.
+
+Known limits: the screenshot must show the MIP of the same Tmax volume (grey: any window, the NCC is insensitive
+to linear contrast changes, but not inverted; colour: any table that maps one value to one colour) without
+rotation.
 """
 
 from __future__ import annotations
