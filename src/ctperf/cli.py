@@ -213,7 +213,8 @@ def inspect_cmd(
 # ----------------------------------------------------------------------------------------- maps (Mode B)
 @app.command("maps")
 def maps_cmd(
-    mip: Path = typer.Option(..., "--mip", help="MIP screenshot (PNG/JPEG) with a hand-drawn yellow ROI."),
+    mip: Path = typer.Option(..., "--mip", help="Tmax MIP screenshot (PNG/JPEG, grey or colour-coded) with a "
+                                                "hand-drawn yellow ROI."),
     tmax: Path = typer.Option(..., "--tmax", help="Tmax map: NIfTI, scalar DICOM series, or colour-coded DICOM."),
     cbv: Path = typer.Option(..., "--cbv", help="CBV map (same forms)."),
     rcbf: Path = typer.Option(..., "--rcbf", help="rCBF map, as a fraction (1 = normal) or in percent (same forms)."),
@@ -224,7 +225,8 @@ def maps_cmd(
     cbv_range: Optional[str] = typer.Option(None, "--cbv-range", help="LO,HI of a colour-coded CBV map's bar."),
     rcbf_range: Optional[str] = typer.Option(None, "--rcbf-range", help="LO,HI of a colour-coded rCBF map's bar."),
     tissue_mask: Optional[Path] = typer.Option(None, "--tissue_mask", "--tissue-mask",
-                                               help="NIfTI brain-parenchyma mask (default: derived from the maps)."),
+                                               help="NIfTI brain-parenchyma mask (default: that of the ctperf Mode A "
+                                                    "folder holding the maps, else derived from the maps)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding thresholds."),
 ):
     """[bold]Mode B[/bold]: indices from existing vendor maps + a yellow ROI on a MIP screenshot + AIF/VOF CSV."""
