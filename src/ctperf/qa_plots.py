@@ -822,7 +822,14 @@ def fig_roi_registration(screenshot_rgb: np.ndarray, tmax_zyx: np.ndarray, affin
     ax0 = fig.add_axes([0.02, 0.07, 0.44, 0.76])
     ax0.imshow(np.asarray(screenshot_rgb)[..., :3], interpolation="antialiased")
     _clean_axes(ax0)
-    ax0.set_title("screenshot as given", fontsize=10)
+    ax0.set_title("screenshot as given (dashed: where the Tmax MIP was found)", fontsize=10)
+    reg = ((metrics or {}).get("provenance") or {}).get("roi_registration") or {}
+    if all(isinstance(reg.get(k), (int, float)) for k in ("scale", "dx", "dy")):
+        from matplotlib.patches import Rectangle
+
+        h, w = mip.shape if not (reg.get("flips") or [False])[0] else mip.shape[::-1]
+        ax0.add_patch(Rectangle((reg["dx"] - 0.5, reg["dy"] - 0.5), reg["scale"] * w, reg["scale"] * h, fill=False,
+                                edgecolor="cyan", linestyle="--", linewidth=1.0))
     ax1 = fig.add_axes([0.5, 0.07, 0.38, 0.76])
     handle = draw_map_slice(ax1, mip, orient, map_cmap(), *TMAX_RANGE_S)
     draw_overlay(ax1, core, pen, orient)
