@@ -269,7 +269,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         sid, how = study_id_for(study.meta, study_id)
         inputs = {"config": None if config_file is None else file_record(config_file),
                   **_mask_notes(result, {"roi_mask": roi_rec, "contra_mask": contra_rec})}
-        result.metrics = _with_study_id(result.metrics, sid, how)
+        result.metrics = with_study_id(result.metrics, sid, how)
         result.metrics["provenance"]["input_files"] = inputs
         for key, value in (("study_id", sid), ("inputs", inputs), ("series", result.metrics["provenance"]["series"])):
             log.info("%s: %s", key, json.dumps(value))
@@ -281,7 +281,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     return result
 
 
-def _with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> dict[str, Any]:
+def with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> dict[str, Any]:
     """The metrics document with ``study_id`` right after ``mode`` (null with a reason when unknown)."""
     out: dict[str, Any] = {}
     for key, value in metrics.items():
@@ -462,7 +462,7 @@ def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Pa
         prov["input_files"] = {**(original.get("provenance") or {}).get("input_files", {}),
                                "recompute_config": None if config_file is None else file_record(config_file)}
         sid = original.get("study_id")
-        result.metrics = _with_study_id(result.metrics, sid, original.get("study_id_source")
+        result.metrics = with_study_id(result.metrics, sid, original.get("study_id_source")
                                         or original.get("study_id_reason") or "unknown (older ctperf result)")
         result.metrics["recomputed_from"] = {
             "folder": src.resolve().name,

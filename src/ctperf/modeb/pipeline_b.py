@@ -35,7 +35,7 @@ from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
-from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir
+from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir, with_study_id
 from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 
@@ -101,9 +101,29 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
         hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue, aif_ttp_s=aif_ttp_s,
         vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
-                            provenance=provenance or {})
+                            provenance=provenance or {}, method=MODE_B_METHOD,
+                            regions=_regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml))
     return ModeBResult(lesion=lesion, metrics=metrics, tissue=tissue, hemispheres=hemispheres,
                        roi_footprint=roi_footprint)
+
+
+#: What Mode B's numbers rest on (metrics.json ``method``): the given maps, not ctperf's engine.
+MODE_B_METHOD = {"engine_version": None, "deconvolution": "none (Mode B: vendor maps)",
+                 "convention": "that of the software that made the maps",
+                 "cbf": "not given (Mode B reads Tmax, CBV and rCBF maps)", "tmax": "the given Tmax map"}
+
+
+def _regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml) -> dict[str, Any]:
+    """Regional statistics as in Mode A (docs/definitions.md §5); CBF and MTT are not given in Mode B."""
+    from ctperf.analysis.regions import regional_statistics
+
+    side = hemispheres.side if hemispheres is not None else None
+    regions = {"core": lesion.core, "penumbra": lesion.penumbra, "hypoperfusion": lesion.hypoperfusion,
+               "hemisphere_left": None if side is None else tissue & (side > 0),
+               "hemisphere_right": None if side is None else tissue & (side < 0),
+               "roi": None if roi_footprint is None else roi_footprint & tissue}
+    maps = {"cbf": None, "cbv": cbv, "mtt": None, "tmax": tmax_s, "rcbf": rcbf}
+    return regional_statistics(maps, regions, voxel_volume_ml=vox_ml)
 
 
 #: QA limits for Mode B inputs.
@@ -194,6 +214,18 @@ def _tissue_source(tissue_mask, tmax_path, shape_zyx, affine_ras) -> TissueSourc
     return saved_tissue(tmax_path, shape_zyx, affine_ras) or TissueSource("maps")
 
 
+def _mode_b_study_id(tmax_path, src: TissueSource) -> tuple[str | None, str]:
+    """The study_id of the Mode A folder holding the maps, else none (maps carry no DICOM study UID)."""
+    if src.kind == "mode_a":
+        try:
+            doc = json.loads((Path(tmax_path).parent / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+        if doc.get("study_id"):
+            return doc["study_id"], "the Mode A result holding the maps"
+    return None, "Mode B maps carry no DICOM study to derive a pseudonymous id from"
+
+
 def summary_result(tmax, cbv, rcbf, affine, res: ModeBResult, src: TissueSource, aif, vof) -> PerfusionResult:
     """A :class:`PerfusionResult` view of a Mode B run for the shared QA figures and PDF summary.
 
@@ -247,6 +279,7 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
                        aif_ttp_s=aif_ttp, vof_ttp_s=vof_ttp, tissue=tissue, hemispheres=src.hemispheres,
                        sinus=src.sinus, provenance=provenance, qa_flags=qa_flags, qa_values=qa_values)
 
+    res.metrics = with_study_id(res.metrics, *_mode_b_study_id(tmax, src))
     with atomic_output_dir(out_dir) as tmp:
         (tmp / "masks").mkdir()
         for name in ("core", "hypoperfusion", "penumbra"):  # the seed's names and Mode A's names
