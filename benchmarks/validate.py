@@ -250,11 +250,16 @@ def _block_metrics(runs: list[tuple[float, list[dict]]]) -> dict[str, Any]:
     err_app = np.array([pct(g["cbf"], g["cbf_app"]) for g in allg], float)
     cbv_err = np.array([pct(g["cbv"], g["cbv_true"]) for g in allg], float)
     m: dict[str, Any] = {
-        "cbf_median_error_pct": np.nanmedian(err), "cbf_error_pct_p10_p90": np.nanpercentile(err, [10, 90]),
-        "cbf_vs_apparent_median_error_pct": np.nanmedian(err_app), "cbv_median_error_pct": np.nanmedian(cbv_err),
-        "cbf_error_pct_by_dispersion": {f"{t:g}": np.nanmedian([e for e, g in zip(err, allg) if g["tau"] == t])
+        # judged against the engine's estimand, the peak of h (x) R (docs/definitions.md §2); the nominal flow,
+        # not identifiable under dispersion, is reported beside it
+        "cbf_median_error_pct": np.nanmedian(err_app), "cbf_error_pct_p10_p90": np.nanpercentile(err_app, [10, 90]),
+        "cbf_vs_nominal_median_error_pct": np.nanmedian(err), "cbv_median_error_pct": np.nanmedian(cbv_err),
+        "cbf_error_pct_by_dispersion": {f"{t:g}": np.nanmedian([e for e, g in zip(err_app, allg) if g["tau"] == t])
                                         for t in sorted({g["tau"] for g in allg})},
-        "cbf_error_pct_by_delay": {f"{d:g}": np.nanmedian([e for e, g in zip(err, allg) if g["delay"] == d])
+        "cbf_vs_nominal_error_pct_by_dispersion": {
+            f"{t:g}": np.nanmedian([e for e, g in zip(err, allg) if g["tau"] == t])
+            for t in sorted({g["tau"] for g in allg})},
+        "cbf_error_pct_by_delay": {f"{d:g}": np.nanmedian([e for e, g in zip(err_app, allg) if g["delay"] == d])
                                    for d in sorted({g["delay"] for g in allg})},
     }
     n = sum(g["tmax_n"] for g in allg)
@@ -345,18 +350,24 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
         "cbv_index_error_pct": pct(em.get("CBV_Index_contra_hemisphere"), tm.get("CBV_Index_contra_hemisphere")),
         "corrected_cbv_index_error_pct": pct(em.get("Corrected_CBV_Index"), tm.get("Corrected_CBV_Index")),
     }
+    # CBF truth = the engine's estimand (peak of h (x) R, "cbf_apparent"); errors against the nominal flow beside it
+    cbf_t = to_grid(tr.cbf_apparent, shape)
+    truth = {"cbf": cbf_t, "cbv": to_grid(tr.cbv, shape), "mtt": to_grid(tr.mtt, shape), "tmax": to_grid(tr.tmax, shape)}
     for k in ("cbf", "cbv", "mtt", "tmax"):
-        m[f"r_{k}"] = pearson(getattr(res, k), to_grid(getattr(tr, k), shape), both)
+        m[f"r_{k}"] = pearson(getattr(res, k), truth[k], both)
     normal = both & ~to_grid(tr.lesion_any, shape, "mask")
     labels = to_grid(tr.labels.astype(float), shape)
     gm, wm = normal & np.isclose(labels, 4), normal & np.isclose(labels, 5)
     if gm.sum() and wm.sum():
         ratio = float(np.nanmedian(res.cbf[gm]) / np.nanmedian(res.cbf[wm]))
-        ratio_t = float(np.median(to_grid(tr.cbf, shape)[gm]) / np.median(to_grid(tr.cbf, shape)[wm]))
+        ratio_t = float(np.median(cbf_t[gm]) / np.median(cbf_t[wm]))
         m["gm_wm_cbf_ratio"], m["gm_wm_cbf_ratio_truth"] = ratio, ratio_t
         m["gm_wm_cbf_ratio_error_pct"] = pct(ratio, ratio_t)
-        m["gm_cbf_error_pct"] = pct(float(np.nanmedian(res.cbf[gm])), float(np.median(to_grid(tr.cbf, shape)[gm])))
-        m["wm_cbf_error_pct"] = pct(float(np.nanmedian(res.cbf[wm])), float(np.median(to_grid(tr.cbf, shape)[wm])))
+        nominal = to_grid(tr.cbf, shape)
+        for name, sel in (("gm", gm), ("wm", wm)):
+            est = float(np.nanmedian(res.cbf[sel]))
+            m[f"{name}_cbf_error_pct"] = pct(est, float(np.median(cbf_t[sel])))
+            m[f"{name}_cbf_vs_nominal_error_pct"] = pct(est, float(np.median(nominal[sel])))
     terr = res.tmax - to_grid(tr.tmax, shape)
     m["tmax_normal_bias_s"] = float(np.nanmedian(terr[normal])) if normal.any() else None
     m["tmax_mae_s"] = float(np.nanmean(np.abs(terr[both])))

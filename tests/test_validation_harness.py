@@ -183,7 +183,7 @@ def test_quick_harness_writes_strict_json_and_table(quick_run):
         assert name in fams and fams[name]["error"] is None, (name, fams.get(name, {}).get("error"))
     block = fams["residue_gamma5"]["metrics"]
     for key in ("cbf_median_error_pct", "cbf_change_delay_6s_pct", "tmax_mae_s", "tmax_worst_block_s",
-                "tmax_dispersed_mean_error_s", "cbf_vs_apparent_median_error_pct"):
+                "tmax_dispersed_mean_error_s", "cbf_vs_nominal_median_error_pct"):
         assert isinstance(block[key], float), key
     les = fams["lesion_disp0"]["metrics"]
     for key in ("dice_tmax6", "tmax6_volume_error_pct", "core_error_ml", "hir_error_pct", "cbv_index_error_pct",
