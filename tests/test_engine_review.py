@@ -58,22 +58,25 @@ def test_contra_on_grid_same_grid_is_identity_within_tissue():
     np.testing.assert_array_equal(out, m & tissue)
 
 
-def test_maps_are_non_negative(binned_run):
+def test_maps_are_bounded_and_defined_in_tissue(binned_run):
     _, _, _, res = binned_run
     t = res.masks.tissue
     assert np.all(res.cbv[t] >= 0) and np.all(res.cbf[t] >= 0)
-    mtt = res.mtt[t]
-    assert np.all(mtt[np.isfinite(mtt)] > 0)
+    assert np.all(np.isfinite(res.mtt[t])) and np.all(np.isfinite(res.cbf[t])) and np.all(np.isfinite(res.cbv[t]))
+    assert np.all((res.mtt[t] >= 0) & (res.mtt[t] <= mp.MTT_MAX_S))
+    assert np.all(res.cbv[t] <= mp.CBV_MAX_ML_100G) and np.all(res.cbf[t] <= mp.CBF_MAX_ML_100G_MIN)
 
 
 def test_nonnegative_maps_policy():
-    cbv = np.array([-0.5, 0.0, 2.0, np.nan, 3.0], np.float32)
-    cbf = np.array([10.0, 5.0, 30.0, 20.0, -1.0], np.float32)
+    cbv = np.array([-0.5, 0.0, 2.0, np.nan, 3.0, 2.0], np.float32)
+    cbf = np.array([10.0, 5.0, 30.0, 20.0, -1.0, 0.5], np.float32)
     v, mtt, f = mp.nonnegative_maps(cbv, cbf)
     np.testing.assert_array_equal(v[:3], [0.0, 0.0, 2.0])
     assert np.isnan(v[3]) and v[4] == 3.0
-    np.testing.assert_array_equal(f, [10.0, 5.0, 30.0, 20.0, 0.0])
-    assert np.isnan(mtt[0]) and np.isnan(mtt[1]) and np.isnan(mtt[3]) and np.isnan(mtt[4])
+    np.testing.assert_array_equal(f, [10.0, 5.0, 30.0, 20.0, 0.0, 0.5])
+    assert mtt[0] == 0.0 and mtt[1] == 0.0 and np.isnan(mtt[3])
+    assert mtt[4] == mp.MTT_MAX_S  # CBF at the noise floor: the longest measurable transit
+    assert mtt[5] == mp.MTT_MAX_S  # 240 s clipped to the bound
     assert mtt[2] == pytest.approx(60.0 * 2.0 / 30.0)
 
 

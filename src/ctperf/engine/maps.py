@@ -17,8 +17,8 @@ Non-negativity policy (:func:`nonnegative_maps`)
     under Gaussian noise).  Consequence, documented: a per-voxel value of 0 means "at or below the noise floor",
     and regional *means* of very low CBV/CBF regions are biased upwards by at most ``E[max(-e, 0)]`` =
     ``0.4 * sigma`` (sigma = voxel noise of the estimate; zero-mean error e) - negligible for normal tissue,
-    ~0.1-0.3 mL/100g for the core CBV at 8-15 HU noise.  MTT is reported only where both CBV and CBF are > 0
-    (NaN elsewhere: the ratio of two values at the noise floor is undefined).
+    ~0.1-0.3 mL/100g for the core CBV at 8-15 HU noise.  The maps are bounded (:data:`CBV_MAX_ML_100G`,
+    :data:`CBF_MAX_ML_100G_MIN`, :data:`MTT_MAX_S`); where CBF is at the noise floor MTT is its bound.
     The vessel mask uses the (unclipped) CBV of the strongly denoised curves (see ctperf.engine).
 """
 
@@ -80,15 +80,26 @@ def combine_flow(cbf_smooth: np.ndarray, cbv_smooth: np.ndarray, cbv_sharp: np.n
     return cbv, mtt_from(cbv, cbf), cbf
 
 
-def nonnegative_maps(cbv: np.ndarray, cbf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Project CBV and CBF onto >= 0 (NaN kept) and recompute MTT = 60 CBV/CBF where both are > 0 (else NaN).
+#: Bounds of the written maps (docs/definitions.md §2): estimates outside are clipped to them.  CBV and CBF have
+#: no physiological upper limit below a large vessel's (100 % blood), which the bounds leave room for; MTT is
+#: bounded by the longest transit time the deconvolution can resolve in a ~60 s acquisition.
+CBV_MAX_ML_100G = 100.0
+CBF_MAX_ML_100G_MIN = 1000.0
+MTT_MAX_S = 30.0
 
-    Returns (CBV, MTT, CBF); see "Non-negativity policy" in the module docstring.
+
+def nonnegative_maps(cbv: np.ndarray, cbf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip CBV to [0, CBV_MAX] and CBF to [0, CBF_MAX] (NaN kept) and compute MTT = 60 CBV/CBF in [0, MTT_MAX].
+
+    Returns (CBV, MTT, CBF).  Where CBF is at the noise floor (0) MTT is ``MTT_MAX_S`` ("at or beyond the longest
+    measurable transit"), so MTT is defined wherever CBV and CBF are (never NaN inside the tissue or the core);
+    see "Non-negativity policy" in the module docstring.
     """
-    cbv = np.where(np.isnan(cbv), cbv, np.maximum(cbv, 0.0)).astype(np.float32)
-    cbf = np.where(np.isnan(cbf), cbf, np.maximum(cbf, 0.0)).astype(np.float32)
+    cbv = np.where(np.isnan(cbv), cbv, np.clip(cbv, 0.0, CBV_MAX_ML_100G)).astype(np.float32)
+    cbf = np.where(np.isnan(cbf), cbf, np.clip(cbf, 0.0, CBF_MAX_ML_100G_MIN)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mtt = np.where((cbv > 0) & (cbf > 0), 60.0 * cbv / cbf, np.nan).astype(np.float32)
+        mtt = np.where(cbf > 0, 60.0 * cbv / cbf, MTT_MAX_S)
+    mtt = np.where(np.isnan(cbv) | np.isnan(cbf), np.nan, np.minimum(mtt, MTT_MAX_S)).astype(np.float32)
     return cbv, mtt, cbf
 
 
