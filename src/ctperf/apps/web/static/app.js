@@ -131,12 +131,15 @@ async function refreshResults() {
 async function ensureViewer() {
   if (state.nv) return state.nv;
   const nv = new niivue.Niivue({
-    backColor: [0, 0, 0, 1], isColorbar: true, isRadiologicalConvention: true, isOrientationTextVisible: true,
+    backColor: [0, 0, 0, 1], isColorbar: true, isRadiologicalConvention: true, isOrientationTextVisible: false,
     show3Dcrosshair: false, crosshairColor: [1, 1, 0, 0.35], crosshairWidth: 1, dragAndDropEnabled: false,
   });
   await nv.attachToCanvas($("gl"));
   nv.setSliceType(nv.sliceTypeAxial);
-  nv.setRadiologicalConvention(true);
+  nv.setRadiologicalConvention(true);  // patient left on the image right, as on the scanner console
+  nv.setCrosshairWidth(1);
+  nv.setInterpolation(true);  // nearest neighbour: masks stay binary, map voxels are shown as computed
+  nv.setCrosshairColor([1, 1, 0, 0.45]);
   nv.onLocationChange = (loc) => {
     if (loc && loc.vox) { $("slice").value = loc.vox[2]; $("slice-text").textContent = `${loc.vox[2] + 1} / ${state.nz}`; }
   };
@@ -218,7 +221,7 @@ function drawCurves(curves) {
     const yv = y0 + (y1 - y0) * i / 4, xv = x0 + (x1 - x0) * i / 4;
     g.fillText(yv.toFixed(0), 4, Y(yv) + 4); g.fillText(xv.toFixed(0), X(xv) - 6, c.height - pad.b + 14);
   }
-  g.fillText("time (s)", c.width / 2 - 20, c.height - 3); g.fillText("ΔHU", 4, 10);
+  g.fillText("time (s)", c.width / 2 - 20, c.height - 3); g.fillText("ΔHU", pad.l + 4, pad.t + 4);
   series.forEach(([name, s, col], k) => {
     g.strokeStyle = col; g.lineWidth = 2; g.beginPath();
     s.time_s.forEach((t, i) => { const px = X(t), py = Y(s.delta_hu[i]); i ? g.lineTo(px, py) : g.moveTo(px, py); });
