@@ -286,3 +286,37 @@ def _gunzip(data: bytes) -> bytes:
     import gzip
 
     return gzip.decompress(data)
+
+
+def test_ctperf_gui_serves_on_loopback_and_needs_a_token_elsewhere(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(WEB.parents[2])}
+    cmd = [sys.executable, "-m", "ctperf.cli", "gui", "--port", str(port), "--results", str(tmp_path / "r"),
+           "--no-browser"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        doc, t0 = None, time.monotonic()
+        while doc is None and time.monotonic() - t0 < 30:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/config", timeout=2) as r:
+                    doc = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert doc is not None and doc["results_dir"] == str((tmp_path / "r").resolve())
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"http://localhost:{port}/" in out and "token" not in out
+    bad = subprocess.run([sys.executable, "-m", "ctperf.cli", "gui", "--host", "0.0.0.0", "--port", "1",
+                          "--results", str(tmp_path / "r"), "--no-browser", "--max-upload-mb", "0"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "ctperf: error:" in bad.stderr and "Traceback" not in bad.stderr
