@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from web_helpers import small_settings  # noqa: I001  (skips without the web extra)
+from web_helpers import modeb_inputs, small_settings
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 if CHROMIUM is None:
@@ -26,7 +25,7 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 uvicorn = pytest.importorskip("uvicorn")
 
-from ctperf.apps.web import create_app  # noqa: E402
+from ctperf.apps.web import create_app
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -119,9 +118,22 @@ def test_demo_study_runs_and_viewer_renders_and_tmax_slider_updates_volume(serve
     _shot(page, "web_cbf.png")
 
     origin = server.rstrip("/")
-    outside = [u for u in page.requests_seen if not (u.startswith(origin) or u.startswith("data:")
-                                                     or u.startswith("blob:"))]
+    outside = [u for u in page.requests_seen if not u.startswith((origin, "data:", "blob:"))]
     assert not outside, outside  # no CDN or other network use
+
+
+def test_mode_b_from_the_same_page(server, page, tmp_path):
+    ph, names = modeb_inputs(tmp_path)
+    page.goto(server + "/")
+    page.click("#modeb summary")
+    for field, name in names.items():
+        page.set_input_files(f"#modeb-form input[name={field}]", str(tmp_path / name))
+    page.click("#run-b-btn")
+    page.wait_for_function("document.getElementById('viewer-title').textContent.includes('Mode B')", timeout=60_000)
+    assert page.locator(".viewer-grid").is_hidden()  # no saved maps in Mode B: indices and downloads only
+    hypo = float(page.locator("#metrics-table tbody tr").first.locator("td").nth(1).inner_text())
+    assert hypo == pytest.approx(ph.truth_metrics["hypoperfusion_ml"], rel=0.1)
+    assert "metrics.json" in page.inner_text("#downloads")
 
 
 def test_screens_for_docs(server, page):

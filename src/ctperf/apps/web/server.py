@@ -10,10 +10,16 @@ import tempfile
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -21,13 +27,20 @@ from ctperf import DISCLAIMER, __version__
 from ctperf.apps.web import runs
 from ctperf.apps.web.jobs import JobManager
 from ctperf.apps.web.results import ResultStore
-from ctperf.apps.web.security import Forbidden, AccessMiddleware, child_path, resolve_inside, safe_extract_zip
+from ctperf.apps.web.security import (
+    AccessMiddleware,
+    Forbidden,
+    child_path,
+    resolve_inside,
+    safe_extract_zip,
+)
 from ctperf.apps.web.settings import WebSettings
 from ctperf.cli import _parse_range
 from ctperf.errors import CTPerfError
 
 STATIC = Path(__file__).parent / "static"
 NIFTI = "application/gzip"
+Upload = Annotated[UploadFile, File()]
 MODEB_FILES = ("mip", "tmax", "cbv", "rcbf", "aif_csv", "vof_csv")
 
 
@@ -169,10 +182,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         return job.summary()
 
     @app.post("/api/jobs/mode-b")
-    async def start_mode_b(request: Request, mip: UploadFile = File(...), tmax: UploadFile = File(...),
-                           cbv: UploadFile = File(...), rcbf: UploadFile = File(...),
-                           aif_csv: UploadFile = File(...), vof_csv: UploadFile = File(...),
-                           tmax_range: str = Form(""), cbv_range: str = Form(""), rcbf_range: str = Form("")):
+    async def start_mode_b(request: Request, mip: Upload, tmax: Upload, cbv: Upload, rcbf: Upload, aif_csv: Upload,
+                           vof_csv: Upload, tmax_range: Annotated[str, Form()] = "",
+                           cbv_range: Annotated[str, Form()] = "", rcbf_range: Annotated[str, Form()] = ""):
         if int(request.headers.get("content-length") or 0) > settings.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {settings.max_upload_mb:g} MB")
         ranges = {k: _parse_range(v or None) for k, v in (("tmax", tmax_range), ("cbv", cbv_range), ("rcbf", rcbf_range))}
