@@ -219,9 +219,11 @@ def test_uploaded_zip_runs_and_result_names_hide_folder_names(env, tmp_path):
     assert done["status"] == "done", done
     rid = done["result"]["result_id"]
     assert rid.startswith("upload-") and "DOE" not in json.dumps(client.get("/api/results").json())
-    (tmp_path / "empty").mkdir()
-    bad = client.post("/api/jobs/mode-a", json={"path": str(tmp_path / "empty")}, headers=HDR).json()
-    assert wait_job(client, bad["id"])["status"] == "error"  # no DICOM: a one-line error, no result folder
+    (tmp_path / "DOE^JANE").mkdir()
+    bad = client.post("/api/jobs/mode-a", json={"path": str(tmp_path / "DOE^JANE")}, headers=HDR).json()
+    failed = wait_job(client, bad["id"])
+    assert failed["status"] == "error" and failed["error"]  # no DICOM: a one-line error, no result folder
+    assert "DOE" not in json.dumps(failed) and "Traceback" not in failed["error"]
     assert [r["id"] for r in client.get("/api/results").json()] == [rid]
 
 

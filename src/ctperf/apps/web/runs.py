@@ -9,6 +9,7 @@ from typing import Any
 
 from ctperf.apps.web.jobs import Job
 from ctperf.apps.web.settings import WebSettings
+from ctperf.errors import CTPerfError
 
 #: Sub-folders of the results folder that hold inputs, not results.
 UPLOADS, STUDIES = ".uploads", ".studies"
@@ -59,8 +60,14 @@ def run_mode_a(settings: WebSettings, job: Job, study: Path, label: str, series:
             last[0] = now
             job.emit(stage="reading DICOM", done=done, total=total)
 
-    result = run_dicom_folder(study, out, Config(), series=series, progress=lambda s: job.emit(stage=s),
-                              load_progress=files)
+    try:
+        result = run_dicom_folder(study, out, Config(), series=series, progress=lambda s: job.emit(stage=s),
+                                  load_progress=files)
+    except CTPerfError as exc:
+        if settings.show_identifiers:
+            raise
+        # folder names often carry patient names: keep them out of the page
+        raise type(exc)(str(exc).replace(str(study), "<study folder>")) from None
     return {"result_id": out.name, "hypoperfusion_ml": result.metrics.get("hypoperfusion_ml"),
             "core_ml": result.metrics.get("core_ml")}
 
