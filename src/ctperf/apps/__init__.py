@@ -1,1 +1,1 @@
-"""Entry points built on the workflows (web app, ...); each sits behind an optional extra."""
+"""Entry points (command line, ...): thin layers over the workflows."""
