@@ -398,6 +398,30 @@ def phantom_cmd(
     out.print(f"phantom study written to {out_dir}")
 
 
+# ---------------------------------------------------------------------------------------------- gui (web)
+@app.command("gui")
+def gui_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (other than loopback: a token is required)."),
+    port: int = typer.Option(8765, help="Port."),
+    results: Path = typer.Option(Path("ctperf-results"), "--results", help="Folder for run outputs and uploads."),
+    allow: list[Path] = typer.Option([], "--allow", help="Extra folder studies may be opened from (repeatable; "
+                                     "default: your home folder)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CTPERF_TOKEN", help="Access token (generated "
+                                        "when listening beyond loopback)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser window."),
+    max_upload_mb: float = typer.Option(2048.0, "--max-upload-mb", help="Largest accepted upload (MB)."),
+    show_identifiers: bool = typer.Option(False, "--show-identifiers", help="Show input folder paths/names."),
+):
+    """Local web app: run studies, view the maps (NiiVue), tune thresholds, download results (extra: web)."""
+    try:
+        from ctperf.apps.web.launch import serve
+
+        serve(host, port, results, list(allow) or [Path.home()], token, not no_browser, max_upload_mb,
+              show_identifiers, echo=out.print)
+    except (Exception, MemoryError) as exc:  # noqa: BLE001
+        _fail(exc)
+
+
 # ------------------------------------------------------------------ cohort research: batch, compare, stats
 from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
 
