@@ -187,3 +187,13 @@ def test_noise_robust_mtt_lookup_lowers_the_correction_of_noisy_low_flows():
     ta = deconvolve(noisy[:200], aif, 1.0, cfg).tmax_s
     tb = deconvolve(noisy[:200], aif, 1.0, cfg, tau_filter=lambda lt: np.full_like(lt, np.median(lt))).tmax_s
     np.testing.assert_array_equal(ta, tb)
+
+
+def test_study_scope_uses_one_model_for_every_voxel():
+    """``model_weights_scope = "study"``: the joint evidence of all groups picks one mixture for the whole study."""
+    rng = np.random.default_rng(3)
+    c, app, _ = residue_curve(3, 40.0, 5.0, 2.0, 0.0)
+    curves = (c[None] + rng.normal(0, 0.5, (800, len(T)))).astype(np.float32)
+    groups = np.arange(800) // 16
+    out = deconvolve(curves, AIF, 1.0, DeconvolutionConfig(model_weights_scope="study"), shape_groups=groups)
+    assert float(np.median(cbf_from_rmax(out.rmax_per_s))) == pytest.approx(app, rel=0.10)

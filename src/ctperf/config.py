@@ -231,6 +231,11 @@ class DeconvolutionConfig(_Checked):
     #: The model is chosen on the mean curve of in-plane blocks of this size (mm): the shape of the residue is
     #: a regional property whose signature noise hides in a single voxel.
     model_choice_block_mm: float = 4.0
+    #: "study": one set of model weights for the whole study, from the joint evidence of all blocks of the
+    #: parenchyma (every voxel's correction rests on the same model, so ratios such as rCBF compare like with
+    #: like); "regional": each voxel uses the weights of its own neighbourhood (follows regional differences of
+    #: residue shape, at the cost of noisy weights where the signal is low, e.g. in the core).
+    model_weights_scope: Literal["study", "regional"] = "regional"
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

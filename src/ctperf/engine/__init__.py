@@ -89,7 +89,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                          weight_filter=lambda w: mp.smooth_in_mask(mp.to_volume(w, pre.brain, 0.0), pre.brain, px,
-                                                                   dc.model_choice_block_mm)[pre.brain])
+                                                                   dc.model_choice_block_mm)[pre.brain],
+                         study_mask=parenchyma[pre.brain])
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol.pop("cbv_vessel"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
@@ -151,7 +152,8 @@ def method_description(dc) -> dict:
         "tmax": ("bolus delay + time of the peak of h(x)R" if corrected else
                  "time of the peak of the regularised residue (standard convention of the published thresholds)"),
         "mtt": "60 CBV / CBF", "model_family": {"gamma_shapes": list(dc.residue_shapes),
-                                                "dispersions_s": list(dc.model_dispersions_s)} if corrected else None,
+                                                "dispersions_s": list(dc.model_dispersions_s),
+                                                "weights_scope": dc.model_weights_scope} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
     }
 

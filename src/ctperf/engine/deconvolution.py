@@ -383,6 +383,17 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     return weight[:, inverse].astype(np.float32)
 
 
+def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """One set of model weights for the whole study: the joint evidence of all groups (the sum of their log
+    likelihoods, over the voxels of ``mask``), so the model that fits the study best carries the weight and the
+    others only as far as the data cannot tell them apart.  Returns (n_models, n), the same column everywhere."""
+    sel = weight_m_n if mask is None or not np.any(mask) else weight_m_n[:, np.asarray(mask, bool)]
+    log_w = np.log(np.maximum(sel.astype(np.float64), 1e-30)).sum(axis=1)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    return np.repeat(w[:, None], weight_m_n.shape[1], axis=1).astype(np.float32)
+
+
 def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_grid_s: np.ndarray,
                        y_grid: np.ndarray) -> list[np.ndarray]:
     """Each model's tables (n_models, n_levels, n_tau) re-indexed by the observable ``y = log(peak / area)`` of
@@ -410,7 +421,7 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None,
-                         weight_filter=None) -> DeconvolutionOutput:
+                         weight_filter=None, study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -459,7 +470,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
             weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
                                    tau_grid, tmax_half_w, sub, target)
-            if weight_filter is not None:
+            if cfg.model_weights_scope == "study":
+                weight = study_model_weights(weight, study_mask)
+            elif weight_filter is not None:
                 weight = np.array([weight_filter(w) for w in weight], np.float32)
                 weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
         g_idx_all = np.zeros(n, int)
@@ -562,7 +575,8 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
-               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None) -> DeconvolutionOutput:
+               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
+               study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping the per-voxel log MTT estimates (n,) used
@@ -576,4 +590,4 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
         return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
     return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
-                                weight_filter=weight_filter)
+                                weight_filter=weight_filter, study_mask=study_mask)
