@@ -26,6 +26,7 @@ contains patient identifiers (name, ID, birth date).
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
 from collections import Counter, defaultdict
@@ -48,12 +49,20 @@ __all__ = ["load_ctp", "scan_folder", "inspect_folder", "FolderScan", "SeriesGro
 MIN_TIMEPOINTS = 5
 #: Two slice positions closer than this along the slice normal are the same position (mm).
 POSITION_TOL_MM = 0.05
+#: Plausible interval between CT perfusion time points (s); outside it the time axis is refused.
+MIN_FRAME_INTERVAL_S, MAX_FRAME_INTERVAL_S = 0.3, 10.0
+#: Two CTP candidates are equally plausible (``run`` refuses to guess) when the smaller has at least this
+#: fraction of the larger's files (and both are original, or both derived).
+EQUALLY_PLAUSIBLE_FRACTION = 0.8
+#: Slice steps may differ from the end-to-end mean by this fraction of a step; more is refused (gap, jog slabs).
+SLICE_STEP_TOL = 0.1
 #: HU given to voxels outside the reconstructed field of view (pixel padding).
 OUTSIDE_FOV_HU = -1024.0
 
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 _HEADER_TAGS = [
     "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
@@ -63,7 +72,7 @@ _HEADER_TAGS = [
     "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime", "TriggerTime",
     "TemporalPositionIdentifier", "NumberOfTemporalPositions", "TemporalResolution", "InstanceNumber",
     "AcquisitionNumber", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
-    "RescaleSlope", "RescaleIntercept", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "RescaleSlope", "RescaleIntercept", "PixelPaddingValue", "PixelPaddingRangeLimit", "ConvolutionKernel",
 ]
 
 #: Timing sources, best first: (name, attribute of _Header).
@@ -105,7 +114,9 @@ class _Header:
     kvp: float | None = None
     n_frames: int = 1
     tilt: float | None = None
+    kernel: str = ""
     instance_number: int | None = None
+    acquisition_number: int | None = None
     samples_per_pixel: int = 1
     bits_allocated: int = 16
     bits_stored: int = 16
@@ -294,7 +305,8 @@ def _fast_header_values(fp) -> tuple[str, int, dict]:
 
 
 def _read_header(path: str) -> tuple[str, _Header | None]:
-    """Parse one file. Returns (status, header) with status in ok / non_dicom / non_image / multiframe / unreadable.
+    """Parse one file. Returns (status, header) with status in ok / non_dicom / non_image / multiframe /
+    unreadable (damaged, I/O error) / no_permission.
 
     A minimal reader handles ordinary little-endian Part-10 files (about 20x faster than pydicom);
     anything it does not recognise is parsed with pydicom.
@@ -317,8 +329,12 @@ def _read_header(path: str) -> tuple[str, _Header | None]:
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=True)
             offset = fp.tell()
-    except (InvalidDicomError, EOFError, OSError):
+    except PermissionError:
+        return "no_permission", None
+    except (InvalidDicomError, EOFError):
         return "non_dicom", None
+    except OSError:
+        return "unreadable", None
     except Exception:  # noqa: BLE001 - any parse failure of a damaged file
         return "unreadable", None
     ts = str(ds.file_meta.get("TransferSyntaxUID", _IMPLICIT_LE)) if hasattr(ds, "file_meta") else _IMPLICIT_LE
@@ -336,8 +352,11 @@ def _as_list(v) -> list:
 def _header_from(get: Callable[[str], Any], path: str, ts: str, offset: int) -> tuple[str, _Header | None]:
     """Build a :class:`_Header` from a keyword -> value getter (pydicom Dataset.get or the fast reader's dict)."""
     try:
-        if str(get("SOPClassUID") or "") == _MEDIA_DIRECTORY or get("Rows") is None:
-            return "non_image", None
+        sop_class = str(get("SOPClassUID") or "")
+        # a CT image without matrix or geometry is a damaged (e.g. truncated) file, not another kind of object
+        missing = "unreadable" if sop_class == _CT_IMAGE_STORAGE else "non_image"
+        if sop_class == _MEDIA_DIRECTORY or get("Rows") is None:
+            return missing, None
         h = _Header(path=path, transfer_syntax=ts, pixel_offset=offset)
         h.n_frames = _num(get("NumberOfFrames"), int) or 1
         if h.n_frames > 1:
@@ -346,7 +365,7 @@ def _header_from(get: Callable[[str], Any], path: str, ts: str, offset: int) -> 
             _as_list(get(k)) for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
         )
         if len(iop) != 6 or len(ipp) != 3 or len(spacing) < 2:
-            return "non_image", None
+            return missing, None
         h.iop = tuple(float(v) for v in iop)
         h.ipp = tuple(float(v) for v in ipp)
         h.spacing = (float(spacing[0]), float(spacing[1]))
@@ -365,6 +384,8 @@ def _header_from(get: Callable[[str], Any], path: str, ts: str, offset: int) -> 
         h.kvp = _num(get("KVP"))
         h.tilt = _num(get("GantryDetectorTilt"))
         h.instance_number = _num(get("InstanceNumber"), int)
+        h.acquisition_number = _num(get("AcquisitionNumber"), int)
+        h.kernel = "\\".join(str(v) for v in _as_list(get("ConvolutionKernel")))
         h.samples_per_pixel = _num(get("SamplesPerPixel"), int) or 1
         h.bits_allocated = _num(get("BitsAllocated"), int) or 16
         h.bits_stored = _num(get("BitsStored"), int) or h.bits_allocated
@@ -391,12 +412,14 @@ def _header_from(get: Callable[[str], Any], path: str, ts: str, offset: int) -> 
         return "unreadable", None
 
 
-def _list_files(root: Path) -> list[str]:
+def _list_files(root: Path) -> tuple[list[str], list[tuple[str, OSError]]]:
+    """Every file below ``root`` (sorted) and the folders that could not be listed (path, error)."""
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    failed: list[tuple[str, OSError]] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: failed.append((e.filename, e))):
         dirnames.sort()
         out.extend(os.path.join(dirpath, f) for f in sorted(filenames))
-    return out
+    return out, failed
 
 
 def _read_all_headers(files: list[str]) -> list[tuple[str, _Header | None]]:
@@ -420,6 +443,17 @@ class SeriesGroup:
     n_timepoints: int = 0
     is_localizer: bool = False
     is_ctp: bool = False
+    #: Why these files form their own group although they share the geometry of another one (protocol or
+    #: cadence differs), or "".
+    note: str = ""
+    #: Why this group is not the analysed CT perfusion ("" for the chosen one).
+    excluded_reason: str = ""
+    #: Time span (s) of the group's acquisition clock times and the first one (seconds of the day), or None.
+    span_s: float | None = None
+    first_time_s: float | None = None
+    #: Value of ``--series`` that selects exactly this group (a unique SeriesNumber or UID prefix).
+    series_option: str = ""
+    short_uid: str = ""
 
     @property
     def n_files(self) -> int:
@@ -427,16 +461,25 @@ class SeriesGroup:
 
     def row(self) -> dict:
         """Strict-JSON-able description (no patient identifiers)."""
+        first = None
+        if self.first_time_s is not None:
+            s = int(self.first_time_s) % 86400
+            first = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
         return {
             "description": self.description,
             "modality": self.modality,
             "series_numbers": list(self.series_numbers),
+            "short_uid": self.short_uid,
+            "series_option": self.series_option,
             "n_series": len(self.series_instance_uids),
             "n_files": self.n_files,
             "n_slices": self.n_slices,
             "n_timepoints": self.n_timepoints,
+            "span_s": None if self.span_s is None else round(self.span_s, 2),
+            "first_acquisition_time": first,
             "is_localizer": self.is_localizer,
             "is_ctp": self.is_ctp,
+            "excluded_reason": self.excluded_reason or None,
         }
 
 
@@ -449,6 +492,10 @@ class FolderScan:
     ctp_index: int | None
     n_files_total: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    #: Files (paths relative to ``root``) and folders that could not be read, by reason.
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    #: Indices of groups that are equally plausible CT perfusion acquisitions (empty when the choice is clear).
+    ambiguous: list[int] = field(default_factory=list)
 
     @property
     def ctp(self) -> SeriesGroup | None:
@@ -463,6 +510,18 @@ class FolderScan:
         ]
         more = f" and {len(self.groups) - 6} more" if len(self.groups) > 6 else ""
         return "; ".join(parts) + more
+
+    def problem_note(self) -> str:
+        """'N file(s) could not be read (e.g. name: reason)' or '' when every file was read."""
+        n = sum(len(v) for v in self.problems.values())
+        if not n:
+            return ""
+        reason, names = next((k, v) for k, v in self.problems.items() if v)
+        return f"{n} file(s)/folder(s) could not be read (e.g. {names[0]}: {_PROBLEM_TEXT[reason]})"
+
+
+_PROBLEM_TEXT = {"no_permission": "permission denied", "unreadable": "damaged or unreadable DICOM",
+                 "folder": "folder cannot be opened"}
 
 
 def _unit_normal(iop) -> np.ndarray:
@@ -497,12 +556,78 @@ def _group_key(h: _Header):
     )
 
 
-def _group_headers(headers: list[_Header]) -> list[list[_Header]]:
-    """Split image headers into acquisition groups (see module docstring, step 2)."""
+def _protocol(h: _Header) -> tuple[str, int | None, str]:
+    """(description with digits masked, kVp, reconstruction kernel): equal for every time point of one CTP."""
+    desc = re.sub(r"\d+", "#", " ".join(h.series_description.lower().split()))
+    return desc, None if h.kvp is None else int(round(h.kvp)), h.kernel.strip().upper()
+
+
+def _protocol_difference(a: tuple, b: tuple) -> str:
+    names = ("description", "kVp", "kernel")
+    return ", ".join(f"{n} {x!r} vs {y!r}" for n, x, y in zip(names, a, b) if x != y)
+
+
+def _clock_s(h: _Header) -> float | None:
+    """Acquisition clock time of one file (seconds of the day) from the best clock tag present, or None."""
+    for v in (h.t_acq_datetime, h.t_acq_time, h.t_content_time):
+        if v is not None:
+            return v
+    return None
+
+
+def _unwrap_day(v: np.ndarray, ref: float) -> np.ndarray:
+    """Seconds of the day -> seconds relative to ``ref``, midnight-safe for spans < 12 h."""
+    return np.mod(np.asarray(v, float) - ref + 43200.0, 86400.0) - 43200.0
+
+
+def _screen_series(members: list[_Header], series: list[tuple[str, list[int]]]
+                   ) -> list[tuple[list[int], str]]:
+    """Split single-phase series of one geometry into acquisitions: one per protocol, then series acquired
+    far outside the cadence of the others (a lone earlier non-contrast scan) split off.
+
+    Returns [(member indices, note)] with note "" for the main acquisition of each protocol.
+    """
+    prot = {uid: _protocol(members[idx[0]]) for uid, idx in series}
+    by_prot: dict[tuple, list[tuple[str, list[int]]]] = defaultdict(list)
+    for uid, idx in series:
+        by_prot[prot[uid]].append((uid, idx))
+    ranked = sorted(by_prot, key=lambda p: (-len(by_prot[p]), -sum(len(i) for _, i in by_prot[p])))
+    main = ranked[0]
+    out: list[tuple[list[int], str]] = []
+    for p in ranked:
+        note = "" if p == main else (
+            f"same geometry as a {len(by_prot[main])}-series acquisition but another protocol "
+            f"({_protocol_difference(p, main)})")
+        kept = list(by_prot[p])
+        times = {uid: min((t for t in (_clock_s(members[i]) for i in idx) if t is not None), default=None)
+                 for uid, idx in kept}
+        if len(kept) >= 3 and all(t is not None for t in times.values()):
+            ref = times[kept[0][0]]
+            rel = {uid: float(_unwrap_day(t, ref)) for uid, t in times.items()}
+            kept.sort(key=lambda s: rel[s[0]])
+            while len(kept) >= 3:
+                gaps = np.diff([rel[u] for u, _ in kept])
+                for end, gap, others in ((0, gaps[0], gaps[1:]), (-1, gaps[-1], gaps[:-1])):
+                    cadence = float(np.median(others))
+                    if gap > max(MAX_FRAME_INTERVAL_S, 3.0 * cadence):
+                        _, idx = kept.pop(end)
+                        where = "before the first" if end == 0 else "after the last"
+                        out.append((idx, f"acquired {gap:.0f} s {where} time point of the series of the same "
+                                         f"geometry (their cadence is {cadence:.1f} s)"))
+                        break
+                else:
+                    break
+        if kept:
+            out.append(([i for _, idx in kept for i in idx], note))
+    return out
+
+
+def _group_headers(headers: list[_Header]) -> list[tuple[list[_Header], str]]:
+    """Split image headers into acquisition groups (see module docstring, step 2); returns (headers, note)."""
     by_key: dict[Any, list[_Header]] = defaultdict(list)
     for h in headers:
         by_key[_group_key(h)].append(h)
-    groups: list[list[_Header]] = []
+    groups: list[tuple[list[_Header], str]] = []
     for members in by_key.values():
         ids, _ = _position_ids(members)
         by_series: dict[str, list[int]] = defaultdict(list)
@@ -513,23 +638,27 @@ def _group_headers(headers: list[_Header]) -> list[list[_Header]]:
             counts = Counter(ids[idx].tolist())
             series.append((uid, idx, set(counts), max(counts.values())))
         series.sort(key=lambda s: (-len(s[2]), s[0]))
-        subgroups: list[tuple[set, list[int], bool]] = []  # (positions, member indices, merge allowed)
+        # (positions, [(uid, member indices)], merge allowed)
+        subgroups: list[tuple[set, list[tuple[str, list[int]]], bool]] = []
         for uid, idx, pos, max_count in series:
             single_phase = max_count == 1
-            for gpos, gidx, mergeable in subgroups:
+            for gpos, gser, mergeable in subgroups:
                 if single_phase and mergeable and pos <= gpos and len(pos) >= 0.5 * len(gpos):
-                    gidx.extend(idx)
+                    gser.append((uid, idx))
                     break
             else:
-                subgroups.append((set(pos), list(idx), single_phase))
-        groups.extend([[members[i] for i in gidx] for _, gidx, _ in subgroups])
+                subgroups.append((set(pos), [(uid, idx)], single_phase))
+        for _, gser, mergeable in subgroups:
+            parts = _screen_series(members, gser) if mergeable and len(gser) > 1 else \
+                [([i for _, idx in gser for i in idx], "")]
+            groups.extend(([members[i] for i in idx], note) for idx, note in parts)
     return groups
 
 
-def _describe(group_headers: list[_Header]) -> SeriesGroup:
+def _describe(group_headers: list[_Header], note: str = "") -> SeriesGroup:
     ids, _ = _position_ids(group_headers)
     counts = np.bincount(ids)
-    g = SeriesGroup(headers=group_headers)
+    g = SeriesGroup(headers=group_headers, note=note)
     first = min(group_headers, key=lambda h: (h.series_number if h.series_number is not None else 1 << 30))
     g.description = first.series_description
     g.modality = first.modality
@@ -541,27 +670,96 @@ def _describe(group_headers: list[_Header]) -> SeriesGroup:
     g.n_slices = int(len(counts))
     g.n_timepoints = int(counts.max())
     g.is_localizer = any(h.is_localizer for h in group_headers)
+    clock = [c for c in (_clock_s(h) for h in group_headers) if c is not None]
+    if clock:
+        rel = _unwrap_day(clock, clock[0])
+        g.span_s = float(np.ptp(rel))
+        g.first_time_s = float((clock[0] + rel.min()) % 86400.0)
     return g
+
+
+def _is_ctp_candidate(g: SeriesGroup) -> bool:
+    return (not g.is_localizer and g.modality in ("CT", "") and g.n_slices >= 2
+            and g.n_timepoints >= MIN_TIMEPOINTS)
+
+
+def _why_not(g: SeriesGroup, chosen: SeriesGroup | None) -> str:
+    """Why a group is not the analysed CT perfusion (for the inspect table, metrics and the log)."""
+    if g.note:
+        return g.note
+    if g.is_localizer:
+        return "localizer"
+    if g.modality not in ("CT", ""):
+        return f"modality {g.modality}"
+    if g.n_timepoints == 1:
+        return "single time point"
+    if g.n_slices < 2:
+        return "single slice position"
+    if g.n_timepoints < MIN_TIMEPOINTS:
+        return f"only {g.n_timepoints} time points (< {MIN_TIMEPOINTS})"
+    if chosen is not None and _is_original(chosen.headers[0]) and not _is_original(g.headers[0]):
+        return "derived images (an original acquisition is present)"
+    return "fewer images than the chosen CT perfusion"
+
+
+def _assign_series_options(groups: list[SeriesGroup]) -> None:
+    """Give every group a ``--series`` value that selects it alone: a SeriesNumber no other group uses, else the
+    shortest UID prefix (>= 12 characters) that no other group's UIDs start with."""
+    number_owners = Counter(n for g in groups for n in g.series_numbers)
+    for g in groups:
+        others = [u for o in groups if o is not g for u in o.series_instance_uids]
+        uid = g.series_instance_uids[0] if g.series_instance_uids else ""
+        n = min(len(uid), 12)
+        while n < len(uid) and any(o.startswith(uid[:n]) for o in others):
+            n += 1
+        g.short_uid = uid[:n]
+        unique_numbers = [num for num in g.series_numbers if number_owners[num] == 1]
+        g.series_option = str(unique_numbers[0]) if unique_numbers else g.short_uid
+
+
+def _rel(root: Path, path: str) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def scan_folder(dicom_dir) -> FolderScan:
     """Walk ``dicom_dir`` recursively, parse headers and group images; mark the CT perfusion group.
 
-    Raises DicomError when the folder does not exist, is empty or holds no DICOM image.
+    Raises DicomError when the folder does not exist, cannot be read, is empty or holds no DICOM image.
     """
     root = Path(dicom_dir).expanduser()
     if not root.exists():
         raise DicomError(f"DICOM folder not found: {root}")
     if root.is_file():
         raise DicomError(f"expected a folder of DICOM files, got a file: {root}")
-    files = _list_files(root)
+    files, failed = _list_files(root)
+    problems: dict[str, list[str]] = {"no_permission": [], "unreadable": [], "folder": []}
+    for path, exc in failed:
+        if Path(path) == root:
+            why = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+            raise DicomError(f"cannot read the DICOM folder {root}: {why}")
+        problems["folder"].append(_rel(root, path))
     if not files:
+        if problems["folder"]:
+            raise DicomError(f"no readable files in {root}: {len(problems['folder'])} sub-folder(s) cannot be "
+                             f"opened (e.g. {problems['folder'][0]}: permission denied?)")
         raise DicomError(f"the DICOM folder is empty: {root}")
     results = _read_all_headers(files)
+    for path, (status, _) in zip(files, results):
+        if status in ("no_permission", "unreadable"):
+            problems[status].append(_rel(root, path))
+    problems = {k: v for k, v in problems.items() if v}
     skipped = Counter(status for status, _ in results if status != "ok")
     headers = [h for status, h in results if status == "ok"]
-    skipped_d = {k: int(skipped.get(k, 0)) for k in ("non_dicom", "non_image", "multiframe", "unreadable")}
+    skipped_d = {k: int(skipped.get(k, 0))
+                 for k in ("non_dicom", "non_image", "multiframe", "unreadable", "no_permission")}
     if not headers:
+        if skipped_d["no_permission"]:
+            raise DicomError(
+                f"cannot read {skipped_d['no_permission']} of {len(files)} files in {root}: permission denied "
+                f"(e.g. {problems['no_permission'][0]})")
         if skipped_d["multiframe"]:
             raise DicomError(
                 f"{root}: only multi-frame (Enhanced) images found; ctperf reads classic single-frame CT files"
@@ -573,34 +771,59 @@ def scan_folder(dicom_dir) -> FolderScan:
                 f"{skipped_d['non_dicom']} non-DICOM files)"
             )
         raise DicomError(f"no DICOM files found in {root} ({len(files)} non-DICOM files skipped)")
-    groups = [_describe(g) for g in _group_headers(headers)]
+    groups = [_describe(g, note) for g, note in _group_headers(headers)]
     groups.sort(key=lambda g: (g.series_numbers[0] if g.series_numbers else 1 << 30, g.description))
-    ctp_index = None
-    best = None
-    for i, g in enumerate(groups):
-        ok = (
-            not g.is_localizer and g.modality in ("CT", "")
-            and g.n_slices >= 2 and g.n_timepoints >= MIN_TIMEPOINTS
-        )
-        if ok:
-            score = (g.n_timepoints * g.n_slices, g.n_timepoints, _is_original(g.headers[0]))
-            if best is None or score > best:
-                best, ctp_index = score, i
+    _assign_series_options(groups)
+    cands = sorted((i for i, g in enumerate(groups) if _is_ctp_candidate(g) and not g.note),
+                   key=lambda i: (_is_original(groups[i].headers[0]), groups[i].n_timepoints * groups[i].n_slices,
+                                  groups[i].n_timepoints), reverse=True)
+    ctp_index = cands[0] if cands else None
+    ambiguous: list[int] = []
+    if len(cands) >= 2:
+        best = groups[cands[0]]
+        ambiguous = [i for i in cands if _is_original(groups[i].headers[0]) == _is_original(best.headers[0])
+                     and groups[i].n_files >= EQUALLY_PLAUSIBLE_FRACTION * best.n_files]
+        if len(ambiguous) < 2:
+            ambiguous = []
     if ctp_index is not None:
         groups[ctp_index].is_ctp = True
-    return FolderScan(root=root, groups=groups, ctp_index=ctp_index, n_files_total=len(files), skipped=skipped_d)
+    for g in groups:
+        g.excluded_reason = "" if g.is_ctp else _why_not(g, groups[ctp_index] if ctp_index is not None else None)
+    return FolderScan(root=root, groups=groups, ctp_index=ctp_index, n_files_total=len(files), skipped=skipped_d,
+                      problems=problems, ambiguous=ambiguous)
+
+
+def _choices(groups: list[SeriesGroup]) -> str:
+    return "; ".join(f"--series {g.series_option} ('{g.description}', {g.n_slices} slices x {g.n_timepoints} "
+                     f"times{', first at ' + g.row()['first_acquisition_time'] if g.first_time_s is not None else ''})"
+                     for g in groups)
 
 
 def _select(scan: FolderScan, series: str | None) -> SeriesGroup:
     if series is not None:
         s = str(series).strip()
+        if not s:
+            raise DicomError("--series is empty; give a SeriesNumber, a SeriesInstanceUID or a unique UID prefix")
         hits = [g for g in scan.groups if s in g.series_instance_uids]
         if not hits and s.isdigit():
-            # a SeriesNumber may repeat across studies: prefer the group with the most frames
-            hits = sorted((g for g in scan.groups if int(s) in g.series_numbers), key=lambda g: -g.n_files)
+            hits = [g for g in scan.groups if int(s) in g.series_numbers]
+            multi = [g for g in hits if g.n_timepoints > 1]
+            if len(multi) > 1:
+                raise DicomError(f"--series {s} is ambiguous: SeriesNumber {s} is used by {len(multi)} "
+                                 f"acquisitions; use one of: {_choices(multi)}")
+            hits = multi or sorted(hits, key=lambda g: -g.n_files)
+        if not hits:
+            hits = [g for g in scan.groups if any(u.startswith(s) for u in g.series_instance_uids)]
+            if len(hits) > 1:
+                raise DicomError(f"--series {s} is ambiguous: it starts the UIDs of {len(hits)} series groups; "
+                                 f"use one of: {_choices(hits)}")
         if not hits:
             raise DicomError(f"series '{s}' not found in {scan.root}; found: {scan.summary()}")
         return hits[0]
+    if scan.ambiguous:
+        amb = [scan.groups[i] for i in scan.ambiguous]
+        raise DicomError(f"{len(amb)} acquisitions in {scan.root} are equally plausible CT perfusion series; "
+                         f"choose one with: {_choices(amb)}")
     if scan.ctp is None:
         singles = [g for g in scan.groups if g.n_timepoints == 1 and not g.is_localizer and g.n_slices >= 2]
         if singles and all(g.n_timepoints == 1 for g in scan.groups):
@@ -667,14 +890,119 @@ def _pick_time_source(hs: list[_Header], pos_ids: np.ndarray) -> tuple[str, np.n
             continue
         v = np.asarray(vals, dtype=float)
         if attr in ("t_acq_datetime", "t_acq_time", "t_content_time"):
-            # clock times: unwrap across midnight relative to the first file (acquisitions last < 12 h)
-            v = np.mod(v - v[0] + 43200.0, 86400.0) - 43200.0
+            v = _unwrap_day(v, v[0])
         if not multi.any() or np.ptp(v[multi]) > 0:
             return name, v
     return None
 
 
-def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
+def _frame_order_key(hs: list[_Header], pos_ids: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """Frame order without times: TemporalPositionIdentifier, AcquisitionNumber or InstanceNumber, the first one
+    present on every file that differs between the files of each slice position. Returns (name, key per file)."""
+    for name, attr in (("TemporalPositionIdentifier", "tpi"), ("AcquisitionNumber", "acquisition_number"),
+                       ("InstanceNumber", "instance_number")):
+        vals = [getattr(h, attr) for h in hs]
+        if any(v is None for v in vals):
+            continue
+        key = np.asarray(vals, dtype=float)
+        order = np.lexsort((key, pos_ids))
+        same_pos = np.diff(pos_ids[order]) == 0
+        if not np.any(same_pos & (np.diff(key[order]) == 0)):
+            return name, key
+    return None
+
+
+def _check_time_axis(times: np.ndarray, source: str) -> None:
+    """Frame times (t, z) must increase strictly at every slice and step by 0.3-10 s."""
+    if len(times) < 2:
+        return
+    steps = np.diff(times, axis=0)
+    if np.any(steps <= 0):
+        t, z = np.argwhere(steps <= 0)[0]
+        raise DicomError(
+            f"frame times from {source} are not strictly increasing after sorting (frames {t} and {t + 1} of "
+            f"slice {z} are {steps[t, z]:+.3f} s apart); the series mixes acquisitions or the time tag is wrong")
+    lo, hi = float(steps.min()), float(steps.max())
+    if lo < MIN_FRAME_INTERVAL_S or hi > MAX_FRAME_INTERVAL_S:
+        raise DicomError(
+            f"implausible sampling interval from {source}: time points {lo:.2f}-{hi:.2f} s apart (expected "
+            f"{MIN_FRAME_INTERVAL_S:g}-{MAX_FRAME_INTERVAL_S:g} s); choose the series with --series or give the "
+            "interval with --frame-interval if the time tags are wrong")
+
+
+def _slice_geometry(f0: list[_Header], warnings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row direction, column direction, slice step) in LPS of one time point's slices (sorted along the normal).
+
+    Refuses slice positions that one affine cannot describe: gaps, overlaps or unequal steps of more than
+    ``SLICE_STEP_TOL`` of a step (e.g. two slabs of a jog/toggle acquisition in one series).
+    """
+    iop = np.asarray(f0[0].iop)
+    row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal)
+    ipps = np.array([h.ipp for h in f0])
+    n_z = len(f0)
+    if n_z == 1:
+        return row_dir, col_dir, normal * (f0[0].thickness or 1.0)
+    steps = np.diff(ipps, axis=0)
+    d = steps @ normal
+    typical = float(np.median(d))
+    step = (ipps[-1] - ipps[0]) / (n_z - 1)
+    dev = float(np.linalg.norm(steps - step, axis=1).max())
+    if dev > SLICE_STEP_TOL * np.linalg.norm(step):
+        breaks = np.flatnonzero(np.abs(d - typical) > SLICE_STEP_TOL * abs(typical))
+        edges = [0, *(breaks + 1), n_z]
+        slabs = [(float(ipps[a] @ normal), float(ipps[b - 1] @ normal)) for a, b in zip(edges[:-1], edges[1:])
+                 if b > a]
+        desc = ", ".join(f"{a:.1f} to {b:.1f} mm" for a, b in slabs[:4])
+        raise DicomError(
+            f"slice positions are not evenly spaced ({d.min():.2f} to {d.max():.2f} mm between neighbours, "
+            f"typically {typical:.2f} mm; slabs at {desc}): slices are missing, or this is a multi-slab (jog/toggle) "
+            "acquisition stored as one series, which one affine cannot describe; export each slab as its own "
+            "series and choose it with --series")
+    if dev > 0.01 * np.linalg.norm(step):
+        warnings.append(f"slightly uneven slice spacing ({d.min():.2f}-{d.max():.2f} mm, within "
+                        f"{100 * SLICE_STEP_TOL:g} % of a step); the affine uses the end-to-end spacing")
+    return row_dir, col_dir, step
+
+
+def _order_frames(hs: list[_Header], pos_ids: np.ndarray, group: SeriesGroup, frame_interval_s: float | None,
+                  warnings: list[str]) -> tuple[str, np.ndarray, np.ndarray, bool]:
+    """(time source, time per file or None-equivalent, order key per file, times_from_interval)."""
+    picked = _pick_time_source(hs, pos_ids)
+    if picked is not None:
+        source, t_all = picked
+        if frame_interval_s is not None:
+            warnings.append(f"--frame-interval {frame_interval_s:g} s ignored: frame times read from {source}")
+        use_tpi = all(h.tpi is not None for h in hs)
+        key = np.array([h.tpi for h in hs], dtype=float) if use_tpi else np.round(t_all, 3)
+        if source == "ContentTime":
+            warnings.append("frame times come from ContentTime, which is often the reconstruction time rather than "
+                            "the acquisition time; check the time axis (AIF/VOF curves)")
+        return source, t_all, key, False
+    if frame_interval_s is None:
+        raise DicomError(
+            f"cannot determine frame times of '{group.description}': no AcquisitionDateTime, AcquisitionTime, "
+            "ContentTime, TriggerTime or TemporalPositionIdentifier+TemporalResolution that differs between time "
+            "points (removed by anonymisation?); give the sampling interval with --frame-interval SECONDS")
+    ordered = _frame_order_key(hs, pos_ids)
+    if ordered is None:
+        raise DicomError(
+            "--frame-interval needs a frame order, but no TemporalPositionIdentifier, AcquisitionNumber or "
+            "InstanceNumber tells the time points of each slice apart")
+    name, key = ordered
+    warnings.append(f"no frame times in the files: frames ordered by {name}, {frame_interval_s:g} s apart "
+                    "(--frame-interval); per-slice timing offsets are unknown")
+    return f"--frame-interval ({frame_interval_s:g} s, order by {name})", np.zeros(len(hs)), key, True
+
+
+def _make_plan(group: SeriesGroup, min_timepoints: int, frame_interval_s: float | None = None) -> _Plan:
+    """Order the group's files into (t, z), derive the frame times and the voxel -> RAS affine (headers only).
+
+    Slices are ordered along the normal, frames by TemporalPositionIdentifier or time (or, with
+    ``frame_interval_s`` and no time tags, by acquisition/instance number); exact duplicates are dropped; the
+    time axis must increase strictly with a plausible step; the slices must be evenly spaced.
+    """
     hs = sorted(group.headers, key=lambda h: h.path)
     pos_ids, centres = _position_ids(hs)
     n_z = len(centres)
@@ -684,15 +1012,10 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
             f"series '{group.description}' has a single time point ({n_z} slices); a CT perfusion acquisition "
             "needs repeated time points"
         )
-    picked = _pick_time_source(hs, pos_ids)
-    if picked is None:
-        raise DicomError(
-            "cannot determine frame times: no AcquisitionDateTime, AcquisitionTime, ContentTime, TriggerTime or "
-            "TemporalPositionIdentifier+TemporalResolution that differs between time points"
-        )
-    time_source, t_all = picked
-    use_tpi = all(h.tpi is not None for h in hs)
-    order_key = np.array([h.tpi for h in hs], dtype=float) if use_tpi else np.round(t_all, 3)
+    if frame_interval_s is not None and not MIN_FRAME_INTERVAL_S <= frame_interval_s <= MAX_FRAME_INTERVAL_S:
+        raise DicomError(f"--frame-interval {frame_interval_s:g} is outside the plausible "
+                         f"{MIN_FRAME_INTERVAL_S:g}-{MAX_FRAME_INTERVAL_S:g} s")
+    time_source, t_all, order_key, from_interval = _order_frames(hs, pos_ids, group, frame_interval_s, warnings)
 
     # sort by (position, order key); drop duplicates (same position and same key)
     idx = np.lexsort((order_key, pos_ids))
@@ -718,40 +1041,23 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
         )
     table = keep.reshape(n_z, n_t).T  # [t, z] indices into hs (positions ascending along the normal)
     frames = [[hs[i] for i in row] for row in table]
-    times = t_all[table]
-    times = times - times[0, 0]
-    if np.any(np.diff(times[:, 0]) <= 0):
-        warnings.append("frame times are not strictly increasing at the first slice")
+    if from_interval:
+        times = np.repeat((np.arange(n_t) * float(frame_interval_s))[:, None], n_z, axis=1)
+    else:
+        times = t_all[table]
+        times = times - times[0, 0]
+    _check_time_axis(times, time_source)
 
     # geometry from the first time point (LPS), then LPS -> RAS
     f0 = frames[0]
-    iop = np.asarray(f0[0].iop)
-    row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    row_dir, col_dir, step = _slice_geometry(f0, warnings)
     normal = np.cross(row_dir, col_dir)
-    normal /= np.linalg.norm(normal)
     dy, dx = f0[0].spacing
-    ipps = np.array([h.ipp for h in f0])
-    if n_z > 1:
-        steps = np.diff(ipps, axis=0)
-        step = (ipps[-1] - ipps[0]) / (n_z - 1)
-        dev = np.linalg.norm(steps - step, axis=1).max()
-        d = steps @ normal
-        if dev > 0.5 * np.linalg.norm(step):
-            raise DicomError(
-                f"slice positions are not evenly spaced ({d.min():.2f} to {d.max():.2f} mm between neighbours): "
-                "slice positions are missing from every time point"
-            )
-        if dev > max(0.01, 0.01 * np.linalg.norm(step)):
-            warnings.append(
-                f"non-uniform slice spacing ({d.min():.2f}-{d.max():.2f} mm); the affine uses the mean spacing"
-            )
-    else:
-        step = normal * (f0[0].thickness or 1.0)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dx
     lps[:3, 1] = col_dir * dy
     lps[:3, 2] = step
-    lps[:3, 3] = ipps[0]
+    lps[:3, 3] = f0[0].ipp
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     dz = abs(float(step @ normal))
     geom_tilt = float(np.degrees(np.arccos(min(1.0, dz / np.linalg.norm(step)))))
@@ -765,11 +1071,26 @@ def _make_plan(group: SeriesGroup, min_timepoints: int) -> _Plan:
     return _Plan(frames, times, affine, (float(dx), float(dy), dz), float(tilt), time_source, warnings, n_dup)
 
 
+def _excluded_rows(scan: FolderScan, group: SeriesGroup) -> list[dict]:
+    """PHI-free list of the groups not analysed and why (for metrics provenance and the log)."""
+    return [{"series_numbers": g.series_numbers, "description": g.description, "n_files": g.n_files,
+             "reason": g.excluded_reason or "not selected"} for g in scan.groups if g is not group]
+
+
 def _meta(scan: FolderScan, group: SeriesGroup, plan: _Plan) -> AcquisitionMeta:
     h0 = plan.frames[0][0]
     used = [h for row in plan.frames for h in row]
     uids = list(dict.fromkeys(h.series_uid for h in used))
     numbers = list(dict.fromkeys(h.series_number for h in used if h.series_number is not None))
+    warnings = list(plan.warnings)
+    # series of the same geometry split off by protocol or cadence are worth a warning; the rest is routine
+    for g in scan.groups:
+        if g is not group and g.note:
+            warnings.append(f"excluded series #{','.join(map(str, g.series_numbers)) or '?'} "
+                            f"'{g.description}': {g.note}")
+    note = scan.problem_note()
+    if note:
+        warnings.append(f"{note}; they were skipped")
     return AcquisitionMeta(
         manufacturer=h0.manufacturer,
         model=h0.model,
@@ -784,22 +1105,31 @@ def _meta(scan: FolderScan, group: SeriesGroup, plan: _Plan) -> AcquisitionMeta:
         n_files_used=len(used),
         n_files_skipped_non_dicom=scan.skipped.get("non_dicom", 0),
         n_duplicate_frames_dropped=plan.n_duplicates,
-        warnings=list(plan.warnings),
+        warnings=warnings,
         extra={
             "time_source": plan.time_source,
             "slice_thickness_mm": h0.thickness,
             "n_files_total": scan.n_files_total,
             "skipped": dict(scan.skipped),
+            "unreadable_files": {k: v[:20] for k, v in scan.problems.items()},
             "n_groups": len(scan.groups),
+            "excluded_series": _excluded_rows(scan, group),
         },
     )
 
 
-def _prepare(dicom_dir, series: str | None):
+def _prepare(dicom_dir, series: str | None, frame_interval_s: float | None = None):
     scan = scan_folder(dicom_dir)
     group = _select(scan, series)
-    _check_consistency(scan, group)
-    plan = _make_plan(group, min_timepoints=2 if series is not None else MIN_TIMEPOINTS)
+    try:
+        _check_consistency(scan, group)
+        plan = _make_plan(group, min_timepoints=2 if series is not None else MIN_TIMEPOINTS,
+                          frame_interval_s=frame_interval_s)
+    except DicomError as exc:
+        note = scan.problem_note()
+        if note:  # the real cause is often a file that could not be read
+            raise DicomError(f"{exc}; {note}") from None
+        raise
     return scan, group, plan
 
 
@@ -853,27 +1183,48 @@ def _stored_pixels(h: _Header) -> np.ndarray:
     return arr
 
 
-def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], None] | None) -> np.ndarray | None:
-    """Fill ``hu`` (t, z, y, x) in place; return the (z, y, x) padding mask or None."""
+def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], None] | None,
+                 bin_factor: int = 1) -> np.ndarray | None:
+    """Fill ``hu`` (t, z, y, x) in place; return the (z, y, x) padding mask or None.
+
+    With ``bin_factor`` > 1 every decoded slice is block-averaged in-plane (``ctperf.preprocess.bin_inplane``)
+    before it is stored, so the full-resolution 4D array never exists; a block touching padding is outside.
+    """
     n_t, n_z = len(plan.frames), len(plan.frames[0])
     has_padding = any(h.padding_value is not None for row in plan.frames for h in row)
     outside = np.zeros(hu.shape[1:], dtype=bool) if has_padding else None
     lock = threading.Lock()
+    if bin_factor > 1:
+        from ctperf.preprocess import bin_inplane
+    h0 = plan.frames[0][0]
+    scratch = threading.local()
 
     def work(t: int, z: int) -> None:
         h = plan.frames[t][z]
         stored = _stored_pixels(h)
-        dst = hu[t, z]
+        if bin_factor > 1:
+            if getattr(scratch, "buf", None) is None:
+                scratch.buf = np.empty((h0.rows, h0.cols), np.float32)
+            dst = scratch.buf
+        else:
+            dst = hu[t, z]
         if h.slope == 1.0:  # one pass: stored + intercept -> float32 HU
             np.add(stored, np.float32(h.intercept), out=dst, dtype=np.float32)
         else:
             np.multiply(stored, np.float32(h.slope), out=dst, dtype=np.float32)
             if h.intercept != 0.0:
                 dst += np.float32(h.intercept)
+        pad = None
         if h.padding_value is not None:
             lim = h.padding_value if h.padding_limit is None else h.padding_limit
             lo, hi = min(h.padding_value, lim), max(h.padding_value, lim)
             pad = (stored >= lo) & (stored <= hi)
+        if bin_factor > 1:
+            if pad is not None:
+                dst[pad] = OUTSIDE_FOV_HU
+                pad = bin_inplane(pad[None].astype(np.float32), bin_factor)[0] > 0
+            hu[t, z] = bin_inplane(dst[None], bin_factor)[0]
+        if pad is not None:
             with lock:
                 outside[z] |= pad
 
@@ -905,7 +1256,9 @@ def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], Non
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
-def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int], None] | None = None) -> CTPStudy:
+def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int], None] | None = None, *,
+             frame_interval_s: float | None = None, bin_to_pixel_mm: float | None = None,
+             bin_above_bytes: int = 0) -> CTPStudy:
     """Find the CT perfusion acquisition in ``dicom_dir`` and load it.
 
     Parameters
@@ -913,10 +1266,27 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
     dicom_dir : path
         Folder searched recursively (any file names; non-DICOM files are skipped and counted).
     series : str, optional
-        Force a SeriesInstanceUID or a SeriesNumber (digits). The whole acquisition group containing that
-        series is loaded (e.g. all one-series-per-time-point series). Error if not found.
+        Force a SeriesInstanceUID, a SeriesNumber (digits) or a unique prefix of a SeriesInstanceUID. The
+        whole acquisition group containing that series is loaded (e.g. all one-series-per-time-point series).
+        Error if not found or ambiguous. Without it, a folder with two equally plausible CT perfusion
+        acquisitions is refused (the message lists the ``series`` value of each).
     progress : callable(n_done, n_total), optional
         Called while decoding pixels (from the calling thread).
+    frame_interval_s : float, optional
+        Sampling interval (s, 0.3-10) for studies whose time tags were removed: frames are then ordered by
+        TemporalPositionIdentifier, AcquisitionNumber or InstanceNumber. Ignored (with a warning) when the
+        files carry usable times.
+    bin_to_pixel_mm, bin_above_bytes : optional
+        When the native float32 4D array would exceed ``bin_above_bytes``, every slice is block-averaged
+        in-plane while it is decoded, by the integer factor closest to ``bin_to_pixel_mm`` / native pixel
+        (the affine is that of the block centres). Keeps whole-brain studies within laptop memory.
+
+    Raises
+    ------
+    DicomError
+        Missing/unreadable folder, no or ambiguous CT perfusion, incomplete or inconsistent acquisition,
+        implausible time axis (not strictly increasing, steps outside 0.3-10 s), missing times without
+        ``frame_interval_s``, unevenly spaced slices (gaps, multi-slab series), undecodable pixels.
 
     Returns
     -------
@@ -925,19 +1295,30 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
         the first frame's first slice, ``affine_ras`` voxel (x, y, z) -> RAS mm, PHI-free ``meta`` and
         ``outside_fov`` (z, y, x) bool or None when the files carry no pixel padding.
     """
-    scan, group, plan = _prepare(dicom_dir, series)
+    scan, group, plan = _prepare(dicom_dir, series, frame_interval_s)
     h0 = plan.frames[0][0]
     n_t, n_z = len(plan.frames), len(plan.frames[0])
+    factor, affine = 1, plan.affine_ras
+    if bin_to_pixel_mm and 4 * n_t * n_z * h0.rows * h0.cols > bin_above_bytes:
+        factor = max(1, int(round(bin_to_pixel_mm / float(np.mean(plan.spacing_xyz[:2])))))
+    meta = _meta(scan, group, plan)
+    if factor > 1:
+        from ctperf.preprocess import binned_affine
+
+        affine = binned_affine(plan.affine_ras, factor)
+        meta.extra["binned_on_load"] = factor
+        meta.warnings.append(f"large study ({h0.cols}x{h0.rows}x{n_z}x{n_t}): slices block-averaged {factor}x{factor} "
+                             "in-plane while reading to save memory")
+    shape = (n_t, n_z, h0.rows // factor, h0.cols // factor)
     try:
-        hu = np.empty((n_t, n_z, h0.rows, h0.cols), dtype=np.float32)
+        hu = np.empty(shape, dtype=np.float32)
     except MemoryError:
-        raise DicomError(f"not enough memory for a {h0.cols}x{h0.rows}x{n_z}x{n_t} float32 array") from None
-    outside = _decode_into(plan, hu, progress)
-    return CTPStudy(hu=hu, times_s=plan.times_s.astype(float), affine_ras=plan.affine_ras,
-                    meta=_meta(scan, group, plan), outside_fov=outside)
+        raise DicomError(f"not enough memory for a {shape[3]}x{shape[2]}x{n_z}x{n_t} float32 array") from None
+    outside = _decode_into(plan, hu, progress, bin_factor=factor)
+    return CTPStudy(hu=hu, times_s=plan.times_s.astype(float), affine_ras=affine, meta=meta, outside_fov=outside)
 
 
-def inspect_folder(dicom_dir, series: str | None = None) -> dict:
+def inspect_folder(dicom_dir, series: str | None = None, *, frame_interval_s: float | None = None) -> dict:
     """Describe the folder and its CT perfusion acquisition from headers only (no pixel decoding).
 
     Returns a strict-JSON-able dict: ``shape_xyzt`` [x, y, z, t], ``frame_times_s`` (first slice, from 0),
@@ -947,12 +1328,16 @@ def inspect_folder(dicom_dir, series: str | None = None) -> dict:
     image group found (description, modality, n_files, n_slices, n_timepoints, is_ctp, ...).
     No patient identifiers are included. Raises DicomError when no usable CT perfusion is found.
     """
-    scan, group, plan = _prepare(dicom_dir, series)
+    scan, group, plan = _prepare(dicom_dir, series, frame_interval_s)
     meta = _meta(scan, group, plan)
     rows = []
     for g in scan.groups:
         r = g.row()
         r["is_ctp"] = g is group
+        if g is group:
+            r["excluded_reason"] = None
+        elif r["is_ctp"] is False and scan.groups.index(g) == scan.ctp_index:
+            r["excluded_reason"] = "not the series chosen with --series"
         rows.append(r)
     n_t, n_z = len(plan.frames), len(plan.frames[0])
     h0 = plan.frames[0][0]
@@ -978,5 +1363,6 @@ def inspect_folder(dicom_dir, series: str | None = None) -> dict:
         "warnings": meta.warnings,
         "n_files_total": scan.n_files_total,
         "skipped": dict(scan.skipped),
+        "unreadable_files": meta.extra["unreadable_files"],
         "series": rows,
     }
