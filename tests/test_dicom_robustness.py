@@ -254,3 +254,28 @@ def test_unreadable_folder_for_real(tmp_path):
     finally:
         d.chmod(0o755)
         shutil.rmtree(d)
+
+
+def test_cli_stripped_times_refusal_names_the_option(tmp_path):
+    paths = write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(), seed=0)
+    _strip_times(paths)
+    res = CliRunner().invoke(app, ["run", "--dicom_dir", str(tmp_path / "d"), "--out_dir", str(tmp_path / "out")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "--frame-interval" in lines[0]
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "d"), "--frame-interval", "1.5", "--json"])
+    assert res.exit_code == 0 and '"time_source": "--frame-interval (1.5 s' in res.output
+
+
+def test_cli_inspect_table_columns(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from ctperf import cli
+
+    monkeypatch.setattr(cli, "out", Console(width=300))
+    write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(series_per_timepoint=True, precontrast_series="gap"),
+                    seed=0)
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "d")])
+    assert res.exit_code == 0
+    for text in ("--series", "short UID", "span s", "first time", "100-106", "another protocol", "23:59:50"):
+        assert text in res.output, text

@@ -145,6 +145,17 @@ class Thresholds:
 
 
 @dataclass
+class IngestConfig:
+    #: Sampling interval (s, 0.3-10) for studies whose time tags were removed (e.g. by anonymisation): frames
+    #: are then ordered by TemporalPositionIdentifier, AcquisitionNumber or InstanceNumber.  None = read the
+    #: times from the files (a study without them is refused).  CLI: ``--frame-interval``.
+    frame_interval_s: float | None = None
+    #: Studies whose native float32 4D array would exceed this (GB) are block-averaged in-plane to
+    #: ``preprocess.compute_pixel_mm`` while they are read (whole-brain scanners on a laptop); 0 = always.
+    bin_on_load_above_gb: float = 2.0
+
+
+@dataclass
 class OutputConfig:
     write_qa_png: bool = True
     write_pdf: bool = True
@@ -156,6 +167,7 @@ class Config:
     aif: AifConfig = field(default_factory=AifConfig)
     deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:

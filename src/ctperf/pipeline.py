@@ -129,6 +129,8 @@ def _provenance(meta: AcquisitionMeta, spacing) -> dict[str, Any]:
         "n_files_skipped_non_dicom": meta.n_files_skipped_non_dicom,
         "input_spacing_xyz_mm": list(meta.spacing_xyz_mm), "map_spacing_xyz_mm": [float(s) for s in spacing],
         "gantry_tilt_deg": meta.gantry_tilt_deg, "warnings": meta.warnings,
+        "time_source": meta.extra.get("time_source"), "excluded_series": meta.extra.get("excluded_series", []),
+        "binned_on_load": meta.extra.get("binned_on_load", 1),
     }
 
 
@@ -156,7 +158,11 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     with _LogCapture() as logbuf:
         t0 = time.perf_counter()
         _step(progress, "load")
-        study = load_ctp(dicom_dir, series=series, progress=load_progress)
+        study = load_ctp(dicom_dir, series=series, progress=load_progress,
+                         frame_interval_s=cfg.ingest.frame_interval_s, bin_to_pixel_mm=cfg.preprocess.compute_pixel_mm,
+                         bin_above_bytes=int(cfg.ingest.bin_on_load_above_gb * 1e9))
+        for warning in study.meta.warnings:
+            log.warning("ingest: %s", warning)
         t_load = time.perf_counter() - t0
         log.info("loaded %s: shape x,y,z,t=%s, %d files, manufacturer=%s", study.meta.series_description or "CTP",
                  study.shape_xyzt, study.meta.n_files_used, study.meta.manufacturer)
