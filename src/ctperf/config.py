@@ -142,6 +142,9 @@ class Thresholds:
     min_cluster_ml: float = 0.5
     #: PVT qualitative sign: Tmax >= this in the superior sagittal sinus / torcula (s).
     pvt_tmax_s: float = 10.0
+    #: Smallest rCBF reference region (normal-Tmax tissue, mL); below it rCBF, core, mismatch and eligibility are
+    #: undefined (null with a reason) instead of computed from a handful of voxels.
+    min_reference_ml: float = 5.0
 
 
 @dataclass

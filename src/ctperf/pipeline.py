@@ -94,7 +94,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra))
+        roi_mask=roi, contra_mask=contra, **_reference_inputs(perf)))
     metrics = build_metrics(
         indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
@@ -103,6 +103,16 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
+
+
+def _reference_inputs(perf: PerfusionResult) -> dict[str, Any]:
+    """IndexInputs fields from the engine's reference QA (unusable reference, bilateral/posterior pattern)."""
+    pattern = perf.qa_values.get("hypoperfusion_pattern")
+    return {"reference_reason": perf.qa_values.get("reference_reason"),
+            "hemisphere_logic": pattern not in ("bilateral", "posterior"),
+            "hemisphere_reason": {"bilateral": "bilateral hypoperfusion: no less-affected hemisphere",
+                                  "posterior": "posterior-circulation hypoperfusion: hemisphere comparison does "
+                                               "not apply"}.get(pattern, "")}
 
 
 def _step(progress: Progress, name: str) -> None:
