@@ -279,3 +279,25 @@ def test_cli_inspect_table_columns(tmp_path, monkeypatch):
     assert res.exit_code == 0
     for text in ("--series", "short UID", "span s", "first time", "100-106", "another protocol", "23:59:50"):
         assert text in res.output, text
+
+
+# ------------------------------------------------------------------------------ whole-brain: bin on load
+@pytest.mark.parametrize("vendor", ["siemens", "ge"])
+def test_binning_on_load_matches_binning_after_load(tmp_path, vendor):
+    from ctperf.preprocess import bin_inplane, binned_affine
+
+    write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(vendor=vendor), seed=0)
+    full = load_ctp(tmp_path / "d")
+    small = load_ctp(tmp_path / "d", bin_to_pixel_mm=1.7, bin_above_bytes=0)  # 0.8-0.9 mm pixels -> 2 x 2
+    assert small.meta.extra["binned_on_load"] == 2 and small.hu.shape == (T, Z, Y // 2, X // 2)
+    np.testing.assert_allclose(small.affine_ras, binned_affine(full.affine_ras, 2))
+    expected = bin_inplane(full.hu, 2)
+    if full.outside_fov is not None:
+        outside = bin_inplane(full.outside_fov[None].astype(np.float32), 2)[0] > 0
+        np.testing.assert_array_equal(small.outside_fov, outside)
+        expected[:, outside] = -1024.0
+    np.testing.assert_allclose(small.hu, expected, atol=1e-3)
+    assert any("block-averaged 2x2" in w for w in small.meta.warnings)
+    # below the size limit nothing changes
+    same = load_ctp(tmp_path / "d", bin_to_pixel_mm=1.7, bin_above_bytes=10**9)
+    assert same.hu.shape == full.hu.shape and "binned_on_load" not in same.meta.extra
