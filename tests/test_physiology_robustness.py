@@ -164,3 +164,30 @@ def test_truncated_bolus_is_flagged_with_affected_maps():
     flags, qv = res.metrics["qa_flags"], res.metrics["qa_values"]
     assert flags["acquisition_truncated"] or flags["aif_truncated"]
     assert "cbv" in qv["truncation_affected_maps"] and "mtt" in qv["truncation_affected_maps"]
+
+
+def test_bilateral_hypoperfusion_end_to_end():
+    """Left + right MCA lesions (two noise-free phantoms combined, noise added): flagged, reference from normal
+    Tmax tissue of both hemispheres, no hemisphere-comparing index."""
+    from ctperf.pipeline import analyse_study
+    from ctperf.study import CTPStudy
+
+    def hu(lesion):
+        return synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, noise_hu=0.0,
+                                                            lesion=lesion, seed=0))
+
+    left, right, none = hu("left"), hu("right"), hu(None)
+    both = left.hu + right.hu - none.hu + np.random.default_rng(0).normal(0, 8.0, left.hu.shape).astype(np.float32)
+    res = analyse_study(CTPStudy(hu=both, times_s=left.times_s, affine_ras=left.affine_ras), Config())
+    m = res.metrics
+    assert m["qa_flags"]["bilateral_hypoperfusion"] and not m["qa_flags"]["posterior_circulation"]
+    assert m["qa_values"]["hypoperfusion_pattern"] == "bilateral"
+    assert m["lesion_side"] == "none" and "bilateral" in m["lesion_side_reason"]
+    assert m["CBV_Index_contra_hemisphere"] is None and m["Corrected_CBV_Index"] is not None
+    truth_hypo = left.truth_metrics["hypoperfusion_ml"] + right.truth_metrics["hypoperfusion_ml"]
+    assert m["hypoperfusion_ml"] == pytest.approx(truth_hypo, rel=0.35)
+    # rCBF stays relative to normal tissue: the core is found on both sides
+    core = res.lesion.core
+    side = res.perfusion.hemispheres.side
+    assert (core & (side > 0)).sum() > 0 and (core & (side < 0)).sum() > 0
+    assert m["core_ml"] == pytest.approx(left.truth_metrics["core_ml"] + right.truth_metrics["core_ml"], rel=0.5)
