@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from typer.testing import CliRunner
 
-from ctperf import dicom_io
+from ctperf.io.dicom import scan as dicom_scan
 from ctperf.cli import app
 from ctperf.dicom_io import inspect_folder, load_ctp, scan_folder
 from ctperf.errors import DicomError
@@ -202,7 +202,7 @@ def _deny(monkeypatch, names: set[str]):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kw)
 
-    monkeypatch.setattr(dicom_io, "open", fake_open, raising=False)
+    monkeypatch.setattr(dicom_scan, "open", fake_open, raising=False)
 
 
 def test_one_unreadable_file_is_named(tmp_path, monkeypatch):
