@@ -301,3 +301,11 @@ def test_binning_on_load_matches_binning_after_load(tmp_path, vendor):
     # below the size limit nothing changes
     same = load_ctp(tmp_path / "d", bin_to_pixel_mm=1.7, bin_above_bytes=10**9)
     assert same.hu.shape == full.hu.shape and "binned_on_load" not in same.meta.extra
+
+
+def test_other_candidate_is_recorded_when_forced(tmp_path):
+    d = _two_ctp(tmp_path)
+    g = scan_folder(d).groups[0]
+    study = load_ctp(d, series=g.series_option)
+    cands = study.meta.excluded_candidates
+    assert len(cands) == 1 and cands[0]["n_timepoints"] == T and cands[0]["series_option"] != g.series_option

@@ -14,7 +14,6 @@ Metric values may be ``None`` (strict JSON null); they are printed as ``n/a (<re
 from __future__ import annotations
 
 import math
-import re
 import textwrap
 import warnings
 from dataclasses import dataclass
@@ -265,15 +264,8 @@ def cbv_index_text(metrics: dict) -> tuple[str, MetricText]:
 
 
 def mismatch_volume_text(metrics: dict) -> MetricText:
-    """Mismatch volume; when not reported, hypoperfusion minus core if both are available."""
-    txt = metric_text(metrics, KEYS_MISMATCH_VOLUME, "mL")
-    if txt.available or _lookup(metrics, *KEYS_MISMATCH_VOLUME)[0] is not None:
-        return txt
-    _, hypo = _lookup(metrics, *KEYS_HYPO)
-    _, core = _lookup(metrics, *KEYS_CORE)
-    if isinstance(hypo, (int, float)) and isinstance(core, (int, float)):
-        return MetricText(_fmt_number(max(float(hypo) - float(core), 0.0), 1), "mL", None, True)
-    return MetricText("n/a", "mL", "needs core and hypoperfusion volumes", False)
+    """Mismatch volume as reported in the metrics document (never recomputed here)."""
+    return metric_text(metrics, KEYS_MISMATCH_VOLUME, "mL")
 
 
 def voxel_volume_ml(result: PerfusionResult) -> float:
@@ -281,29 +273,10 @@ def voxel_volume_ml(result: PerfusionResult) -> float:
 
 
 def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> list[tuple[float, MetricText]]:
-    """Volume with Tmax above each reported level: from metrics when present, else counted from the masks."""
+    """Volume with Tmax above each reported level, read from the metrics document (``tmax<level>_ml``); a level the
+    document does not hold is "n/a" (figures never recompute a number the metrics report)."""
     levels = sorted({float(v) for v in lesion.tmax_levels} | {4.0, 6.0, 8.0, 10.0})
-    number = re.compile(r"\d+(?:\.\d+)?")
-    vox_ml = voxel_volume_ml(result)
-    out = []
-    for level in levels:
-        found: MetricText | None = None
-        for key in (metrics or {}):
-            low = str(key).lower()
-            if "tmax" not in low or "ml" not in low or low.endswith("_reason"):
-                continue
-            nums = [float(n) for n in number.findall(low)]
-            if len(nums) == 1 and abs(nums[0] - level) < 1e-6:
-                found = metric_text(metrics, key, "mL")
-                break
-        if found is None:
-            mask = _lookup_level(lesion.tmax_levels, level)
-            if mask is not None:
-                found = MetricText(_fmt_number(float(np.count_nonzero(mask)) * vox_ml, 1), "mL", None, True)
-            else:
-                found = MetricText("n/a", "mL", "not computed", False)
-        out.append((level, found))
-    return out
+    return [(level, metric_text(metrics, f"tmax{level:g}_ml", "mL")) for level in levels]
 
 
 def _lookup_level(levels: dict, level: float):

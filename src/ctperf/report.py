@@ -202,6 +202,8 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
         value = (metrics or {}).get(key)
         if isinstance(value, bool):
             rows.append((label, "met" if value else "not met"))
+        elif key in (metrics or {}):
+            rows.append((label, "n/a (non-trial thresholds)"))
     if result.stage_seconds:
         rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
     for key, value in (result.qa_values or {}).items():
@@ -235,7 +237,9 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{_definition_version(metrics)}",
              fontsize=9,
              ha="right", va="center", color="0.2")
-    fig.text(1 - MARGIN, 0.954, f"generated {now}", fontsize=8, ha="right", va="center", color="0.35")
+    study = (metrics or {}).get("study_id")
+    fig.text(1 - MARGIN, 0.954, (f"study {study}  \u00b7  " if study else "") + f"generated {now}", fontsize=8,
+             ha="right", va="center", color="0.35")
     side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
     ref = result.reference_cbf
     ref_txt = f"{ref:.1f} mL/100g/min" if isinstance(ref, (int, float)) and np.isfinite(ref) else "n/a"

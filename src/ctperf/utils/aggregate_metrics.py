@@ -4,7 +4,8 @@ Seed-compatible usage::
 
     python -m ctperf.utils.aggregate_metrics --input_dir D --output summary.csv
 
-Each row carries ``study`` (the folder of the metrics.json relative to the input folder) and the flattened
+Each row carries ``study`` (the folder of the metrics.json relative to the input folder), ``study_id`` (the
+pseudonymous identifier of the study, empty for results written before it existed) and the flattened
 metrics (nested objects as ``section.key``).  Unreadable files are skipped with a warning on stderr.
 """
 
@@ -36,7 +37,9 @@ def collect(input_dir: str | Path) -> pd.DataFrame:
             print(f"aggregate_metrics: skipping {path}: not a JSON object", file=sys.stderr)
             continue
         rel = path.parent.relative_to(root)
-        rows.append({"study": str(rel) if str(rel) != "." else root.name, **flatten(doc)})
+        flat = flatten(doc)
+        rows.append({"study": str(rel) if str(rel) != "." else root.name, "study_id": flat.pop("study_id", None),
+                     **flat})
     if not rows:
         raise InputError(f"no metrics.json found below {root}")
     return pd.DataFrame(rows)

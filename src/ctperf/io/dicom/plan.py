@@ -13,6 +13,7 @@ from ctperf.io.dicom.grouping import (
     FolderScan,
     SeriesGroup,
     _check_consistency,
+    _is_ctp_candidate,
     _position_ids,
     _select,
     scan_folder,
@@ -154,6 +155,14 @@ def _excluded_rows(scan: FolderScan, group: SeriesGroup) -> list[dict]:
              "reason": g.excluded_reason or "not selected"} for g in scan.groups if g is not group]
 
 
+def _excluded_candidates(scan: FolderScan, group: SeriesGroup) -> list[dict]:
+    """Other plausible CT perfusion acquisitions (>= MIN_TIMEPOINTS time points) not analysed, PHI-free."""
+    return [{"series_numbers": g.series_numbers, "series_option": g.series_option, "description": g.description,
+             "n_slices": g.n_slices, "n_timepoints": g.n_timepoints,
+             "reason": g.excluded_reason or "not the series chosen with --series"}
+            for g in scan.groups if g is not group and _is_ctp_candidate(g)]
+
+
 def _meta(scan: FolderScan, group: SeriesGroup, plan: _Plan) -> AcquisitionMeta:
     h0 = plan.frames[0][0]
     used = [h for row in plan.frames for h in row]
@@ -183,6 +192,7 @@ def _meta(scan: FolderScan, group: SeriesGroup, plan: _Plan) -> AcquisitionMeta:
         n_files_skipped_non_dicom=scan.skipped.get("non_dicom", 0),
         n_duplicate_frames_dropped=plan.n_duplicates,
         warnings=warnings,
+        excluded_candidates=_excluded_candidates(scan, group),
         extra={
             "time_source": plan.time_source,
             "slice_thickness_mm": h0.thickness,

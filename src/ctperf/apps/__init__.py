@@ -1,0 +1,1 @@
+"""Entry points (command line, ...): thin layers over the workflows."""
