@@ -48,11 +48,14 @@ def _stages(quiet: bool, stages=None):
     return run_progress(err, MODE_A_STAGES if stages is None else stages, quiet)
 
 
-def _finish(metrics: dict, title: str, fail_on_qa: bool = False, truth: dict | None = None) -> None:
-    """Result table, then the warnings in colour; exit 3 when a QA flag is raised and ``fail_on_qa``."""
+def _finish(metrics: dict, title: str, fail_on_qa: bool = False, truth: dict | None = None, note: str = "") -> None:
+    """Result table (and ``note`` under it), then the warnings in colour; exit 3 when a QA flag is raised and
+    ``fail_on_qa``."""
     from ctperf.apps.terminal import print_warnings
 
     out.print(_summary_table(metrics, title, truth=truth))
+    if note:
+        out.print(note, markup=False)
     n_flags = print_warnings(out, metrics)
     if fail_on_qa and n_flags:
         err.print(f"[bold red]ctperf: {n_flags} QA flag(s) raised (--fail-on-qa)[/bold red]", highlight=False)
@@ -253,7 +256,8 @@ def _series_table(info: dict, dicom_dir) -> Table:
 # ----------------------------------------------------------------------------------------- maps (Mode B)
 @app.command("maps", epilog=EXIT_CODES)
 def maps_cmd(
-    mip: Path = typer.Option(..., "--mip", help="MIP screenshot (PNG/JPEG) with a hand-drawn yellow ROI."),
+    mip: Path = typer.Option(..., "--mip", help="Tmax MIP screenshot (PNG/JPEG, grey or colour-coded) with a "
+                                                "hand-drawn yellow ROI."),
     tmax: Path = typer.Option(..., "--tmax", help="Tmax map: NIfTI, scalar DICOM series, or colour-coded DICOM."),
     cbv: Path = typer.Option(..., "--cbv", help="CBV map (same forms)."),
     rcbf: Path = typer.Option(..., "--rcbf", help="rCBF map, as a fraction (1 = normal) or in percent (same forms)."),
@@ -264,7 +268,8 @@ def maps_cmd(
     cbv_range: Optional[str] = typer.Option(None, "--cbv-range", help="LO,HI of a colour-coded CBV map's bar."),
     rcbf_range: Optional[str] = typer.Option(None, "--rcbf-range", help="LO,HI of a colour-coded rCBF map's bar."),
     tissue_mask: Optional[Path] = typer.Option(None, "--tissue_mask", "--tissue-mask",
-                                               help="NIfTI brain-parenchyma mask (default: derived from the maps)."),
+                                               help="NIfTI brain-parenchyma mask (default: that of the ctperf Mode A "
+                                                    "folder holding the maps, else derived from the maps)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding thresholds."),
     fail_on_qa: bool = _FAIL_ON_QA,
     overwrite: bool = _OVERWRITE,
@@ -287,7 +292,8 @@ def maps_cmd(
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
-    _finish(metrics, f"ctperf maps -> {out_dir}", fail_on_qa)
+    _finish(metrics, f"ctperf maps -> {out_dir}", fail_on_qa,
+            note=(metrics.get("provenance", {}).get("tissue_mask") or {}).get("note", ""))
 
 
 def _parse_range(text: str | None):
@@ -330,12 +336,14 @@ def recompute_cmd(
 def aggregate_cmd(
     input_dir: Path = typer.Option(..., "--input_dir", "--input-dir", help="Folder searched for metrics.json."),
     output: Path = typer.Option(Path("summary.csv"), "--output", help="CSV with one row per study."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv or xlsx (default: from --output's name)."),
 ):
     """Collect every study's metrics.json below a folder into one CSV (one row per study)."""
     try:
         from ctperf.utils.aggregate_metrics import aggregate
 
-        n = aggregate(input_dir, output)
+        n = aggregate(input_dir, output, fmt, warn=lambda m: err.print(f"ctperf: warning: {m}", highlight=False,
+                                                                        soft_wrap=True))
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -371,17 +379,9 @@ def prr_cmd(
 
 
 def _read_metrics(path: Path) -> dict:
-    p = Path(path)
-    p = p / "metrics.json" if p.is_dir() else p
-    if not p.is_file():
-        raise CTPerfError(f"no metrics.json at {path}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CTPerfError(f"{p} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CTPerfError(f"{p} is not a metrics document")
-    return doc
+    from ctperf.workflows.compare import read_metrics
+
+    return read_metrics(path)
 
 
 # ---------------------------------------------------------------------------------------------- phantom
@@ -417,6 +417,12 @@ def phantom_cmd(
         _fail(exc)
         return
     out.print(f"phantom study written to {out_dir}")
+
+
+# ------------------------------------------------------------------ cohort research: batch, compare, stats
+from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
+
+_register_cohort(app, _fail)
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -283,7 +285,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         sid, how = study_id_for(study.meta, study_id)
         inputs = {"config": None if config_file is None else file_record(config_file),
                   **_mask_notes(result, {"roi_mask": roi_rec, "contra_mask": contra_rec})}
-        result.metrics = _with_study_id(result.metrics, sid, how)
+        result.metrics = with_study_id(result.metrics, sid, how)
         result.metrics["provenance"]["input_files"] = inputs
         for key, value in (("study_id", sid), ("inputs", inputs), ("series", result.metrics["provenance"]["series"])):
             log.info("%s: %s", key, json.dumps(value))
@@ -295,7 +297,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     return result
 
 
-def _with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> dict[str, Any]:
+def with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> dict[str, Any]:
     """The metrics document with ``study_id`` right after ``mode`` (null with a reason when unknown)."""
     out: dict[str, Any] = {}
     for key, value in metrics.items():
@@ -476,7 +478,7 @@ def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Pa
         prov["input_files"] = {**(original.get("provenance") or {}).get("input_files", {}),
                                "recompute_config": None if config_file is None else file_record(config_file)}
         sid = original.get("study_id")
-        result.metrics = _with_study_id(result.metrics, sid, original.get("study_id_source")
+        result.metrics = with_study_id(result.metrics, sid, original.get("study_id_source")
                                         or original.get("study_id_reason") or "unknown (older ctperf result)")
         result.metrics["recomputed_from"] = {
             "folder": src.resolve().name,
@@ -644,13 +646,18 @@ def _make_temp_beside(out_dir: Path) -> Path:
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-tmp-", dir=parent))
+        for _ in range(100):
+            # os.mkdir applies the process umask itself (results readable like any new folder), so the umask is
+            # never read or changed here: that would race with other threads writing files at the same moment.
+            tmp = parent / f".{out_dir.name}.ctperf-tmp-{secrets.token_hex(6)}"
+            try:
+                tmp.mkdir(mode=0o777)
+                return tmp
+            except FileExistsError:
+                continue
+        raise InputError(f"cannot create a temporary folder beside {out_dir}")
     except OSError as exc:
         raise InputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; results should be readable like any new folder
-    return tmp
 
 
 def check_output_dir(out_dir: str | Path, *, mode: str | None = None, overwrite: bool = False) -> None:
@@ -679,23 +686,51 @@ def check_output_dir(out_dir: str | Path, *, mode: str | None = None, overwrite:
 
 
 class _LogCapture(logging.Handler):
-    """Collect ctperf log records (for log.txt) while a run is in progress."""
+    """Collect the ctperf log records of the calling thread (for log.txt) while a run is in progress.
+
+    Thread-safe without process-global changes during a run: the ``ctperf`` logger is set to INFO once, when this
+    module is imported, and a logger filter lets INFO records through only for threads that are capturing (other
+    records below the level the application configured are dropped as before).  Records of one run never land in
+    another run's log.txt, and no logger level is touched while studies run in parallel.
+    """
 
     def __init__(self):
         super().__init__(level=logging.INFO)
         self.lines: list[str] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        self.addFilter(lambda record: record.thread == self._thread)
 
     def emit(self, record):
         self.lines.append(self.format(record))
 
     def __enter__(self):
-        self._old_level = log.level
-        log.setLevel(logging.INFO)
-        log.addHandler(self)
+        self._thread = threading.get_ident()
+        with _CAPTURE_LOCK:
+            _CAPTURING[self._thread] = _CAPTURING.get(self._thread, 0) + 1
+        log.addHandler(self)  # Logger.addHandler/removeHandler are locked inside logging
         return self
 
     def __exit__(self, *exc):
         log.removeHandler(self)
-        log.setLevel(self._old_level)
+        with _CAPTURE_LOCK:
+            left = _CAPTURING.pop(self._thread) - 1
+            if left:
+                _CAPTURING[self._thread] = left
         return False
+
+
+_CAPTURE_LOCK = threading.Lock()
+_CAPTURING: dict[int, int] = {}
+
+
+def _capture_filter(record: logging.LogRecord) -> bool:
+    """Pass a ctperf record when its thread is capturing a run log, or when the application asked for its level."""
+    if record.thread in _CAPTURING:
+        return True
+    parent = log.parent
+    return parent is None or record.levelno >= parent.getEffectiveLevel()
+
+
+if log.level == logging.NOTSET:  # once, at import: the application's own level setting is respected
+    log.setLevel(logging.INFO)
+    log.addFilter(_capture_filter)

@@ -14,7 +14,6 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.lines import Line2D
@@ -320,9 +319,9 @@ def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dic
         "Creator": f"ctperf {__version__} (definitions v{_definition_version(metrics)})",
         "Keywords": "CT perfusion; research use only",
     }
-    with matplotlib.rc_context({"font.family": "DejaVu Sans", "pdf.fonttype": 3}):
-        fig = new_figure(*A4_IN)
-        _build_page(fig, result, lesion, metrics or {})
-        with PdfPages(pdf_path, metadata=metadata) as pdf:
-            pdf.savefig(fig)
+    # matplotlib defaults (DejaVu Sans, Type 3 PDF fonts); no rc_context, which changes process-global rcParams
+    fig = new_figure(*A4_IN)
+    _build_page(fig, result, lesion, metrics or {})
+    with PdfPages(pdf_path, metadata=metadata) as pdf:
+        pdf.savefig(fig)
     return pdf_path
