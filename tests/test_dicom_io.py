@@ -402,13 +402,14 @@ def test_non_image_and_multiframe_are_skipped(tmp_path):
     for kw in ("Rows", "Columns", "PixelData"):
         delattr(ds, kw)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     ds.save_as(tmp_path / "d" / "report.dcm", enforce_file_format=True)  # e.g. a structured report
     mf = pydicom.dcmread(paths[1])
     mf.NumberOfFrames = 2
     mf.PixelData = mf.PixelData * 2
     mf.save_as(tmp_path / "d" / "enhanced.dcm", enforce_file_format=True)
     scan = scan_folder(tmp_path / "d")
-    assert scan.skipped == {"non_dicom": 0, "non_image": 1, "multiframe": 1, "unreadable": 0}
+    assert scan.skipped == {"non_dicom": 0, "non_image": 1, "multiframe": 1, "unreadable": 0, "no_permission": 0}
     assert load_ctp(tmp_path / "d").meta.extra["skipped"]["multiframe"] == 1
     only = tmp_path / "only"
     only.mkdir()

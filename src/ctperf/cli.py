@@ -140,7 +140,11 @@ def run_cmd(
     contra_mask: Optional[Path] = typer.Option(None, "--contra_mask", "--contra-mask",
                                                help="NIfTI contralateral reference ROI (rCBF and CBV index)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding defaults."),
-    series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesInstanceUID or SeriesNumber."),
+    series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesNumber, SeriesInstanceUID or unique "
+                                         "UID prefix (see `ctperf inspect`)."),
+    frame_interval: Optional[float] = typer.Option(None, "--frame-interval", metavar="SECONDS",
+                                                   help="Sampling interval for studies whose time tags were removed "
+                                                        "(frames ordered by acquisition/instance number)."),
     study_id: Optional[str] = typer.Option(None, "--study-id", "--study_id", help="Pseudonymous study label for "
                                            "metrics, report and aggregate rows (default: SHA-256 prefix of the "
                                            "StudyInstanceUID)."),
@@ -154,6 +158,8 @@ def run_cmd(
         from ctperf.pipeline import run_dicom_folder
 
         cfg = Config.load(config)
+        if frame_interval is not None:
+            cfg.ingest.frame_interval_s = frame_interval
         with _stages(quiet) as (stage, files):
             result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
                                       config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite)
@@ -207,29 +213,44 @@ def demo_cmd(
 def inspect_cmd(
     dicom_dir: Path = typer.Argument(..., help="Folder to scan recursively."),
     as_json: bool = typer.Option(False, "--json", help="Print strict JSON instead of a table."),
-    series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesInstanceUID or SeriesNumber."),
+    series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesNumber, SeriesInstanceUID or unique "
+                                         "UID prefix."),
+    frame_interval: Optional[float] = typer.Option(None, "--frame-interval", metavar="SECONDS",
+                                                   help="Sampling interval for studies whose time tags were removed."),
 ):
     """List every DICOM series in a folder and show which one is the CT perfusion acquisition."""
     try:
         from ctperf.dicom_io import inspect_folder
 
-        info = inspect_folder(dicom_dir, series=series)
+        info = inspect_folder(dicom_dir, series=series, frame_interval_s=frame_interval)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
     if as_json:
         typer.echo(json.dumps(info, indent=2, allow_nan=False))
         return
-    table = Table(title=f"DICOM series in {dicom_dir}")
-    for col in ("CTP", "description", "modality", "files", "slices", "time points"):
-        table.add_column(col)
-    for row in info.get("series", []):
-        table.add_row("[green]yes[/green]" if row.get("is_ctp") else "", str(row.get("description", "")),
-                      str(row.get("modality", "")), str(row.get("n_files", "")), str(row.get("n_slices", "")),
-                      str(row.get("n_timepoints", "")))
-    out.print(table)
+    out.print(_series_table(info, dicom_dir))
     out.print(f"CTP shape (x, y, z, t): {info.get('shape_xyzt')}; manufacturer: {info.get('manufacturer')}; "
               f"frame times (s): {[round(t, 2) for t in info.get('frame_times_s', [])]}")
+
+
+def _series_table(info: dict, dicom_dir) -> Table:
+    """One row per series group: number, --series value, short UID, size, time span, first time, why excluded."""
+    table = Table(title=f"DICOM series in {dicom_dir}")
+    for col in ("CTP", "series", "--series", "short UID", "description", "files", "slices", "time points",
+                "span s", "first time", "excluded because"):
+        table.add_column(col)
+    for row in info.get("series", []):
+        nums = row.get("series_numbers") or []
+        shown = (f"{nums[0]}-{nums[-1]}" if len(nums) > 2 and nums == list(range(nums[0], nums[-1] + 1))
+                 else ",".join(map(str, nums)))
+        span = row.get("span_s")
+        table.add_row("[green]yes[/green]" if row.get("is_ctp") else "", shown, str(row.get("series_option", "")),
+                      str(row.get("short_uid", "")), str(row.get("description", "")), str(row.get("n_files", "")),
+                      str(row.get("n_slices", "")), str(row.get("n_timepoints", "")),
+                      "" if span is None else f"{span:.1f}", str(row.get("first_acquisition_time") or ""),
+                      str(row.get("excluded_reason") or ""))
+    return table
 
 
 # ----------------------------------------------------------------------------------------- maps (Mode B)

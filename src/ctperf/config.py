@@ -91,6 +91,9 @@ RANGES: dict[str, _Range] = {
     "thresholds.rcbf_core": _r(0, 1, lo_open=True, hi_open=True, fraction=True),
     "thresholds.min_cluster_ml": _r(0, 100, "mL"),
     "thresholds.pvt_tmax_s": _r(0, 60, "s", lo_open=True),
+    "thresholds.min_reference_ml": _r(0, 1000, "mL"),
+    "ingest.frame_interval_s": _r(0.3, 10, "s"),
+    "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
 }
 
 #: Settings that must be ordered (``a <= b``), with the section they belong to.
@@ -274,6 +277,21 @@ class Thresholds(_Checked):
     min_cluster_ml: float = 0.5
     #: PVT qualitative sign: Tmax >= this in the superior sagittal sinus / torcula (s).
     pvt_tmax_s: float = 10.0
+    #: Smallest rCBF reference region (normal-Tmax tissue, mL); below it rCBF, core, mismatch and eligibility are
+    #: undefined (null with a reason) instead of computed from a handful of voxels.
+    min_reference_ml: float = 5.0
+
+
+@dataclass
+class IngestConfig(_Checked):
+    section: ClassVar[str] = "ingest"
+    #: Sampling interval (s, 0.3-10) for studies whose time tags were removed (e.g. by anonymisation): frames
+    #: are then ordered by TemporalPositionIdentifier, AcquisitionNumber or InstanceNumber.  None = read the
+    #: times from the files (a study without them is refused).  CLI: ``--frame-interval``.
+    frame_interval_s: float | None = None
+    #: Studies whose native float32 4D array would exceed this (GB) are block-averaged in-plane to
+    #: ``preprocess.compute_pixel_mm`` while they are read (whole-brain scanners on a laptop); 0 = always.
+    bin_on_load_above_gb: float = 2.0
 
 
 @dataclass
@@ -289,6 +307,7 @@ class Config:
     aif: AifConfig = field(default_factory=AifConfig)
     deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:

@@ -65,6 +65,14 @@ class IndexInputs:
     #: Lesion-cortex ROI (Conventional CBV Index numerator) and optional explicit contralateral ROI.
     roi_mask: np.ndarray | None = None
     contra_mask: np.ndarray | None = None
+    #: Why the rCBF reference is unusable (too few voxels), or None: then core, penumbra, mismatch and the
+    #: eligibility labels are None with this reason (never 0 mL / eligible).
+    reference_reason: str | None = None
+    #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, and no index that compares
+    #: one hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres).
+    hemisphere_logic: bool = True
+    #: Why the hemisphere logic does not apply (e.g. "posterior-circulation hypoperfusion").
+    hemisphere_reason: str = "hemisphere comparison does not apply"
 
 
 def _ratio(num: float | None, den: float | None, what: str) -> tuple[float | None, str | None]:
@@ -131,6 +139,9 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     put("HIR", None if hir is None else round(hir, 4), reason and "no tissue with Tmax above the hypoperfusion threshold")
 
     side = lesion_side(les.hypoperfusion, inp.hemispheres, v)
+    if not inp.hemisphere_logic and hypo_vox:
+        side = "none"
+        out["lesion_side_reason"] = inp.hemisphere_reason
     out["lesion_side"] = side
 
     # --- CBV indices --------------------------------------------------------------------------------------
@@ -144,6 +155,13 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     elif lesion_cbv is None:
         for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
             put(key, None, no_lesion)
+    elif not inp.hemisphere_logic:
+        normal = inp.tissue & ~les.tmax_levels.get(4.0, les.hypoperfusion)
+        ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal))
+        val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index (normal cortex of both hemispheres)")
+        put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
+        for key in ("CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+            put(key, None, inp.hemisphere_reason)
     elif hemi is None or side == "none":
         for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
             put(key, None, "no hemisphere split (midline) available")
@@ -200,6 +218,11 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
                                        and hypo_ml - core_ml >= DEFUSE3["mismatch_volume_min_ml"])
         out["EXTEND_eligible"] = bool(core_ml < EXTEND["core_max_ml"] and ratio_ok_ex
                                       and hypo_ml - core_ml > EXTEND["mismatch_volume_min_exclusive_ml"])
+    if inp.reference_reason is not None:
+        for key in ("core_ml", "core_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml", "Mismatch_Ratio",
+                    "DEFUSE3_eligible", "EXTEND_eligible"):
+            out.pop(f"{key}_reason", None)
+            put(key, None, inp.reference_reason)
     out["voxel_volume_ml"] = round(v, 6)
     return out
 

@@ -103,7 +103,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra))
+        roi_mask=roi, contra_mask=contra, **_reference_inputs(perf)))
     metrics = build_metrics(
         indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
@@ -113,6 +113,16 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
+
+
+def _reference_inputs(perf: PerfusionResult) -> dict[str, Any]:
+    """IndexInputs fields from the engine's reference QA (unusable reference, bilateral/posterior pattern)."""
+    pattern = perf.qa_values.get("hypoperfusion_pattern")
+    return {"reference_reason": perf.qa_values.get("reference_reason"),
+            "hemisphere_logic": pattern not in ("bilateral", "posterior"),
+            "hemisphere_reason": {"bilateral": "bilateral hypoperfusion: no less-affected hemisphere",
+                                  "posterior": "posterior-circulation hypoperfusion: hemisphere comparison does "
+                                               "not apply"}.get(pattern, "")}
 
 
 def mode_a_regions(perf: PerfusionResult, lesion: LesionMasks, roi: np.ndarray | None,
@@ -158,6 +168,8 @@ def _provenance(meta: AcquisitionMeta, spacing) -> dict[str, Any]:
                    "excluded_candidates": list(meta.excluded_candidates),
                    "n_image_groups_found": meta.extra.get("n_groups"),
                    "files_skipped": meta.extra.get("skipped", {})},
+        "time_source": meta.extra.get("time_source"), "excluded_series": meta.extra.get("excluded_series", []),
+        "binned_on_load": meta.extra.get("binned_on_load", 1),
     }
 
 
@@ -259,7 +271,11 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     with _LogCapture() as logbuf:
         t0 = time.perf_counter()
         _step(progress, "load")
-        study = load_ctp(dicom_dir, series=series, progress=load_progress)
+        study = load_ctp(dicom_dir, series=series, progress=load_progress,
+                         frame_interval_s=cfg.ingest.frame_interval_s, bin_to_pixel_mm=cfg.preprocess.compute_pixel_mm,
+                         bin_above_bytes=int(cfg.ingest.bin_on_load_above_gb * 1e9))
+        for warning in study.meta.warnings:
+            log.warning("ingest: %s", warning)
         t_load = time.perf_counter() - t0
         log.info("loaded %s: shape x,y,z,t=%s, %d files, manufacturer=%s", study.meta.series_description or "CTP",
                  study.shape_xyzt, study.meta.n_files_used, study.meta.manufacturer)

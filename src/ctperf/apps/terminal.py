@@ -35,6 +35,9 @@ QA_FLAG_TEXT: dict[str, str] = {
     "aif_curve_flat": "the AIF curve shows no clear bolus",
     "vof_curve_flat": "the VOF curve shows no clear bolus",
     "vof_peaks_before_aif": "the VOF peaks before the AIF (check the curves)",
+    "bilateral_hypoperfusion": "hypoperfusion in both hemispheres; rCBF reference from normal-Tmax tissue anywhere",
+    "posterior_circulation": "posterior-circulation hypoperfusion; no hemisphere comparison",
+    "rcbf_reference_too_small": "too little normal tissue for the rCBF reference; core and mismatch undefined",
 }
 
 

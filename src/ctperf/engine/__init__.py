@@ -27,6 +27,7 @@ from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
 from ctperf.preprocess import pixel_spacing_mm, preprocess_study
+from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall, truncation_affected_maps
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy, voxel_volume_ml
 
@@ -102,17 +103,31 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
                                            cfg.thresholds.tmax_hypoperfusion_s,
                                            min_cluster_ml=cfg.thresholds.min_cluster_ml)
-        if contra_mask is None:
-            ref = mp.reference_region(masks.tissue, vol["tmax"], hemi.side, side)
-        else:
+        pattern = hypoperfusion_pattern(vol["tmax"], masks.tissue, hemi.side, pre.affine_ras, voxel_ml,
+                                        threshold_s=cfg.thresholds.tmax_hypoperfusion_s,
+                                        min_cluster_ml=cfg.thresholds.min_cluster_ml)
+        if contra_mask is not None:
             ref = contra_on_grid(contra_mask, study.affine_ras, pre.affine_ras, masks.tissue)
+        elif pattern.hemisphere_logic:
+            ref = mp.reference_region(masks.tissue, vol["tmax"], hemi.side, side)
+        else:  # bilateral or posterior circulation: normal-Tmax tissue anywhere, no "less-affected hemisphere"
+            ref = normal_reference(masks.tissue, vol["tmax"])
+            side = "none" if pattern.kind == "posterior" else side
+        ref_reason = reference_shortfall(ref, voxel_ml, cfg.thresholds.min_reference_ml)
         rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
+        if ref_reason is not None:
+            rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
         # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
         # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_flags["midline_fallback"] = bool(midline_fallback)
-    qa_values.update(side_vols, reference_voxels=int(ref.sum()))
+    qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
+                    posterior_circulation=pattern.kind == "posterior", rcbf_reference_too_small=ref_reason is not None)
+    qa_values.update(side_vols, reference_voxels=int(ref.sum()), reference_ml=round(float(ref.sum()) * voxel_ml, 3),
+                     hypoperfusion_pattern=pattern.kind, posterior_hypoperfusion_fraction=pattern.posterior_fraction,
+                     reference_reason=ref_reason, truncation_affected_maps=truncation_affected_maps(
+                         qa_flags["aif_truncated"], qa_flags["acquisition_truncated"]))
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof, affected_side=side,

@@ -49,6 +49,7 @@ __all__ = [
     "VENDORS",
     "TIME_TAG_STYLES",
     "FILE_NAMINGS",
+    "PRECONTRAST_STYLES",
     "DicomLayout",
     "tilted_affine_ras",
     "fov_mask",
@@ -67,6 +68,7 @@ TRANSFER_SYNTAXES = {
     "jpegls_lossless": JPEGLSLossless,  # 1.2.840.10008.1.2.4.80
 }
 VENDORS = ("siemens", "ge", "toshiba", "philips")
+PRECONTRAST_STYLES = ("none", "gap", "no_gap", "gap_same_protocol")
 TIME_TAG_STYLES = ("acquisition_datetime", "acquisition_time", "content_time", "trigger_time", "temporal_position")
 FILE_NAMINGS = ("plain", "uid", "noext_shuffled")
 
@@ -100,6 +102,15 @@ class DicomLayout:
         frame) or ``"temporal_position"`` (TemporalPositionIdentifier x TemporalResolution only: uniform
         sampling, no per-slice stagger).
     start_time: HHMMSS of time 0 (default 23:59:50 so a one-minute scan crosses midnight).
+    precontrast_series: a single-phase non-contrast series with *exactly* the CTP geometry (same positions,
+        matrix, thickness, frame of reference), as scanners that write one series per time point put beside
+        it: ``"gap"`` (120 kVp, another kernel and description, 60 s before frame 0), ``"no_gap"`` (same
+        but one sampling interval before frame 0) or ``"gap_same_protocol"`` (the CTP's own description, kVp
+        and kernel, 60 s before frame 0); ``"none"`` (default) writes nothing.
+    n_slabs, slab_gap_mm, slab_series: a multi-slab (jog / toggle) acquisition: the slices are split into
+        ``n_slabs`` consecutive slabs, slab k moved by ``k * slab_gap_mm`` along the slice normal (a gap, or an
+        overlap when negative); with ``slab_series`` every slab is its own series (SeriesNumber 4 + k, or
+        100 * (k + 1) + t with ``series_per_timepoint``). The time of every slice comes from ``times_s_tz``.
     patient_name, patient_id: fake identifiers (used to check that readers never leak them).
     """
 
@@ -114,6 +125,10 @@ class DicomLayout:
     start_time: str = "235950"
     patient_name: str = "PHANTOM^DEMO"
     patient_id: str = "PHANTOM001"
+    precontrast_series: str = "none"
+    n_slabs: int = 1
+    slab_gap_mm: float = 0.0
+    slab_series: bool = False
 
     def validate(self) -> None:
         """Raise ValueError on an unknown option."""
@@ -127,6 +142,11 @@ class DicomLayout:
             )
         if self.time_tags not in TIME_TAG_STYLES:
             raise ValueError(f"unknown time_tags {self.time_tags!r}; choose one of {TIME_TAG_STYLES}")
+        if self.precontrast_series not in PRECONTRAST_STYLES:
+            raise ValueError(f"unknown precontrast_series {self.precontrast_series!r}; choose one of "
+                             f"{PRECONTRAST_STYLES}")
+        if self.n_slabs < 1:
+            raise ValueError("n_slabs must be >= 1")
         if len(self.start_time) < 6 or not self.start_time[:6].isdigit():
             raise ValueError(f"start_time must be HHMMSS, got {self.start_time!r}")
 
@@ -464,7 +484,9 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
     row_dir, col_dir = lps[:3, 0] / dx, lps[:3, 1] / dy
     normal = np.cross(row_dir, col_dir)
     thickness = abs(float(np.dot(lps[:3, 2], normal)))
-    ipps = [lps[:3, 3] + k * lps[:3, 2] for k in range(n_z)]
+    slab_of = (np.arange(n_z) * layout.n_slabs) // n_z  # consecutive slabs of (nearly) equal size
+    step_dir = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
+    ipps = [lps[:3, 3] + k * lps[:3, 2] + slab_of[k] * layout.slab_gap_mm * step_dir for k in range(n_z)]
 
     study = {"study_uid": new_uid("study"), "for_uid": new_uid("for")}
     t0 = _dt.datetime.strptime(_STUDY_DATE + layout.start_time[:6], "%Y%m%d%H%M%S")
@@ -482,16 +504,21 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
         inst = np.arange(1, n_t * n_z + 1).reshape(n_t, n_z)
 
     n_extra = 2 + max(n_z // 2, 2) if layout.extra_series else 0
+    n_extra += n_z if layout.precontrast_series != "none" else 0
     namer = _make_namer(layout, out_dir, rng, n_t * n_z + n_extra)
-    ctp_series_uid = new_uid("series")
+    n_series_slabs = layout.n_slabs if layout.slab_series else 1
+    ctp_series_uids = [new_uid("series") for _ in range(n_series_slabs)]
     paths: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="ctperf_dcmw_") as tmpdir:
         for t in range(n_t):
             if layout.series_per_timepoint:
-                series_uid, series_number = new_uid("series"), 100 + t
-            else:
-                series_uid, series_number = ctp_series_uid, 4
+                tp_uids = [new_uid("series") for _ in range(n_series_slabs)]
             for z in range(n_z):
+                k = int(slab_of[z]) if layout.slab_series else 0
+                if layout.series_per_timepoint:
+                    series_uid, series_number = tp_uids[k], 100 * (k + 1) + t
+                else:
+                    series_uid, series_number = ctp_series_uids[k], 4 + k
                 sop = new_uid("sop")
                 ds = _base_dataset(layout, study, sop, series_uid, series_number, "CTP 4D Perfusion",
                                    ["ORIGINAL", "PRIMARY", "AXIAL"], kvp)
@@ -511,6 +538,24 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
                 path = namer(sop)
                 _save(ds, stored, layout, path, tmpdir)
                 paths.append(path)
+        if layout.precontrast_series != "none":
+            cadence = float(times[1, 0] - times[0, 0]) if n_t > 1 else 1.0
+            same = layout.precontrast_series == "gap_same_protocol"
+            before = cadence if layout.precontrast_series == "no_gap" else 60.0
+            pc_uid = new_uid("series")
+            for z in range(n_z):
+                sop = new_uid("sop")
+                ds = _base_dataset(layout, study, sop, pc_uid, 3, "CTP 4D Perfusion" if same else "Head non-contrast",
+                                   ["ORIGINAL", "PRIMARY", "AXIAL"], kvp if same else 120.0)
+                ds.InstanceNumber = z + 1
+                _set_geometry(ds, row_dir, col_dir, ipps[z], dy, dx, thickness, n_y, n_x)
+                ds.GantryDetectorTilt = _ds(layout.gantry_tilt_deg)
+                ds.ConvolutionKernel = "H20f" if same else "H31s"
+                _set_time(ds, layout.time_tags, t0, times[0, z] - before, 0, 1, resolution_ms, times[0, 0])
+                enc = _encoding(layout.vendor, hu_max, rng)
+                stored = _encode_pixels(hu[0, z] - 5.0, enc, outside, rng)
+                _set_pixels(ds, stored, enc)
+                _save(ds, stored, layout, namer(sop), tmpdir)
         if layout.extra_series:
             _write_extras(layout, study, new_uid, namer, tmpdir, lps, dx, dy, row_dir, col_dir, normal,
                           thickness, n_y, n_x, n_z, t0, kvp, rng)

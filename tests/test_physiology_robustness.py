@@ -1,0 +1,207 @@
+"""Physiology outside the usual (issue 15 item 3): strong boluses, bilateral and posterior-circulation
+hypoperfusion, an unusable rCBF reference and a truncated bolus.  Generated maps for the rules, the project
+phantom for the end-to-end cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ctperf.aif import bolus_plausible, partial_volume_scale
+from ctperf.config import Config, Thresholds
+from ctperf.indices import IndexInputs, compute_indices
+from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
+from ctperf.results import Hemispheres, LesionMasks
+
+# ------------------------------------------------------------------------------------ generated Tmax maps
+SHAPE = (10, 90, 80)  # z, y, x on 2 mm voxels
+AFF = np.diag([2.0, 2.0, 2.0, 1.0])
+AFF[:3, 3] = [-79.0, -89.0, -9.0]  # RAS: x -79..79, y -89..89 (anterior = larger y), z -9..9
+VOX_ML = 0.008
+
+
+def _brain():
+    zz, yy, xx = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    x, y = AFF[0, 0] * xx + AFF[0, 3], AFF[1, 1] * yy + AFF[1, 3]
+    tissue = (x / 70.0) ** 2 + (y / 85.0) ** 2 < 1.0
+    side = np.where(tissue, np.where(x > 0, -1, 1), 0).astype(np.int8)  # RAS +x = patient right
+    side[np.abs(x) < 1.5] = 0
+    return tissue, side, x, y
+
+
+def _tmax(regions):
+    tissue, side, x, y = _brain()
+    tmax = np.where(tissue, 1.5, np.nan).astype(np.float32)
+    for sel in regions(x, y):
+        tmax[sel & tissue] = 9.0
+    return tissue, side, tmax
+
+
+@pytest.mark.parametrize("name, regions, kind", [
+    ("left MCA", lambda x, y: [(x < -20) & (np.abs(y) < 35)], "unilateral"),
+    ("both MCA", lambda x, y: [(np.abs(x) > 20) & (np.abs(y) < 35)], "bilateral"),
+    ("basilar / both PCA", lambda x, y: [y < -45], "posterior"),
+    ("one PCA", lambda x, y: [(y < -45) & (x < 0)], "posterior"),
+    ("none", lambda x, y: [], "none"),
+])
+def test_hypoperfusion_pattern(name, regions, kind):
+    tissue, side, tmax = _tmax(regions)
+    pat = hypoperfusion_pattern(tmax, tissue, side, AFF, VOX_ML, threshold_s=6.0)
+    assert pat.kind == kind, (name, pat)
+    assert pat.hemisphere_logic == (kind in ("none", "unilateral"))
+
+
+def test_bilateral_reference_is_normal_tissue_anywhere():
+    tissue, side, tmax = _tmax(lambda x, y: [(np.abs(x) > 20) & (np.abs(y) < 35)])
+    ref = normal_reference(tissue, tmax)
+    assert not (ref & (tmax > 6)).any()
+    assert (ref & (side > 0)).any() and (ref & (side < 0)).any()
+    assert reference_shortfall(ref, VOX_ML, 5.0) is None
+
+
+def test_reference_shortfall_reason():
+    ref = np.zeros(SHAPE, bool)
+    ref[0, 0, :10] = True
+    reason = reference_shortfall(ref, VOX_ML, 5.0)
+    assert reason is not None and "0.1 mL" in reason and "undefined" in reason
+
+
+def _inputs(**kw) -> IndexInputs:
+    tissue, side, tmax = _tmax(lambda x, y: [(x < -20) & (np.abs(y) < 35)])
+    hyp = tissue & (tmax > 6)
+    core = np.zeros_like(hyp)  # what an all-NaN rCBF gives
+    lesion = LesionMasks(hypoperfusion=hyp, core=core, penumbra=hyp & ~core,
+                         tmax_levels={4.0: hyp, 6.0: hyp, 10.0: np.zeros_like(hyp)})
+    hemi = Hemispheres(side=side, mirror_vox=np.diag([-1.0, 1, 1, 1]) + np.eye(4) * 0, normal_ras=np.array([-1.0, 0, 0]),
+                       point_ras=np.zeros(3))
+    hemi.mirror_vox[0, 3] = SHAPE[2] - 1
+    return IndexInputs(cbv=np.where(tissue, 3.0, np.nan), tmax_s=tmax, lesion=lesion, tissue=tissue,
+                       voxel_volume_ml=VOX_ML, thresholds=Thresholds(), hemispheres=hemi, cortex=tissue, **kw)
+
+
+def test_unusable_reference_nulls_core_mismatch_and_eligibility():
+    base = compute_indices(_inputs())
+    assert base["core_ml"] == 0 and base["DEFUSE3_eligible"] is True  # what the bug looked like
+    out = compute_indices(_inputs(reference_reason="rCBF reference region holds 0.1 mL"))
+    for key in ("core_ml", "core_vox", "penumbra_ml", "mismatch_volume_ml", "Mismatch_Ratio", "DEFUSE3_eligible",
+                "EXTEND_eligible"):
+        assert out[key] is None and out[f"{key}_reason"].startswith("rCBF reference region"), key
+    assert out["hypoperfusion_ml"] == base["hypoperfusion_ml"]
+    json.dumps(out, allow_nan=False)
+
+
+def test_no_hemisphere_logic_indices():
+    out = compute_indices(_inputs(hemisphere_logic=False, hemisphere_reason="posterior-circulation hypoperfusion"))
+    assert out["lesion_side"] == "none" and out["lesion_side_reason"] == "posterior-circulation hypoperfusion"
+    assert out["CBV_Index_contra_hemisphere"] is None and out["CBV_Index_mirror"] is None
+    assert out["CBV_Index_mirror_reason"] == "posterior-circulation hypoperfusion"
+    assert out["Corrected_CBV_Index"] == pytest.approx(1.0)  # vs normal cortex of both hemispheres
+
+
+# ------------------------------------------------------------------------------------------ strong bolus
+def test_strong_bolus_curves_are_plausible_bone_is_not():
+    t = np.arange(40.0)
+    bolus = 1200.0 * (t / 12.0) ** 3 * np.exp(3 * (1 - t / 12.0))  # gamma variate peaking at 1200 delta HU
+    curves = np.zeros((40, 1, 1, 4), np.float32)
+    base = np.array([[[40.0, 1000.0, 40.0, 40.0]]], np.float32)
+    curves[:, 0, 0, 0] = bolus  # 1240 HU artery
+    curves[:, 0, 0, 2] = np.where((t % 10) < 3, 900.0, 0.0)  # bone moving in and out (several excursions)
+    curves[:, 0, 0, 3] = -300.0 * ((t > 20) & (t < 23))  # air moving in
+    ok = bolus_plausible(curves, base)
+    assert ok.tolist() == [[[True, False, False, False]]]
+
+
+def test_partial_volume_scale_is_continuous():
+    ratios = np.linspace(0.5, 4.0, 351)
+    scales = np.array([partial_volume_scale(100.0, 100.0 * r) for r in ratios])
+    assert np.all(np.diff(scales) >= 0) and np.max(np.abs(np.diff(scales))) <= 0.0101
+    assert partial_volume_scale(100.0, 105.0) == pytest.approx(1.05)
+    assert partial_volume_scale(100.0, 90.0) == 1.0 and partial_volume_scale(100.0, 500.0) == 3.0
+
+
+# -------------------------------------------------------------------------------- end to end (phantom)
+synthetic = pytest.importorskip("ctperf.synthetic.phantom")
+
+
+def _phantom_run(contra=None, **spec):
+    from ctperf.pipeline import analyse_study
+    from ctperf.study import CTPStudy
+
+    ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, seed=0, **spec))
+    study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
+    return ph, analyse_study(study, Config(), contra_mask=contra)
+
+
+def test_strong_bolus_is_used_end_to_end():
+    """A 1000 delta-HU AIF (70-80 kVp, fast injection): the AIF is found and the lesion measured."""
+    ph, res = _phantom_run(aif_peak_hu=1000.0)
+    qv = res.metrics["qa_values"]
+    assert qv["aif_peak_hu"] > 850.0  # measured 936; the former 800 HU cap left only partial-volume voxels (709)
+    assert not res.metrics["qa_flags"]["aif_poor"]
+    truth = ph.truth_metrics
+    assert res.metrics["hypoperfusion_ml"] == pytest.approx(truth["hypoperfusion_ml"], rel=0.35)
+
+
+def test_tiny_reference_gives_null_core_end_to_end():
+    ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, seed=0))
+    contra = np.zeros(ph.hu.shape[1:], bool)
+    tissue_right = ph.truth.tissue & (ph.truth.side < 0)
+    z, y, x = np.argwhere(tissue_right)[len(np.argwhere(tissue_right)) // 2]
+    contra[z, y - 1:y + 1, x - 1:x + 1] = True  # four voxels
+    _, res = _phantom_run(contra=contra)
+    m = res.metrics
+    assert m["qa_flags"]["rcbf_reference_too_small"]
+    assert m["core_ml"] is None and m["DEFUSE3_eligible"] is None and m["Mismatch_Ratio"] is None
+    assert "rCBF reference region" in m["core_ml_reason"]
+    assert m["hypoperfusion_ml"] > 0
+    json.dumps(m, allow_nan=False)
+
+
+def test_truncated_bolus_is_flagged_with_affected_maps():
+    _, res = _phantom_run(frame_times_s=list(np.arange(0, 22.5, 1.5)))
+    flags, qv = res.metrics["qa_flags"], res.metrics["qa_values"]
+    assert flags["acquisition_truncated"] or flags["aif_truncated"]
+    assert "cbv" in qv["truncation_affected_maps"] and "mtt" in qv["truncation_affected_maps"]
+
+
+def test_bilateral_hypoperfusion_end_to_end():
+    """Left + right MCA lesions (two noise-free phantoms combined, noise added): flagged, reference from normal
+    Tmax tissue of both hemispheres, no hemisphere-comparing index."""
+    from ctperf.pipeline import analyse_study
+    from ctperf.study import CTPStudy
+
+    def hu(lesion):
+        return synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, noise_hu=0.0,
+                                                            lesion=lesion, seed=0))
+
+    left, right, none = hu("left"), hu("right"), hu(None)
+    both = left.hu + right.hu - none.hu + np.random.default_rng(0).normal(0, 8.0, left.hu.shape).astype(np.float32)
+    res = analyse_study(CTPStudy(hu=both, times_s=left.times_s, affine_ras=left.affine_ras), Config())
+    m = res.metrics
+    assert m["qa_flags"]["bilateral_hypoperfusion"] and not m["qa_flags"]["posterior_circulation"]
+    assert m["qa_values"]["hypoperfusion_pattern"] == "bilateral"
+    assert m["lesion_side"] == "none" and "bilateral" in m["lesion_side_reason"]
+    assert m["CBV_Index_contra_hemisphere"] is None and m["Corrected_CBV_Index"] is not None
+    truth_hypo = left.truth_metrics["hypoperfusion_ml"] + right.truth_metrics["hypoperfusion_ml"]
+    assert m["hypoperfusion_ml"] == pytest.approx(truth_hypo, rel=0.35)
+    # rCBF stays relative to normal tissue: the core is found on both sides
+    core = res.lesion.core
+    side = res.perfusion.hemispheres.side
+    assert (core & (side > 0)).sum() > 0 and (core & (side < 0)).sum() > 0
+    assert m["core_ml"] == pytest.approx(left.truth_metrics["core_ml"] + right.truth_metrics["core_ml"], rel=0.5)
+
+
+def test_transport_area_ratio_is_unbiased_on_noise_free_phantom_curves():
+    """Indicator conservation: the true VOF and AIF areas are equal; the ratio must read ~1 even when the
+    acquisition ends before the VOF returns (an extrapolated exponential tail read 1.14 there)."""
+    from ctperf.aif import area_with_tail, transport_area_ratio
+
+    for kw, tail_ratio in (({}, 1.002), ({"frame_times_s": list(np.arange(0, 40, 1.5))}, 1.143)):
+        ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=32, n_slices=1, noise_hu=0.0, **kw))
+        (ta, a), (tv, v) = ph.truth.aif_true, ph.truth.vof_true
+        t = np.arange(0.0, ph.times_s[-1, 0] + 1e-9, 1.0)
+        a, v = np.interp(t, ta, a), np.interp(t, tv, v)
+        assert transport_area_ratio(a, v, t) == pytest.approx(1.0, abs=0.025)
+        assert area_with_tail(v, t) / area_with_tail(a, t) == pytest.approx(tail_ratio, abs=0.01)
