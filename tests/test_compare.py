@@ -86,7 +86,8 @@ def test_different_thresholds_are_refused_unless_forced(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["forced"] and doc["PRR_percent"] == 75.0 and doc["maps_compared"] is False
     assert "no maps" in doc["maps_compared_reason"]
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["compare.json"]
+    # compare.json only (plus the output folder's record of which files ctperf wrote, see Trustworthy results)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["compare.json", "ctperf_manifest.json"]
     shutil.rmtree(tmp_path / "o")
     # `ctperf prr` keeps its behaviour (no definition check)
     r = _cli("prr", str(tmp_path / "b"), str(tmp_path / "f"))
