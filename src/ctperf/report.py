@@ -152,7 +152,7 @@ def _qa_panel(fig, x: float, y_top: float, result: PerfusionResult, metrics: dic
     flags = qa_flags_of(result, metrics)
     raised = [k for k, v in flags.items() if v]
     passed = [k for k, v in flags.items() if not v]
-    max_lines = 14
+    max_lines = 8
     lines: list[tuple[str, str]] = [(f"FLAG  {_short(k, 34)}", RED) for k in raised]
     pvt = pvt_lines(result, metrics)
     room = max(max_lines - len(lines) - len(pvt) - 1, 0)
