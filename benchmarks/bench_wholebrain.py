@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,19 +77,9 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or Path(tmp) / "dicom"
-        if not data.exists() or not any(data.iterdir()):
-            t0 = time.perf_counter()
-            make_study(data, args.slices, args.frames)
-            print(f"generated study in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        out = Path(tmp) / "out"
-        r = subprocess.run([sys.executable, __file__, "--child", str(data), str(out), "1" if args.no_bin else "0"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            print(r.stderr, file=sys.stderr)
-            sys.exit(r.returncode)
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+    from _fresh_process import run_in_fresh_process
+
+    res = run_in_fresh_process(__file__, args.data, lambda folder: make_study(folder, args.slices, args.frames), "1" if args.no_bin else "0")
     res.update({"matrix": MATRIX, "slices": args.slices, "frames": args.frames, "target_rss_mb": TARGET_RSS_MB,
                 "native_float32_gb": round(4 * MATRIX * MATRIX * args.slices * args.frames / 1e9, 2),
                 "pass": res["peak_rss_mb"] <= TARGET_RSS_MB})
