@@ -127,6 +127,8 @@ def run_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding defaults."),
     series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesInstanceUID or SeriesNumber."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM Parametric Maps, SEG, SR and "
+                                   "Secondary Captures to OUT/dicom (needs ctperf[dicom-out])."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
     try:
@@ -135,7 +137,7 @@ def run_cmd(
 
         cfg = Config.load(config)
         with _stages(quiet) as (stage, files):
-            result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files)
+            result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files, dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -257,13 +259,15 @@ def _parse_range(text: str | None):
 def recompute_cmd(
     out_dir: Path = typer.Argument(..., help="A Mode A output folder (from `ctperf run`)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new thresholds."),
+    dicom_out: Optional[bool] = typer.Option(None, "--dicom-out/--no-dicom-out", help="Rebuild the DICOM objects "
+                                             "(default: when an earlier run wrote them)."),
 ):
     """Re-derive masks and indices from saved maps with new thresholds (no second deconvolution)."""
     try:
         from ctperf.config import Config
         from ctperf.pipeline import recompute_outputs
 
-        metrics = recompute_outputs(out_dir, Config.load(config))
+        metrics = recompute_outputs(out_dir, Config.load(config), dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return

@@ -147,12 +147,19 @@ def load_mask_for_study(path: str | Path | None, study: CTPStudy) -> np.ndarray 
 def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | None = None,
                      roi_mask: str | Path | None = None, contra_mask: str | Path | None = None,
                      series: str | None = None, progress: Progress = None,
-                     load_progress: Callable[[int, int], None] | None = None) -> ModeAResult:
-    """Mode A from a DICOM folder to a complete output folder (written atomically)."""
+                     load_progress: Callable[[int, int], None] | None = None,
+                     dicom_out: bool = False) -> ModeAResult:
+    """Mode A from a DICOM folder to a complete output folder (written atomically).
+
+    ``dicom_out`` also writes the derived DICOM objects (:mod:`ctperf.io.dicom_out`) into ``out_dir/dicom``.
+    """
     from ctperf.dicom_io import load_ctp
 
     cfg = cfg or Config()
     check_output_dir(out_dir)
+    if dicom_out:
+        from ctperf.io.dicom_out import read_source, require_highdicom
+        require_highdicom()
     with _LogCapture() as logbuf:
         t0 = time.perf_counter()
         _step(progress, "load")
@@ -165,13 +172,18 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         result.stage_seconds = {"load": t_load, **result.stage_seconds}
         t1 = time.perf_counter()
         _step(progress, "write")
-        write_outputs(result, out_dir, cfg, logbuf)
+        source = read_source(dicom_dir, study.meta.series_instance_uids) if dicom_out else None
+        write_outputs(result, out_dir, cfg, logbuf, dicom_source=source)
         result.stage_seconds["write"] = time.perf_counter() - t1
     return result
 
 
-def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None) -> Path:
-    """Write maps, masks, metrics, curves, QA figures and log.txt; nothing appears in out_dir unless all succeed."""
+def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None,
+                  dicom_source=None) -> Path:
+    """Write maps, masks, metrics, curves, QA figures and log.txt; nothing appears in out_dir unless all succeed.
+
+    With ``dicom_source`` (:class:`ctperf.io.dicom_out.SourceStudy`) the derived DICOM objects go to ``dicom/``.
+    """
     perf, lesion = result.perfusion, result.lesion
 
     def write_volumes(tmp: Path) -> None:
@@ -193,6 +205,10 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
             if cfg.output.write_pdf:
                 report.write_summary_pdf(perf, lesion, result.metrics, tmp / "report.pdf")
         volumes.result()
+        if dicom_source is not None:
+            from ctperf.io.dicom_out import write_dicom_outputs
+            n = len(write_dicom_outputs(perf, lesion, result.metrics, dicom_source, tmp))
+            log.info("wrote %d DICOM objects (research use only) to dicom/", n)
         _write_log(tmp / "log.txt", result, cfg, logbuf)
     return Path(out_dir)
 
@@ -277,17 +293,26 @@ def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
 
 
 # ------------------------------------------------------------------------------------- recompute from maps
-def recompute_outputs(out_dir: str | Path, cfg: Config) -> dict[str, Any]:
+def recompute_outputs(out_dir: str | Path, cfg: Config, dicom_out: bool | None = None) -> dict[str, Any]:
     """New thresholds on saved maps: rewrite masks, metrics, QA figures, report and log (no deconvolution).
 
     The mask files keep their standard names; ``metrics.json`` ``thresholds`` and ``log.txt`` say which
-    thresholds produced them.
+    thresholds produced them. The DICOM objects of an earlier ``--dicom-out`` run are rebuilt from the saved
+    source headers (``dicom_out=None``: when present; True: required; False: left as they are).
     """
     perf, roi, contra, provenance = load_saved_result(out_dir)
+    source = None
+    if dicom_out is not False:
+        from ctperf.io.dicom_out import saved_source
+
+        source = saved_source(out_dir)
+        if dicom_out and source is None:
+            raise InputError(f"{out_dir} has no DICOM source headers: run `ctperf run --dicom-out` on the study "
+                             "first")
     with _LogCapture() as logbuf:
         log.info("recomputed masks and indices from the saved maps with new thresholds (no deconvolution)")
         result = lesions_and_indices(perf, cfg, roi, contra, {**provenance, "recomputed_from_saved_maps": True})
-        write_outputs(result, out_dir, cfg, logbuf)
+        write_outputs(result, out_dir, cfg, logbuf, dicom_source=source)
     return result.metrics
 
 
