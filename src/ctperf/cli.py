@@ -362,6 +362,12 @@ def phantom_cmd(
     out.print(f"phantom study written to {out_dir}")
 
 
+# ------------------------------------------------------------------------------------------------- node
+from ctperf.apps.node.command import node_cmd  # noqa: E402  (imports typer only; pynetdicom when run)
+
+app.command("node")(node_cmd)
+
+
 def main() -> None:
     app()
 
