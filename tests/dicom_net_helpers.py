@@ -43,6 +43,7 @@ def send_files(paths, port: int, calling: str = "SCANNER", called: str = "CTPERF
 
     datasets = [dcmread(p) for p in paths]
     ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120  # a loaded CI machine can be slow
     for uid in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}):
         ae.add_requested_context(uid[0], [uid[1], ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(LOOPBACK, port, ae_title=called)
