@@ -111,22 +111,24 @@ def test_killed_mid_queue_restart_loses_nothing_and_repeats_no_analysis(phantom,
     studies = [_study(phantom, tmp_path / f"s{i}", seed=20 + i) for i in range(3)]
     port = free_port()
     args = ("--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}")
-    node = NodeProcess(tmp_path / "node", port, *args, quiet_s=0.5).start()
+    node = NodeProcess(tmp_path / "node", port, *args, quiet_s=2).start()
     before = set(orthanc.instances())
     try:
-        for files in studies:
-            assert set(send_files(files, port)) == {0}
-        # kill while the first analysis runs and the others wait in the queue
+        with ThreadPoolExecutor(3) as pool:  # the three studies arrive together
+            assert {c for cs in pool.map(lambda f: send_files(f, port), studies) for c in cs} == {0}
+        # kill (SIGKILL) while the first analysis runs and the other two wait in the queue
         wait_for(lambda: _states(node).get("analysing"), ANALYSIS_TIMEOUT, "an analysis to start", poll=0.05)
         node.kill()
         st = node.status()
         assert st["instances"] == 480 and st["studies"] == 3
-        assert "sent" not in st["by_state"] or st["by_state"]["sent"] < 3
-        node = NodeProcess(tmp_path / "node", port, *args, quiet_s=0.5).start()
+        assert st["by_state"]["analysing"] == 1 and st["by_state"].get("queued", 0) + st["by_state"].get(
+            "receiving", 0) == 2
+        node = NodeProcess(tmp_path / "node", port, *args, quiet_s=2).start()
         wait_for(lambda: _states(node).get("sent") == 3, 3 * ANALYSIS_TIMEOUT, "all three studies to be sent")
         st = node.status()
         assert st["instances"] == 480
         assert [s["analyses_completed"] for s in st["study_list"]] == [1, 1, 1]
+        assert sorted(s["analyses_started"] for s in st["study_list"]) == [1, 1, 2]  # the killed one restarted
         assert len(set(orthanc.instances()) - before) == 3 * 13  # no second result set reached PACS
         assert node.terminate() == 0
     finally:
@@ -184,7 +186,7 @@ def test_unreachable_destination_parks_the_results(phantom, tmp_path):
         assert set(send_files(files, port)) == {0}
         wait_for(lambda: _states(node).get("parked") == 1, ANALYSIS_TIMEOUT, "the results to be parked")
         s = node.status()["study_list"][0]
-        assert s["send_attempts"] == 2 and "cannot connect" in s["reason"] or "not established" in s["reason"]
+        assert s["send_attempts"] == 2 and "not established" in s["reason"]
         key = s["key"]
         assert len(list((node.out / "results" / key / "dicom").glob("*.dcm"))) == 13
         assert node.terminate() == 0
