@@ -113,6 +113,11 @@ class NodeProcess:
         self.proc.wait(30)
         self.log.close()
 
+    def ensure_stopped(self):
+        """Kill the node if a failed test left it running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
     def terminate(self, timeout: float = 120) -> int:
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout)

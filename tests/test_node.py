@@ -102,8 +102,7 @@ def test_ten_concurrent_senders_results_arrive_in_orthanc(phantom, orthanc, tmp_
         assert node.terminate() == 0
         assert "stopped" in (node.out / "node.log").read_text()
     finally:
-        if node.proc.poll() is None:
-            node.kill()
+        node.ensure_stopped()
 
 
 @needs_orthanc
@@ -132,8 +131,7 @@ def test_killed_mid_queue_restart_loses_nothing_and_repeats_no_analysis(phantom,
         assert len(set(orthanc.instances()) - before) == 3 * 13  # no second result set reached PACS
         assert node.terminate() == 0
     finally:
-        if node.proc.poll() is None:
-            node.kill()
+        node.ensure_stopped()
 
 
 def test_bad_input_is_stored_and_reported_never_crashes(phantom, tmp_path):
@@ -173,8 +171,7 @@ def test_bad_input_is_stored_and_reported_never_crashes(phantom, tmp_path):
         _no_identifiers(node)
         assert node.terminate() == 0
     finally:
-        if node.proc.poll() is None:
-            node.kill()
+        node.ensure_stopped()
 
 
 def test_unreachable_destination_parks_the_results(phantom, tmp_path):
@@ -191,8 +188,7 @@ def test_unreachable_destination_parks_the_results(phantom, tmp_path):
         assert len(list((node.out / "results" / key / "dicom").glob("*.dcm"))) == 13
         assert node.terminate() == 0
     finally:
-        if node.proc.poll() is None:
-            node.kill()
+        node.ensure_stopped()
 
 
 def test_queue_recovery_rules(tmp_path):
