@@ -35,8 +35,11 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def send_files(paths, port: int, calling: str = "SCANNER", called: str = "CTPERF") -> list[int]:
-    """C-STORE the files in one association; returns the status codes (-1 when no response)."""
+def send_files(paths, port: int, calling: str = "SCANNER", called: str = "CTPERF", own_syntax_only: bool = False
+               ) -> list[int]:
+    """C-STORE the files in one association; returns the status codes (-1 when no response).
+
+    ``own_syntax_only`` proposes only each file's transfer syntax (so compressed data travel compressed)."""
     from pydicom import dcmread
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
@@ -45,7 +48,8 @@ def send_files(paths, port: int, calling: str = "SCANNER", called: str = "CTPERF
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120  # a loaded CI machine can be slow
     for uid in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}):
-        ae.add_requested_context(uid[0], [uid[1], ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.add_requested_context(uid[0], [uid[1]] if own_syntax_only else
+                                 [uid[1], ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(LOOPBACK, port, ae_title=called)
     if not assoc.is_established:
         return [-1] * len(datasets)

@@ -213,3 +213,37 @@ def test_queue_recovery_rules(tmp_path):
     q.add_instance("b", "b2", "1.2")  # new data re-open a finished study
     assert {r.key: r.state for r in q.studies()}["b"] == "receiving"
     q.close()
+
+
+def test_ct_storage_accepts_every_transfer_syntax(tmp_path):
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+    from pynetdicom.sop_class import CTImageStorage
+
+    from ctperf.apps.node.scp import build_ae
+    from ctperf.apps.node.settings import NodeSettings
+
+    ae = build_ae(NodeSettings(out=tmp_path))
+    ct = [cx for cx in ae.supported_contexts if cx.abstract_syntax == CTImageStorage]
+    assert set(ct[0].transfer_syntax) == set(ALL_TRANSFER_SYNTAXES)
+
+
+def test_compressed_ct_arrives_compressed(phantom, tmp_path):
+    from ctperf.synthetic.dicom_writer import TRANSFER_SYNTAXES
+
+    port = free_port()
+    node = NodeProcess(tmp_path / "node", port, quiet_s=3600).start()  # store only, no analysis
+    try:
+        sent = {}
+        for i, name in enumerate(("jpeg_lossless", "jpeg2000_lossless", "rle", "jpegls_lossless")):
+            files = write_ctp_dicom(phantom.hu[:2], phantom.times_s[:2], phantom.affine_ras, tmp_path / name,
+                                    layout=DicomLayout(transfer_syntax=name), seed=50 + i)
+            assert set(send_files(files, port, own_syntax_only=True)) == {0}, name
+            sent[str(TRANSFER_SYNTAXES[name])] = len(files)
+        st = node.status()
+        assert st["instances"] == sum(sent.values())
+        stored = [pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID
+                  for p in (node.out / "spool").rglob("*.dcm")]
+        assert {str(ts): stored.count(ts) for ts in set(stored)} == sent
+        assert node.terminate() == 0
+    finally:
+        node.ensure_stopped()
