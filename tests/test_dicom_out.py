@@ -159,3 +159,14 @@ def test_recompute_dicom_out_without_source_is_one_line_error(done, tmp_path):
     shutil.copytree(out0, out, ignore=shutil.ignore_patterns("dicom"))
     res = CliRunner().invoke(app, ["recompute", str(out), "--dicom-out"])
     assert res.exit_code == 2 and "ctperf: error:" in res.output and "Traceback" not in res.output
+
+
+def test_missing_highdicom_names_the_extra_before_any_analysis(monkeypatch, tmp_path):
+    import sys
+
+    from ctperf.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom -> ImportError
+    with pytest.raises(InputError, match=r"ctperf\[dicom-out\]"):
+        run_dicom_folder(tmp_path / "no-such-study", tmp_path / "out", Config(), dicom_out=True)
+    assert not (tmp_path / "out").exists()
