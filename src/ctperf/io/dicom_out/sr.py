@@ -4,7 +4,8 @@
   referencing the segment of the lesion SEG and the source CT series.
 * One group (TID 1501) with the indices of ``metrics.json`` that have a value; indices that are null (with a
   reason in metrics.json) are left out. Indices without a standard code use the private scheme ``99CTPERF``
-  whose meanings are defined in docs/definitions.md.
+  (:data:`INDEX_CODES`: code value and meaning per metrics key; definitions in docs/definitions.md under the
+  metrics key's name).
 
 Every measurement carries the ctperf algorithm identification (name and version).
 """
