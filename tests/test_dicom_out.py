@@ -14,6 +14,7 @@ pytest.importorskip("highdicom")
 import highdicom as hd  # noqa: E402
 import pydicom  # noqa: E402
 
+import ctperf  # noqa: E402
 from ctperf.config import Config  # noqa: E402
 from ctperf.io.dicom_out.parametric_map import MAPS, read_parametric_map  # noqa: E402
 from ctperf.io.dicom_out.seg import read_segmentation  # noqa: E402
@@ -91,13 +92,14 @@ def test_objects_in_source_study_and_frame_of_reference(done):
         assert ds.SeriesInstanceUID != ref.SeriesInstanceUID and ds.SOPInstanceUID != ref.SOPInstanceUID
         series.add(ds.SeriesInstanceUID)
         assert ds.ContentQualification == "RESEARCH"
+        assert f"ctperf {ctperf.__version__}" in [e.get("SoftwareVersions") for e in ds.ContributingEquipmentSequence]
         if ds.SOPClassUID in (PM_UID, SEG_UID):  # source frame of reference, references the source series
             assert ds.FrameOfReferenceUID == ref.FrameOfReferenceUID
             assert ref.SeriesInstanceUID in {s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence}
         if ds.SOPClassUID == SEG_UID:
             for seg in ds.SegmentSequence:
                 algo = seg.SegmentationAlgorithmIdentificationSequence[0]
-                assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("ctperf", __import__("ctperf").__version__)
+                assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("ctperf", ctperf.__version__)
     assert len(series) == 13
 
 

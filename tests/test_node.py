@@ -18,8 +18,14 @@ import pytest
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 import pydicom  # noqa: E402
-
-from dicom_net_helpers import NodeProcess, Orthanc, echo, free_port, send_files, wait_for  # noqa: E402
+from dicom_net_helpers import (  # noqa: E402
+    NodeProcess,
+    Orthanc,
+    echo,
+    free_port,
+    send_files,
+    wait_for,
+)
 
 from ctperf.synthetic import PhantomSpec, make_phantom  # noqa: E402
 from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom  # noqa: E402

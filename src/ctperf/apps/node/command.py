@@ -14,19 +14,20 @@ def node_cmd(
     ae_title: str = typer.Option("CTPERF", "--ae-title", help="This node's AE title."),
     port: int = typer.Option(11112, "--port", help="TCP port to listen on."),
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
-    forward: Optional[str] = typer.Option(None, "--forward", help="Send results to AET@HOST:PORT (C-STORE)."),
-    allow: Optional[str] = typer.Option(None, "--allow", help="Comma-separated calling AE titles allowed "
+    forward: str | None = typer.Option(None, "--forward", help="Send results to AET@HOST:PORT (C-STORE)."),
+    allow: str | None = typer.Option(None, "--allow", help="Comma-separated calling AE titles allowed "
                                         "(default: any)."),
     quiet_seconds: float = typer.Option(30.0, "--quiet-seconds", help="A study is complete after this many "
                                         "seconds without a new instance."),
     retries: int = typer.Option(3, "--retries", help="Send attempts before the results are parked."),
     retry_delay: float = typer.Option(5.0, "--retry-delay", help="Seconds before the first retry (doubles)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML analysis settings."),
+    config: Path | None = typer.Option(None, "--config", help="TOML/JSON/YAML analysis settings."),
     status: bool = typer.Option(False, "--status", help="Print the queue of the node in --out and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --status: strict JSON."),
 ):
     """DICOM node: receive studies (C-STORE), analyse each on arrival (Mode A + DICOM outputs), forward results."""
-    from ctperf.cli import _fail, out as console
+    from ctperf.cli import _fail
+    from ctperf.cli import out as console
 
     try:
         from ctperf.apps.node.server import node_status, run_node

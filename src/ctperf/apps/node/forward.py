@@ -10,8 +10,8 @@ from ctperf.apps.node.settings import Destination
 def send_files(paths: list[Path], dest: Destination, calling_aet: str, timeout_s: float = 30.0) -> str | None:
     """Send every file in one association; returns None on success, else a short reason (no identifiers)."""
     from pydicom import dcmread
-    from pynetdicom import AE
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
 
     datasets = [dcmread(p) for p in paths]
     if not datasets:

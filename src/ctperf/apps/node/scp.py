@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from pathlib import Path
 
 from ctperf.apps.node.queue import StudyQueue
 from ctperf.apps.node.settings import NodeSettings, uid_key
@@ -23,8 +22,12 @@ SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
 def build_ae(settings: NodeSettings):
     """A configured ``pynetdicom.AE`` (not yet listening)."""
-    from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, StoragePresentationContexts
-    from pynetdicom.sop_class import CTImageStorage, EnhancedCTImageStorage, Verification
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
+    from pynetdicom.sop_class import (
+        CTImageStorage,
+        EnhancedCTImageStorage,
+        Verification,
+    )
 
     ae = AE(ae_title=settings.ae_title)
     ct = {CTImageStorage, EnhancedCTImageStorage}

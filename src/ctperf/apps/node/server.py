@@ -18,7 +18,7 @@ log = logging.getLogger("ctperf.node")
 
 def require_pynetdicom() -> None:
     try:
-        import pynetdicom  # noqa: F401
+        import pynetdicom  # noqa: F401 - availability check
     except ImportError:
         raise InputError("the DICOM node needs pynetdicom and highdicom: pip install 'ctperf[node]'") from None
 

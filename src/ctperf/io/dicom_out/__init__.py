@@ -20,8 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ctperf.io.dicom_out._common import (SOURCE_HEADERS, SeriesNumbers, SourceStudy, read_source,
-                                         require_highdicom)
+from ctperf.io.dicom_out._common import (
+    SOURCE_HEADERS,
+    SeriesNumbers,
+    SourceStudy,
+    read_source,
+    require_highdicom,
+)
 
 __all__ = ["DICOM_DIR", "SOURCE_HEADERS", "SourceStudy", "read_source", "write_dicom_outputs", "saved_source"]
 

@@ -16,9 +16,9 @@ orthogonal volumes see the same geometry as in the source series.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class SourceStudy:
         path.write_text(json.dumps([ds.to_json_dict() for ds in self.datasets]), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "SourceStudy":
+    def load(cls, path: Path) -> SourceStudy:
         from pydicom import Dataset
 
         try:
@@ -110,7 +110,11 @@ class FrameGeometry:
 
     def highdicom(self):
         """(PixelMeasuresSequence, PlaneOrientationSequence, [PlanePositionSequence]) for highdicom."""
-        from highdicom import PixelMeasuresSequence, PlaneOrientationSequence, PlanePositionSequence
+        from highdicom import (
+            PixelMeasuresSequence,
+            PlaneOrientationSequence,
+            PlanePositionSequence,
+        )
 
         measures = PixelMeasuresSequence(pixel_spacing=list(self.pixel_spacing),
                                          slice_thickness=self.spacing_between_slices,
@@ -148,16 +152,27 @@ def affine_from_frames(orientation, pixel_spacing, positions: np.ndarray) -> np.
 
 def mark_research(ds) -> None:
     """Attributes every ctperf object carries: ContentQualification RESEARCH (in the Parametric Map IOD; added to
-    SEG, SR and SC as a standard extended attribute) and BodyPartExamined HEAD, so that Laterality may be absent
-    (type 2C: required only for paired body parts)."""
+    SEG, SR and SC as a standard extended attribute) and, on images, BodyPartExamined HEAD, so that Laterality may
+    be absent (type 2C: required only for paired body parts)."""
     ds.ContentQualification = "RESEARCH"
-    ds.BodyPartExamined = "HEAD"
+    if "Rows" in ds:  # image IODs only (not in the SR IOD)
+        ds.BodyPartExamined = "HEAD"
     if "Laterality" in ds and not ds.Laterality:
         del ds.Laterality
 
 
 def software_versions() -> str:
     return f"ctperf {__version__}"
+
+
+def contributing_equipment() -> list:
+    """ContributingEquipmentSequence item naming ctperf and its version as the processing equipment."""
+    from highdicom.base_content import ContributingEquipment
+    from pydicom.sr.codedict import codes
+
+    return [ContributingEquipment(manufacturer=MANUFACTURER, purpose_of_reference=codes.DCM.ProcessingEquipment,
+                                  manufacturer_model_name=MODEL, software_versions=software_versions(),
+                                  contribution_description="ctperf CT perfusion analysis, research use only")]
 
 
 def algorithm_identification():

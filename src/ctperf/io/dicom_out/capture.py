@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctperf.io.dicom_out._common import MANUFACTURER, SourceStudy, mark_research, software_versions
+from ctperf.io.dicom_out._common import (
+    MANUFACTURER,
+    SourceStudy,
+    contributing_equipment,
+    mark_research,
+    software_versions,
+)
 
 #: QA figures captured, in series order (file in the output's qa/ folder -> description).
 KEY_FIGURES = {
@@ -49,7 +55,8 @@ def build_capture(rgb: np.ndarray, description: str, source: SourceStudy, *, ser
         ref_dataset=source.ref, pixel_array=np.ascontiguousarray(rgb, dtype=np.uint8),
         photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
         series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(),
-        instance_number=instance_number, manufacturer=MANUFACTURER, transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"))
+        instance_number=instance_number, manufacturer=MANUFACTURER,
+        transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"), contributing_equipment=contributing_equipment())
     sc.PatientOrientation = None  # a page, not a view of the patient: type 2, present and empty
     sc.SeriesDescription = f"{description} (research)"
     sc.ImageComments = "ctperf - research use only, not for clinical decisions"

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ctperf.io.dicom_out._common import (MANUFACTURER, MODEL, SourceStudy, affine_from_frames, frame_geometry,
-                                         mark_research, software_versions)
+from ctperf.io.dicom_out._common import (
+    MANUFACTURER,
+    MODEL,
+    SourceStudy,
+    affine_from_frames,
+    contributing_equipment,
+    frame_geometry,
+    mark_research,
+    software_versions,
+)
 
 #: Stored value for voxels without a map value (NaN in the NIfTI map).
 FLOAT_PADDING = -1.0
@@ -86,7 +94,8 @@ def build_parametric_map(values_zyx: np.ndarray, affine_ras: np.ndarray, spec: M
                                                          window_width=spec.window[1])],
         content_label=spec.label,
         content_description=f"ctperf {spec.code[2]} (research use only)", pixel_measures=measures,
-        plane_orientation=orient, plane_positions=positions, content_qualification="RESEARCH")
+        plane_orientation=orient, plane_positions=positions, content_qualification="RESEARCH",
+        contributing_equipment=contributing_equipment())
     pm.FloatPixelPaddingValue = FLOAT_PADDING
     pm.FloatPixelPaddingRangeLimit = FLOAT_PADDING  # a one-value range: dciodvfy requires the pair
     mark_research(pm)

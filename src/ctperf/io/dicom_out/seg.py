@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ctperf.io.dicom_out._common import (MANUFACTURER, MODEL, SourceStudy, algorithm_identification,
-                                         frame_geometry, mark_research, software_versions)
+from ctperf.io.dicom_out._common import (
+    MANUFACTURER,
+    MODEL,
+    SourceStudy,
+    algorithm_identification,
+    contributing_equipment,
+    frame_geometry,
+    mark_research,
+    software_versions,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ def build_segmentation(masks: dict[str, np.ndarray], affine_ras: np.ndarray, sou
         manufacturer_model_name=MODEL, software_versions=software_versions(), device_serial_number="0",
         pixel_measures=measures, plane_orientation=orient, plane_positions=positions,
         content_label="LESIONS", content_description="ctperf lesion masks (research use only)",
-        omit_empty_frames=False)
+        omit_empty_frames=False, contributing_equipment=contributing_equipment())
     seg.SeriesDescription = "ctperf lesions (research)"
     mark_research(seg)
     return seg

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ctperf import __version__
-from ctperf.io.dicom_out._common import MANUFACTURER, MODEL, SourceStudy, mark_research
+from ctperf.io.dicom_out._common import (
+    MANUFACTURER,
+    MODEL,
+    SourceStudy,
+    contributing_equipment,
+    mark_research,
+)
 from ctperf.io.dicom_out.seg import SEGMENTS
 
 _VOLUME = ("118565006", "SCT", "Volume")
@@ -98,7 +104,8 @@ def build_report(metrics: dict[str, Any], seg, source: SourceStudy, *, series_nu
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*source.datasets, seg], content=report, series_instance_uid=hd.UID(),
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=instance_number,
-        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
+        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+        contributing_equipment=contributing_equipment())
     sr.SeriesDescription = "ctperf measurements (research)"
     mark_research(sr)
     return sr
