@@ -18,6 +18,9 @@ log = logging.getLogger("ctperf.node")
 
 #: C-STORE status codes (PS3.4 Annex B / PS3.7 Annex C).
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+#: Pseudo study UIDs grouping instances without a StudyInstanceUID / that cannot be parsed (analysed and reported
+#: as failed studies like any other).
+NO_STUDY, UNPARSABLE = "no-study-instance-uid", "unparsable-instances"
 
 
 def build_ae(settings: NodeSettings):
@@ -68,22 +71,25 @@ def make_handlers(settings: NodeSettings, queue: StudyQueue):
 
     def on_store(event):
         try:
-            ds = event.dataset  # decodes the command set's dataset lazily (no pixel decoding)
-            study_uid = str(ds.get("StudyInstanceUID", "") or "")
             sop_uid = str(event.request.AffectedSOPInstanceUID)
             sop_class = str(event.request.AffectedSOPClassUID)
-        except Exception:  # noqa: BLE001 - a dataset pydicom cannot parse: refuse it, keep serving
-            log.warning("refused an instance that cannot be parsed (from %s)", event.assoc.requestor.ae_title)
+            encoded = event.encoded_dataset()
+        except Exception:  # noqa: BLE001 - a request pynetdicom cannot hand over: refuse it, keep serving
+            log.warning("refused an instance whose request is malformed")
             return CANNOT_UNDERSTAND
-        if not study_uid:
-            study_uid = "no-study-uid"
+        status = SUCCESS
         try:
-            key = store_instance(event.encoded_dataset(), study_uid, sop_uid, sop_class, settings, queue)
+            study_uid = str(event.dataset.get("StudyInstanceUID", "") or "") or NO_STUDY
+        except Exception:  # noqa: BLE001 - unparsable data set: keep it (reported as a failed study)
+            study_uid, status = UNPARSABLE, CANNOT_UNDERSTAND
+            log.warning("stored an instance that cannot be parsed (from %s)", event.assoc.requestor.ae_title)
+        try:
+            key = store_instance(encoded, study_uid, sop_uid, sop_class, settings, queue)
         except OSError as exc:
             log.error("cannot store an instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
         log.debug("stored instance for study %s", key)
-        return SUCCESS
+        return status
 
     def on_echo(event):
         return SUCCESS
