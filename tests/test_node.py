@@ -253,3 +253,26 @@ def test_compressed_ct_arrives_compressed(phantom, tmp_path):
         assert node.terminate() == 0
     finally:
         node.ensure_stopped()
+
+
+def test_queue_interrupted_send_is_resent_and_failed_sends_park(tmp_path):
+    from ctperf.apps.node.queue import StudyQueue
+
+    q = StudyQueue(tmp_path / "q.sqlite")
+    q.add_instance("d", "d1", "1.2")
+    time.sleep(0.02)
+    q.promote_quiet(0.01)
+    assert q.take("queued", "analysing") == "d"
+    time.sleep(0.01)
+    q.finish_analysis("d", True, None, forward=True)
+    assert q.take("analysed", "sending") == "d"
+    q.close()
+    q = StudyQueue(tmp_path / "q.sqlite")  # killed while sending
+    assert q.recover(tmp_path)["resend"] == 1
+    assert q.take("analysed", "sending", "AND next_send <= ?", (time.time(),)) == "d"
+    assert q.send_result("d", False, "refused", retries=2, delay_s=0.0) == "analysed"  # retry later
+    assert q.take("analysed", "sending") == "d"
+    assert q.send_result("d", False, "refused", retries=2, delay_s=0.0) == "parked"
+    row = q.studies()[0]
+    assert (row.state, row.send_attempts, row.reason, row.analyses_completed) == ("parked", 2, "refused", 1)
+    q.close()
