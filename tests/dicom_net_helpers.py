@@ -63,6 +63,19 @@ def send_files(paths, port: int, calling: str = "SCANNER", called: str = "CTPERF
     return codes
 
 
+def send_concurrently(file_lists, port: int) -> list[int]:
+    """Each file list sent by its own process, all at once (independent senders, like several scanners).
+
+    Processes, not threads: pynetdicom's requestor is not safe with many associations in one process
+    (pydicom/pynetdicom#842), which would test the test client rather than the node."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(file_lists), mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(send_files, file_lists, [port] * len(file_lists)))
+    return [c for codes in results for c in codes]
+
+
 def echo(port: int, calling: str = "SCANNER", called: str = "CTPERF") -> bool:
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification

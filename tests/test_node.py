@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from dicom_net_helpers import (  # noqa: E402
     Orthanc,
     echo,
     free_port,
+    send_concurrently,
     send_files,
     wait_for,
 )
@@ -72,9 +72,7 @@ def test_ten_concurrent_senders_results_arrive_in_orthanc(phantom, orthanc, tmp_
     node = NodeProcess(tmp_path / "node", port, "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}").start()
     try:
         before = set(orthanc.instances())
-        chunks = [files[i::10] for i in range(10)]
-        with ThreadPoolExecutor(10) as pool:
-            codes = [c for cs in pool.map(lambda ch: send_files(ch, port), chunks) for c in cs]
+        codes = send_concurrently([files[i::10] for i in range(10)], port)  # 10 senders at once
         assert codes.count(0) == len(files) == 160
         wait_for(lambda: _states(node).get("sent") == 1, ANALYSIS_TIMEOUT, "the results to be sent")
         st = node.status()
@@ -119,8 +117,7 @@ def test_killed_mid_queue_restart_loses_nothing_and_repeats_no_analysis(phantom,
     node = NodeProcess(tmp_path / "node", port, *args, quiet_s=2).start()
     before = set(orthanc.instances())
     try:
-        with ThreadPoolExecutor(3) as pool:  # the three studies arrive together
-            assert {c for cs in pool.map(lambda f: send_files(f, port), studies) for c in cs} == {0}
+        assert set(send_concurrently(studies, port)) == {0}  # the three studies arrive together
         # kill (SIGKILL) while the first analysis runs and the other two wait in the queue
         wait_for(lambda: _states(node).get("analysing"), ANALYSIS_TIMEOUT, "an analysis to start", poll=0.05)
         node.kill()
