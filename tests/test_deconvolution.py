@@ -1,4 +1,5 @@
-"""Deconvolution on analytic curves (gamma-variate AIF, exponential residue, known CBF / MTT / delay)."""
+"""Deconvolution on analytic curves (gamma-variate AIF; exponential, gamma and plug-flow residues with dispersion;
+known CBF / MTT / delay)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 
 from ctperf.config import DeconvolutionConfig
 from ctperf.constants import KH, RHO_G_PER_ML
-from ctperf.deconvolution import deconvolve, oscillation_index, residue_peak
-from ctperf.maps import cbf_from_rmax, cbv_from_curves, mtt_from
+from ctperf.engine.deconvolution import deconvolve, oscillation_index, residue_peak
+from ctperf.engine.maps import cbf_from_rmax, cbv_from_curves, mtt_from
 
 FINE = 0.01
 
@@ -42,29 +43,56 @@ def _run(cbf, mtt, delay, cfg, dispersion=0.0):
     return est_cbf, est_cbv, float(mtt_from(np.array([est_cbv]), np.array([est_cbf]))[0]), float(out.tmax_s[0])
 
 
+def residue_curve(shape, cbf, mtt, delay, dispersion):
+    """Tissue curve for a gamma(shape)-transit-time residue (``"box"``: plug flow) with exponential dispersion;
+    returns (curve at T, apparent CBF = CBF * max(h (x) R), true Tmax = delay + argmax(h (x) R))."""
+    from scipy.special import gammaincc
+
+    tf = np.arange(0, T[-1] + 20, FINE)
+    if shape == "box":
+        r = (tf < mtt).astype(float)
+    else:
+        r = gammaincc(shape, shape * tf / mtt)
+    if dispersion > 0:
+        r = np.convolve(r, np.exp(-tf / dispersion) / dispersion * FINE)[: len(tf)]
+    c = np.convolve(gamma_aif(tf), r)[: len(tf)] * FINE * cbf * RHO_G_PER_ML / (6000 * KH)
+    return np.interp(T - delay, tf, c, left=0.0), cbf * r.max(), delay + tf[np.argmax(r)]
+
+
 @pytest.mark.parametrize("cbf,mtt", [(60.0, 4.0), (25.0, 5.0), (12.0, 8.0)])
 @pytest.mark.parametrize("delay", [0.0, 3.0, 6.0])
 def test_bcsvd_recovers_noiseless_parameters(cbf, mtt, delay):
-    # Reference residue of the bias correction = the data's residue shape (sharp exponential).
-    cfg = DeconvolutionConfig(cbf_model_dispersion_s=0.0, tmax_model_dispersion_s=0.0)
-    est_cbf, est_cbv, est_mtt, tmax = _run(cbf, mtt, delay, cfg)
+    est_cbf, est_cbv, est_mtt, tmax = _run(cbf, mtt, delay, DeconvolutionConfig())
     assert est_cbv == pytest.approx(cbf * mtt / 60.0, rel=0.02)
-    assert est_cbf == pytest.approx(cbf, rel=0.05)  # exact inversion of the emulation (no fixed point)
+    assert est_cbf == pytest.approx(cbf, rel=0.05)
     assert est_mtt == pytest.approx(mtt, rel=0.06)
-    assert tmax == pytest.approx(delay, abs=0.6)
+    assert tmax == pytest.approx(delay, abs=0.3)
 
 
-def test_default_config_on_dispersed_residue():
-    """Default config (0.5 s reference dispersion) on a 1 s-dispersed residue: Tmax = peak of h (x) R; CBF is the
-    model flow (near the nominal 60), well above the lower peak height of the dispersed residue."""
-    tf = np.arange(0, 30, FINE)
-    reff = np.convolve(np.exp(-tf / 4.0), np.exp(-tf / 1.0) * FINE)[: len(tf)]
-    true_tmax = 3.0 + tf[np.argmax(reff)]
-    true_app_cbf = 60.0 * reff.max()
-    est_cbf, _, _, tmax = _run(60.0, 4.0, 3.0, DeconvolutionConfig(), dispersion=1.0)
-    assert tmax == pytest.approx(true_tmax, abs=0.6)
-    assert est_cbf == pytest.approx(60.0, rel=0.12)
-    assert est_cbf > 1.2 * true_app_cbf
+@pytest.mark.parametrize("shape", [1, 2, 3, 5, "box"])
+@pytest.mark.parametrize("dispersion", [0.0, 1.0, 2.0, 3.0])
+def test_default_is_shape_and_dispersion_robust_noiseless(shape, dispersion):
+    """No residue family is assumed: for gamma (k = 1..5) and plug-flow residues, with 0-3 s of dispersion, CBF is
+    the peak of the unregularised residue h (x) R (the flow itself without dispersion) and Tmax its time."""
+    for cbf, mtt in ((60.0, 4.0), (25.0, 5.0), (12.0, 8.0)):
+        c, app, true_tmax = residue_curve(shape, cbf, mtt, 3.0, dispersion)
+        out = deconvolve(c[None], AIF, 1.0, DeconvolutionConfig())
+        assert float(cbf_from_rmax(out.rmax_per_s)[0]) == pytest.approx(app, rel=0.15)
+        if shape != "box":  # the argmax of a flat top is ill-posed (issue 14: report, do not tune)
+            assert float(out.tmax_s[0]) == pytest.approx(true_tmax, abs=0.4)
+
+
+def test_standard_method_is_the_uncorrected_model_free_convention():
+    """``method = "standard"``: bcSVD + OI, Tmax = argmax of that residue, no correction; its Tmax of a sharp
+    (undispersed) residue lags the truth by the regularisation lag, which the default removes."""
+    c, app, true_tmax = residue_curve(1, 60.0, 4.0, 3.0, 0.0)
+    std = deconvolve(c[None], AIF, 1.0, DeconvolutionConfig(method="standard"))
+    default = deconvolve(c[None], AIF, 1.0, DeconvolutionConfig())
+    assert float(std.tmax_s[0]) - true_tmax > 1.0
+    assert float(cbf_from_rmax(std.rmax_per_s)[0]) < 0.85 * app
+    # the default run carries the standard values of the same curves
+    np.testing.assert_allclose(default.rmax_standard_per_s, std.rmax_per_s, rtol=1e-5)
+    np.testing.assert_allclose(default.tmax_standard_s, std.tmax_s, atol=1e-5)
 
 
 def test_bcsvd_is_delay_insensitive_and_svd_is_not():
@@ -78,8 +106,7 @@ def test_bcsvd_is_delay_insensitive_and_svd_is_not():
 
 
 def test_tikhonov_option():
-    cfg = DeconvolutionConfig(method="tikhonov", tikhonov_lambda=0.1, cbf_model_dispersion_s=0.0,
-                              tmax_model_dispersion_s=0.0)
+    cfg = DeconvolutionConfig(method="tikhonov", tikhonov_lambda=0.1)
     est_cbf, _, _, tmax = _run(40.0, 4.0, 2.0, cfg)
     assert est_cbf == pytest.approx(40.0, rel=0.12)
     assert tmax == pytest.approx(2.0, abs=0.6)
@@ -91,14 +118,14 @@ def test_noisy_many_voxels_vectorised():
     rng = np.random.default_rng(1)
     c = tissue_curve(T, 50.0, 4.0, 2.0)
     curves = c[None] + rng.normal(0, 1.0, (4000, len(T)))
-    cfg = DeconvolutionConfig(cbf_model_dispersion_s=0.0, tmax_model_dispersion_s=0.0)
-    out = deconvolve(curves.astype(np.float32), AIF, 1.0, cfg)
+    groups = np.arange(4000) // 16  # the model is chosen on the mean of 16 curves (engine: 4 mm blocks)
+    out = deconvolve(curves.astype(np.float32), AIF, 1.0, DeconvolutionConfig(), shape_groups=groups)
     cbf = cbf_from_rmax(out.rmax_per_s)
     assert np.median(cbf) == pytest.approx(50.0, rel=0.15)
     assert np.median(np.abs(out.tmax_s - 2.0)) < 1.0
     # a noisier voxel gets more regularisation (per-voxel OI threshold)
     noisy = c[None] + rng.normal(0, 4.0, (4000, len(T)))
-    out2 = deconvolve(noisy.astype(np.float32), AIF, 1.0, cfg)
+    out2 = deconvolve(noisy.astype(np.float32), AIF, 1.0, DeconvolutionConfig(), shape_groups=groups)
     assert np.median(out2.threshold) > np.median(out.threshold)
 
 
@@ -142,7 +169,6 @@ def test_lag_aware_window_reduces_the_noise_lift_of_low_flows():
         c = float(cbf_from_rmax(deconvolve(clean, aif, 1.0, cfg).rmax_per_s)[0])
         est = cbf_from_rmax(deconvolve(noisy, aif, 1.0, cfg).rmax_per_s)
         lift[name] = float(np.median(est)) - c
-    print(lift)
     assert lift["default"] < lift["wide"] < lift["unguided"]
     # the noiseless height is the same as with the wide window (the peak is inside the lag-aware window)
     c_def = cbf_from_rmax(deconvolve(clean, aif, 1.0, DeconvolutionConfig()).rmax_per_s)[0]

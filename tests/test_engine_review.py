@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ctperf import engine
-from ctperf import maps as mp
+from ctperf.engine import maps as mp
 from ctperf.config import Config, Thresholds
 from ctperf.indices import lesion_side
 from ctperf.masks import lesion_masks

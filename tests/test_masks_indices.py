@@ -68,10 +68,20 @@ def test_masks_and_volumes():
     assert (les.hypoperfusion == lesion).all()
     assert (les.core == core).all()
     assert (les.penumbra == (lesion & ~core)).all()
-    # RAPID-style core without the Tmax gate also finds low flow outside Tmax>6
+    # RAPID-style core (no Tmax gate) also finds a low-flow region outside Tmax > 6 s; the gated core does not
+    outside = brain & ~lesion
+    cx = int(round(np.nonzero(lesion)[2].mean()))
+    mx = SHAPE[2] - 1 - cx  # the same place in the other half of the image
+    low = np.zeros_like(outside)
+    low[:, SHAPE[1] // 2 - 4:SHAPE[1] // 2 + 4, mx - 4:mx + 4] = True
+    low &= outside
+    assert low.sum() * vml >= Thresholds().min_cluster_ml  # the cluster survives the size filter
     rcbf2 = rcbf.copy()
-    rcbf2[brain & ~lesion] = np.where(np.arange((brain & ~lesion).sum()) % 2 == 0, 1.0, 1.0)
-    assert lesion_masks(tmax, rcbf2, brain, vml, Thresholds(core_requires_tmax=False)).core.sum() == core.sum()
+    rcbf2[low] = 0.1
+    rapid = lesion_masks(tmax, rcbf2, brain, vml, Thresholds(core_requires_tmax=False)).core
+    gated = lesion_masks(tmax, rcbf2, brain, vml, Thresholds()).core
+    assert (rapid == (core | low)).all()
+    assert (gated == core).all()
 
 
 def test_small_clusters_removed():

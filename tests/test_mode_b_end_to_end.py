@@ -11,9 +11,10 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from ctperf.nifti_io import save_volume
+from ctperf.pipeline import MASK_FILES
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.screenshots import render_mip_screenshot
-from ctperf.synthetic.vendor_maps import write_colour_series
+from ctperf.synthetic.vendor_maps import ramp_colours, write_colour_series
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,11 +42,14 @@ def truth_maps(tmp_path_factory):
     hull = pts[ConvexHull(pts).vertices].astype(float)
     png, true_mask, _ = render_mip_screenshot(maps["tmax"], ph.affine_ras, d / "mip.png", polygon_yx=hull,
                                               scale=1.3, offset_xy=(90, 60), style="outline", distractors=True)
+    # the same ROI on a jet-coloured Tmax MIP, as syngo.via / RAPID users have it
+    render_mip_screenshot(maps["tmax"], ph.affine_ras, d / "mip_jet.png", polygon_yx=hull, scale=1.1,
+                          offset_xy=(80, 70), lut=ramp_colours("jet"), window=(0.0, 16.0), distractors=True)
     return ph, d, maps, true_mask
 
 
-def _run(d, out, extra=()):
-    args = [sys.executable, str(ROOT / "scripts" / "one_shot_from_mip.py"), "--mip", str(d / "mip.png"),
+def _run(d, out, extra=(), mip="mip.png"):
+    args = [sys.executable, str(ROOT / "scripts" / "one_shot_from_mip.py"), "--mip", str(d / mip),
             "--aif_csv", str(d / "aif.csv"), "--vof_csv", str(d / "vof.csv"), "--out_dir", str(out), *extra]
     return subprocess.run(args, capture_output=True, text=True)
 
@@ -57,7 +61,7 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
                       "--rcbf", str(d / "rcbf.nii.gz")])
     assert r.returncode == 0, r.stderr
     for f in ("metrics.json", "log.txt", "masks/core_mask.nii.gz", "masks/hypoperfusion_mask.nii.gz",
-              "masks/penumbra_mask.nii.gz", "qa/roi_registration.png"):
+              "masks/penumbra_mask.nii.gz", "qa/roi_registration.png", "report.pdf", *MASK_FILES.values()):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     t = ph.truth_metrics
@@ -71,6 +75,19 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
     assert m["Corrected_CBV_Index"] == pytest.approx(t["Corrected_CBV_Index"], rel=0.10)
     assert m["PVT_sec"] == pytest.approx(t["PVT_sec"], abs=0.3)
     assert m["lesion_side"] == "left"
+
+
+def test_mode_b_colour_coded_mip_screenshot(truth_maps, tmp_path):
+    """The issue's user: a jet-coloured Tmax MIP with a yellow outline, green / orange strokes and white text."""
+    ph, d, _, _ = truth_maps
+    out = tmp_path / "out"
+    r = _run(d, out, ["--tmax", str(d / "tmax.nii.gz"), "--cbv", str(d / "cbv.nii.gz"),
+                      "--rcbf", str(d / "rcbf.nii.gz")], mip="mip_jet.png")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["provenance"]["roi_registration"]["score"] > 0.9
+    assert m["hypoperfusion_ml"] == pytest.approx(ph.truth_metrics["hypoperfusion_ml"], rel=0.10)
+    assert m["core_ml"] == pytest.approx(ph.truth_metrics["core_ml"], rel=0.10, abs=1.0)
 
 
 def test_mode_b_colour_coded_dicom(truth_maps, tmp_path):

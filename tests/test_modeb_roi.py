@@ -125,12 +125,13 @@ def test_unrelated_screenshot_rejected(tmp_path, tmax):
         roi_from_screenshot(tmp_path / "noise.png", tmax, AFF_LPS)
 
 
-def test_colour_coded_mip_rejected(tmp_path, tmax):
+def test_colour_coded_mip_without_roi_is_ambiguous(tmp_path, tmax):
+    """A jet-coded MIP (with its colour bar) and no drawn ROI: its yellow band is the map's, not an ROI."""
     from ctperf.synthetic.vendor_maps import ramp_colours, render_colour_slice
 
     from ctperf.modeb.roi_mip import axial_mip
 
     rgb = render_colour_slice(axial_mip(tmax), (0, 14), ramp_colours("jet"), annotations=False)
     Image.fromarray(rgb).save(tmp_path / "colour_mip.png")
-    with pytest.raises(InputError, match="colour-coded MIP"):
+    with pytest.raises(InputError, match="ROI colour is ambiguous"):
         roi_from_screenshot(tmp_path / "colour_mip.png", tmax, AFF_LPS)

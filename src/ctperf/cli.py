@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -16,9 +15,13 @@ from rich.table import Table
 from ctperf import DISCLAIMER, __version__
 from ctperf.errors import CTPerfError
 
+#: Exit codes (shown in --help).
+EXIT_CODES = ("Exit codes: 0 success; 2 bad input or usage (one-line error); 3 a QA flag was raised and "
+              "--fail-on-qa was given; 4 internal error or out of memory.")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help=f"ctperf {__version__}: automatic CT perfusion maps, lesion masks and stroke indices. "
-                       f"{DISCLAIMER}")
+                       f"{DISCLAIMER}", epilog=EXIT_CODES)
 err = Console(stderr=True)
 out = Console()
 
@@ -38,25 +41,29 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """ctperf command line."""
 
 
-@contextmanager
-def _stages(quiet: bool):
-    """A rich progress display fed by the pipeline's stage names and file counts."""
-    if quiet or not err.is_terminal:  # pipes and CI: no progress chatter, so errors stay one line
-        yield (lambda name: None), None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def _stages(quiet: bool, stages=None):
+    """One progress bar over the whole run (stderr); yields (stage, part) callbacks.  ``-q`` hides it."""
+    from ctperf.apps.terminal import MODE_A_STAGES, run_progress
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=False) as prog:
-        task = prog.add_task("starting", total=None)
+    return run_progress(err, MODE_A_STAGES if stages is None else stages, quiet)
 
-        def stage(name: str):
-            prog.reset(task, description=name, total=None)
 
-        def files(done: int, total: int):
-            prog.update(task, description="reading DICOM", total=total, completed=done)
+def _finish(metrics: dict, title: str, fail_on_qa: bool = False, truth: dict | None = None, note: str = "") -> None:
+    """Result table (and ``note`` under it), then the warnings in colour; exit 3 when a QA flag is raised and
+    ``fail_on_qa``."""
+    from ctperf.apps.terminal import print_warnings
 
-        yield stage, files
+    out.print(_summary_table(metrics, title, truth=truth))
+    if note:
+        out.print(note, markup=False)
+    n_flags = print_warnings(out, metrics)
+    if fail_on_qa and n_flags:
+        err.print(f"[bold red]ctperf: {n_flags} QA flag(s) raised (--fail-on-qa)[/bold red]", highlight=False)
+        raise typer.Exit(3)
+
+
+_FAIL_ON_QA = typer.Option(False, "--fail-on-qa", help="Exit with code 3 when any QA flag is raised.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace a result of the other mode already in --out_dir.")
 
 
 def _fail(exc: BaseException) -> None:
@@ -69,13 +76,13 @@ def _fail(exc: BaseException) -> None:
         raise typer.Exit(2)
     if isinstance(exc, MemoryError):
         err.print("[bold red]ctperf: error:[/bold red] out of memory for this study", highlight=False)
-        raise typer.Exit(3)
+        raise typer.Exit(4)
     if _DEBUG:
         raise exc
     msg = " ".join(str(exc).split()) or type(exc).__name__
     err.print(f"[bold red]ctperf: internal error:[/bold red] {type(exc).__name__}: {msg} "
               "(set CTPERF_DEBUG=1 for details; please report it)", highlight=False, soft_wrap=True)
-    raise typer.Exit(3)
+    raise typer.Exit(4)
 
 
 VENDORS = ("siemens", "ge", "toshiba", "philips")
@@ -115,7 +122,15 @@ def _summary_table(metrics: dict, title: str, truth: dict | None = None) -> Tabl
 
 
 # --------------------------------------------------------------------------------------------- run (Mode A)
-@app.command("run")
+def _check_study_id(value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise CTPerfError(f"--study-id must be 1-64 letters, digits, '.', '_' or '-' (got '{value}')")
+    return value
+
+
+@app.command("run", epilog=EXIT_CODES)
 def run_cmd(
     dicom_dir: Path = typer.Option(..., "--dicom_dir", "--dicom-dir", help="Folder with the raw 4D CTP DICOM "
                                    "(searched recursively; other series and non-DICOM files are ignored)."),
@@ -126,7 +141,12 @@ def run_cmd(
                                                help="NIfTI contralateral reference ROI (rCBF and CBV index)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding defaults."),
     series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesInstanceUID or SeriesNumber."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    study_id: Optional[str] = typer.Option(None, "--study-id", "--study_id", help="Pseudonymous study label for "
+                                           "metrics, report and aggregate rows (default: SHA-256 prefix of the "
+                                           "StudyInstanceUID)."),
+    fail_on_qa: bool = _FAIL_ON_QA,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM Parametric Maps, SEG, SR and "
                                    "Secondary Captures to OUT/dicom (needs ctperf[dicom-out])."),
 ):
@@ -137,12 +157,13 @@ def run_cmd(
 
         cfg = Config.load(config)
         with _stages(quiet) as (stage, files):
-            result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files, dicom_out)
+            result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
+                                      config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite,
+                                      dicom_out=dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
-    if not quiet:
-        out.print(_summary_table(result.metrics, f"ctperf results -> {out_dir}"))
+    _finish(result.metrics, f"ctperf results -> {out_dir}", fail_on_qa)
 
 
 # ------------------------------------------------------------------------------------------------- demo
@@ -157,6 +178,7 @@ def demo_cmd(
 ):
     """Generate a digital phantom CTP study (DICOM + truth) and analyse it end to end."""
     try:
+        from ctperf.apps.terminal import MODE_A_STAGES, PHANTOM_STAGES
         from ctperf.config import Config
         from ctperf.pipeline import run_dicom_folder
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
@@ -165,21 +187,22 @@ def demo_cmd(
         _check_choice("--lesion", lesion, ("left", "right", "none"))
         _check_choice("--vendor", vendor, VENDORS)
         spec = PhantomSpec(noise_hu=noise_hu, lesion=None if lesion == "none" else lesion, seed=seed)
-        with _stages(quiet) as (stage, files):
+        with _stages(quiet, PHANTOM_STAGES + MODE_A_STAGES) as (stage, files):
             stage("generating phantom")
             ph = make_phantom(spec)
             inp = Path(out_dir) / "demo_input"
+            stage("writing DICOM")
             write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, inp / "dicom", layout=DicomLayout(vendor=vendor),
                             seed=seed)
+            stage("writing truth")
             write_truth(ph, inp / "truth")
             result = run_dicom_folder(inp / "dicom", out_dir, Config(), progress=stage, load_progress=files)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
-    if not quiet:
-        out.print(_summary_table(result.metrics, f"ctperf demo -> {out_dir}", truth=ph.truth_metrics))
-        out.print(f"Maps, masks, metrics.json and qa/ figures are in {out_dir}; phantom DICOM and truth in "
-                  f"{Path(out_dir) / 'demo_input'}.")
+    _finish(result.metrics, f"ctperf demo -> {out_dir}", truth=ph.truth_metrics)
+    out.print(f"Maps, masks, metrics.json and qa/ figures are in {out_dir}; phantom DICOM and truth in "
+              f"{Path(out_dir) / 'demo_input'}.")
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -213,9 +236,10 @@ def inspect_cmd(
 
 
 # ----------------------------------------------------------------------------------------- maps (Mode B)
-@app.command("maps")
+@app.command("maps", epilog=EXIT_CODES)
 def maps_cmd(
-    mip: Path = typer.Option(..., "--mip", help="MIP screenshot (PNG/JPEG) with a hand-drawn yellow ROI."),
+    mip: Path = typer.Option(..., "--mip", help="Tmax MIP screenshot (PNG/JPEG, grey or colour-coded) with a "
+                                                "hand-drawn yellow ROI."),
     tmax: Path = typer.Option(..., "--tmax", help="Tmax map: NIfTI, scalar DICOM series, or colour-coded DICOM."),
     cbv: Path = typer.Option(..., "--cbv", help="CBV map (same forms)."),
     rcbf: Path = typer.Option(..., "--rcbf", help="rCBF map, as a fraction (1 = normal) or in percent (same forms)."),
@@ -226,22 +250,32 @@ def maps_cmd(
     cbv_range: Optional[str] = typer.Option(None, "--cbv-range", help="LO,HI of a colour-coded CBV map's bar."),
     rcbf_range: Optional[str] = typer.Option(None, "--rcbf-range", help="LO,HI of a colour-coded rCBF map's bar."),
     tissue_mask: Optional[Path] = typer.Option(None, "--tissue_mask", "--tissue-mask",
-                                               help="NIfTI brain-parenchyma mask (default: derived from the maps)."),
+                                               help="NIfTI brain-parenchyma mask (default: that of the ctperf Mode A "
+                                                    "folder holding the maps, else derived from the maps)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding thresholds."),
+    fail_on_qa: bool = _FAIL_ON_QA,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """[bold]Mode B[/bold]: indices from existing vendor maps + a yellow ROI on a MIP screenshot + AIF/VOF CSV."""
     try:
         from ctperf.config import Config
         from ctperf.modeb.pipeline_b import run_maps
+        from ctperf.pipeline import check_output_dir
 
-        metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
-                           out_dir=out_dir, cfg=Config.load(config),
-                           ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
-                                   "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask)
+        cfg = Config.load(config)
+        check_output_dir(out_dir, mode="B", overwrite=overwrite)
+        with _stages(quiet, ("Mode B analysis",)) as (stage, _):
+            stage("Mode B analysis")
+            metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
+                               out_dir=out_dir, cfg=cfg,
+                               ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
+                                       "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
-    out.print(_summary_table(metrics, f"ctperf maps -> {out_dir}"))
+    _finish(metrics, f"ctperf maps -> {out_dir}", fail_on_qa,
+            note=(metrics.get("provenance", {}).get("tissue_mask") or {}).get("note", ""))
 
 
 def _parse_range(text: str | None):
@@ -255,23 +289,30 @@ def _parse_range(text: str | None):
 
 
 # -------------------------------------------------------------------------------------------- recompute
-@app.command("recompute")
+@app.command("recompute", epilog=EXIT_CODES)
 def recompute_cmd(
     out_dir: Path = typer.Argument(..., help="A Mode A output folder (from `ctperf run`)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new thresholds."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new [thresholds] "
+                                          "(other sections must match the original run)."),
+    new_out_dir: Optional[Path] = typer.Option(None, "--out_dir", "--out-dir", help="Write the new result here "
+                                               "and leave OUT_DIR untouched (default: replace OUT_DIR's result)."),
+    fail_on_qa: bool = _FAIL_ON_QA,
+    overwrite: bool = _OVERWRITE,
     dicom_out: Optional[bool] = typer.Option(None, "--dicom-out/--no-dicom-out", help="Rebuild the DICOM objects "
                                              "(default: when an earlier run wrote them)."),
 ):
     """Re-derive masks and indices from saved maps with new thresholds (no second deconvolution)."""
     try:
-        from ctperf.config import Config
+        from ctperf.config import Config, read_config_file
         from ctperf.pipeline import recompute_outputs
 
-        metrics = recompute_outputs(out_dir, Config.load(config), dicom_out)
+        data = None if config is None else read_config_file(config)
+        metrics = recompute_outputs(out_dir, Config.from_dict(data), new_out_dir=new_out_dir, config_data=data,
+                                    config_file=config, overwrite=overwrite, dicom_out=dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
-    out.print(_summary_table(metrics, f"ctperf recompute -> {out_dir}"))
+    _finish(metrics, f"ctperf recompute -> {new_out_dir or out_dir}", fail_on_qa)
 
 
 # -------------------------------------------------------------------------------------------- aggregate
@@ -279,12 +320,14 @@ def recompute_cmd(
 def aggregate_cmd(
     input_dir: Path = typer.Option(..., "--input_dir", "--input-dir", help="Folder searched for metrics.json."),
     output: Path = typer.Option(Path("summary.csv"), "--output", help="CSV with one row per study."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv or xlsx (default: from --output's name)."),
 ):
     """Collect every study's metrics.json below a folder into one CSV (one row per study)."""
     try:
         from ctperf.utils.aggregate_metrics import aggregate
 
-        n = aggregate(input_dir, output)
+        n = aggregate(input_dir, output, fmt, warn=lambda m: err.print(f"ctperf: warning: {m}", highlight=False,
+                                                                        soft_wrap=True))
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -320,17 +363,9 @@ def prr_cmd(
 
 
 def _read_metrics(path: Path) -> dict:
-    p = Path(path)
-    p = p / "metrics.json" if p.is_dir() else p
-    if not p.is_file():
-        raise CTPerfError(f"no metrics.json at {path}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CTPerfError(f"{p} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CTPerfError(f"{p} is not a metrics document")
-    return doc
+    from ctperf.workflows.compare import read_metrics
+
+    return read_metrics(path)
 
 
 # ---------------------------------------------------------------------------------------------- phantom
@@ -343,24 +378,35 @@ def phantom_cmd(
     matrix: int = typer.Option(160, help="In-plane matrix."),
     n_slices: int = typer.Option(8, help="Number of slices."),
     seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ):
     """Write a digital phantom CTP study with known truth (for validation and training)."""
     try:
+        from ctperf.apps.terminal import PHANTOM_STAGES
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
         from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 
         _check_choice("--lesion", lesion, ("left", "right", "none"))
         _check_choice("--vendor", vendor, VENDORS)
-        ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=n_slices, noise_hu=noise_hu,
-                                      lesion=None if lesion == "none" else lesion, seed=seed))
-        write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, Path(out_dir) / "dicom", layout=DicomLayout(vendor=vendor),
-                        seed=seed)
-        write_truth(ph, Path(out_dir) / "truth")
+        with _stages(quiet, PHANTOM_STAGES) as (stage, _):
+            stage("generating phantom")
+            ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=n_slices, noise_hu=noise_hu,
+                                          lesion=None if lesion == "none" else lesion, seed=seed))
+            stage("writing DICOM")
+            write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, Path(out_dir) / "dicom",
+                            layout=DicomLayout(vendor=vendor), seed=seed)
+            stage("writing truth")
+            write_truth(ph, Path(out_dir) / "truth")
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
     out.print(f"phantom study written to {out_dir}")
 
+
+# ------------------------------------------------------------------ cohort research: batch, compare, stats
+from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
+
+_register_cohort(app, _fail)
 
 # ------------------------------------------------------------------------------------------------- node
 from ctperf.apps.node.command import node_cmd  # noqa: E402  (imports typer only; pynetdicom when run)

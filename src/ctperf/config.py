@@ -17,14 +17,139 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
-from ctperf.errors import InputError
+from ctperf.errors import ConfigError, InputError
+
+
+class _Range(NamedTuple):
+    """Valid interval of a number; ``fraction`` adds the hint for a value written as a percentage."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    fraction: bool = False
+    unit: str = ""
+
+    def text(self, name: str) -> str:
+        left = f"{self.lo:g} {'<' if self.lo_open else '<='} "
+        right = f" {'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"{left}{name}{right}" + (f" {self.unit}" if self.unit else "") + (
+            ", a fraction" if self.fraction else "")
+
+    def contains(self, v: float) -> bool:
+        return ((v > self.lo) if self.lo_open else (v >= self.lo)) and ((v < self.hi) if self.hi_open
+                                                                         else (v <= self.hi))
+
+
+def _r(lo, hi, unit="", lo_open=False, hi_open=False, fraction=False) -> _Range:
+    return _Range(float(lo), float(hi), lo_open, hi_open, fraction, unit)
+
+
+#: Valid range of every numeric setting, by ``section.name`` (lists: every element).  Checked when a section is
+#: constructed (``__post_init__``) and when a file is loaded; settings not listed here are only type-checked.
+RANGES: dict[str, _Range] = {
+    "preprocess.motion_flag_mm": _r(0, 50, "mm", lo_open=True),
+    "preprocess.spatial_sigma_mm": _r(0, 20, "mm"),
+    "preprocess.temporal_sigma_s": _r(0, 10, "s"),
+    "preprocess.time_step_s": _r(0, 10, "s", lo_open=True),
+    "preprocess.compute_pixel_mm": _r(0, 10, "mm"),
+    "preprocess.max_time_step_s": _r(0, 10, "s", lo_open=True),
+    "preprocess.motion_apply_min_mm": _r(0, 50, "mm"),
+    "preprocess.baseline_margin_s": _r(0, 30, "s"),
+    "preprocess.tips_range_h": _r(0, 100, lo_open=True),
+    "preprocess.tips_range_h_cbv": _r(0, 100, lo_open=True),
+    "preprocess.spatial_sigma_cbv_mm": _r(0, 20, "mm"),
+    "preprocess.pca_min_components": _r(1, 200),
+    "preprocess.pca_max_components": _r(1, 200),
+    "preprocess.vessel_cbv_ml_100g": _r(0, 100, "mL/100g", lo_open=True),
+    "preprocess.vessel_peak_hu": _r(0, 3000, "HU", lo_open=True),
+    "preprocess.brain_hu_min": _r(-1024, 3000, "HU"),
+    "preprocess.brain_hu_max": _r(-1024, 3000, "HU"),
+    "preprocess.csf_hu_max": _r(-1024, 3000, "HU"),
+    "deconvolution.oscillation_index": _r(0, 1, lo_open=True, fraction=True),
+    "deconvolution.svd_threshold": _r(0, 1, lo_open=True, hi_open=True, fraction=True),
+    "deconvolution.tikhonov_lambda": _r(0, 1, lo_open=True, fraction=True),
+    "deconvolution.oi_thresholds": _r(0, 1, lo_open=True, hi_open=True, fraction=True),
+    "deconvolution.oi_reference_dt_s": _r(0, 10, "s", lo_open=True),
+    "deconvolution.peak_window_s": _r(0, 60, "s"),
+    "deconvolution.tmax_window_s": _r(0, 60, "s"),
+    "deconvolution.residue_shapes": _r(0, 1000, lo_open=True),
+    "deconvolution.model_dispersions_s": _r(0, 20, "s"),
+    "deconvolution.model_choice_block_mm": _r(0, 50, "mm", lo_open=True),
+    "deconvolution.bias_tau_median_radius_mm": _r(0, 50, "mm"),
+    "deconvolution.tmax_median_radius_mm": _r(0, 50, "mm"),
+    "deconvolution.rcbf_median_radius_mm": _r(0, 50, "mm"),
+    "aif.n_aif_voxels": _r(1, 1000),
+    "aif.n_vof_voxels": _r(1, 1000),
+    "thresholds.tmax_hypoperfusion_s": _r(0, 30, "s", lo_open=True),
+    "thresholds.tmax_levels_s": _r(0, 30, "s", lo_open=True),
+    "thresholds.hir_tmax_s": _r(0, 30, "s", lo_open=True),
+    "thresholds.rcbf_core": _r(0, 1, lo_open=True, hi_open=True, fraction=True),
+    "thresholds.min_cluster_ml": _r(0, 100, "mL"),
+    "thresholds.pvt_tmax_s": _r(0, 60, "s", lo_open=True),
+}
+
+#: Settings that must be ordered (``a <= b``), with the section they belong to.
+ORDERED: tuple[tuple[str, str], ...] = (("preprocess.pca_min_components", "preprocess.pca_max_components"),
+                                        ("preprocess.brain_hu_min", "preprocess.brain_hu_max"))
+
+
+class _Checked:
+    """Mixin for config sections: every field is type- and range-checked on construction.
+
+    Raises
+    ------
+    ConfigError
+        A value of the wrong kind (e.g. text for a number) or outside its documented range (:data:`RANGES`).
+    """
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Re-check every field (also after attributes were set by hand); convert int -> float, list -> tuple."""
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            name = f"{self.section}.{f.name}"
+            value = _coerce(name, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+            rng = RANGES.get(name)
+            if rng is not None and value is not None:
+                for v in value if isinstance(value, tuple) else (value,):
+                    _check_range(name, v, rng)
+                if isinstance(value, tuple) and not value:
+                    raise ConfigError(f"config: {name} must list at least one value")
+        for a, b in ORDERED:
+            sa, na = a.split(".")
+            sb, nb = b.split(".")
+            if sa == self.section == sb and getattr(self, na) > getattr(self, nb):
+                raise ConfigError(f"config: {a} = {getattr(self, na):g} must not exceed {b} = {getattr(self, nb):g}")
+
+
+@cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_range(name: str, v: float, rng: _Range) -> None:
+    if rng.contains(v):
+        return
+    short = name.split(".")[-1]
+    if rng.fraction and 1 < v <= 100:
+        raise ConfigError(f"config: {name} = {v:g} looks like a percentage; use {v / 100:.2f} "
+                          f"(valid: {rng.text(short)})")
+    raise ConfigError(f"config: {name} = {v:g} is out of range (valid: {rng.text(short)})")
 
 
 @dataclass
-class PreprocessConfig:
+class PreprocessConfig(_Checked):
+    section: ClassVar[str] = "preprocess"
     motion_correction: bool = True
     #: Frames whose max displacement exceeds this are flagged (mm).
     motion_flag_mm: float = 2.0
@@ -66,10 +191,13 @@ class PreprocessConfig:
 
 
 @dataclass
-class DeconvolutionConfig:
-    #: "bcsvd" (block-circulant SVD with oscillation-index threshold, Wu 2003), "tikhonov" or "svd" (standard
-    #: truncated SVD, for comparison only).
-    method: Literal["bcsvd", "tikhonov", "svd"] = "bcsvd"
+class DeconvolutionConfig(_Checked):
+    section: ClassVar[str] = "deconvolution"
+    #: "bcsvd" (default: block-circulant SVD with oscillation-index threshold, Wu 2003, and the shape-robust
+    #: regularisation-bias correction; estimates the unregularised residue's peak and peak time), "standard" (the
+    #: classic model-free convention: the same bcSVD, Tmax = argmax of that residue, no correction; what published
+    #: thresholds were derived on), "tikhonov", or "svd" (truncated SVD, delay sensitive, for comparison only).
+    method: Literal["bcsvd", "standard", "tikhonov", "svd"] = "bcsvd"
     #: Oscillation-index target for bcSVD (Wu 2003 used 0.095 for MR; 0.05 on the 1 s reference grid gives
     #: a well-conditioned residue for Tmax at CT noise levels; see ctperf.deconvolution).
     oscillation_index: float = 0.05
@@ -90,22 +218,19 @@ class DeconvolutionConfig:
     #: regularised residue's peak (robust location; the peak *height* uses the lag-aware window above).
     tmax_window_s: float = 3.0
     #: Remove the CBF/Tmax bias of the chosen regularisation, computed by noise-free emulation with the study AIF
-    #: for reference residues exp(-t/MTT) (ctperf.deconvolution; the two reference dispersions below).
+    #: for a family of model residues (ctperf.engine.deconvolution; the two families below).
     correct_regularisation_bias: bool = True
-    #: Reference residue of that correction: exp(-t/MTT) dispersed by an exponential kernel with this time
-    #: constant (s), for the CBF (peak height) and the Tmax (peak time).  CBF is the flow of that model residue.
-    #: 0 = the textbook undispersed residue.  0.5 s (mild dispersion) is a compromise: on the project phantom at
-    #: 8 HU, against 0-1 s of true tissue dispersion, it keeps grey/white-matter CBF within -9..+8 % of the nominal
-    #: flow (grey matter -22 % at 2 s) and the mean Tmax error within -0.1..+1.6 s; see docs/definitions.md.
-    cbf_model_dispersion_s: float = 0.5
-    tmax_model_dispersion_s: float = 0.5
-    #: Candidate shapes of that reference residue: gamma-distributed transit times with these shape parameters
-    #: (1 = exponential, one well-mixed compartment; large = plug flow, a box).  One value (default: the
-    #: exponential) fixes the shape; several, e.g. [1, 2, 4, 30], let each voxel use the shape whose emulated
-    #: residue fits its own best (pooled over 3 mm).  The choice matters: on plug-flow (box) phantoms the
-    #: exponential correction reads CBF ~2.5x too high, the adaptive choice ~1.2x; on the project phantom
-    #: (dispersed exponential) the adaptive choice reads grey-matter CBF 24 % below the nominal flow (default -9 %).
-    residue_shapes: tuple[float, ...] = (1.0,)
+    #: Candidate model residues of that correction (ctperf.engine.deconvolution): survival functions of
+    #: gamma-distributed transit times with these shape parameters (1 = exponential, one well-mixed compartment;
+    #: 2-5 = gamma; 50 ~ plug flow, a box) ...
+    residue_shapes: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 50.0)
+    #: ... each convolved with an exponential vascular-dispersion kernel of these time constants (s).  Each region
+    #: uses the model whose emulated residue fits its own best; the correction restores the peak (CBF) and the
+    #: peak time (Tmax) of the unregularised residue, whatever its shape.
+    model_dispersions_s: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
+    #: The model is chosen on the mean curve of in-plane blocks of this size (mm): the shape of the residue is
+    #: a regional property whose signature noise hides in a single voxel.
+    model_choice_block_mm: float = 4.0
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0
@@ -118,7 +243,8 @@ class DeconvolutionConfig:
 
 
 @dataclass
-class AifConfig:
+class AifConfig(_Checked):
+    section: ClassVar[str] = "aif"
     #: Number of voxels averaged for the AIF and the VOF.
     n_aif_voxels: int = 5
     n_vof_voxels: int = 5
@@ -127,7 +253,8 @@ class AifConfig:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(_Checked):
+    section: ClassVar[str] = "thresholds"
     #: Hypoperfusion threshold on Tmax (s): Tmax > this.
     tmax_hypoperfusion_s: float = 6.0
     #: Further Tmax levels whose volumes are reported (s).
@@ -145,7 +272,8 @@ class Thresholds:
 
 
 @dataclass
-class OutputConfig:
+class OutputConfig(_Checked):
+    section: ClassVar[str] = "output"
     write_qa_png: bool = True
     write_pdf: bool = True
 
@@ -158,53 +286,94 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> "Config":
+        """Re-check every section (catches values set by attribute after construction); returns ``self``."""
+        for f in dataclasses.fields(self):
+            sub = getattr(self, f.name)
+            if not isinstance(sub, _Checked):
+                raise ConfigError(f"config: section '{f.name}' must be a {f.type} object")
+            sub.check()
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        """Build a config from nested ``{section: {setting: value}}``; every value is type-checked."""
-        cfg = cls()
+        """Build a config from nested ``{section: {setting: value}}``; every value is type- and range-checked.
+
+        Raises
+        ------
+        ConfigError
+            Unknown section or setting, a value of the wrong kind or outside its range (:data:`RANGES`).
+        """
         if data is None:
-            return cfg
+            return cls()
         if not isinstance(data, dict):
-            raise InputError("config: the file must hold sections of settings (e.g. [thresholds])")
+            raise ConfigError("config: the file must hold sections of settings (e.g. [thresholds])")
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        built = {}
         for section, values in data.items():
-            if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
-                raise InputError(f"config: unknown section '{section}'")
+            if section not in sections:
+                raise ConfigError(f"config: unknown section '{section}'")
             if not isinstance(values, dict):
-                raise InputError(f"config: section '{section}' must be a table of settings")
-            sub = getattr(cfg, section)
-            hints = typing.get_type_hints(type(sub))
-            names = {f.name for f in dataclasses.fields(sub)}
-            for key, value in values.items():
+                raise ConfigError(f"config: section '{section}' must be a table of settings")
+            sub_cls = sections[section].default_factory
+            names = {f.name for f in dataclasses.fields(sub_cls)}
+            for key in values:
                 if key not in names:
-                    raise InputError(f"config: unknown setting '{section}.{key}'")
-                setattr(sub, key, _coerce(f"{section}.{key}", value, hints[key]))
-        return cfg
+                    raise ConfigError(f"config: unknown setting '{section}.{key}'")
+            built[section] = sub_cls(**values)
+        return cls(**built)
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Config":
+        """Read a TOML (.toml), YAML (.yaml/.yml) or JSON file; None gives the defaults."""
         if path is None:
             return cls()
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config file not found: {p}")
-        text = p.read_text(encoding="utf-8")
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """Parse a config file into plain data (no checks on the settings themselves).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not UTF-8 text, a syntax error, or YAML without PyYAML installed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"config file {p.name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    suffix = p.suffix.lower()
+    if suffix in (".yaml", ".yml"):
         try:
-            if p.suffix.lower() == ".toml":
-                import tomllib
+            import yaml  # optional dependency
+        except ImportError:
+            raise InputError(f"config file {p.name} is YAML, which needs PyYAML: pip install 'ctperf[yaml]' "
+                             "(or use a .toml / .json file)") from None
+        parse, errors = yaml.safe_load, (yaml.YAMLError,)
+    elif suffix == ".toml":
+        import tomllib
 
-                data = tomllib.loads(text)
-            elif p.suffix.lower() in (".yaml", ".yml"):
-                import yaml  # optional dependency
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a user error
-            raise InputError(f"config file {p.name} could not be parsed: {exc}") from None
-        return cls.from_dict(data)
+        parse, errors = tomllib.loads, (tomllib.TOMLDecodeError,)
+    else:
+        parse, errors = json.loads, (ValueError,)
+    try:
+        return parse(text)
+    except errors as exc:
+        msg = " ".join(str(exc).split())
+        raise InputError(f"config file {p.name} could not be parsed: {msg}") from None
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -212,7 +381,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         if value not in args:
-            raise InputError(f"config: '{name}' must be one of {', '.join(map(repr, args))} (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be one of {', '.join(map(repr, args))} (got {value!r})")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -221,27 +390,27 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(name, value, arg)
-            except InputError as exc:
+            except ConfigError as exc:
                 errors.append(str(exc))
-        raise InputError(errors[0] if errors else f"config: '{name}' has an invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"config: '{name}' has an invalid value {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"config: '{name}' must be a list of numbers (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be a list of numbers (got {value!r})")
         return tuple(_coerce(name, v, args[0]) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise InputError(f"config: '{name}' must be true or false (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be true or false (got {value!r})")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"config: '{name}' must be a whole number (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be a whole number (got {value!r})")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"config: '{name}' must be a number (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be a number (got {value!r})")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise InputError(f"config: '{name}' must be text (got {value!r})")
+            raise ConfigError(f"config: '{name}' must be text (got {value!r})")
         return value
     return value

@@ -21,3 +21,7 @@ class InputError(CTPerfError):
 
 class DicomError(InputError):
     """The DICOM folder does not contain a usable CT perfusion acquisition."""
+
+
+class ConfigError(InputError, ValueError):
+    """A configuration value of the wrong kind or outside its valid range (the message names the range)."""

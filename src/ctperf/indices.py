@@ -29,6 +29,17 @@ UNITS: dict[str, str] = {
 #: Imaging-eligibility criteria (Albers 2018 DEFUSE 3; Campbell 2015 / Ma 2019 EXTEND(-IA)).
 DEFUSE3 = {"core_max_ml": 70.0, "mismatch_ratio_min": 1.8, "mismatch_volume_min_ml": 15.0}
 EXTEND = {"core_max_ml": 70.0, "mismatch_ratio_min_exclusive": 1.2, "mismatch_volume_min_exclusive_ml": 10.0}
+#: The lesion thresholds both trials used (RAPID: Tmax > 6 s, rCBF < 30 %); the labels need exactly these.
+TRIAL_THRESHOLDS = {"tmax_hypoperfusion_s": 6.0, "rcbf_core": 0.30}
+
+
+def trial_thresholds_reason(thr: Thresholds) -> str | None:
+    """None when ``thr`` uses the trial lesion thresholds, otherwise why the trial labels are not computed."""
+    diff = [f"{k} = {getattr(thr, k):g}" for k, v in TRIAL_THRESHOLDS.items()
+            if not np.isclose(float(getattr(thr, k)), v, rtol=0, atol=1e-9)]
+    if not diff:
+        return None
+    return "trial labels need the trial thresholds (Tmax > 6 s, rCBF < 0.30); this run: " + ", ".join(diff)
 
 #: Minimum hypoperfusion volume (mL) below which no lesion side is named.
 MIN_LESION_ML_FOR_SIDE = 1.0
@@ -180,10 +191,15 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     # --- imaging eligibility ------------------------------------------------------------------------------
     ratio_ok_d3 = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml >= DEFUSE3["mismatch_ratio_min"])
     ratio_ok_ex = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml > EXTEND["mismatch_ratio_min_exclusive"])
-    out["DEFUSE3_eligible"] = bool(core_ml < DEFUSE3["core_max_ml"] and ratio_ok_d3
-                                   and hypo_ml - core_ml >= DEFUSE3["mismatch_volume_min_ml"])
-    out["EXTEND_eligible"] = bool(core_ml < EXTEND["core_max_ml"] and ratio_ok_ex
-                                  and hypo_ml - core_ml > EXTEND["mismatch_volume_min_exclusive_ml"])
+    not_trial = trial_thresholds_reason(thr)
+    if not_trial:
+        put("DEFUSE3_eligible", None, not_trial)
+        put("EXTEND_eligible", None, not_trial)
+    else:
+        out["DEFUSE3_eligible"] = bool(core_ml < DEFUSE3["core_max_ml"] and ratio_ok_d3
+                                       and hypo_ml - core_ml >= DEFUSE3["mismatch_volume_min_ml"])
+        out["EXTEND_eligible"] = bool(core_ml < EXTEND["core_max_ml"] and ratio_ok_ex
+                                      and hypo_ml - core_ml > EXTEND["mismatch_volume_min_exclusive_ml"])
     out["voxel_volume_ml"] = round(v, 6)
     return out
 

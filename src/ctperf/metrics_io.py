@@ -1,7 +1,8 @@
 """metrics.json / metrics.csv: strict JSON (no NaN/Infinity), units, versions, thresholds and QA flags.
 
 Layout of metrics.json: the index keys (see :mod:`ctperf.indices`) at the top level, as the original tool had
-them, plus the objects ``units``, ``thresholds``, ``qa_flags``, ``qa_values`` and ``provenance``.
+them, plus the objects ``units``, ``thresholds``, ``qa_flags``, ``qa_values``, ``provenance`` and (Mode A)
+``regions``.
 metrics.csv holds the same document as one row; nested objects are flattened as ``section.key``.
 """
 
@@ -45,7 +46,11 @@ def to_strict(obj: Any) -> Any:
 
 
 def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_flags: dict[str, bool] | None = None,
-                  qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                  qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                  method: dict[str, Any] | None = None, regions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics document: index values (None + ``<key>_reason`` when undefined), units, thresholds,
+    constants, QA, provenance and, when given, the engine ``method`` and ``regions`` (see
+    :mod:`ctperf.analysis.regions`)."""
     doc: dict[str, Any] = {
         "software": "ctperf",
         "software_version": __version__,
@@ -68,6 +73,13 @@ def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_fla
     doc["qa_flags"] = to_strict(qa_flags or {})
     doc["qa_values"] = to_strict(qa_values or {})
     doc["provenance"] = to_strict(provenance or {})
+    if method is not None:
+        doc["method"] = to_strict(method)
+    if regions is not None:
+        from ctperf.analysis.regions import REGION_MAPS
+
+        doc["regions"] = to_strict(regions)
+        doc["units"].update({"regions.volume_ml": "mL", **{f"regions.{k}": u for k, u in REGION_MAPS.items()}})
     return to_strict(doc)
 
 

@@ -11,8 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from ctperf.hemispheres import hemispheres_from_plane
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.masks import cortical_ribbon, lesion_masks, sinus_region
 from ctperf.metrics_io import build_metrics, to_strict, write_metrics
-from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
+from ctperf.nifti_io import load_volume, resample_to_grid, same_grid, save_volume
 from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import AcquisitionMeta, CTPStudy, spacing_xyz_mm, voxel_volume_ml
 
@@ -77,8 +79,15 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
 
 
 def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | None, contra: np.ndarray | None,
-                        provenance: dict[str, Any], progress: Progress = None) -> ModeAResult:
-    """Masks -> indices -> metrics document from perfusion maps (also used to re-threshold saved maps)."""
+                        provenance: dict[str, Any], progress: Progress = None, *,
+                        config_record: dict[str, Any] | None = None) -> ModeAResult:
+    """Masks -> indices -> metrics document from perfusion maps (also used to re-threshold saved maps).
+
+    ``config_record`` (default ``cfg.to_dict()``) is the configuration written to the provenance; recompute
+    passes the original run's engine settings there.
+    """
+    from ctperf.engine import method_description
+
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
@@ -99,10 +108,25 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side},
-        provenance={**provenance, "config": cfg.to_dict()})
+        provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
+        regions=mode_a_regions(perf, lesion, roi, contra), method=method_description(cfg.deconvolution))
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
+
+
+def mode_a_regions(perf: PerfusionResult, lesion: LesionMasks, roi: np.ndarray | None,
+                   contra: np.ndarray | None) -> dict[str, Any]:
+    """Regional statistics (docs/definitions.md §5): lesion masks, tissue of each hemisphere, ROIs within tissue."""
+    from ctperf.analysis.regions import regional_statistics
+
+    tissue = perf.masks.tissue
+    side = perf.hemispheres.side
+    regions = {"core": lesion.core, "penumbra": lesion.penumbra, "hypoperfusion": lesion.hypoperfusion,
+               "hemisphere_left": tissue & (side > 0), "hemisphere_right": tissue & (side < 0),
+               "roi": None if roi is None else roi & tissue, "contra": None if contra is None else contra & tissue}
+    maps = {k: getattr(perf, k) for k in ("cbf", "cbv", "mtt", "tmax", "rcbf")}
+    return regional_statistics(maps, regions, voxel_volume_ml=voxel_volume_ml(perf.affine_ras))
 
 
 def _step(progress: Progress, name: str) -> None:
@@ -129,34 +153,110 @@ def _provenance(meta: AcquisitionMeta, spacing) -> dict[str, Any]:
         "n_files_skipped_non_dicom": meta.n_files_skipped_non_dicom,
         "input_spacing_xyz_mm": list(meta.spacing_xyz_mm), "map_spacing_xyz_mm": [float(s) for s in spacing],
         "gantry_tilt_deg": meta.gantry_tilt_deg, "warnings": meta.warnings,
+        "series": {"chosen": {"series_numbers": meta.series_numbers, "series_uid_sha256_12": uid_hashes,
+                              "description": meta.series_description, "n_files": meta.n_files_used},
+                   "excluded_candidates": list(meta.excluded_candidates),
+                   "n_image_groups_found": meta.extra.get("n_groups"),
+                   "files_skipped": meta.extra.get("skipped", {})},
     }
+
+
+def study_id_for(meta: AcquisitionMeta, given: str | None = None) -> tuple[str | None, str]:
+    """Pseudonymous study identifier: ``given`` (``--study-id``) or the first 16 hex digits of the SHA-256 of
+    the StudyInstanceUID.  Returns (study_id or None, how it was made)."""
+    if given:
+        return str(given), "given (--study-id)"
+    if meta.study_instance_uid:
+        return hashlib.sha256(meta.study_instance_uid.encode()).hexdigest()[:16], "sha256(StudyInstanceUID)[:16]"
+    return None, "the DICOM files carry no StudyInstanceUID (use --study-id)"
+
+
+def file_record(path: str | Path) -> dict[str, Any]:
+    """File name (no folders: they may name the patient) and SHA-256 of an input file."""
+    p = Path(path)
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"file": p.name, "sha256": h.hexdigest()}
 
 
 # ---------------------------------------------------------------------------------------------- I/O edges
 def load_mask_for_study(path: str | Path | None, study: CTPStudy) -> np.ndarray | None:
     """Read a NIfTI mask and resample it (nearest) onto the study grid."""
+    return load_mask_input(path, study)[0]
+
+
+def load_mask_input(path: str | Path | None, study: CTPStudy) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """Read a NIfTI mask, resample it (nearest neighbour, in world space) onto the study grid.
+
+    Returns (mask or None, record): the record names the file (name + SHA-256) and says whether the mask's grid
+    differed from the study's (``grid``: "same" or "resampled", with both grids).
+
+    Raises
+    ------
+    InputError
+        The mask does not overlap the CT perfusion volume.
+    """
     if path is None:
-        return None
+        return None, None
     vol, aff = load_volume(path)
     on = resample_to_grid(vol, aff, study.hu.shape[1:], study.affine_ras) > 0.5
     if not on.any():
         raise InputError(f"mask {Path(path).name} does not overlap the CT perfusion volume")
-    return on
+    record = file_record(path)
+    same = same_grid(vol.shape, aff, study.hu.shape[1:], study.affine_ras)
+    record["grid"] = "same" if same else "resampled"
+    if not same:
+        record["mask_grid"] = _grid_text(vol.shape, aff)
+        record["study_grid"] = _grid_text(study.hu.shape[1:], study.affine_ras)
+    return on, record
+
+
+def _grid_text(shape_zyx, affine) -> str:
+    sp = spacing_xyz_mm(affine)
+    return f"{shape_zyx[2]}x{shape_zyx[1]}x{shape_zyx[0]} voxels of {sp[0]:.2f}x{sp[1]:.2f}x{sp[2]:.2f} mm"
+
+
+def _mask_notes(result: ModeAResult, records: dict[str, dict | None]) -> dict[str, Any]:
+    """Complete the mask records with the fraction of each mask (on the map grid) inside the brain."""
+    out = {}
+    for role, rec in records.items():
+        if rec is None:
+            continue
+        mask = result.roi if role == "roi_mask" else result.contra
+        n = int(mask.sum()) if mask is not None else 0
+        frac = float((mask & result.perfusion.masks.brain).sum()) / n if n else 0.0
+        rec = {**rec, "fraction_in_brain": round(frac, 4)}
+        if rec["grid"] == "resampled":
+            rec["note"] = (f"--{role} {rec['file']} is on another grid ({rec['mask_grid']}; study "
+                           f"{rec['study_grid']}): resampled in world space (nearest neighbour); "
+                           f"{100 * frac:.0f}% of the mask lies inside the brain")
+        elif frac < 0.5:
+            rec["note"] = f"--{role} {rec['file']}: only {100 * frac:.0f}% of the mask lies inside the brain"
+        if "note" in rec:
+            log.warning(rec["note"])
+        out[role] = rec
+    return out
 
 
 def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | None = None,
                      roi_mask: str | Path | None = None, contra_mask: str | Path | None = None,
                      series: str | None = None, progress: Progress = None,
-                     load_progress: Callable[[int, int], None] | None = None,
-                     dicom_out: bool = False) -> ModeAResult:
+                     load_progress: Callable[[int, int], None] | None = None, *,
+                     config_file: str | Path | None = None, study_id: str | None = None,
+                     overwrite: bool = False, dicom_out: bool = False) -> ModeAResult:
     """Mode A from a DICOM folder to a complete output folder (written atomically).
 
+    ``config_file`` (the file ``cfg`` was read from) and the masks are named with their SHA-256 in
+    ``metrics.json`` ``provenance.input_files`` and in log.txt; ``study_id`` replaces the default pseudonymous
+    identifier (see :func:`study_id_for`).  A folder holding a Mode B result is refused unless ``overwrite``.
     ``dicom_out`` also writes the derived DICOM objects (:mod:`ctperf.io.dicom_out`) into ``out_dir/dicom``.
     """
     from ctperf.dicom_io import load_ctp
 
-    cfg = cfg or Config()
-    check_output_dir(out_dir)
+    cfg = (cfg or Config()).check()
+    check_output_dir(out_dir, mode="A", overwrite=overwrite)
     if dicom_out:
         from ctperf.io.dicom_out import read_source, require_highdicom
         require_highdicom()
@@ -167,8 +267,16 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         t_load = time.perf_counter() - t0
         log.info("loaded %s: shape x,y,z,t=%s, %d files, manufacturer=%s", study.meta.series_description or "CTP",
                  study.shape_xyzt, study.meta.n_files_used, study.meta.manufacturer)
-        result = analyse_study(study, cfg, load_mask_for_study(roi_mask, study),
-                               load_mask_for_study(contra_mask, study), progress=progress)
+        roi, roi_rec = load_mask_input(roi_mask, study)
+        contra, contra_rec = load_mask_input(contra_mask, study)
+        result = analyse_study(study, cfg, roi, contra, progress=progress)
+        sid, how = study_id_for(study.meta, study_id)
+        inputs = {"config": None if config_file is None else file_record(config_file),
+                  **_mask_notes(result, {"roi_mask": roi_rec, "contra_mask": contra_rec})}
+        result.metrics = _with_study_id(result.metrics, sid, how)
+        result.metrics["provenance"]["input_files"] = inputs
+        for key, value in (("study_id", sid), ("inputs", inputs), ("series", result.metrics["provenance"]["series"])):
+            log.info("%s: %s", key, json.dumps(value))
         result.stage_seconds = {"load": t_load, **result.stage_seconds}
         t1 = time.perf_counter()
         _step(progress, "write")
@@ -176,6 +284,19 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         write_outputs(result, out_dir, cfg, logbuf, dicom_source=source)
         result.stage_seconds["write"] = time.perf_counter() - t1
     return result
+
+
+def _with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> dict[str, Any]:
+    """The metrics document with ``study_id`` right after ``mode`` (null with a reason when unknown)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key in ("study_id", "study_id_reason", "study_id_source"):
+            continue
+        out[key] = value
+        if key == "mode":
+            out["study_id"] = study_id
+            out["study_id_source" if study_id else "study_id_reason"] = how
+    return out
 
 
 def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None,
@@ -226,6 +347,8 @@ def _write_aux(tmp: Path, result: ModeAResult) -> None:
         if vol is not None:
             save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras, dtype=np.uint8)
     save_volume(aux / "baseline_hu.nii.gz", perf.baseline_hu, perf.affine_ras)
+    for name, vol in perf.aux_maps.items():
+        save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras)
     analysis = {
         "midline": {"normal_ras": perf.hemispheres.normal_ras, "point_ras": perf.hemispheres.point_ras},
         "aif": {"time_s": perf.aif.time_s, "delta_hu": perf.aif.delta_hu, "voxels_zyx": perf.aif.voxels_zyx},
@@ -282,10 +405,16 @@ def write_curve_csv(path: Path, curve: Curve) -> None:
 
 
 def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
+    prov = result.metrics.get("provenance", {})
     lines = [f"ctperf {__version__} - {DISCLAIMER}",
              f"definition_version: {result.metrics.get('definition_version')}",
              "stage seconds: " + json.dumps({k: round(v, 3) for k, v in result.stage_seconds.items()}),
-             "provenance: " + json.dumps(result.metrics.get("provenance", {}), default=str),
+             f"study_id: {result.metrics.get('study_id')}",
+             "input files (name, sha256): " + json.dumps(prov.get("input_files", {})),
+             "series: " + json.dumps(prov.get("series", {})),
+             *(["recomputed_from: " + json.dumps(result.metrics["recomputed_from"])]
+               if "recomputed_from" in result.metrics else []),
+             "provenance: " + json.dumps(prov, default=str),
              "qa_flags: " + json.dumps(result.metrics.get("qa_flags", {}))]
     if logbuf is not None:
         lines += ["", "log:"] + logbuf.lines
@@ -293,37 +422,133 @@ def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
 
 
 # ------------------------------------------------------------------------------------- recompute from maps
-def recompute_outputs(out_dir: str | Path, cfg: Config, dicom_out: bool | None = None) -> dict[str, Any]:
-    """New thresholds on saved maps: rewrite masks, metrics, QA figures, report and log (no deconvolution).
+#: Config sections recompute can change (everything else shaped the saved maps and needs `ctperf run`).
+RECOMPUTE_SECTIONS = ("thresholds", "output")
 
-    The mask files keep their standard names; ``metrics.json`` ``thresholds`` and ``log.txt`` say which
-    thresholds produced them. The DICOM objects of an earlier ``--dicom-out`` run are rebuilt from the saved
-    source headers (``dicom_out=None``: when present; True: required; False: left as they are).
+
+def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Path | None = None,
+                      config_data: dict[str, Any] | None = None, config_file: str | Path | None = None,
+                      overwrite: bool = False, dicom_out: bool | None = None) -> dict[str, Any]:
+    """New thresholds on saved maps: masks, metrics, QA figures, report and log (no deconvolution).
+
+    Parameters
+    ----------
+    out_dir : path
+        A Mode A output folder.
+    cfg : Config
+        Only its ``thresholds`` and ``output`` sections are used.
+    new_out_dir : path, optional
+        Write the complete result (maps copied) to this new folder and leave ``out_dir`` untouched; default:
+        replace the result in ``out_dir``.
+    config_data : dict, optional
+        The settings as given by the user (the parsed config file).  Settings of other sections than
+        :data:`RECOMPUTE_SECTIONS` must equal the original run's: they shaped the saved maps.
+    config_file : path, optional
+        The config file, named with its SHA-256 in ``provenance.input_files``.
+    dicom_out : bool, optional
+        Rebuild the DICOM objects of an earlier ``--dicom-out`` run from its saved source headers (None: when
+        present; True: required; False: not written).
+
+    Returns
+    -------
+    dict
+        The metrics document; ``recomputed_from`` names the original result (folder name, SHA-256 of its
+        metrics.json, its thresholds), ``provenance.config`` keeps the original engine settings.
+
+    Raises
+    ------
+    InputError
+        Not a complete Mode A folder; a setting that needs a new deconvolution; ``new_out_dir`` is ``out_dir``.
     """
-    perf, roi, contra, provenance = load_saved_result(out_dir)
+    src = Path(out_dir)
+    dest = src if new_out_dir is None else Path(new_out_dir)
+    if new_out_dir is not None and dest.resolve() == src.resolve():
+        raise InputError("--out_dir must differ from the folder being recomputed (omit it to replace in place)")
+    perf, roi, contra, provenance = load_saved_result(src)
+    original = _read_original_metrics(src)
+    engine_cfg = (original.get("provenance") or {}).get("config") or {}
+    _reject_engine_changes(config_data or {}, engine_cfg)
+    check_output_dir(dest, mode="A", overwrite=overwrite)
     source = None
     if dicom_out is not False:
         from ctperf.io.dicom_out import saved_source
 
-        source = saved_source(out_dir)
+        source = saved_source(src)
         if dicom_out and source is None:
-            raise InputError(f"{out_dir} has no DICOM source headers: run `ctperf run --dicom-out` on the study "
-                             "first")
+            raise InputError(f"{src} has no DICOM source headers: run `ctperf run --dicom-out` on the study first")
+    record = {**engine_cfg, **{k: v for k, v in cfg.to_dict().items() if k in RECOMPUTE_SECTIONS}}
     with _LogCapture() as logbuf:
         log.info("recomputed masks and indices from the saved maps with new thresholds (no deconvolution)")
-        result = lesions_and_indices(perf, cfg, roi, contra, {**provenance, "recomputed_from_saved_maps": True})
-        write_outputs(result, out_dir, cfg, logbuf, dicom_source=source)
+        result = lesions_and_indices(perf, cfg, roi, contra, {**provenance, "recomputed_from_saved_maps": True},
+                                     config_record=record)
+        prov = result.metrics["provenance"]
+        prov["input_files"] = {**(original.get("provenance") or {}).get("input_files", {}),
+                               "recompute_config": None if config_file is None else file_record(config_file)}
+        sid = original.get("study_id")
+        result.metrics = _with_study_id(result.metrics, sid, original.get("study_id_source")
+                                        or original.get("study_id_reason") or "unknown (older ctperf result)")
+        result.metrics["recomputed_from"] = {
+            "folder": src.resolve().name,
+            "metrics_sha256": file_record(src / "metrics.json")["sha256"] if (src / "metrics.json").is_file()
+            else None,
+            "software_version": original.get("software_version"), "thresholds": original.get("thresholds")}
+        log.info("recomputed_from: %s", json.dumps(result.metrics["recomputed_from"]))
+        write_outputs(result, dest, cfg, logbuf, dicom_source=source)
     return result.metrics
 
 
-# ----------------------------------------------------------------------------------------- atomic writing
-class atomic_output_dir:
-    """Context manager: yields a temporary folder beside ``out_dir``; on success its contents are moved into
-    ``out_dir`` (created if needed, existing files of the same name replaced); on failure nothing is left."""
+def _read_original_metrics(out_dir: Path) -> dict[str, Any]:
+    p = out_dir / "metrics.json"
+    if not p.is_file():
+        return {}
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{p} is not valid JSON") from None
+    return doc if isinstance(doc, dict) else {}
 
-    def __init__(self, out_dir: str | Path, replace_files: bool = True):
+
+def _reject_engine_changes(config_data: dict[str, Any], original: dict[str, Any]) -> None:
+    """Raise when the user's settings change anything the saved maps depend on."""
+    if not isinstance(config_data, dict):
+        return
+    for section, values in config_data.items():
+        if section in RECOMPUTE_SECTIONS or not isinstance(values, dict):
+            continue
+        checked = Config.from_dict({section: values}).to_dict()[section]
+        for key in values:
+            old = (original.get(section) or {}).get(key, "<not recorded>")
+            new = to_strict(checked[key])
+            if to_strict(old) != new:
+                raise InputError(
+                    f"recompute only changes [thresholds] and [output]: {section}.{key} = {new!r} differs from "
+                    f"the original run's {old!r} and needs a new deconvolution (use `ctperf run`)")
+
+
+# ----------------------------------------------------------------------------------------- atomic writing
+#: Written into every output folder: which files the last ctperf run wrote there and in which mode.
+MANIFEST = "ctperf_manifest.json"
+#: Files and folders earlier ctperf versions (without a manifest) wrote; replaced like a manifest's files.
+_LEGACY_NAMES = (*MAP_FILES.values(), *MASK_FILES.values(), "metrics.json", "metrics.csv", "log.txt", "report.pdf",
+                 "aif.csv", "vof.csv", "qa", AUX_DIR, "masks")
+
+
+class atomic_output_dir:
+    """Context manager: yields a temporary folder beside ``out_dir``; on success its files become the folder's
+    ctperf result set, on failure nothing changes.
+
+    The run owns its folder's ctperf files: the files an earlier run wrote there (listed in its
+    :data:`MANIFEST`, or the standard names when an old version left no manifest) are replaced as one set, so a
+    file the earlier run wrote and this one does not (a stale ``report.pdf``, ``qa/*.png``) is removed.  Other
+    files in the folder are left alone.  The new set's manifest records ``mode`` (default: the ``mode`` of the
+    ``metrics.json`` written, if any).  The mode policy (another mode's result is refused unless overwrite) is
+    enforced by :func:`check_output_dir` before any analysis starts.
+    """
+
+    def __init__(self, out_dir: str | Path, replace_files: bool = True, *, mode: str | None = None):
         self.out_dir = Path(out_dir)
         self.replace_files = replace_files
+        self.mode = mode
 
     def __enter__(self) -> Path:
         self.tmp = _make_temp_beside(self.out_dir)
@@ -334,19 +559,91 @@ class atomic_output_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         try:
+            _write_manifest(self.tmp, self.mode)
             if not self.out_dir.exists():
                 os.replace(self.tmp, self.out_dir)
                 return False
-            for item in sorted(self.tmp.iterdir()):
-                dest = self.out_dir / item.name
-                if dest.is_dir() and item.is_dir():
-                    shutil.rmtree(dest)
-                elif dest.exists():
-                    dest.unlink()
-                os.replace(item, dest)
+            _replace_set(self.tmp, self.out_dir)
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+
+def _write_manifest(tmp: Path, mode: str | None) -> None:
+    files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    if mode is None and (tmp / "metrics.json").is_file():
+        try:
+            mode = json.loads((tmp / "metrics.json").read_text(encoding="utf-8")).get("mode")
+        except (ValueError, AttributeError):
+            mode = None
+    doc = {"software": "ctperf", "software_version": __version__, "mode": mode, "files": sorted([*files, MANIFEST])}
+    (tmp / MANIFEST).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def previous_result(out_dir: str | Path) -> tuple[str | None, list[str]]:
+    """(mode, relative file paths) of the ctperf result already in ``out_dir`` ((None, []) when there is none)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return None, []
+    man = out / MANIFEST
+    if man.is_file():
+        try:
+            doc = json.loads(man.read_text(encoding="utf-8"))
+            files = [f for f in doc.get("files", []) if isinstance(f, str) and ".." not in Path(f).parts]
+            return doc.get("mode"), files
+        except (ValueError, AttributeError, OSError):
+            pass
+    if not (out / "metrics.json").is_file():
+        return None, []
+    try:
+        mode = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("mode")
+    except (ValueError, AttributeError, OSError):
+        mode = None
+    files = []
+    for name in _LEGACY_NAMES:
+        p = out / name
+        if p.is_dir():
+            files += [q.relative_to(out).as_posix() for q in p.rglob("*") if q.is_file()]
+        elif p.is_file():
+            files.append(name)
+    return mode, files
+
+
+def _replace_set(tmp: Path, out_dir: Path) -> None:
+    """Move the new file set from ``tmp`` into ``out_dir``, removing the previous run's set.
+
+    The old files are first moved aside (same file system, so each move is a rename); if moving the new set in
+    fails, they are moved back.
+    """
+    _, old = previous_result(out_dir)
+    new = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-old-", dir=out_dir.resolve().parent))
+    moved: list[str] = []
+    placed: list[str] = []
+    try:
+        for rel in dict.fromkeys([*old, *new]):
+            src = out_dir / rel
+            if src.is_file() or src.is_symlink():
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, aside / rel)
+                moved.append(rel)
+        for rel in new:
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, out_dir / rel)
+            placed.append(rel)
+    except OSError:
+        for rel in placed:
+            (out_dir / rel).unlink(missing_ok=True)
+        for rel in moved:
+            os.replace(aside / rel, out_dir / rel)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    for rel in sorted({Path(r).parent for r in old if Path(r).parent != Path(".")}, key=lambda d: -len(d.parts)):
+        try:
+            (out_dir / rel).rmdir()  # only when empty: never removes the user's own files
+        except OSError:
+            pass
 
 
 def _make_temp_beside(out_dir: Path) -> Path:
@@ -356,38 +653,91 @@ def _make_temp_beside(out_dir: Path) -> Path:
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-tmp-", dir=parent))
+        for _ in range(100):
+            # os.mkdir applies the process umask itself (results readable like any new folder), so the umask is
+            # never read or changed here: that would race with other threads writing files at the same moment.
+            tmp = parent / f".{out_dir.name}.ctperf-tmp-{secrets.token_hex(6)}"
+            try:
+                tmp.mkdir(mode=0o777)
+                return tmp
+            except FileExistsError:
+                continue
+        raise InputError(f"cannot create a temporary folder beside {out_dir}")
     except OSError as exc:
         raise InputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; results should be readable like any new folder
-    return tmp
 
 
-def check_output_dir(out_dir: str | Path) -> None:
-    """Fail early (before any analysis) when ``out_dir`` cannot be written."""
-    shutil.rmtree(_make_temp_beside(Path(out_dir)), ignore_errors=True)
+def check_output_dir(out_dir: str | Path, *, mode: str | None = None, overwrite: bool = False) -> None:
+    """Fail early (before any analysis) when ``out_dir`` cannot be written, or holds another mode's result.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is a file; its parent, or the existing folder itself, is not writable (read-only, no
+        permission); or it holds a result of another mode than ``mode`` and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    shutil.rmtree(_make_temp_beside(out), ignore_errors=True)
+    if not out.is_dir():
+        return
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ctperf-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from None
+    old_mode, files = previous_result(out)
+    if mode is not None and files and old_mode not in (None, mode) and not overwrite:
+        raise InputError(f"output folder {out} holds a Mode {old_mode} result; choose another --out_dir, or "
+                         f"pass --overwrite to replace it with this Mode {mode} result")
 
 
 class _LogCapture(logging.Handler):
-    """Collect ctperf log records (for log.txt) while a run is in progress."""
+    """Collect the ctperf log records of the calling thread (for log.txt) while a run is in progress.
+
+    Thread-safe without process-global changes during a run: the ``ctperf`` logger is set to INFO once, when this
+    module is imported, and a logger filter lets INFO records through only for threads that are capturing (other
+    records below the level the application configured are dropped as before).  Records of one run never land in
+    another run's log.txt, and no logger level is touched while studies run in parallel.
+    """
 
     def __init__(self):
         super().__init__(level=logging.INFO)
         self.lines: list[str] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        self.addFilter(lambda record: record.thread == self._thread)
 
     def emit(self, record):
         self.lines.append(self.format(record))
 
     def __enter__(self):
-        self._old_level = log.level
-        log.setLevel(logging.INFO)
-        log.addHandler(self)
+        self._thread = threading.get_ident()
+        with _CAPTURE_LOCK:
+            _CAPTURING[self._thread] = _CAPTURING.get(self._thread, 0) + 1
+        log.addHandler(self)  # Logger.addHandler/removeHandler are locked inside logging
         return self
 
     def __exit__(self, *exc):
         log.removeHandler(self)
-        log.setLevel(self._old_level)
+        with _CAPTURE_LOCK:
+            left = _CAPTURING.pop(self._thread) - 1
+            if left:
+                _CAPTURING[self._thread] = left
         return False
+
+
+_CAPTURE_LOCK = threading.Lock()
+_CAPTURING: dict[int, int] = {}
+
+
+def _capture_filter(record: logging.LogRecord) -> bool:
+    """Pass a ctperf record when its thread is capturing a run log, or when the application asked for its level."""
+    if record.thread in _CAPTURING:
+        return True
+    parent = log.parent
+    return parent is None or record.levelno >= parent.getEffectiveLevel()
+
+
+if log.level == logging.NOTSET:  # once, at import: the application's own level setting is respected
+    log.setLevel(logging.INFO)
+    log.addFilter(_capture_filter)

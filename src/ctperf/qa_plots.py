@@ -14,9 +14,7 @@ Metric values may be ``None`` (strict JSON null); they are printed as ``n/a (<re
 from __future__ import annotations
 
 import math
-import re
 import textwrap
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -265,15 +263,8 @@ def cbv_index_text(metrics: dict) -> tuple[str, MetricText]:
 
 
 def mismatch_volume_text(metrics: dict) -> MetricText:
-    """Mismatch volume; when not reported, hypoperfusion minus core if both are available."""
-    txt = metric_text(metrics, KEYS_MISMATCH_VOLUME, "mL")
-    if txt.available or _lookup(metrics, *KEYS_MISMATCH_VOLUME)[0] is not None:
-        return txt
-    _, hypo = _lookup(metrics, *KEYS_HYPO)
-    _, core = _lookup(metrics, *KEYS_CORE)
-    if isinstance(hypo, (int, float)) and isinstance(core, (int, float)):
-        return MetricText(_fmt_number(max(float(hypo) - float(core), 0.0), 1), "mL", None, True)
-    return MetricText("n/a", "mL", "needs core and hypoperfusion volumes", False)
+    """Mismatch volume as reported in the metrics document (never recomputed here)."""
+    return metric_text(metrics, KEYS_MISMATCH_VOLUME, "mL")
 
 
 def voxel_volume_ml(result: PerfusionResult) -> float:
@@ -281,29 +272,10 @@ def voxel_volume_ml(result: PerfusionResult) -> float:
 
 
 def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> list[tuple[float, MetricText]]:
-    """Volume with Tmax above each reported level: from metrics when present, else counted from the masks."""
+    """Volume with Tmax above each reported level, read from the metrics document (``tmax<level>_ml``); a level the
+    document does not hold is "n/a" (figures never recompute a number the metrics report)."""
     levels = sorted({float(v) for v in lesion.tmax_levels} | {4.0, 6.0, 8.0, 10.0})
-    number = re.compile(r"\d+(?:\.\d+)?")
-    vox_ml = voxel_volume_ml(result)
-    out = []
-    for level in levels:
-        found: MetricText | None = None
-        for key in (metrics or {}):
-            low = str(key).lower()
-            if "tmax" not in low or "ml" not in low or low.endswith("_reason"):
-                continue
-            nums = [float(n) for n in number.findall(low)]
-            if len(nums) == 1 and abs(nums[0] - level) < 1e-6:
-                found = metric_text(metrics, key, "mL")
-                break
-        if found is None:
-            mask = _lookup_level(lesion.tmax_levels, level)
-            if mask is not None:
-                found = MetricText(_fmt_number(float(np.count_nonzero(mask)) * vox_ml, 1), "mL", None, True)
-            else:
-                found = MetricText("n/a", "mL", "not computed", False)
-        out.append((level, found))
-    return out
+    return [(level, metric_text(metrics, f"tmax{level:g}_ml", "mL")) for level in levels]
 
 
 def _lookup_level(levels: dict, level: float):
@@ -376,9 +348,10 @@ def _windowed_mean_z(baseline: np.ndarray) -> np.ndarray:
     """Mean over z of the brain-windowed baseline image (a readable anatomical backdrop for projections)."""
     lo, hi = BRAIN_WINDOW_HU
     clipped = np.clip(np.asarray(baseline, float), lo, hi)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(clipped, axis=0)
+    # nanmean without its all-NaN warning; warnings.catch_warnings would change process-global state
+    finite = np.isfinite(clipped)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, clipped, 0.0).sum(axis=0) / finite.sum(axis=0)
 
 
 def decimation_step(shape_yx: tuple[int, int], max_px: int) -> int:
@@ -849,7 +822,14 @@ def fig_roi_registration(screenshot_rgb: np.ndarray, tmax_zyx: np.ndarray, affin
     ax0 = fig.add_axes([0.02, 0.07, 0.44, 0.76])
     ax0.imshow(np.asarray(screenshot_rgb)[..., :3], interpolation="antialiased")
     _clean_axes(ax0)
-    ax0.set_title("screenshot as given", fontsize=10)
+    ax0.set_title("screenshot as given (dashed: where the Tmax MIP was found)", fontsize=10)
+    reg = ((metrics or {}).get("provenance") or {}).get("roi_registration") or {}
+    if all(isinstance(reg.get(k), (int, float)) for k in ("scale", "dx", "dy")):
+        from matplotlib.patches import Rectangle
+
+        h, w = mip.shape if not (reg.get("flips") or [False])[0] else mip.shape[::-1]
+        ax0.add_patch(Rectangle((reg["dx"] - 0.5, reg["dy"] - 0.5), reg["scale"] * w, reg["scale"] * h, fill=False,
+                                edgecolor="cyan", linestyle="--", linewidth=1.0))
     ax1 = fig.add_axes([0.5, 0.07, 0.38, 0.76])
     handle = draw_map_slice(ax1, mip, orient, map_cmap(), *TMAX_RANGE_S)
     draw_overlay(ax1, core, pen, orient)
@@ -871,11 +851,12 @@ def write_qa_figures(result: PerfusionResult, lesion: LesionMasks, metrics: dict
     qa_dir = Path(qa_dir)
     qa_dir.mkdir(parents=True, exist_ok=True)
     metrics = metrics or {}
-    with matplotlib.rc_context({"font.family": "DejaVu Sans", "axes.titleweight": "normal"}):
-        return [
-            fig_aif_vof(result, metrics, qa_dir / "aif_vof.png"),
-            fig_tmax_mip(result, lesion, metrics, qa_dir / "tmax_mip.png"),
-            fig_core_penumbra_mip(result, lesion, metrics, qa_dir / "core_penumbra_mip.png"),
-            fig_core_penumbra_montage(result, lesion, metrics, qa_dir / "core_penumbra_montage.png"),
-            fig_maps_montage(result, metrics, qa_dir / "maps_montage.png"),
-        ]
+    # No matplotlib.rc_context here: it swaps the process-global rcParams and is not safe when several studies
+    # draw at once (batch threads); the figures use matplotlib's default font (DejaVu Sans).
+    return [
+        fig_aif_vof(result, metrics, qa_dir / "aif_vof.png"),
+        fig_tmax_mip(result, lesion, metrics, qa_dir / "tmax_mip.png"),
+        fig_core_penumbra_mip(result, lesion, metrics, qa_dir / "core_penumbra_mip.png"),
+        fig_core_penumbra_montage(result, lesion, metrics, qa_dir / "core_penumbra_montage.png"),
+        fig_maps_montage(result, metrics, qa_dir / "maps_montage.png"),
+    ]

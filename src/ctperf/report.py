@@ -14,7 +14,6 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.lines import Line2D
@@ -202,6 +201,8 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
         value = (metrics or {}).get(key)
         if isinstance(value, bool):
             rows.append((label, "met" if value else "not met"))
+        elif key in (metrics or {}):
+            rows.append((label, "n/a (non-trial thresholds)"))
     if result.stage_seconds:
         rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
     for key, value in (result.qa_values or {}).items():
@@ -235,7 +236,9 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{_definition_version(metrics)}",
              fontsize=9,
              ha="right", va="center", color="0.2")
-    fig.text(1 - MARGIN, 0.954, f"generated {now}", fontsize=8, ha="right", va="center", color="0.35")
+    study = (metrics or {}).get("study_id")
+    fig.text(1 - MARGIN, 0.954, (f"study {study}  \u00b7  " if study else "") + f"generated {now}", fontsize=8,
+             ha="right", va="center", color="0.35")
     side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
     ref = result.reference_cbf
     ref_txt = f"{ref:.1f} mL/100g/min" if isinstance(ref, (int, float)) and np.isfinite(ref) else "n/a"
@@ -316,9 +319,9 @@ def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dic
         "Creator": f"ctperf {__version__} (definitions v{_definition_version(metrics)})",
         "Keywords": "CT perfusion; research use only",
     }
-    with matplotlib.rc_context({"font.family": "DejaVu Sans", "pdf.fonttype": 3}):
-        fig = new_figure(*A4_IN)
-        _build_page(fig, result, lesion, metrics or {})
-        with PdfPages(pdf_path, metadata=metadata) as pdf:
-            pdf.savefig(fig)
+    # matplotlib defaults (DejaVu Sans, Type 3 PDF fonts); no rc_context, which changes process-global rcParams
+    fig = new_figure(*A4_IN)
+    _build_page(fig, result, lesion, metrics or {})
+    with PdfPages(pdf_path, metadata=metadata) as pdf:
+        pdf.savefig(fig)
     return pdf_path

@@ -105,6 +105,9 @@ class PerfusionResult:
     qa_values: dict[str, Any] = field(default_factory=dict)
     #: Wall-clock seconds per stage.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Extra maps written to ``aux/`` (e.g. ``cbf_standard``, ``tmax_standard``: the standard model-free
+    #: convention on the same study), same grid and units as the maps of the same name.
+    aux_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -44,6 +44,9 @@ class AcquisitionMeta:
     n_files_skipped_non_dicom: int = 0
     n_duplicate_frames_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Other plausible CT perfusion acquisitions in the folder that were not chosen, one PHI-free dict each
+    #: (e.g. series numbers, short UID hash, time points, reason); filled by the DICOM loader.
+    excluded_candidates: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

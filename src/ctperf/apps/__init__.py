@@ -1,1 +1,1 @@
-"""Entry points beyond the CLI (each behind an optional extra); they call the workflows only."""
+"""Entry points (command line, ...): thin layers over the workflows."""

@@ -182,12 +182,26 @@ def _best_candidate(rgb, lab, want_vertical: bool, min_length_frac: float, best)
         prof, spread = _profile(strip)
         steps = np.linalg.norm(np.diff(prof, axis=0), axis=1)
         path = float(steps.sum())
-        if spread > 15 or path < 150 or steps.max() > max(40.0, 0.25 * path):
+        if spread > 15 or path < 150 or (steps.max() > max(40.0, 0.25 * path) and not _is_step_ramp(prof, steps)):
             continue
         score = path * long_
         if best is None or score > best[0]:
             best = (score, vertical, sl)
     return best
+
+
+def _is_step_ramp(prof: np.ndarray, steps: np.ndarray, jump: float = 40.0) -> bool:
+    """A bar of a few uniform colour blocks (step tables such as RAPID-style Tmax or GE 3-colour).
+
+    True when the profile has 2-16 jumps larger than ``jump`` and every block between them that is longer than
+    two samples (shorter ones are resampling transitions) is uniform and at least three samples long; at least
+    three such blocks.
+    """
+    big = np.flatnonzero(steps > jump)
+    if not 2 <= len(big) <= 16:
+        return False
+    blocks = [b for b in np.split(prof, big + 1) if len(b) > 2]
+    return len(blocks) >= 3 and all(np.abs(b - np.median(b, axis=0)).max() <= 12 for b in blocks)
 
 
 def _finish_bar(rgb: np.ndarray, best, low_end: str | None) -> ColourBar:

@@ -2,13 +2,23 @@
 
 load maps -> tissue mask -> ROI footprint (registered screenshot) -> midline -> masks -> indices -> write.
 :func:`analyse_maps` is pure (arrays in, masks and metrics out); :func:`run_maps` adds the file edges and writes
-``metrics.json``, ``metrics.csv``, ``log.txt`` and ``masks/{core,hypoperfusion,penumbra}_mask.nii.gz`` atomically.
+``metrics.json``, ``metrics.csv``, ``log.txt``, the masks under Mode A's names (``hypoperf_mask_tmax6.nii.gz``,
+``core_mask_rcbf30.nii.gz``, ``penumbra_mask.nii.gz``) and the seed's
+``masks/{core,hypoperfusion,penumbra}_mask.nii.gz``, ``qa/roi_registration.png`` and Mode A's ``report.pdf``,
+atomically.
+
+Tissue mask (one rule for both modes: brain without CSF and large vessels).  Mode A finds CSF on the
+pre-contrast CT, which maps alone do not show (CSF and infarct core both read low CBV / rCBF).  So Mode B uses,
+in this order, ``--tissue_mask``, the mask (and midline, venous sinus) of the ctperf Mode A folder the maps come
+from (then the indices equal Mode A's), or a mask derived from the maps; ``metrics.json`` ``provenance.tissue_mask``
+and the console say which, and that the last can give other CBV indices than Mode A on the same maps.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +35,8 @@ from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
 from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
-from ctperf.pipeline import atomic_output_dir, check_output_dir
-from ctperf.results import Hemispheres, LesionMasks
+from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir
+from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
@@ -68,8 +78,14 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
                  roi_footprint: np.ndarray | None = None, aif_ttp_s: float | None = None,
                  vof_ttp_s: float | None = None, tissue: np.ndarray | None = None,
                  hemispheres: Hemispheres | None = None, provenance: dict | None = None,
-                 qa_flags: dict[str, bool] | None = None, qa_values: dict[str, Any] | None = None) -> ModeBResult:
-    """Indices from maps on one grid (pure).  ``rcbf`` is a fraction (1.0 = normal)."""
+                 qa_flags: dict[str, bool] | None = None, qa_values: dict[str, Any] | None = None,
+                 sinus: np.ndarray | None = None) -> ModeBResult:
+    """Indices from maps on one grid (pure).  ``rcbf`` is a fraction (1.0 = normal).
+
+    ``tissue``, ``hemispheres`` and ``sinus`` default to what the maps alone allow (:func:`tissue_from_maps`,
+    a midline fitted to the CBV map, no venous sinus); pass those of the analysis that made the maps (see
+    :func:`saved_tissue`) to get exactly its indices.
+    """
     if tissue is None:
         tissue = tissue_from_maps(tmax_s, cbv, rcbf)
     brain = tissue | (np.isfinite(tmax_s) & np.isfinite(cbv) & (np.nan_to_num(cbv) > 0))
@@ -83,7 +99,7 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
     indices = compute_indices(IndexInputs(
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
         hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue, aif_ttp_s=aif_ttp_s,
-        vof_ttp_s=vof_ttp_s, sinus=None, roi_mask=roi_footprint))
+        vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
                             provenance=provenance or {})
     return ModeBResult(lesion=lesion, metrics=metrics, tissue=tissue, hemispheres=hemispheres,
@@ -122,6 +138,79 @@ def mode_b_qa(registration: dict, infos: dict, aif, vof, aif_ttp: float, vof_ttp
     return flags, values
 
 
+#: How the tissue (parenchyma) mask of a Mode B run was obtained, for provenance and the console.
+TISSUE_RULE = ("tissue = brain without CSF and large vessels (the rule of Mode A); Mode A finds CSF on the "
+               "pre-contrast CT")
+TISSUE_NOTES = {
+    "mode_a": "tissue mask, midline and venous sinus of the ctperf Mode A analysis that made these maps "
+              "(aux/ beside them): indices identical to Mode A's",
+    "user": "tissue mask given with --tissue_mask",
+    "maps": "tissue mask derived from the maps alone (defined, CBV > 0, large vessels removed): without the CT, "
+            "CSF cannot be excluded as Mode A does, so CBV indices and core volume can differ from Mode A's on "
+            "the same maps (give --tissue_mask, or keep Mode A's aux/ folder beside its maps)",
+}
+
+
+@dataclass
+class TissueSource:
+    """Tissue mask for Mode B and where it came from (``kind``: ``mode_a``, ``user`` or ``maps``)."""
+
+    kind: str
+    tissue: np.ndarray | None = None
+    hemispheres: Hemispheres | None = None
+    sinus: np.ndarray | None = None
+    masks: TissueMasks | None = None
+
+    def provenance(self) -> dict[str, str]:
+        return {"source": self.kind, "rule": TISSUE_RULE, "note": TISSUE_NOTES[self.kind]}
+
+
+def saved_tissue(tmax_path, shape_zyx, affine_ras) -> TissueSource | None:
+    """The tissue mask, midline and sinus of a ctperf Mode A output folder holding ``tmax_path`` (else None).
+
+    Only used when the folder is complete (see :func:`ctperf.pipeline.load_saved_result`) and its grid is the
+    grid of the maps given.
+    """
+    from ctperf.masks import sinus_region
+    from ctperf.pipeline import load_saved_result
+
+    p = Path(tmax_path)
+    if not (p.is_file() and p.name.endswith((".nii", ".nii.gz")) and (p.parent / "aux" / "analysis.json").is_file()):
+        return None
+    try:
+        perf, _, _, _ = load_saved_result(p.parent)
+    except InputError:
+        return None
+    if perf.tmax.shape != tuple(shape_zyx) or not np.allclose(perf.affine_ras, affine_ras, atol=0.01):
+        return None
+    return TissueSource("mode_a", perf.masks.tissue, perf.hemispheres,
+                        sinus_region(perf.masks.vessels, perf.vof.voxels_zyx), perf.masks)
+
+
+def _tissue_source(tissue_mask, tmax_path, shape_zyx, affine_ras) -> TissueSource:
+    if tissue_mask is not None:
+        tvol, taff = load_volume(tissue_mask)
+        return TissueSource("user", resample_to_grid(tvol, taff, shape_zyx, affine_ras) > 0.5)
+    return saved_tissue(tmax_path, shape_zyx, affine_ras) or TissueSource("maps")
+
+
+def summary_result(tmax, cbv, rcbf, affine, res: ModeBResult, src: TissueSource, aif, vof) -> PerfusionResult:
+    """A :class:`PerfusionResult` view of a Mode B run for the shared QA figures and PDF summary.
+
+    CBF, MTT and TTP are unknown (NaN); the curves are the CSV values as given.
+    """
+    unknown = np.full(tmax.shape, np.nan, np.float32)
+    brain = np.isfinite(tmax) & np.isfinite(cbv)
+    masks = src.masks or TissueMasks(brain=brain | res.tissue, csf=np.zeros(tmax.shape, bool),
+                                     vessels=(brain | res.tissue) & ~res.tissue)
+    hemi = res.hemispheres or Hemispheres(np.zeros(tmax.shape, np.int8), np.eye(4), np.zeros(3), np.zeros(3))
+    return PerfusionResult(
+        affine_ras=affine, cbf=unknown, cbv=cbv, mtt=unknown, tmax=tmax, ttp=unknown, rcbf=rcbf, masks=masks,
+        hemispheres=hemi, aif=Curve(*aif), vof=Curve(*vof), affected_side=str(res.metrics.get("lesion_side")),
+        reference_cbf=float("nan"), baseline_hu=np.zeros(tmax.shape, np.float32),
+        qa_flags=dict(res.metrics.get("qa_flags") or {}), qa_values=dict(res.metrics.get("qa_values") or {}))
+
+
 def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None = None,
              ranges: dict[str, tuple[float, float] | None] | None = None, tissue_mask=None) -> dict[str, Any]:
     """Mode B from files to an output folder; returns the metrics document."""
@@ -138,10 +227,8 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
     check_same_grid(maps)
     tmax_v, affine = maps["tmax"]
     cbv_v, rcbf_v = maps["cbv"][0], maps["rcbf"][0]
-    tissue = None
-    if tissue_mask is not None:
-        tvol, taff = load_volume(tissue_mask)
-        tissue = resample_to_grid(tvol, taff, tmax_v.shape, affine) > 0.5
+    src = _tissue_source(tissue_mask, tmax, tmax_v.shape, affine)
+    tissue = src.tissue
     t_ref = tissue if tissue is not None else tissue_from_maps(tmax_v, cbv_v, rcbf_v)
     rcbf_v, rcbf_unit = rcbf_as_fraction(rcbf_v, t_ref)
 
@@ -152,17 +239,19 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
     qa_flags, qa_values = mode_b_qa(roi.registration, infos, (t_aif, y_aif), (t_vof, y_vof), aif_ttp, vof_ttp)
     provenance = {"software_version": __version__, "inputs": infos, "rcbf_input_unit": rcbf_unit,
                   "roi_registration": {k: v for k, v in roi.registration.items()
-                                       if k in ("scale", "dx", "dy", "score", "roi_map_px", "flips")},
+                                       if k in ("scale", "dx", "dy", "score", "roi_map_px", "flips",
+                                                "mip_colour_coded", "yellow_in_map_px")},
                   "roi_to_3d": "the 2D ROI drawn on the axial MIP is extruded through all slices (footprint)",
-                  "config": cfg.to_dict()}
+                  "tissue_mask": src.provenance(), "config": cfg.to_dict()}
     res = analyse_maps(tmax_v, cbv_v, rcbf_v, affine, cfg, roi_footprint=roi.footprint_zyx,
-                       aif_ttp_s=aif_ttp, vof_ttp_s=vof_ttp, tissue=tissue, provenance=provenance,
-                       qa_flags=qa_flags, qa_values=qa_values)
+                       aif_ttp_s=aif_ttp, vof_ttp_s=vof_ttp, tissue=tissue, hemispheres=src.hemispheres,
+                       sinus=src.sinus, provenance=provenance, qa_flags=qa_flags, qa_values=qa_values)
 
     with atomic_output_dir(out_dir) as tmp:
         (tmp / "masks").mkdir()
-        for name in ("core", "hypoperfusion", "penumbra"):
+        for name in ("core", "hypoperfusion", "penumbra"):  # the seed's names and Mode A's names
             save_volume(tmp / "masks" / f"{name}_mask.nii.gz", getattr(res.lesion, name), affine, dtype=np.uint8)
+            save_volume(tmp / MASK_FILES[name], getattr(res.lesion, name), affine, dtype=np.uint8)
         save_volume(tmp / "masks" / "roi_footprint_mask.nii.gz", roi.footprint_zyx, affine, dtype=np.uint8)
         if cfg.output.write_qa_png:
             from ctperf.modeb.roi_mip import load_screenshot
@@ -170,6 +259,11 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
 
             fig_roi_registration(load_screenshot(mip), tmax_v, affine, roi.mask2d_yx, res.lesion, res.metrics,
                                  tmp / "qa" / "roi_registration.png")
+        if cfg.output.write_pdf:
+            from ctperf.report import write_summary_pdf
+
+            view = summary_result(tmax_v, cbv_v, rcbf_v, affine, res, src, (t_aif, y_aif), (t_vof, y_vof))
+            write_summary_pdf(view, res.lesion, res.metrics, tmp / "report.pdf")
         write_metrics(res.metrics, tmp)
         lines = [f"ctperf {__version__} (Mode B) - {DISCLAIMER}",
                  f"definition_version: {res.metrics['definition_version']}",

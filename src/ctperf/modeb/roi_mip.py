@@ -30,15 +30,18 @@ The ROI drawn on an axial MIP only constrains the in-plane position: ``footprint
 extruded through every slice (a column through the whole volume), not a 3D lesion ROI.  Combine it with a
 3D criterion (e.g. Tmax > 6 s) to get voxels.
 
-Known limits: a colour-coded (rainbow) MIP screenshot contains yellow itself and is not supported (an image
-more than 25 % coloured is rejected with an InputError); the
-screenshot must show the MIP of the same Tmax volume (any grey window; the NCC is insensitive to linear
-contrast changes) without rotation.
+Colour-coded (rainbow / vendor table) MIP screenshots are detected by :func:`ctperf.modeb.colour_mip.is_colour_coded`
+and take another route for steps 1-3 (:mod:`ctperf.modeb.colour_mip`): registration by the correlation ratio
+between colour labels and MIP values, then the ROI is the yellow the colour map does not explain at the
+registered position; the result is mapped back as in step 4.
+
+Known limits: the screenshot must show the MIP of the same Tmax volume (grey: any window, the NCC is insensitive
+to linear contrast changes, but not inverted; colour: any table that maps one value to one colour) without
+rotation.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,8 @@ from ctperf.errors import InputError
 HUE_RANGE_DEG = (45.0, 72.0)
 MIN_SATURATION = 0.45
 MIN_VALUE = 0.5
+#: RGB distance within which a pixel has the colour of the drawn stroke (colour-coded MIPs).
+STROKE_COLOUR_TOL = 30.0
 
 
 @dataclass
@@ -94,13 +99,17 @@ def yellow_mask(rgb: np.ndarray, min_component_px: int = 12) -> np.ndarray:
     if cand.any():
         h, s, v = _hsv(img[cand])
         m[cand] = (h >= HUE_RANGE_DEG[0]) & (h <= HUE_RANGE_DEG[1]) & (s >= MIN_SATURATION) & (v >= MIN_VALUE)
-    if min_component_px > 1 and m.any():
-        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
-        sizes = np.bincount(lab.ravel())
-        keep = sizes >= min_component_px
-        keep[0] = False
-        m = keep[lab]
-    return m
+    return drop_small_components(m, min_component_px)
+
+
+def drop_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """``mask`` without its 8-connected components smaller than ``min_px`` pixels."""
+    if min_px <= 1 or not mask.any():
+        return mask
+    lab, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    keep = np.bincount(lab.ravel()) >= min_px
+    keep[0] = False
+    return keep[lab]
 
 
 def _disk(r: int) -> np.ndarray:
@@ -182,9 +191,8 @@ def from_display(img_disp: np.ndarray, flips) -> np.ndarray:
 
 def axial_mip(vol_zyx: np.ndarray) -> np.ndarray:
     """``np.nanmax(vol, axis=0)`` without all-NaN warnings (all-NaN columns stay NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmax(np.asarray(vol_zyx, dtype=np.float32), axis=0)
+    # fmax ignores NaN without a warning (warnings.catch_warnings would change process-global state)
+    return np.fmax.reduce(np.asarray(vol_zyx, dtype=np.float32), axis=0)
 
 
 # ------------------------------------------------------------------------------------------- registration
@@ -245,30 +253,41 @@ def _ncc_at(params, screen, valid, mip, grid, min_count):
     return float((a * b).sum() / den) if den > 0 else -1.0
 
 
-def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_disp: np.ndarray,
-                        scale_range=(0.4, 3.0), min_overlap: float = 0.5, work_px: int = 80,
-                        max_screen_px: int = 150_000) -> dict[str, float]:
-    """Find ``scale, dy, dx`` with screen continuous coordinate = scale * display continuous coordinate + (dy, dx).
+def _block_pyramid(screen: np.ndarray, valid: np.ndarray, min_side: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+    """2x pyramid of a screenshot (block means; validity = all four pixels valid) to keep resizing cheap.
 
-    ``mip_disp`` is the MIP in display orientation with NaNs already filled; ``screen_valid`` marks screenshot
-    pixels usable for matching (grey, not annotation).  Returns a dict with ``scale``, ``dy``, ``dx``, ``score``
-    (final NCC) and ``coarse_score``.
+    ``screen`` is ``(H, W)`` grey or ``(H, W, K)`` label memberships; ``valid`` is ``(H, W)``.
+    """
+    pyramid = [(np.asarray(screen, np.float64), np.asarray(valid, np.float64))]
+    while min(pyramid[-1][0].shape[:2]) >= min_side:
+        a, v = pyramid[-1]
+        hh, ww = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+        a = a[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2, *a.shape[2:]).mean(axis=(1, 3))
+        v = v[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).min(axis=(1, 3))
+        pyramid.append((a, v))
+    return pyramid
+
+
+def coarse_search(screen: np.ndarray, screen_valid: np.ndarray, mip_disp: np.ndarray, score_fn, *,
+                  scale_range=(0.4, 3.0), min_overlap: float = 0.5, work_px: int = 80,
+                  max_screen_px: int = 150_000, scale_step: float = 1.04,
+                  anti_aliasing: bool = True) -> tuple[float, float, float, float]:
+    """Exhaustive (scale, translation) search at ~``work_px`` working resolution.
+
+    ``score_fn(template, image, image_mask, min_count) -> (score_all_shifts, (oy, ox))`` scores the template
+    against every shift (:func:`_masked_ncc_all_shifts` for grey screenshots, :func:`corr_ratio_all_shifts` for
+    colour-label memberships ``(H, W, K)``).  Returns ``(score, scale, dy, dx)``; ``score = -2`` when no scale
+    gave an overlap of at least ``min_overlap`` of the template.  ``anti_aliasing=False`` resamples the
+    nearest pyramid level (2x block means) without extra smoothing (cheaper for many label channels).
     """
     mip = np.asarray(mip_disp, np.float64)
     h, w = mip.shape
-    H, W = screen_grey.shape
+    H, W = screen.shape[:2]
     f_max = min(1.0, work_px / max(h, w))
     best = (-2.0, 1.0, 0.0, 0.0)
-    n_steps = int(np.ceil(np.log(scale_range[1] / scale_range[0]) / np.log(1.04))) + 1
+    n_steps = int(np.ceil(np.log(scale_range[1] / scale_range[0]) / np.log(scale_step))) + 1
     templates: dict[float, np.ndarray] = {}
-    # 2x pyramid of the screenshot (block means; validity = all four pixels valid) to keep resizing cheap
-    pyramid = [(np.asarray(screen_grey, np.float64), np.asarray(screen_valid, np.float64))]
-    while min(pyramid[-1][0].shape) >= 64:
-        a, v = pyramid[-1]
-        hh, ww = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
-        a = a[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
-        v = v[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).min(axis=(1, 3))
-        pyramid.append((a, v))
+    pyramid = _block_pyramid(screen, screen_valid)
     for s in np.geomspace(scale_range[0], scale_range[1], n_steps):
         # working resolution: template ~work_px, but the resampled screenshot capped at ~max_screen_px pixels
         # (large captures at small display zoom), and the template never below 24 px
@@ -285,9 +304,10 @@ def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_d
         while lvl + 1 < len(pyramid) and pyramid[lvl + 1][0].shape[0] >= sh and pyramid[lvl + 1][0].shape[1] >= sw:
             lvl += 1
         src_img, src_valid = pyramid[lvl]
-        img = resize(src_img, (sh, sw), order=1, anti_aliasing=sh < src_img.shape[0])
+        img = resize(src_img, (sh, sw, *src_img.shape[2:]), order=1,
+                     anti_aliasing=anti_aliasing and sh < src_img.shape[0])
         msk = resize(src_valid, (sh, sw), order=1, anti_aliasing=False) > 0.99
-        ncc, (oy, ox) = _masked_ncc_all_shifts(tpl, img, msk, int(min_overlap * th * tw))
+        ncc, (oy, ox) = score_fn(tpl, img, msk, int(min_overlap * th * tw))
         k = int(np.argmax(ncc))
         i, j = np.unravel_index(k, ncc.shape)
         if ncc[i, j] > best[0]:
@@ -295,15 +315,23 @@ def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_d
             # screen' continuous = template continuous + shift; screen = screen' / g
             dy, dx = (i - oy) / gy, (j - ox) / gx
             best = (float(ncc[i, j]), float(np.sqrt((fy / gy) * (fx / gx))), dy, dx)
-    coarse, s0, dy0, dx0 = best
-    if coarse <= -1.0:
-        raise InputError("could not register the screenshot to the Tmax MIP (no overlap at any scale)")
+    return best
 
-    # fine: Nelder-Mead on (log scale, dy, dx) at full display resolution (strided for large maps)
+
+def refine_registration(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_disp: np.ndarray, start, *,
+                        min_overlap: float = 0.5, work_px: int = 80) -> tuple[float, float, float, float]:
+    """Nelder-Mead on (log scale, dy, dx) maximising the NCC at full display resolution (strided for large maps).
+
+    ``start = (scale, dy, dx)`` from :func:`coarse_search`.  Returns ``(score, scale, dy, dx)``.
+    """
+    mip = np.asarray(mip_disp, np.float64)
+    h, w = mip.shape
+    s0, dy0, dx0 = start
+    f_max = min(1.0, work_px / max(h, w))
     stride = max(1, int(np.ceil(max(h, w) / 200)))
     rr, cc = np.mgrid[0:h:stride, 0:w:stride]
     grid = (rr.ravel(), cc.ravel())
-    valid = screen_valid.astype(np.float64)
+    valid = np.asarray(screen_valid, np.float64)
     screen = np.asarray(screen_grey, np.float64)
     mip_s = ndimage.gaussian_filter(mip, 0.7)
     min_count = int(min_overlap * grid[0].size)
@@ -317,45 +345,138 @@ def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_d
     res = optimize.minimize(cost, x0, method="Nelder-Mead",
                             options=dict(initial_simplex=simplex, xatol=0.01, fatol=1e-7, maxiter=400))
     x = res.x  # the best simplex vertex, never worse than x0
-    return dict(scale=float(np.exp(x[0])), dy=float(x[1]), dx=float(x[2]), score=float(-cost(x)),
-                coarse_score=float(coarse))
+    return float(-cost(x)), float(np.exp(x[0])), float(x[1]), float(x[2])
+
+
+def register_screenshot(screen_grey: np.ndarray, screen_valid: np.ndarray, mip_disp: np.ndarray,
+                        scale_range=(0.4, 3.0), min_overlap: float = 0.5, work_px: int = 80,
+                        max_screen_px: int = 150_000) -> dict[str, float]:
+    """Find ``scale, dy, dx`` with screen continuous coordinate = scale * display continuous coordinate + (dy, dx).
+
+    ``mip_disp`` is the MIP in display orientation with NaNs already filled; ``screen_valid`` marks screenshot
+    pixels usable for matching (grey, not annotation).  Returns a dict with ``scale``, ``dy``, ``dx``, ``score``
+    (final NCC) and ``coarse_score``.
+    """
+    coarse, s0, dy0, dx0 = coarse_search(screen_grey, screen_valid, mip_disp, _masked_ncc_all_shifts,
+                                         scale_range=scale_range, min_overlap=min_overlap, work_px=work_px,
+                                         max_screen_px=max_screen_px)
+    if coarse <= -1.0:
+        raise InputError("could not register the screenshot to the Tmax MIP (no overlap at any scale)")
+    score, s, dy, dx = refine_registration(screen_grey, screen_valid, mip_disp, (s0, dy0, dx0),
+                                           min_overlap=min_overlap, work_px=work_px)
+    return dict(scale=s, dy=dy, dx=dx, score=score, coarse_score=float(coarse))
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
 
 
+def _check_score(score: float, min_score: float) -> None:
+    if score < min_score:
+        raise InputError(f"could not register the screenshot to the Tmax MIP (best correlation "
+                         f"{score:.2f} < {min_score}); is it a MIP of this Tmax map?")
+
+
+def _colour_bar_box(rgb: np.ndarray) -> np.ndarray:
+    """Pixels of a colour bar burned into the screenshot (its yellow is not an ROI); all False without one."""
+    from ctperf.modeb.colormap_decode import find_colour_bar
+
+    out = np.zeros(rgb.shape[:2], bool)
+    try:
+        r0, r1, c0, c1 = find_colour_bar(rgb).exclude
+    except InputError:
+        return out
+    out[max(0, r0 - 2):r1 + 2, max(0, c0 - 2):c1 + 2] = True
+    return out
+
+
+def _uniform_components(rgb: np.ndarray, mask: np.ndarray, min_share: float = 0.6) -> np.ndarray:
+    """Keep the components of ``mask`` drawn in one colour: >= ``min_share`` of their pixels lie within
+    ``STROKE_COLOUR_TOL`` of the component's median colour (a map's yellow band or colour-bar segment varies)."""
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return mask
+    f = rgb.astype(np.float32)
+    keep = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        comp = lab[sl] == i
+        px = f[sl][comp]
+        dist = np.linalg.norm(px - np.median(px, axis=0), axis=1)
+        keep[i] = np.mean(dist <= STROKE_COLOUR_TOL) >= min_share
+    return keep[lab]
+
+
+def _colour_roi(rgb, mip, valid, scale_range, max_gap_px, min_score):
+    """ROI of a colour-coded MIP screenshot: register, keep the yellow the colour map does not explain, fill."""
+    from ctperf.modeb.colour_mip import register_colour_screenshot, unexplained_by_map
+
+    finite = np.isfinite(mip)
+    lo, hi = float(np.nanmin(mip)), float(np.nanmax(mip))
+    background = lo - 0.1 * max(hi - lo, 1e-3)  # undefined MIP pixels (black on screen) get their own value
+    mip = np.where(finite, mip, background)
+    creg = register_colour_screenshot(rgb, valid, mip, scale_range=scale_range)
+    _check_score(creg.score, min_score)
+    unexplained, inside = unexplained_by_map(creg, mip, valid, background)
+    yellow_any = yellow_mask(rgb, min_component_px=1)
+    cand = _uniform_components(rgb, drop_small_components(yellow_any & unexplained & ~_colour_bar_box(rgb), 12))
+    if cand.any():
+        # stretches of the stroke drawn over the map's own yellow match the map there: regain them by growing
+        # the unexplained stroke into connected pixels of the stroke's own colour (this may also take the
+        # map's iso-colour line where it touches the stroke; inside the outline that changes nothing)
+        stroke_rgb = np.median(rgb[cand].astype(np.float32), axis=0)
+        same = np.linalg.norm(rgb.astype(np.float32) - stroke_rgb, axis=-1) <= STROKE_COLOUR_TOL
+        cand = ndimage.binary_propagation(cand, np.ones((3, 3), bool), mask=same | cand)
+    ambiguous = ("the ROI colour is ambiguous: the yellow in the screenshot cannot be told apart from the yellow "
+                 "of the colour-coded MIP; draw the ROI outline over non-yellow map regions or use a grey MIP")
+    if not cand.any():
+        raise InputError(ambiguous)
+    roi_screen, kinds = fill_roi(cand, max_gap_px=2 * max_gap_px)
+    if not roi_screen.any():
+        raise InputError(ambiguous.replace("the ROI colour is ambiguous:", "the ROI colour is ambiguous or the "
+                                           "outline is not closed:"))
+    reg = dict(scale=creg.scale, dy=creg.dy, dx=creg.dx, score=creg.score, coarse_score=creg.coarse_score,
+               yellow_in_map_px=int((yellow_any & ~unexplained & inside).sum()), roi_stroke_px=int(cand.sum()))
+    return roi_screen, kinds, reg
+
+
 def roi_from_rgb(rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray, scale_range=(0.4, 3.0),
                  max_gap_px: int = 12, min_score: float = 0.4) -> RoiResult:
-    """Pure-array core of :func:`roi_from_screenshot` (``rgb`` is the screenshot as ``(y, x, 3)`` uint8)."""
+    """Pure-array core of :func:`roi_from_screenshot` (``rgb`` is the screenshot as ``(y, x, 3)`` uint8).
+
+    Grey MIP screenshots follow the module steps; colour-coded ones (:func:`ctperf.modeb.colour_mip.is_colour_coded`)
+    are registered and their ROI separated from the colour map by :mod:`ctperf.modeb.colour_mip`.
+    """
+    from ctperf.modeb.colour_mip import is_colour_coded
+
     rgb = np.asarray(rgb)[..., :3]
     f = rgb.astype(np.float32)
-    chroma = f.max(axis=-1) - f.min(axis=-1)
-    if np.mean(chroma > 60) > 0.25:
-        raise InputError("the screenshot is mostly coloured (a colour-coded MIP?); the yellow ROI can only be "
-                         "separated on a grey MIP")
+    colour = is_colour_coded(rgb)
     yellow = yellow_mask(rgb)
     if not yellow.any():
         raise InputError("no yellow ROI found in the MIP screenshot")
-    roi_screen, kinds = fill_roi(yellow, max_gap_px=max_gap_px)
-    if not roi_screen.any():
-        raise InputError(f"the yellow ROI outline is not closed (gap wider than ~{max_gap_px} screenshot pixels); "
-                         "close the outline or paint the area")
+    if not colour:
+        roi_screen, kinds = fill_roi(yellow, max_gap_px=max_gap_px)
+        if not roi_screen.any():
+            raise InputError(f"the yellow ROI outline is not closed (gap wider than ~{max_gap_px} screenshot "
+                             "pixels); close the outline or paint the area")
 
     tmax = np.asarray(tmax_zyx, np.float32)
     flips = display_transform(affine_ras)
     mip = to_display(axial_mip(tmax), flips)
     if not np.isfinite(mip).any():
         raise InputError("the Tmax map is empty (all NaN); cannot register the screenshot")
-    mip = np.where(np.isfinite(mip), mip, np.nanmin(mip))
 
     grey = f.mean(axis=-1)
-    coloured = ndimage.binary_dilation((chroma > 25) | yellow, iterations=2)
     # thin bright strokes (white text, rulers) are annotations too: white top-hat over a 7 px window
     thin_bright = ndimage.binary_dilation(ndimage.white_tophat(grey, size=7) > 60, iterations=1)
-    reg = register_screenshot(grey, ~(coloured | thin_bright), mip, scale_range=scale_range)
-    if reg["score"] < min_score:
-        raise InputError(f"could not register the screenshot to the Tmax MIP (best correlation "
-                         f"{reg['score']:.2f} < {min_score}); is it a MIP of this Tmax map?")
+    if colour:
+        roi_screen, kinds, reg = _colour_roi(rgb, mip, ~thin_bright, scale_range, max_gap_px, min_score)
+    else:
+        mip = np.where(np.isfinite(mip), mip, np.nanmin(mip))
+        chroma = f.max(axis=-1) - f.min(axis=-1)
+        coloured = ndimage.binary_dilation((chroma > 25) | yellow, iterations=2)
+        reg = register_screenshot(grey, ~(coloured | thin_bright), mip, scale_range=scale_range)
+        _check_score(reg["score"], min_score)
+    reg["mip_colour_coded"] = bool(colour)
 
     # sample the screenshot ROI at every display pixel centre (smoothed when the screenshot is larger)
     s, dy, dx = reg["scale"], reg["dy"], reg["dx"]

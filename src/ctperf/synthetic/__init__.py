@@ -39,7 +39,15 @@ Model summary (details in :mod:`.physics`, :mod:`.anatomy`, :mod:`.phantom`, :mo
   peak of the CBF-weighted mixture of the class residues.  Default off: classes at voxel centres, only vessels
   partial-volumed.
 
-Limitations: all tissue shares one dispersion time constant; arteries on both sides carry the undelayed AIF
+* ``residue="gamma"`` (``gamma_k``), ``"box"`` or ``"lognormal"`` (opt-in) replaces the exponential residue of all
+  tissue (:func:`.physics.residue_function`); truth Tmax = delay + peak of the dispersed residue (box: its plateau
+  start, :func:`.physics.residue_truth`).
+
+Block phantom families (:mod:`.blocks`, ``make_block_phantom``): a grid of (CBF, MTT) blocks per hemisphere with
+one residue shape, dispersion 0-3 s per slice, per-hemisphere delays and white or correlated noise, for the
+validation harness (benchmarks/validate.py).
+
+Limitations: all tissue of the realistic phantom shares one dispersion time constant; arteries on both sides carry the undelayed AIF
 (the lesion-side MCA is simply absent beyond mid-M1); no beam hardening, streaks or truncation artefacts; the
 lower slab is an idealised cerebrum (no cerebellum / skull base).
 """

@@ -92,6 +92,13 @@ class PhantomSpec:
     #: Through-slice partial volume of the tissue classes (GM/WM/CSF/deep grey/bone mixed inside thick slices).
     #: Off by default: classes are then assigned at voxel centres and only vessels are partial-volumed.
     tissue_partial_volume: bool = False
+    #: Residue (transit-time) shape of all tissue: "exponential" (default), "gamma" (shape ``gamma_k``), "box"
+    #: or "lognormal" (log-SD ``lognormal_sigma``); see :func:`.physics.residue_function`.  Truth Tmax = delay +
+    #: peak of the dispersed residue (box: its plateau start, :func:`.physics.residue_truth`).  Non-exponential
+    #: shapes need ``tissue_partial_volume=False``.
+    residue: str = "exponential"
+    gamma_k: float = 3.0
+    lognormal_sigma: float = 0.5
     patient_name: str = "PHANTOM^DEMO"
 
     def resolved_frame_times(self) -> np.ndarray:
@@ -306,10 +313,11 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     cls_q = {c: np.round(cls_mtt[c].reshape(-1)[cls_idx[c]] / MTT_STEP_S).astype(np.int64) for c in PERFUSED}
     uniq = np.unique(np.concatenate([cls_q[c] for c in PERFUSED]))
     mtt_vals = uniq * MTT_STEP_S
-    table = P.tissue_kernel_table(ca, dt, mtt_vals, spec.dispersion_s)  # (m, T) float64
+    shape_kw = _shape_kw(spec)
+    table = P.tissue_kernel_table_shape(ca, dt, mtt_vals, spec.dispersion_s, spec.residue, **shape_kw)  # (m, T)
     ncol = table.shape[1]
     table_flat = table.reshape(-1)
-    t_peak, r_max = P.effective_residue_peak(mtt_vals, spec.dispersion_s)
+    t_peak, r_max = P.residue_truth(mtt_vals, spec.dispersion_s, spec.residue, **shape_kw)
     cls_row = {c: np.searchsorted(uniq, cls_q[c]) for c in PERFUSED}
 
     # Per (class, voxel) constants for the frame loop.
@@ -365,6 +373,16 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     metrics = compute_truth_metrics(truth, spec, affine, lesion_side)
     return Phantom(hu=hu, times_s=times, affine_ras=affine, truth=truth, truth_metrics=metrics, spec=spec,
                    motion=motion)
+
+
+def _shape_kw(spec: PhantomSpec) -> dict[str, float]:
+    """Shape parameters of ``spec.residue`` for :func:`.physics.residue_function`."""
+    if spec.residue not in P.RESIDUE_SHAPES:
+        raise ValueError(f"residue must be one of {P.RESIDUE_SHAPES}, got {spec.residue!r}")
+    if spec.residue != "exponential" and spec.tissue_partial_volume:
+        raise ValueError("tissue_partial_volume=True supports only the exponential residue")
+    return {"gamma": {"gamma_k": spec.gamma_k}, "lognormal": {"lognormal_sigma": spec.lognormal_sigma}}.get(
+        spec.residue, {})
 
 
 def _mix_tissue(spec, frac, cls_cbf, cls_mtt, cls_idx, cls_row, t_peak, r_max, shape) -> dict[str, np.ndarray]:
@@ -464,6 +482,8 @@ def _build_truth(spec, labels0, f_art, f_ven, f_core, mix, delay, side, lesion_d
         aif_true=(t_fine.copy(), ca.copy()), vof_true=(t_fine.copy(), cv.copy()),
         aif_voxels_zyx=aif_vox.astype(np.int64).reshape(-1, 3), vof_voxels_zyx=vof_vox.astype(np.int64).reshape(-1, 3),
         artery_fraction=f_art, venous_fraction=f_ven, cbf_apparent=cbf_app,
+        dispersion=np.where(tissue, float(spec.dispersion_s), zero).astype(np.float32),
+        residue_peak_s=np.where(tissue, mix["t_peak"], zero).astype(np.float32),
     )
     compute_truth_masks(truth, spec.lesion_sign())
     return truth

@@ -199,3 +199,119 @@ def curve_ttp(t: np.ndarray, y: np.ndarray) -> float:
         if den < 0:
             return float(t[k] + 0.5 * (y0 - y2) / den * (t[1] - t[0]))
     return float(t[k])
+
+
+# ----------------------------------------------------------------------------------------------- residue families
+#: Residue (transit-time) shapes of the phantom families (see :func:`residue_function`).
+RESIDUE_SHAPES = ("exponential", "gamma", "box", "lognormal")
+
+
+def residue_function(t: np.ndarray, mtt_s, shape: str = "exponential", *, gamma_k: float = 3.0,
+                     lognormal_sigma: float = 0.5, dt: float | None = None) -> np.ndarray:
+    """Residue function ``R(t)`` with ``R(0) = 1`` and area (mean transit time) ``mtt_s``.
+
+    Parameters
+    ----------
+    t : (T,) array, s, uniform from 0.
+    mtt_s : scalar or (n,) array, s, mean transit time(s).
+    shape : one of :data:`RESIDUE_SHAPES`:
+
+        * ``"exponential"``: ``exp(-t/MTT)`` (one well-mixed compartment; gamma with k = 1);
+        * ``"gamma"``: ``1 - GammaCDF(t; k, MTT/k)`` (gamma-distributed transit times, shape ``gamma_k``);
+        * ``"box"``: 1 for ``t < MTT``, else 0 (plug flow).  On the sampled grid the edge sample holds the
+          cell average, so the discrete area is exactly ``MTT``;
+        * ``"lognormal"``: ``1 - LogNormalCDF(t)`` with log-SD ``lognormal_sigma`` and mean ``MTT``.
+    dt : grid step (s) for the box edge; default ``t[1] - t[0]``.
+
+    Returns
+    -------
+    (T,) or (n, T) float64 array (time last).
+    """
+    from scipy import stats
+
+    t = np.asarray(t, dtype=float)
+    m = np.asarray(mtt_s, dtype=float)
+    mm = m[..., None]
+    if shape == "exponential":
+        out = np.exp(-t / mm)
+    elif shape == "gamma":
+        k = float(gamma_k)
+        out = stats.gamma.sf(t, k, scale=mm / k)
+    elif shape == "box":
+        step = float(dt if dt is not None else t[1] - t[0])
+        out = np.clip((mm - t) / step + 0.5, 0.0, 1.0)
+        out[..., 0] = 1.0
+    elif shape == "lognormal":
+        s = float(lognormal_sigma)
+        out = stats.lognorm.sf(t, s, scale=np.exp(np.log(mm) - 0.5 * s * s))
+    else:
+        raise ValueError(f"unknown residue shape {shape!r}; expected one of {RESIDUE_SHAPES}")
+    return np.asarray(out, dtype=float)
+
+
+def convolve_residue(x: np.ndarray, residue: np.ndarray, dt: float) -> np.ndarray:
+    """``(x (x) R)(t)`` on the fine grid by the trapezoidal rule (FFT); ``x`` (T,), ``residue`` (..., T)."""
+    from scipy.signal import fftconvolve
+
+    x = np.asarray(x, dtype=float)
+    r = np.asarray(residue, dtype=float)
+    n = x.shape[-1]
+    full = fftconvolve(np.broadcast_to(x, r.shape), r, axes=-1)[..., :n]
+    full -= 0.5 * x * r[..., :1] + 0.5 * x[0] * r
+    return full * dt
+
+
+def tissue_kernel_table_shape(ca: np.ndarray, dt: float, mtt_values_s: np.ndarray, dispersion_s: float,
+                              shape: str = "exponential", **shape_kw) -> np.ndarray:
+    """Like :func:`tissue_kernel_table` for any residue shape: ``(Ca (x) h_disp (x) R_m)(k dt)``, (m, T).
+
+    The exponential shape uses the exact recursion of :func:`tissue_kernel_table` (same numbers as the
+    default phantom); the other shapes an FFT convolution with the trapezoidal rule.
+    """
+    if shape == "exponential":
+        return tissue_kernel_table(ca, dt, mtt_values_s, dispersion_s)
+    cad = exp_dispersion(ca, dispersion_s, dt)
+    t = np.arange(len(ca)) * dt
+    res = residue_function(t, np.asarray(mtt_values_s, float), shape, dt=dt, **shape_kw)
+    return convolve_residue(cad, res, dt)
+
+
+def residue_truth(mtt_values_s, dispersion_s: float, shape: str = "exponential", *, dt: float = 0.01,
+                  **shape_kw) -> tuple[np.ndarray, np.ndarray]:
+    """Truth peak time [s] (Tmax without the delay) and peak height of the dispersed residue ``h (x) R``.
+
+    ``h`` is the unit-area exponential transport kernel ``exp(-t/tau)/tau`` (``tau = dispersion_s``; 0 = none).
+    Definition used for the truth ``Tmax = delay + t_peak``:
+
+    * exponential, gamma, lognormal: ``t_peak = argmax(h (x) R)`` (0 without dispersion: ``R`` peaks at 0);
+    * box: the plateau start, i.e. the time the rising edge of ``h (x) R`` first reaches half of its maximum
+      (0 without dispersion; about the median ``tau ln 2`` of the kernel when ``MTT >> tau``).  The argmax
+      of a dispersed box is its plateau *end* (``MTT``), an ill-posed quantity that is not used.
+
+    The height ``max(h (x) R) <= 1`` is the fraction of the flow an ideal deconvolution reads as the residue
+    peak (apparent flow = CBF * height).  Returns two float64 arrays shaped like ``mtt_values_s`` (1D).
+    """
+    mtt = np.atleast_1d(np.asarray(mtt_values_s, dtype=float))
+    tau = float(dispersion_s)
+    if tau <= 0:
+        return np.zeros_like(mtt), np.ones_like(mtt)
+    if shape == "exponential":
+        return effective_residue_peak(mtt, tau)
+    t_end = 3.0 * float(mtt.max()) + 12.0 * tau + 2.0
+    t = np.arange(0.0, t_end + dt, dt)
+    r = residue_function(t, mtt, shape, dt=dt, **shape_kw)
+    reff = exp_dispersion(r, tau, dt, axis=-1)
+    rows = np.arange(len(mtt))
+    r_max = reff.max(axis=1)
+    if shape == "box":
+        above = reff >= 0.5 * r_max[:, None]
+        k = np.argmax(above, axis=1)
+        k0 = np.maximum(k - 1, 0)
+        y0, y1 = reff[rows, k0], reff[rows, k]
+        frac = np.where(y1 > y0, (0.5 * r_max - y0) / np.where(y1 > y0, y1 - y0, 1.0), 0.0)
+        return (k0 + np.clip(frac, 0.0, 1.0)) * dt, r_max
+    k = np.clip(np.argmax(reff, axis=1), 1, reff.shape[1] - 2)
+    y0, y1, y2 = reff[rows, k - 1], reff[rows, k], reff[rows, k + 1]
+    den = y0 - 2 * y1 + y2
+    off = np.where(den < 0, 0.5 * (y0 - y2) / np.where(den < 0, den, -1.0), 0.0)
+    return (k + off) * dt, y1 - 0.25 * (y0 - y2) * off

@@ -35,7 +35,7 @@ def display_flips(affine_ras: np.ndarray) -> tuple[bool, bool, bool]:
 
 def to_display(img_yx: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
     transpose, fr, fc = display_flips(affine_ras)
-    out = img_yx.T if transpose else img_yx
+    out = np.swapaxes(img_yx, 0, 1) if transpose else img_yx
     if fr:
         out = out[::-1]
     if fc:
@@ -74,22 +74,30 @@ def polygon_mask(polygon_yx: np.ndarray, shape_yx) -> np.ndarray:
     return inside.reshape(shape_yx)
 
 
-def _grey_mip(vol_zyx: np.ndarray, window) -> np.ndarray:
+def _grey_mip(vol_zyx: np.ndarray, window, lut=None) -> np.ndarray:
+    """MIP as uint8 grey ``(y, x)`` or, with ``lut`` (``(n, 3)`` uint8, low value first), colour ``(y, x, 3)``.
+
+    Undefined (NaN) pixels are black in both cases.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mip = np.nanmax(np.asarray(vol_zyx, float), axis=0)
     if window is None:
         window = (float(np.nanpercentile(mip, 1)), float(np.nanpercentile(mip, 99.5)))
     lo, hi = window
-    g = np.clip((mip - lo) / (hi - lo), 0, 1) * 255
-    return np.where(np.isfinite(mip), g, 0).astype(np.uint8)
+    t = np.clip((np.nan_to_num(mip, nan=lo) - lo) / (hi - lo), 0, 1)
+    if lut is not None:
+        lut = np.asarray(lut, np.uint8)
+        rgb = lut[np.round(t * (len(lut) - 1)).astype(int)]
+        return np.where(np.isfinite(mip)[..., None], rgb, 0).astype(np.uint8)
+    return np.where(np.isfinite(mip), t * 255, 0).astype(np.uint8)
 
 
 def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path, polygon_yx=None, *,
                           scale: float = 1.0, offset_xy=(70, 50), canvas_wh=None, crop_ltrb=None, window=None,
                           style: str = "outline", line_width: float = 3.0, gap_px: float = 0.0,
                           distractors: bool = True, jpeg_quality: int = 90, fill_alpha: float = 0.35,
-                          seed: int = 0):
+                          lut=None, seed: int = 0):
     """Render the axial MIP of ``vol_zyx`` as a screenshot with a yellow ROI.
 
     ``polygon_yx``: ROI polygon vertices in map index coordinates (y, x); default a blob right of centre.
@@ -98,6 +106,8 @@ def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path,
     ``style``: ``"outline"`` (closed anti-aliased polygon of ``line_width`` screen pixels; ``gap_px > 0`` leaves
     an opening of that length), ``"painted"`` (opaque filled polygon) or ``"both"`` (outline over a translucent
     fill of opacity ``fill_alpha``).  ``.jpg`` paths are saved as JPEG.
+    ``lut`` (``(n, 3)`` uint8, low value first) shows the MIP colour-coded through that table over ``window``
+    (default: 1st-99.5th percentile) instead of in grey.
 
     Returns ``(path, true_mask_yx, info)``; ``info`` has the exact ``scale_xy`` and ``offset_xy`` of the MIP in
     the final image (screen continuous coordinate = scale * display continuous coordinate + offset).
@@ -109,8 +119,8 @@ def render_mip_screenshot(vol_zyx: np.ndarray, affine_ras: np.ndarray, out_path,
     polygon_yx = np.asarray(polygon_yx, float)
     truth = polygon_mask(polygon_yx, (ny, nx))
 
-    disp = to_display(_grey_mip(vol_zyx, window), affine_ras)
-    h, w = disp.shape
+    disp = to_display(_grey_mip(vol_zyx, window, lut), affine_ras)
+    h, w = disp.shape[:2]
     sw, sh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     sx, sy = sw / w, sh / h
     mip_img = Image.fromarray(disp).resize((sw, sh), Image.BILINEAR).convert("RGB")

@@ -24,6 +24,16 @@ import numpy as np
 from .physics import curve_ttp
 
 TMAX_HYPO_S = 6.0
+#: What each truth map means (written into truth.json).
+TRUTH_DEFINITIONS = {
+    "cbf": "nominal flow F (mL/100g/min) of the tissue model C = F*rho/(6000 kH) * Ca (x) h (x) R",
+    "cbv": "F * MTT / 60 (mL/100g)",
+    "mtt": "mean transit time = area of the residue R (s)",
+    "tmax": "bolus delay + time of the peak of the dispersed residue h (x) R (s); box residue: the time the "
+            "rising edge of h (x) R reaches half its maximum (plateau start); no dispersion: the delay",
+    "cbf_apparent": "F * max(h (x) R): what an ideal model-free deconvolution reads (mL/100g/min)",
+    "dispersion": "time constant tau (s) of the unit-area exponential transport kernel h = exp(-t/tau)/tau",
+}
 RCBF_CORE = 0.30
 
 
@@ -65,6 +75,12 @@ class PhantomTruth:
     cbf_apparent: np.ndarray | None = None
     #: rCBF_true map (set by compute_truth_masks).
     rcbf: np.ndarray | None = None
+    #: Vascular dispersion time constant (s) of the tissue inflow and the peak time (s) of the dispersed residue
+    #: ``h (x) R`` (truth Tmax = delay + residue_peak_s; for a box residue its plateau start), float32 (z, y, x).
+    dispersion: np.ndarray | None = None
+    residue_peak_s: np.ndarray | None = None
+    #: Block id per voxel of a block phantom (:mod:`.blocks`; -1 background tissue, -2 not tissue), else None.
+    block: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"PhantomTruth(shape={self.cbf.shape}, tissue={int(self.tissue.sum())} vox, core={int(self.core.sum())} vox)"
@@ -175,28 +191,32 @@ def compute_truth_metrics(truth: PhantomTruth, spec, affine_ras: np.ndarray, les
     return m
 
 
-def _json_clean(x):
+def json_clean(x, ndigits: int | None = None):
+    """Strict-JSON copy of ``x``: numpy scalars/arrays to Python, NaN/inf to None, floats rounded if ``ndigits``."""
     if isinstance(x, dict):
-        return {str(k): _json_clean(v) for k, v in x.items()}
+        return {str(k): json_clean(v, ndigits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_clean(v) for v in x]
+        return [json_clean(v, ndigits) for v in x]
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
     if isinstance(x, (float, np.floating)):
-        return _f(x)
+        v = _f(x)
+        return round(v, ndigits) if v is not None and ndigits is not None else v
     if isinstance(x, np.ndarray):
-        return _json_clean(x.tolist())
+        return json_clean(x.tolist(), ndigits)
     return x
+
 
 
 def write_truth(ph, out_dir) -> Path:
     """Write the truth maps (NIfTI, (x, y, z) on disk with ``ph.affine_ras``) and ``truth.json``; returns out_dir.
 
     Files: truth_cbf, truth_cbv, truth_mtt, truth_tmax, truth_delay (float32), truth_labels (int8),
-    truth_core, truth_penumbra, truth_hypoperfusion (uint8) ``.nii.gz``.  truth.json holds ``ph.truth_metrics``
-    at the top level plus ``phantom_spec``.
+    truth_core, truth_penumbra, truth_hypoperfusion (uint8) ``.nii.gz``; when present also truth_cbf_apparent
+    (CBF x peak of the dispersed residue), truth_dispersion, truth_residue_peak (float32) and truth_block (int16).
+    truth.json holds ``ph.truth_metrics`` at the top level plus ``phantom_spec`` and ``truth_definitions``.
     """
     import nibabel as nib
 
@@ -212,6 +232,12 @@ def write_truth(ph, out_dir) -> Path:
         "truth_labels": (tr.labels, np.int8), "truth_core": (tr.core, np.uint8),
         "truth_penumbra": (tr.penumbra, np.uint8), "truth_hypoperfusion": (tr.hypoperfusion, np.uint8),
     }
+    for name, arr, dtype in (("truth_cbf_apparent", tr.cbf_apparent, np.float32),
+                             ("truth_dispersion", tr.dispersion, np.float32),
+                             ("truth_residue_peak", tr.residue_peak_s, np.float32),
+                             ("truth_block", tr.block, np.int16)):
+        if arr is not None:
+            items[name] = (arr, dtype)
     for name, (arr, dtype) in items.items():
         data = np.ascontiguousarray(np.asarray(arr).astype(dtype).transpose(2, 1, 0))
         img = nib.Nifti1Image(data, aff)
@@ -221,6 +247,7 @@ def write_truth(ph, out_dir) -> Path:
         nib.save(img, str(out / f"{name}.nii.gz"))
     doc = dict(ph.truth_metrics)
     doc["phantom_spec"] = spec_to_dict(ph.spec)
+    doc["truth_definitions"] = TRUTH_DEFINITIONS
     with open(out / "truth.json", "w") as fh:
-        json.dump(_json_clean(doc), fh, indent=2, allow_nan=False)
+        json.dump(json_clean(doc), fh, indent=2, allow_nan=False)
     return out

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ctperf import maps as mp
+from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
 from ctperf.config import Config
-from ctperf.deconvolution import deconvolve
+from ctperf.engine.deconvolution import deconvolve
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
@@ -86,12 +86,16 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             return med[pre.brain]
 
         dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
-                         tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None)
+                         tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
+                         shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
+                         weight_filter=lambda w: mp.smooth_in_mask(mp.to_volume(w, pre.brain, 0.0), pre.brain, px,
+                                                                   dc.model_choice_block_mm)[pre.brain])
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol.pop("cbv_vessel"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
-        vol["tmax"] = mp.masked_median(vol["tmax"], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
+        for name in ("tmax", "tmax_standard"):
+            vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
@@ -112,20 +116,53 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof, affected_side=side,
         reference_cbf=ref_cbf, baseline_hu=pre.baseline_hu, qa_flags=qa_flags, qa_values=qa_values,
-        stage_seconds=timer.seconds)
+        stage_seconds=timer.seconds, aux_maps={k: vol[k] for k in ("cbf_standard", "tmax_standard")})
 
 
 def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
-    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain); see :func:`ctperf.maps.combine_flow`."""
+    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain) and the standard-convention CBF and Tmax;
+    see :func:`ctperf.engine.maps.combine_flow`."""
     cbv_smooth = mp.cbv_from_curves(curves, aif)
-    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), cbv_smooth, mp.cbv_from_area(area, aif))
-    cbv_out, mtt, cbf = mp.nonnegative_maps(cbv, cbf)  # written maps: >= 0 (see ctperf.maps docstring)
+    cbv_sharp = mp.cbv_from_area(area, aif)
+    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), cbv_smooth, cbv_sharp)
+    cbv_out, mtt, cbf = mp.nonnegative_maps(cbv, cbf)  # written maps: >= 0 (see ctperf.engine.maps docstring)
+    cbf_std = mp.nonnegative_maps(*mp.combine_flow(mp.cbf_from_rmax(dec.rmax_standard_per_s), cbv_smooth,
+                                                   cbv_sharp)[::2])[2]
     # the vessel mask thresholds the CBV of the strongly denoised curves: large vessels are spatially coherent,
     # while the edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the
     # threshold (removing them biases the remaining tissue CBV low)
     out = {"cbf": cbf, "cbv": cbv_out, "mtt": mtt, "tmax": dec.tmax_s,
-           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_vessel": cbv_smooth}
+           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_vessel": cbv_smooth,
+           "cbf_standard": cbf_std, "tmax_standard": dec.tmax_standard_s}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
+
+
+def method_description(dc) -> dict:
+    """What the maps of this deconvolution setting estimate (docs/definitions.md §2), for metrics.json."""
+    from ctperf.constants import ENGINE_VERSION
+
+    corrected = dc.method in ("bcsvd", "tikhonov") and dc.correct_regularisation_bias
+    return {
+        "engine_version": ENGINE_VERSION, "deconvolution": dc.method,
+        "convention": "unregularised residue" if corrected else "model-free (standard)",
+        "cbf": ("peak of the unregularised residue h(x)R: the flow without dispersion, flow x max(h(x)R) with it; "
+                "bias of the regularisation removed with a family of model residues" if corrected else
+                "peak of the regularised (OI-controlled) residue, no correction"),
+        "tmax": ("bolus delay + time of the peak of h(x)R" if corrected else
+                 "time of the peak of the regularised residue (standard convention of the published thresholds)"),
+        "mtt": "60 CBV / CBF", "model_family": {"gamma_shapes": list(dc.residue_shapes),
+                                                "dispersions_s": list(dc.model_dispersions_s)} if corrected else None,
+        "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
+    }
+
+
+def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:
+    """Label of the in-plane block (``block_mm`` square, one slice thick) of each voxel of ``mask_zyx``, in the
+    order of ``mask_zyx``'s voxels (C order, as the curves)."""
+    b = max(1, int(round(block_mm / pixel_mm)))
+    zz, yy, xx = np.nonzero(mask_zyx)
+    ny, nx = -(-mask_zyx.shape[1] // b), -(-mask_zyx.shape[2] // b)
+    return (zz.astype(np.int64) * ny + yy // b) * nx + xx // b
 
 
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,

@@ -1,0 +1,1 @@
+"""Maps -> masks -> indices -> metrics (pure numpy; no file I/O)."""

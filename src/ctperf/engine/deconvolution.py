@@ -1,0 +1,579 @@
+"""Deconvolution of tissue curves by the arterial input function (AIF).
+
+Model (indicator dilution): ``C(t) = (CBF * kH / rho) * (AIF (x) R)(t)`` with the residue function ``R``
+(``R(0) = 1`` for a tissue without delay).  In discrete form with step ``dt``: ``c = dt * A r`` where ``r`` is
+the flow-scaled residue (1/s) and ``A`` the convolution matrix built from the AIF.
+
+Methods
+-------
+``"bcsvd"`` (default) - block-circulant SVD with oscillation-index control (Wu et al., MRM 2003).
+    The AIF and the tissue curve are zero-padded to ``L >= 2T`` samples; the convolution matrix becomes circulant,
+    so the arrival delay of the tissue against the AIF no longer biases CBF ("delay insensitive").  A circulant
+    matrix is diagonalised by the DFT: its singular values are ``|DFT(dt * aif_padded)|`` and its pseudo-inverse
+    is a per-frequency filter.  We therefore deconvolve *all voxels at once* in the frequency domain
+    (``r = IDFT(DFT(c) * W / DFT(dt*aif))``; ``W`` = 1 on the frequencies whose singular value is above
+    ``P * max``, else 0).  The truncation ``P`` is chosen **per voxel** as the smallest value of a small ladder
+    ``oi_thresholds`` whose residue has an oscillation index ``OI <= oscillation_index`` (Wu 2003); the whole
+    ladder is evaluated vectorised, no per-voxel loops.  (Noisier curves -> more regularisation; clean grey
+    matter keeps a small threshold so high flows are not underestimated.)
+``"tikhonov"`` - the same circulant system with Tikhonov regularisation (Calamante et al., MRM 2003):
+    filter ``|S|^2 / (|S|^2 + (lambda * max S)^2)``; ``lambda = tikhonov_lambda``.
+``"svd"`` - standard truncated SVD of the lower-triangular (non-circulant) Toeplitz matrix with a fixed
+    threshold (Ostergaard 1996).  Delay sensitive; for comparison only.
+``"standard"`` - the classic model-free convention: the ``"bcsvd"`` ladder, the residue's maximum over the whole
+    window and its time, no guided search and no correction (what published thresholds were derived on).
+
+Outputs per voxel: ``rmax`` = max of the residue (1/s; CBF = 6000 kH/rho * rmax mL/100g/min) and ``tmax_s`` =
+time of that maximum, located with sub-sample precision by a parabola through the peak sample and its
+neighbours; negative delays (tissue before the AIF, wrapped to the end of the circulant window) are searched too
+and reported as 0.  Every run also returns the standard-convention values of the same residues.
+
+Estimand (docs/definitions.md §2)
+    The tissue's impulse response is ``F k(t) = F (h (x) R)(t - delay)`` (residue ``R`` of any shape, dispersion
+    ``h``).  The default returns the peak of the *unregularised* ``F k`` and its time: the flow and the delay when
+    the tissue has no dispersion, whatever the residue's shape.  ``F`` itself is not identifiable under dispersion.
+
+Regularisation-bias correction (``correct_regularisation_bias``, default on)
+    Any regularised deconvolution returns ``w (x) F k``: the response seen through the known effective filter
+    ``w`` of the chosen level (for the circulant methods ``W = DFT(w)``: the truncation mask or the Tikhonov
+    factor), further blurred by sampling a fast-rising response every ``dt``.  Its peak is lower and later than
+    that of ``F k`` by amounts that depend on the shape of ``k``.  They are computed by a noise-free emulation of
+    the whole measurement with *this study's AIF* (:func:`step_response_tables`) for a family of model residues
+    (:func:`model_residues`: gamma transit-time survival functions, dispersed by exponential kernels; the family is
+    ``residue_shapes`` x ``model_dispersions_s``) and a grid of MTTs.  Each model's fit to the data is measured on
+    the mean curves of small groups of voxels (:func:`model_weights`); the correction of each voxel is the
+    likelihood-weighted average of the models' corrections (heights geometrically), each at the MTT that model
+    gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The ratio
+    that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
+    peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
+    ratio.  No fitted constants.
+
+Lag-aware guided peak search (``peak_window_s``, ``tmax_window_s``; ladders of several levels)
+    ``max(R)`` of a noisy residue is biased upwards by the maximum over the samples of its search window, most
+    where the residue is flat and low (core, white matter).  The peak of level ``j`` lies between the peak of the
+    most regularised residue (the guide) moved earlier by the difference of the two levels' regularisation lags
+    (from the emulation) and the guide's peak, so the height is searched there (widened by ``peak_window_s``,
+    default 0) and Tmax within ``+-tmax_window_s`` of the guide's peak.  ``peak_window_s = None``: whole window.
+
+The oscillation index is evaluated on a reference grid of ``oi_reference_dt_s`` (default 1 s) so that its
+target does not depend on the chosen time step (Wu's value was defined for ~1 s sampling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import sparse
+from scipy.special import gammaincc
+
+from ctperf.config import DeconvolutionConfig
+
+_CHUNK = 32768
+
+
+@dataclass
+class DeconvolutionOutput:
+    #: Peak of the flow-scaled residue (1/s), shape (n,).
+    rmax_per_s: np.ndarray
+    #: Time of the residue peak (s), shape (n,).
+    tmax_s: np.ndarray
+    #: Regularisation used per voxel (truncation fraction or lambda), shape (n,).
+    threshold: np.ndarray
+    #: The standard model-free convention at the same regularisation: the maximum of the residue over the whole
+    #: search window (1/s) and its time (s), no guided search and no bias correction.
+    rmax_standard_per_s: np.ndarray | None = None
+    tmax_standard_s: np.ndarray | None = None
+
+
+def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
+                   fine: int = 10, shape_k: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference residues on a grid ``fine`` times finer than ``dt_s``, mean transit time ``tau``: the survival
+    function of gamma-distributed transit times of shape ``shape_k`` (``k = 1``: ``exp(-t/tau)``, one well-mixed
+    compartment; large ``k``: plug flow, a box of length ``tau``), optionally convolved with the unit-area
+    dispersion kernel ``exp(-t/d)/d`` (``d = dispersion_s``).
+
+    Returns (fine time grid (s), residues (n_tau, n_fine), true peak heights, true peak times (s)).
+    """
+    tf = np.arange(n_pos * fine) * (dt_s / fine)
+    if shape_k == 1.0:
+        ex = np.exp(-tf[None, :] / tau_grid_s[:, None])
+    else:
+        ex = gammaincc(shape_k, shape_k * tf[None, :] / tau_grid_s[:, None])
+    if dispersion_s > 0:
+        k = np.exp(-tf / dispersion_s)
+        k /= k.sum()
+        n = len(tf)
+        ex = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(k, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
+    return tf, ex, ex.max(axis=1), tf[np.argmax(ex, axis=1)]
+
+
+def _emulated_tissue_spectra(aif_t: np.ndarray, dt_s: float, length: int, n_pos: int, tau_grid_s: np.ndarray,
+                             dispersion_s: float, shape_k: float, fine: int = 10
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectra (rfft, circulant length) of the noise-free tissue curves ``AIF (x) R_tau`` for unit flow, sampled
+    every ``dt_s`` like the data (continuous convolution on a grid ``fine`` times finer, AIF linearly
+    interpolated), the true peak heights and the true peak times (s) of the (dispersed) residues."""
+    tf, ex, true_h, true_t = model_residues(tau_grid_s, dt_s, n_pos, dispersion_s, fine, shape_k)
+    t = np.arange(n_pos) * dt_s
+    af = np.interp(tf, t, np.asarray(aif_t, float))
+    n = len(tf)
+    cf = sfft.irfft(sfft.rfft(ex, n=2 * n, axis=1) * sfft.rfft(af, n=2 * n)[None], n=2 * n, axis=1)[:, :n]
+    return sfft.rfft(cf[:, ::fine] * (dt_s / fine), n=length, axis=1), true_h, true_t
+
+
+def step_response_tables(aif_t: np.ndarray, inverse_filters: list[np.ndarray], dt_s: float, length: int,
+                         n_pos: int, n_neg: int, tau_grid_s: np.ndarray,
+                         dispersion_s: float = 0.0, shape_k: float = 1.0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Noise-free emulation of the whole measurement for model residues (:func:`model_residues`).
+
+    For each ``tau``: the continuous tissue curve ``AIF (x) R_tau`` is computed on a fine grid (AIF linearly
+    interpolated), sampled every ``dt_s`` like the data, and deconvolved with each regularisation level's
+    inverse filter.  Returns the estimated peak height for a unit flow and the estimated minus true peak time
+    (s), as arrays (n_levels, n_tau), the true peak height of the (dispersed) residue, (n_tau,), and the spectra
+    of the sampled tissue curves, (n_tau, length // 2 + 1).  This captures both the regularisation and the
+    discretisation of a fast-rising residue at the sampling step.  The heights are absolute (the peak read for a
+    unit flow): ``peak / area`` of a measured residue inverts them for the MTT (:func:`log_tau_from_peak`), and
+    ``true / estimated`` height is the factor that restores the peak of the unregularised residue ``h (x) R``.
+    """
+    c_spec, true_h, true_t = _emulated_tissue_spectra(aif_t, dt_s, length, n_pos, tau_grid_s, dispersion_s,
+                                                      shape_k)
+    heights, shifts = [], []
+    for filt in inverse_filters:
+        pk, tm = _peak_signed(sfft.irfft(c_spec * filt[None], n=length, axis=1), dt_s, n_pos, n_neg)
+        heights.append(pk)
+        shifts.append(tm - true_t)
+    return np.array(heights), np.array(shifts), true_h, c_spec
+
+
+def log_tau_from_peak(peak_per_s: np.ndarray, auc_ratio_s: np.ndarray, heights_level: np.ndarray,
+                      tau_grid_s: np.ndarray) -> np.ndarray:
+    """log MTT per voxel from a measured residue peak and the area ratio, by exact inversion of the emulation.
+
+    For a residue ``F exp(-t/tau)`` the area ratio is ``A = F tau`` and the peak read at a regularisation level is
+    ``F h(tau)`` (``h`` from :func:`step_response_tables`), so ``peak / A = h(tau) / tau`` - a decreasing function
+    of ``tau`` that is inverted by interpolation (no fixed-point iteration, which converged too slowly where
+    ``h`` changes fast with ``tau``: short MTTs, grey matter).  Values outside the table are clipped to its range.
+    """
+    lt = np.log(tau_grid_s)
+    g = np.log(np.clip(heights_level, 1e-6, None)) - lt
+    g = np.minimum.accumulate(g)  # enforce a decreasing table (flat tails cannot be inverted anyway)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(np.asarray(peak_per_s, np.float64) / np.asarray(auc_ratio_s, np.float64))
+    y = np.nan_to_num(y, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    return np.interp(-y, -g, lt)  # np.interp needs increasing x: invert -g (increasing) -> log tau
+
+
+def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray, auc_ratio: np.ndarray,
+                          heights: np.ndarray, rel_heights: np.ndarray, shifts: np.ndarray,
+                          tau_grid_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Restore the unregularised residue peak and its time, per voxel, for one model residue (unguided search).
+
+    The table entry is selected by the voxel's MTT ``tau``, obtained from its own peak at its own level with the
+    absolute ``heights`` (:func:`log_tau_from_peak`); ``rmax`` is divided by the relative height (estimated /
+    true peak) and the peak shift is subtracted from ``tmax``.
+    """
+    lt = np.log(tau_grid_s)
+    h = np.ones(len(rmax))
+    s = np.zeros(len(rmax))
+    for j in range(heights.shape[0]):
+        m = level == j
+        if m.any():
+            log_tau = log_tau_from_peak(rmax[m], auc_ratio[m], heights[j], tau_grid_s)
+            h[m] = np.interp(log_tau, lt, rel_heights[j])
+            s[m] = np.interp(log_tau, lt, shifts[j])
+    return ((rmax / np.clip(h, 0.2, 1.2)).astype(np.float32),
+            np.maximum(tmax - s, 0.0).astype(np.float32))
+
+
+def padded_length(n: int) -> int:
+    """Circulant length: at least 2 n (Wu 2003), rounded up to a fast FFT size."""
+    return int(sfft.next_fast_len(2 * n, real=True))
+
+
+def circulant_spectrum(aif: np.ndarray, dt_s: float, length: int) -> np.ndarray:
+    """Eigenvalues of the block-circulant convolution matrix (= its singular values in modulus), rfft layout."""
+    return sfft.rfft(np.asarray(aif, np.float64) * dt_s, n=length)
+
+
+def oscillation_index(residue: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Wu 2003 oscillation index: ``OI = (1/L) (1/max r) sum_k |r[k] - 2 r[k-1] + r[k-2]|``."""
+    r = np.moveaxis(np.asarray(residue), axis, -1)
+    d2 = np.abs(r[..., 2:] - 2.0 * r[..., 1:-1] + r[..., :-2]).sum(axis=-1)
+    rmax = r.max(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        oi = d2 / (r.shape[-1] * rmax)
+    return np.where(rmax > 0, oi, np.inf)
+
+
+def residue_peak(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Peak value and sub-sample time (clipped at >= 0) of each residue row; see :func:`_peak_signed`."""
+    pk, t = _peak_signed(residue, dt_s, n_pos, n_neg)
+    return pk, np.maximum(t, 0.0).astype(np.float32)
+
+
+
+def _search_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
+    if n_neg > 0:
+        return np.concatenate([residue[:, -n_neg:], residue[:, :n_pos]], axis=1)
+    return residue[:, :n_pos]
+
+
+def _argmax_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
+    """Index of the maximum within the search window (window coordinates, see :func:`_peak_signed`)."""
+    return np.argmax(_search_window(residue, n_pos, n_neg), axis=1)
+
+
+def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centre_idx: np.ndarray | None = None,
+                 half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Peak value and sub-sample time (s, may be negative) of each residue row (circulant layout).
+
+    Searches times ``-n_neg*dt .. (n_pos-1)*dt`` (negative times are the wrapped end of the window) - or only
+    ``centre_idx +- half_width`` samples of it when given - locates the maximum sample and refines it with a
+    parabola through its two neighbours.
+    """
+    win = _search_window(residue, n_pos, n_neg)
+    if span_idx is not None:
+        cols = np.arange(win.shape[1])[None, :]
+        far = (cols < np.asarray(span_idx[0])[:, None] - half_width) | (cols > np.asarray(span_idx[1])[:, None] + half_width)
+        i = np.argmax(np.where(far, -np.inf, win), axis=1)
+    elif centre_idx is not None and half_width > 0:
+        i = _argmax_near(win, centre_idx, half_width)
+    else:
+        i = np.argmax(win, axis=1)
+    frac, peak = _parabola_peak(win, i)
+    t = (i + frac - n_neg) * dt_s
+    return peak.astype(np.float32), t.astype(np.float32)
+
+
+def _argmax_near(win: np.ndarray, centre_idx: np.ndarray, half_width: int) -> np.ndarray:
+    """Index of each row's maximum within ``centre_idx +- half_width``."""
+    cols = np.arange(win.shape[1])[None, :]
+    far = np.abs(cols - np.asarray(centre_idx)[:, None]) > half_width
+    return np.argmax(np.where(far, -np.inf, win), axis=1)
+
+
+def _parabola_peak(y: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-sample offset (-0.5..0.5) and height of each row's maximum near its sample ``i``: the parabola through
+    ``i`` and its two neighbours (offset 0 and the sample itself at the ends or where the parabola is not
+    concave)."""
+    w = y.shape[1]
+    rows = np.arange(len(y))
+    y0 = y[rows, np.clip(i - 1, 0, w - 1)]
+    y1 = y[rows, i]
+    y2 = y[rows, np.clip(i + 1, 0, w - 1)]
+    denom = y0 - 2.0 * y1 + y2
+    interior = (i > 0) & (i < w - 1) & (denom < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip(np.where(interior, 0.5 * (y0 - y2) / denom, 0.0), -0.5, 0.5)
+    return frac, np.where(interior, y1 - 0.25 * (y0 - y2) * frac, y1)
+
+
+def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) -> tuple[list[np.ndarray], list[float]]:
+    """Frequency-domain pseudo-inverse filters ``W / S`` for each regularisation level (rfft layout)."""
+    mag = np.abs(spec)
+    smax = float(mag.max())
+    inv = np.zeros_like(spec)
+    nz = mag > 1e-12 * smax
+    inv[nz] = 1.0 / spec[nz]
+    if method == "bcsvd":
+        levels = sorted(float(p) for p in cfg.oi_thresholds)
+        return [np.where(mag >= p * smax, inv, 0.0).astype(np.complex64) for p in levels], levels
+    if method == "tikhonov":
+        lam = float(cfg.tikhonov_lambda) * smax
+        return [(np.conj(spec) / (mag**2 + lam**2)).astype(np.complex64)], [float(cfg.tikhonov_lambda)]
+    raise ValueError(f"unknown circulant method {method!r}")
+
+
+def model_family(cfg: DeconvolutionConfig) -> list[tuple[float, float]]:
+    """The candidate model residues of the bias correction: (gamma shape ``k``, dispersion ``d`` s) pairs."""
+    return [(float(k), float(d)) for d in cfg.model_dispersions_s for k in cfg.residue_shapes]
+
+
+def _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, family):
+    """:func:`step_response_tables` of every model of the family, stacked along a first axis (n_models, ...)."""
+    tabs = [step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, d, k) for k, d in family]
+    return tuple(np.array([tab[i] for tab in tabs]) for i in range(4))
+
+
+def _shape_misfit(win: np.ndarray, i_obs: np.ndarray, p_obs: np.ndarray, model_tau_w: np.ndarray,
+                  log_tau: np.ndarray, lt: np.ndarray, before: int = 3, after: int = 20) -> np.ndarray:
+    """Mean squared difference between each residue ``win`` (n, W) and a model residue (``model_tau_w``
+    (n_tau, W) on the MTT grid ``exp(lt)``) at the residue's MTT, with the least-squares height, aligned on the
+    two peaks with sub-sample precision (observed peak sample ``i_obs``, sub-sample position ``p_obs``), from
+    ``before`` samples before to ``after`` samples after the peak."""
+    n, w = win.shape
+    pos = np.clip(np.interp(log_tau, lt, np.arange(len(lt))), 0, len(lt) - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, len(lt) - 1)
+    f = (pos - i0)[:, None]
+    model = (1.0 - f) * model_tau_w[i0] + f * model_tau_w[i1]
+    i_mod = np.argmax(model, axis=1)
+    p_mod = i_mod + _parabola_peak(model, i_mod)[0]
+    a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
+    b = a - p_obs[:, None] + p_mod[:, None]  # fractional model index at the same time from the peak
+    ok = (a >= 0) & (a < w) & (b >= 0) & (b <= w - 1)
+    b0 = np.clip(np.floor(b).astype(int), 0, w - 2)
+    fb = np.clip(b - b0, 0.0, 1.0)
+    rows = np.arange(n)[:, None]
+    mod = np.where(ok, (1.0 - fb) * model[rows, b0] + fb * model[rows, b0 + 1], 0.0)
+    obs = np.where(ok, win[rows, np.clip(a, 0, w - 1)], 0.0)
+    amp = (obs * mod).sum(axis=1) / np.maximum((mod * mod).sum(axis=1), 1e-12)  # least-squares height
+    d = obs - mod * amp[:, None]
+    return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+
+
+def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, filters: list[np.ndarray],
+                  model_spectra: np.ndarray, heights: np.ndarray, dt_s: float, length: int, n_neg: int,
+                  tau_grid_s: np.ndarray, tmax_half_w: int, oi_sub: int, oi_target: float) -> np.ndarray:
+    """Relative likelihood of each model residue for each voxel (n_models, n), evaluated per group of voxels.
+
+    The residue shape is a regional property and its signature (the sharpness of the onset, the width of the top)
+    is fine detail that noise hides in a single voxel, so the tissue curves of each group (``groups`` (n,) int
+    labels, e.g. small in-plane blocks) are averaged first.  Each group's mean curve is deconvolved at the least
+    regularised level whose residue passes the oscillation-index test (its own, less noisy, ladder) and compared
+    with each model's noise-free emulated residue at the same level and at the group's MTT
+    (:func:`_shape_misfit`).  The misfits become relative likelihoods: Gaussian residuals with the best fit's
+    variance and two degrees of freedom per frequency the level keeps; where noise hides the shape, the weights
+    spread over every model that fits, rather than a noisy pick of one.  ``model_spectra`` (n_models, n_tau, F)
+    and ``heights`` (n_models, n_levels, n_tau) come from :func:`_family_tables`.  Columns sum to 1.
+    """
+    n, t = tissue_nt.shape
+    labels, inverse = np.unique(groups, return_inverse=True)
+    n_g = len(labels)
+    counts = np.bincount(inverse, minlength=n_g).astype(np.float64)
+    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(n_g, n))
+    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
+    a_sum = float(np.sum(aif_t))
+    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
+    c_spec = sfft.rfft(mean, n=length, axis=1)
+    lt = np.log(tau_grid_s)
+    n_m = len(model_spectra)
+    weight = np.ones((n_m, n_g))
+    todo = np.arange(n_g)
+    top = len(filters) - 1
+    for j, filt in enumerate(filters):
+        r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
+        ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::oi_sub]) <= oi_target
+        if ok.any():
+            g = todo[ok]
+            p_j, g_t = _peak_signed(r[ok], dt_s, t, n_neg)
+            win = _search_window(r[ok], t, n_neg)
+            gi = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            i_obs = _argmax_near(win, gi, tmax_half_w)
+            p_obs = i_obs + _parabola_peak(win, i_obs)[0]
+            mis = np.empty((n_m, len(g)))
+            for m in range(n_m):
+                model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
+                log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
+                mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
+            dof = 2.0 * np.count_nonzero(filt)
+            best_mis = np.maximum(mis.min(axis=0), 1e-30)
+            weight[:, g] = np.exp(-0.5 * dof * (mis - best_mis) / best_mis)
+        todo = todo[~ok]
+        if len(todo) == 0:
+            break
+    weight /= weight.sum(axis=0, keepdims=True)
+    return weight[:, inverse].astype(np.float32)
+
+
+def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_grid_s: np.ndarray,
+                       y_grid: np.ndarray) -> list[np.ndarray]:
+    """Each model's tables (n_models, n_levels, n_tau) re-indexed by the observable ``y = log(peak / area)`` of
+    the most regularised residue (``y_grid``), through that model's MTT (:func:`log_tau_from_peak`); returns
+    arrays (n_models, n_levels, len(y_grid))."""
+    lt = np.log(tau_grid_s)
+    out = []
+    for tab in tables:
+        o = np.empty(tab.shape[:2] + (len(y_grid),))
+        for m in range(tab.shape[0]):
+            lt_m = log_tau_from_peak(np.exp(y_grid), np.ones_like(y_grid), heights_top[m], tau_grid_s)
+            for j in range(tab.shape[1]):
+                o[m, j] = np.interp(lt_m, lt, tab[m, j])
+        out.append(o)
+    return out
+
+
+def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
+    lo = table_m_y[:, i0]
+    hi = table_m_y[:, i0 + 1]
+    return (weight_m_n * ((1.0 - frac) * lo + frac * hi)).sum(axis=0)
+
+
+def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
+                         method: str | None = None, max_negative_delay_s: float = 4.0,
+                         tau_filter=None, shape_groups: np.ndarray | None = None,
+                         weight_filter=None) -> DeconvolutionOutput:
+    """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
+
+    tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
+    """
+    method = method or cfg.method
+    tissue = np.asarray(tissue_nt, np.float32)
+    n, t = tissue.shape
+    length = padded_length(t)
+    spec = circulant_spectrum(aif_t, dt_s, length)
+    filters, levels = _filters(spec, method, cfg)
+    n_neg = int(round(max_negative_delay_s / dt_s))
+    sub = max(1, int(round(cfg.oi_reference_dt_s / dt_s)))
+    target = float(cfg.oscillation_index)
+    guided = cfg.peak_window_s is not None and cfg.peak_window_s >= 0 and len(filters) > 1
+    half_w = int(round(cfg.peak_window_s / dt_s)) if guided else 0
+    tmax_half_w = max(1, int(round(cfg.tmax_window_s / dt_s)))
+    top = len(filters) - 1
+
+    rmax = np.zeros(n, np.float32)
+    tmax = np.zeros(n, np.float32)
+    rmax_std = rmax if not guided else np.zeros(n, np.float32)  # the standard convention (unguided peak)
+    tmax_std = tmax if not guided else np.zeros(n, np.float32)
+    thr = np.full(n, levels[-1], np.float32)
+    level = np.full(n, top, np.int16)
+    a_sum = float(np.sum(aif_t))
+    auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
+    tau_grid = np.geomspace(0.3, 60.0, 48)
+    lt = np.log(tau_grid)
+    correct = cfg.correct_regularisation_bias
+    family = model_family(cfg) if len(filters) > 1 else [(1.0, 0.0)]
+    heights = shifts = rel_heights = None
+    if correct or guided:
+        heights, shifts, true_h, model_spectra = _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
+                                                                family)
+        rel_heights = heights / np.maximum(true_h[:, None, :], 1e-9)  # estimated / true peak of h (x) R
+
+    g_t = np.zeros(n, np.float64)
+    g_idx_all = None
+    if guided:
+        # pass 1: the weight of each model residue for each voxel (per group, spatially smoothed: see
+        # model_weights), the peak of the most regularised residue (robust to noise) and the voxel's MTT under
+        # each model
+        n_m = len(family)
+        weight = np.ones((1, n), np.float32)
+        if n_m > 1:
+            grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
+            weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
+                                   tau_grid, tmax_half_w, sub, target)
+            if weight_filter is not None:
+                weight = np.array([weight_filter(w) for w in weight], np.float32)
+                weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
+        g_idx_all = np.zeros(n, int)
+        y = np.zeros(n)
+        for start in range(0, n, _CHUNK):
+            stop = min(n, start + _CHUNK)
+            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
+            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
+            p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
+            g_idx_all[start:stop] = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+        # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
+        # the MTT grid is clipped to it
+        y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
+        y = np.clip(np.nan_to_num(y, nan=y_grid[0], posinf=y_grid[-1], neginf=y_grid[0]), y_grid[0], y_grid[-1])
+        # noise-robust MTT for the height lookup and the lag-aware window: the filtered observable
+        y_filt = y if tau_filter is None else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1])
+        log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
+                                              tau_grid, y_grid)
+
+        def grid_pos(v):
+            p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
+            i0 = np.clip(np.floor(p).astype(int), 0, len(y_grid) - 2)
+            return i0, np.clip(p - i0, 0.0, 1.0)
+
+        pos_own, pos_filt = grid_pos(y), grid_pos(y_filt)
+
+    def solve_chunk(start: int) -> None:
+        """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
+        stop = min(n, start + _CHUNK)
+        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1)
+        todo = np.arange(stop - start)
+        for j, filt in enumerate(filters):
+            r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
+            ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
+            if ok.any():
+                sel = start + todo[ok]
+                if not guided:
+                    pk, tm = _peak_signed(r[ok], dt_s, t, n_neg)
+                else:
+                    # the peak of level j lies between the guide's peak moved earlier by the difference of the two
+                    # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
+                    gi = g_idx_all[sel]
+                    i0, fr = pos_filt[0][sel], pos_filt[1][sel]
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], weight[:, sel], i0, fr)
+                                     - _weighted_lookup(shift_y[:, j], weight[:, sel], i0, fr), 0.0)
+                    early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+                    pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi))
+                    _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)
+                    rmax_std[sel], tmax_std[sel] = _peak_signed(r[ok], dt_s, t, n_neg)
+                rmax[sel] = pk
+                tmax[sel] = tm
+                thr[sel] = levels[j]
+                level[sel] = j
+            todo = todo[~ok]
+            if len(todo) == 0:
+                break
+
+    # chunks in parallel threads (FFTs and numpy reductions release the GIL)
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, -(-n // _CHUNK)))) as pool:
+        list(pool.map(solve_chunk, range(0, n, _CHUNK)))
+    out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
+                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0))
+    if correct:
+        if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
+            out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
+                                                               rel_heights[0], shifts[0], tau_grid)
+        else:
+            log_h = np.zeros(n)
+            shift = np.zeros(n)
+            for j in range(len(filters)):
+                sel = np.flatnonzero(level == j)
+                if len(sel):
+                    log_h[sel] = _weighted_lookup(log_h_y[:, j], weight[:, sel], pos_filt[0][sel], pos_filt[1][sel])
+                    shift[sel] = _weighted_lookup(shift_y[:, j], weight[:, sel], pos_own[0][sel], pos_own[1][sel])
+            out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
+            out.tmax_s = np.maximum(tmax - shift, 0.0).astype(np.float32)
+    return out
+
+
+def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float,
+                            threshold: float) -> DeconvolutionOutput:
+    """Standard truncated SVD (Ostergaard 1996) of the lower-triangular Toeplitz matrix (delay sensitive)."""
+    a = np.asarray(aif_t, np.float64)
+    t = len(a)
+    idx = np.arange(t)
+    amat = np.where(idx[:, None] >= idx[None, :], a[np.clip(idx[:, None] - idx[None, :], 0, t - 1)], 0.0) * dt_s
+    u, s, vt = np.linalg.svd(amat)
+    sinv = np.where(s >= threshold * s.max(), 1.0 / s, 0.0)
+    pinv = (vt.T * sinv) @ u.T  # (T, T)
+    tissue = np.asarray(tissue_nt, np.float32)
+    rmax = np.zeros(len(tissue), np.float32)
+    tmax = np.zeros(len(tissue), np.float32)
+    pinv32 = pinv.T.astype(np.float32)
+    for start in range(0, len(tissue), _CHUNK):
+        r = tissue[start : start + _CHUNK] @ pinv32
+        rmax[start : start + _CHUNK], tmax[start : start + _CHUNK] = residue_peak(r, dt_s, t, 0)
+    return DeconvolutionOutput(rmax, tmax, np.full(len(tissue), threshold, np.float32))
+
+
+def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
+               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None) -> DeconvolutionOutput:
+    """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
+
+    ``tau_filter`` (optional, circulant methods): a function mapping the per-voxel log MTT estimates (n,) used
+    to look up the regularisation-bias correction to filtered values (e.g. a spatial median, see the module doc).
+    """
+    if cfg.method == "svd":
+        out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
+        out.rmax_standard_per_s, out.tmax_standard_s = out.rmax_per_s, out.tmax_s
+        return out
+    if cfg.method == "standard":
+        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
+        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
+    return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
+                                weight_filter=weight_filter)

@@ -1,0 +1,208 @@
+"""Perfusion maps from deconvolution outputs, vessel mask, affected side and relative CBF.
+
+Units (REFERENCE.md; Ostergaard 1996, Wintermark 2005):
+
+* ``CBF [mL/100g/min] = 6000 * kH / rho * max(R)`` with the flow-scaled residue ``R`` in 1/s;
+* ``CBV [mL/100g] = 100 * kH / rho * AUC(tissue) / AUC(AIF)`` (both in delta HU on the same time grid,
+  AUC over the acquisition window);
+* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem);
+* ``Tmax [s]`` = time of the residue maximum (arrival delay of the tissue relative to the AIF, plus dispersion);
+* ``TTP [s]`` = time to peak of the denoised tissue curve, from the first frame (parabolic sub-sample refinement).
+
+Non-negativity policy (:func:`nonnegative_maps`)
+    CBF and CBV are non-negative quantities, but their estimates are noisy and unbiased (CBV is linear in the
+    data): in tissue whose true CBV is of the order of the noise of its estimate (infarct core, white matter at
+    high noise) a fraction of voxels comes out below 0.  The written maps are the estimates projected onto the
+    physical range, ``max(estimate, 0)`` (the constrained maximum-likelihood estimate of a non-negative scalar
+    under Gaussian noise).  Consequence, documented: a per-voxel value of 0 means "at or below the noise floor",
+    and regional *means* of very low CBV/CBF regions are biased upwards by at most ``E[max(-e, 0)]`` =
+    ``0.4 * sigma`` (sigma = voxel noise of the estimate; zero-mean error e) - negligible for normal tissue,
+    ~0.1-0.3 mL/100g for the core CBV at 8-15 HU noise.  MTT is reported only where both CBV and CBF are > 0
+    (NaN elsewhere: the ratio of two values at the noise floor is undefined).
+    The vessel mask uses the (unclipped) CBV of the strongly denoised curves (see ctperf.engine).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy import ndimage
+
+from ctperf.constants import KH, RHO_G_PER_ML
+from ctperf.engine.deconvolution import residue_peak
+
+CBF_PER_RMAX = 6000.0 * KH / RHO_G_PER_ML
+CBV_PER_RATIO = 100.0 * KH / RHO_G_PER_ML
+
+
+def cbf_from_rmax(rmax_per_s: np.ndarray) -> np.ndarray:
+    """CBF (mL/100g/min) from the residue peak (1/s)."""
+    return (CBF_PER_RMAX * np.asarray(rmax_per_s, np.float64)).astype(np.float32)
+
+
+def cbv_from_area(tissue_area: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
+    """CBV (mL/100g) = 100 kH/rho * AUC(tissue)/AUC(AIF); ``tissue_area`` = sum of each tissue curve's samples
+    on the same uniform grid as ``aif_t``."""
+    a = float(np.sum(aif_t))
+    if a <= 0:
+        return np.full(len(tissue_area), np.nan, np.float32)
+    return (CBV_PER_RATIO * np.asarray(tissue_area, np.float64) / a).astype(np.float32)
+
+
+def cbv_from_curves(tissue_nt: np.ndarray, aif_t: np.ndarray) -> np.ndarray:
+    """CBV (mL/100g) from curves (n, T) on the AIF's grid (see :func:`cbv_from_area`)."""
+    return cbv_from_area(np.asarray(tissue_nt).sum(axis=1, dtype=np.float64), aif_t)
+
+
+def mtt_from(cbv: np.ndarray, cbf: np.ndarray) -> np.ndarray:
+    """MTT (s) = 60 CBV / CBF; NaN where CBF <= 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(cbf > 0, 60.0 * cbv / cbf, np.nan).astype(np.float32)
+
+
+def combine_flow(cbf_smooth: np.ndarray, cbv_smooth: np.ndarray, cbv_sharp: np.ndarray,
+                 min_cbv: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine the strongly denoised residue with the edge-preserved CBV (returns CBV, MTT, CBF).
+
+    The residue (hence CBF = peak, and MTT = 60 CBV/CBF) needs strong denoising, which mixes thin grey matter
+    with white matter and flattens the GM/WM CBF contrast.  MTT is a *ratio* of two quantities that the mixing
+    affects alike (and GM and WM MTTs are close), so it survives the mixing; CBV is linear and is taken from the
+    selectively filtered area.  Hence ``MTT = 60 CBV_smooth / CBF_smooth`` and ``CBF = 60 CBV_sharp / MTT``
+    (= ``CBF_smooth * CBV_sharp / CBV_smooth``; where CBV_smooth < ``min_cbv`` mL/100g the smooth CBF is kept).
+    The central volume theorem ``CBF = 60 CBV / MTT`` holds exactly for the returned maps.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cbv_smooth > min_cbv, cbv_sharp / cbv_smooth, 1.0)
+    cbf = (cbf_smooth * np.clip(ratio, 0.0, 4.0)).astype(np.float32)
+    cbv = np.where(cbv_smooth > min_cbv, cbv_sharp, cbv_smooth).astype(np.float32)
+    return cbv, mtt_from(cbv, cbf), cbf
+
+
+def nonnegative_maps(cbv: np.ndarray, cbf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project CBV and CBF onto >= 0 (NaN kept) and recompute MTT = 60 CBV/CBF where both are > 0 (else NaN).
+
+    Returns (CBV, MTT, CBF); see "Non-negativity policy" in the module docstring.
+    """
+    cbv = np.where(np.isnan(cbv), cbv, np.maximum(cbv, 0.0)).astype(np.float32)
+    cbf = np.where(np.isnan(cbf), cbf, np.maximum(cbf, 0.0)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mtt = np.where((cbv > 0) & (cbf > 0), 60.0 * cbv / cbf, np.nan).astype(np.float32)
+    return cbv, mtt, cbf
+
+
+def ttp_from_curves(tissue_nt: np.ndarray, time_s: np.ndarray) -> np.ndarray:
+    """Time to peak (s from the first frame) with parabolic refinement."""
+    dt = float(time_s[1] - time_s[0])
+    _, t = residue_peak(np.asarray(tissue_nt, np.float32), dt, tissue_nt.shape[1], 0)
+    return (t + float(time_s[0])).astype(np.float32)
+
+
+def to_volume(values_n: np.ndarray, mask_zyx: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    """Scatter per-voxel values (order of ``np.nonzero(mask)``) into a float32 (z, y, x) volume."""
+    out = np.full(mask_zyx.shape, fill, np.float32)
+    out[mask_zyx] = values_n
+    return out
+
+
+def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius_mm: float) -> np.ndarray:
+    """In-plane median filter of a map inside ``mask`` (window ``2 round(radius_mm/pixel_mm) + 1`` pixels).
+
+    Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as a
+    lesion boundary; used on Tmax.  Voxels outside the mask are first filled with the local mask mean
+    (normalised Gaussian) so they do not pull the median; values outside the mask are returned unchanged.
+    """
+    r = int(round(radius_mm / pixel_mm)) if radius_mm and radius_mm > 0 else 0
+    if r < 1 or not mask.any():
+        return vol_zyx
+    zz, yy, xx = np.nonzero(mask)
+    bb = (slice(None), slice(max(yy.min() - r, 0), yy.max() + r + 1), slice(max(xx.min() - r, 0), xx.max() + r + 1))
+    msub = mask[bb]
+    v = np.where(msub, np.nan_to_num(vol_zyx[bb]), 0.0).astype(np.float32)
+    m = msub.astype(np.float32)
+    s = (0, r, r)
+    fill = ndimage.gaussian_filter(v, s) / np.maximum(ndimage.gaussian_filter(m, s), 1e-6)
+    med = _median_per_slice(np.where(msub, v, fill), 2 * r + 1)
+    out = np.array(vol_zyx, np.float32, copy=True)
+    out[bb] = np.where(msub, med, out[bb])
+    return out
+
+
+def smooth_in_mask(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float) -> np.ndarray:
+    """In-plane Gaussian smoothing (``sigma_mm``) of the values inside ``mask``, normalised by the smoothed mask
+    (values outside the mask do not leak in); 0 outside the mask."""
+    sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
+    m = mask.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(mask, vol_zyx, 0.0).astype(np.float32), sig, mode="constant")
+    den = ndimage.gaussian_filter(m, sig, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mask & (den > 1e-6), num / den, 0.0).astype(np.float32)
+
+
+def _median_per_slice(vol_zyx: np.ndarray, size: int) -> np.ndarray:
+    """2D ``size`` x ``size`` median of each slice; slices in parallel threads (scipy releases the GIL)."""
+    out = np.empty_like(vol_zyx)
+
+    def one(k: int) -> None:
+        ndimage.median_filter(vol_zyx[k], size=size, output=out[k])
+
+    with ThreadPoolExecutor(max_workers=min(len(vol_zyx), os.cpu_count() or 1) or 1) as pool:
+        list(pool.map(one, range(len(vol_zyx))))
+    return out
+
+
+def vessel_mask(cbv_zyx: np.ndarray, peak_hu_zyx: np.ndarray, brain: np.ndarray, cbv_max: float,
+                peak_max_hu: float) -> np.ndarray:
+    """Large vessels: brain voxels with CBV above ``cbv_max`` or a peak enhancement above ``peak_max_hu``."""
+    return brain & ((np.nan_to_num(cbv_zyx) > cbv_max) | (np.nan_to_num(peak_hu_zyx) > peak_max_hu))
+
+
+def affected_side(tmax_zyx: np.ndarray, tissue: np.ndarray, side_zyx: np.ndarray, voxel_ml: float,
+                  threshold_s: float = 6.0, min_ml: float = 1.0, min_cluster_ml: float = 0.0) -> tuple[str, dict]:
+    """'left' | 'right' | 'none': hemisphere with the larger Tmax > threshold tissue volume (mL).
+
+    Same rule as :func:`ctperf.indices.lesion_side` on the hypoperfusion mask of :mod:`ctperf.masks`: tissue with
+    Tmax > ``threshold_s`` after removing clusters smaller than ``min_cluster_ml``; 'none' when both hemispheres
+    hold less than ``min_ml``; a tie goes to 'left'.
+    """
+    from ctperf.masks import remove_small_clusters
+
+    hyp = tissue & np.isfinite(tmax_zyx) & (np.nan_to_num(tmax_zyx) > threshold_s)
+    hyp = remove_small_clusters(hyp, voxel_ml, min_cluster_ml)
+    left = float((hyp & (side_zyx > 0)).sum() * voxel_ml)
+    right = float((hyp & (side_zyx < 0)).sum() * voxel_ml)
+    vols = {"tmax6_left_ml": left, "tmax6_right_ml": right}
+    if max(left, right) < min_ml:
+        return "none", vols
+    return ("left" if left >= right else "right"), vols
+
+
+def reference_region(tissue: np.ndarray, tmax_zyx: np.ndarray, side_zyx: np.ndarray, affected: str,
+                     normal_tmax_s: float = 4.0, margin_s: float = 2.0) -> np.ndarray:
+    """Normal-appearing tissue of the less-affected hemisphere (both hemispheres if 'none').
+
+    Normal-appearing = Tmax below ``max(normal_tmax_s, median Tmax of that hemisphere's tissue + margin_s)``:
+    4 s as usual, raised when the whole brain is delayed against the AIF (e.g. AIF taken upstream of a
+    bilateral delay), so the reference does not collapse to a few voxels.
+    """
+    hemi = tissue & np.isfinite(tmax_zyx)
+    if affected == "left":
+        hemi &= side_zyx < 0
+    elif affected == "right":
+        hemi &= side_zyx > 0
+    else:
+        hemi &= side_zyx != 0
+    if not hemi.any():
+        return hemi
+    limit = max(normal_tmax_s, float(np.median(tmax_zyx[hemi])) + margin_s)
+    return hemi & (tmax_zyx < limit)
+
+
+def relative_cbf(cbf_zyx: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:
+    """rCBF = CBF / mean CBF of the reference region; returns (rCBF map, reference mean CBF)."""
+    vals = cbf_zyx[reference & np.isfinite(cbf_zyx)]
+    ref = float(np.mean(vals)) if vals.size else float("nan")
+    if not np.isfinite(ref) or ref <= 0:
+        return np.full_like(cbf_zyx, np.nan), ref
+    return (cbf_zyx / ref).astype(np.float32), ref

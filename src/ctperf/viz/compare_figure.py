@@ -1,0 +1,37 @@
+"""Figure of a follow-up comparison: baseline anatomy with reperfused and persisting hypoperfusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ctperf.qa_plots import display_orientation, draw_baseline, label_edges, new_figure, save_figure
+
+REPERFUSED_RGBA = (0.1, 0.8, 0.2, 0.65)
+PERSISTENT_RGBA = (0.9, 0.1, 0.1, 0.65)
+
+
+def reperfusion_figure(baseline_hu: np.ndarray, affine_ras: np.ndarray, reperfused: np.ndarray,
+                       persistent: np.ndarray, title: str, path: Path, n_max: int = 4) -> Path:
+    """Up to ``n_max`` baseline slices with the most baseline hypoperfusion, in radiological display.
+
+    Green: baseline Tmax above the threshold, no longer above it at follow-up (reperfused); red: still above it.
+    """
+    orient = display_orientation(affine_ras, baseline_hu.shape)
+    lesion = (reperfused | persistent).reshape(len(baseline_hu), -1).sum(axis=1)
+    ranked = [int(k) for k in np.argsort(-lesion, kind="stable")[:n_max] if lesion[k] > 0] or [len(lesion) // 2]
+    slices = [k for k in orient.slice_order if k in ranked]
+    fig = new_figure(2.6 * len(slices) + 0.4, 3.4)
+    for i, z in enumerate(slices):
+        ax = fig.add_axes((0.02 + i / len(slices) * 0.96, 0.07, 0.96 / len(slices) - 0.01, 0.70))
+        draw_baseline(ax, baseline_hu[z], orient)
+        over = np.zeros(baseline_hu.shape[1:] + (4,))
+        over[reperfused[z]] = REPERFUSED_RGBA
+        over[persistent[z]] = PERSISTENT_RGBA
+        ax.imshow(orient.image(over), interpolation="nearest", aspect=orient.aspect, origin="upper")
+        label_edges(ax, orient)
+        ax.set_title(f"S {orient.slice_s_mm[z]:+.0f} mm", fontsize=8)
+    fig.text(0.02, 0.94, title, fontsize=9.5, fontweight="bold")
+    fig.text(0.02, 0.885, "green: reperfused (baseline hypoperfusion no longer present), red: persisting", fontsize=8)
+    return save_figure(fig, path)

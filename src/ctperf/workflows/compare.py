@@ -1,0 +1,182 @@
+"""`ctperf compare`: a follow-up study against its baseline.
+
+PRR_percent from the two metrics documents and, when both output folders hold maps, a rigid registration of the
+follow-up to the baseline (SimpleITK, on the pre-contrast baseline images), the reperfusion map (baseline
+hypoperfusion, Tmax above the threshold, whose follow-up Tmax is no longer above it) with its volume, and a
+figure.  Results made with different thresholds or definition versions are refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctperf import DISCLAIMER, __version__
+from ctperf.errors import InputError
+from ctperf.indices import prr_percent
+from ctperf.metrics_io import to_strict
+
+MAPS_NEEDED = ("tmax.nii.gz", "hypoperf_mask_tmax6.nii.gz", "aux/baseline_hu.nii.gz", "aux/tissue_mask.nii.gz")
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """metrics.json of an output folder (or the file itself)."""
+    p = Path(path)
+    p = p / "metrics.json" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(f"no metrics.json at {path}")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{p} is not a metrics document")
+    return doc
+
+
+def definition_differences(base: dict, follow: dict) -> list[str]:
+    """Thresholds and definition version that differ between two metrics documents ('name: a vs b')."""
+    out = []
+    if base.get("definition_version") != follow.get("definition_version"):
+        out.append(f"definition_version: {base.get('definition_version')} vs {follow.get('definition_version')}")
+    tb, tf = base.get("thresholds") or {}, follow.get("thresholds") or {}
+    for key in sorted(set(tb) | set(tf)):
+        if tb.get(key) != tf.get(key):
+            out.append(f"thresholds.{key}: {tb.get(key)} vs {tf.get(key)}")
+    return out
+
+
+@dataclass
+class Reperfusion:
+    """Voxel-wise comparison on the baseline grid (bool (z, y, x) masks)."""
+
+    reperfused: np.ndarray
+    persistent: np.ndarray
+    not_covered: np.ndarray
+    followup_tmax: np.ndarray
+    voxel_ml: float
+
+
+def reperfusion_masks(base_hypo: np.ndarray, followup_tmax_on_base: np.ndarray, followup_tissue_on_base: np.ndarray,
+                      tmax_threshold_s: float, voxel_ml: float) -> Reperfusion:
+    """Split the baseline hypoperfusion into reperfused / persisting / not covered by the follow-up.
+
+    Parameters
+    ----------
+    base_hypo : bool ndarray (z, y, x)
+        Baseline hypoperfusion mask (Tmax > threshold).
+    followup_tmax_on_base : float ndarray (z, y, x)
+        Follow-up Tmax (s) resampled onto the baseline grid (NaN outside its field of view).
+    followup_tissue_on_base : ndarray (z, y, x)
+        Follow-up tissue mask resampled onto the baseline grid (> 0.5 = analysed tissue).
+    tmax_threshold_s : float
+        The hypoperfusion threshold both studies used.
+    voxel_ml : float
+        Volume of one baseline voxel (mL).
+    """
+    base = np.asarray(base_hypo, bool)
+    covered = (np.asarray(followup_tissue_on_base) > 0.5) & np.isfinite(followup_tmax_on_base)
+    still = np.zeros_like(base)
+    still[covered] = np.asarray(followup_tmax_on_base)[covered] > tmax_threshold_s
+    return Reperfusion(base & covered & ~still, base & still, base & ~covered, followup_tmax_on_base, voxel_ml)
+
+
+def compare_studies(baseline: str | Path, followup: str | Path, out_dir: str | Path | None = None, *,
+                    force: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Compare a follow-up output folder with its baseline; write the results into ``out_dir`` when given.
+
+    Returns the strict-JSON result document (also written as ``out_dir/compare.json``).
+
+    Raises
+    ------
+    InputError
+        Missing metrics, or different thresholds / definition versions without ``force``.
+    """
+    base_doc, fu_doc = read_metrics(baseline), read_metrics(followup)
+    diffs = definition_differences(base_doc, fu_doc)
+    if diffs and not force:
+        raise InputError("baseline and follow-up were made with different definitions (" + "; ".join(diffs) +
+                         "); re-run one with the other's config, or use --force to compare anyway")
+    vols = [base_doc.get("hypoperfusion_ml"), fu_doc.get("hypoperfusion_ml")]
+    prr, reason = prr_percent(*vols)
+    doc: dict[str, Any] = {
+        "software": "ctperf", "software_version": __version__, "disclaimer": DISCLAIMER,
+        "PRR_percent": prr, "baseline_hypoperfusion_ml": vols[0], "followup_hypoperfusion_ml": vols[1],
+        "definition_version": base_doc.get("definition_version"), "thresholds": base_doc.get("thresholds"),
+        "forced": bool(force and diffs), "definition_differences": diffs,
+        "units": {"PRR_percent": "%", "baseline_hypoperfusion_ml": "mL", "followup_hypoperfusion_ml": "mL",
+                  "reperfused_ml": "mL", "persistent_hypoperfusion_ml": "mL", "not_covered_ml": "mL",
+                  "reperfusion_percent": "%"},
+    }
+    if prr is None:
+        doc["PRR_percent_reason"] = reason
+    missing = [f"{name}/{f}" for name, d in (("baseline", baseline), ("follow-up", followup)) for f in MAPS_NEEDED
+               if not (Path(d) / f).is_file()]
+    if missing:
+        doc.update({"maps_compared": False, "maps_compared_reason": f"no maps: missing {', '.join(missing)}"})
+        _write(doc, out_dir, None)
+        return to_strict(doc)
+    threshold = float((base_doc.get("thresholds") or {}).get("tmax_hypoperfusion_s", 6.0))
+    rep, base_hu, base_aff, tr = _register(Path(baseline), Path(followup), threshold, seed)
+    covered_base = rep.reperfused.sum() + rep.persistent.sum()
+    doc.update({
+        "maps_compared": True,
+        "reperfused_ml": float(rep.reperfused.sum() * rep.voxel_ml),
+        "persistent_hypoperfusion_ml": float(rep.persistent.sum() * rep.voxel_ml),
+        "not_covered_ml": float(rep.not_covered.sum() * rep.voxel_ml),
+        "reperfusion_percent": float(100.0 * rep.reperfused.sum() / covered_base) if covered_base else None,
+        "registration": {"method": "rigid (6 dof), Mattes mutual information, SimpleITK",
+                         "images": "pre-contrast baseline HU of each study", "rotation_deg": tr.rotation_deg,
+                         "centre_displacement_mm": tr.translation_mm, "metric": tr.metric,
+                         "baseline_to_followup_ras": tr.matrix_ras.tolist()},
+    })
+    if not covered_base:
+        doc["reperfusion_percent_reason"] = "no baseline hypoperfusion inside the follow-up field of view"
+    _write(doc, out_dir, (rep, base_hu, base_aff))
+    return to_strict(doc)
+
+
+def _register(baseline: Path, followup: Path, threshold: float, seed: int):
+    from ctperf.analysis.registration import register_rigid, resample_to_fixed
+    from ctperf.nifti_io import load_volume
+    from ctperf.study import voxel_volume_ml
+
+    base_hu, base_aff = load_volume(baseline / "aux" / "baseline_hu.nii.gz")
+    fu_hu, fu_aff = load_volume(followup / "aux" / "baseline_hu.nii.gz")
+    base_hypo = load_volume(baseline / "hypoperf_mask_tmax6.nii.gz")[0] > 0.5
+    fu_tmax, fu_tmax_aff = load_volume(followup / "tmax.nii.gz")
+    fu_tissue, fu_tissue_aff = load_volume(followup / "aux" / "tissue_mask.nii.gz")
+    tr = register_rigid(base_hu, base_aff, fu_hu, fu_aff, seed=seed)
+    tmax_on_base = resample_to_fixed(fu_tmax, fu_tmax_aff, base_hu.shape, base_aff, tr)
+    tissue_on_base = resample_to_fixed(fu_tissue, fu_tissue_aff, base_hu.shape, base_aff, tr, nearest=True, fill=0.0)
+    if base_hypo.shape != base_hu.shape:
+        raise InputError(f"{baseline}: the hypoperfusion mask and the baseline image have different grids")
+    rep = reperfusion_masks(base_hypo, tmax_on_base, tissue_on_base, threshold, voxel_volume_ml(base_aff))
+    return rep, base_hu, base_aff, tr
+
+
+def _write(doc: dict, out_dir, maps) -> None:
+    if out_dir is None:
+        return
+    from ctperf.nifti_io import save_volume
+    from ctperf.pipeline import atomic_output_dir
+
+    with atomic_output_dir(out_dir) as tmp:
+        if maps is not None:
+            rep, base_hu, base_aff = maps
+            from ctperf.viz.compare_figure import reperfusion_figure
+
+            save_volume(tmp / "reperfusion_mask.nii.gz", rep.reperfused, base_aff, dtype=np.uint8)
+            save_volume(tmp / "persistent_hypoperfusion_mask.nii.gz", rep.persistent, base_aff, dtype=np.uint8)
+            save_volume(tmp / "followup_tmax_on_baseline.nii.gz", np.nan_to_num(rep.followup_tmax, nan=0.0),
+                        base_aff)
+            prr = doc["PRR_percent"]
+            title = (f"PRR {'n/a' if prr is None else f'{prr:.0f} %'}; reperfused {doc['reperfused_ml']:.1f} mL, "
+                     f"persisting {doc['persistent_hypoperfusion_ml']:.1f} mL")
+            reperfusion_figure(base_hu, base_aff, rep.reperfused, rep.persistent, title, tmp / "compare.png")
+        (tmp / "compare.json").write_text(json.dumps(to_strict(doc), indent=2, allow_nan=False) + "\n",
+                                          encoding="utf-8")

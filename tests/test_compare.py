@@ -1,0 +1,105 @@
+"""`ctperf compare`: PRR, rigid registration, reperfusion map and volume, refusal of different definitions."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cohort_data import FAST_CONFIG, write_small_study
+
+pytest.importorskip("SimpleITK")
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """Baseline with a left MCA lesion; a follow-up without lesion (reperfused) and one with the same lesion
+    (persisting), each scanned with the head rotated and shifted."""
+    from ctperf.config import Config
+    from ctperf.pipeline import run_dicom_folder
+
+    root = tmp_path_factory.mktemp("compare")
+    cfg = Config.from_dict(FAST_CONFIG)
+    specs = {"base": dict(seed=0),
+             "reperfused": dict(seed=1, lesion=None, rotation_deg=5.0, head_offset_mm=(4.0, -3.0)),
+             "persisting": dict(seed=2, rotation_deg=-4.0, head_offset_mm=(-3.0, 2.0))}
+    for name, kw in specs.items():
+        write_small_study(root / name / "dicom", n_slices=6, **kw)
+        run_dicom_folder(root / name / "dicom", root / name / "out", cfg)
+    return root
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "ctperf.cli", *args], capture_output=True, text=True, env=ENV)
+
+
+@pytest.mark.slow
+def test_reperfusion_after_registration(studies, tmp_path):
+    from ctperf.nifti_io import load_volume
+    from ctperf.study import voxel_volume_ml
+
+    r = _cli("compare", "--baseline", str(studies / "base" / "out"), "--followup",
+             str(studies / "reperfused" / "out"), "--out_dir", str(tmp_path / "c1"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    base_ml = doc["baseline_hypoperfusion_ml"]
+    assert base_ml > 20 and doc["PRR_percent"] == pytest.approx(100.0, abs=5)
+    assert doc["maps_compared"] and doc["reperfused_ml"] >= 0.8 * base_ml
+    assert doc["persistent_hypoperfusion_ml"] < 0.1 * base_ml
+    assert doc["registration"]["rotation_deg"] == pytest.approx(5.0, abs=1.5)
+    assert doc["registration"]["centre_displacement_mm"] == pytest.approx(5.0, abs=1.5)
+    mask, aff = load_volume(tmp_path / "c1" / "reperfusion_mask.nii.gz")
+    assert mask.sum() * voxel_volume_ml(aff) == pytest.approx(doc["reperfused_ml"], rel=1e-6)
+    assert (tmp_path / "c1" / "compare.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "c1" / "compare.json").read_text())["reperfused_ml"] == doc["reperfused_ml"]
+
+
+@pytest.mark.slow
+def test_persisting_lesion_is_not_reperfused(studies):
+    from ctperf.workflows.compare import compare_studies
+
+    doc = compare_studies(studies / "base" / "out", studies / "persisting" / "out")
+    base_ml = doc["baseline_hypoperfusion_ml"]
+    assert doc["persistent_hypoperfusion_ml"] >= 0.75 * base_ml and doc["reperfused_ml"] < 0.15 * base_ml
+    assert doc["registration"]["rotation_deg"] == pytest.approx(4.0, abs=1.5)
+
+
+def test_different_thresholds_are_refused_unless_forced(tmp_path):
+    for name, thr in (("b", 6.0), ("f", 8.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"definition_version": "1.0", "hypoperfusion_ml": 40.0 if name == "b" else 10.0,
+             "thresholds": {"tmax_hypoperfusion_s": thr}}))
+    r = _cli("compare", "--baseline", str(tmp_path / "b"), "--followup", str(tmp_path / "f"))
+    assert r.returncode == 2 and "--force" in r.stderr and "tmax_hypoperfusion_s: 6.0 vs 8.0" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _cli("compare", "--baseline", str(tmp_path / "b"), "--followup", str(tmp_path / "f"), "--force",
+             "--out_dir", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["forced"] and doc["PRR_percent"] == 75.0 and doc["maps_compared"] is False
+    assert "no maps" in doc["maps_compared_reason"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["compare.json"]
+    shutil.rmtree(tmp_path / "o")
+    # `ctperf prr` keeps its behaviour (no definition check)
+    r = _cli("prr", str(tmp_path / "b"), str(tmp_path / "f"))
+    assert r.returncode == 0 and json.loads(r.stdout)["PRR_percent"] == 75.0
+
+
+def test_reperfusion_masks_rule():
+    from ctperf.workflows.compare import reperfusion_masks
+
+    base = np.array([[[1, 1, 1, 0]]], bool)
+    tmax = np.array([[[2.0, 7.0, np.nan, 9.0]]])
+    tissue = np.array([[[1, 1, 1, 1]]], float)
+    rep = reperfusion_masks(base, tmax, tissue, 6.0, 0.5)
+    assert rep.reperfused.tolist() == [[[True, False, False, False]]]
+    assert rep.persistent.tolist() == [[[False, True, False, False]]]
+    assert rep.not_covered.tolist() == [[[False, False, True, False]]]
