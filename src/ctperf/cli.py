@@ -151,6 +151,8 @@ def run_cmd(
     fail_on_qa: bool = _FAIL_ON_QA,
     overwrite: bool = _OVERWRITE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
+    dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM Parametric Maps, SEG, SR and "
+                                   "Secondary Captures to OUT/dicom (needs ctperf[dicom-out])."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
     try:
@@ -162,7 +164,8 @@ def run_cmd(
             cfg.ingest.frame_interval_s = frame_interval
         with _stages(quiet) as (stage, files):
             result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
-                                      config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite)
+                                      config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite,
+                                      dicom_out=dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -316,6 +319,8 @@ def recompute_cmd(
                                                "and leave OUT_DIR untouched (default: replace OUT_DIR's result)."),
     fail_on_qa: bool = _FAIL_ON_QA,
     overwrite: bool = _OVERWRITE,
+    dicom_out: Optional[bool] = typer.Option(None, "--dicom-out/--no-dicom-out", help="Rebuild the DICOM objects "
+                                             "(default: when an earlier run wrote them)."),
 ):
     """Re-derive masks and indices from saved maps with new thresholds (no second deconvolution)."""
     try:
@@ -324,7 +329,7 @@ def recompute_cmd(
 
         data = None if config is None else read_config_file(config)
         metrics = recompute_outputs(out_dir, Config.from_dict(data), new_out_dir=new_out_dir, config_data=data,
-                                    config_file=config, overwrite=overwrite)
+                                    config_file=config, overwrite=overwrite, dicom_out=dicom_out)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -447,6 +452,11 @@ def gui_cmd(
 from ctperf.apps.cohort_cli import register as _register_cohort  # noqa: E402
 
 _register_cohort(app, _fail)
+
+# ------------------------------------------------------------------------------------------------- node
+from ctperf.apps.node.command import node_cmd  # noqa: E402  (imports typer only; pynetdicom when run)
+
+app.command("node")(node_cmd)
 
 
 def main() -> None:

@@ -257,17 +257,21 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
                      series: str | None = None, progress: Progress = None,
                      load_progress: Callable[[int, int], None] | None = None, *,
                      config_file: str | Path | None = None, study_id: str | None = None,
-                     overwrite: bool = False) -> ModeAResult:
+                     overwrite: bool = False, dicom_out: bool = False) -> ModeAResult:
     """Mode A from a DICOM folder to a complete output folder (written atomically).
 
     ``config_file`` (the file ``cfg`` was read from) and the masks are named with their SHA-256 in
     ``metrics.json`` ``provenance.input_files`` and in log.txt; ``study_id`` replaces the default pseudonymous
     identifier (see :func:`study_id_for`).  A folder holding a Mode B result is refused unless ``overwrite``.
+    ``dicom_out`` also writes the derived DICOM objects (:mod:`ctperf.io.dicom_out`) into ``out_dir/dicom``.
     """
     from ctperf.dicom_io import load_ctp
 
     cfg = (cfg or Config()).check()
     check_output_dir(out_dir, mode="A", overwrite=overwrite)
+    if dicom_out:
+        from ctperf.io.dicom_out import read_source, require_highdicom
+        require_highdicom()
     with _LogCapture() as logbuf:
         t0 = time.perf_counter()
         _step(progress, "load")
@@ -292,7 +296,8 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         result.stage_seconds = {"load": t_load, **result.stage_seconds}
         t1 = time.perf_counter()
         _step(progress, "write")
-        write_outputs(result, out_dir, cfg, logbuf)
+        source = read_source(dicom_dir, study.meta.series_instance_uids) if dicom_out else None
+        write_outputs(result, out_dir, cfg, logbuf, dicom_source=source)
         result.stage_seconds["write"] = time.perf_counter() - t1
     return result
 
@@ -310,8 +315,12 @@ def with_study_id(metrics: dict[str, Any], study_id: str | None, how: str) -> di
     return out
 
 
-def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None) -> Path:
-    """Write maps, masks, metrics, curves, QA figures and log.txt; nothing appears in out_dir unless all succeed."""
+def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf: "_LogCapture | None" = None,
+                  dicom_source=None) -> Path:
+    """Write maps, masks, metrics, curves, QA figures and log.txt; nothing appears in out_dir unless all succeed.
+
+    With ``dicom_source`` (:class:`ctperf.io.dicom_out.SourceStudy`) the derived DICOM objects go to ``dicom/``.
+    """
     perf, lesion = result.perfusion, result.lesion
 
     def write_volumes(tmp: Path) -> None:
@@ -333,6 +342,10 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
             if cfg.output.write_pdf:
                 report.write_summary_pdf(perf, lesion, result.metrics, tmp / "report.pdf")
         volumes.result()
+        if dicom_source is not None:
+            from ctperf.io.dicom_out import write_dicom_outputs
+            n = len(write_dicom_outputs(perf, lesion, result.metrics, dicom_source, tmp))
+            log.info("wrote %d DICOM objects (research use only) to dicom/", n)
         _write_log(tmp / "log.txt", result, cfg, logbuf)
     return Path(out_dir)
 
@@ -431,7 +444,7 @@ RECOMPUTE_SECTIONS = ("thresholds", "output")
 
 def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Path | None = None,
                       config_data: dict[str, Any] | None = None, config_file: str | Path | None = None,
-                      overwrite: bool = False) -> dict[str, Any]:
+                      overwrite: bool = False, dicom_out: bool | None = None) -> dict[str, Any]:
     """New thresholds on saved maps: masks, metrics, QA figures, report and log (no deconvolution).
 
     Parameters
@@ -448,6 +461,9 @@ def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Pa
         :data:`RECOMPUTE_SECTIONS` must equal the original run's: they shaped the saved maps.
     config_file : path, optional
         The config file, named with its SHA-256 in ``provenance.input_files``.
+    dicom_out : bool, optional
+        Rebuild the DICOM objects of an earlier ``--dicom-out`` run from its saved source headers (None: when
+        present; True: required; False: not written).
 
     Returns
     -------
@@ -469,6 +485,13 @@ def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Pa
     engine_cfg = (original.get("provenance") or {}).get("config") or {}
     _reject_engine_changes(config_data or {}, engine_cfg)
     check_output_dir(dest, mode="A", overwrite=overwrite)
+    source = None
+    if dicom_out is not False:
+        from ctperf.io.dicom_out import saved_source
+
+        source = saved_source(src)
+        if dicom_out and source is None:
+            raise InputError(f"{src} has no DICOM source headers: run `ctperf run --dicom-out` on the study first")
     record = {**engine_cfg, **{k: v for k, v in cfg.to_dict().items() if k in RECOMPUTE_SECTIONS}}
     with _LogCapture() as logbuf:
         log.info("recomputed masks and indices from the saved maps with new thresholds (no deconvolution)")
@@ -486,7 +509,7 @@ def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Pa
             else None,
             "software_version": original.get("software_version"), "thresholds": original.get("thresholds")}
         log.info("recomputed_from: %s", json.dumps(result.metrics["recomputed_from"]))
-        write_outputs(result, dest, cfg, logbuf)
+        write_outputs(result, dest, cfg, logbuf, dicom_source=source)
     return result.metrics
 
 
