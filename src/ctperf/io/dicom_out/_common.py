@@ -85,7 +85,7 @@ def read_source(dicom_dir: str | Path, series_uids: Sequence[str]) -> SourceStud
     """
     from pydicom import dcmread
 
-    from ctperf.dicom_io import _prepare
+    from ctperf.io.dicom.plan import _prepare
 
     if not series_uids:
         raise InputError("the study has no SeriesInstanceUID; DICOM outputs need one")
