@@ -152,7 +152,7 @@ def run_cmd(
     overwrite: bool = _OVERWRITE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM Parametric Maps, SEG, SR and "
-                                   "Secondary Captures to OUT/dicom (needs ctperf[dicom-out])."),
+                                   "Secondary Captures to OUT/dicom (needs the extra: pip install 'ctperf\\[dicom-out]')."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
     try:
@@ -313,7 +313,7 @@ def _parse_range(text: str | None):
 @app.command("recompute", epilog=EXIT_CODES)
 def recompute_cmd(
     out_dir: Path = typer.Argument(..., help="A Mode A output folder (from `ctperf run`)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new [thresholds] "
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new \\[thresholds] "
                                           "(other sections must match the original run)."),
     new_out_dir: Optional[Path] = typer.Option(None, "--out_dir", "--out-dir", help="Write the new result here "
                                                "and leave OUT_DIR untouched (default: replace OUT_DIR's result)."),
