@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 
 import numpy as np
+from scipy import ndimage
 
 from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
@@ -89,8 +90,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
                          tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
-                         weight_filter=lambda w: mp.smooth_in_mask(mp.to_volume(w, pre.brain, 0.0), pre.brain, px,
-                                                                   dc.model_choice_block_mm)[pre.brain],
+                         weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
                          study_mask=parenchyma[pre.brain])
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
@@ -171,6 +171,19 @@ def method_description(dc) -> dict:
                                                 "weights_scope": dc.model_weights_scope} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
     }
+
+
+def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
+    """In-plane Gaussian smoothing of per-voxel values inside ``brain`` (zero outside), unnormalised: the model
+    weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
+    sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
+    vol = np.zeros(brain.shape, np.float32)
+
+    def smooth(values: np.ndarray) -> np.ndarray:
+        vol[brain] = values
+        return ndimage.gaussian_filter(vol, sig, mode="constant")[brain]
+
+    return smooth
 
 
 def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:

@@ -140,17 +140,6 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
     return out
 
 
-def smooth_in_mask(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float) -> np.ndarray:
-    """In-plane Gaussian smoothing (``sigma_mm``) of the values inside ``mask``, normalised by the smoothed mask
-    (values outside the mask do not leak in); 0 outside the mask."""
-    sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
-    m = mask.astype(np.float32)
-    num = ndimage.gaussian_filter(np.where(mask, vol_zyx, 0.0).astype(np.float32), sig, mode="constant")
-    den = ndimage.gaussian_filter(m, sig, mode="constant")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mask & (den > 1e-6), num / den, 0.0).astype(np.float32)
-
-
 def _median_per_slice(vol_zyx: np.ndarray, size: int) -> np.ndarray:
     """2D ``size`` x ``size`` median of each slice; slices in parallel threads (scipy releases the GIL)."""
     out = np.empty_like(vol_zyx)
