@@ -128,13 +128,9 @@ def _reference_inputs(perf: PerfusionResult) -> dict[str, Any]:
 def mode_a_regions(perf: PerfusionResult, lesion: LesionMasks, roi: np.ndarray | None,
                    contra: np.ndarray | None) -> dict[str, Any]:
     """Regional statistics (docs/definitions.md §5): lesion masks, tissue of each hemisphere, ROIs within tissue."""
-    from ctperf.analysis.regions import regional_statistics
+    from ctperf.analysis.regions import regional_statistics, standard_regions
 
-    tissue = perf.masks.tissue
-    side = perf.hemispheres.side
-    regions = {"core": lesion.core, "penumbra": lesion.penumbra, "hypoperfusion": lesion.hypoperfusion,
-               "hemisphere_left": tissue & (side > 0), "hemisphere_right": tissue & (side < 0),
-               "roi": None if roi is None else roi & tissue, "contra": None if contra is None else contra & tissue}
+    regions = standard_regions(lesion, perf.masks.tissue, perf.hemispheres.side, roi, contra)
     maps = {k: getattr(perf, k) for k in ("cbf", "cbv", "mtt", "tmax", "rcbf")}
     return regional_statistics(maps, regions, voxel_volume_ml=voxel_volume_ml(perf.affine_ras))
 

@@ -84,3 +84,14 @@ def regional_statistics(maps: Mapping[str, np.ndarray | None], regions: Mapping[
                 entry[f"{key}_reason"] = "empty region" if n == 0 else f"no finite {key.upper()} value in the region"
         out[name] = entry
     return out
+
+
+def standard_regions(lesion: Any, tissue: np.ndarray, side: np.ndarray | None, roi: np.ndarray | None = None,
+                     contra: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+    """The regions of :data:`REGION_NAMES` on one grid: the lesion masks (``lesion.core`` / ``.penumbra`` /
+    ``.hypoperfusion``), the tissue of each hemisphere (``side`` +1 left, -1 right; None: no midline) and the ROIs
+    within tissue (None: not given)."""
+    return {"core": lesion.core, "penumbra": lesion.penumbra, "hypoperfusion": lesion.hypoperfusion,
+            "hemisphere_left": None if side is None else tissue & (side > 0),
+            "hemisphere_right": None if side is None else tissue & (side < 0),
+            "roi": None if roi is None else roi & tissue, "contra": None if contra is None else contra & tissue}

@@ -23,6 +23,7 @@ from scipy import ndimage
 from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
 from ctperf.config import Config
+from ctperf.constants import ENGINE_VERSION
 from ctperf.engine.deconvolution import deconvolve
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
@@ -140,10 +141,14 @@ def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> di
     see :func:`ctperf.engine.maps.combine_flow`."""
     cbv_smooth = mp.cbv_from_curves(curves, aif)
     cbv_sharp = mp.cbv_from_area(area, aif)
-    cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(dec.rmax_per_s), cbv_smooth, cbv_sharp)
-    cbv_out, mtt, cbf = mp.nonnegative_maps(cbv, cbf)  # written maps: >= 0 (see ctperf.engine.maps docstring)
-    cbf_std = mp.nonnegative_maps(*mp.combine_flow(mp.cbf_from_rmax(dec.rmax_standard_per_s), cbv_smooth,
-                                                   cbv_sharp)[::2])[2]
+
+    def written_maps(rmax_per_s):
+        """(CBV, MTT, CBF) as written: combined with the edge-preserved CBV, bounded (ctperf.engine.maps)."""
+        cbv, _, cbf = mp.combine_flow(mp.cbf_from_rmax(rmax_per_s), cbv_smooth, cbv_sharp)
+        return mp.nonnegative_maps(cbv, cbf)
+
+    cbv_out, mtt, cbf = written_maps(dec.rmax_per_s)
+    cbf_std = written_maps(dec.rmax_standard_per_s)[2]
     # the vessel mask thresholds the CBV of the strongly denoised curves: large vessels are spatially coherent,
     # while the edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the
     # threshold (removing them biases the remaining tissue CBV low)
@@ -155,8 +160,6 @@ def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> di
 
 def method_description(dc) -> dict:
     """What the maps of this deconvolution setting estimate (docs/definitions.md §2), for metrics.json."""
-    from ctperf.constants import ENGINE_VERSION
-
     corrected = dc.method in ("bcsvd", "tikhonov") and dc.correct_regularisation_bias
     return {
         "engine_version": ENGINE_VERSION, "deconvolution": dc.method,

@@ -224,11 +224,6 @@ def _search_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
     return residue[:, :n_pos]
 
 
-def _argmax_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
-    """Index of the maximum within the search window (window coordinates, see :func:`_peak_signed`)."""
-    return np.argmax(_search_window(residue, n_pos, n_neg), axis=1)
-
-
 def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centre_idx: np.ndarray | None = None,
                  half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +386,7 @@ def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) 
     log_w = np.log(np.maximum(sel.astype(np.float64), 1e-30)).sum(axis=1)
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
-    return np.repeat(w[:, None], weight_m_n.shape[1], axis=1).astype(np.float32)
+    return np.broadcast_to(w.astype(np.float32)[:, None], weight_m_n.shape)  # one column, shared (read-only)
 
 
 def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_grid_s: np.ndarray,
@@ -449,7 +444,6 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     a_sum = float(np.sum(aif_t))
     auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
     tau_grid = np.geomspace(0.3, 60.0, 48)
-    lt = np.log(tau_grid)
     correct = cfg.correct_regularisation_bias
     family = model_family(cfg) if len(filters) > 1 else [(1.0, 0.0)]
     heights = shifts = rel_heights = None

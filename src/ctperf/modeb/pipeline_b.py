@@ -115,13 +115,10 @@ MODE_B_METHOD = {"engine_version": None, "deconvolution": "none (Mode B: vendor 
 
 def _regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml) -> dict[str, Any]:
     """Regional statistics as in Mode A (docs/definitions.md §5); CBF and MTT are not given in Mode B."""
-    from ctperf.analysis.regions import regional_statistics
+    from ctperf.analysis.regions import regional_statistics, standard_regions
 
     side = hemispheres.side if hemispheres is not None else None
-    regions = {"core": lesion.core, "penumbra": lesion.penumbra, "hypoperfusion": lesion.hypoperfusion,
-               "hemisphere_left": None if side is None else tissue & (side > 0),
-               "hemisphere_right": None if side is None else tissue & (side < 0),
-               "roi": None if roi_footprint is None else roi_footprint & tissue}
+    regions = standard_regions(lesion, tissue, side, roi=roi_footprint)
     maps = {"cbf": None, "cbv": cbv, "mtt": None, "tmax": tmax_s, "rcbf": rcbf}
     return regional_statistics(maps, regions, voxel_volume_ml=vox_ml)
 
