@@ -166,3 +166,23 @@ def test_dispersion_free_phantom_tmax(no_dispersion):
 def test_dispersion_free_phantom_cbf(no_dispersion):
     _, _, m = no_dispersion
     assert abs(m["gm_cbf_err_vs_nominal"]) <= 0.15 and abs(m["wm_cbf_err_vs_nominal"]) <= 0.15
+
+
+def _run_3hu(dispersion_s: float, cfg: Config):
+    ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=3.0, seed=0,
+                                                      lesion="left", dispersion_s=dispersion_s))
+    res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg)
+    return _metrics(ph, res)
+
+
+def test_curve_evidence_option_on_undispersed_tissue():
+    """``model_evidence = "curves"`` (README "Model evidence"): on the dispersion-free phantom at 3 HU the grey-matter
+    CBF reads within 15 % of the flow (the default residue evidence: -28 %) and Tmax within 0.6 s; with 1 s of
+    dispersion it stays within 15 % of the estimand (grey +8 %, white +13 % measured)."""
+    cfg = Config()
+    cfg.deconvolution.model_evidence = "curves"
+    m0 = _run_3hu(0.0, cfg)
+    assert abs(m0["gm_cbf_err_vs_nominal"]) <= 0.15, m0
+    assert m0["tmax_mae_normal_s"] <= 0.6, m0
+    m1 = _run_3hu(1.0, cfg)
+    assert abs(m1["gm_cbf_err_vs_apparent"]) <= 0.15 and abs(m1["wm_cbf_err_vs_apparent"]) <= 0.15, m1

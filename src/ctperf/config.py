@@ -80,6 +80,7 @@ RANGES: dict[str, _Range] = {
     "deconvolution.residue_shapes": _r(0, 1000, lo_open=True),
     "deconvolution.model_dispersions_s": _r(0, 20, "s"),
     "deconvolution.model_choice_block_mm": _r(0, 50, "mm", lo_open=True),
+    "deconvolution.model_evidence_radius_mm": _r(0, 100, "mm"),
     "deconvolution.bias_tau_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.tmax_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.rcbf_median_radius_mm": _r(0, 50, "mm"),
@@ -234,11 +235,19 @@ class DeconvolutionConfig(_Checked):
     #: The model is chosen on the mean curve of in-plane blocks of this size (mm): the shape of the residue is
     #: a regional property whose signature noise hides in a single voxel.
     model_choice_block_mm: float = 4.0
-    #: "study": one set of model weights for the whole study, from the joint evidence of all blocks of the
-    #: parenchyma (every voxel's correction rests on the same model, so ratios such as rCBF compare like with
-    #: like); "regional": each voxel uses the weights of its own neighbourhood (follows regional differences of
-    #: residue shape, at the cost of noisy weights where the signal is low, e.g. in the core).
+    #: "regional": each voxel uses the model weights of its own neighbourhood (follows regional differences of
+    #: residue shape); "study": one set of weights from the joint evidence of all tissue blocks (every voxel's
+    #: correction rests on the same model, so ratios such as rCBF compare like with like).
     model_weights_scope: Literal["study", "regional"] = "regional"
+    #: How a block's fit to each model is measured: "residues" (default: the block-mean residue at its own
+    #: regularisation level against each model's emulated residue; regional weights smoothed over
+    #: ``model_choice_block_mm``) or "curves" (each model's tissue curve fitted to the block-mean curve, flow,
+    #: delay and MTT free; large vessels excluded; regional log-likelihoods summed over
+    #: ``model_evidence_radius_mm``).  Measured trade-offs in the README ("Model evidence").
+    model_evidence: Literal["residues", "curves"] = "residues"
+    #: With "curves": width (mm, in-plane Gaussian sigma) of the neighbourhood whose blocks' log-likelihoods are
+    #: summed for the regional weights; 0 = each block alone.
+    model_evidence_radius_mm: float = 10.0
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

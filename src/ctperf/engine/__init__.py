@@ -82,6 +82,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("deconvolution"):
         dc = cfg.deconvolution
         parenchyma = pre.brain & ~pre.csf
+        # large vessels: CBV of the strongly denoised curves (vessels are spatially coherent, while the
+        # edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the threshold) or
+        # peak enhancement.  Their curves deconvolve to a spike and must not inform the residue-shape evidence.
+        vessels = mp.vessel_mask(mp.to_volume(mp.cbv_from_curves(curves, sel.aif.delta_hu), pre.brain), peak_hu,
+                                 pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
 
         def tau_filter(log_tau: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of the log MTT used for the bias-correction lookup
@@ -92,10 +97,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                          weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
-                         study_mask=parenchyma[pre.brain])
+                         evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
+                         evidence_mask=(parenchyma & ~vessels)[pre.brain])
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
-        vessels = mp.vessel_mask(vol.pop("cbv_vessel"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
             vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
@@ -149,11 +154,8 @@ def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> di
 
     cbv_out, mtt, cbf = written_maps(dec.rmax_per_s)
     cbf_std = written_maps(dec.rmax_standard_per_s)[2]
-    # the vessel mask thresholds the CBV of the strongly denoised curves: large vessels are spatially coherent,
-    # while the edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the
-    # threshold (removing them biases the remaining tissue CBV low)
     out = {"cbf": cbf, "cbv": cbv_out, "mtt": mtt, "tmax": dec.tmax_s,
-           "ttp": mp.ttp_from_curves(curves, pre.time_s), "cbv_vessel": cbv_smooth,
+           "ttp": mp.ttp_from_curves(curves, pre.time_s),
            "cbf_standard": cbf_std, "tmax_standard": dec.tmax_standard_s}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
 
@@ -171,7 +173,8 @@ def method_description(dc) -> dict:
                  "time of the peak of the regularised residue (standard convention of the published thresholds)"),
         "mtt": "60 CBV / CBF", "model_family": {"gamma_shapes": list(dc.residue_shapes),
                                                 "dispersions_s": list(dc.model_dispersions_s),
-                                                "weights_scope": dc.model_weights_scope} if corrected else None,
+                                                "weights_scope": dc.model_weights_scope,
+                                                "evidence": dc.model_evidence} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
     }
 
@@ -187,6 +190,21 @@ def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
         return ndimage.gaussian_filter(vol, sig, mode="constant")[brain]
 
     return smooth
+
+
+def _in_plane_sum(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
+    """Sum of per-voxel values inside ``brain`` over each voxel's in-plane neighbourhood, weighted by a Gaussian
+    of peak 1 and width ``sigma_mm`` (zero outside the brain); ``sigma_mm = 0``: no pooling."""
+    if sigma_mm <= 0:
+        return None
+    s = sigma_mm / pixel_mm
+    vol = np.zeros(brain.shape, np.float32)
+
+    def pooled(values: np.ndarray) -> np.ndarray:
+        vol[brain] = values
+        return ndimage.gaussian_filter(vol, (0.0, s, s), mode="constant")[brain] * np.float32(2.0 * np.pi * s * s)
+
+    return pooled
 
 
 def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:

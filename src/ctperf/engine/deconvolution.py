@@ -40,9 +40,11 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     that of ``F k`` by amounts that depend on the shape of ``k``.  They are computed by a noise-free emulation of
     the whole measurement with *this study's AIF* (:func:`step_response_tables`) for a family of model residues
     (:func:`model_residues`: gamma transit-time survival functions, dispersed by exponential kernels; the family is
-    ``residue_shapes`` x ``model_dispersions_s``) and a grid of MTTs.  Each model's fit to the data is measured on
-    the mean curves of small groups of voxels (:func:`model_weights`); the correction of each voxel is the
-    likelihood-weighted average of the models' corrections (heights geometrically), each at the MTT that model
+    ``residue_shapes`` x ``model_dispersions_s``) and a grid of MTTs.  Each model's likelihood is measured by
+    fitting its tissue curve (flow, delay and MTT free) to the mean curves of small groups of tissue voxels
+    (:func:`model_log_evidence`; large vessels and CSF excluded) and the log-likelihoods of the groups in a
+    voxel's neighbourhood (or of the whole study) are summed: the joint evidence; the correction of each voxel is
+    the weighted average of the models' corrections (heights geometrically), each at the MTT that model
     gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The ratio
     that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
     peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
@@ -389,6 +391,109 @@ def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) 
     return np.broadcast_to(w.astype(np.float32)[:, None], weight_m_n.shape)  # one column, shared (read-only)
 
 
+def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, max_negative_lag: int,
+                  tau_centre_m_g: np.ndarray, half_tau: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares misfit of each model's tissue curve to each measured curve, in the concentration domain.
+
+    For model ``m`` the curve is ``F (AIF (x) R_m,tau)(t - delay)``.  The flow ``F >= 0`` is solved in closed form,
+    the delay by search over every whole sample from ``-max_negative_lag`` to half the acquisition (all lags at
+    once through the cross-correlation ``irfft(conj(M) C)``, then a parabola through the best lag), and ``tau``
+    over the nodes ``tau_centre_m_g +- half_tau`` of the model's MTT grid (then a parabola in the node index).
+
+    mean_gt : (n, T) curves; model_spectra : (n_models, n_tau, F) rfft (length ``length``) of the unit-flow model
+    curves of T samples; tau_centre_m_g : (n_models, n) int node per model and curve.
+    Returns (misfit (n_models, n): residual sum of squares, lag-1 autocorrelation (n,) of the best fit's
+    residual).
+    """
+    n, t = mean_gt.shape
+    n_m, n_tau, _ = model_spectra.shape
+    c = np.asarray(mean_gt, np.float64)
+    c_spec = sfft.rfft(c.astype(np.float32), n=length, axis=1)
+    cc = (c * c).sum(axis=1)
+    spectra32 = np.conj(model_spectra).astype(np.complex64)
+    lag_cols = np.r_[length - max_negative_lag:length, 0:t // 2] if max_negative_lag else np.arange(t // 2)
+    models_t = sfft.irfft(model_spectra, n=length, axis=2)[:, :, :t]  # (m, tau, T)
+    # squared norm of a model curve delayed by `lag` samples, seen in the window [0, T)
+    cum = np.concatenate([np.zeros((n_m, n_tau, 1)), np.cumsum(models_t**2, axis=2)], axis=2)
+    lags = np.arange(-max_negative_lag, t // 2)
+    norms = np.maximum(cum[:, :, np.minimum(t, t - lags)] - cum[:, :, np.maximum(0, -lags)], 1e-12).astype(np.float32)
+    offs = np.arange(-half_tau, half_tau + 1)
+    misfit = np.empty((n_m, n))
+    best = np.zeros((2, n_m, n), int)  # best tau node and lag index per model
+    for m in range(n_m):
+        idx = np.clip(tau_centre_m_g[m][:, None] + offs[None, :], 0, n_tau - 1)  # (n, k)
+        corr = sfft.irfft(spectra32[m][idx] * c_spec[:, None, :], n=length, axis=2)[..., lag_cols]
+        gain = np.maximum(corr, 0.0) ** 2 / norms[m][idx]  # explained sum of squares, (n, k, n_lags)
+        i_lag = np.argmax(gain, axis=2)
+        _, k_ref = _parabola_peak(gain.reshape(-1, gain.shape[2]), i_lag.ravel())
+        k_ref = np.maximum(k_ref.reshape(i_lag.shape), np.take_along_axis(gain, i_lag[..., None], 2)[..., 0])
+        j = np.argmax(k_ref, axis=1)
+        _, top = _parabola_peak(k_ref, j)
+        misfit[m] = np.maximum(cc - np.maximum(top, k_ref.max(axis=1)), 0.0)
+        best[0, m] = idx[np.arange(n), j]
+        best[1, m] = i_lag[np.arange(n), j]
+    # residual of the best model (whole samples): its lag-1 autocorrelation measures the noise's correlation
+    mb = np.argmin(misfit, axis=0)
+    rows = np.arange(n)
+    curve = models_t[mb, best[0, mb, rows]]  # (n, T)
+    lag = lags[best[1, mb, rows]]
+    src = np.arange(t)[None, :] - lag[:, None]
+    shifted = np.where((src >= 0) & (src < t), np.take_along_axis(curve, np.clip(src, 0, t - 1), 1), 0.0)
+    amp = np.maximum((shifted * c).sum(axis=1), 0.0) / np.maximum((shifted * shifted).sum(axis=1), 1e-12)
+    res = c - amp[:, None] * shifted
+    res -= res.mean(axis=1, keepdims=True)
+    rho = (res[:, 1:] * res[:, :-1]).sum(axis=1) / np.maximum((res * res).sum(axis=1), 1e-30)
+    return misfit, rho
+
+
+def model_log_evidence(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
+                       model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
+                       tau_grid_s: np.ndarray) -> np.ndarray:
+    """Log-likelihood of each model residue given each group's mean curve, shared out over the group's voxels.
+
+    The residue's shape is a regional property whose signature noise hides in a single voxel, so the tissue
+    curves of each group (``groups`` (n,) int labels, e.g. small in-plane blocks) are averaged and each model's
+    noise-free tissue curve is fitted to the mean (:func:`curve_misfits`; flow, delay and MTT free).  The fit is
+    made on the curves, not on deconvolved residues: a noisy residue's maximum is biased upwards, which
+    systematically favours sharp models (measured).  Likelihood: Gaussian noise with the best fit's residual
+    variance; the noise is temporally correlated (temporal smoothing, resampling), so the effective number of
+    independent samples is ``(T - 3) (1 - rho) / (1 + rho)`` with ``rho`` the median lag-1 autocorrelation of
+    the best fits' residuals.  The MTT nodes searched are those around each model's MTT for the group's
+    peak-to-area ratio of the most regularised residue (``top_filter``, ``heights_top`` (n_models, n_tau)).
+
+    Returns (n_models, n): each voxel carries ``1 / group size`` of its group's log-likelihood (maximum 0), so
+    that sums over voxels count each group once.
+    """
+    n, t = tissue_nt.shape
+    labels, inverse = np.unique(groups, return_inverse=True)
+    n_g = len(labels)
+    counts = np.bincount(inverse, minlength=n_g).astype(np.float64)
+    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(n_g, n))
+    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
+    a_sum = float(np.sum(aif_t))
+    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
+    p_top, _ = _peak_signed(sfft.irfft(sfft.rfft(mean, n=length, axis=1) * top_filter[None], n=length, axis=1),
+                            dt_s, t, n_neg)
+    lt = np.log(tau_grid_s)
+    n_m = len(model_spectra)
+    centre = np.empty((n_m, n_g), int)
+    for m in range(n_m):
+        node = np.interp(log_tau_from_peak(p_top, auc, heights_top[m], tau_grid_s), lt, np.arange(len(lt)))
+        centre[m] = np.clip(np.rint(node), 0, len(lt) - 1).astype(int)
+    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre)
+    r = float(np.clip(np.median(rho), 0.0, 0.95)) if len(rho) else 0.0
+    nu = max(1.0, (t - 3) * (1.0 - r) / (1.0 + r))
+    best = np.maximum(mis.min(axis=0), 1e-30)
+    log_lik = -0.5 * nu * (mis - best) / best
+    return (log_lik / counts[None, :])[:, inverse].astype(np.float32)
+
+
+def weights_from_log_evidence(log_ev_m_n: np.ndarray) -> np.ndarray:
+    """Normalised model weights (columns sum to 1) from summed log-likelihoods (n_models, n)."""
+    w = np.exp(log_ev_m_n - log_ev_m_n.max(axis=0, keepdims=True))
+    return (w / w.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
 def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_grid_s: np.ndarray,
                        y_grid: np.ndarray) -> list[np.ndarray]:
     """Each model's tables (n_models, n_levels, n_tau) re-indexed by the observable ``y = log(peak / area)`` of
@@ -413,13 +518,35 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
     return (weight_m_n * ((1.0 - frac) * lo + frac * hi)).sum(axis=0)
 
 
+def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
+                         n_neg, tau_grid, scope, evidence_filter) -> np.ndarray:
+    """Model weights (n_models, n) from the curve-domain evidence (:func:`model_log_evidence`) of the groups of
+    the ``evidence`` voxels, summed over the whole study (``scope = "study"``) or over each voxel's neighbourhood
+    (``evidence_filter``; voxels with no evidence in reach keep the uniform prior)."""
+    n_m, n = len(model_spectra), len(tissue)
+    log_ev = np.zeros((n_m, n), np.float32)
+    log_ev[:, evidence] = model_log_evidence(tissue[evidence], groups[evidence], aif_t, top_filter, model_spectra,
+                                             heights_top, dt_s, length, n_neg, tau_grid)
+    if scope == "study":
+        return np.broadcast_to(weights_from_log_evidence(log_ev[:, evidence].sum(axis=1, keepdims=True)), (n_m, n))
+    if evidence_filter is not None:
+        log_ev = np.array([evidence_filter(v) for v in log_ev], np.float32)
+    return weights_from_log_evidence(log_ev)
+
+
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
-                         tau_filter=None, shape_groups: np.ndarray | None = None,
-                         weight_filter=None, study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+                         tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
+                         evidence_filter=None, evidence_mask: np.ndarray | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
+    shape_groups : (n,) int labels of the groups of voxels whose mean curves measure the models' likelihoods.
+    weight_filter : ``model_evidence = "residues"``, regional scope: a function smoothing per-voxel weights (n,).
+    evidence_filter : ``model_evidence = "curves"``, regional scope: a function summing per-voxel
+    log-likelihoods (n,) over each voxel's neighbourhood (e.g. an in-plane Gaussian with peak 1).
+    evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
+    the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
     """
     method = method or cfg.method
     tissue = np.asarray(tissue_nt, np.float32)
@@ -455,20 +582,27 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     g_t = np.zeros(n, np.float64)
     g_idx_all = None
     if guided:
-        # pass 1: the weight of each model residue for each voxel (per group, spatially smoothed: see
-        # model_weights), the peak of the most regularised residue (robust to noise) and the voxel's MTT under
-        # each model
+        # pass 1: the weight of each model residue for each voxel (the evidence of the groups in its
+        # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
+        # (robust to noise) and the voxel's MTT under each model
         n_m = len(family)
         weight = np.ones((1, n), np.float32)
         if n_m > 1:
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
-            weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
-                                   tau_grid, tmax_half_w, sub, target)
-            if cfg.model_weights_scope == "study":
-                weight = study_model_weights(weight, study_mask)
-            elif weight_filter is not None:
-                weight = np.array([weight_filter(w) for w in weight], np.float32)
-                weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
+            ev = np.ones(n, bool) if evidence_mask is None or not np.any(evidence_mask) else \
+                np.asarray(evidence_mask, bool)
+            if cfg.model_evidence == "curves":
+                weight = _weights_from_curves(tissue, grp, ev, aif_t, filters[top], model_spectra, heights[:, top],
+                                              dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
+                                              evidence_filter)
+            else:
+                weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
+                                       tau_grid, tmax_half_w, sub, target)
+                if cfg.model_weights_scope == "study":
+                    weight = study_model_weights(weight, ev)
+                elif weight_filter is not None:
+                    weight = np.array([weight_filter(w) for w in weight], np.float32)
+                    weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
         g_idx_all = np.zeros(n, int)
         y = np.zeros(n)
         for start in range(0, n, _CHUNK):
@@ -569,8 +703,8 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
-               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
-               study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+               tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
+               evidence_mask: np.ndarray | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping the per-voxel log MTT estimates (n,) used
@@ -584,4 +718,5 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
         return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
     return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
-                                weight_filter=weight_filter, study_mask=study_mask)
+                                weight_filter=weight_filter, evidence_filter=evidence_filter,
+                                evidence_mask=evidence_mask)
