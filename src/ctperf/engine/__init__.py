@@ -8,7 +8,8 @@
 3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side);
 4. :func:`ctperf.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
 5. :func:`ctperf.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
-6. :mod:`ctperf.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask, affected side, rCBF.
+6. :mod:`ctperf.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask, affected side, rCBF;
+   :mod:`ctperf.engine.regularise` - edge-preserving regularisation of CBF and CBV (MTT recomputed) before rCBF.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ctperf.aif import select_aif_vof
 from ctperf.config import Config
 from ctperf.constants import ENGINE_VERSION
 from ctperf.engine.deconvolution import deconvolve
+from ctperf.engine.regularise import regularise_flow_maps
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
@@ -104,6 +106,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
             vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
+    with timer("regularise"):
+        sigma = dc.map_regularisation_sigma_mm if dc.map_regularisation else 0.0
+        cbf_r, cbv_r = regularise_flow_maps(vol["cbf"], vol["cbv"], masks.tissue, pre.baseline_hu, px, sigma,
+                                            dc.map_regularisation_h)
+        vol["cbv"], vol["mtt"], vol["cbf"] = mp.nonnegative_maps(cbv_r, cbf_r)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,

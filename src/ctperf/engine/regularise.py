@@ -1,0 +1,87 @@
+"""Edge-preserving regularisation of the CBF and CBV maps (rolling-guidance joint bilateral filter).
+
+At standard-dose noise the per-voxel CBF/CBV estimates carry a noise of ~50 % (grey matter) to ~70 % (white
+matter) of their value, while grey matter is a ribbon only 2-3 voxels thick: plain smoothing mixes it with white
+matter and flattens the grey/white contrast, and a bilateral filter guided by the noisy maps themselves cannot
+tell the two tissues apart voxel by voxel.  The filter here therefore runs twice (rolling guidance, Zhang et al.,
+ECCV 2014):
+
+1. a *joint bilateral* pass (Petschnigg et al. / Eisemann & Durand, SIGGRAPH 2004; the range kernel of
+   :func:`ctperf.denoise.tips_bilateral`, Mendrik et al., IEEE TMI 2011) on (CBF, CBV) whose range kernel compares
+   the lightly pre-smoothed maps and the baseline (non-contrast) HU image, each in units of its own noise SD;
+2. the same filter applied again to the *original* maps, but guided by the pass-1 output (plus the baseline):
+   the guide is now far less noisy, so grey/white and lesion boundaries are recognised and kept, while the
+   averaging weights stay those of a bilateral filter (a weighted mean of neighbours that look alike).
+
+CBF and CBV are filtered with *identical* weights, and MTT is recomputed as 60 CBV / CBF by the caller, so the
+central volume theorem still holds exactly.  The inputs are the written, non-negative maps
+(:func:`ctperf.engine.maps.nonnegative_maps`); averaging values clipped at 0 could bias very-low-flow tissue
+upwards, but on the project phantom at 8 HU the median CBF of the infarct core is the same whether the clipped or
+the unclipped estimates are filtered (5.9 mL/100g/min either way), and the clipped maps give a less noisy MTT.
+The weighted mean is linear in the data, so regional means (and hence the reference CBF of rCBF) are kept; only
+voxels of the tissue mask are used and changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctperf.denoise import tips_bilateral
+
+
+def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: np.ndarray | None,
+                            pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0,
+                            first_sigma_mm: float | None = None, first_range_h: float | None = None,
+                            first_guide_sigma_px: float = 1.2) -> np.ndarray:
+    """Two-pass (rolling-guidance) joint bilateral filter of K co-registered maps inside ``mask``.
+
+    Parameters
+    ----------
+    maps_kzyx : (K, z, y, x) float maps (e.g. CBF and CBV); NaN is treated as 0 inside the mask.
+    mask : (z, y, x) bool, the voxels that are filtered and that may contribute (e.g. parenchyma without CSF and
+        large vessels).
+    guide_zyx : optional (z, y, x) extra guide image (e.g. baseline HU) used in both passes, or None.
+    pixel_mm : in-plane pixel spacing (mm).
+    sigma_mm, range_h : spatial Gaussian sigma (mm) and range parameter of the second (final) pass; the range
+        kernel is ``exp(-max(D - m, 0) / (h^2 sqrt(2m)))`` with D the noise-normalised squared guide distance over
+        m features (:func:`ctperf.denoise.tips_bilateral`).
+    first_sigma_mm, first_range_h : the same for the first pass (default: 0.75 sigma_mm and 1.25 range_h).
+    first_guide_sigma_px : Gaussian pre-smoothing (pixels) of the first pass's guide (the noisy maps).
+
+    Returns
+    -------
+    (K, z, y, x) float32: the filtered maps inside ``mask``; voxels outside it are returned unchanged.
+    """
+    maps = np.asarray(maps_kzyx, np.float32)
+    mask = np.asarray(mask, bool)
+    zz, yy, xx = np.nonzero(mask)
+    if len(zz) == 0:
+        return maps.copy()
+    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1))
+    msub = mask[bb]
+    sub = np.where(msub[None], np.nan_to_num(maps[(slice(None),) + bb]), 0.0).astype(np.float32)
+    extra = None if guide_zyx is None else np.asarray(guide_zyx, np.float32)[bb][None]
+    s1 = 0.75 * sigma_mm if first_sigma_mm is None else first_sigma_mm
+    h1 = 1.25 * range_h if first_range_h is None else first_range_h
+    first = tips_bilateral(sub, msub, pixel_mm, s1, h1, guide_extra=extra, n_guide=len(sub),
+                           guide_sigma_px=first_guide_sigma_px)
+    guide = first if extra is None else np.concatenate([first, extra])
+    final = tips_bilateral(sub, msub, pixel_mm, sigma_mm, range_h, guide_extra=guide, n_guide=0, guide_sigma_px=0.0)
+    out = maps.copy()
+    out[(slice(None),) + bb] = np.where(msub[None], final, out[(slice(None),) + bb])
+    return out
+
+
+def regularise_flow_maps(cbf_zyx: np.ndarray, cbv_zyx: np.ndarray, tissue: np.ndarray, baseline_hu: np.ndarray,
+                         pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """CBF (mL/100g/min) and CBV (mL/100g) maps filtered jointly by :func:`rolling_joint_bilateral` inside
+    ``tissue``, guided by the maps and the baseline HU image; returns (CBF, CBV) float32 (z, y, x).
+
+    Recompute MTT (and re-apply the bounds) from the result with :func:`ctperf.engine.maps.nonnegative_maps`.
+    ``sigma_mm <= 0`` returns the inputs unchanged.
+    """
+    if sigma_mm <= 0:
+        return np.asarray(cbf_zyx, np.float32), np.asarray(cbv_zyx, np.float32)
+    out = rolling_joint_bilateral(np.stack([cbf_zyx, cbv_zyx]), tissue, baseline_hu, pixel_mm, sigma_mm, range_h)
+    return out[0], out[1]
