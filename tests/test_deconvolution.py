@@ -183,10 +183,10 @@ def test_noise_robust_mtt_lookup_lowers_the_correction_of_noisy_low_flows():
     b = cbf_from_rmax(deconvolve(noisy, aif, 1.0, cfg, tau_filter=lambda lt: np.full_like(lt, np.median(lt)))
                       .rmax_per_s)
     assert float(np.mean(b)) < float(np.mean(a))
-    # Tmax does not depend on the filter (the shift uses the voxel's own MTT)
+    # the same filter steadies the guide's peak time, so Tmax of identical noisy curves scatters less
     ta = deconvolve(noisy[:200], aif, 1.0, cfg).tmax_s
-    tb = deconvolve(noisy[:200], aif, 1.0, cfg, tau_filter=lambda lt: np.full_like(lt, np.median(lt))).tmax_s
-    np.testing.assert_array_equal(ta, tb)
+    tb = deconvolve(noisy[:200], aif, 1.0, cfg, tau_filter=lambda v: np.full_like(v, np.median(v))).tmax_s
+    assert float(np.std(tb)) < float(np.std(ta))
 
 
 def test_study_scope_uses_one_model_for_every_voxel():

@@ -217,9 +217,6 @@ def test_motion_reported(runs, ref):
     assert not r0.metrics["qa_flags"]["motion_excessive"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (engine 2.1): core 18.4 mL with 2 mm motion against 12.4 mL without (limit 3.7 mL); hypoperfusion "
-    "within 20 %; cause not isolated (the model weights are not it: see test_core_volume_against_truth)"))
 def test_motion_volumes(runs, ref):
     """Motion-corrected study: lesion volumes and indices close to the motion-free run."""
     _, r0, _ = ref
@@ -233,10 +230,6 @@ def test_motion_volumes(runs, ref):
 
 
 # ----------------------------------------------------------------------------------------- 6. right side
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (engine 2.1): right-sided core 10.9 mL against truth 17.0 mL (limit 6.0 mL), the low-flow over-read of "
-    "test_core_volume_against_truth; "
-    "side, hypoperfusion and mirror symmetry pass"))
 def test_right_sided_lesion(runs, ref):
     ph0, r0, _ = ref
     ph, r, _ = runs.run(lesion="right")
