@@ -60,7 +60,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     (``study.affine_ras``); it is resampled onto the computation grid (linear interpolation of the 0/1 mask,
     > 0.5, i.e. voxels at least half covered) and intersected with the tissue mask.
     """
-    timer, pc, ac = _StageTimer(progress), cfg.preprocess, cfg.aif
+    timer, pc, ac, workers = _StageTimer(progress), cfg.preprocess, cfg.aif, cfg.compute.workers
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
@@ -71,7 +71,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
                                              pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
                                              guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
-                                             sigma_area_mm=pc.spatial_sigma_cbv_mm)
+                                             sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
     with timer("hemispheres"):
         hemi, midline_fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
     with timer("aif"):
@@ -85,20 +85,22 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
         def tau_filter(log_tau: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of the log MTT used for the bias-correction lookup
-            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm)
+            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
+                                   workers)
             return med[pre.brain]
 
         dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
                          tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                          weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
-                         study_mask=parenchyma[pre.brain])
+                         study_mask=parenchyma[pre.brain], workers=workers)
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         vessels = mp.vessel_mask(vol.pop("cbv_vessel"), peak_hu, pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
-            vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
+            vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm,
+                                         workers)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
@@ -120,7 +122,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
         # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
         # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
-        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm)
+        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",

@@ -62,7 +62,6 @@ target does not depend on the chosen time step (Wu's value was defined for ~1 s 
 from __future__ import annotations
 
 import dataclasses
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -71,7 +70,7 @@ import scipy.fft as sfft
 from scipy import sparse
 from scipy.special import gammaincc
 
-from ctperf.config import DeconvolutionConfig
+from ctperf.config import DeconvolutionConfig, thread_count
 
 _CHUNK = 32768
 
@@ -416,11 +415,14 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None,
-                         weight_filter=None, study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+                         weight_filter=None, study_mask: np.ndarray | None = None,
+                         workers: int | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
+    workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
     """
+    n_threads = thread_count(workers)
     method = method or cfg.method
     tissue = np.asarray(tissue_nt, np.float32)
     n, t = tissue.shape
@@ -473,8 +475,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         y = np.zeros(n)
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
-            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
-            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
+            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
+            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=n_threads)
             p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
             g_idx_all[start:stop] = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -527,7 +529,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 break
 
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
-    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, -(-n // _CHUNK)))) as pool:
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0))
@@ -570,11 +572,12 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
-               study_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+               study_mask: np.ndarray | None = None, workers: int | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping the per-voxel log MTT estimates (n,) used
     to look up the regularisation-bias correction to filtered values (e.g. a spatial median, see the module doc).
+    ``workers``: threads the circulant methods may use (None = all CPU cores); the result does not depend on it.
     """
     if cfg.method == "svd":
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
@@ -582,6 +585,6 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         return out
     if cfg.method == "standard":
         classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
-        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
+        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
     return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
-                                weight_filter=weight_filter, study_mask=study_mask)
+                                weight_filter=weight_filter, study_mask=study_mask, workers=workers)
