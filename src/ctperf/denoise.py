@@ -131,16 +131,17 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
                 w2 = np.float32(np.exp(-rr / (2.0 * sig2_px**2))) * np.exp(-excess * scale2) * mp[sl]
                 acc2[zs] += w2 * ip[sl]
                 wsum2[zs] += w2
+        # normalise in place (the weighted means inside the mask, the input outside)
+        acc[:, zs] = np.where(mask[zs][None], acc[:, zs] / np.maximum(wsum[zs], 1e-6)[None], coef_kzyx[:, zs])
+        if second is not None:
+            acc2[zs] = np.where(mask[zs], acc2[zs] / np.maximum(wsum2[zs], 1e-6), second[1][zs])
 
     # numpy releases the GIL in these array operations: slabs of slices run in parallel threads
     n_workers = thread_count(workers, nz)
     bounds = np.linspace(0, nz, n_workers + 1).round().astype(int)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         list(pool.map(accumulate, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
-    out = np.where(mask[None], acc / np.maximum(wsum, 1e-6)[None], coef_kzyx)
-    if second is None:
-        return out
-    return out, np.where(mask, acc2 / np.maximum(wsum2, 1e-6), second[1])
+    return acc if second is None else (acc, acc2)
 
 
 def gaussian_in_mask(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float) -> np.ndarray:

@@ -64,7 +64,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
-                               temporal_sigma_s=pc.temporal_sigma_s)
+                               temporal_sigma_s=pc.temporal_sigma_s, workers=workers)
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
     with timer("denoise"):
         smooth = pre.delta_hu
@@ -182,11 +182,16 @@ def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     """In-plane Gaussian smoothing of per-voxel values inside ``brain`` (zero outside), unnormalised: the model
     weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
     sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
-    vol = np.zeros(brain.shape, np.float32)
+    # only the brain's bounding box: outside it the volume is 0, as the constant (0) padding of the filter
+    zz, yy, xx = np.nonzero(brain)
+    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1)) \
+        if len(zz) else (slice(0, 0),) * 3
+    inside = brain[bb]
+    vol = np.zeros(inside.shape, np.float32)
 
     def smooth(values: np.ndarray) -> np.ndarray:
-        vol[brain] = values
-        return ndimage.gaussian_filter(vol, sig, mode="constant")[brain]
+        vol[inside] = values
+        return ndimage.gaussian_filter(vol, sig, mode="constant")[inside]
 
     return smooth
 

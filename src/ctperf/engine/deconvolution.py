@@ -224,15 +224,16 @@ def _search_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
 
 
 def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centre_idx: np.ndarray | None = None,
-                 half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None,
+                 window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Peak value and sub-sample time (s, may be negative) of each residue row (circulant layout).
 
     Searches times ``-n_neg*dt .. (n_pos-1)*dt`` (negative times are the wrapped end of the window) - or only
     ``centre_idx +- half_width`` samples of it when given - locates the maximum sample and refines it with a
-    parabola through its two neighbours.
+    parabola through its two neighbours.  ``window``: ``_search_window(residue, n_pos, n_neg)`` when the caller
+    already has it (several searches of the same residues).
     """
-    win = _search_window(residue, n_pos, n_neg)
+    win = _search_window(residue, n_pos, n_neg) if window is None else window
     if span_idx is not None:
         cols = np.arange(win.shape[1])[None, :]
         far = (cols < np.asarray(span_idx[0])[:, None] - half_width) | (cols > np.asarray(span_idx[1])[:, None] + half_width)
@@ -507,19 +508,22 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
             if ok.any():
                 sel = start + todo[ok]
+                r_ok = r if ok.all() else r[ok]
                 if not guided:
-                    pk, tm = _peak_signed(r[ok], dt_s, t, n_neg)
+                    pk, tm = _peak_signed(r_ok, dt_s, t, n_neg)
                 else:
                     # the peak of level j lies between the guide's peak moved earlier by the difference of the two
                     # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
                     gi = g_idx_all[sel]
                     i0, fr = pos_filt[0][sel], pos_filt[1][sel]
-                    lag = np.maximum(_weighted_lookup(shift_y[:, top], weight[:, sel], i0, fr)
-                                     - _weighted_lookup(shift_y[:, j], weight[:, sel], i0, fr), 0.0)
+                    w_sel = weight[:, sel]
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr)
+                                     - _weighted_lookup(shift_y[:, j], w_sel, i0, fr), 0.0)
                     early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-                    pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi))
-                    _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)
-                    rmax_std[sel], tmax_std[sel] = _peak_signed(r[ok], dt_s, t, n_neg)
+                    win = _search_window(r_ok, t, n_neg)
+                    pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
+                    _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w, window=win)
+                    rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
