@@ -109,3 +109,19 @@ def test_batch_gives_each_study_its_share_of_the_cores(tmp_path):
     res = run_batch(tmp_path / "cohort", tmp_path / "out2", cfg, workers=1, threads=1)
     metrics = json.loads((tmp_path / "out2" / "p0" / "metrics.json").read_text())
     assert metrics["provenance"]["config"]["compute"]["workers"] == 1
+
+
+def test_masked_median_equals_scipy_median_filter_inside_the_mask():
+    from scipy import ndimage
+
+    from ctperf.engine.maps import _median_per_slice
+
+    rng = np.random.default_rng(1)
+    vol = rng.normal(size=(3, 40, 50)).astype(np.float32)
+    where = rng.random(vol.shape) < 0.4
+    where[1] = False
+    for size in (3, 7):
+        got = _median_per_slice(vol, size, where, workers=2)
+        ref = np.stack([ndimage.median_filter(s, size=size) for s in vol])
+        np.testing.assert_array_equal(got[where], ref[where])
+        np.testing.assert_array_equal(got[~where], vol[~where])
