@@ -408,9 +408,11 @@ def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_gr
 
 def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
     """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
-    lo = table_m_y[:, i0]
-    hi = table_m_y[:, i0 + 1]
-    return (weight_m_n * ((1.0 - frac) * lo + frac * hi)).sum(axis=0)
+    below = 1.0 - frac
+    out = np.zeros(len(i0))
+    for m, tab in enumerate(table_m_y):  # one model at a time: no (n_models, n) temporaries
+        out += weight_m_n[m] * (below * tab[i0] + frac * tab[i0 + 1])
+    return out
 
 
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
