@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ RANGES: dict[str, _Range] = {
     "thresholds.min_reference_ml": _r(0, 1000, "mL"),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
+    "compute.workers": _r(1, 4096, "threads"),
 }
 
 #: Settings that must be ordered (``a <= b``), with the section they belong to.
@@ -323,6 +325,21 @@ class OutputConfig(_Checked):
 
 
 @dataclass
+class ComputeConfig(_Checked):
+    section: ClassVar[str] = "compute"
+    #: Threads one run may use (FFT workers and the thread pools of decoding, denoising, deconvolution and the
+    #: median filters); None = every CPU core.  ``ctperf batch`` sets it to cores // worker processes so parallel
+    #: studies do not oversubscribe the machine.  Does not change any result.
+    workers: int | None = None
+
+
+def thread_count(workers: int | None, tasks: int | None = None) -> int:
+    """Threads to use for ``workers`` (None = all CPU cores), at most ``tasks`` when given, at least 1."""
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    return max(1, min(n, tasks) if tasks is not None else n)
+
+
+@dataclass
 class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     aif: AifConfig = field(default_factory=AifConfig)
@@ -330,6 +347,7 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def __post_init__(self) -> None:
         self.check()

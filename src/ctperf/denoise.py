@@ -22,11 +22,12 @@ Method (configurable in :class:`ctperf.config.PreprocessConfig`)
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
+
+from ctperf.config import thread_count
 
 
 def temporal_smooth(curves: np.ndarray, dt_s: float, sigma_s: float, axis: int = 0) -> np.ndarray:
@@ -65,7 +66,8 @@ def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float,
                    range_h: float = 1.0, guide_extra: np.ndarray | None = None, n_guide: int = 4,
-                   guide_sigma_px: float = 0.7, second: tuple[float, np.ndarray, float] | None = None):
+                   guide_sigma_px: float = 0.7, second: tuple[float, np.ndarray, float] | None = None,
+                   workers: int | None = None):
     """TIPS-like bilateral filter of coefficient images (K, z, y, x) within ``mask`` (in-plane neighbourhood).
 
     The range kernel compares *guide* features of voxel i and neighbour j: the ``n_guide`` leading temporal
@@ -80,6 +82,7 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     excluded.  The filtered output is the weighted mean of all K coefficients.  ``second = (h2, image, sigma2_mm)``
     additionally filters one (z, y, x) image with the same distances but range parameter ``h2`` and spatial
     sigma ``sigma2_mm`` (<= sigma_mm); then the return value is ``(filtered coefficients, filtered image)``.
+    ``workers``: threads over slabs of slices (None = all CPU cores); the result does not depend on it.
     """
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
@@ -128,16 +131,17 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
                 w2 = np.float32(np.exp(-rr / (2.0 * sig2_px**2))) * np.exp(-excess * scale2) * mp[sl]
                 acc2[zs] += w2 * ip[sl]
                 wsum2[zs] += w2
+        # normalise in place (the weighted means inside the mask, the input outside)
+        acc[:, zs] = np.where(mask[zs][None], acc[:, zs] / np.maximum(wsum[zs], 1e-6)[None], coef_kzyx[:, zs])
+        if second is not None:
+            acc2[zs] = np.where(mask[zs], acc2[zs] / np.maximum(wsum2[zs], 1e-6), second[1][zs])
 
     # numpy releases the GIL in these array operations: slabs of slices run in parallel threads
-    n_workers = max(1, min(nz, os.cpu_count() or 1))
+    n_workers = thread_count(workers, nz)
     bounds = np.linspace(0, nz, n_workers + 1).round().astype(int)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         list(pool.map(accumulate, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
-    out = np.where(mask[None], acc / np.maximum(wsum, 1e-6)[None], coef_kzyx)
-    if second is None:
-        return out
-    return out, np.where(mask, acc2 / np.maximum(wsum2, 1e-6), second[1])
+    return acc if second is None else (acc, acc2)
 
 
 def gaussian_in_mask(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float) -> np.ndarray:
@@ -153,7 +157,8 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
                           sigma_mm: float, range_h: float = 1.0, min_k: int = 8,
                           max_k: int = 20, guide_zyx: np.ndarray | None = None,
                           range_h_area: float | None = None,
-                          sigma_area_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          sigma_area_mm: float | None = None,
+                          workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Denoised curves (n_mask, T) float32 of the voxels in ``mask`` (order of ``np.nonzero(mask)``), and the
     denoised area under each curve (n_mask,) (delta HU x samples) for CBV.
 
@@ -164,7 +169,8 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
 
     ``delta_tzyx`` should already be temporally smoothed (:func:`temporal_smooth`); ``guide_zyx`` (e.g. the
     baseline HU image) is an extra feature of the bilateral range kernel.  Steps 2-3 of the module
-    docstring; only the bounding box of the mask is processed.
+    docstring; only the bounding box of the mask is processed.  ``workers``: threads of the bilateral filter
+    (None = all CPU cores).
     """
     zz, yy, xx = np.nonzero(mask)
     if len(zz) == 0:
@@ -184,7 +190,8 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
         extra = None if guide_zyx is None else np.asarray(guide_zyx, np.float32)[bb][None]
         h2 = range_h if range_h_area is None else range_h_area
         coef, area = tips_bilateral(coef, msub, pixel_mm, sigma_mm, range_h, guide_extra=extra,
-                                    second=(h2, area, sigma_mm if sigma_area_mm is None else sigma_area_mm))
+                                    second=(h2, area, sigma_mm if sigma_area_mm is None else sigma_area_mm),
+                                    workers=workers)
     elif method == "gaussian":
         coef = gaussian_in_mask(coef, msub, pixel_mm, sigma_mm)
         area = gaussian_in_mask(area[None], msub, pixel_mm, sigma_mm)[0]

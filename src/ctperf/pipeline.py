@@ -273,7 +273,7 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
         _step(progress, "load")
         study = load_ctp(dicom_dir, series=series, progress=load_progress,
                          frame_interval_s=cfg.ingest.frame_interval_s, bin_to_pixel_mm=cfg.preprocess.compute_pixel_mm,
-                         bin_above_bytes=int(cfg.ingest.bin_on_load_above_gb * 1e9))
+                         bin_above_bytes=int(cfg.ingest.bin_on_load_above_gb * 1e9), workers=cfg.compute.workers)
         for warning in study.meta.warnings:
             log.warning("ingest: %s", warning)
         t_load = time.perf_counter() - t0

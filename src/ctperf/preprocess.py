@@ -19,12 +19,13 @@ Steps (see :func:`preprocess_study`):
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from ctperf.config import PreprocessConfig
+from ctperf.config import PreprocessConfig, thread_count
 from ctperf.motion import estimate_inplane_motion, frame_moved, warp_frame_inplane
 from ctperf.study import spacing_xyz_mm
 
@@ -185,7 +186,9 @@ def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndar
             np.take(np.asarray(data_tzyx[:, z], np.float32).reshape(nt, -1), idx, axis=1, out=src)
             res = res_buf[: ng * len(idx)].reshape(ng, len(idx))
             np.matmul(mats[z], src, out=res)
-            out[:, z].reshape(ng, -1)[:, idx] = res
+            rows = out[:, z].reshape(ng, -1)
+            for k in range(ng):  # one contiguous image per time point: a 1-D scatter is far cheaper than 2-D
+                rows[k, idx] = res[k]
     return out
 
 
@@ -308,11 +311,13 @@ def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> n
 # ----------------------------------------------------------------------------------------------------------------
 
 def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.ndarray, cfg: PreprocessConfig,
-                     outside_fov: np.ndarray | None = None, temporal_sigma_s: float = 0.0) -> Preprocessed:
+                     outside_fov: np.ndarray | None = None, temporal_sigma_s: float = 0.0,
+                     workers: int | None = None) -> Preprocessed:
     """Motion correction, binning, baseline, masks and uniform-time resampling (see module docstring).
 
     ``temporal_sigma_s`` > 0 folds the temporal Gaussian of the denoising step into the resampling operator
     (both are linear in time; one matrix product per slice instead of two passes over the 4D array).
+    ``workers``: threads for the per-frame binning (None = all CPU cores); the result does not depend on it.
     """
     hu = np.asarray(hu_tzyx)
     times = np.asarray(times_s, float)
@@ -334,11 +339,15 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     f = bin_factor_for(affine_ras, cfg.compute_pixel_mm)
     aff = binned_affine(affine_ras, f)
     hub = np.empty((nt,) + bin_inplane(hu[0], f).shape, np.float32)
-    for i in range(nt):
+
+    def bin_frame(i: int) -> None:
         frame = hu[i]
         if frame_moved(motion[i], px, hu.shape[2:], cfg.motion_apply_min_mm):
             frame = warp_frame_inplane(frame, motion[i], px)
         hub[i] = bin_inplane(frame, f)
+
+    with ThreadPoolExecutor(max_workers=thread_count(workers, nt)) as pool:  # numpy releases the GIL
+        list(pool.map(bin_frame, range(nt)))
     del hu
     fov = None
     if outside_fov is not None:

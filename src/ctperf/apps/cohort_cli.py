@@ -29,6 +29,10 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
                                       help="Output root: study S writes into OUT_ROOT/S; batch_summary.csv here."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                               help="Worker processes of the local Dask cluster (default: CPU cores)."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                              help="CPU threads per study (default: CPU cores // --workers on the "
+                                                   "local cluster; with --scheduler: compute.workers of the config, "
+                                                   "else every core)."),
         scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                                 help="Use a running Dask scheduler, e.g. tcp://HOST:8786 (workers "
                                                      "must see the same paths)."),
@@ -50,8 +54,8 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
                 _input_error("use either --workers (local cluster) or --scheduler, not both")
             cfg = Config.load(config)
             with _progress(quiet) as (on_start, on_result):
-                result = run_batch(input_root, out_root, cfg.to_dict(), workers=workers, scheduler=scheduler,
-                                   depth=depth, on_start=on_start, on_result=on_result)
+                result = run_batch(input_root, out_root, cfg.to_dict(), workers=workers, threads=threads,
+                                   scheduler=scheduler, depth=depth, on_start=on_start, on_result=on_result)
         except (Exception, MemoryError) as exc:  # noqa: BLE001
             fail(exc)
             return

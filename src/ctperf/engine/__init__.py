@@ -62,18 +62,18 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     (``study.affine_ras``); it is resampled onto the computation grid (linear interpolation of the 0/1 mask,
     > 0.5, i.e. voxels at least half covered) and intersected with the tissue mask.
     """
-    timer, pc, ac = _StageTimer(progress), cfg.preprocess, cfg.aif
+    timer, pc, ac, workers = _StageTimer(progress), cfg.preprocess, cfg.aif, cfg.compute.workers
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
-                               temporal_sigma_s=pc.temporal_sigma_s)
+                               temporal_sigma_s=pc.temporal_sigma_s, workers=workers)
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
     with timer("denoise"):
         smooth = pre.delta_hu
         curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
                                              pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
                                              guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
-                                             sigma_area_mm=pc.spatial_sigma_cbv_mm)
+                                             sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
     with timer("hemispheres"):
         hemi, midline_fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
     with timer("aif"):
@@ -92,7 +92,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
         def tau_filter(log_tau: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of the log MTT used for the bias-correction lookup
-            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm)
+            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
+                                   workers)
             return med[pre.brain]
 
         dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
@@ -100,12 +101,13 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                          weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
                          evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
-                         evidence_mask=(parenchyma & ~vessels)[pre.brain])
+                         evidence_mask=(parenchyma & ~vessels)[pre.brain], workers=workers)
     with timer("maps"):
         vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
-            vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm)
+            vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm,
+                                         workers)
     with timer("regularise"):
         sigma = dc.map_regularisation_sigma_mm if dc.map_regularisation else 0.0
         cbf_r, cbv_r = regularise_flow_maps(vol["cbf"], vol["cbv"], masks.tissue, pre.baseline_hu, px, sigma,
@@ -132,7 +134,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
         # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
         # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
-        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm)
+        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
@@ -190,11 +192,16 @@ def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     """In-plane Gaussian smoothing of per-voxel values inside ``brain`` (zero outside), unnormalised: the model
     weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
     sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
-    vol = np.zeros(brain.shape, np.float32)
+    # only the brain's bounding box: outside it the volume is 0, as the constant (0) padding of the filter
+    zz, yy, xx = np.nonzero(brain)
+    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1)) \
+        if len(zz) else (slice(0, 0),) * 3
+    inside = brain[bb]
+    vol = np.zeros(inside.shape, np.float32)
 
     def smooth(values: np.ndarray) -> np.ndarray:
-        vol[brain] = values
-        return ndimage.gaussian_filter(vol, sig, mode="constant")[brain]
+        vol[inside] = values
+        return ndimage.gaussian_filter(vol, sig, mode="constant")[inside]
 
     return smooth
 

@@ -68,7 +68,6 @@ target does not depend on the chosen time step (Wu's value was defined for ~1 s 
 from __future__ import annotations
 
 import dataclasses
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,7 +76,7 @@ import scipy.fft as sfft
 from scipy import sparse
 from scipy.special import gammaincc
 
-from ctperf.config import DeconvolutionConfig
+from ctperf.config import DeconvolutionConfig, thread_count
 
 _CHUNK = 32768
 
@@ -231,15 +230,16 @@ def _search_window(residue: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
 
 
 def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centre_idx: np.ndarray | None = None,
-                 half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 half_width: int = 0, span_idx: tuple[np.ndarray, np.ndarray] | None = None,
+                 window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Peak value and sub-sample time (s, may be negative) of each residue row (circulant layout).
 
     Searches times ``-n_neg*dt .. (n_pos-1)*dt`` (negative times are the wrapped end of the window) - or only
     ``centre_idx +- half_width`` samples of it when given - locates the maximum sample and refines it with a
-    parabola through its two neighbours.
+    parabola through its two neighbours.  ``window``: ``_search_window(residue, n_pos, n_neg)`` when the caller
+    already has it (several searches of the same residues).
     """
-    win = _search_window(residue, n_pos, n_neg)
+    win = _search_window(residue, n_pos, n_neg) if window is None else window
     if span_idx is not None:
         cols = np.arange(win.shape[1])[None, :]
         far = (cols < np.asarray(span_idx[0])[:, None] - half_width) | (cols > np.asarray(span_idx[1])[:, None] + half_width)
@@ -517,9 +517,11 @@ def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_gr
 
 def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
     """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
-    lo = table_m_y[:, i0]
-    hi = table_m_y[:, i0 + 1]
-    return (weight_m_n * ((1.0 - frac) * lo + frac * hi)).sum(axis=0)
+    below = 1.0 - frac
+    out = np.zeros(len(i0))
+    for m, tab in enumerate(table_m_y):  # one model at a time: no (n_models, n) temporaries
+        out += weight_m_n[m] * (below * tab[i0] + frac * tab[i0 + 1])
+    return out
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
@@ -541,7 +543,8 @@ def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spec
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
-                         evidence_filter=None, evidence_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+                         evidence_filter=None, evidence_mask: np.ndarray | None = None,
+                         workers: int | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -551,7 +554,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     log-likelihoods (n,) over each voxel's neighbourhood (e.g. an in-plane Gaussian with peak 1).
     evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
     the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
+    workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
     """
+    n_threads = thread_count(workers)
     method = method or cfg.method
     tissue = np.asarray(tissue_nt, np.float32)
     n, t = tissue.shape
@@ -611,8 +616,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         y = np.zeros(n)
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
-            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=-1)
-            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=-1)
+            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
+            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=n_threads)
             p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
             g_idx_all[start:stop] = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -625,8 +630,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             g_idx_all = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
             for start in range(0, n, _CHUNK):
                 stop = min(n, start + _CHUNK)
-                r_top = sfft.irfft(sfft.rfft(tissue[start:stop], n=length, axis=1) * filters[top][None], n=length,
-                                   axis=1)
+                c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
+                r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=n_threads)
                 p_top, _ = _peak_signed(r_top, dt_s, t, n_neg, centre_idx=g_idx_all[start:stop], half_width=1)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     y[start:stop] = np.log(p_top / auc_ratio[start:stop])
@@ -656,19 +661,22 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
             if ok.any():
                 sel = start + todo[ok]
+                r_ok = r if ok.all() else r[ok]
                 if not guided:
-                    pk, tm = _peak_signed(r[ok], dt_s, t, n_neg)
+                    pk, tm = _peak_signed(r_ok, dt_s, t, n_neg)
                 else:
                     # the peak of level j lies between the guide's peak moved earlier by the difference of the two
                     # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
                     gi = g_idx_all[sel]
                     i0, fr = pos_filt[0][sel], pos_filt[1][sel]
-                    lag = np.maximum(_weighted_lookup(shift_y[:, top], weight[:, sel], i0, fr)
-                                     - _weighted_lookup(shift_y[:, j], weight[:, sel], i0, fr), 0.0)
+                    w_sel = weight[:, sel]
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr)
+                                     - _weighted_lookup(shift_y[:, j], w_sel, i0, fr), 0.0)
                     early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-                    pk, _ = _peak_signed(r[ok], dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi))
-                    _, tm = _peak_signed(r[ok], dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)
-                    rmax_std[sel], tmax_std[sel] = _peak_signed(r[ok], dt_s, t, n_neg)
+                    win = _search_window(r_ok, t, n_neg)
+                    pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
+                    _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w, window=win)
+                    rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -678,7 +686,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 break
 
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
-    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, -(-n // _CHUNK)))) as pool:
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0))
@@ -721,12 +729,13 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
-               evidence_mask: np.ndarray | None = None) -> DeconvolutionOutput:
+               evidence_mask: np.ndarray | None = None, workers: int | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping per-voxel values (n,) to filtered values (e.g.
     a spatial median), applied to the guide's peak time and to the log peak-to-area ratio that looks up the
     regularisation-bias correction (see the module doc).
+    ``workers``: threads the circulant methods may use (None = all CPU cores); the result does not depend on it.
     """
     if cfg.method == "svd":
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
@@ -734,7 +743,7 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         return out
     if cfg.method == "standard":
         classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
-        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd")
+        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
     return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
                                 weight_filter=weight_filter, evidence_filter=evidence_filter,
-                                evidence_mask=evidence_mask)
+                                evidence_mask=evidence_mask, workers=workers)

@@ -24,12 +24,12 @@ Non-negativity policy (:func:`nonnegative_maps`)
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
 
+from ctperf.config import thread_count
 from ctperf.constants import KH, RHO_G_PER_ML
 from ctperf.engine.deconvolution import residue_peak
 
@@ -117,12 +117,14 @@ def to_volume(values_n: np.ndarray, mask_zyx: np.ndarray, fill: float = np.nan) 
     return out
 
 
-def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius_mm: float) -> np.ndarray:
+def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius_mm: float,
+                  workers: int | None = None) -> np.ndarray:
     """In-plane median filter of a map inside ``mask`` (window ``2 round(radius_mm/pixel_mm) + 1`` pixels).
 
     Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as a
     lesion boundary; used on Tmax.  Voxels outside the mask are first filled with the local mask mean
     (normalised Gaussian) so they do not pull the median; values outside the mask are returned unchanged.
+    ``workers``: threads over the slices (None = all CPU cores).
     """
     r = int(round(radius_mm / pixel_mm)) if radius_mm and radius_mm > 0 else 0
     if r < 1 or not mask.any():
@@ -134,20 +136,30 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
     m = msub.astype(np.float32)
     s = (0, r, r)
     fill = ndimage.gaussian_filter(v, s) / np.maximum(ndimage.gaussian_filter(m, s), 1e-6)
-    med = _median_per_slice(np.where(msub, v, fill), 2 * r + 1)
+    med = _median_per_slice(np.where(msub, v, fill), 2 * r + 1, msub, workers)
     out = np.array(vol_zyx, np.float32, copy=True)
     out[bb] = np.where(msub, med, out[bb])
     return out
 
 
-def _median_per_slice(vol_zyx: np.ndarray, size: int) -> np.ndarray:
-    """2D ``size`` x ``size`` median of each slice; slices in parallel threads (scipy releases the GIL)."""
-    out = np.empty_like(vol_zyx)
+def _median_per_slice(vol_zyx: np.ndarray, size: int, where: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """2D ``size`` x ``size`` median (odd ``size``, edges reflected: ``scipy.ndimage.median_filter``) of each
+    slice at the voxels ``where`` (bool, same shape; the others keep their input values).
+
+    A partial sort of each voxel's window computes only the voxels needed (the same medians, several times faster
+    than filtering the whole bounding box); slices in parallel threads (numpy releases the GIL).
+    """
+    out = np.array(vol_zyx, copy=True)
+    h = size // 2
+    padded = np.pad(vol_zyx, ((0, 0), (h, h), (h, h)), mode="symmetric")  # = ndimage's "reflect"
 
     def one(k: int) -> None:
-        ndimage.median_filter(vol_zyx[k], size=size, output=out[k])
+        if where[k].any():
+            windows = np.lib.stride_tricks.sliding_window_view(padded[k], (size, size))[where[k]]
+            out[k][where[k]] = np.partition(windows.reshape(len(windows), -1), size * size // 2,
+                                            axis=1)[:, size * size // 2]
 
-    with ThreadPoolExecutor(max_workers=min(len(vol_zyx), os.cpu_count() or 1) or 1) as pool:
+    with ThreadPoolExecutor(max_workers=thread_count(workers, len(vol_zyx))) as pool:
         list(pool.map(one, range(len(vol_zyx))))
     return out
 

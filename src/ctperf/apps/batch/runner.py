@@ -38,8 +38,17 @@ class BatchResult:
 
 
 def config_key(cfg_dict: dict[str, Any]) -> str:
-    """SHA-256 of the configuration (canonical JSON): results made with another configuration are redone."""
-    return hashlib.sha256(json.dumps(cfg_dict, sort_keys=True, default=list).encode()).hexdigest()
+    """SHA-256 of the configuration (canonical JSON): results made with another configuration are redone.  The
+    ``compute`` section (threads) does not change results and is left out."""
+    settings = {k: v for k, v in cfg_dict.items() if k != "compute"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def with_threads(cfg_dict: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """``cfg_dict`` with ``compute.workers = threads`` (unchanged when ``threads`` is None)."""
+    if threads is None:
+        return cfg_dict
+    return {**cfg_dict, "compute": {**cfg_dict.get("compute", {}), "workers": int(threads)}}
 
 
 def input_fingerprint(study_dir: str | Path) -> str:
@@ -117,7 +126,7 @@ def _remove_stale_temp(out: Path) -> None:
 
 
 def run_batch(input_root: str | Path, out_root: str | Path, cfg_dict: dict[str, Any], *, workers: int | None = None,
-              scheduler: str | None = None, depth: int | None = None,
+              threads: int | None = None, scheduler: str | None = None, depth: int | None = None,
               on_start: Callable[[int, int], None] | None = None,
               on_result: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
     """Run every study below ``input_root`` and write ``out_root/batch_summary.csv``.
@@ -132,6 +141,10 @@ def run_batch(input_root: str | Path, out_root: str | Path, cfg_dict: dict[str, 
         ``Config.to_dict()`` of the run configuration (rebuilt on the workers with ``Config.from_dict``).
     workers : int, optional
         Worker processes of the local cluster (default: the number of CPU cores).  Ignored with ``scheduler``.
+    threads : int, optional
+        CPU threads of each study (``compute.workers`` of its configuration).  Default on the local cluster:
+        cores // worker processes (at least 1), so parallel studies do not oversubscribe the machine; with
+        ``scheduler``: the configuration's ``compute.workers`` (None = every core of the worker's machine).
     scheduler : str, optional
         Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
     depth : int, optional
@@ -165,7 +178,7 @@ def run_batch(input_root: str | Path, out_root: str | Path, cfg_dict: dict[str, 
         if on_result is not None:
             on_result(row)
     if todo:
-        for row in _run_on_dask(todo, out_root, cfg_dict, key, workers=workers, scheduler=scheduler):
+        for row in _run_on_dask(todo, out_root, cfg_dict, key, workers=workers, threads=threads, scheduler=scheduler):
             rows[row["study"]] = row
             if on_result is not None:
                 on_result(row)
@@ -175,7 +188,7 @@ def run_batch(input_root: str | Path, out_root: str | Path, cfg_dict: dict[str, 
 
 
 def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], key: str, *, workers: int | None,
-                 scheduler: str | None):
+                 threads: int | None, scheduler: str | None):
     """Submit one task per study and yield the rows as they finish (a lost worker fails only its study)."""
     import logging
 
@@ -187,6 +200,7 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
             client = Client(scheduler, timeout="10s")
         else:
             n = max(1, workers or os.cpu_count() or 1)
+            threads = threads or max(1, (os.cpu_count() or 1) // n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                    silence_logs=logging.ERROR)
             client = Client(cluster)
@@ -195,6 +209,7 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
             cluster.close()
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
+        cfg_dict = with_threads(cfg_dict, threads)
         futures = {client.submit(run_study, str(s.path), str(out_root / s.study_id), s.study_id, cfg_dict, key,
                                  pure=False, retries=0): s for s in todo}
         for fut in as_completed(futures):

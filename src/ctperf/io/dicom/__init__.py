@@ -50,7 +50,7 @@ __all__ = ["load_ctp", "scan_folder", "inspect_folder", "FolderScan", "SeriesGro
 
 def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int], None] | None = None, *,
              frame_interval_s: float | None = None, bin_to_pixel_mm: float | None = None,
-             bin_above_bytes: int = 0) -> CTPStudy:
+             bin_above_bytes: int = 0, workers: int | None = None) -> CTPStudy:
     """Find the CT perfusion acquisition in ``dicom_dir`` and load it.
 
     Parameters
@@ -72,6 +72,8 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
         When the native float32 4D array would exceed ``bin_above_bytes``, every slice is block-averaged
         in-plane while it is decoded, by the integer factor closest to ``bin_to_pixel_mm`` / native pixel
         (the affine is that of the block centres). Keeps whole-brain studies within laptop memory.
+    workers : int, optional
+        CPU threads for decoding (None = all cores).
 
     Raises
     ------
@@ -106,7 +108,7 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
         hu = np.empty(shape, dtype=np.float32)
     except MemoryError:
         raise DicomError(f"not enough memory for a {shape[3]}x{shape[2]}x{n_z}x{n_t} float32 array") from None
-    outside = _decode_into(plan, hu, progress, bin_factor=factor)
+    outside = _decode_into(plan, hu, progress, bin_factor=factor, workers=workers)
     return CTPStudy(hu=hu, times_s=plan.times_s.astype(float), affine_ras=affine, meta=meta, outside_fov=outside)
 
 

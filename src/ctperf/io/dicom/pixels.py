@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -12,6 +11,7 @@ from typing import Callable
 import numpy as np
 import pydicom
 
+from ctperf.config import thread_count
 from ctperf.errors import DicomError
 from ctperf.io.dicom.plan import _Plan
 from ctperf.io.dicom.scan import _Header
@@ -69,11 +69,12 @@ def _stored_pixels(h: _Header) -> np.ndarray:
 
 
 def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], None] | None,
-                 bin_factor: int = 1) -> np.ndarray | None:
+                 bin_factor: int = 1, workers: int | None = None) -> np.ndarray | None:
     """Fill ``hu`` (t, z, y, x) in place; return the (z, y, x) padding mask or None.
 
     With ``bin_factor`` > 1 every decoded slice is block-averaged in-plane (``ctperf.preprocess.bin_inplane``)
     before it is stored, so the full-resolution 4D array never exists; a block touching padding is outside.
+    ``workers``: CPU threads (None = all cores); one more thread than that overlaps file reads, at most 4.
     """
     n_t, n_z = len(plan.frames), len(plan.frames[0])
     has_padding = any(h.padding_value is not None for row in plan.frames for h in row)
@@ -115,7 +116,7 @@ def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], Non
 
     jobs = [(t, z) for t in range(n_t) for z in range(n_z)]
     total = len(jobs)
-    n_workers = min(4, (os.cpu_count() or 1) + 1)
+    n_workers = min(4, thread_count(workers) + 1)
     done = 0
     if progress:
         progress(0, total)
