@@ -330,6 +330,19 @@ def _shape_misfit(win: np.ndarray, i_obs: np.ndarray, p_obs: np.ndarray, model_t
     return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
 
 
+def _group_means(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray):
+    """Mean curve (n_groups, T) and area ratio to the AIF of each group of ``groups`` (n,) labels, the group index
+    of each voxel and the group sizes."""
+    n = len(tissue_nt)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(labels)).astype(np.float64)
+    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(len(labels), n))
+    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
+    a_sum = float(np.sum(aif_t))
+    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(len(labels))
+    return mean, auc, inverse, counts
+
+
 def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, filters: list[np.ndarray],
                   model_spectra: np.ndarray, heights: np.ndarray, dt_s: float, length: int, n_neg: int,
                   tau_grid_s: np.ndarray, tmax_half_w: int, oi_sub: int, oi_target: float) -> np.ndarray:
@@ -346,13 +359,8 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     and ``heights`` (n_models, n_levels, n_tau) come from :func:`_family_tables`.  Columns sum to 1.
     """
     n, t = tissue_nt.shape
-    labels, inverse = np.unique(groups, return_inverse=True)
-    n_g = len(labels)
-    counts = np.bincount(inverse, minlength=n_g).astype(np.float64)
-    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(n_g, n))
-    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
-    a_sum = float(np.sum(aif_t))
-    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
+    mean, auc, inverse, counts = _group_means(tissue_nt, groups, aif_t)
+    n_g = len(mean)
     c_spec = sfft.rfft(mean, n=length, axis=1)
     lt = np.log(tau_grid_s)
     n_m = len(model_spectra)
@@ -469,13 +477,8 @@ def model_log_evidence(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndar
     that sums over voxels count each group once.
     """
     n, t = tissue_nt.shape
-    labels, inverse = np.unique(groups, return_inverse=True)
-    n_g = len(labels)
-    counts = np.bincount(inverse, minlength=n_g).astype(np.float64)
-    member = sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n))), shape=(n_g, n))
-    mean = np.asarray(member @ np.asarray(tissue_nt, np.float64))
-    a_sum = float(np.sum(aif_t))
-    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
+    mean, auc, inverse, counts = _group_means(tissue_nt, groups, aif_t)
+    n_g = len(mean)
     p_top, _ = _peak_signed(sfft.irfft(sfft.rfft(mean, n=length, axis=1) * top_filter[None], n=length, axis=1),
                             dt_s, t, n_neg)
     lt = np.log(tau_grid_s)
