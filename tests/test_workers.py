@@ -75,10 +75,11 @@ def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
     ph = make_phantom(PhantomSpec(**SMALL, lesion="left", seed=0))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
     sizes = _pool_sizes(monkeypatch, ctperf.denoise, ctperf.engine.deconvolution, ctperf.engine.maps)
-    one = compute_perfusion(study, Config.from_dict({"compute": {"workers": 1}}))
-    assert len(sizes) >= 5 and set(sizes) == {1}, sizes  # denoise, deconvolution, 4 median filters
+    reg = {"deconvolution": {"map_regularisation": True}}  # its bilateral filter has a pool too
+    one = compute_perfusion(study, Config.from_dict({"compute": {"workers": 1}, **reg}))
+    assert len(sizes) >= 5 and set(sizes) == {1}, sizes  # denoise, deconvolution, 4 median filters, regularisation
     sizes.clear()
-    every = compute_perfusion(study, Config())
+    every = compute_perfusion(study, Config.from_dict(reg))
     assert max(sizes) == min(os.cpu_count() or 1, SMALL["n_slices"])
     for name in ("cbf", "cbv", "mtt", "tmax", "ttp", "rcbf"):
         np.testing.assert_array_equal(getattr(one, name), getattr(every, name))

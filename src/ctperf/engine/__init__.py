@@ -111,7 +111,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("regularise"):
         sigma = dc.map_regularisation_sigma_mm if dc.map_regularisation else 0.0
         cbf_r, cbv_r = regularise_flow_maps(vol["cbf"], vol["cbv"], masks.tissue, pre.baseline_hu, px, sigma,
-                                            dc.map_regularisation_h)
+                                            dc.map_regularisation_h, workers)
         vol["cbv"], vol["mtt"], vol["cbf"] = mp.nonnegative_maps(cbv_r, cbf_r)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)
@@ -185,6 +185,7 @@ def method_description(dc) -> dict:
                                                 "weights_scope": dc.model_weights_scope,
                                                 "evidence": dc.model_evidence} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
+        "map_regularisation": bool(dc.map_regularisation),
     }
 
 
