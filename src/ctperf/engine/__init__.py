@@ -87,12 +87,14 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         # large vessels: CBV of the strongly denoised curves (vessels are spatially coherent, while the
         # edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the threshold) or
         # peak enhancement.  Their curves deconvolve to a spike and must not inform the residue-shape evidence.
-        vessels = mp.vessel_mask(mp.to_volume(mp.cbv_from_curves(curves, sel.aif.delta_hu), pre.brain), peak_hu,
-                                 pre.brain, pc.vessel_cbv_ml_100g, pc.vessel_peak_hu)
+        cbv_smooth = mp.cbv_from_curves(curves, sel.aif.delta_hu)
+        vessels = mp.vessel_mask(mp.to_volume(cbv_smooth, pre.brain), peak_hu, pre.brain, pc.vessel_cbv_ml_100g,
+                                 pc.vessel_peak_hu)
 
-        def tau_filter(log_tau: np.ndarray) -> np.ndarray:
-            # edge-preserving in-plane median of the log MTT used for the bias-correction lookup
-            med = mp.masked_median(mp.to_volume(log_tau, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
+        def tau_filter(values: np.ndarray) -> np.ndarray:
+            # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
+            # log peak-to-area ratio that selects the bias correction
+            med = mp.masked_median(mp.to_volume(values, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
                                    workers)
             return med[pre.brain]
 
@@ -103,7 +105,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
                          evidence_mask=(parenchyma & ~vessels)[pre.brain], workers=workers)
     with timer("maps"):
-        vol = _maps(curves, area, dec, sel.aif.delta_hu, pre)
+        vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
             vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm,
@@ -150,10 +152,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         stage_seconds=timer.seconds, aux_maps={k: vol[k] for k in ("cbf_standard", "tmax_standard")})
 
 
-def _maps(curves: np.ndarray, area: np.ndarray, dec, aif: np.ndarray, pre) -> dict[str, np.ndarray]:
-    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain) and the standard-convention CBF and Tmax;
-    see :func:`ctperf.engine.maps.combine_flow`."""
-    cbv_smooth = mp.cbv_from_curves(curves, aif)
+def _maps(curves: np.ndarray, area: np.ndarray, cbv_smooth: np.ndarray, dec, aif: np.ndarray,
+          pre) -> dict[str, np.ndarray]:
+    """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain) and the standard-convention CBF and Tmax, from
+    the denoised curves, their edge-preserved areas and the CBV of the curves (mL/100g, per brain voxel); see
+    :func:`ctperf.engine.maps.combine_flow`."""
     cbv_sharp = mp.cbv_from_area(area, aif)
 
     def written_maps(rmax_per_s):
@@ -212,14 +215,9 @@ def _in_plane_sum(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     of peak 1 and width ``sigma_mm`` (zero outside the brain); ``sigma_mm = 0``: no pooling."""
     if sigma_mm <= 0:
         return None
-    s = sigma_mm / pixel_mm
-    vol = np.zeros(brain.shape, np.float32)
-
-    def pooled(values: np.ndarray) -> np.ndarray:
-        vol[brain] = values
-        return ndimage.gaussian_filter(vol, (0.0, s, s), mode="constant")[brain] * np.float32(2.0 * np.pi * s * s)
-
-    return pooled
+    smooth = _in_plane_smoothing(brain, pixel_mm, sigma_mm)  # kernel of unit sum: x 2 pi sigma^2 for peak 1
+    peak_one = np.float32(2.0 * np.pi * (sigma_mm / pixel_mm) ** 2)
+    return lambda values: smooth(values) * peak_one
 
 
 def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:

@@ -374,7 +374,7 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
             g = todo[ok]
             p_j, g_t = _peak_signed(r[ok], dt_s, t, n_neg)
             win = _search_window(r[ok], t, n_neg)
-            gi = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+            gi = _time_index(g_t, dt_s, t, n_neg)
             i_obs = _argmax_near(win, gi, tmax_half_w)
             p_obs = i_obs + _parabola_peak(win, i_obs)[0]
             mis = np.empty((n_m, len(g)))
@@ -396,11 +396,15 @@ def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) 
     """One set of model weights for the whole study: the joint evidence of all groups (the sum of their log
     likelihoods, over the voxels of ``mask``), so the model that fits the study best carries the weight and the
     others only as far as the data cannot tell them apart.  Returns (n_models, n), the same column everywhere."""
-    sel = weight_m_n if mask is None or not np.any(mask) else weight_m_n[:, np.asarray(mask, bool)]
-    log_w = np.log(np.maximum(sel.astype(np.float64), 1e-30)).sum(axis=1)
-    w = np.exp(log_w - log_w.max())
-    w /= w.sum()
-    return np.broadcast_to(w.astype(np.float32)[:, None], weight_m_n.shape)  # one column, shared (read-only)
+    return _study_column(np.log(np.maximum(np.asarray(weight_m_n, np.float64), 1e-30)), mask)
+
+
+def _study_column(log_ev_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Weights from the per-voxel log-likelihoods (n_models, n) summed over the voxels of ``mask`` (all when None
+    or empty), shared by every voxel: (n_models, n), one read-only column."""
+    sel = log_ev_m_n if mask is None or not np.any(mask) else log_ev_m_n[:, np.asarray(mask, bool)]
+    column = weights_from_log_evidence(sel.sum(axis=1, keepdims=True, dtype=np.float64))
+    return np.broadcast_to(column, log_ev_m_n.shape)
 
 
 def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, max_negative_lag: int,
@@ -537,10 +541,32 @@ def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spec
     log_ev[:, evidence] = model_log_evidence(tissue[evidence], groups[evidence], aif_t, top_filter, model_spectra,
                                              heights_top, dt_s, length, n_neg, tau_grid)
     if scope == "study":
-        return np.broadcast_to(weights_from_log_evidence(log_ev[:, evidence].sum(axis=1, keepdims=True)), (n_m, n))
+        return _study_column(log_ev, evidence)
     if evidence_filter is not None:
         log_ev = np.array([evidence_filter(v) for v in log_ev], np.float32)
     return weights_from_log_evidence(log_ev)
+
+
+def _time_index(time_s: np.ndarray, dt_s: float, t: int, n_neg: int) -> np.ndarray:
+    """Index in the peak-search window (:func:`_search_window`) of the sample nearest each time (s)."""
+    return np.clip(np.rint(np.asarray(time_s) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+
+
+def _guide_peaks(tissue: np.ndarray, top_filter: np.ndarray, auc_ratio: np.ndarray, dt_s: float, length: int,
+                 n_neg: int, n_threads: int, centre_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``y = log(peak / area)`` and the peak time (s) of every voxel's most regularised residue (``top_filter``),
+    chunk by chunk; with ``centre_idx`` the peak is taken within +- 1 sample of those window indices."""
+    n, t = tissue.shape
+    y, g_t = np.zeros(n), np.zeros(n)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
+        r_top = sfft.irfft(c_spec * top_filter[None], n=length, axis=1, workers=n_threads)
+        near = None if centre_idx is None else centre_idx[start:stop]
+        p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg, centre_idx=near, half_width=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+    return y, g_t
 
 
 def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
@@ -615,29 +641,15 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 elif weight_filter is not None:
                     weight = np.array([weight_filter(w) for w in weight], np.float32)
                     weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
-        g_idx_all = np.zeros(n, int)
-        y = np.zeros(n)
-        for start in range(0, n, _CHUNK):
-            stop = min(n, start + _CHUNK)
-            c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
-            r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=n_threads)
-            p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg)
-            g_idx_all[start:stop] = np.clip(np.rint(g_t[start:stop] / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+        y, g_t = _guide_peaks(tissue, filters[top], auc_ratio, dt_s, length, n_neg, n_threads)
         if tau_filter is not None:
             # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise puts
             # its maximum where the noise is highest, which lifts the peak read there; the guide's height is then
-            # read at the filtered time (+- 1 sample)
+            # read at the filtered time (+- 1 sample).  A second pass: the median needs every voxel's time first.
             g_t = np.asarray(tau_filter(g_t), np.float64)
-            g_idx_all = np.clip(np.rint(g_t / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
-            for start in range(0, n, _CHUNK):
-                stop = min(n, start + _CHUNK)
-                c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
-                r_top = sfft.irfft(c_spec * filters[top][None], n=length, axis=1, workers=n_threads)
-                p_top, _ = _peak_signed(r_top, dt_s, t, n_neg, centre_idx=g_idx_all[start:stop], half_width=1)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+            y, _ = _guide_peaks(tissue, filters[top], auc_ratio, dt_s, length, n_neg, n_threads,
+                                centre_idx=_time_index(g_t, dt_s, t, n_neg))
+        g_idx_all = _time_index(g_t, dt_s, t, n_neg)
         # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
         # the MTT grid is clipped to it
         y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
@@ -675,7 +687,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     w_sel = weight[:, sel]
                     lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr)
                                      - _weighted_lookup(shift_y[:, j], w_sel, i0, fr), 0.0)
-                    early = np.clip(np.rint((g_t[sel] - lag) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
+                    early = _time_index(g_t[sel] - lag, dt_s, t, n_neg)
                     win = _search_window(r_ok, t, n_neg)
                     pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
                     _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w, window=win)
