@@ -201,9 +201,9 @@ def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1)) \
         if len(zz) else (slice(0, 0),) * 3
     inside = brain[bb]
-    vol = np.zeros(inside.shape, np.float32)
 
-    def smooth(values: np.ndarray) -> np.ndarray:
+    def smooth(values: np.ndarray) -> np.ndarray:  # own buffer per call: callable from several threads
+        vol = np.zeros(inside.shape, np.float32)
         vol[inside] = values
         return ndimage.gaussian_filter(vol, sig, mode="constant")[inside]
 

@@ -78,7 +78,7 @@ from scipy.special import gammaincc
 
 from ctperf.config import DeconvolutionConfig, thread_count
 
-_CHUNK = 32768
+_CHUNK = 8192
 
 
 @dataclass
@@ -532,7 +532,7 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
-                         n_neg, tau_grid, scope, evidence_filter) -> np.ndarray:
+                         n_neg, tau_grid, scope, evidence_filter, n_threads: int = 1) -> np.ndarray:
     """Model weights (n_models, n) from the curve-domain evidence (:func:`model_log_evidence`) of the groups of
     the ``evidence`` voxels, summed over the whole study (``scope = "study"``) or over each voxel's neighbourhood
     (``evidence_filter``; voxels with no evidence in reach keep the uniform prior)."""
@@ -543,8 +543,15 @@ def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spec
     if scope == "study":
         return _study_column(log_ev, evidence)
     if evidence_filter is not None:
-        log_ev = np.array([evidence_filter(v) for v in log_ev], np.float32)
+        log_ev = _map_rows(evidence_filter, log_ev, n_threads)
     return weights_from_log_evidence(log_ev)
+
+
+def _map_rows(func, rows: np.ndarray, n_threads: int) -> np.ndarray:
+    """``func`` applied to each row of ``rows`` (e.g. a spatial filter of one model's per-voxel values), rows in
+    parallel threads; float32 (n_rows, n)."""
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, len(rows))) as pool:
+        return np.array(list(pool.map(func, rows)), np.float32)
 
 
 def _time_index(time_s: np.ndarray, dt_s: float, t: int, n_neg: int) -> np.ndarray:
@@ -552,18 +559,32 @@ def _time_index(time_s: np.ndarray, dt_s: float, t: int, n_neg: int) -> np.ndarr
     return np.clip(np.rint(np.asarray(time_s) / dt_s).astype(int) + n_neg, 0, t + n_neg - 1)
 
 
-def _guide_peaks(tissue: np.ndarray, top_filter: np.ndarray, auc_ratio: np.ndarray, dt_s: float, length: int,
-                 n_neg: int, n_threads: int, centre_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``y = log(peak / area)`` and the peak time (s) of every voxel's most regularised residue (``top_filter``),
-    chunk by chunk; with ``centre_idx`` the peak is taken within +- 1 sample of those window indices."""
+def _guide_windows(tissue: np.ndarray, top_filter: np.ndarray, length: int, n_neg: int,
+                   n_threads: int) -> np.ndarray:
+    """Peak-search windows (:func:`_search_window`, (n, T + n_neg) float32) of every voxel's most regularised
+    residue (``top_filter``), chunk by chunk; kept so the guide's peak can be read again at another time without
+    a second pass of FFTs."""
     n, t = tissue.shape
-    y, g_t = np.zeros(n), np.zeros(n)
+    win = np.empty((n, t + n_neg), np.float32)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
         r_top = sfft.irfft(c_spec * top_filter[None], n=length, axis=1, workers=n_threads)
+        win[start:stop] = _search_window(r_top, t, n_neg)
+    return win
+
+
+def _guide_peaks(windows: np.ndarray, auc_ratio: np.ndarray, dt_s: float, t: int, n_neg: int,
+                 centre_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``y = log(peak / area)`` and the peak time (s) of the guide residues' search ``windows``
+    (:func:`_guide_windows`); with ``centre_idx`` the peak is taken within +- 1 sample of those window indices."""
+    n = len(windows)
+    y, g_t = np.zeros(n), np.zeros(n)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
         near = None if centre_idx is None else centre_idx[start:stop]
-        p_top, g_t[start:stop] = _peak_signed(r_top, dt_s, t, n_neg, centre_idx=near, half_width=1)
+        p_top, g_t[start:stop] = _peak_signed(None, dt_s, t, n_neg, centre_idx=near, half_width=1,
+                                              window=windows[start:stop])
         with np.errstate(divide="ignore", invalid="ignore"):
             y[start:stop] = np.log(p_top / auc_ratio[start:stop])
     return y, g_t
@@ -624,31 +645,44 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
         # (robust to noise) and the voxel's MTT under each model
         n_m = len(family)
-        weight = np.ones((1, n), np.float32)
-        if n_m > 1:
+
+        def weight_maps() -> np.ndarray:
+            if n_m == 1:
+                return np.ones((1, n), np.float32)
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
             ev = np.ones(n, bool) if evidence_mask is None or not np.any(evidence_mask) else \
                 np.asarray(evidence_mask, bool)
             if cfg.model_evidence == "curves":
-                weight = _weights_from_curves(tissue, grp, ev, aif_t, filters[top], model_spectra, heights[:, top],
-                                              dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
-                                              evidence_filter)
-            else:
-                weight = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
-                                       tau_grid, tmax_half_w, sub, target)
-                if cfg.model_weights_scope == "study":
-                    weight = study_model_weights(weight, ev)
-                elif weight_filter is not None:
-                    weight = np.array([weight_filter(w) for w in weight], np.float32)
-                    weight /= np.maximum(weight.sum(axis=0, keepdims=True), 1e-12)
-        y, g_t = _guide_peaks(tissue, filters[top], auc_ratio, dt_s, length, n_neg, n_threads)
+                return _weights_from_curves(tissue, grp, ev, aif_t, filters[top], model_spectra, heights[:, top],
+                                            dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
+                                            evidence_filter, n_threads)
+            w = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
+                              tau_grid, tmax_half_w, sub, target)
+            if cfg.model_weights_scope == "study":
+                return study_model_weights(w, ev)
+            if weight_filter is not None:
+                w = _map_rows(weight_filter, w, n_threads)
+                w /= np.maximum(w.sum(axis=0, keepdims=True), 1e-12)
+            return w
+
+        # the model weights (block means) and the guide residues (every voxel) are independent: with more than one
+        # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
+        side = ThreadPoolExecutor(max_workers=1) if n_threads > 1 else None
+        pending_weight = side.submit(weight_maps) if side is not None else None
+        guide_win = _guide_windows(tissue, filters[top], length, n_neg, n_threads)
+        y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
         if tau_filter is not None:
             # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise puts
             # its maximum where the noise is highest, which lifts the peak read there; the guide's height is then
-            # read at the filtered time (+- 1 sample).  A second pass: the median needs every voxel's time first.
+            # read at the filtered time (+- 1 sample).  A second reading: the median needs every voxel's time first.
             g_t = np.asarray(tau_filter(g_t), np.float64)
-            y, _ = _guide_peaks(tissue, filters[top], auc_ratio, dt_s, length, n_neg, n_threads,
-                                centre_idx=_time_index(g_t, dt_s, t, n_neg))
+            y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg, centre_idx=_time_index(g_t, dt_s, t, n_neg))
+        del guide_win
+        if side is not None:
+            weight = pending_weight.result()
+            side.shutdown()
+        else:
+            weight = weight_maps()
         g_idx_all = _time_index(g_t, dt_s, t, n_neg)
         # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
         # the MTT grid is clipped to it
