@@ -209,7 +209,9 @@ def circulant_spectrum(aif: np.ndarray, dt_s: float, length: int) -> np.ndarray:
 def oscillation_index(residue: np.ndarray, axis: int = -1) -> np.ndarray:
     """Wu 2003 oscillation index: ``OI = (1/L) (1/max r) sum_k |r[k] - 2 r[k-1] + r[k-2]|``."""
     r = np.moveaxis(np.asarray(residue), axis, -1)
-    d2 = np.abs(r[..., 2:] - 2.0 * r[..., 1:-1] + r[..., :-2]).sum(axis=-1)
+    d2 = r[..., 2:] - 2.0 * r[..., 1:-1]  # in place from here: one temporary for the whole second difference
+    d2 += r[..., :-2]
+    d2 = np.abs(d2, out=d2).sum(axis=-1)
     rmax = r.max(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         oi = d2 / (r.shape[-1] * rmax)
@@ -524,11 +526,11 @@ def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_gr
 
 def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
     """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
-    below = 1.0 - frac
-    out = np.zeros(len(i0))
-    for m, tab in enumerate(table_m_y):  # one model at a time: no (n_models, n) temporaries
-        out += weight_m_n[m] * (below * tab[i0] + frac * tab[i0 + 1])
-    return out
+    tab = np.asarray(table_m_y)
+    terms = (1.0 - frac) * tab[:, i0]
+    terms += frac * tab[:, i0 + 1]
+    terms *= weight_m_n
+    return terms.sum(axis=0)
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
