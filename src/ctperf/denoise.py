@@ -118,17 +118,29 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     def accumulate(zs: slice) -> None:
         """The weighted sums for the slices ``zs`` (slices are independent: in-plane filter)."""
         g = guide[:, zs]
+        # per-thread work buffers, reused for every offset (no large temporaries in the loop)
+        fbuf = np.empty(g.shape, np.float32)
+        kbuf = np.empty((k,) + g.shape[1:], np.float32)
         for dy, dx in offsets:
             rr = dy * dy + dx * dx
             ws = np.float32(np.exp(-rr / (2.0 * sig_px**2)))
             sl = (zs, slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
-            d = ((gp[(slice(None),) + sl] - g) ** 2).sum(axis=0) * np.float32(0.5)
-            excess = np.maximum(d - m_feat, 0.0)
-            w = ws * np.exp(-excess * scale) * mp[sl]
-            acc[:, zs] += w[None] * cp[(slice(None),) + sl]
+            np.subtract(gp[(slice(None),) + sl], g, out=fbuf)
+            np.square(fbuf, out=fbuf)
+            excess = fbuf.sum(axis=0)
+            excess *= np.float32(0.5)
+            excess -= m_feat
+            np.maximum(excess, 0.0, out=excess)
+            w = np.exp(-excess * scale)
+            w *= ws  # = ws * exp(...) * mask, in that order
+            w *= mp[sl]
+            np.multiply(cp[(slice(None),) + sl], w[None], out=kbuf)
+            acc[:, zs] += kbuf
             wsum[zs] += w
             if second is not None:
-                w2 = np.float32(np.exp(-rr / (2.0 * sig2_px**2))) * np.exp(-excess * scale2) * mp[sl]
+                w2 = np.exp(-excess * scale2)
+                w2 *= np.float32(np.exp(-rr / (2.0 * sig2_px**2)))
+                w2 *= mp[sl]
                 acc2[zs] += w2 * ip[sl]
                 wsum2[zs] += w2
         # normalise in place (the weighted means inside the mask, the input outside)
