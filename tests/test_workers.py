@@ -57,12 +57,15 @@ def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
     sizes = _pool_sizes(monkeypatch, dcv)
     cfg = Config().deconvolution
     groups = np.arange(300) // 10
-    outs = {w: dcv.deconvolve(tissue, aif, 1.0, cfg, shape_groups=groups, workers=w) for w in (None, 1, 3)}
-    # with more than one thread the model weights run in one side thread beside the guide residues
-    expected = []
+    outs = {}
     for w in (None, 1, 3):
-        expected += ([1] if thread_count(w) > 1 else []) + [thread_count(w, 5)]
-    assert sizes == expected
+        sizes.clear()
+        outs[w] = dcv.deconvolve(tissue, aif, 1.0, cfg, shape_groups=groups, workers=w)
+        # the voxel chunks' pool has the run's thread count (capped by the 5 chunks); no pool exceeds it (the model
+        # weights' side thread and its models' pool run while the main thread computes the guide residues)
+        assert thread_count(w, 5) in sizes and max(sizes) <= thread_count(w), (w, sizes)
+        if thread_count(w) == 1:
+            assert set(sizes) == {1}
     for w in (1, 3):
         for field in ("rmax_per_s", "tmax_s", "threshold", "rmax_standard_per_s", "tmax_standard_s"):
             np.testing.assert_array_equal(getattr(outs[w], field), getattr(outs[None], field))

@@ -347,7 +347,8 @@ def _group_means(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray):
 
 def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, filters: list[np.ndarray],
                   model_spectra: np.ndarray, heights: np.ndarray, dt_s: float, length: int, n_neg: int,
-                  tau_grid_s: np.ndarray, tmax_half_w: int, oi_sub: int, oi_target: float) -> np.ndarray:
+                  tau_grid_s: np.ndarray, tmax_half_w: int, oi_sub: int, oi_target: float,
+                  n_threads: int = 1) -> np.ndarray:
     """Relative likelihood of each model residue for each voxel (n_models, n), evaluated per group of voxels.
 
     The residue shape is a regional property and its signature (the sharpness of the onset, the width of the top)
@@ -359,6 +360,7 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     variance and two degrees of freedom per frequency the level keeps; where noise hides the shape, the weights
     spread over every model that fits, rather than a noisy pick of one.  ``model_spectra`` (n_models, n_tau, F)
     and ``heights`` (n_models, n_levels, n_tau) come from :func:`_family_tables`.  Columns sum to 1.
+    ``n_threads``: the models' misfits are computed in that many threads (the result does not depend on it).
     """
     n, t = tissue_nt.shape
     mean, auc, inverse, counts = _group_means(tissue_nt, groups, aif_t)
@@ -369,6 +371,7 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     weight = np.ones((n_m, n_g))
     todo = np.arange(n_g)
     top = len(filters) - 1
+    pool = ThreadPoolExecutor(max_workers=thread_count(n_threads, n_m))  # the models' misfits in parallel
     for j, filt in enumerate(filters):
         r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
         ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::oi_sub]) <= oi_target
@@ -380,16 +383,20 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
             i_obs = _argmax_near(win, gi, tmax_half_w)
             p_obs = i_obs + _parabola_peak(win, i_obs)[0]
             mis = np.empty((n_m, len(g)))
-            for m in range(n_m):
+
+            def misfit_of(m: int) -> None:
                 model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
                 log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
                 mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
+
+            list(pool.map(misfit_of, range(n_m)))
             dof = 2.0 * np.count_nonzero(filt)
             best_mis = np.maximum(mis.min(axis=0), 1e-30)
             weight[:, g] = np.exp(-0.5 * dof * (mis - best_mis) / best_mis)
         todo = todo[~ok]
         if len(todo) == 0:
             break
+    pool.shutdown()
     weight /= weight.sum(axis=0, keepdims=True)
     return weight[:, inverse].astype(np.float32)
 
@@ -659,7 +666,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                                             dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
                                             evidence_filter, n_threads)
             w = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
-                              tau_grid, tmax_half_w, sub, target)
+                              tau_grid, tmax_half_w, sub, target, n_threads)
             if cfg.model_weights_scope == "study":
                 return study_model_weights(w, ev)
             if weight_filter is not None:
