@@ -5,7 +5,8 @@
 1. :func:`ctperf.preprocess.preprocess_study` - motion correction, binning to the ~1 mm computation grid,
    automatic baseline, brain/CSF masks, delta HU, uniform time grid (per-slice times);
 2. :mod:`ctperf.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
-3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side);
+3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
+   run beside step 2 when the run may use more than one thread (they read the temporally smoothed data only);
 4. :func:`ctperf.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
 5. :func:`ctperf.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
 6. :mod:`ctperf.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask, affected side, rCBF;
@@ -16,14 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from scipy import ndimage
 
 from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
-from ctperf.config import Config
+from ctperf.config import Config, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.engine.deconvolution import deconvolve
 from ctperf.engine.regularise import regularise_flow_maps
@@ -46,12 +48,18 @@ class _StageTimer:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, name: str):
-        if self.progress is not None:
-            self.progress(name)
+    def __call__(self, name: str, report: bool = True):
+        """Time the stage ``name``; ``report=False``: do not call ``progress`` (a stage run in a side thread is
+        announced from the calling thread with :meth:`announce`, so progress callbacks stay on one thread)."""
+        if report:
+            self.announce(name)
         t0 = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - t0, 3)
+
+    def announce(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress(name)
 
 
 def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | None = None,
@@ -68,19 +76,31 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
                                temporal_sigma_s=pc.temporal_sigma_s, workers=workers)
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
-    with timer("denoise"):
-        smooth = pre.delta_hu
-        curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
-                                             pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
-                                             guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
-                                             sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
-    with timer("hemispheres"):
-        hemi, midline_fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
-    with timer("aif"):
-        sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
-                             ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof)
-        peak_hu = mp.to_volume(smooth[:, pre.brain].max(axis=0), pre.brain)
-        del smooth
+    smooth = pre.delta_hu
+
+    def midline_and_aif():
+        """Steps 3-4: they read the temporally smoothed data, not the denoised curves."""
+        with timer("hemispheres", report=False):
+            hemi, fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
+        with timer("aif", report=False):
+            sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
+                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof)
+            peak = mp.to_volume(smooth[:, pre.brain].max(axis=0), pre.brain)
+        return hemi, fallback, sel, peak
+
+    # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
+    # mostly numpy work that releases the GIL); their stage times then overlap the denoising's
+    with ThreadPoolExecutor(max_workers=1) if thread_count(workers) > 1 else nullcontext() as side:
+        pending = side.submit(midline_and_aif) if side is not None else None
+        with timer("denoise"):
+            curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
+                                                 pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
+                                                 guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
+                                                 sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
+        timer.announce("hemispheres")
+        timer.announce("aif")
+        hemi, midline_fallback, sel, peak_hu = pending.result() if pending is not None else midline_and_aif()
+    del smooth
     with timer("deconvolution"):
         dc = cfg.deconvolution
         parenchyma = pre.brain & ~pre.csf
