@@ -524,6 +524,9 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
     delays = (6.0,) if quick else (0.0, 3.0, 6.0, 10.0)
     for s in shapes:
         fams.append(block_family(f"residue_{s}", RESIDUES[s], delays, quick=quick))
+    if not quick:  # tissue arriving between the samples (frames every 1.5 s, computation grid 1 s)
+        fams.append(block_family("residue_exponential_offgrid", RESIDUES["exponential"], (0.5, 3.75, 6.5),
+                                 quick=quick, shape_name="exponential, delays off the sampling grids"))
     noise = ((15.0, 0.0),) if quick else ((0.0, 0.0), (4.0, 0.0), (8.0, 0.0), (8.0, 2.5), (15.0, 0.0), (15.0, 2.5))
     for hu, fw in noise:
         fams.append(noise_family(hu, fw, quick=quick))
