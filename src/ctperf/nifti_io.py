@@ -12,8 +12,9 @@ from ctperf.errors import InputError
 
 def save_volume(path: str | Path, vol_zyx: np.ndarray, affine_ras: np.ndarray, dtype=np.float32) -> None:
     """Write a (z, y, x) volume as NIfTI with the given RAS affine (qform and sform both set, code 1)."""
+    # A C-ordered (z, y, x) array transposed is the Fortran-ordered (x, y, z) array NIfTI stores: no copy needed
     data = np.asarray(vol_zyx).astype(dtype, copy=False).transpose(2, 1, 0)
-    img = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine_ras, dtype=float))
+    img = nib.Nifti1Image(data, np.asarray(affine_ras, dtype=float))
     img.set_qform(np.asarray(affine_ras, dtype=float), code=1)
     img.set_sform(np.asarray(affine_ras, dtype=float), code=1)
     if np.issubdtype(np.dtype(dtype), np.floating):

@@ -59,6 +59,8 @@ OVERLAY_ALPHA = 0.6
 MONTAGE_MAX_PX = 128
 MONTAGE_MAX_SLICES = 12
 DPI = 110
+#: zlib level of the PNG files (1 = fastest; the QA figures are flat-coloured and compress well anyway).
+PNG_COMPRESS_LEVEL = 1
 
 FIGURE_NAMES = (
     "aif_vof.png",
@@ -574,7 +576,9 @@ def save_figure(fig: Figure, path: Path, disclaimer: bool = True, **kwargs) -> P
     if disclaimer:
         fig.text(0.995, 0.004, f"ctperf {__version__} - {DISCLAIMER}", ha="right", va="bottom", fontsize=6.5,
                  color="0.45")
-    fig.savefig(path, dpi=kwargs.pop("dpi", DPI), facecolor=fig.get_facecolor(), **kwargs)
+    # zlib level 1: ~4x faster PNG encoding than the default level 6 for a few % larger files
+    fig.savefig(path, dpi=kwargs.pop("dpi", DPI), facecolor=fig.get_facecolor(),
+                pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}, **kwargs)
     return path
 
 
