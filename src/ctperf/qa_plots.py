@@ -762,9 +762,8 @@ def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: flo
         if len(pts) > 1:
             cv.line(pts, color, width=lw)
         if marker:
-            r = cv.pt(1.25)
             for a, b in pts:
-                cv.draw.ellipse([a - r, b - r, a + r, b + r], fill=raster.rgb(color))
+                cv.marker(a, b, cv.pt(1.25), color, filled=True)
     cv.rect(x0, y0, x0 + w, y0 + h, edge="black")
     cv.text(x0 + w / 2.0, y0 + h + tick + cv.pt(fs + 4), "time (s)", fs, ha="center", va="top")
     cv.text(label_right - cv.pt(4), y0 + h / 2.0, "\u0394HU", fs, ha="right", va="center", rotation=90)
@@ -781,8 +780,7 @@ def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: flo
         sx0 = lx0 + cv.pt(lfs * 0.5)
         cv.line([(sx0, yy), (sx0 + sample, yy)], color, width=lw, dash=cv.pt(1.0) if dotted else None)
         if marker and not dotted:
-            r = cv.pt(1.25)
-            cv.draw.ellipse([sx0 + sample / 2 - r, yy - r, sx0 + sample / 2 + r, yy + r], fill=raster.rgb(color))
+            cv.marker(sx0 + sample / 2, yy, cv.pt(1.25), color, filled=True)
         cv.text(sx0 + sample + cv.pt(lfs * 0.8), yy, label, lfs, va="center")
 
 
@@ -837,12 +835,9 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
             sel = vox[vox[:, 0] == z]
             if not len(sel):
                 continue
-            r, lw = cv.pt(3.4), max(1, int(round(cv.pt(1.6))))
             for _, y, x in sel:
                 c, rr = orient.point(y, x, shape_yx)
-                px, py = x0 + (c + 0.5) * sx, y0 + (rr + 0.5) * sy
-                shape = cv.draw.ellipse if marker == "o" else cv.draw.rectangle
-                shape([px - r, py - r, px + r, py + r], outline=raster.rgb(color), width=lw)
+                cv.marker(x0 + (c + 0.5) * sx, y0 + (rr + 0.5) * sy, cv.pt(3.4), color, marker, cv.pt(1.6))
             entries.append((marker, color, f"{name} ({len(sel)}/{len(vox)} voxels)"))
         _edge_letters(cv, box, orient, 8, vertical=True)
         cv.text(x0 + w / 2.0, y0 - cv.pt(5), f"baseline, slice {z} (S {orient.slice_s_mm[z]:+.0f} mm), W80/L40",
@@ -852,9 +847,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
             lx = x0 + w / 2.0 - (sum(widths) + cv.pt(10) * (len(widths) - 1)) / 2.0
             ly = y0 + h + cv.pt(14)
             for (marker, color, label), wd in zip(entries, widths):
-                r, mx = cv.pt(3.4), lx + cv.pt(7)
-                shape = cv.draw.ellipse if marker == "o" else cv.draw.rectangle
-                shape([mx - r, ly - r, mx + r, ly + r], outline=raster.rgb(color), width=max(1, int(round(cv.pt(1.6)))))
+                cv.marker(lx + cv.pt(7), ly, cv.pt(3.4), color, marker, cv.pt(1.6))
                 cv.text(lx + cv.pt(7 * 2.6), ly, label, 7, va="center")
                 lx += wd + cv.pt(10)
     cv.text(cv.fx(0.06), cv.fy(0.975), "QA: AIF / VOF", 12, bold=True, va="top")

@@ -167,24 +167,19 @@ def font(size_px: int, bold: bool = False, mono: bool = False, italic: bool = Fa
 # Canvas
 # ----------------------------------------------------------------------------------------------------------------
 
-_ANCHOR_X = {"left": "l", "center": "m", "right": "r"}
-_ANCHOR_Y = {"top": "a", "center": "m", "bottom": "d", "baseline": "s"}
+class Drawing:
+    """Page geometry and the composite elements (colour bar, legend swatch, word wrap) shared by the Pillow
+    :class:`Canvas` and the vector :class:`ctperf.viz.pdf_canvas.PdfCanvas`.
 
-
-class Canvas:
-    """A white RGB image of ``width_in`` x ``height_in`` inches at ``dpi``, addressed in pixels from the top left.
-
-    ``fx``/``fy`` convert matplotlib-style figure fractions (origin bottom left) to pixels.
+    Coordinates are device units (pixels; points for the PDF) from the top left; ``fx``/``fy`` convert
+    matplotlib-style figure fractions (origin bottom left).  Subclasses provide ``text``, ``text_width``,
+    ``rect``, ``line``, ``paste``, ``marker`` and ``polygon``.
     """
 
-    def __init__(self, width_in: float, height_in: float, dpi: float, background="white"):
-        self.dpi = float(dpi)
-        self.width = int(round(width_in * dpi))
-        self.height = int(round(height_in * dpi))
-        self.image = Image.new("RGB", (self.width, self.height), rgb(background))
-        self.draw = ImageDraw.Draw(self.image)
+    dpi: float
+    width: float
+    height: float
 
-    # geometry
     def pt(self, points: float) -> float:
         return points * self.dpi / 72.0
 
@@ -197,12 +192,61 @@ class Canvas:
     def inch(self, inches: float) -> float:
         return inches * self.dpi
 
+    def wrap(self, s: str, size_pt: float, max_width: float, bold: bool = False) -> str:
+        """Greedy word wrap of ``s`` to lines at most ``max_width`` device units wide."""
+        lines: list[str] = []
+        for para in s.split("\n"):
+            cur = ""
+            for word in para.split(" "):
+                cand = f"{cur} {word}" if cur else word
+                if cur and self.text_width(cand, size_pt, bold) > max_width:
+                    lines.append(cur)
+                    cur = word
+                else:
+                    cur = cand
+            lines.append(cur)
+        return "\n".join(lines)
+
+    def colorbar(self, x0: float, y0: float, width: float, height: float, lut: np.ndarray, vmin: float,
+                 vmax: float, label: str, size_pt: float, label_pt: float, extend_max: bool = False) -> None:
+        """Vertical colour bar (low at the bottom) with tick labels and the unit on the right."""
+        grad = lut[np.linspace(len(lut) - 1, 0, 256).astype(np.intp)][:, None, :]
+        x0, y0, w, h = self.paste(np.repeat(grad, 2, axis=1), x0, y0, width, height)
+        self.rect(x0, y0, x0 + w, y0 + h, edge="black")
+        if extend_max:
+            self.polygon([(x0, y0), (x0 + w, y0), (x0 + w / 2.0, y0 - self.pt(5))], tuple(lut[-1]), "black")
+        ticks = nice_ticks(vmin, vmax, 7)
+        right = 0.0
+        for t in ticks:
+            yy = y0 + h - (t - vmin) / (vmax - vmin) * h
+            self.line([(x0 + w, yy), (x0 + w + self.pt(3), yy)], "black", width=self.pt(0.7))
+            box = self.text(x0 + w + self.pt(4.5), yy, tick_label(t, ticks), size_pt, ha="left", va="center")
+            right = max(right, box[2])
+        self.text(right + self.pt(4), y0 + h / 2.0, label, label_pt, ha="left", va="center", rotation=90)
+
+    def legend_patch(self, x: float, y: float, color, edge=None, size_pt: float = 9.0) -> float:
+        """A legend colour swatch centred vertically on y; returns the x where its label starts."""
+        w, h = self.pt(size_pt * 1.6), self.pt(size_pt * 0.7)
+        self.rect(x, y - h / 2.0, x + w, y + h / 2.0, fill=color, edge=edge, width=self.pt(1.2) if edge else 1)
+        return x + w + self.pt(size_pt * 0.8)
+
+
+class Canvas(Drawing):
+    """A white RGB image of ``width_in`` x ``height_in`` inches at ``dpi`` (Pillow), addressed in pixels."""
+
+    def __init__(self, width_in: float, height_in: float, dpi: float, background="white"):
+        self.dpi = float(dpi)
+        self.width = int(round(width_in * dpi))
+        self.height = int(round(height_in * dpi))
+        self.image = Image.new("RGB", (self.width, self.height), rgb(background))
+        self.draw = ImageDraw.Draw(self.image)
+
     # text
     def font(self, size_pt: float, bold: bool = False, mono: bool = False, italic: bool = False):
         return font(int(round(self.pt(size_pt))), bold, mono, italic)
 
-    def text_width(self, s: str, size_pt: float, bold: bool = False) -> float:
-        return max((self.font(size_pt, bold).getlength(line) for line in s.split("\n")), default=0.0)
+    def text_width(self, s: str, size_pt: float, bold: bool = False, mono: bool = False) -> float:
+        return max((self.font(size_pt, bold, mono).getlength(line) for line in s.split("\n")), default=0.0)
 
     def text(self, x: float, y: float, s: str, size_pt: float, color="black", bold: bool = False,
              ha: str = "left", va: str = "baseline", box=None, box_pad_pt: float = 1.5, mono: bool = False,
@@ -250,25 +294,13 @@ class Canvas:
         self.image.paste(Image.new("RGB", tile.size, rgb(color)), (int(round(left)), int(round(top))), tile)
         return left, top, left + tw, top + th
 
-    def wrap(self, s: str, size_pt: float, max_px: float, bold: bool = False) -> str:
-        """Greedy word wrap of ``s`` to lines at most ``max_px`` wide."""
-        f = self.font(size_pt, bold)
-        lines: list[str] = []
-        for para in s.split("\n"):
-            cur = ""
-            for word in para.split(" "):
-                cand = f"{cur} {word}" if cur else word
-                if cur and f.getlength(cand) > max_px:
-                    lines.append(cur)
-                    cur = word
-                else:
-                    cur = cand
-            lines.append(cur)
-        return "\n".join(lines)
-
     # shapes and images
-    def rect(self, x0, y0, x1, y1, fill=None, edge=None, width: int = 1) -> None:
-        self.draw.rectangle([x0, y0, x1, y1], fill=rgb(fill), outline=rgb(edge), width=width)
+    def rect(self, x0, y0, x1, y1, fill=None, edge=None, width: float = 1, radius: float = 0) -> None:
+        kw = dict(fill=rgb(fill), outline=rgb(edge), width=max(1, int(round(width))))
+        if radius:
+            self.draw.rounded_rectangle([x0, y0, x1, y1], radius=radius, **kw)
+        else:
+            self.draw.rectangle([x0, y0, x1, y1], **kw)
 
     def line(self, points: Iterable[tuple[float, float]], color, width: float = 1.0, dash: float | None = None) -> None:
         pts = [(float(a), float(b)) for a, b in points]
@@ -290,30 +322,15 @@ class Canvas:
         self.image.paste(Image.fromarray(np.ascontiguousarray(resize_nearest(img, (w, h)))), (x0i, y0i))
         return x0i, y0i, w, h
 
-    def colorbar(self, x0: float, y0: float, width: float, height: float, lut: np.ndarray, vmin: float,
-                 vmax: float, label: str, size_pt: float, label_pt: float, extend_max: bool = False) -> None:
-        """Vertical colour bar (low at the bottom) with tick labels and the unit on the right."""
-        grad = lut[np.linspace(len(lut) - 1, 0, max(2, int(height))).astype(np.intp)][:, None, :]
-        x0i, y0i, w, h = self.paste(np.repeat(grad, 2, axis=1), x0, y0, width, height)
-        self.rect(x0i, y0i, x0i + w, y0i + h, edge="black")
-        if extend_max:
-            tip = self.pt(5)
-            self.draw.polygon([(x0i, y0i), (x0i + w, y0i), (x0i + w / 2.0, y0i - tip)], fill=tuple(lut[-1]),
-                              outline=(0, 0, 0))
-        ticks = nice_ticks(vmin, vmax, 7)
-        right = 0.0
-        for t in ticks:
-            yy = y0i + h - (t - vmin) / (vmax - vmin) * h
-            self.line([(x0i + w, yy), (x0i + w + self.pt(3), yy)], "black")
-            box = self.text(x0i + w + self.pt(4.5), yy, tick_label(t, ticks), size_pt, ha="left", va="center")
-            right = max(right, box[2])
-        self.text(right + self.pt(4), y0i + h / 2.0, label, label_pt, ha="left", va="center", rotation=90)
+    def marker(self, x: float, y: float, r: float, color, shape: str = "o", width: float = 1.0,
+               filled: bool = False) -> None:
+        """Circle ('o') or square ('s') of radius ``r`` centred on (x, y), outlined or filled."""
+        box = [x - r, y - r, x + r, y + r]
+        kw = {"fill": rgb(color)} if filled else {"outline": rgb(color), "width": max(1, int(round(width)))}
+        (self.draw.ellipse if shape == "o" else self.draw.rectangle)(box, **kw)
 
-    def legend_patch(self, x: float, y: float, color, edge=None, size_pt: float = 9.0) -> float:
-        """A legend colour swatch centred vertically on y; returns the x where its label starts."""
-        w, h = self.pt(size_pt * 1.6), self.pt(size_pt * 0.7)
-        self.rect(x, y - h / 2.0, x + w, y + h / 2.0, fill=color, edge=edge, width=2 if edge else 1)
-        return x + w + self.pt(size_pt * 0.8)
+    def polygon(self, points, fill, edge=None) -> None:
+        self.draw.polygon([(float(a), float(b)) for a, b in points], fill=rgb(fill), outline=rgb(edge))
 
     def save_png(self, path: str | Path) -> Path:
         path = Path(path)
