@@ -419,22 +419,6 @@ def make_mosaic(tiles: list[np.ndarray], cols: int, gap: int = 2, fill: float = 
     return Mosaic(out, tuple(origins), (h, w))
 
 
-def annotate_mosaic(ax, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None, fontsize: float,
-                    title_size: float | None = None) -> None:
-    """Edge letters (R/L) inside every tile and an optional title above each tile."""
-    h, w = mosaic.tile_shape
-    box = dict(boxstyle="square,pad=0.12", fc="black", ec="none", alpha=0.75)
-    for i, (r0, c0) in enumerate(mosaic.origins):
-        mid = r0 + h / 2.0
-        ax.text(c0 + 0.03 * w, mid, orient.left, color="yellow", fontsize=fontsize, fontweight="bold", ha="left",
-                va="center", bbox=box)
-        ax.text(c0 + 0.97 * w, mid, orient.right, color="yellow", fontsize=fontsize, fontweight="bold",
-                ha="right", va="center", bbox=box)
-        if titles:
-            ax.text(c0 + w / 2.0, r0 - 0.5, titles[i], color="black", fontsize=title_size or fontsize, ha="center",
-                    va="bottom", clip_on=False)
-
-
 def slice_title(orient: DisplayOrientation, z: int, with_index: bool = True) -> str:
     s = f"S {orient.slice_s_mm[z]:+.0f} mm"
     return f"sl {z}  {s}" if with_index else s
@@ -512,29 +496,6 @@ def draw_outline(ax, mask2d, orient: DisplayOrientation, stride: int = 1, color=
     m = orient.image(np.asarray(mask2d, bool))[::stride, ::stride]
     if m.any() and m.shape[0] > 1 and m.shape[1] > 1:
         ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=lw)
-
-
-def draw_curves(ax, result: PerfusionResult, compact: bool = False) -> None:
-    """AIF and VOF delta-HU curves with their times to peak marked."""
-    fs = 6.5 if compact else 9.0
-    for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
-        t = np.asarray(curve.time_s, float)
-        y = np.asarray(curve.delta_hu, float)
-        if t.size == 0 or y.size != t.size or not np.isfinite(y).any():
-            ax.plot([], [], color=color, ls=":", label=f"{name}: not available")
-            continue
-        peak = float(np.nanmax(y))
-        ttp = _safe_ttp(curve)
-        label = f"{name} (peak {peak:.0f} HU" + (f", TTP {ttp:.1f} s)" if ttp is not None else ")")
-        ax.plot(t, y, color=color, lw=1.2 if compact else 1.6, marker=None if compact else "o", ms=2.5,
-                label=label)
-        if ttp is not None:
-            ax.axvline(ttp, color=color, ls="--", lw=0.9, alpha=0.8)
-    ax.set_xlabel("time (s)", fontsize=fs)
-    ax.set_ylabel("\u0394HU", fontsize=fs)
-    ax.tick_params(labelsize=fs - 1)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=fs - 1, loc="upper right", frameon=True)
 
 
 def _safe_ttp(curve: Curve) -> float | None:
@@ -619,14 +580,14 @@ def _canvas(width_in: float, height_in: float) -> Canvas:
     return Canvas(width_in, height_in, DPI)
 
 
-def _finish(cv: Canvas, path: Path) -> Path:
+def _finish(cv: raster.Drawing, path: Path) -> Path:
     """Research-use note in the bottom-right corner (every QA image carries it), then the PNG."""
     cv.text(cv.fx(0.995), cv.fy(0.004), f"ctperf {__version__} - {DISCLAIMER}", 6.5, color="0.45", ha="right",
             va="bottom")
     return cv.save_png(path)
 
 
-def _fit(cv: Canvas, rect: tuple[float, float, float, float], rows: int, cols: int,
+def fit_box(cv: raster.Drawing, rect: tuple[float, float, float, float], rows: int, cols: int,
          aspect: float) -> tuple[float, float, float, float]:
     """Pixel box (x0, y0, w, h) of an image of rows x cols pixels (pixel height/width ``aspect``) centred in a
     matplotlib-style figure-fraction rect [left, bottom, width, height], like ``imshow(aspect=...)``."""
@@ -637,19 +598,20 @@ def _fit(cv: Canvas, rect: tuple[float, float, float, float], rows: int, cols: i
     return bx + (bw - w) / 2.0, by + (bh - h) / 2.0, w, h
 
 
-def _show(cv: Canvas, img: np.ndarray, box, outline_mask: np.ndarray | None = None, color=HYPO_OUTLINE_COLOR,
+def show_image(cv: raster.Drawing, img: np.ndarray, box, outline_mask: np.ndarray | None = None, color=HYPO_OUTLINE_COLOR,
           lw_px: int = 1) -> tuple[int, int, int, int]:
     """Paste an RGB image into ``box`` with an optional mask outline drawn at display resolution."""
     x0, y0, w, h = box
-    shown = raster.resize_nearest(img, (int(round(w)), int(round(h))))
+    k = cv.image_scale
+    shown = raster.resize_nearest(img, (int(round(w * k)), int(round(h * k))))
     if outline_mask is not None and np.any(outline_mask):
         edge = raster.outline(raster.resize_nearest(np.asarray(outline_mask, bool), shown.shape[1::-1]), lw_px)
         shown = shown.copy()
         shown[edge] = raster.rgb(color)
-    return cv.paste(shown, x0, y0, shown.shape[1], shown.shape[0])
+    return cv.paste(shown, x0, y0, shown.shape[1] / k, shown.shape[0] / k)
 
 
-def _edge_letters(cv: Canvas, box, orient: DisplayOrientation, size_pt: float, vertical: bool = False) -> None:
+def edge_letters(cv: raster.Drawing, box, orient: DisplayOrientation, size_pt: float, vertical: bool = False) -> None:
     """Patient-direction letters (yellow on black) at the left/right (and top/bottom) edges of an image box."""
     x0, y0, w, h = box
     style = dict(color="yellow", bold=True, box="black", box_pad_pt=size_pt * 0.12)
@@ -660,7 +622,7 @@ def _edge_letters(cv: Canvas, box, orient: DisplayOrientation, size_pt: float, v
         cv.text(x0 + w / 2.0, y0 + 0.98 * h, orient.bottom, size_pt, ha="center", va="bottom", **style)
 
 
-def _annotate_tiles(cv: Canvas, box, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None,
+def annotate_tiles(cv: raster.Drawing, box, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None,
                     size_pt: float, title_pt: float | None = None) -> None:
     """Edge letters inside every mosaic tile and an optional title above each tile (raster version of
     :func:`annotate_mosaic`)."""
@@ -683,12 +645,12 @@ def _gray_rgb(img2d: np.ndarray) -> np.ndarray:
     return raster.colorize(img2d, raster.GRAY_LUT, *BRAIN_WINDOW_HU)
 
 
-def _map_rgb(img2d: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+def map_rgb(img2d: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     """Turbo colours of a map image; NaN and values below ``vmin`` black (as :func:`map_cmap`)."""
     return raster.colorize(img2d, raster.TURBO_LUT, vmin, vmax, bad=(0, 0, 0), under=(0, 0, 0))
 
 
-def _legend(cv: Canvas, x: float, y: float, entries: list[tuple[Any, Any, str]], size_pt: float,
+def _legend(cv: raster.Drawing, x: float, y: float, entries: list[tuple[Any, Any, str]], size_pt: float,
             title: str | None = None, title_pt: float | None = None, ncol: int = 1, col_gap_pt: float = 14.0,
             ha: str = "left") -> None:
     """Legend entries (fill colour or None, edge colour or None, label) from the top-left (x, y) in pixels; with
@@ -714,7 +676,7 @@ def _legend(cv: Canvas, x: float, y: float, entries: list[tuple[Any, Any, str]],
         y += step * lines + cv.pt(size_pt) * 0.45
 
 
-def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: float, marker: bool) -> None:
+def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_pt: float, marker: bool) -> None:
     """AIF and VOF delta-HU curves with their times to peak (dashed) in a pixel box, with axes, ticks, grid,
     axis labels and a legend (raster version of :func:`draw_curves`)."""
     x0, y0, w, h = box
@@ -742,14 +704,14 @@ def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: flo
     tick = cv.pt(3.5)
     for t_ in raster.nice_ticks(xlo, xhi, 10 if w > cv.inch(2.5) else 6):
         xx = px(t_, ylo)[0]
-        cv.line([(xx, y0), (xx, y0 + h)], "#e6e6e6")
-        cv.line([(xx, y0 + h), (xx, y0 + h + tick)], "black")
+        cv.line([(xx, y0), (xx, y0 + h)], "#e6e6e6", width=cv.pt(0.7))
+        cv.line([(xx, y0 + h), (xx, y0 + h + tick)], "black", width=cv.pt(0.7))
         cv.text(xx, y0 + h + tick + cv.pt(2), f"{t_:g}", fs - 1, ha="center", va="top")
     label_right = x0
     for v in raster.nice_ticks(ylo, yhi, 10 if h > cv.inch(2.5) else 6):
         yy = px(xlo, v)[1]
-        cv.line([(x0, yy), (x0 + w, yy)], "#e6e6e6")
-        cv.line([(x0 - tick, yy), (x0, yy)], "black")
+        cv.line([(x0, yy), (x0 + w, yy)], "#e6e6e6", width=cv.pt(0.7))
+        cv.line([(x0 - tick, yy), (x0, yy)], "black", width=cv.pt(0.7))
         label_right = min(label_right, cv.text(x0 - tick - cv.pt(2), yy, f"{v:g}", fs - 1, ha="right",
                                                va="center")[0])
     lw = max(1.0, cv.pt(lw_pt))
@@ -764,7 +726,7 @@ def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: flo
         if marker:
             for a, b in pts:
                 cv.marker(a, b, cv.pt(1.25), color, filled=True)
-    cv.rect(x0, y0, x0 + w, y0 + h, edge="black")
+    cv.rect(x0, y0, x0 + w, y0 + h, edge="black", width=cv.pt(0.8))
     cv.text(x0 + w / 2.0, y0 + h + tick + cv.pt(fs + 4), "time (s)", fs, ha="center", va="top")
     cv.text(label_right - cv.pt(4), y0 + h / 2.0, "\u0394HU", fs, ha="right", va="center", rotation=90)
     # legend, upper right
@@ -774,7 +736,7 @@ def _plot_curves(cv: Canvas, box, result: PerfusionResult, fs: float, lw_pt: flo
     height = cv.pt(lfs) * 1.45 * len(legend) + cv.pt(lfs * 0.6)
     lx1, ly0 = x0 + w - cv.pt(4), y0 + cv.pt(4)
     lx0 = lx1 - width - cv.pt(lfs)
-    cv.rect(lx0, ly0, lx1, ly0 + height, fill="white", edge="#cccccc")
+    cv.rect(lx0, ly0, lx1, ly0 + height, fill="white", edge="#cccccc", width=cv.pt(0.8))
     for i, (color, dotted, label) in enumerate(legend):
         yy = ly0 + cv.pt(lfs * 0.3) + cv.pt(lfs) * 1.45 * (i + 0.5)
         sx0 = lx0 + cv.pt(lfs * 0.5)
@@ -808,7 +770,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
     bottom, height = 0.2, 0.66
     cx, cw = lefts[0], ratios[0] * cell
     curve_box = (cv.fx(cx), cv.fy(bottom + height), cw * cv.width, height * cv.height)
-    _plot_curves(cv, curve_box, result, 9.0, 1.6, marker=True)
+    plot_curves(cv, curve_box, result, 9.0, 1.6, marker=True)
     cv.text(curve_box[0] + curve_box[2] / 2.0, curve_box[1] - cv.pt(5), "Arterial input (AIF) and venous output (VOF)",
             10, ha="center", va="bottom")
     lines = pvt_lines(result, metrics)
@@ -826,8 +788,8 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
                 ha="center", va="center")
     for i, z in enumerate(slices):
         img = orient.image(base[z])
-        box = _fit(cv, rect[i], img.shape[0], img.shape[1], orient.aspect)
-        _show(cv, _gray_rgb(img), box)
+        box = fit_box(cv, rect[i], img.shape[0], img.shape[1], orient.aspect)
+        show_image(cv, _gray_rgb(img), box)
         x0, y0, w, h = box
         sx, sy = w / img.shape[1], h / img.shape[0]
         entries = []
@@ -839,7 +801,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
                 c, rr = orient.point(y, x, shape_yx)
                 cv.marker(x0 + (c + 0.5) * sx, y0 + (rr + 0.5) * sy, cv.pt(3.4), color, marker, cv.pt(1.6))
             entries.append((marker, color, f"{name} ({len(sel)}/{len(vox)} voxels)"))
-        _edge_letters(cv, box, orient, 8, vertical=True)
+        edge_letters(cv, box, orient, 8, vertical=True)
         cv.text(x0 + w / 2.0, y0 - cv.pt(5), f"baseline, slice {z} (S {orient.slice_s_mm[z]:+.0f} mm), W80/L40",
                 8.5, ha="center", va="bottom")
         if entries:  # marker legend centred under the image
@@ -865,9 +827,9 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     hypo = orient.image(as_bool_mask(lesion.hypoperfusion, tmax.shape).any(axis=0))
 
     cv = _canvas(6.4, 6.0)
-    box = _fit(cv, (0.04, 0.08, 0.78, 0.8), mip.shape[0], mip.shape[1], orient.aspect)
-    _show(cv, _map_rgb(mip, *TMAX_RANGE_S), box, hypo, lw_px=2)
-    _edge_letters(cv, box, orient, 10, vertical=True)
+    box = fit_box(cv, (0.04, 0.08, 0.78, 0.8), mip.shape[0], mip.shape[1], orient.aspect)
+    show_image(cv, map_rgb(mip, *TMAX_RANGE_S), box, hypo, lw_px=2)
+    edge_letters(cv, box, orient, 10, vertical=True)
     cv.colorbar(cv.fx(0.85), cv.fy(0.81), 0.035 * cv.width, 0.66 * cv.height, raster.TURBO_LUT, *TMAX_RANGE_S,
                 "Tmax (s)", 9, 10)
     hypo_txt = metric_text(metrics, KEYS_HYPO, "mL")
@@ -902,9 +864,9 @@ def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics:
                                         orient.image(pen & ~core)))
 
     cv = _canvas(9.0, 5.6)
-    box = _fit(cv, (0.02, 0.06, 0.52, 0.82), img.shape[0], img.shape[1], orient.aspect)
-    _show(cv, img, box, hypo, lw_px=1)
-    _edge_letters(cv, box, orient, 10, vertical=True)
+    box = fit_box(cv, (0.02, 0.06, 0.52, 0.82), img.shape[0], img.shape[1], orient.aspect)
+    show_image(cv, img, box, hypo, lw_px=1)
+    edge_letters(cv, box, orient, 10, vertical=True)
     # Wrap long labels (n/a reasons) but never between a number and its unit.
     entries = [(fill, edge, "\n   ".join(textwrap.wrap(label.replace(" mL", "\u00a0mL"), 48)))
                for fill, edge, label in core_penumbra_legend(metrics)]
@@ -942,19 +904,6 @@ def map_mosaic(vol: np.ndarray, orient: DisplayOrientation, slices: list[int], c
     return make_mosaic([orient.image(np.asarray(vol[z], float))[::stride, ::stride] for z in slices], cols)
 
 
-def show_mosaic(ax, mosaic: Mosaic, orient: DisplayOrientation, **kwargs):
-    handle = ax.imshow(mosaic.image if mosaic.image.ndim == 3 else np.ma.masked_invalid(mosaic.image),
-                       interpolation="nearest", aspect=orient.aspect, origin="upper", **kwargs)
-    ax.set_axis_off()
-    return handle
-
-
-def contour_mosaic(ax, mask_mosaic: Mosaic, color=HYPO_OUTLINE_COLOR, lw: float = 0.7) -> None:
-    m = mask_mosaic.image
-    if m.any() and m.shape[0] > 1 and m.shape[1] > 1:
-        ax.contour(m, levels=[0.5], colors=[color], linewidths=lw)
-
-
 def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
     shape = np.asarray(result.baseline_hu).shape
     orient = display_orientation(result.affine_ras, shape)
@@ -968,8 +917,8 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     height_img = img_w * orient.aspect * rgb.image.shape[0] / rgb.image.shape[1]
     cv = _canvas(fig_w, height_img + 1.2)
     box = (cv.inch((fig_w - img_w) / 2), cv.inch(0.7), cv.inch(img_w), cv.inch(height_img))
-    box = _show(cv, raster.to_uint8(rgb.image), box, hypo.image > 0.5, lw_px=1)
-    _annotate_tiles(cv, box, rgb, orient, [slice_title(orient, z) for z in slices], 6, title_pt=7)
+    box = show_image(cv, raster.to_uint8(rgb.image), box, hypo.image > 0.5, lw_px=1)
+    annotate_tiles(cv, box, rgb, orient, [slice_title(orient, z) for z in slices], 6, title_pt=7)
     cv.text(cv.fx(0.01), cv.inch(0.3), "Core / penumbra by slice (inferior \u2192 superior)", 11, bold=True,
             va="center")
     _legend(cv, cv.width / 2.0, cv.height - cv.pt(12), core_penumbra_legend(metrics)[:3], 7.5, ncol=3,
@@ -995,9 +944,9 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
         vol = np.asarray(getattr(result, attr), float)
         mosaic = first if attr == "tmax" else map_mosaic(vol, orient, slices, n, MONTAGE_MAX_PX)
         top = cv.inch(fig_h - (0.08 + (3 - r) * (row_h + 0.08) + row_h))
-        box = _show(cv, _map_rgb(mosaic.image, vmin, vmax), (cv.inch(label_w), top, cv.inch(img_w), cv.inch(row_h)))
+        box = show_image(cv, map_rgb(mosaic.image, vmin, vmax), (cv.inch(label_w), top, cv.inch(img_w), cv.inch(row_h)))
         titles = [slice_title(orient, z) for z in slices] if r == 0 else None
-        _annotate_tiles(cv, box, mosaic, orient, titles, 5.5, title_pt=6.5)
+        annotate_tiles(cv, box, mosaic, orient, titles, 5.5, title_pt=6.5)
         cv.text(cv.inch(0.5 * label_w), top + cv.inch(row_h / 2), label, 10, bold=True, ha="center", va="center",
                 rotation=90)
         cv.colorbar(cv.inch(label_w + img_w + 0.1), top + cv.inch(0.05 * row_h), cv.inch(0.1), cv.inch(0.9 * row_h),

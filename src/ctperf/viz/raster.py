@@ -179,6 +179,8 @@ class Drawing:
     dpi: float
     width: float
     height: float
+    #: Image pixels per device unit when a picture is composed for a box (outlines are drawn at that scale).
+    image_scale: float = 1.0
 
     def pt(self, points: float) -> float:
         return points * self.dpi / 72.0
@@ -215,7 +217,7 @@ class Drawing:
         self.rect(x0, y0, x0 + w, y0 + h, edge="black")
         if extend_max:
             self.polygon([(x0, y0), (x0 + w, y0), (x0 + w / 2.0, y0 - self.pt(5))], tuple(lut[-1]), "black")
-        ticks = nice_ticks(vmin, vmax, 7)
+        ticks = nice_ticks(vmin, vmax, max(3, min(7, int(h / self.pt(size_pt * 2.2)))))
         right = 0.0
         for t in ticks:
             yy = y0 + h - (t - vmin) / (vmax - vmin) * h
@@ -315,7 +317,8 @@ class Canvas(Drawing):
                 self.draw.line([(xa + (xb - xa) * t0, ya + (yb - ya) * t0), (xa + (xb - xa) * t1, ya + (yb - ya) * t1)],
                                fill=rgb(color), width=w)
 
-    def paste(self, img: np.ndarray, x0: float, y0: float, width: float, height: float) -> tuple[int, int, int, int]:
+    def paste(self, img: np.ndarray, x0: float, y0: float, width: float, height: float,
+              min_px: int = 0) -> tuple[int, int, int, int]:
         """Paste an RGB uint8 array scaled (nearest neighbour) into the box; returns the integer box used."""
         x0i, y0i = int(round(x0)), int(round(y0))
         w, h = max(1, int(round(width))), max(1, int(round(height)))
