@@ -49,7 +49,7 @@ class PdfCanvas(Drawing):
         from reportlab.pdfgen.canvas import Canvas as _RLCanvas
 
         self.dpi = 72.0
-        self.image_scale = 3.0  # images are embedded at 3 pixels per point (216 dpi) so outlines stay thin
+        self.image_scale = 2.0  # images are embedded at 2 pixels per point (144 dpi) so outlines stay thin
         self.width = width_in * 72.0
         self.height = height_in * 72.0
         self.path = Path(path)

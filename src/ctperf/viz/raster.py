@@ -79,7 +79,7 @@ def colorize(values: np.ndarray, lut: np.ndarray, vmin: float, vmax: float, bad=
     with np.errstate(invalid="ignore"):
         x = (v - vmin) * (len(lut) / (vmax - vmin)) if vmax > vmin else np.zeros_like(v)
         idx = np.clip(np.where(finite, x, 0), 0, len(lut) - 1).astype(np.intp)
-    out = lut[idx]
+    out = lut.take(idx, axis=0)
     out[~finite] = bad
     if under is not None:
         with np.errstate(invalid="ignore"):
@@ -114,7 +114,7 @@ def resize_nearest(img: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     W, H = max(1, int(size_wh[0])), max(1, int(size_wh[1]))
     rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.intp), h - 1)
     cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.intp), w - 1)
-    return img[rows[:, None], cols[None, :]]
+    return np.asarray(img).take(rows, axis=0).take(cols, axis=1)  # two 1-D takes: far faster than 2-D indexing
 
 
 def nice_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
