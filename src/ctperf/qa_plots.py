@@ -341,7 +341,8 @@ def as_bool_mask(mask: np.ndarray | None, shape) -> np.ndarray:
 
 def _nanmax_z(vol: np.ndarray) -> np.ndarray:
     """Maximum over z ignoring NaN (NaN where the whole column is NaN), without warnings."""
-    return np.fmax.reduce(np.asarray(vol, float), axis=0)
+    v = np.asarray(vol)
+    return np.fmax.reduce(v if np.issubdtype(v.dtype, np.floating) else v.astype(float), axis=0)
 
 
 def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
@@ -356,11 +357,12 @@ def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
 def _windowed_mean_z(baseline: np.ndarray) -> np.ndarray:
     """Mean over z of the brain-windowed baseline image (a readable anatomical backdrop for projections)."""
     lo, hi = BRAIN_WINDOW_HU
-    clipped = np.clip(np.asarray(baseline, float), lo, hi)
+    b = np.asarray(baseline, np.float32)
     # nanmean without its all-NaN warning; warnings.catch_warnings would change process-global state
-    finite = np.isfinite(clipped)
+    finite = np.isfinite(b)
+    clipped = np.clip(b, lo, hi, out=np.zeros_like(b), where=finite)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(finite, clipped, 0.0).sum(axis=0) / finite.sum(axis=0)
+        return clipped.sum(axis=0, dtype=np.float64) / finite.sum(axis=0)
 
 
 def decimation_step(shape_yx: tuple[int, int], max_px: int) -> int:
@@ -750,7 +752,7 @@ def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_
 
 
 def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
-    base = np.asarray(result.baseline_hu, float)
+    base = np.asarray(result.baseline_hu)  # slices are converted one by one
     nz = base.shape[0]
     orient = display_orientation(result.affine_ras, base.shape)
     aif_vox, vof_vox = _voxels(result.aif), _voxels(result.vof)
@@ -817,7 +819,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
 
 
 def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
-    tmax = np.asarray(result.tmax, float)
+    tmax = np.asarray(result.tmax)
     orient = display_orientation(result.affine_ras, tmax.shape)
     t_thr, _ = thresholds_from(metrics)
     # Project brain parenchyma only: Tmax in CSF and large vessels is not meaningful and would dominate a MIP.
@@ -882,7 +884,7 @@ def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics:
 def core_penumbra_mosaic(result: PerfusionResult, lesion: LesionMasks, orient: DisplayOrientation,
                          slices: list[int], cols: int, max_px: int) -> tuple[Mosaic, Mosaic]:
     """RGB mosaic of baseline + core/penumbra, and the matching mosaic of the hypoperfusion mask."""
-    base = np.asarray(result.baseline_hu, float)
+    base = np.asarray(result.baseline_hu)  # slices are converted one by one
     shape = base.shape
     stride = decimation_step(shape[1:], max_px)
     core = as_bool_mask(lesion.core, shape)
@@ -933,7 +935,7 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     n = max(len(slices), 1)
 
     tile = 1.3
-    first = map_mosaic(np.asarray(result.tmax, float), orient, slices, n, MONTAGE_MAX_PX)
+    first = map_mosaic(np.asarray(result.tmax), orient, slices, n, MONTAGE_MAX_PX)
     row_h = tile * orient.aspect * first.tile_shape[0] / first.tile_shape[1]
     label_w, cbar_w = 0.45, 0.95
     img_w = n * tile
@@ -941,7 +943,7 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     fig_h = 4 * (row_h + 0.08) + 0.75
     cv = _canvas(fig_w, fig_h)
     for r, (attr, label, unit, vmin, vmax) in enumerate(MAP_SPECS):
-        vol = np.asarray(getattr(result, attr), float)
+        vol = np.asarray(getattr(result, attr))
         mosaic = first if attr == "tmax" else map_mosaic(vol, orient, slices, n, MONTAGE_MAX_PX)
         top = cv.inch(fig_h - (0.08 + (3 - r) * (row_h + 0.08) + row_h))
         box = show_image(cv, map_rgb(mosaic.image, vmin, vmax), (cv.inch(label_w), top, cv.inch(img_w), cv.inch(row_h)))

