@@ -626,8 +626,8 @@ def edge_letters(cv: raster.Drawing, box, orient: DisplayOrientation, size_pt: f
 
 def annotate_tiles(cv: raster.Drawing, box, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None,
                     size_pt: float, title_pt: float | None = None) -> None:
-    """Edge letters inside every mosaic tile and an optional title above each tile (raster version of
-    :func:`annotate_mosaic`)."""
+    """Edge letters inside every mosaic tile (in the box where the mosaic was drawn) and an optional title above
+    each tile."""
     x0, y0, w, h = box
     rows, cols = mosaic.image.shape[:2]
     sx, sy = w / cols, h / rows
@@ -680,7 +680,7 @@ def _legend(cv: raster.Drawing, x: float, y: float, entries: list[tuple[Any, Any
 
 def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_pt: float, marker: bool) -> None:
     """AIF and VOF delta-HU curves with their times to peak (dashed) in a pixel box, with axes, ticks, grid,
-    axis labels and a legend (raster version of :func:`draw_curves`)."""
+    axis labels and a legend."""
     x0, y0, w, h = box
     series, legend = [], []
     for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
