@@ -6,14 +6,15 @@ Pillow's own import is cheap).  Sizes are given in inches and points like matplo
 :mod:`ctperf.qa_plots`' conventions; fonts are matplotlib's DejaVu Sans files when present (read from disk,
 matplotlib is not imported).
 
-Nothing here touches process-global state: fonts are cached per (size, style) and every call draws on its own
-image, so figures may be drawn from several threads at once.
+Nothing here touches process-global state: fonts are cached per thread and every call draws on its own image,
+so figures may be drawn from several threads at once.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -152,9 +153,22 @@ def _font_dir() -> Path | None:
     return None
 
 
-@lru_cache(maxsize=64)
+_thread_fonts = threading.local()
+
+
 def font(size_px: int, bold: bool = False, mono: bool = False, italic: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (matplotlib's default font) at ``size_px`` pixels; Pillow's default font if not found."""
+    """DejaVu Sans (matplotlib's default font) at ``size_px`` pixels; Pillow's default font if not found.
+
+    Cached per thread (a FreeType face is not meant to be used by two threads at once; loading one takes ~0.1 ms).
+    """
+    cache = _thread_fonts.__dict__.setdefault("fonts", {})
+    key = (size_px, bold, mono, italic)
+    if key not in cache:
+        cache[key] = _load_font(*key)
+    return cache[key]
+
+
+def _load_font(size_px: int, bold: bool, mono: bool, italic: bool) -> ImageFont.FreeTypeFont:
     name = "DejaVuSansMono" if mono else "DejaVuSans"
     style = "-Bold" if bold else ""
     style += ("Oblique" if bold else "-Oblique") if italic else ""
