@@ -382,14 +382,20 @@ def test_mode_b_into_a_mode_a_folder_is_refused(study):
 
 
 def test_pdf_header_names_the_study(study):
-    from matplotlib.figure import Figure
-
     from ctperf import report
     from ctperf.pipeline import lesions_and_indices, load_saved_result
+    from ctperf.viz.raster import Canvas
+
+    class Recorder(Canvas):  # the page drawn at low resolution, every text kept
+        texts: list[str] = []
+
+        def text(self, x, y, s, *args, **kwargs):
+            self.texts.append(s)
+            return super().text(x, y, s, *args, **kwargs)
 
     perf, roi, contra, prov = load_saved_result(study["out"])
     res = lesions_and_indices(perf, Config(), roi, contra, prov)
-    fig = Figure(figsize=report.A4_IN)
-    report._build_page(fig, perf, res.lesion, study["metrics"])
-    texts = " ".join(t.get_text() for t in fig.texts)
+    page = Recorder(*report.A4_IN, 30)
+    report.build_page(page, perf, res.lesion, study["metrics"])
+    texts = " ".join(page.texts)
     assert f"study {study['metrics']['study_id']}" in texts

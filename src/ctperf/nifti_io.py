@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -10,15 +11,33 @@ import numpy as np
 from ctperf.errors import InputError
 
 
+def _gzip_compress(data: bytes) -> bytes:
+    """Standard gzip stream of ``data`` (mtime 0): Intel ISA-L (``isal``, ~3.5x faster than zlib at a similar
+    size) when installed, else zlib level 1 (nibabel's own default).  Both release the GIL while compressing."""
+    try:
+        from isal import igzip
+    except ImportError:
+        return gzip.compress(data, compresslevel=1, mtime=0)
+    return igzip.compress(data, compresslevel=1, mtime=0)
+
+
 def save_volume(path: str | Path, vol_zyx: np.ndarray, affine_ras: np.ndarray, dtype=np.float32) -> None:
-    """Write a (z, y, x) volume as NIfTI with the given RAS affine (qform and sform both set, code 1)."""
+    """Write a (z, y, x) volume as NIfTI with the given RAS affine (qform and sform both set, code 1).
+
+    ``.nii.gz`` files are ordinary gzip streams of the single-file NIfTI (readable by nibabel, FSL, ITK, ...).
+    """
+    # A C-ordered (z, y, x) array transposed is the Fortran-ordered (x, y, z) array NIfTI stores: no copy needed
     data = np.asarray(vol_zyx).astype(dtype, copy=False).transpose(2, 1, 0)
-    img = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine_ras, dtype=float))
+    img = nib.Nifti1Image(data, np.asarray(affine_ras, dtype=float))
     img.set_qform(np.asarray(affine_ras, dtype=float), code=1)
     img.set_sform(np.asarray(affine_ras, dtype=float), code=1)
     if np.issubdtype(np.dtype(dtype), np.floating):
         img.header.set_xyzt_units("mm", "sec")
-    nib.save(img, str(path))
+    path = Path(path)
+    if path.name.lower().endswith(".nii.gz"):
+        path.write_bytes(_gzip_compress(img.to_bytes()))
+    else:
+        nib.save(img, str(path))
 
 
 def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

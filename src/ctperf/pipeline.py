@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
-from ctperf.config import Config
+from ctperf.config import Config, thread_count
 from ctperf.errors import InputError
 from ctperf.hemispheres import hemispheres_from_plane
 from ctperf.indices import IndexInputs, compute_indices
@@ -324,12 +324,16 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
             save_volume(tmp / fname, getattr(perf, name), perf.affine_ras)
         for name, fname in MASK_FILES.items():
             save_volume(tmp / fname, getattr(lesion, name), perf.affine_ras, dtype=np.uint8)
-        _write_aux(tmp, result)
         write_metrics(result.metrics, tmp)
 
-    with atomic_output_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
-        # NIfTI compression (zlib releases the GIL) runs beside the figure drawing
-        volumes = pool.submit(write_volumes, tmp)
+    # NIfTI compression (zlib releases the GIL) runs beside the figure drawing, the maps and the auxiliary
+    # volumes in two threads when the run may use two
+    n_threads = thread_count(cfg.compute.workers, 2)
+    with atomic_output_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=n_threads) as pool:
+        if n_threads > 1:
+            volumes = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
+        else:
+            volumes = [pool.submit(lambda: (write_volumes(tmp), _write_aux(tmp, result)))]
         if cfg.output.write_qa_png or cfg.output.write_pdf:
             from ctperf import qa_plots, report
 
@@ -337,7 +341,8 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
                 qa_plots.write_qa_figures(perf, lesion, result.metrics, tmp / "qa")
             if cfg.output.write_pdf:
                 report.write_summary_pdf(perf, lesion, result.metrics, tmp / "report.pdf")
-        volumes.result()
+        for job in volumes:
+            job.result()
         if dicom_source is not None:
             from ctperf.io.dicom_out import write_dicom_outputs
             n = len(write_dicom_outputs(perf, lesion, result.metrics, dicom_source, tmp))

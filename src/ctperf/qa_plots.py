@@ -1,7 +1,9 @@
 """Quality-assurance figures (PNG) for one analysed study.
 
-Every figure is drawn on a stand-alone :class:`matplotlib.figure.Figure` with the Agg canvas, never through
-``pyplot``, so nothing is registered in pyplot's global figure manager and nothing leaks between calls.
+The five Mode A figures are drawn as raster images with numpy and Pillow (:mod:`ctperf.viz.raster`): matplotlib
+would cost ~0.5 s to import plus 0.1-0.4 s per figure, most of a run's write stage.  The matplotlib helpers below
+(``new_figure``, ``save_figure``, ``draw_*``) serve the other figures (Mode B, comparison, statistics, the PDF);
+they draw on a stand-alone :class:`matplotlib.figure.Figure` with the Agg canvas, never through ``pyplot``.
 
 Images are shown in the radiological convention (patient's right on the image left, anterior up). The
 orientation is derived from ``result.affine_ras`` for every study (see :func:`display_orientation`), and every
@@ -19,18 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import matplotlib
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Colormap
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.results import Curve, LesionMasks, PerfusionResult
 from ctperf.study import voxel_volume_ml as study_voxel_volume_ml
+from ctperf.viz import raster
+from ctperf.viz.raster import Canvas
+
+if TYPE_CHECKING:  # matplotlib is imported only by the helpers that draw with it (import costs ~0.5 s)
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
 
 # --------------------------------------------------------------------------------------------------------------
 # Display constants
@@ -59,6 +63,7 @@ OVERLAY_ALPHA = 0.6
 MONTAGE_MAX_PX = 128
 MONTAGE_MAX_SLICES = 12
 DPI = 110
+PNG_COMPRESS_LEVEL = raster.PNG_COMPRESS_LEVEL
 
 FIGURE_NAMES = (
     "aif_vof.png",
@@ -71,10 +76,14 @@ FIGURE_NAMES = (
 
 def map_cmap() -> Colormap:
     """Rainbow-like map familiar from clinical perfusion software; unknown values are black background."""
+    import matplotlib
+
     return matplotlib.colormaps["turbo"].with_extremes(bad="black", under="black")
 
 
 def _gray_cmap() -> Colormap:
+    import matplotlib
+
     return matplotlib.colormaps["gray"].with_extremes(bad="black")
 
 
@@ -332,7 +341,8 @@ def as_bool_mask(mask: np.ndarray | None, shape) -> np.ndarray:
 
 def _nanmax_z(vol: np.ndarray) -> np.ndarray:
     """Maximum over z ignoring NaN (NaN where the whole column is NaN), without warnings."""
-    return np.fmax.reduce(np.asarray(vol, float), axis=0)
+    v = np.asarray(vol)
+    return np.fmax.reduce(v if np.issubdtype(v.dtype, np.floating) else v.astype(float), axis=0)
 
 
 def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
@@ -347,11 +357,12 @@ def _tissue_mask(result: PerfusionResult, shape) -> np.ndarray | None:
 def _windowed_mean_z(baseline: np.ndarray) -> np.ndarray:
     """Mean over z of the brain-windowed baseline image (a readable anatomical backdrop for projections)."""
     lo, hi = BRAIN_WINDOW_HU
-    clipped = np.clip(np.asarray(baseline, float), lo, hi)
+    b = np.asarray(baseline, np.float32)
     # nanmean without its all-NaN warning; warnings.catch_warnings would change process-global state
-    finite = np.isfinite(clipped)
+    finite = np.isfinite(b)
+    clipped = np.clip(b, lo, hi, out=np.zeros_like(b), where=finite)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(finite, clipped, 0.0).sum(axis=0) / finite.sum(axis=0)
+        return clipped.sum(axis=0, dtype=np.float64) / finite.sum(axis=0)
 
 
 def decimation_step(shape_yx: tuple[int, int], max_px: int) -> int:
@@ -410,22 +421,6 @@ def make_mosaic(tiles: list[np.ndarray], cols: int, gap: int = 2, fill: float = 
     return Mosaic(out, tuple(origins), (h, w))
 
 
-def annotate_mosaic(ax, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None, fontsize: float,
-                    title_size: float | None = None) -> None:
-    """Edge letters (R/L) inside every tile and an optional title above each tile."""
-    h, w = mosaic.tile_shape
-    box = dict(boxstyle="square,pad=0.12", fc="black", ec="none", alpha=0.75)
-    for i, (r0, c0) in enumerate(mosaic.origins):
-        mid = r0 + h / 2.0
-        ax.text(c0 + 0.03 * w, mid, orient.left, color="yellow", fontsize=fontsize, fontweight="bold", ha="left",
-                va="center", bbox=box)
-        ax.text(c0 + 0.97 * w, mid, orient.right, color="yellow", fontsize=fontsize, fontweight="bold",
-                ha="right", va="center", bbox=box)
-        if titles:
-            ax.text(c0 + w / 2.0, r0 - 0.5, titles[i], color="black", fontsize=title_size or fontsize, ha="center",
-                    va="bottom", clip_on=False)
-
-
 def slice_title(orient: DisplayOrientation, z: int, with_index: bool = True) -> str:
     s = f"S {orient.slice_s_mm[z]:+.0f} mm"
     return f"sl {z}  {s}" if with_index else s
@@ -451,6 +446,9 @@ def pick_slices(result: PerfusionResult, orient: DisplayOrientation, n_max: int)
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width_in, height_in), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     return fig
@@ -502,29 +500,6 @@ def draw_outline(ax, mask2d, orient: DisplayOrientation, stride: int = 1, color=
         ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=lw)
 
 
-def draw_curves(ax, result: PerfusionResult, compact: bool = False) -> None:
-    """AIF and VOF delta-HU curves with their times to peak marked."""
-    fs = 6.5 if compact else 9.0
-    for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
-        t = np.asarray(curve.time_s, float)
-        y = np.asarray(curve.delta_hu, float)
-        if t.size == 0 or y.size != t.size or not np.isfinite(y).any():
-            ax.plot([], [], color=color, ls=":", label=f"{name}: not available")
-            continue
-        peak = float(np.nanmax(y))
-        ttp = _safe_ttp(curve)
-        label = f"{name} (peak {peak:.0f} HU" + (f", TTP {ttp:.1f} s)" if ttp is not None else ")")
-        ax.plot(t, y, color=color, lw=1.2 if compact else 1.6, marker=None if compact else "o", ms=2.5,
-                label=label)
-        if ttp is not None:
-            ax.axvline(ttp, color=color, ls="--", lw=0.9, alpha=0.8)
-    ax.set_xlabel("time (s)", fontsize=fs)
-    ax.set_ylabel("\u0394HU", fontsize=fs)
-    ax.tick_params(labelsize=fs - 1)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=fs - 1, loc="upper right", frameon=True)
-
-
 def _safe_ttp(curve: Curve) -> float | None:
     try:
         y = np.asarray(curve.delta_hu, float)
@@ -574,7 +549,9 @@ def save_figure(fig: Figure, path: Path, disclaimer: bool = True, **kwargs) -> P
     if disclaimer:
         fig.text(0.995, 0.004, f"ctperf {__version__} - {DISCLAIMER}", ha="right", va="bottom", fontsize=6.5,
                  color="0.45")
-    fig.savefig(path, dpi=kwargs.pop("dpi", DPI), facecolor=fig.get_facecolor(), **kwargs)
+    # zlib level 1: ~4x faster PNG encoding than the default level 6 for a few % larger files
+    fig.savefig(path, dpi=kwargs.pop("dpi", DPI), facecolor=fig.get_facecolor(),
+                pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}, **kwargs)
     return path
 
 
@@ -598,8 +575,184 @@ def _voxel_slices(voxels: np.ndarray, nz: int) -> list[int]:
     return [int(zs[i]) for i in np.argsort(-counts, kind="stable")]
 
 
+# ----- raster drawing helpers of the Mode A figures -----
+
+
+def _canvas(width_in: float, height_in: float) -> Canvas:
+    return Canvas(width_in, height_in, DPI)
+
+
+def _finish(cv: raster.Drawing, path: Path) -> Path:
+    """Research-use note in the bottom-right corner (every QA image carries it), then the PNG."""
+    cv.text(cv.fx(0.995), cv.fy(0.004), f"ctperf {__version__} - {DISCLAIMER}", 6.5, color="0.45", ha="right",
+            va="bottom")
+    return cv.save_png(path)
+
+
+def fit_box(cv: raster.Drawing, rect: tuple[float, float, float, float], rows: int, cols: int,
+         aspect: float) -> tuple[float, float, float, float]:
+    """Pixel box (x0, y0, w, h) of an image of rows x cols pixels (pixel height/width ``aspect``) centred in a
+    matplotlib-style figure-fraction rect [left, bottom, width, height], like ``imshow(aspect=...)``."""
+    left, bottom, width, height = rect
+    bx, by, bw, bh = cv.fx(left), cv.fy(bottom + height), width * cv.width, height * cv.height
+    ratio = rows * aspect / cols  # displayed height / width
+    w, h = (bw, bw * ratio) if bw * ratio <= bh else (bh / ratio, bh)
+    return bx + (bw - w) / 2.0, by + (bh - h) / 2.0, w, h
+
+
+def show_image(cv: raster.Drawing, img: np.ndarray, box, outline_mask: np.ndarray | None = None, color=HYPO_OUTLINE_COLOR,
+          lw_px: int = 1) -> tuple[int, int, int, int]:
+    """Paste an RGB image into ``box`` with an optional mask outline drawn at display resolution."""
+    x0, y0, w, h = box
+    k = cv.image_scale
+    shown = raster.resize_nearest(img, (int(round(w * k)), int(round(h * k))))
+    if outline_mask is not None and np.any(outline_mask):
+        edge = raster.outline(raster.resize_nearest(np.asarray(outline_mask, bool), shown.shape[1::-1]), lw_px)
+        shown = shown.copy()
+        shown[edge] = raster.rgb(color)
+    return cv.paste(shown, x0, y0, shown.shape[1] / k, shown.shape[0] / k)
+
+
+def edge_letters(cv: raster.Drawing, box, orient: DisplayOrientation, size_pt: float, vertical: bool = False) -> None:
+    """Patient-direction letters (yellow on black) at the left/right (and top/bottom) edges of an image box."""
+    x0, y0, w, h = box
+    style = dict(color="yellow", bold=True, box="black", box_pad_pt=size_pt * 0.12)
+    cv.text(x0 + 0.02 * w, y0 + h / 2.0, orient.left, size_pt, ha="left", va="center", **style)
+    cv.text(x0 + 0.98 * w, y0 + h / 2.0, orient.right, size_pt, ha="right", va="center", **style)
+    if vertical:
+        cv.text(x0 + w / 2.0, y0 + 0.02 * h, orient.top, size_pt, ha="center", va="top", **style)
+        cv.text(x0 + w / 2.0, y0 + 0.98 * h, orient.bottom, size_pt, ha="center", va="bottom", **style)
+
+
+def annotate_tiles(cv: raster.Drawing, box, mosaic: Mosaic, orient: DisplayOrientation, titles: list[str] | None,
+                    size_pt: float, title_pt: float | None = None) -> None:
+    """Edge letters inside every mosaic tile (in the box where the mosaic was drawn) and an optional title above
+    each tile."""
+    x0, y0, w, h = box
+    rows, cols = mosaic.image.shape[:2]
+    sx, sy = w / cols, h / rows
+    th, tw = mosaic.tile_shape
+    style = dict(color="yellow", bold=True, box="black", box_pad_pt=size_pt * 0.12)
+    for i, (r0, c0) in enumerate(mosaic.origins):
+        mid = y0 + (r0 + th / 2.0) * sy
+        cv.text(x0 + (c0 + 0.03 * tw) * sx, mid, orient.left, size_pt, ha="left", va="center", **style)
+        cv.text(x0 + (c0 + 0.97 * tw) * sx, mid, orient.right, size_pt, ha="right", va="center", **style)
+        if titles:
+            cv.text(x0 + (c0 + tw / 2.0) * sx, y0 + r0 * sy - 1, titles[i], title_pt or size_pt, ha="center",
+                    va="bottom")
+
+
+def _gray_rgb(img2d: np.ndarray) -> np.ndarray:
+    """Brain-windowed (W80/L40) grey RGB uint8 of a HU image; NaN black."""
+    return raster.colorize(img2d, raster.GRAY_LUT, *BRAIN_WINDOW_HU)
+
+
+def map_rgb(img2d: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Turbo colours of a map image; NaN and values below ``vmin`` black (as :func:`map_cmap`)."""
+    return raster.colorize(img2d, raster.TURBO_LUT, vmin, vmax, bad=(0, 0, 0), under=(0, 0, 0))
+
+
+def _legend(cv: raster.Drawing, x: float, y: float, entries: list[tuple[Any, Any, str]], size_pt: float,
+            title: str | None = None, title_pt: float | None = None, ncol: int = 1, col_gap_pt: float = 14.0,
+            ha: str = "left") -> None:
+    """Legend entries (fill colour or None, edge colour or None, label) from the top-left (x, y) in pixels; with
+    ``ncol`` > 1 one row of entries centred on x when ``ha`` is 'center'."""
+    step = cv.pt(size_pt) * 1.25
+    if title:
+        cv.text(x, y, title, title_pt or size_pt, va="top")
+        y += cv.pt(title_pt or size_pt) * 1.5
+    if ncol > 1:
+        widths = [cv.pt(size_pt * 2.4) + cv.text_width(label, size_pt) for _, _, label in entries]
+        total = sum(widths) + cv.pt(col_gap_pt) * (len(widths) - 1)
+        cx = x - total / 2.0 if ha == "center" else x
+        for (fill, edge, label), wdt in zip(entries, widths):
+            tx = cv.legend_patch(cx, y, fill, edge, size_pt) if fill is not None else cx + cv.pt(size_pt * 2.4)
+            cv.text(tx, y, label, size_pt, va="center")
+            cx += wdt + cv.pt(col_gap_pt)
+        return
+    for fill, edge, label in entries:
+        lines = label.count("\n") + 1
+        tx = cv.legend_patch(x, y + cv.pt(size_pt) * 0.6, fill, edge, size_pt) if fill is not None \
+            else x + cv.pt(size_pt * 2.4)
+        cv.text(tx, y, label, size_pt, va="top", linespacing=1.15)
+        y += step * lines + cv.pt(size_pt) * 0.45
+
+
+def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_pt: float, marker: bool) -> None:
+    """AIF and VOF delta-HU curves with their times to peak (dashed) in a pixel box, with axes, ticks, grid,
+    axis labels and a legend."""
+    x0, y0, w, h = box
+    series, legend = [], []
+    for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
+        t = np.asarray(curve.time_s, float)
+        y = np.asarray(curve.delta_hu, float)
+        if t.size == 0 or y.size != t.size or not np.isfinite(y).any():
+            legend.append((color, True, f"{name}: not available"))
+            continue
+        ttp = _safe_ttp(curve)
+        legend.append((color, False, f"{name} (peak {float(np.nanmax(y)):.0f} HU"
+                       + (f", TTP {ttp:.1f} s)" if ttp is not None else ")")))
+        series.append((t, y, ttp, color))
+    xs = np.concatenate([t[np.isfinite(y)] for t, y, _, _ in series]) if series else np.array([0.0, 1.0])
+    ys = np.concatenate([y[np.isfinite(y)] for _, y, _, _ in series]) if series else np.array([0.0, 1.0])
+    xs = np.concatenate([xs, [s[2] for s in series if s[2] is not None]])
+    (xlo, xhi), (ylo, yhi) = [(float(a.min()), float(a.max())) for a in (xs, ys)]
+    xlo, xhi = (xlo - 0.5, xhi + 0.5) if xhi <= xlo else (xlo - 0.05 * (xhi - xlo), xhi + 0.05 * (xhi - xlo))
+    ylo, yhi = (ylo - 0.5, yhi + 0.5) if yhi <= ylo else (ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo))
+
+    def px(tv, yv):
+        return x0 + (tv - xlo) / (xhi - xlo) * w, y0 + h - (yv - ylo) / (yhi - ylo) * h
+
+    tick = cv.pt(3.5)
+    for t_ in raster.nice_ticks(xlo, xhi, 10 if w > cv.inch(2.5) else 6):
+        xx = px(t_, ylo)[0]
+        cv.line([(xx, y0), (xx, y0 + h)], "#e6e6e6", width=cv.pt(0.7))
+        cv.line([(xx, y0 + h), (xx, y0 + h + tick)], "black", width=cv.pt(0.7))
+        cv.text(xx, y0 + h + tick + cv.pt(2), f"{t_:g}", fs - 1, ha="center", va="top")
+    label_right = x0
+    for v in raster.nice_ticks(ylo, yhi, 10 if h > cv.inch(2.5) else 6):
+        yy = px(xlo, v)[1]
+        cv.line([(x0, yy), (x0 + w, yy)], "#e6e6e6", width=cv.pt(0.7))
+        cv.line([(x0 - tick, yy), (x0, yy)], "black", width=cv.pt(0.7))
+        label_right = min(label_right, cv.text(x0 - tick - cv.pt(2), yy, f"{v:g}", fs - 1, ha="right",
+                                               va="center")[0])
+    lw = max(1.0, cv.pt(lw_pt))
+    for t, y, ttp, color in series:
+        if ttp is not None:
+            xx = px(ttp, ylo)[0]
+            cv.line([(xx, y0), (xx, y0 + h)], color, width=max(1.0, cv.pt(0.9)), dash=cv.pt(2.5))
+        ok = np.isfinite(y)
+        pts = [px(a, b) for a, b in zip(t[ok], y[ok])]
+        if len(pts) > 1:
+            cv.line(pts, color, width=lw)
+        if marker:
+            for a, b in pts:
+                cv.marker(a, b, cv.pt(1.25), color, filled=True)
+    cv.rect(x0, y0, x0 + w, y0 + h, edge="black", width=cv.pt(0.8))
+    cv.text(x0 + w / 2.0, y0 + h + tick + cv.pt(fs + 4), "time (s)", fs, ha="center", va="top")
+    cv.text(label_right - cv.pt(4), y0 + h / 2.0, "\u0394HU", fs, ha="right", va="center", rotation=90)
+    # legend, upper right
+    lfs = fs - 1
+    sample = cv.pt(lfs * 2.0)
+    width = sample + cv.pt(lfs * 0.8) + max(cv.text_width(label, lfs) for _, _, label in legend)
+    height = cv.pt(lfs) * 1.45 * len(legend) + cv.pt(lfs * 0.6)
+    lx1, ly0 = x0 + w - cv.pt(4), y0 + cv.pt(4)
+    lx0 = lx1 - width - cv.pt(lfs)
+    cv.rect(lx0, ly0, lx1, ly0 + height, fill="white", edge="#cccccc", width=cv.pt(0.8))
+    for i, (color, dotted, label) in enumerate(legend):
+        yy = ly0 + cv.pt(lfs * 0.3) + cv.pt(lfs) * 1.45 * (i + 0.5)
+        sx0 = lx0 + cv.pt(lfs * 0.5)
+        cv.line([(sx0, yy), (sx0 + sample, yy)], color, width=lw, dash=cv.pt(1.0) if dotted else None)
+        if marker and not dotted:
+            cv.marker(sx0 + sample / 2, yy, cv.pt(1.25), color, filled=True)
+        cv.text(sx0 + sample + cv.pt(lfs * 0.8), yy, label, lfs, va="center")
+
+
+# ----- figures -----
+
+
 def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
-    base = np.asarray(result.baseline_hu, float)
+    base = np.asarray(result.baseline_hu)  # slices are converted one by one
     nz = base.shape[0]
     orient = display_orientation(result.affine_ras, base.shape)
     aif_vox, vof_vox = _voxels(result.aif), _voxels(result.vof)
@@ -610,81 +763,96 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
             slices.append(z)
     n_img = max(1, len(slices))
 
-    fig = new_figure(5.2 + 3.4 * n_img, 4.8)
-    gs = fig.add_gridspec(1, 1 + n_img, width_ratios=[1.55] + [1.0] * n_img, left=0.06, right=0.99, top=0.86,
-                          bottom=0.2, wspace=0.12)
-    ax = fig.add_subplot(gs[0, 0])
-    draw_curves(ax, result)
+    cv = _canvas(5.2 + 3.4 * n_img, 4.8)
+    # grid of 1 + n_img columns (width ratios 1.55 : 1 : ...) between x = 0.06 and 0.99, y = 0.2 and 0.86
+    ratios = [1.55] + [1.0] * n_img
+    cell = 0.93 / (sum(ratios) + 0.12 * (len(ratios) - 1) * sum(ratios) / len(ratios))
+    gap = 0.12 * cell * sum(ratios) / len(ratios)
+    lefts = [0.06 + sum(ratios[:i]) * cell + i * gap for i in range(len(ratios))]
+    bottom, height = 0.2, 0.66
+    cx, cw = lefts[0], ratios[0] * cell
+    curve_box = (cv.fx(cx), cv.fy(bottom + height), cw * cv.width, height * cv.height)
+    plot_curves(cv, curve_box, result, 9.0, 1.6, marker=True)
+    cv.text(curve_box[0] + curve_box[2] / 2.0, curve_box[1] - cv.pt(5), "Arterial input (AIF) and venous output (VOF)",
+            10, ha="center", va="bottom")
     lines = pvt_lines(result, metrics)
     # Venous transit readout under the curves (never over them).
-    fig.text(0.06, 0.025, "Venous transit:  " + "   \u00b7   ".join(lines), ha="left", va="bottom", fontsize=8,
-             color="#b00000" if pvt_positive(result, metrics) else "black", wrap=True)
-    ax.set_title("Arterial input (AIF) and venous output (VOF)", fontsize=10)
+    transit = cv.wrap("Venous transit:  " + "   \u00b7   ".join(lines), 8, cv.fx(0.93))
+    cv.text(cv.fx(0.06), cv.fy(0.025), transit, 8, color="#b00000" if pvt_positive(result, metrics) else "black",
+            va="bottom")
 
     shape_yx = base.shape[1:]
+    rect = [(lefts[1 + i], bottom, cell, height) for i in range(n_img)]
     if not slices:
-        axi = fig.add_subplot(gs[0, 1])
-        axi.set_xticks([])
-        axi.set_yticks([])
-        axi.set_facecolor("black")
-        axi.text(0.5, 0.5, "AIF/VOF voxel positions\nnot available", color="white", ha="center", va="center",
-                 transform=axi.transAxes, fontsize=9)
+        x0, y0, w, h = cv.fx(rect[0][0]), cv.fy(bottom + height), cell * cv.width, height * cv.height
+        cv.rect(x0, y0, x0 + w, y0 + h, fill="black")
+        cv.text(x0 + w / 2.0, y0 + h / 2.0, "AIF/VOF voxel positions\nnot available", 9, color="white",
+                ha="center", va="center")
     for i, z in enumerate(slices):
-        axi = fig.add_subplot(gs[0, 1 + i])
-        draw_baseline(axi, base[z], orient)
+        img = orient.image(base[z])
+        box = fit_box(cv, rect[i], img.shape[0], img.shape[1], orient.aspect)
+        show_image(cv, _gray_rgb(img), box)
+        x0, y0, w, h = box
+        sx, sy = w / img.shape[1], h / img.shape[0]
+        entries = []
         for vox, color, marker, name in ((aif_vox, AIF_COLOR, "o", "AIF"), (vof_vox, VOF_COLOR, "s", "VOF")):
             sel = vox[vox[:, 0] == z]
-            if len(sel):
-                pts = np.array([orient.point(y, x, shape_yx) for _, y, x in sel])
-                axi.scatter(pts[:, 0], pts[:, 1], s=46, facecolors="none", edgecolors=color, linewidths=1.6,
-                            marker=marker, label=f"{name} ({len(sel)}/{len(vox)} voxels)")
-        label_edges(axi, orient, fontsize=8, vertical=True)
-        axi.set_title(f"baseline, slice {z} (S {orient.slice_s_mm[z]:+.0f} mm), W80/L40", fontsize=8.5)
-        if axi.get_legend_handles_labels()[0]:
-            axi.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    fig.suptitle("QA: AIF / VOF", fontsize=12, fontweight="bold", x=0.06, ha="left", y=0.975)
-    return save_figure(fig, path)
+            if not len(sel):
+                continue
+            for _, y, x in sel:
+                c, rr = orient.point(y, x, shape_yx)
+                cv.marker(x0 + (c + 0.5) * sx, y0 + (rr + 0.5) * sy, cv.pt(3.4), color, marker, cv.pt(1.6))
+            entries.append((marker, color, f"{name} ({len(sel)}/{len(vox)} voxels)"))
+        edge_letters(cv, box, orient, 8, vertical=True)
+        cv.text(x0 + w / 2.0, y0 - cv.pt(5), f"baseline, slice {z} (S {orient.slice_s_mm[z]:+.0f} mm), W80/L40",
+                8.5, ha="center", va="bottom")
+        if entries:  # marker legend centred under the image
+            widths = [cv.pt(7 * 2.6) + cv.text_width(label, 7) for *_, label in entries]
+            lx = x0 + w / 2.0 - (sum(widths) + cv.pt(10) * (len(widths) - 1)) / 2.0
+            ly = y0 + h + cv.pt(14)
+            for (marker, color, label), wd in zip(entries, widths):
+                cv.marker(lx + cv.pt(7), ly, cv.pt(3.4), color, marker, cv.pt(1.6))
+                cv.text(lx + cv.pt(7 * 2.6), ly, label, 7, va="center")
+                lx += wd + cv.pt(10)
+    cv.text(cv.fx(0.06), cv.fy(0.975), "QA: AIF / VOF", 12, bold=True, va="top")
+    return _finish(cv, path)
 
 
 def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
-    tmax = np.asarray(result.tmax, float)
+    tmax = np.asarray(result.tmax)
     orient = display_orientation(result.affine_ras, tmax.shape)
     t_thr, _ = thresholds_from(metrics)
     # Project brain parenchyma only: Tmax in CSF and large vessels is not meaningful and would dominate a MIP.
     tissue = _tissue_mask(result, tmax.shape)
     restricted = tissue is not None
-    mip = _nanmax_z(np.where(tissue, tmax, np.nan) if restricted else tmax)
-    hypo = as_bool_mask(lesion.hypoperfusion, tmax.shape).any(axis=0)
+    mip = orient.image(_nanmax_z(np.where(tissue, tmax, np.nan) if restricted else tmax))
+    hypo = orient.image(as_bool_mask(lesion.hypoperfusion, tmax.shape).any(axis=0))
 
-    fig = new_figure(6.4, 6.0)
-    ax = fig.add_axes([0.04, 0.08, 0.78, 0.8])
-    handle = draw_map_slice(ax, mip, orient, map_cmap(), *TMAX_RANGE_S)
-    draw_outline(ax, hypo, orient, lw=1.3)
-    label_edges(ax, orient, fontsize=10, vertical=True)
-    cax = fig.add_axes([0.85, 0.15, 0.035, 0.66])
-    cb = fig.colorbar(handle, cax=cax)
-    cb.set_label("Tmax (s)", fontsize=10)
-    cb.ax.tick_params(labelsize=9)
+    cv = _canvas(6.4, 6.0)
+    box = fit_box(cv, (0.04, 0.08, 0.78, 0.8), mip.shape[0], mip.shape[1], orient.aspect)
+    show_image(cv, map_rgb(mip, *TMAX_RANGE_S), box, hypo, lw_px=2)
+    edge_letters(cv, box, orient, 10, vertical=True)
+    cv.colorbar(cv.fx(0.85), cv.fy(0.81), 0.035 * cv.width, 0.66 * cv.height, raster.TURBO_LUT, *TMAX_RANGE_S,
+                "Tmax (s)", 9, 10)
     hypo_txt = metric_text(metrics, KEYS_HYPO, "mL")
-    fig.text(0.04, 0.955, "Tmax maximum-intensity projection (axial)", fontsize=12, fontweight="bold")
-    fig.text(0.04, 0.915, f"white outline: Tmax > {_g(t_thr)} s hypoperfusion, {hypo_txt.full()}", fontsize=9)
+    cv.text(cv.fx(0.04), cv.fy(0.955), "Tmax maximum-intensity projection (axial)", 12, bold=True)
+    cv.text(cv.fx(0.04), cv.fy(0.915), f"white outline: Tmax > {_g(t_thr)} s hypoperfusion, {hypo_txt.full()}", 9)
     scope = "brain tissue (CSF and large vessels excluded)" if restricted else "all voxels"
-    fig.text(0.04, 0.015, f"Projected: {scope}; black: outside / unknown.\n"
-             "Radiological convention: patient right on image left.", fontsize=7.5, color="0.3", va="bottom")
-    return save_figure(fig, path)
+    cv.text(cv.fx(0.04), cv.fy(0.015), f"Projected: {scope}; black: outside / unknown.\n"
+            "Radiological convention: patient right on image left.", 7.5, color="0.3", va="bottom")
+    return _finish(cv, path)
 
 
-def core_penumbra_legend(metrics: dict) -> list[tuple[Any, str]]:
+def core_penumbra_legend(metrics: dict) -> list[tuple[Any, Any, str]]:
+    """(fill colour or None, edge colour or None, label) of the core / penumbra / hypoperfusion legend."""
     t_thr, rcbf = thresholds_from(metrics)
     return [
-        (Patch(facecolor=CORE_COLOR, edgecolor="none"),
-         f"Core (rCBF < {rcbf * 100:g}%): {metric_text(metrics, KEYS_CORE, 'mL').full()}"),
-        (Patch(facecolor=PENUMBRA_COLOR, edgecolor="none"),
-         f"Penumbra: {metric_text(metrics, KEYS_PENUMBRA, 'mL').full()}"),
-        (Patch(facecolor="0.35", edgecolor="white", lw=1.2),
+        (CORE_COLOR, None, f"Core (rCBF < {rcbf * 100:g}%): {metric_text(metrics, KEYS_CORE, 'mL').full()}"),
+        (PENUMBRA_COLOR, None, f"Penumbra: {metric_text(metrics, KEYS_PENUMBRA, 'mL').full()}"),
+        ("0.35", "white",
          f"Hypoperfusion (Tmax > {_g(t_thr)} s, white outline): {metric_text(metrics, KEYS_HYPO, 'mL').full()}"),
-        (Line2D([], [], color="none"), f"Mismatch volume: {mismatch_volume_text(metrics).full()}"),
-        (Line2D([], [], color="none"), f"Mismatch ratio: {metric_text(metrics, KEYS_MISMATCH_RATIO, '', 2).full()}"),
+        (None, None, f"Mismatch volume: {mismatch_volume_text(metrics).full()}"),
+        (None, None, f"Mismatch ratio: {metric_text(metrics, KEYS_MISMATCH_RATIO, '', 2).full()}"),
     ]
 
 
@@ -693,30 +861,30 @@ def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics:
     orient = display_orientation(result.affine_ras, shape)
     core = as_bool_mask(lesion.core, shape).any(axis=0)
     pen = as_bool_mask(lesion.penumbra, shape).any(axis=0)
-    hypo = as_bool_mask(lesion.hypoperfusion, shape).any(axis=0)
+    hypo = orient.image(as_bool_mask(lesion.hypoperfusion, shape).any(axis=0))
+    img = raster.to_uint8(composite_rgb(orient.image(_windowed_mean_z(result.baseline_hu)), orient.image(core),
+                                        orient.image(pen & ~core)))
 
-    fig = new_figure(9.0, 5.6)
-    ax = fig.add_axes([0.02, 0.06, 0.52, 0.82])
-    draw_baseline(ax, _windowed_mean_z(result.baseline_hu), orient)
-    draw_overlay(ax, core, pen & ~core, orient)
-    draw_outline(ax, hypo, orient, color="white", lw=0.9)
-    label_edges(ax, orient, fontsize=10, vertical=True)
-    handles, labels = zip(*core_penumbra_legend(metrics))
+    cv = _canvas(9.0, 5.6)
+    box = fit_box(cv, (0.02, 0.06, 0.52, 0.82), img.shape[0], img.shape[1], orient.aspect)
+    show_image(cv, img, box, hypo, lw_px=1)
+    edge_letters(cv, box, orient, 10, vertical=True)
     # Wrap long labels (n/a reasons) but never between a number and its unit.
-    labels = ["\n   ".join(textwrap.wrap(label.replace(" mL", "\u00a0mL"), 48)) for label in labels]
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.56, 0.84), fontsize=9, frameon=False,
-               handlelength=1.6, alignment="left", title="Volumes", title_fontsize=10)
-    fig.text(0.02, 0.945, "Core / penumbra projection (axial)", fontsize=12, fontweight="bold")
-    fig.text(0.02, 0.905, "overlays projected through all slices over the mean brain-windowed baseline (W80/L40); "
-             "white outline: hypoperfusion", fontsize=7.5, color="0.25")
-    fig.text(0.56, 0.08, "Radiological convention:\npatient right on image left.", fontsize=7.5, color="0.3")
-    return save_figure(fig, path)
+    entries = [(fill, edge, "\n   ".join(textwrap.wrap(label.replace(" mL", "\u00a0mL"), 48)))
+               for fill, edge, label in core_penumbra_legend(metrics)]
+    _legend(cv, cv.fx(0.565), cv.fy(0.82), entries, 9, title="Volumes", title_pt=10)
+    cv.text(cv.fx(0.02), cv.fy(0.945), "Core / penumbra projection (axial)", 12, bold=True)
+    cv.text(cv.fx(0.02), cv.fy(0.905), "overlays projected through all slices over the mean brain-windowed baseline "
+            "(W80/L40); white outline: hypoperfusion", 7.5, color="0.25")
+    cv.text(cv.fx(0.56), cv.fy(0.08), "Radiological convention:\npatient right on image left.", 7.5, color="0.3",
+            va="bottom")
+    return _finish(cv, path)
 
 
 def core_penumbra_mosaic(result: PerfusionResult, lesion: LesionMasks, orient: DisplayOrientation,
                          slices: list[int], cols: int, max_px: int) -> tuple[Mosaic, Mosaic]:
     """RGB mosaic of baseline + core/penumbra, and the matching mosaic of the hypoperfusion mask."""
-    base = np.asarray(result.baseline_hu, float)
+    base = np.asarray(result.baseline_hu)  # slices are converted one by one
     shape = base.shape
     stride = decimation_step(shape[1:], max_px)
     core = as_bool_mask(lesion.core, shape)
@@ -738,19 +906,6 @@ def map_mosaic(vol: np.ndarray, orient: DisplayOrientation, slices: list[int], c
     return make_mosaic([orient.image(np.asarray(vol[z], float))[::stride, ::stride] for z in slices], cols)
 
 
-def show_mosaic(ax, mosaic: Mosaic, orient: DisplayOrientation, **kwargs):
-    handle = ax.imshow(mosaic.image if mosaic.image.ndim == 3 else np.ma.masked_invalid(mosaic.image),
-                       interpolation="nearest", aspect=orient.aspect, origin="upper", **kwargs)
-    ax.set_axis_off()
-    return handle
-
-
-def contour_mosaic(ax, mask_mosaic: Mosaic, color=HYPO_OUTLINE_COLOR, lw: float = 0.7) -> None:
-    m = mask_mosaic.image
-    if m.any() and m.shape[0] > 1 and m.shape[1] > 1:
-        ax.contour(m, levels=[0.5], colors=[color], linewidths=lw)
-
-
 def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
     shape = np.asarray(result.baseline_hu).shape
     orient = display_orientation(result.affine_ras, shape)
@@ -762,17 +917,15 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     img_w = cols * tile
     fig_w = max(img_w + 0.3, 7.5)  # room for the title and legend even with few slices
     height_img = img_w * orient.aspect * rgb.image.shape[0] / rgb.image.shape[1]
-    fig = new_figure(fig_w, height_img + 1.2)
-    fh = fig.get_figheight()
-    ax = fig.add_axes([(fig_w - img_w) / 2 / fig_w, 0.5 / fh, img_w / fig_w, height_img / fh])
-    show_mosaic(ax, rgb, orient)
-    contour_mosaic(ax, hypo, lw=0.6)
-    annotate_mosaic(ax, rgb, orient, [slice_title(orient, z) for z in slices], fontsize=6, title_size=7)
-    fig.text(0.01, 1.0 - 0.3 / fh, "Core / penumbra by slice (inferior \u2192 superior)", fontsize=11,
-             fontweight="bold", va="center")
-    handles, labels = zip(*core_penumbra_legend(metrics)[:3])
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7.5, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    return save_figure(fig, path)
+    cv = _canvas(fig_w, height_img + 1.2)
+    box = (cv.inch((fig_w - img_w) / 2), cv.inch(0.7), cv.inch(img_w), cv.inch(height_img))
+    box = show_image(cv, raster.to_uint8(rgb.image), box, hypo.image > 0.5, lw_px=1)
+    annotate_tiles(cv, box, rgb, orient, [slice_title(orient, z) for z in slices], 6, title_pt=7)
+    cv.text(cv.fx(0.01), cv.inch(0.3), "Core / penumbra by slice (inferior \u2192 superior)", 11, bold=True,
+            va="center")
+    _legend(cv, cv.width / 2.0, cv.height - cv.pt(12), core_penumbra_legend(metrics)[:3], 7.5, ncol=3,
+            ha="center")
+    return _finish(cv, path)
 
 
 def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path:
@@ -780,34 +933,29 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     orient = display_orientation(result.affine_ras, shape)
     slices = pick_slices(result, orient, 8)
     n = max(len(slices), 1)
-    cmap = map_cmap()
 
     tile = 1.3
-    first = map_mosaic(np.asarray(result.tmax, float), orient, slices, n, MONTAGE_MAX_PX)
+    first = map_mosaic(np.asarray(result.tmax), orient, slices, n, MONTAGE_MAX_PX)
     row_h = tile * orient.aspect * first.tile_shape[0] / first.tile_shape[1]
     label_w, cbar_w = 0.45, 0.95
     img_w = n * tile
     fig_w = max(img_w + label_w + cbar_w, 6.5)  # room for the title even with few slices
     fig_h = 4 * (row_h + 0.08) + 0.75
-    fig = new_figure(fig_w, fig_h)
+    cv = _canvas(fig_w, fig_h)
     for r, (attr, label, unit, vmin, vmax) in enumerate(MAP_SPECS):
-        vol = np.asarray(getattr(result, attr), float)
+        vol = np.asarray(getattr(result, attr))
         mosaic = first if attr == "tmax" else map_mosaic(vol, orient, slices, n, MONTAGE_MAX_PX)
-        bottom = 0.08 + (3 - r) * (row_h + 0.08)
-        ax = fig.add_axes([label_w / fig_w, bottom / fig_h, img_w / fig_w, row_h / fig_h])
-        handle = show_mosaic(ax, mosaic, orient, cmap=cmap, vmin=vmin, vmax=vmax)
+        top = cv.inch(fig_h - (0.08 + (3 - r) * (row_h + 0.08) + row_h))
+        box = show_image(cv, map_rgb(mosaic.image, vmin, vmax), (cv.inch(label_w), top, cv.inch(img_w), cv.inch(row_h)))
         titles = [slice_title(orient, z) for z in slices] if r == 0 else None
-        annotate_mosaic(ax, mosaic, orient, titles, fontsize=5.5, title_size=6.5)
-        fig.text(0.5 * label_w / fig_w, (bottom + row_h / 2) / fig_h, label, rotation=90, ha="center",
-                 va="center", fontsize=10, fontweight="bold")
-        cax = fig.add_axes([(label_w + img_w + 0.1) / fig_w, (bottom + 0.05 * row_h) / fig_h, 0.1 / fig_w,
-                            0.9 * row_h / fig_h])
-        cb = fig.colorbar(handle, cax=cax, extend="max")
-        cb.set_label(unit, fontsize=7)
-        cb.ax.tick_params(labelsize=6.5)
-    fig.text(0.01, 1.0 - 0.25 / fig_h, "Perfusion maps (fixed display ranges; black = outside brain / unknown)",
-             fontsize=10.5, fontweight="bold", va="center")
-    return save_figure(fig, path)
+        annotate_tiles(cv, box, mosaic, orient, titles, 5.5, title_pt=6.5)
+        cv.text(cv.inch(0.5 * label_w), top + cv.inch(row_h / 2), label, 10, bold=True, ha="center", va="center",
+                rotation=90)
+        cv.colorbar(cv.inch(label_w + img_w + 0.1), top + cv.inch(0.05 * row_h), cv.inch(0.1), cv.inch(0.9 * row_h),
+                    raster.TURBO_LUT, vmin, vmax, unit, 6.5, 7, extend_max=True)
+    cv.text(cv.fx(0.01), cv.inch(0.25), "Perfusion maps (fixed display ranges; black = outside brain / unknown)",
+            10.5, bold=True, va="center")
+    return _finish(cv, path)
 
 
 def fig_roi_registration(screenshot_rgb: np.ndarray, tmax_zyx: np.ndarray, affine_ras: np.ndarray,

@@ -4,8 +4,9 @@ Contents (top to bottom): title with software and definition versions; headline 
 hypoperfusion, mismatch volume and ratio, HIR, CBV index); a row of core/penumbra key images; a row of Tmax key
 images; Tmax level volumes, an AIF/VOF thumbnail and the QA flags; the research-use disclaimer in the footer.
 
-No patient identifiers are printed (none are passed in). The figure is drawn without pyplot (see
-:mod:`ctperf.qa_plots`).
+No patient identifiers are printed (none are passed in). The page is laid out once (:func:`build_page`) and drawn
+as a vector PDF with ReportLab (:mod:`ctperf.viz.pdf_canvas`) or as an image with Pillow (:mod:`ctperf.viz.raster`,
+for the DICOM screen capture); matplotlib is not used (its import and text layout cost most of a run's write time).
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.lines import Line2D
-from matplotlib.patches import FancyBboxPatch
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.constants import DEFINITION_VERSION
@@ -30,25 +28,24 @@ from ctperf.qa_plots import (
     PENUMBRA_COLOR,
     TMAX_RANGE_S,
     MetricText,
-    annotate_mosaic,
+    annotate_tiles,
     as_bool_mask,
     cbv_index_text,
-    contour_mosaic,
     core_penumbra_mosaic,
     decimation_step,
     display_orientation,
-    draw_curves,
+    fit_box,
     make_mosaic,
-    map_cmap,
     map_mosaic,
+    map_rgb,
     metric_text,
     mismatch_volume_text,
-    new_figure,
     pick_slices,
+    plot_curves,
     pvt_lines,
     pvt_positive,
     qa_flags_of,
-    show_mosaic,
+    show_image,
     slice_title,
     threshold,
     thresholds_from,
@@ -56,6 +53,8 @@ from ctperf.qa_plots import (
 )
 from ctperf.results import LesionMasks, PerfusionResult
 from ctperf.study import spacing_xyz_mm, voxel_volume_ml
+from ctperf.viz import raster
+from ctperf.viz.raster import Drawing
 
 A4_IN = (8.27, 11.69)
 N_KEY_IMAGES = 6
@@ -68,86 +67,85 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _number_box(fig, rect, title: str, txt: MetricText, color: str) -> None:
-    """A headline figure: small caption, big value (or n/a plus the reason), unit."""
+def _number_box(cv: Drawing, rect, title: str, txt: MetricText, color: str) -> None:
+    """A headline figure: small caption, big value (or n/a plus the reason), unit.  ``rect`` in page fractions."""
     x, y, w, h = rect
-    fig.patches.append(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.0,rounding_size=0.008",
-                                      transform=fig.transFigure, fc="#f4f5f7", ec="#c8ccd2", lw=0.8))
-    fig.text(x + 0.012, y + h - 0.012, title, fontsize=8.5, color="0.25", va="top", ha="left")
+    cv.rect(cv.fx(x), cv.fy(y + h), cv.fx(x + w), cv.fy(y), fill="#f4f5f7", edge="#c8ccd2", width=cv.pt(0.8),
+            radius=cv.pt(4.7))
+    cv.text(cv.fx(x + 0.012), cv.fy(y + h - 0.012), title, 8.5, color="0.25", va="top")
     if txt.available:
-        fig.text(x + w / 2, y + h * 0.38, txt.value, fontsize=26, fontweight="bold", color=color, ha="center",
-                 va="center")
+        cv.text(cv.fx(x + w / 2), cv.fy(y + h * 0.38), txt.value, 26, bold=True, color=color, ha="center",
+                va="center")
         if txt.unit:
-            fig.text(x + w - 0.012, y + 0.01, txt.unit, fontsize=9, color="0.3", ha="right", va="bottom")
+            cv.text(cv.fx(x + w - 0.012), cv.fy(y + 0.01), txt.unit, 9, color="0.3", ha="right", va="bottom")
     else:
-        fig.text(x + w / 2, y + h * 0.5, "n/a", fontsize=22, fontweight="bold", color="0.55", ha="center",
-                 va="center")
+        cv.text(cv.fx(x + w / 2), cv.fy(y + h * 0.5), "n/a", 22, bold=True, color="0.55", ha="center", va="center")
         if txt.reason:
             reason = textwrap.wrap(txt.reason, 46)
             if len(reason) > 2:
                 reason = [reason[0], _short(" ".join(reason[1:]), 46)]
-            fig.text(x + w / 2, y + 0.008, "\n".join(reason), fontsize=6.8, color="0.35", ha="center",
-                     va="bottom", style="italic", linespacing=1.15)
+            cv.text(cv.fx(x + w / 2), cv.fy(y + 0.008), "\n".join(reason), 6.8, color="0.35", ha="center",
+                    va="bottom", italic=True, linespacing=1.15)
 
 
-def _legend_swatch(fig, x: float, y: float, color, text: str) -> None:
-    fig.patches.append(FancyBboxPatch((x, y - 0.004), 0.012, 0.008, transform=fig.transFigure, fc=color, ec="none",
-                                      boxstyle="square,pad=0"))
-    fig.text(x + 0.017, y, text, fontsize=7.5, va="center")
+def _legend_swatch(cv: Drawing, x: float, y: float, color, text: str) -> None:
+    cv.rect(cv.fx(x), cv.fy(y + 0.004), cv.fx(x + 0.012), cv.fy(y - 0.004), fill=color)
+    cv.text(cv.fx(x + 0.017), cv.fy(y), text, 7.5, va="center")
 
 
-def _section_title(fig, x: float, y: float, text: str) -> None:
-    fig.text(x, y, text, fontsize=10, fontweight="bold", color="#1a2a40", va="bottom", ha="left")
+def _section_title(cv: Drawing, x: float, y: float, text: str) -> None:
+    cv.text(cv.fx(x), cv.fy(y), text, 10, bold=True, color="#1a2a40", va="bottom")
 
 
-def _key_image_row(fig, result, lesion, orient, slices, y: float, height: float, kind: str) -> None:
+def _key_image_row(cv: Drawing, result, lesion, orient, slices, y: float, height: float, kind: str) -> None:
     """One row of key slices drawn as a single mosaic (core/penumbra overlay, or Tmax with its outline)."""
     if not slices:
         return
     n = len(slices)
     width = (1 - 2 * MARGIN - 0.05) / N_KEY_IMAGES
     x0 = MARGIN + (N_KEY_IMAGES - n) * width / 2
-    ax = fig.add_axes([x0, y, n * width, height])
+    rect = (x0, y, n * width, height)
     if kind == "core":
-        mosaic, hypo = core_penumbra_mosaic(result, lesion, orient, slices, n, KEY_IMAGE_PX)
-        show_mosaic(ax, mosaic, orient)
+        mosaic, _ = core_penumbra_mosaic(result, lesion, orient, slices, n, KEY_IMAGE_PX)
+        img = raster.to_uint8(mosaic.image)
+        box = fit_box(cv, rect, img.shape[0], img.shape[1], orient.aspect)
+        box = show_image(cv, img, box)
     else:
-        tmax = np.asarray(result.tmax, float)
+        tmax = np.asarray(result.tmax)
         mosaic = map_mosaic(tmax, orient, slices, n, KEY_IMAGE_PX)
-        handle = show_mosaic(ax, mosaic, orient, cmap=map_cmap(), vmin=TMAX_RANGE_S[0], vmax=TMAX_RANGE_S[1])
         hypo_vol = as_bool_mask(lesion.hypoperfusion, tmax.shape)
         stride = decimation_step(tmax.shape[1:], KEY_IMAGE_PX)
         hypo = make_mosaic([orient.image(hypo_vol[z])[::stride, ::stride].astype(float) for z in slices], n,
                            fill=0.0)
-        contour_mosaic(ax, hypo, lw=0.5)
-        cax = fig.add_axes([1 - MARGIN - 0.018, y + 0.1 * height, 0.012, 0.8 * height])
-        cb = fig.colorbar(handle, cax=cax)
-        cb.set_label("Tmax (s)", fontsize=6.5, labelpad=1)
-        cb.ax.tick_params(labelsize=6)
-    annotate_mosaic(ax, mosaic, orient, [slice_title(orient, z, with_index=False) for z in slices], fontsize=5.5,
-                    title_size=6)
+        box = fit_box(cv, rect, *mosaic.image.shape[:2], orient.aspect)
+        box = show_image(cv, map_rgb(mosaic.image, *TMAX_RANGE_S), box, hypo.image > 0.5)
+        cv.colorbar(cv.fx(1 - MARGIN - 0.018), cv.fy(y + 0.9 * height), cv.fx(0.012), 0.8 * height * cv.height,
+                    raster.TURBO_LUT, *TMAX_RANGE_S, "Tmax (s)", 6, 6.5)
+    annotate_tiles(cv, box, mosaic, orient, [slice_title(orient, z, with_index=False) for z in slices], 5.5,
+                   title_pt=6)
 
 
-def _tmax_levels_panel(fig, rect, result, lesion, metrics, t_thr: float) -> None:
-    ax = fig.add_axes(rect)
+def _tmax_levels_panel(cv: Drawing, rect, result, lesion, metrics, t_thr: float) -> None:
+    """Horizontal bars of the volume above each Tmax level (values read from the metrics document)."""
     rows = tmax_level_volumes(result, lesion, metrics)
-    labels = [f"Tmax \u2265 {lv:g} s" for lv, _ in rows]
+    if not rows:
+        return
+    x, y, w, h = rect
+    x0, top, width, height = cv.fx(x), cv.fy(y + h), w * cv.width, h * cv.height
     values = [float(t.value) if t.available and t.value.replace(".", "", 1).isdigit() else 0.0 for _, t in rows]
-    colors = ["#2e9d4a" if abs(lv - t_thr) < 1e-6 else "#7f9fbf" for lv, _ in rows]
-    ypos = np.arange(len(rows))[::-1]
-    ax.barh(ypos, values, color=colors, height=0.6)
-    vmax = max(values + [1.0])
-    ax.set_xlim(0, vmax * 1.6)
-    for yp, (_, t), v in zip(ypos, rows, values):
-        ax.text(v + vmax * 0.03, yp, t.full() if t.available else f"n/a", va="center", fontsize=7.5)
-    ax.set_yticks(ypos, labels, fontsize=7.5)
-    ax.set_xticks([])
-    for side in ("top", "right", "bottom"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(axis="y", length=0)
+    vmax = max(values + [1.0]) * 1.6
+    step = height / len(rows)
+    for i, ((level, t), v) in enumerate(zip(rows, values)):
+        yc = top + (i + 0.5) * step
+        color = "#2e9d4a" if abs(level - t_thr) < 1e-6 else "#7f9fbf"
+        if v > 0:
+            cv.rect(x0, yc - 0.3 * step, x0 + v / vmax * width, yc + 0.3 * step, fill=color)
+        cv.text(x0 + (v / vmax + 0.03 / 1.6) * width, yc, t.full() if t.available else "n/a", 7.5, va="center")
+        cv.text(x0 - cv.pt(3.5), yc, f"Tmax \u2265 {level:g} s", 7.5, ha="right", va="center")
+    cv.line([(x0, top), (x0, top + height)], "black", width=cv.pt(0.8))
 
 
-def _qa_panel(fig, x: float, y_top: float, result: PerfusionResult, metrics: dict) -> None:
+def _qa_panel(cv: Drawing, x: float, y_top: float, result: PerfusionResult, metrics: dict) -> None:
     """Raised QA flags in red first, then the passed checks, then the venous-transit (PVT) readout."""
     flags = qa_flags_of(result, metrics)
     raised = [k for k, v in flags.items() if v]
@@ -170,9 +168,9 @@ def _qa_panel(fig, x: float, y_top: float, result: PerfusionResult, metrics: dic
     if len(lines) > max_lines:
         lines = lines[: max_lines - 1] + [(f"\u2026 {len(lines) - max_lines + 1} more in metrics.json", "0.3")]
     summary = f"{len(raised)} QA flag(s) raised" if raised else "no QA flag raised"
-    fig.text(x, y_top, summary, fontsize=8.5, fontweight="bold", color=RED if raised else "#2e7d32", va="top")
+    cv.text(cv.fx(x), cv.fy(y_top), summary, 8.5, bold=True, color=RED if raised else "#2e7d32", va="top")
     for i, (text, color) in enumerate(lines):
-        fig.text(x, y_top - 0.02 - i * 0.0145, text, fontsize=7.0, color=color, va="top", family="DejaVu Sans Mono")
+        cv.text(cv.fx(x), cv.fy(y_top - 0.02 - i * 0.0145), text, 7.0, color=color, va="top", mono=True)
 
 
 def _definition_version(metrics: dict) -> str:
@@ -213,40 +211,46 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _details_panel(fig, y_top: float, result: PerfusionResult, metrics: dict) -> None:
-    _section_title(fig, MARGIN, y_top, "Analysis details")
+def _details_panel(cv: Drawing, y_top: float, result: PerfusionResult, metrics: dict) -> None:
+    _section_title(cv, MARGIN, y_top, "Analysis details")
     rows = _details(result, metrics)
     per_col = 8
     rows = rows[: 2 * per_col]
     for i, (key, value) in enumerate(rows):
         col, r = divmod(i, per_col)
         x = MARGIN + col * 0.46
-        yy = y_top - 0.018 - r * 0.0145
-        fig.text(x, yy, key, fontsize=7.2, color="0.35", va="center")
-        fig.text(x + 0.2, yy, value, fontsize=7.2, color="0.1", va="center")
+        yy = cv.fy(y_top - 0.018 - r * 0.0145)
+        cv.text(cv.fx(x), yy, key, 7.2, color="0.35", va="center")
+        cv.text(cv.fx(x + 0.2), yy, value, 7.2, color="0.1", va="center")
 
 
-def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> None:
+def _hline(cv: Drawing, y: float, color, lw_pt: float) -> None:
+    cv.line([(cv.fx(MARGIN), cv.fy(y)), (cv.fx(1 - MARGIN), cv.fy(y))], color, width=cv.pt(lw_pt))
+
+
+def build_page(cv: Drawing, result: PerfusionResult, lesion: LesionMasks, metrics: dict) -> None:
+    """Lay the summary page out on ``cv`` (an A4 :class:`ctperf.viz.raster.Canvas` or
+    :class:`ctperf.viz.pdf_canvas.PdfCanvas`); positions are page fractions from the bottom left."""
     t_thr, rcbf = thresholds_from(metrics)
     orient = display_orientation(result.affine_ras, np.asarray(result.tmax).shape)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
+    def text(x, y, s, size, **kw):
+        return cv.text(cv.fx(x), cv.fy(y), s, size, **kw)
+
     # Header
-    fig.text(MARGIN, 0.962, "ctperf summary", fontsize=22, fontweight="bold", color="#1a2a40", va="center")
-    fig.text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{_definition_version(metrics)}",
-             fontsize=9,
-             ha="right", va="center", color="0.2")
+    text(MARGIN, 0.962, "ctperf summary", 22, bold=True, color="#1a2a40", va="center")
+    text(1 - MARGIN, 0.970, f"ctperf {__version__}  \u00b7  definitions v{_definition_version(metrics)}", 9,
+         ha="right", va="center", color="0.2")
     study = (metrics or {}).get("study_id")
-    fig.text(1 - MARGIN, 0.954, (f"study {study}  \u00b7  " if study else "") + f"generated {now}", fontsize=8,
-             ha="right", va="center", color="0.35")
+    text(1 - MARGIN, 0.954, (f"study {study}  \u00b7  " if study else "") + f"generated {now}", 8, ha="right",
+         va="center", color="0.35")
     side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
     ref = result.reference_cbf
     ref_txt = f"{ref:.1f} mL/100g/min" if isinstance(ref, (int, float)) and np.isfinite(ref) else "n/a"
-    fig.text(MARGIN, 0.934, f"Affected hemisphere: {side}   \u00b7   reference CBF: {ref_txt}   \u00b7   core: rCBF "
-             f"< {rcbf * 100:g}%   \u00b7   hypoperfusion: Tmax > {t_thr:g} s", fontsize=8.2, color="0.2",
-             va="center")
-    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [0.922, 0.922], color="#1a2a40", lw=1.2,
-                                           transform=fig.transFigure))
+    text(MARGIN, 0.934, f"Affected hemisphere: {side}   \u00b7   reference CBF: {ref_txt}   \u00b7   core: rCBF "
+         f"< {rcbf * 100:g}%   \u00b7   hypoperfusion: Tmax > {t_thr:g} s", 8.2, color="0.2", va="center")
+    _hline(cv, 0.922, "#1a2a40", 1.2)
 
     # Headline numbers
     boxes = [
@@ -263,54 +267,62 @@ def _build_page(fig, result: PerfusionResult, lesion: LesionMasks, metrics: dict
     bh = 0.082
     for i, (title, txt, color) in enumerate(boxes):
         r, c = divmod(i, 3)
-        _number_box(fig, (MARGIN + c * (bw + gap), 0.828 - r * (bh + gap), bw, bh), title, txt, color)
+        _number_box(cv, (MARGIN + c * (bw + gap), 0.828 - r * (bh + gap), bw, bh), title, txt, color)
 
     # Key images: square tiles as wide as the row allows
     slices = pick_slices(result, orient, N_KEY_IMAGES)
     tile_w = (1 - 2 * MARGIN - 0.05) / N_KEY_IMAGES
     img_h = min(tile_w * A4_IN[0] / A4_IN[1] * orient.aspect, 0.12)
     y = 0.700
-    _section_title(fig, MARGIN, y, "Core (magenta) and penumbra (green)")
-    fig.text(1 - MARGIN, y + 0.001, f"radiological view: patient {orient.left} on image left", fontsize=7,
-             color="0.35", ha="right", va="bottom")
+    _section_title(cv, MARGIN, y, "Core (magenta) and penumbra (green)")
+    text(1 - MARGIN, y + 0.001, f"radiological view: patient {orient.left} on image left", 7, color="0.35",
+         ha="right", va="bottom")
     y -= img_h + 0.016
-    _key_image_row(fig, result, lesion, orient, slices, y, img_h, "core")
+    _key_image_row(cv, result, lesion, orient, slices, y, img_h, "core")
     y -= 0.014
-    _legend_swatch(fig, MARGIN, y, CORE_COLOR, f"core {metric_text(metrics, KEYS_CORE, 'mL').full()}")
-    _legend_swatch(fig, MARGIN + 0.3, y, PENUMBRA_COLOR,
+    _legend_swatch(cv, MARGIN, y, CORE_COLOR, f"core {metric_text(metrics, KEYS_CORE, 'mL').full()}")
+    _legend_swatch(cv, MARGIN + 0.3, y, PENUMBRA_COLOR,
                    f"penumbra {metric_text(metrics, ('penumbra_ml',), 'mL').full()}")
     y -= 0.03
-    _section_title(fig, MARGIN, y, f"Tmax (white outline: Tmax > {t_thr:g} s)")
+    _section_title(cv, MARGIN, y, f"Tmax (white outline: Tmax > {t_thr:g} s)")
     y -= img_h + 0.016
-    _key_image_row(fig, result, lesion, orient, slices, y, img_h, "tmax")
+    _key_image_row(cv, result, lesion, orient, slices, y, img_h, "tmax")
 
     # Bottom panels
     y -= 0.02
-    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [y, y], color="0.75", lw=0.8,
-                                           transform=fig.transFigure))
+    _hline(cv, y, "0.75", 0.8)
     y -= 0.03
     panel_h = y - 0.012 - 0.24
-    _section_title(fig, MARGIN, y, "Tmax volumes")
-    _tmax_levels_panel(fig, [MARGIN + 0.075, y - 0.012 - panel_h, 0.22, panel_h], result, lesion, metrics, t_thr)
-    _section_title(fig, 0.375, y, "AIF / VOF")
-    ax = fig.add_axes([0.415, y - 0.012 - panel_h + 0.025, 0.255, panel_h - 0.025])
-    draw_curves(ax, result, compact=True)
-    _section_title(fig, 0.71, y, "QA")
-    _qa_panel(fig, 0.71, y - 0.008, result, metrics)
-    _details_panel(fig, 0.205, result, metrics)
+    _section_title(cv, MARGIN, y, "Tmax volumes")
+    _tmax_levels_panel(cv, [MARGIN + 0.075, y - 0.012 - panel_h, 0.22, panel_h], result, lesion, metrics, t_thr)
+    _section_title(cv, 0.375, y, "AIF / VOF")
+    top = y - 0.012 - panel_h + 0.025 + (panel_h - 0.025)
+    plot_curves(cv, (cv.fx(0.415), cv.fy(top), 0.255 * cv.width, (panel_h - 0.025) * cv.height), result, 6.5, 1.2,
+                marker=False)
+    _section_title(cv, 0.71, y, "QA")
+    _qa_panel(cv, 0.71, y - 0.008, result, metrics)
+    _details_panel(cv, 0.205, result, metrics)
 
     # Footer
-    fig.add_artist(Line2D([MARGIN, 1 - MARGIN], [0.062, 0.062], color="0.75", lw=0.8,
-                                           transform=fig.transFigure))
-    fig.text(0.5, 0.045, DISCLAIMER, fontsize=9, fontweight="bold", color=RED, ha="center", va="center")
-    fig.text(0.5, 0.027, "Automatic research analysis; volumes and indices follow the ctperf definitions "
-             f"v{_definition_version(metrics)}. Review the QA figures before using any number.", fontsize=6.5,
-             color="0.35", ha="center", va="center")
-    fig.text(1 - MARGIN, 0.012, "page 1/1", fontsize=6.5, color="0.45", ha="right", va="center")
+    _hline(cv, 0.062, "0.75", 0.8)
+    text(0.5, 0.045, DISCLAIMER, 9, bold=True, color=RED, ha="center", va="center")
+    text(0.5, 0.027, "Automatic research analysis; volumes and indices follow the ctperf definitions "
+         f"v{_definition_version(metrics)}. Review the QA figures before using any number.", 6.5, color="0.35",
+         ha="center", va="center")
+    text(1 - MARGIN, 0.012, "page 1/1", 6.5, color="0.45", ha="right", va="center")
+
+
+def render_summary_page(result: PerfusionResult, lesion: LesionMasks, metrics: dict, dpi: float) -> np.ndarray:
+    """The summary page as an RGB uint8 array (rows, columns, 3) at ``dpi`` (same layout as the PDF)."""
+    cv = raster.Canvas(*A4_IN, dpi)
+    build_page(cv, result, lesion, metrics or {})
+    return np.array(cv.image)
 
 
 def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pdf_path: Path) -> Path:
     """Write the one-page A4 summary PDF and return its path (parent folders are created)."""
+    from ctperf.viz.pdf_canvas import PdfCanvas
+
     pdf_path = Path(pdf_path)
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -319,9 +331,6 @@ def write_summary_pdf(result: PerfusionResult, lesion: LesionMasks, metrics: dic
         "Creator": f"ctperf {__version__} (definitions v{_definition_version(metrics)})",
         "Keywords": "CT perfusion; research use only",
     }
-    # matplotlib defaults (DejaVu Sans, Type 3 PDF fonts); no rc_context, which changes process-global rcParams
-    fig = new_figure(*A4_IN)
-    _build_page(fig, result, lesion, metrics or {})
-    with PdfPages(pdf_path, metadata=metadata) as pdf:
-        pdf.savefig(fig)
-    return pdf_path
+    cv = PdfCanvas(pdf_path, *A4_IN, metadata=metadata)
+    build_page(cv, result, lesion, metrics or {})
+    return cv.save()

@@ -31,19 +31,9 @@ SUMMARY_DPI = 110
 
 def render_summary_page(perf, lesion, metrics: dict, dpi: int = SUMMARY_DPI) -> np.ndarray:
     """The summary page of ``report.pdf`` as an RGB uint8 array (rows, columns, 3)."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     from ctperf import report
 
-    with matplotlib.rc_context({"font.family": "DejaVu Sans"}):
-        fig = report.new_figure(*report.A4_IN)
-        report._build_page(fig, perf, lesion, metrics or {})
-        fig.set_dpi(dpi)
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    return rgb
+    return report.render_summary_page(perf, lesion, metrics or {}, dpi)
 
 
 def build_capture(rgb: np.ndarray, description: str, source: SourceStudy, *, series_number: int,
