@@ -156,12 +156,19 @@ def resampling_matrices(times_s: np.ndarray, grid_s: np.ndarray, temporal_sigma_
 
 
 def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndarray,
-                     temporal_sigma_s: float = 0.0, mask_zyx: np.ndarray | None = None) -> np.ndarray:
+                     temporal_sigma_s: float = 0.0, mask_zyx: np.ndarray | None = None,
+                     workers: int | None = None) -> np.ndarray:
     """Resample every voxel curve onto ``grid_s`` slice by slice (``times_s`` is (t, z)); float32 (T, z, y, x).
 
     Linear interpolation in time (and optionally Gaussian temporal smoothing), applied as one small matrix per
-    slice to all its voxels at once (a BLAS matrix product; see :func:`resampling_matrices`).  With ``mask_zyx``
-    only the voxels inside it are computed; the others are 0.
+    slice to all its voxels at once (see :func:`resampling_matrices`).  With ``mask_zyx`` only the voxels inside
+    it are kept; the others are 0.
+
+    Each slice is one BLAS matrix product read straight from the input frames and written straight into the
+    output (both are views: no gather/scatter copies), over the band of image rows that holds the slice's mask
+    voxels; the voxels of that band outside the mask are then zeroed.  Every output voxel is the product of the
+    same operator row with its own curve, whatever the band, so the result depends neither on the band nor on
+    ``workers`` (threads over slices; numpy releases the GIL, None = all CPU cores).
     """
     nt, nz = data_tzyx.shape[:2]
     t = np.asarray(times_s, float)
@@ -169,26 +176,23 @@ def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndar
         t = np.repeat(t[:, None], nz, axis=1)
     mats = resampling_matrices(t, np.asarray(grid_s, float), temporal_sigma_s)
     ng = len(grid_s)
-    if mask_zyx is None:
-        out = np.empty((ng,) + data_tzyx.shape[1:], np.float32)
-        for z in range(nz):
-            src = np.ascontiguousarray(data_tzyx[:, z], np.float32).reshape(nt, -1)
-            out[:, z] = (mats[z] @ src).reshape((ng,) + data_tzyx.shape[2:])
-        return out
-    out = np.zeros((ng,) + data_tzyx.shape[1:], np.float32)  # untouched (masked-out) pages are never written
-    m_max = int(np.asarray(mask_zyx).reshape(nz, -1).sum(axis=1).max()) if nz else 0
-    src_buf = np.empty(nt * m_max, np.float32)  # one buffer for all slices (no per-slice allocation)
-    res_buf = np.empty(ng * m_max, np.float32)
-    for z in range(nz):
-        idx = np.flatnonzero(mask_zyx[z])
-        if len(idx):
-            src = src_buf[: nt * len(idx)].reshape(nt, len(idx))
-            np.take(np.asarray(data_tzyx[:, z], np.float32).reshape(nt, -1), idx, axis=1, out=src)
-            res = res_buf[: ng * len(idx)].reshape(ng, len(idx))
-            np.matmul(mats[z], src, out=res)
-            rows = out[:, z].reshape(ng, -1)
-            for k in range(ng):  # one contiguous image per time point: a 1-D scatter is far cheaper than 2-D
-                rows[k, idx] = res[k]
+    out = np.zeros((ng,) + data_tzyx.shape[1:], np.float32)  # pages outside every band are never touched
+
+    def one_slice(z: int) -> None:
+        if mask_zyx is None:
+            y0, y1 = 0, data_tzyx.shape[2]
+        else:
+            rows = np.flatnonzero(np.any(mask_zyx[z], axis=1))
+            if not len(rows):
+                return
+            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        src = np.asarray(data_tzyx[:, z, y0:y1], np.float32).reshape(nt, -1)
+        np.matmul(mats[z], src, out=out[:, z, y0:y1].reshape(ng, -1))
+        if mask_zyx is not None:
+            np.copyto(out[:, z, y0:y1], np.float32(0.0), where=~np.asarray(mask_zyx[z, y0:y1], bool))
+
+    with ThreadPoolExecutor(max_workers=thread_count(workers, nz)) as pool:
+        list(pool.map(one_slice, range(nz)))
     return out
 
 
@@ -386,7 +390,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # curves are needed in the brain and a margin around it (the venous sinus search reaches 5 mm outside)
     r_near = max(1, int(round(8.0 / pxb)))
     near_brain = ndimage.maximum_filter(brain, size=(1, 2 * r_near + 1, 2 * r_near + 1))  # square: separable
-    delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain)
+    delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain, workers=workers)
     del hub
     t0 = float(times[0, 0])
     return Preprocessed(
