@@ -86,21 +86,33 @@ def binned_affine(affine_ras: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(affine_ras, float) @ s
 
 
-def bin_inplane(vol: np.ndarray, factor: int) -> np.ndarray:
-    """Block-average the last two axes (y, x) by ``factor`` (remainder rows/columns dropped), float32."""
+def bin_inplane(vol: np.ndarray, factor: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Block-average the last two axes (y, x) by ``factor`` (remainder rows/columns dropped), float32.
+
+    ``out``: optional float32 array of the result's shape to write into.  Each 2-D image is reduced on its own
+    (it stays in the CPU cache between the passes): the columns of every block summed first (one pass over the
+    input), then the rows on the already reduced image - much faster than reshape(...).mean(axis=(..)) or
+    ``factor``^2 strided accumulations.
+    """
     if factor == 1:
-        return np.asarray(vol, np.float32)
+        if out is None:
+            return np.asarray(vol, np.float32)
+        out[...] = vol
+        return out
     *lead, ny, nx = vol.shape
     ny2, nx2 = ny // factor, nx // factor
-    # Sum along x first (one pass over the input), then along y on the already reduced array: much faster
-    # than reshape(...).mean(axis=(..)) or factor^2 strided accumulations.
-    rows = np.asarray(vol[..., : ny2 * factor, 0 : nx2 * factor : factor], np.float32).copy()
-    for b in range(1, factor):
-        rows += vol[..., : ny2 * factor, b : nx2 * factor : factor]
-    out = rows[..., 0::factor, :].copy()
-    for a in range(1, factor):
-        out += rows[..., a::factor, :]
-    out *= np.float32(1.0 / factor**2)
+    if out is None:
+        out = np.empty((*lead, ny2, nx2), np.float32)
+    scale = np.float32(1.0 / factor**2)
+    for idx in np.ndindex(*lead):
+        img, res = vol[idx][: ny2 * factor, : nx2 * factor], out[idx]
+        rows = np.add(img[:, 0::factor], img[:, 1::factor], dtype=np.float32)
+        for b in range(2, factor):
+            rows += img[:, b::factor]
+        np.add(rows[0::factor], rows[1::factor], out=res)
+        for a in range(2, factor):
+            res += rows[a::factor]
+        res *= scale
     return out
 
 
@@ -342,13 +354,13 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # 2. binning
     f = bin_factor_for(affine_ras, cfg.compute_pixel_mm)
     aff = binned_affine(affine_ras, f)
-    hub = np.empty((nt,) + bin_inplane(hu[0], f).shape, np.float32)
+    hub = np.empty((nt, hu.shape[1], hu.shape[2] // f, hu.shape[3] // f), np.float32)
 
     def bin_frame(i: int) -> None:
         frame = hu[i]
         if frame_moved(motion[i], px, hu.shape[2:], cfg.motion_apply_min_mm):
             frame = warp_frame_inplane(frame, motion[i], px)
-        hub[i] = bin_inplane(frame, f)
+        bin_inplane(frame, f, out=hub[i])
 
     with ThreadPoolExecutor(max_workers=thread_count(workers, nt)) as pool:  # numpy releases the GIL
         list(pool.map(bin_frame, range(nt)))
