@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ctperf.preprocess import dilate_disk_inplane
 from ctperf.results import Curve
 
 
@@ -279,9 +280,7 @@ def _near(mask_zyx: np.ndarray, margin_mm: float, pixel_mm: float) -> np.ndarray
     m = np.asarray(mask_zyx, bool)
     if margin_mm <= 0 or not m.any():
         return m
-    r = max(1, int(round(margin_mm / pixel_mm)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return ndimage.binary_dilation(m, structure=((xx**2 + yy**2) <= r * r)[None])
+    return dilate_disk_inplane(m, max(1, int(round(margin_mm / pixel_mm))))
 
 
 def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple, exclude_self: bool = False) -> np.ndarray:
@@ -341,9 +340,7 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     aif_vox = coords[a_sel]
     del curves
 
-    r = max(1, int(round(5.0 / pixel_mm)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    region = ndimage.binary_dilation(brain, structure=((xx**2 + yy**2) <= r * r)[None]) & (baseline_hu < 150) & hu_ok
+    region = dilate_disk_inplane(brain, max(1, int(round(5.0 / pixel_mm)))) & (baseline_hu < 150) & hu_ok
     # the sinus lies against the inner table of the skull: keep a one-voxel-scale margin (residual motion makes
     # the voxels touching bone flicker; the VOF is read in the sinus lumen)
     if vof_bone_margin_mm > 0:
@@ -409,11 +406,19 @@ BOLUS_HU_CHECK = 800.0
 def bolus_plausible(delta_tzyx: np.ndarray, baseline_hu: np.ndarray) -> np.ndarray:
     """Voxels (z, y, x) whose curve can be contrast passing through: absolute HU never below -100 (air moved in)
     and, above ``BOLUS_HU_CHECK``, one contiguous excursion that starts after the first frame (bone moving in
-    and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap."""
-    low = (delta_tzyx.min(axis=0) + baseline_hu) > -100.0
-    high = delta_tzyx > (BOLUS_HU_CHECK - baseline_hu)[None]
-    n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
-    return low & ~high[0] & (n_runs <= 1)
+    and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap.
+
+    The excursions are counted only on the few curves that ever exceed ``BOLUS_HU_CHECK`` (one pass over the
+    4D array finds them); every other curve passes that test trivially.
+    """
+    thr = BOLUS_HU_CHECK - np.asarray(baseline_hu)
+    ok = (delta_tzyx.min(axis=0) + baseline_hu) > -100.0
+    bright = np.flatnonzero(delta_tzyx.max(axis=0) > thr)
+    if bright.size:
+        high = np.take(delta_tzyx.reshape(len(delta_tzyx), -1), bright, axis=1) > thr.ravel()[bright]
+        n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
+        ok.ravel()[bright] &= ~high[0] & (n_runs <= 1)
+    return ok
 
 
 def curve_is_clean(curve: np.ndarray, time_s: np.ndarray, before_s: float, max_pre: float = 0.1,

@@ -19,6 +19,7 @@ Steps (see :func:`preprocess_study`):
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -288,6 +289,35 @@ def _disk(radius_px: int) -> np.ndarray:
     return (xx**2 + yy**2) <= r * r
 
 
+def dilate_disk_inplane(mask: np.ndarray, radius_px: int, border: bool = False) -> np.ndarray:
+    """Binary dilation of every 2-D image (last two axes) by the disk ``x^2 + y^2 <= r^2`` (``r`` in pixels).
+
+    The same result as ``ndimage.binary_dilation(mask, _disk(r)[None])`` (slices are thick: nothing crosses
+    them) at a fraction of its cost: the disk is the union of its rows, so the dilation is the OR of horizontal
+    segment dilations (one 1-D maximum filter per distinct row width) shifted vertically.  ``border``: the value
+    of the pixels outside the image; ``~dilate_disk_inplane(~m, r, border=True)`` is scipy's
+    ``binary_erosion(m, _disk(r)[None])`` (outside counts as background).
+    """
+    m = np.asarray(mask, bool)
+    r = max(0, int(radius_px))
+    out = np.zeros_like(m)
+    ny = m.shape[-2]
+    segments: dict[int, np.ndarray] = {}
+    for dy in range(-r, r + 1):
+        w = math.isqrt(r * r - dy * dy)  # half-width of the disk's row dy
+        if w not in segments:
+            segments[w] = ndimage.maximum_filter1d(m.view(np.uint8), 2 * w + 1, axis=-1, mode="constant",
+                                                   cval=int(border)).view(bool)
+        seg, d = segments[w], min(abs(dy), ny)
+        if dy >= 0:  # out[y] |= seg[y - dy]; rows y < dy read outside the image
+            out[..., d:, :] |= seg[..., : ny - d, :]
+            out[..., :d, :] |= border
+        else:
+            out[..., : ny - d, :] |= seg[..., d:, :]
+            out[..., ny - d :, :] |= border
+    return out
+
+
 def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
                outside_fov: np.ndarray | None = None) -> np.ndarray:
     """Intracranial soft tissue from the baseline image.
@@ -301,15 +331,14 @@ def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
         cand &= ~outside_fov
     # Exclude anything touching bone closely: soft tissue outside the skull is separated by the bone ring.
     r = max(1, int(round(3.0 / pixel_mm)))
-    st = _disk(r)[None]
-    core = ndimage.binary_erosion(cand, structure=st)
+    core = ~dilate_disk_inplane(~cand, r, border=True)  # in-plane erosion (outside the image: background)
     lab, n = ndimage.label(core)
     if n == 0:
         return np.zeros_like(cand)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     keep = lab == int(np.argmax(sizes))
-    keep = ndimage.binary_dilation(keep, structure=st) & cand
+    keep = dilate_disk_inplane(keep, r) & cand
     for z in range(keep.shape[0]):
         keep[z] = ndimage.binary_fill_holes(keep[z])
     return keep
@@ -376,7 +405,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     if fov is not None:
         soft &= ~fov
     # away (>= 4 mm in-plane) from bone and air, whose edges flicker with head motion
-    soft &= ~ndimage.binary_dilation(~soft, structure=_disk(max(1, int(round(4.0 / pxb))))[None])
+    soft &= ~dilate_disk_inplane(~soft, max(1, int(round(4.0 / pxb))))
     frame_t = times[:, 0] - times[0, 0]
     t_arr = bolus_arrival_s(bright_curves(hub, soft), frame_t)
     n_base = baseline_frame_count(frame_t, t_arr, cfg.baseline_margin_s)
