@@ -112,18 +112,3 @@ def test_preprocess_study_end_to_end_small():
     assert pre.brain[1][r < 60].mean() > 0.95
     assert abs(float(np.median(pre.delta_hu[0][pre.brain]))) < 1.0
 
-
-def test_dilate_disk_inplane_matches_scipy_morphology():
-    """The row-decomposed disk dilation is scipy's in-plane binary dilation, and with ``border=True`` on the
-    complement its erosion (outside the image = background), for any radius and image size."""
-    from scipy import ndimage
-
-    from ctperf.preprocess import _disk, dilate_disk_inplane
-
-    rng = np.random.default_rng(3)
-    for _ in range(60):
-        m = rng.random((int(rng.integers(1, 4)), int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < rng.random()
-        r = int(rng.integers(0, 8))
-        st = _disk(r)[None]
-        assert np.array_equal(dilate_disk_inplane(m, r), ndimage.binary_dilation(m, st))
-        assert np.array_equal(~dilate_disk_inplane(~m, r, border=True), ndimage.binary_erosion(m, st))

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ctperf.preprocess import dilate_disk_inplane
+from ctperf.core.morphology import dilate_disk_inplane
 from ctperf.results import Curve
 
 

@@ -19,7 +19,6 @@ Steps (see :func:`preprocess_study`):
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import PreprocessConfig, thread_count
+from ctperf.core.morphology import dilate_disk_inplane, fill_holes_inplane
 from ctperf.motion import estimate_inplane_motion, frame_moved, warp_frame_inplane
 from ctperf.study import spacing_xyz_mm
 
@@ -283,41 +283,6 @@ def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction:
 # Masks
 # ----------------------------------------------------------------------------------------------------------------
 
-def _disk(radius_px: int) -> np.ndarray:
-    r = max(0, int(radius_px))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (xx**2 + yy**2) <= r * r
-
-
-def dilate_disk_inplane(mask: np.ndarray, radius_px: int, border: bool = False) -> np.ndarray:
-    """Binary dilation of every 2-D image (last two axes) by the disk ``x^2 + y^2 <= r^2`` (``r`` in pixels).
-
-    The same result as ``ndimage.binary_dilation(mask, _disk(r)[None])`` (slices are thick: nothing crosses
-    them) at a fraction of its cost: the disk is the union of its rows, so the dilation is the OR of horizontal
-    segment dilations (one 1-D maximum filter per distinct row width) shifted vertically.  ``border``: the value
-    of the pixels outside the image; ``~dilate_disk_inplane(~m, r, border=True)`` is scipy's
-    ``binary_erosion(m, _disk(r)[None])`` (outside counts as background).
-    """
-    m = np.asarray(mask, bool)
-    r = max(0, int(radius_px))
-    out = np.zeros_like(m)
-    ny = m.shape[-2]
-    segments: dict[int, np.ndarray] = {}
-    for dy in range(-r, r + 1):
-        w = math.isqrt(r * r - dy * dy)  # half-width of the disk's row dy
-        if w not in segments:
-            segments[w] = ndimage.maximum_filter1d(m.view(np.uint8), 2 * w + 1, axis=-1, mode="constant",
-                                                   cval=int(border)).view(bool)
-        seg, d = segments[w], min(abs(dy), ny)
-        if dy >= 0:  # out[y] |= seg[y - dy]; rows y < dy read outside the image
-            out[..., d:, :] |= seg[..., : ny - d, :]
-            out[..., :d, :] |= border
-        else:
-            out[..., : ny - d, :] |= seg[..., d:, :]
-            out[..., ny - d :, :] |= border
-    return out
-
-
 def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
                outside_fov: np.ndarray | None = None) -> np.ndarray:
     """Intracranial soft tissue from the baseline image.
@@ -338,10 +303,7 @@ def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     keep = lab == int(np.argmax(sizes))
-    keep = dilate_disk_inplane(keep, r) & cand
-    for z in range(keep.shape[0]):
-        keep[z] = ndimage.binary_fill_holes(keep[z])
-    return keep
+    return fill_holes_inplane(dilate_disk_inplane(keep, r) & cand)
 
 
 def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> np.ndarray:
