@@ -154,3 +154,19 @@ def test_less_affected_side_from_median_tissue_curves():
     sym = np.repeat(early[None], 2 * n, 0)
     assert less_affected_side(sym, side, T) == 0
     assert less_affected_side(curves, None, T) == 0
+
+
+def test_largest_first_is_the_descending_argsort_head():
+    """The partition shortcut of the VOF ranking returns exactly ``argsort(v)[::-1][:n]`` (ties, -inf, NaN)."""
+    from ctperf.aif import _largest_first
+
+    rng = np.random.default_rng(0)
+    for i in range(600):
+        m = int(rng.integers(0, 40))
+        v = rng.integers(0, 6, m).astype(float) if i % 3 == 0 else rng.normal(size=m)
+        if i % 5 == 0 and m:
+            v[rng.integers(0, m)] = -np.inf
+        if i % 7 == 0 and m:
+            v[rng.integers(0, m)] = np.nan
+        n = int(rng.integers(0, 8))
+        assert np.array_equal(_largest_first(v, n), np.argsort(v)[::-1][:n])

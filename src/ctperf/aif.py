@@ -311,6 +311,20 @@ def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple, exclude_self
     return (num / np.maximum(den, 1e-6))[idx]
 
 
+def _largest_first(values: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(values)[::-1][:n]``: indices of the ``n`` largest values, largest first.
+
+    When those ``n`` values are distinct and above all others (the order is then unique) they are found by a
+    partition and only they are sorted; otherwise (ties, NaN) the full argsort decides, as before.
+    """
+    v = np.asarray(values)
+    if 0 < n < len(v):
+        top = np.flatnonzero(v >= np.partition(v, len(v) - n)[len(v) - n])
+        if len(top) == n and len(np.unique(v[top])) == n:
+            return top[np.argsort(v[top])[::-1]]
+    return np.argsort(v)[::-1][:n]
+
+
 def _pick_vof(f: CurveFeatures, aif_ttp_s: float, n_vof: int, min_delay_s: float, idx: tuple,
               shape: tuple) -> np.ndarray:
     """VOF voxels (indices into the candidates ``idx`` of a ``shape`` volume) from their curves' features ``f``
@@ -323,7 +337,7 @@ def _pick_vof(f: CurveFeatures, aif_ttp_s: float, n_vof: int, min_delay_s: float
     late = np.nonzero((ttp >= aif_ttp_s + min_delay_s) & (f.peak > 0))[0]
     if len(late) < n_vof:
         late = np.arange(len(f.peak))
-    return late[np.argsort(auc[late])[::-1][:n_vof]]
+    return late[_largest_first(auc[late], n_vof)]
 
 
 def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray, baseline_hu: np.ndarray,
