@@ -160,15 +160,15 @@ def _earliest_cluster(arrival: np.ndarray, window_s: float, min_members: int) ->
     return float(np.median(a[i : i + counts[i]]))
 
 
-def _pick_aif(curves: np.ndarray, coords: np.ndarray, time_s: np.ndarray, side: np.ndarray | None, n_aif: int,
+def _pick_aif(curves: np.ndarray | None, coords: np.ndarray, time_s: np.ndarray, side: np.ndarray | None, n_aif: int,
               max_return_fraction: float, coherence_fraction: float, eligible: np.ndarray | None = None,
               shape: tuple | None = None, pixel_mm: float = 1.0, venous_margin_mm: float = 3.0,
               min_fwhm_s: float = 3.0, min_cluster: int = 3, preferred_side: int = 0,
               features: CurveFeatures | None = None) -> AifPick:
     """AIF voxels among ``curves`` (n, T); see the module docstring (steps 1-5).  ``features``: the curves'
-    :func:`curve_features` when already computed."""
+    :func:`curve_features` when already computed (then ``curves`` is not needed)."""
     f = curve_features(curves, time_s) if features is None else features
-    n = len(curves)
+    n = len(f.peak)
     ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
     if ok.sum() < max(n_aif, 1):
         ok = np.ones(n, bool)
@@ -368,21 +368,21 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
 
     idx = np.nonzero(aif_region)
     a_rows = row[idx]
-    curves = all_curves[a_rows]
     coords = np.stack(idx, axis=1)
     side = side_zyx[idx] if side_zyx is not None else None
     # AIF voxels keep away from bone (in-plane): residual motion and through-plane partial volume of the skull
     # make its edge flicker by hundreds of HU, which looks like early, narrow, high enhancement
     near_bone = _near(baseline_hu > 150.0, bone_margin_mm, pixel_mm)
-    pref = less_affected_side(curves, side, time_s, hemisphere_delay_s)
-    pick = _pick_aif(curves, coords, time_s, side, n_aif, max_return_fraction, coherence_fraction,
+    # hemisphere labels of the AIF search voxels among all gathered curves (0: VOF-only voxels, in neither side)
+    side_all = None if side is None else np.where(aif_region[both], side_zyx[both], 0)
+    pref = less_affected_side(all_curves, side_all, time_s, hemisphere_delay_s)
+    pick = _pick_aif(None, coords, time_s, side, n_aif, max_return_fraction, coherence_fraction,
                      eligible=~near_bone[idx], shape=brain.shape, pixel_mm=pixel_mm,
                      venous_margin_mm=venous_margin_mm, preferred_side=pref,
                      features=all_features.take(a_rows))
     a_sel, a_side = pick.selected, pick.side
-    aif_raw = curves[a_sel].mean(axis=0)
+    aif_raw = all_curves[a_rows[a_sel]].mean(axis=0)
     aif_vox = coords[a_sel]
-    del curves
 
     vidx = np.nonzero(vof_region)
     v_rows = row[vidx]
