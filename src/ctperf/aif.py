@@ -447,16 +447,18 @@ def bolus_plausible(delta_tzyx: np.ndarray, baseline_hu: np.ndarray) -> np.ndarr
     and, above ``BOLUS_HU_CHECK``, one contiguous excursion that starts after the first frame (bone moving in
     and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap.
 
-    The excursions are counted only on the few curves that ever exceed ``BOLUS_HU_CHECK`` (one pass over the
-    4D array finds them); every other curve passes that test trivially.
+    The excursions are counted only on the few curves that cross ``BOLUS_HU_CHECK`` (the curve's minimum and
+    maximum find them): a curve never above it passes that test, a curve always above it (bone) fails it.
     """
     thr = BOLUS_HU_CHECK - np.asarray(baseline_hu)
-    ok = (delta_tzyx.min(axis=0) + baseline_hu) > -100.0
-    bright = np.flatnonzero(delta_tzyx.max(axis=0) > thr)
-    if bright.size:
-        high = np.take(delta_tzyx.reshape(len(delta_tzyx), -1), bright, axis=1) > thr.ravel()[bright]
+    lowest = delta_tzyx.min(axis=0)
+    always_high = lowest > thr
+    ok = ((lowest + baseline_hu) > -100.0) & ~always_high
+    crossing = np.flatnonzero((delta_tzyx.max(axis=0) > thr) & ~always_high)
+    if crossing.size:
+        high = np.take(delta_tzyx.reshape(len(delta_tzyx), -1), crossing, axis=1) > thr.ravel()[crossing]
         n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
-        ok.ravel()[bright] &= ~high[0] & (n_runs <= 1)
+        ok.ravel()[crossing] &= ~high[0] & (n_runs <= 1)
     return ok
 
 
