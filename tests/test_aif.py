@@ -154,3 +154,35 @@ def test_less_affected_side_from_median_tissue_curves():
     sym = np.repeat(early[None], 2 * n, 0)
     assert less_affected_side(sym, side, T) == 0
     assert less_affected_side(curves, None, T) == 0
+
+
+def test_largest_first_is_the_descending_argsort_head():
+    """The partition shortcut of the VOF ranking returns exactly ``argsort(v)[::-1][:n]`` (ties, -inf, NaN)."""
+    from ctperf.aif import _largest_first
+
+    rng = np.random.default_rng(0)
+    for i in range(600):
+        m = int(rng.integers(0, 40))
+        v = rng.integers(0, 6, m).astype(float) if i % 3 == 0 else rng.normal(size=m)
+        if i % 5 == 0 and m:
+            v[rng.integers(0, m)] = -np.inf
+        if i % 7 == 0 and m:
+            v[rng.integers(0, m)] = np.nan
+        n = int(rng.integers(0, 8))
+        assert np.array_equal(_largest_first(v, n), np.argsort(v)[::-1][:n])
+
+
+def test_bolus_plausible_equals_its_definition():
+    """The shortcut (excursions counted on crossing curves only) gives the definition's mask: never below
+    -100 HU, and above BOLUS_HU_CHECK at most one excursion, not from the first frame."""
+    from ctperf.aif import BOLUS_HU_CHECK, bolus_plausible
+
+    rng = np.random.default_rng(1)
+    base = rng.choice([-1000.0, 30.0, 700.0, 1200.0], size=(3, 8, 8))
+    delta = rng.normal(0.0, 150.0, (12, 3, 8, 8)).cumsum(axis=0).astype(np.float32)
+    delta[:, 0, 0, 0] = 0.0  # bone at rest, air at rest
+    delta[:, 0, 0, 1] = 0.0
+    high = delta > (BOLUS_HU_CHECK - base)[None]
+    runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
+    expected = ((delta.min(axis=0) + base) > -100.0) & ~high[0] & (runs <= 1)
+    assert np.array_equal(bolus_plausible(delta, base), expected)

@@ -111,3 +111,4 @@ def test_preprocess_study_end_to_end_small():
     assert pre.n_baseline_frames >= 3
     assert pre.brain[1][r < 60].mean() > 0.95
     assert abs(float(np.median(pre.delta_hu[0][pre.brain]))) < 1.0
+

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ctperf.core.morphology import dilate_disk_inplane
 from ctperf.results import Curve
 
 
@@ -66,6 +67,10 @@ class CurveFeatures:
     fwhm_s: np.ndarray
     return_fraction: np.ndarray
     auc: np.ndarray
+
+    def take(self, rows: np.ndarray) -> CurveFeatures:
+        """The features of the curves ``rows`` (every feature is computed from its own curve alone)."""
+        return CurveFeatures(*(np.asarray(v)[rows] for v in vars(self).values()))
 
 
 @dataclass
@@ -155,13 +160,15 @@ def _earliest_cluster(arrival: np.ndarray, window_s: float, min_members: int) ->
     return float(np.median(a[i : i + counts[i]]))
 
 
-def _pick_aif(curves: np.ndarray, coords: np.ndarray, time_s: np.ndarray, side: np.ndarray | None, n_aif: int,
+def _pick_aif(curves: np.ndarray | None, coords: np.ndarray, time_s: np.ndarray, side: np.ndarray | None, n_aif: int,
               max_return_fraction: float, coherence_fraction: float, eligible: np.ndarray | None = None,
               shape: tuple | None = None, pixel_mm: float = 1.0, venous_margin_mm: float = 3.0,
-              min_fwhm_s: float = 3.0, min_cluster: int = 3, preferred_side: int = 0) -> AifPick:
-    """AIF voxels among ``curves`` (n, T); see the module docstring (steps 1-5)."""
-    f = curve_features(curves, time_s)
-    n = len(curves)
+              min_fwhm_s: float = 3.0, min_cluster: int = 3, preferred_side: int = 0,
+              features: CurveFeatures | None = None) -> AifPick:
+    """AIF voxels among ``curves`` (n, T); see the module docstring (steps 1-5).  ``features``: the curves'
+    :func:`curve_features` when already computed (then ``curves`` is not needed)."""
+    f = curve_features(curves, time_s) if features is None else features
+    n = len(f.peak)
     ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
     if ok.sum() < max(n_aif, 1):
         ok = np.ones(n, bool)
@@ -279,14 +286,19 @@ def _near(mask_zyx: np.ndarray, margin_mm: float, pixel_mm: float) -> np.ndarray
     m = np.asarray(mask_zyx, bool)
     if margin_mm <= 0 or not m.any():
         return m
-    r = max(1, int(round(margin_mm / pixel_mm)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return ndimage.binary_dilation(m, structure=((xx**2 + yy**2) <= r * r)[None])
+    return dilate_disk_inplane(m, max(1, int(round(margin_mm / pixel_mm))))
 
 
 def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple, exclude_self: bool = False) -> np.ndarray:
     """In-plane 3x3 mean of a per-voxel feature over the candidate voxels (reduces noise-selection bias);
-    with ``exclude_self`` the mean of the 8 neighbours only (the voxel's own noise does not affect its rank)."""
+    with ``exclude_self`` the mean of the 8 neighbours only (the voxel's own noise does not affect its rank).
+
+    Computed on the candidates' bounding box plus a 2-pixel margin of zeros: the filter reads the same values
+    there as on the whole ``shape`` volume (which is 0 outside the candidates)."""
+    lo = [max(0, int(i.min()) - 2) if len(i) else 0 for i in idx]
+    hi = [min(n, int(i.max()) + 3) if len(i) else 0 for i, n in zip(idx, shape)]
+    idx = tuple(i - a for i, a in zip(idx, lo))
+    shape = tuple(b - a for a, b in zip(lo, hi))
     vol = np.zeros(shape, np.float32)
     cnt = np.zeros(shape, np.float32)
     vol[idx] = values
@@ -299,9 +311,24 @@ def _smoothed_feature(values: np.ndarray, idx: tuple, shape: tuple, exclude_self
     return (num / np.maximum(den, 1e-6))[idx]
 
 
-def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: int, min_delay_s: float,
-              idx: tuple, shape: tuple) -> np.ndarray:
-    f = curve_features(curves, time_s)
+def _largest_first(values: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(values)[::-1][:n]``: indices of the ``n`` largest values, largest first.
+
+    When those ``n`` values are distinct and above all others (the order is then unique) they are found by a
+    partition and only they are sorted; otherwise (ties, NaN) the full argsort decides, as before.
+    """
+    v = np.asarray(values)
+    if 0 < n < len(v):
+        top = np.flatnonzero(v >= np.partition(v, len(v) - n)[len(v) - n])
+        if len(top) == n and len(np.unique(v[top])) == n:
+            return top[np.argsort(v[top])[::-1]]
+    return np.argsort(v)[::-1][:n]
+
+
+def _pick_vof(f: CurveFeatures, aif_ttp_s: float, n_vof: int, min_delay_s: float, idx: tuple,
+              shape: tuple) -> np.ndarray:
+    """VOF voxels (indices into the candidates ``idx`` of a ``shape`` volume) from their curves' features ``f``
+    (see the module docstring)."""
     nbr = _smoothed_feature(f.auc, idx, shape, exclude_self=True)
     # rank by the neighbours' area (independent of the voxel's own noise), among voxels that are themselves
     # at least half as bright (not the edge of the sinus)
@@ -309,8 +336,8 @@ def _pick_vof(curves: np.ndarray, time_s: np.ndarray, aif_ttp_s: float, n_vof: i
     ttp = _smoothed_feature(f.ttp_s, idx, shape)
     late = np.nonzero((ttp >= aif_ttp_s + min_delay_s) & (f.peak > 0))[0]
     if len(late) < n_vof:
-        late = np.arange(len(curves))
-    return late[np.argsort(auc[late])[::-1][:n_vof]]
+        late = np.arange(len(f.peak))
+    return late[_largest_first(auc[late], n_vof)]
 
 
 def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray, baseline_hu: np.ndarray,
@@ -325,34 +352,43 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     the AIF; side_zyx : optional hemisphere labels (+1 left, -1 right).
     """
     hu_ok = bolus_plausible(delta_tzyx, baseline_hu)
-    idx = np.nonzero(brain & hu_ok)
-    curves = delta_tzyx[:, idx[0], idx[1], idx[2]].T
+    aif_region = brain & hu_ok
+    # VOF search region: brain dilated by ~5 mm, without bone
+    vof_region = dilate_disk_inplane(brain, max(1, int(round(5.0 / pixel_mm)))) & (baseline_hu < 150) & hu_ok
+    # the sinus lies against the inner table of the skull: keep a one-voxel-scale margin (residual motion makes
+    # the voxels touching bone flicker; the VOF is read in the sinus lumen)
+    if vof_bone_margin_mm > 0:
+        vof_region &= ~_near(baseline_hu >= 150, vof_bone_margin_mm, pixel_mm)
+    # one gather and one feature pass for the voxels of both searches (the regions overlap almost entirely)
+    both = np.nonzero(aif_region | vof_region)
+    all_curves = delta_tzyx[:, both[0], both[1], both[2]].T
+    all_features = curve_features(all_curves, time_s)
+    row = np.zeros(brain.shape, np.intp)
+    row[both] = np.arange(len(both[0]))
+
+    idx = np.nonzero(aif_region)
+    a_rows = row[idx]
     coords = np.stack(idx, axis=1)
     side = side_zyx[idx] if side_zyx is not None else None
     # AIF voxels keep away from bone (in-plane): residual motion and through-plane partial volume of the skull
     # make its edge flicker by hundreds of HU, which looks like early, narrow, high enhancement
     near_bone = _near(baseline_hu > 150.0, bone_margin_mm, pixel_mm)
-    pref = less_affected_side(curves, side, time_s, hemisphere_delay_s)
-    pick = _pick_aif(curves, coords, time_s, side, n_aif, max_return_fraction, coherence_fraction,
+    # hemisphere labels of the AIF search voxels among all gathered curves (0: VOF-only voxels, in neither side)
+    side_all = None if side is None else np.where(aif_region[both], side_zyx[both], 0)
+    pref = less_affected_side(all_curves, side_all, time_s, hemisphere_delay_s)
+    pick = _pick_aif(None, coords, time_s, side, n_aif, max_return_fraction, coherence_fraction,
                      eligible=~near_bone[idx], shape=brain.shape, pixel_mm=pixel_mm,
-                     venous_margin_mm=venous_margin_mm, preferred_side=pref)
+                     venous_margin_mm=venous_margin_mm, preferred_side=pref,
+                     features=all_features.take(a_rows))
     a_sel, a_side = pick.selected, pick.side
-    aif_raw = curves[a_sel].mean(axis=0)
+    aif_raw = all_curves[a_rows[a_sel]].mean(axis=0)
     aif_vox = coords[a_sel]
-    del curves
 
-    r = max(1, int(round(5.0 / pixel_mm)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    region = ndimage.binary_dilation(brain, structure=((xx**2 + yy**2) <= r * r)[None]) & (baseline_hu < 150) & hu_ok
-    # the sinus lies against the inner table of the skull: keep a one-voxel-scale margin (residual motion makes
-    # the voxels touching bone flicker; the VOF is read in the sinus lumen)
-    if vof_bone_margin_mm > 0:
-        region &= ~_near(baseline_hu >= 150, vof_bone_margin_mm, pixel_mm)
-    vidx = np.nonzero(region)
-    vcurves = delta_tzyx[:, vidx[0], vidx[1], vidx[2]].T
+    vidx = np.nonzero(vof_region)
+    v_rows = row[vidx]
     aif_ttp = Curve(time_s, aif_raw).ttp_s
-    v_sel = _pick_vof(vcurves, time_s, aif_ttp, n_vof, vof_min_delay_s, vidx, brain.shape)
-    vof = vcurves[v_sel].mean(axis=0)
+    v_sel = _pick_vof(all_features.take(v_rows), aif_ttp, n_vof, vof_min_delay_s, vidx, brain.shape)
+    vof = all_curves[v_rows[v_sel]].mean(axis=0)
     vof_vox = np.stack(vidx, axis=1)[v_sel]
 
     vof_ok = curve_is_clean(vof, time_s, Curve(time_s, aif_raw).ttp_s)
@@ -409,11 +445,21 @@ BOLUS_HU_CHECK = 800.0
 def bolus_plausible(delta_tzyx: np.ndarray, baseline_hu: np.ndarray) -> np.ndarray:
     """Voxels (z, y, x) whose curve can be contrast passing through: absolute HU never below -100 (air moved in)
     and, above ``BOLUS_HU_CHECK``, one contiguous excursion that starts after the first frame (bone moving in
-    and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap."""
-    low = (delta_tzyx.min(axis=0) + baseline_hu) > -100.0
-    high = delta_tzyx > (BOLUS_HU_CHECK - baseline_hu)[None]
-    n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
-    return low & ~high[0] & (n_runs <= 1)
+    and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap.
+
+    The excursions are counted only on the few curves that cross ``BOLUS_HU_CHECK`` (the curve's minimum and
+    maximum find them): a curve never above it passes that test, a curve always above it (bone) fails it.
+    """
+    thr = BOLUS_HU_CHECK - np.asarray(baseline_hu)
+    lowest = delta_tzyx.min(axis=0)
+    always_high = lowest > thr
+    ok = ((lowest + baseline_hu) > -100.0) & ~always_high
+    crossing = np.flatnonzero((delta_tzyx.max(axis=0) > thr) & ~always_high)
+    if crossing.size:
+        high = np.take(delta_tzyx.reshape(len(delta_tzyx), -1), crossing, axis=1) > thr.ravel()[crossing]
+        n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)
+        ok.ravel()[crossing] &= ~high[0] & (n_runs <= 1)
+    return ok
 
 
 def curve_is_clean(curve: np.ndarray, time_s: np.ndarray, before_s: float, max_pre: float = 0.1,

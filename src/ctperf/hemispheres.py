@@ -131,7 +131,8 @@ def hemispheres_from_plane(mask_zyx: np.ndarray, affine_ras: np.ndarray, normal_
     nz, ny, nx = mask_zyx.shape
     # Signed distance (mm) of every voxel centre to the plane, positive on the patient's left.
     a = affine_ras
-    zz, yy, xx = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    # broadcast index grids: the same arithmetic per voxel as full meshgrids, without allocating them
+    zz, yy, xx = np.arange(nz)[:, None, None], np.arange(ny)[None, :, None], np.arange(nx)[None, None, :]
     dist = ((a[0, 0] * xx + a[0, 1] * yy + a[0, 2] * zz + a[0, 3] - point[0]) * normal[0]
             + (a[1, 0] * xx + a[1, 1] * yy + a[1, 2] * zz + a[1, 3] - point[1]) * normal[1]
             + (a[2, 0] * xx + a[2, 1] * yy + a[2, 2] * zz + a[2, 3] - point[2]) * normal[2])

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Thresholds
+from ctperf.core.morphology import dilate_inplane, fill_holes_inplane
 from ctperf.results import LesionMasks
 
 _STRUCTURE_26 = np.ones((3, 3, 3), bool)
@@ -23,18 +24,29 @@ _STRUCTURE_26 = np.ones((3, 3, 3), bool)
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every True voxel of a non-empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
-    """Drop 26-connected components smaller than ``min_cluster_ml``."""
+    """Drop 26-connected components smaller than ``min_cluster_ml`` (labelled within the mask's bounding box,
+    which holds every component whole)."""
     mask = np.asarray(mask_zyx, bool)
     if min_cluster_ml <= 0 or not mask.any():
         return mask.copy()
-    labels, n = ndimage.label(mask, structure=_STRUCTURE_26)
-    if n == 0:
-        return mask.copy()
+    box = _bounding_box(mask)
+    labels, _ = ndimage.label(mask[box], structure=_STRUCTURE_26)
     sizes = np.bincount(labels.ravel())
     keep = sizes * voxel_volume_ml >= min_cluster_ml
     keep[0] = False
-    return keep[labels]
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
@@ -84,15 +96,15 @@ def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float 
     ry, rx = max(1, int(round(closing_mm / sy))), max(1, int(round(closing_mm / sx)))
     yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
     disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= closing_mm ** 2
-    out = np.zeros_like(mask)
-    for z in range(mask.shape[0]):
-        if mask[z].any():
-            padded = np.pad(mask[z], ((ry, ry), (rx, rx)))
-            closed = ndimage.binary_closing(padded, structure=disk)[ry:-ry, rx:-rx]
-            filled = ndimage.binary_fill_holes(closed | mask[z])
-            dist = ndimage.distance_transform_edt(filled, sampling=(sy, sx))
-            out[z] = filled & (dist <= depth_mm) & mask[z]
-    return out
+    # closing on a padded volume (as scipy's binary_closing of each padded slice): dilation, then erosion
+    padded = np.pad(mask, ((0, 0), (ry, ry), (rx, rx)))
+    closed = ~dilate_inplane(~dilate_inplane(padded, disk), disk, border=True)[:, ry:-ry, rx:-rx]
+    filled = fill_holes_inplane(closed | mask)
+    # within depth_mm of the background (in-plane, mm): the same distances as distance_transform_edt's
+    dy, dx = int(depth_mm // sy) + 1, int(depth_mm // sx) + 1
+    yy, xx = np.ogrid[-dy:dy + 1, -dx:dx + 1]
+    shell = np.sqrt((yy * sy) ** 2 + (xx * sx) ** 2) <= depth_mm
+    return filled & dilate_inplane(~filled, shell) & mask
 
 
 def sinus_region(vessels_zyx: np.ndarray, vof_voxels_zyx: np.ndarray) -> np.ndarray | None:

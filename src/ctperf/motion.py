@@ -52,9 +52,13 @@ def warp_frame_inplane(frame_zyx: np.ndarray, params: np.ndarray, px_mm: float, 
     """Resample one frame so that it aligns with the reference: ``out(x) = frame(T_params(x))`` (float32).
 
     The transform is in-plane, so each slice is resampled in 2D with a spline of order ``order`` (linear by
-    default: no ringing at the 1000+ HU skull edge; the z axis is never interpolated).
+    default: no ringing at the 1000+ HU skull edge; the z axis is never interpolated).  The identity transform
+    (all parameters 0, e.g. a registration's first iterate) returns a copy: interpolation at the voxel centres
+    themselves reproduces the voxels exactly.
     """
     f = np.asarray(frame_zyx, np.float32)
+    if not np.any(params):
+        return f.copy()
     m, off = _matrix_offset(params, px_mm, f.shape[1:])
     out = np.empty(f.shape, np.float32)
     for z in range(f.shape[0]):

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import PreprocessConfig, thread_count
+from ctperf.core.morphology import dilate_disk_inplane, fill_holes_inplane
 from ctperf.motion import estimate_inplane_motion, frame_moved, warp_frame_inplane
 from ctperf.study import spacing_xyz_mm
 
@@ -86,21 +87,33 @@ def binned_affine(affine_ras: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(affine_ras, float) @ s
 
 
-def bin_inplane(vol: np.ndarray, factor: int) -> np.ndarray:
-    """Block-average the last two axes (y, x) by ``factor`` (remainder rows/columns dropped), float32."""
+def bin_inplane(vol: np.ndarray, factor: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Block-average the last two axes (y, x) by ``factor`` (remainder rows/columns dropped), float32.
+
+    ``out``: optional float32 array of the result's shape to write into.  Each 2-D image is reduced on its own
+    (it stays in the CPU cache between the passes): the columns of every block summed first (one pass over the
+    input), then the rows on the already reduced image - much faster than reshape(...).mean(axis=(..)) or
+    ``factor``^2 strided accumulations.
+    """
     if factor == 1:
-        return np.asarray(vol, np.float32)
+        if out is None:
+            return np.asarray(vol, np.float32)
+        out[...] = vol
+        return out
     *lead, ny, nx = vol.shape
     ny2, nx2 = ny // factor, nx // factor
-    # Sum along x first (one pass over the input), then along y on the already reduced array: much faster
-    # than reshape(...).mean(axis=(..)) or factor^2 strided accumulations.
-    rows = np.asarray(vol[..., : ny2 * factor, 0 : nx2 * factor : factor], np.float32).copy()
-    for b in range(1, factor):
-        rows += vol[..., : ny2 * factor, b : nx2 * factor : factor]
-    out = rows[..., 0::factor, :].copy()
-    for a in range(1, factor):
-        out += rows[..., a::factor, :]
-    out *= np.float32(1.0 / factor**2)
+    if out is None:
+        out = np.empty((*lead, ny2, nx2), np.float32)
+    scale = np.float32(1.0 / factor**2)
+    for idx in np.ndindex(*lead):
+        img, res = vol[idx][: ny2 * factor, : nx2 * factor], out[idx]
+        rows = np.add(img[:, 0::factor], img[:, 1::factor], dtype=np.float32)
+        for b in range(2, factor):
+            rows += img[:, b::factor]
+        np.add(rows[0::factor], rows[1::factor], out=res)
+        for a in range(2, factor):
+            res += rows[a::factor]
+        res *= scale
     return out
 
 
@@ -156,12 +169,19 @@ def resampling_matrices(times_s: np.ndarray, grid_s: np.ndarray, temporal_sigma_
 
 
 def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndarray,
-                     temporal_sigma_s: float = 0.0, mask_zyx: np.ndarray | None = None) -> np.ndarray:
+                     temporal_sigma_s: float = 0.0, mask_zyx: np.ndarray | None = None,
+                     workers: int | None = None) -> np.ndarray:
     """Resample every voxel curve onto ``grid_s`` slice by slice (``times_s`` is (t, z)); float32 (T, z, y, x).
 
     Linear interpolation in time (and optionally Gaussian temporal smoothing), applied as one small matrix per
-    slice to all its voxels at once (a BLAS matrix product; see :func:`resampling_matrices`).  With ``mask_zyx``
-    only the voxels inside it are computed; the others are 0.
+    slice to all its voxels at once (see :func:`resampling_matrices`).  With ``mask_zyx`` only the voxels inside
+    it are kept; the others are 0.
+
+    Each slice is one BLAS matrix product read straight from the input frames and written straight into the
+    output (both are views: no gather/scatter copies), over the band of image rows that holds the slice's mask
+    voxels; the voxels of that band outside the mask are then zeroed.  Every output voxel is the product of the
+    same operator row with its own curve, whatever the band, so the result depends neither on the band nor on
+    ``workers`` (threads over slices; numpy releases the GIL, None = all CPU cores).
     """
     nt, nz = data_tzyx.shape[:2]
     t = np.asarray(times_s, float)
@@ -169,26 +189,23 @@ def resample_to_grid(data_tzyx: np.ndarray, times_s: np.ndarray, grid_s: np.ndar
         t = np.repeat(t[:, None], nz, axis=1)
     mats = resampling_matrices(t, np.asarray(grid_s, float), temporal_sigma_s)
     ng = len(grid_s)
-    if mask_zyx is None:
-        out = np.empty((ng,) + data_tzyx.shape[1:], np.float32)
-        for z in range(nz):
-            src = np.ascontiguousarray(data_tzyx[:, z], np.float32).reshape(nt, -1)
-            out[:, z] = (mats[z] @ src).reshape((ng,) + data_tzyx.shape[2:])
-        return out
-    out = np.zeros((ng,) + data_tzyx.shape[1:], np.float32)  # untouched (masked-out) pages are never written
-    m_max = int(np.asarray(mask_zyx).reshape(nz, -1).sum(axis=1).max()) if nz else 0
-    src_buf = np.empty(nt * m_max, np.float32)  # one buffer for all slices (no per-slice allocation)
-    res_buf = np.empty(ng * m_max, np.float32)
-    for z in range(nz):
-        idx = np.flatnonzero(mask_zyx[z])
-        if len(idx):
-            src = src_buf[: nt * len(idx)].reshape(nt, len(idx))
-            np.take(np.asarray(data_tzyx[:, z], np.float32).reshape(nt, -1), idx, axis=1, out=src)
-            res = res_buf[: ng * len(idx)].reshape(ng, len(idx))
-            np.matmul(mats[z], src, out=res)
-            rows = out[:, z].reshape(ng, -1)
-            for k in range(ng):  # one contiguous image per time point: a 1-D scatter is far cheaper than 2-D
-                rows[k, idx] = res[k]
+    out = np.zeros((ng,) + data_tzyx.shape[1:], np.float32)  # pages outside every band are never touched
+
+    def one_slice(z: int) -> None:
+        if mask_zyx is None:
+            y0, y1 = 0, data_tzyx.shape[2]
+        else:
+            rows = np.flatnonzero(np.any(mask_zyx[z], axis=1))
+            if not len(rows):
+                return
+            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        src = np.asarray(data_tzyx[:, z, y0:y1], np.float32).reshape(nt, -1)
+        np.matmul(mats[z], src, out=out[:, z, y0:y1].reshape(ng, -1))
+        if mask_zyx is not None:
+            np.copyto(out[:, z, y0:y1], np.float32(0.0), where=~np.asarray(mask_zyx[z, y0:y1], bool))
+
+    with ThreadPoolExecutor(max_workers=thread_count(workers, nz)) as pool:
+        list(pool.map(one_slice, range(nz)))
     return out
 
 
@@ -266,12 +283,6 @@ def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction:
 # Masks
 # ----------------------------------------------------------------------------------------------------------------
 
-def _disk(radius_px: int) -> np.ndarray:
-    r = max(0, int(radius_px))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (xx**2 + yy**2) <= r * r
-
-
 def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
                outside_fov: np.ndarray | None = None) -> np.ndarray:
     """Intracranial soft tissue from the baseline image.
@@ -285,18 +296,14 @@ def brain_mask(baseline_hu: np.ndarray, pixel_mm: float, cfg: PreprocessConfig,
         cand &= ~outside_fov
     # Exclude anything touching bone closely: soft tissue outside the skull is separated by the bone ring.
     r = max(1, int(round(3.0 / pixel_mm)))
-    st = _disk(r)[None]
-    core = ndimage.binary_erosion(cand, structure=st)
+    core = ~dilate_disk_inplane(~cand, r, border=True)  # in-plane erosion (outside the image: background)
     lab, n = ndimage.label(core)
     if n == 0:
         return np.zeros_like(cand)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     keep = lab == int(np.argmax(sizes))
-    keep = ndimage.binary_dilation(keep, structure=st) & cand
-    for z in range(keep.shape[0]):
-        keep[z] = ndimage.binary_fill_holes(keep[z])
-    return keep
+    return fill_holes_inplane(dilate_disk_inplane(keep, r) & cand)
 
 
 def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> np.ndarray:
@@ -338,13 +345,13 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # 2. binning
     f = bin_factor_for(affine_ras, cfg.compute_pixel_mm)
     aff = binned_affine(affine_ras, f)
-    hub = np.empty((nt,) + bin_inplane(hu[0], f).shape, np.float32)
+    hub = np.empty((nt, hu.shape[1], hu.shape[2] // f, hu.shape[3] // f), np.float32)
 
     def bin_frame(i: int) -> None:
         frame = hu[i]
         if frame_moved(motion[i], px, hu.shape[2:], cfg.motion_apply_min_mm):
             frame = warp_frame_inplane(frame, motion[i], px)
-        hub[i] = bin_inplane(frame, f)
+        bin_inplane(frame, f, out=hub[i])
 
     with ThreadPoolExecutor(max_workers=thread_count(workers, nt)) as pool:  # numpy releases the GIL
         list(pool.map(bin_frame, range(nt)))
@@ -360,7 +367,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     if fov is not None:
         soft &= ~fov
     # away (>= 4 mm in-plane) from bone and air, whose edges flicker with head motion
-    soft &= ~ndimage.binary_dilation(~soft, structure=_disk(max(1, int(round(4.0 / pxb))))[None])
+    soft &= ~dilate_disk_inplane(~soft, max(1, int(round(4.0 / pxb))))
     frame_t = times[:, 0] - times[0, 0]
     t_arr = bolus_arrival_s(bright_curves(hub, soft), frame_t)
     n_base = baseline_frame_count(frame_t, t_arr, cfg.baseline_margin_s)
@@ -386,7 +393,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # curves are needed in the brain and a margin around it (the venous sinus search reaches 5 mm outside)
     r_near = max(1, int(round(8.0 / pxb)))
     near_brain = ndimage.maximum_filter(brain, size=(1, 2 * r_near + 1, 2 * r_near + 1))  # square: separable
-    delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain)
+    delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain, workers=workers)
     del hub
     t0 = float(times[0, 0])
     return Preprocessed(

@@ -85,7 +85,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         with timer("aif", report=False):
             sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
                                  ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof)
-            peak = mp.to_volume(smooth[:, pre.brain].max(axis=0), pre.brain)
+            peak = mp.to_volume(smooth.max(axis=0)[pre.brain], pre.brain)  # one pass, no 4D gather
         return hemi, fallback, sel, peak
 
     # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
