@@ -460,6 +460,9 @@ app.command("node")(node_cmd)
 
 
 def main() -> None:
+    from ctperf.apps.runtime import prefer_small_pages
+
+    prefer_small_pages()
     app()
 
 
