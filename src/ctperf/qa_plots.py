@@ -940,12 +940,13 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     label_w, cbar_w = 0.45, 0.95
     img_w = n * tile
     fig_w = max(img_w + label_w + cbar_w, 6.5)  # room for the title even with few slices
-    fig_h = 4 * (row_h + 0.08) + 0.75
+    foot = 0.26  # below the last row: room for the research-use note in the bottom-right corner
+    fig_h = 4 * (row_h + 0.08) + 0.75 + foot - 0.08
     cv = _canvas(fig_w, fig_h)
     for r, (attr, label, unit, vmin, vmax) in enumerate(MAP_SPECS):
         vol = np.asarray(getattr(result, attr))
         mosaic = first if attr == "tmax" else map_mosaic(vol, orient, slices, n, MONTAGE_MAX_PX)
-        top = cv.inch(fig_h - (0.08 + (3 - r) * (row_h + 0.08) + row_h))
+        top = cv.inch(fig_h - (foot + (3 - r) * (row_h + 0.08) + row_h))
         box = show_image(cv, map_rgb(mosaic.image, vmin, vmax), (cv.inch(label_w), top, cv.inch(img_w), cv.inch(row_h)))
         titles = [slice_title(orient, z) for z in slices] if r == 0 else None
         annotate_tiles(cv, box, mosaic, orient, titles, 5.5, title_pt=6.5)
