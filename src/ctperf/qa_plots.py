@@ -582,8 +582,10 @@ def _canvas(width_in: float, height_in: float) -> Canvas:
     return Canvas(width_in, height_in, DPI)
 
 
-def _finish(cv: raster.Drawing, path: Path) -> Path:
-    """Research-use note in the bottom-right corner (every QA image carries it), then the PNG."""
+def _finish(cv: raster.Canvas, path: Path) -> Path:
+    """Research-use note in the bottom-right corner (every QA image carries it), on a strip added below the
+    figure so that it never covers a panel or a legend, then the PNG."""
+    cv.extend_bottom(int(round(cv.pt(11))))
     cv.text(cv.fx(0.995), cv.fy(0.004), f"ctperf {__version__} - {DISCLAIMER}", 6.5, color="0.45", ha="right",
             va="bottom")
     return cv.save_png(path)

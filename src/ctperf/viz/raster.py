@@ -351,6 +351,13 @@ class Canvas(Drawing):
     def polygon(self, points, fill, edge=None) -> None:
         self.draw.polygon([(float(a), float(b)) for a, b in points], fill=rgb(fill), outline=rgb(edge))
 
+    def extend_bottom(self, pixels: int, background="white") -> None:
+        """Add a strip of ``pixels`` rows below the drawing (e.g. for a footer that must not cover the content)."""
+        grown = Image.new("RGB", (self.width, self.height + int(pixels)), rgb(background))
+        grown.paste(self.image, (0, 0))
+        self.image, self.height = grown, self.height + int(pixels)
+        self.draw = ImageDraw.Draw(self.image)
+
     def save_png(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
