@@ -942,8 +942,8 @@ def fig_maps_montage(result: PerfusionResult, metrics: dict, path: Path) -> Path
     label_w, cbar_w = 0.45, 0.95
     img_w = n * tile
     fig_w = max(img_w + label_w + cbar_w, 6.5)  # room for the title even with few slices
-    foot = 0.26  # below the last row: room for the research-use note in the bottom-right corner
-    fig_h = 4 * (row_h + 0.08) + 0.75 + foot - 0.08
+    foot = 0.08  # below the last row (the research-use note gets its own strip, see _finish)
+    fig_h = 4 * (row_h + 0.08) + 0.75
     cv = _canvas(fig_w, fig_h)
     for r, (attr, label, unit, vmin, vmax) in enumerate(MAP_SPECS):
         vol = np.asarray(getattr(result, attr))
