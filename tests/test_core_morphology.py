@@ -68,3 +68,15 @@ def test_cortical_ribbon_equals_scipy_construction():
     mask[0] = False  # an empty slice
     for spacing in ((0.9, 0.9, 5.0), (0.7, 1.1, 5.0), (0.8984375, 0.8984375, 5.0)):
         assert np.array_equal(cortical_ribbon(mask, spacing), _ribbon_reference(mask, spacing))
+
+
+def test_bounding_box_is_that_of_the_true_voxels():
+    from ctperf.core.morphology import bounding_box
+
+    rng = np.random.default_rng(0)
+    for fraction in (0.0, 0.01, 0.2):
+        m = rng.random((4, 9, 11)) < fraction
+        zz, yy, xx = np.nonzero(m)
+        expected = ((slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1))
+                    if len(zz) else (slice(0, 0),) * 3)
+        assert bounding_box(m) == expected

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import thread_count
+from ctperf.core.morphology import bounding_box
 
 
 def temporal_smooth(curves: np.ndarray, dt_s: float, sigma_s: float, axis: int = 0) -> np.ndarray:
@@ -184,10 +185,9 @@ def denoise_tissue_curves(delta_tzyx: np.ndarray, mask: np.ndarray, pixel_mm: fl
     docstring; only the bounding box of the mask is processed.  ``workers``: threads of the bilateral filter
     (None = all CPU cores).
     """
-    zz, yy, xx = np.nonzero(mask)
-    if len(zz) == 0:
+    if not np.any(mask):
         return np.zeros((0, delta_tzyx.shape[0]), np.float32)
-    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1))
+    bb = bounding_box(mask)
     sub = delta_tzyx[(slice(None),) + bb]
     msub = mask[bb]
     curves = sub[:, msub].T  # (n, T)

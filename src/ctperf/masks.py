@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Thresholds
-from ctperf.core.morphology import dilate_inplane, fill_holes_inplane
+from ctperf.core.morphology import bounding_box, dilate_inplane, fill_holes_inplane
 from ctperf.results import LesionMasks
 
 _STRUCTURE_26 = np.ones((3, 3, 3), bool)
@@ -24,22 +24,13 @@ _STRUCTURE_26 = np.ones((3, 3, 3), bool)
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every True voxel of a non-empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
 def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
     """Drop 26-connected components smaller than ``min_cluster_ml`` (labelled within the mask's bounding box,
     which holds every component whole)."""
     mask = np.asarray(mask_zyx, bool)
     if min_cluster_ml <= 0 or not mask.any():
         return mask.copy()
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     labels, _ = ndimage.label(mask[box], structure=_STRUCTURE_26)
     sizes = np.bincount(labels.ravel())
     keep = sizes * voxel_volume_ml >= min_cluster_ml

@@ -70,3 +70,13 @@ def fill_holes_inplane(mask: np.ndarray) -> np.ndarray:
         edge[side] = True
     edge[0] = True  # label 0 = the mask itself
     return m | ~edge[lab]
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every True element of ``mask`` (empty slices for an empty mask)."""
+    m = np.asarray(mask, bool)
+    box = []
+    for axis in range(m.ndim):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if len(hit) else slice(0, 0))
+    return tuple(box)

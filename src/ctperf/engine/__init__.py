@@ -27,6 +27,7 @@ from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
 from ctperf.config import Config, thread_count
 from ctperf.constants import ENGINE_VERSION
+from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import deconvolve
 from ctperf.engine.regularise import regularise_flow_maps
 from ctperf.denoise import denoise_tissue_curves
@@ -217,9 +218,7 @@ def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
     sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
     # only the brain's bounding box: outside it the volume is 0, as the constant (0) padding of the filter
-    zz, yy, xx = np.nonzero(brain)
-    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1)) \
-        if len(zz) else (slice(0, 0),) * 3
+    bb = bounding_box(brain)
     inside = brain[bb]
 
     def smooth(values: np.ndarray) -> np.ndarray:  # own buffer per call: callable from several threads

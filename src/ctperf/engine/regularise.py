@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctperf.core.morphology import bounding_box
 from ctperf.denoise import tips_bilateral
 
 
@@ -55,10 +56,9 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
     """
     maps = np.asarray(maps_kzyx, np.float32)
     mask = np.asarray(mask, bool)
-    zz, yy, xx = np.nonzero(mask)
-    if len(zz) == 0:
+    if not mask.any():
         return maps.copy()
-    bb = (slice(zz.min(), zz.max() + 1), slice(yy.min(), yy.max() + 1), slice(xx.min(), xx.max() + 1))
+    bb = bounding_box(mask)
     msub = mask[bb]
     sub = np.where(msub[None], np.nan_to_num(maps[(slice(None),) + bb]), 0.0).astype(np.float32)
     extra = None if guide_zyx is None else np.asarray(guide_zyx, np.float32)[bb][None]
