@@ -327,13 +327,10 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
         write_metrics(result.metrics, tmp)
 
     # NIfTI compression (zlib releases the GIL) runs beside the figure drawing, the maps and the auxiliary
-    # volumes in two threads when the run may use two
-    n_threads = thread_count(cfg.compute.workers, 2)
-    with atomic_output_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=n_threads) as pool:
-        if n_threads > 1:
-            volumes = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
-        else:
-            volumes = [pool.submit(lambda: (write_volumes(tmp), _write_aux(tmp, result)))]
+    # volumes in two threads when the run may use two (a one-thread pool writes them one after the other)
+    with atomic_output_dir(out_dir) as tmp, \
+            ThreadPoolExecutor(max_workers=thread_count(cfg.compute.workers, 2)) as pool:
+        volumes = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
         if cfg.output.write_qa_png or cfg.output.write_pdf:
             from ctperf import qa_plots, report
 
