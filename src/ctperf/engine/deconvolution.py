@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -371,32 +372,32 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     weight = np.ones((n_m, n_g))
     todo = np.arange(n_g)
     top = len(filters) - 1
-    pool = ThreadPoolExecutor(max_workers=thread_count(n_threads, n_m))  # the models' misfits in parallel
-    for j, filt in enumerate(filters):
-        r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
-        ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::oi_sub]) <= oi_target
-        if ok.any():
-            g = todo[ok]
-            p_j, g_t = _peak_signed(r[ok], dt_s, t, n_neg)
-            win = _search_window(r[ok], t, n_neg)
-            gi = _time_index(g_t, dt_s, t, n_neg)
-            i_obs = _argmax_near(win, gi, tmax_half_w)
-            p_obs = i_obs + _parabola_peak(win, i_obs)[0]
-            mis = np.empty((n_m, len(g)))
+    # the models' misfits in parallel threads
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, n_m)) as pool:
+        for j, filt in enumerate(filters):
+            r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
+            ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::oi_sub]) <= oi_target
+            if ok.any():
+                g = todo[ok]
+                p_j, g_t = _peak_signed(r[ok], dt_s, t, n_neg)
+                win = _search_window(r[ok], t, n_neg)
+                gi = _time_index(g_t, dt_s, t, n_neg)
+                i_obs = _argmax_near(win, gi, tmax_half_w)
+                p_obs = i_obs + _parabola_peak(win, i_obs)[0]
+                mis = np.empty((n_m, len(g)))
 
-            def misfit_of(m: int) -> None:
-                model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
-                log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
-                mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
+                def misfit_of(m: int) -> None:
+                    model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
+                    log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
+                    mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
 
-            list(pool.map(misfit_of, range(n_m)))
-            dof = 2.0 * np.count_nonzero(filt)
-            best_mis = np.maximum(mis.min(axis=0), 1e-30)
-            weight[:, g] = np.exp(-0.5 * dof * (mis - best_mis) / best_mis)
-        todo = todo[~ok]
-        if len(todo) == 0:
-            break
-    pool.shutdown()
+                list(pool.map(misfit_of, range(n_m)))
+                dof = 2.0 * np.count_nonzero(filt)
+                best_mis = np.maximum(mis.min(axis=0), 1e-30)
+                weight[:, g] = np.exp(-0.5 * dof * (mis - best_mis) / best_mis)
+            todo = todo[~ok]
+            if len(todo) == 0:
+                break
     weight /= weight.sum(axis=0, keepdims=True)
     return weight[:, inverse].astype(np.float32)
 
@@ -676,22 +677,20 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
         # the model weights (block means) and the guide residues (every voxel) are independent: with more than one
         # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
-        side = ThreadPoolExecutor(max_workers=1) if n_threads > 1 else None
-        pending_weight = side.submit(weight_maps) if side is not None else None
-        guide_win = _guide_windows(tissue, filters[top], length, n_neg, n_threads)
-        y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
-        if tau_filter is not None:
-            # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise puts
-            # its maximum where the noise is highest, which lifts the peak read there; the guide's height is then
-            # read at the filtered time (+- 1 sample).  A second reading: the median needs every voxel's time first.
-            g_t = np.asarray(tau_filter(g_t), np.float64)
-            y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg, centre_idx=_time_index(g_t, dt_s, t, n_neg))
-        del guide_win
-        if side is not None:
-            weight = pending_weight.result()
-            side.shutdown()
-        else:
-            weight = weight_maps()
+        with ThreadPoolExecutor(max_workers=1) if n_threads > 1 else nullcontext() as side:
+            pending_weight = side.submit(weight_maps) if side is not None else None
+            guide_win = _guide_windows(tissue, filters[top], length, n_neg, n_threads)
+            y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
+            if tau_filter is not None:
+                # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise
+                # puts its maximum where the noise is highest, which lifts the peak read there; the guide's height
+                # is then read at the filtered time (+- 1 sample).  A second reading: the median needs every
+                # voxel's time first.
+                g_t = np.asarray(tau_filter(g_t), np.float64)
+                y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg,
+                                    centre_idx=_time_index(g_t, dt_s, t, n_neg))
+            del guide_win
+            weight = pending_weight.result() if pending_weight is not None else weight_maps()
         g_idx_all = _time_index(g_t, dt_s, t, n_neg)
         # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
         # the MTT grid is clipped to it
