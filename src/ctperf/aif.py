@@ -391,7 +391,7 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     vof = all_curves[v_rows[v_sel]].mean(axis=0)
     vof_vox = np.stack(vidx, axis=1)[v_sel]
 
-    vof_ok = curve_is_clean(vof, time_s, Curve(time_s, aif_raw).ttp_s)
+    vof_ok = curve_is_clean(vof, time_s, aif_ttp)
     scale = 1.0
     ratio = transport_area_ratio(aif_raw, vof, time_s)
     if pv_correct and vof_ok:
