@@ -287,13 +287,6 @@ def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: di
     return [(level, metric_text(metrics, f"tmax{level:g}_ml", "mL")) for level in levels]
 
 
-def _lookup_level(levels: dict, level: float):
-    for k, v in levels.items():
-        if abs(float(k) - level) < 1e-6:
-            return v
-    return None
-
-
 def threshold(metrics: dict, name: str) -> float:
     """A threshold from ``metrics["thresholds"]`` (as written by ctperf.metrics_io), else the config default."""
     section = (metrics or {}).get("thresholds")
