@@ -284,7 +284,7 @@ def test_cli_inspect_table_columns(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ whole-brain: bin on load
 @pytest.mark.parametrize("vendor", ["siemens", "ge"])
 def test_binning_on_load_matches_binning_after_load(tmp_path, vendor):
-    from ctperf.preprocess import bin_inplane, binned_affine
+    from ctperf.engine.preprocess import bin_inplane, binned_affine
 
     write_ctp_dicom(HU, TIMES, AFF, tmp_path / "d", DicomLayout(vendor=vendor), seed=0)
     full = load_ctp(tmp_path / "d")

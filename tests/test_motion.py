@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
-from ctperf.motion import (estimate_inplane_motion, frame_displacement_mm, relative_to_frame,
+from ctperf.engine.motion import (estimate_inplane_motion, frame_displacement_mm, relative_to_frame,
                            warp_frame_inplane)
 from ctperf.pipeline import analyse_study
 from ctperf.study import CTPStudy
@@ -39,7 +39,7 @@ def _estimated_position(p3: np.ndarray, pts: np.ndarray, px: float, n: int) -> n
     """Where the estimated transform samples the frame for a reference point: out(o) = frame(T(o))."""
     c = (n - 1) / 2.0
     tx, ty, th = p3
-    # (y, x) convention of ctperf.motion: in_yx = M (o_yx - c) + c + (ty, tx) / px, M = [[c, s], [-s, c]]
+    # (y, x) convention of ctperf.engine.motion: in_yx = M (o_yx - c) + c + (ty, tx) / px, M = [[c, s], [-s, c]]
     m = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])
     yx = (pts[:, ::-1] - c) @ m.T + c + np.array([ty, tx]) / px
     return yx[:, ::-1]
@@ -126,3 +126,14 @@ def test_mode_a_with_motion_matches_motion_free_run(still_run, moving_run):
     assert m["PVT_sec"] == pytest.approx(m0["PVT_sec"], abs=1.0)
     assert m["hypoperfusion_ml"] == pytest.approx(m0["hypoperfusion_ml"], rel=0.20)
     assert abs(m["core_ml"] - m0["core_ml"]) <= max(3.0, 0.30 * m0["core_ml"])
+
+
+def test_old_module_paths_alias_the_engine_modules():
+    """ctperf.motion and ctperf.preprocess moved into ctperf.engine; the old paths stay aliases for one release."""
+    import ctperf.engine.motion
+    import ctperf.engine.preprocess
+    import ctperf.motion
+    import ctperf.preprocess
+
+    assert ctperf.motion is ctperf.engine.motion
+    assert ctperf.preprocess is ctperf.engine.preprocess

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ctperf.config import PreprocessConfig
-from ctperf.motion import estimate_inplane_motion, warp_frame_inplane
-from ctperf.preprocess import (baseline_frame_count, bin_inplane, binned_affine, bolus_arrival_s, brain_mask,
+from ctperf.engine.motion import estimate_inplane_motion, warp_frame_inplane
+from ctperf.engine.preprocess import (baseline_frame_count, bin_inplane, binned_affine, bolus_arrival_s, brain_mask,
                                preprocess_study, resample_to_grid, uniform_time_grid)
 
 

@@ -2,7 +2,7 @@
 
 :func:`compute_perfusion` is a short sequence of pure steps (each documented in its module):
 
-1. :func:`ctperf.preprocess.preprocess_study` - motion correction, binning to the ~1 mm computation grid,
+1. :func:`ctperf.engine.preprocess.preprocess_study` - motion correction, binning to the ~1 mm computation grid,
    automatic baseline, brain/CSF masks, delta HU, uniform time grid (per-slice times);
 2. :mod:`ctperf.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
 3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
@@ -33,7 +33,7 @@ from ctperf.engine.regularise import regularise_flow_maps
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.nifti_io import resample_to_grid
-from ctperf.preprocess import pixel_spacing_mm, preprocess_study
+from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall, truncation_affected_maps
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy, voxel_volume_ml
