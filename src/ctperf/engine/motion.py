@@ -21,7 +21,8 @@ minimisation of the difference to one reference image.
   Frames are *not* referenced to the mean of the first two frames any more: when frame 1 moved, that mean lay
   halfway between the two positions and frames 0/1 stayed misaligned by half of frame 1's motion.
 * Each frame is registered from two starting points (no motion, and the previous frame's estimate: slow drift)
-  and the better fit is kept (independent jitter between frames is common).
+  and the better fit is kept (independent jitter between frames is common); from one when the two lie within
+  the still-head tolerance (0.05 mm) of each other, since both then converge to the same optimum.
 * It is estimated on a ~3 mm grid (up to 6 evenly spaced slices; two passes, two starting points each: a
   512 x 512 x 20 x 40 study takes a few seconds, ~6 s on one busy core) and then applied once, at native
   resolution, only to frames whose displacement exceeds a small tolerance.
@@ -143,16 +144,20 @@ def _plausible(p: np.ndarray) -> bool:
 
 
 def _register_all(bones: list[np.ndarray], ref: np.ndarray, pw: float, start: np.ndarray,
-                  skip: tuple[int, ...] = ()) -> np.ndarray:
+                  skip: tuple[int, ...] = (), same_start_mm: float = 0.0) -> np.ndarray:
     """Register every frame's bone image to ``ref``; starting points: ``start[i]`` and the previous frame's
-    estimate (the better final fit wins)."""
+    estimate (the better final fit wins).  The second start is skipped when it is within ``same_start_mm`` of the
+    first (displacement as :func:`frame_displacement_mm` at an 80 mm lever arm): Gauss-Newton from two such
+    nearby points converges to the same optimum."""
     params = np.zeros((len(bones), 3))
     prev = np.zeros(3)
     for i, b in enumerate(bones):
         if i in skip:
             continue
         best, best_cost = np.zeros(3), np.inf
-        inits = [start[i]] if np.allclose(start[i], prev) else [start[i], prev]
+        d = start[i] - prev
+        same = np.allclose(start[i], prev) or np.hypot(d[0], d[1]) + abs(d[2]) * 80.0 < same_start_mm
+        inits = [start[i]] if same else [start[i], prev]
         for init in inits:
             p, cost = register_inplane(b, ref, pw, init=init, n_iter=8)
             if _plausible(p) and cost < best_cost:
@@ -181,14 +186,14 @@ def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int
     params = np.zeros((nt, 3))
     if (bones[0] > 50).sum() < 100 or nt < 2:
         return params
-    params = _register_all(bones, bones[0], pw, params, skip=(0,))
+    params = _register_all(bones, bones[0], pw, params, skip=(0,), same_start_mm=still_mm)
     # a still head (every frame within 0.05 mm of frame 0 at an 80 mm lever arm): frame 0 is as good a reference
     # as the median image, so the refinement passes would return the same (sub-threshold) result
     if float(np.max(np.hypot(params[:, 0], params[:, 1]) + np.abs(params[:, 2]) * 80.0)) < still_mm:
         return params
     for _ in range(max(0, n_passes - 1)):
         ref = np.median(np.stack([warp_frame_inplane(b, p, pw, order=1) for b, p in zip(bones, params)]), axis=0)
-        params = _register_all(bones, ref, pw, params)
+        params = _register_all(bones, ref, pw, params, same_start_mm=still_mm)
     # express in frame 0's geometry (T_i o T_0^-1): frame 0 is never resampled, the relative alignment of the
     # frames (all registered to the same median image) is unchanged, and the output grid is the scanner's
     return relative_to_frame(params, 0)
