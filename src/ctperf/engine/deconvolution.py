@@ -94,6 +94,9 @@ class DeconvolutionOutput:
     #: search window (1/s) and its time (s), no guided search and no bias correction.
     rmax_standard_per_s: np.ndarray | None = None
     tmax_standard_s: np.ndarray | None = None
+    #: Weight of each model residue of the bias correction for each voxel, (n_models, n) in the order of
+    #: :func:`model_family`; None when no family was weighted (a single model, or an unguided method).
+    model_weights: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -746,7 +749,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
-                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0))
+                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0),
+                              model_weights=weight if guided and correct else None)
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
