@@ -7,12 +7,14 @@ dispersion) and model family: the default family (gamma shapes x dispersions 0-3
 the same shapes restricted to one dispersion (0 s or 1 s: an oracle when it matches the phantom).  Prints one JSON
 object; per row the mean model weight by dispersion over the tissue (``qa_values.model_weight_by_dispersion_s``,
 as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume against the truth.
-README "Model evidence" quotes it.
+README "Model evidence" quotes ``results/dispersion_evidence.json``, written with
+``python benchmarks/bench_dispersion_evidence.py > benchmarks/results/dispersion_evidence.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 
@@ -52,8 +54,14 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 3.0, 8.0])
     ap.add_argument("--dispersion", type=float, nargs="+", default=[0.0, 1.0])
     args = ap.parse_args(argv)
+    import ctperf
+    from ctperf.constants import DEFINITION_VERSION, ENGINE_VERSION
+
     rows = [measure(n, d, f) for n in args.noise for d in args.dispersion for f in FAMILIES]
-    print(json.dumps({"benchmark": "dispersion_evidence", "rows": rows}))
+    print(json.dumps({"benchmark": "dispersion_evidence", "ctperf_version": ctperf.__version__,
+                      "engine_version": ENGINE_VERSION, "definition_version": DEFINITION_VERSION,
+                      "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      "rows": rows}))
     return 0
 
 

@@ -28,7 +28,7 @@ from ctperf.aif import select_aif_vof
 from ctperf.config import Config, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
-from ctperf.engine.deconvolution import deconvolve, model_family
+from ctperf.engine.deconvolution import deconvolve
 from ctperf.engine.regularise import regularise_flow_maps
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
@@ -159,7 +159,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
-    qa_values.update(model_weight_summary(dec.model_weights, model_family(dc), masks.tissue[pre.brain]))
+    qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
                     posterior_circulation=pattern.kind == "posterior", rcbf_reference_too_small=ref_reason is not None)
@@ -214,23 +214,27 @@ def method_description(dc) -> dict:
     }
 
 
-def model_weight_summary(weights_m_n: np.ndarray | None, family: list[tuple[float, float]],
-                         tissue: np.ndarray) -> dict[str, dict[str, float] | str | None]:
-    """Mean weight of the bias correction's model residues over the ``tissue`` voxels (bool, (n,)), summed by
-    dispersion time constant (s) and by gamma shape ``k``: which models the correction of this study leaned on.
+def model_weight_summary(mean_weights: np.ndarray | None,
+                         family: list[tuple[float, float]] | None) -> dict[str, dict[str, float] | str | None]:
+    """The mean weights of the bias correction's model residues over the tissue (``mean_weights`` (n_models,),
+    :attr:`DeconvolutionOutput.model_weight_mean`), summed by dispersion time constant d (s) and by gamma shape k:
+    which models the correction of this study leaned on (a single model has weight 1).
 
-    ``weights_m_n`` (n_models, n) in the order of ``family`` ((k, d) pairs).  Without weights (the standard
-    convention, a single model) or tissue, both summaries are None and ``model_weight_reason`` says why.
+    ``family``: the (k, d) pair of each model, same order.  Without weights (the standard convention and methods
+    with one regularisation level weigh no models) or with non-finite ones both summaries are None and
+    ``model_weight_reason`` says why.
     """
     keys = ("model_weight_by_dispersion_s", "model_weight_by_shape")
-    sel = np.asarray(tissue, bool)
-    if weights_m_n is None or not sel.any():
-        why = "no tissue voxels" if weights_m_n is not None else "no family of model residues was weighted"
+    why = None
+    if mean_weights is None or family is None:
+        why = "no family of model residues was weighted (standard convention, or one regularisation level)"
+    elif not np.all(np.isfinite(mean_weights)):
+        why = "model weights not finite"
+    if why is not None:
         return {**dict.fromkeys(keys), "model_weight_reason": why}
-    mean = np.asarray(weights_m_n)[:, sel].mean(axis=1, dtype=np.float64)
     by_d: dict[str, float] = {}
     by_k: dict[str, float] = {}
-    for (k, d), w in zip(family, mean):
+    for (k, d), w in zip(family, np.asarray(mean_weights, float), strict=True):
         by_d[f"{d:g}"] = by_d.get(f"{d:g}", 0.0) + float(w)
         by_k[f"{k:g}"] = by_k.get(f"{k:g}", 0.0) + float(w)
     return {keys[0]: {key: round(v, 4) for key, v in by_d.items()},

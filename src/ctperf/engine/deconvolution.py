@@ -94,9 +94,11 @@ class DeconvolutionOutput:
     #: search window (1/s) and its time (s), no guided search and no bias correction.
     rmax_standard_per_s: np.ndarray | None = None
     tmax_standard_s: np.ndarray | None = None
-    #: Weight of each model residue of the bias correction for each voxel, (n_models, n) in the order of
-    #: :func:`model_family`; None when no family was weighted (a single model, or an unguided method).
-    model_weights: np.ndarray | None = None
+    #: The model residues of the bias correction, (gamma shape k, dispersion d s) pairs (:func:`model_family`;
+    #: one exponential model when the method has a single regularisation level); None for unguided methods.
+    model_family: list[tuple[float, float]] | None = None
+    #: Mean weight of each of those models over the evidence voxels (tissue), (n_models,) float64, or None.
+    model_weight_mean: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -403,6 +405,14 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
                 break
     weight /= weight.sum(axis=0, keepdims=True)
     return weight[:, inverse].astype(np.float32)
+
+
+def mean_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Mean of each model's per-voxel weight (n_models, n) over the voxels of ``mask`` (all when None or empty),
+    (n_models,) float64; accumulated in place (no copy of the selected columns)."""
+    w = np.asarray(weight_m_n)
+    sel = np.ones(w.shape[1], bool) if mask is None or not np.any(mask) else np.asarray(mask, bool)
+    return np.add.reduce(w, axis=1, where=sel[None, :], dtype=np.float64) / max(int(sel.sum()), 1)
 
 
 def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -750,7 +760,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0),
-                              model_weights=weight if guided and correct else None)
+                              model_family=family if guided else None,
+                              model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None)
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],

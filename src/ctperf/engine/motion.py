@@ -17,14 +17,14 @@ minimisation of the difference to one reference image.
   images (the bone does not enhance, so all frames may contribute; the median removes noise, residual enhancement
   and the misregistration of any single frame, and stays in frame 0's geometry up to the mean registration error).
   The transforms are finally re-expressed in frame 0's geometry (``T_i o T_0^-1``: frame 0 gets exactly zero
-  and is never resampled; the frames' alignment to each other is that of the median reference).
-  Frames are *not* referenced to the mean of the first two frames any more: when frame 1 moved, that mean lay
-  halfway between the two positions and frames 0/1 stayed misaligned by half of frame 1's motion.
+  and is never resampled; the frames' alignment to each other is that of the median reference).  A reference
+  such as the mean of the first two frames would lie halfway between two positions when frame 1 moved and leave
+  frames 0/1 misaligned by half of that motion.
 * Each frame is registered from two starting points (no motion, and the previous frame's estimate: slow drift)
   and the better fit is kept (independent jitter between frames is common); from one when the two lie within
   the still-head tolerance (0.05 mm) of each other, since both then converge to the same optimum.
-* It is estimated on a ~3 mm grid (up to 6 evenly spaced slices; two passes, two starting points each: a
-  512 x 512 x 20 x 40 study takes a few seconds, ~6 s on one busy core) and then applied once, at native
+* It is estimated on a ~3 mm grid (up to 6 evenly spaced slices; a still head stops after the first pass:
+  0.1 s for a 512 x 512 x 20 x 40 study, a few seconds with real motion) and then applied once, at native
   resolution, only to frames whose displacement exceeds a small tolerance.
 * :func:`frame_displacement_mm` converts the transforms to one displacement per frame (translation + rotation at a
   head-radius lever arm), the quantity reported as QA.

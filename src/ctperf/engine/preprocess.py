@@ -334,7 +334,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     spacing = pixel_spacing_mm(affine_ras)
     px = float(np.mean(spacing[:2]))
 
-    # 1. motion (estimated on a ~2.5 mm grid, applied once to frames that moved)
+    # 1. motion (estimated on a ~3 mm grid, applied once to frames that moved)
     motion = np.zeros((nt, 3))
     if cfg.motion_correction and nt > 2:
         motion = estimate_inplane_motion(hu, px, n_ref_frames=2)
