@@ -5,8 +5,9 @@
 Runs the engine on the project phantom (exponential residue, left lesion, 1.4 mm pixels) once per (noise, tissue
 dispersion) and model family: the default family (gamma shapes x dispersions 0-3 s, weighted by the evidence) and
 the same shapes restricted to one dispersion (0 s or 1 s: an oracle when it matches the phantom).  Prints one JSON
-object; per row the mean model weight by dispersion over the tissue (``qa_values.model_weight_by_dispersion_s``,
-as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume against the truth.
+object; per row the mean model weights over the tissue by dispersion and by shape (``qa_values`` as in
+metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume against the truth.
+``tests/test_dispersion_evidence.py`` calls :func:`measure`.
 README "Model evidence" quotes ``results/dispersion_evidence.json``, written with
 ``python benchmarks/bench_dispersion_evidence.py > benchmarks/results/dispersion_evidence.json``.
 """
@@ -42,7 +43,8 @@ def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:
     voxel_ml = abs(float(np.linalg.det(res.affine_ras[:3, :3]))) / 1000.0
     return {
         "noise_hu": noise_hu, "dispersion_s": dispersion_s, "family": family,
-        "model_weight_by_dispersion_s": res.qa_values["model_weight_by_dispersion_s"],
+        **{k: res.qa_values[k] for k in ("model_weight_by_dispersion_s", "model_weight_by_shape",
+                                          "model_weight_reason")},
         "tmax_error_normal_s": round(float(np.median(res.tmax[normal] - tr.tmax[normal])), 2),
         "tmax6_ml": round(float((tissue & (res.tmax > 6)).sum() * voxel_ml), 1),
         "tmax6_ml_truth": round(float((tissue & (tr.tmax > 6)).sum() * voxel_ml), 1),

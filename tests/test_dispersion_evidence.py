@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,32 +23,23 @@ from ctperf.engine.deconvolution import mean_model_weights
 from ctperf.study import CTPStudy
 from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_dispersion_evidence as bench  # noqa: E402
+
 
 @functools.cache
-def _run(noise_hu: float, dispersion_s: float, dispersions: tuple[float, ...] | None = None):
-    """(qa_values, normal-tissue median Tmax error s, Tmax > 6 s tissue mL, truth mL) on the project phantom."""
-    ph = make_phantom(PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=noise_hu, lesion="left",
-                                  dispersion_s=dispersion_s, seed=0))
-    cfg = Config()
-    if dispersions is not None:
-        cfg.deconvolution.model_dispersions_s = dispersions
-        cfg.deconvolution.check()
-    res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg)
-    tr = ph.truth
-    tissue = tr.tissue & res.masks.brain & np.isfinite(res.tmax)
-    normal = tissue & ~tr.lesion_any
-    voxel_ml = abs(float(np.linalg.det(res.affine_ras[:3, :3]))) / 1000.0
-    return (res.qa_values, float(np.median(res.tmax[normal] - tr.tmax[normal])),
-            float((tissue & (res.tmax > 6)).sum() * voxel_ml), float((tissue & (tr.tmax > 6)).sum() * voxel_ml))
+def _run(noise_hu: float, dispersion_s: float, family: str = "default") -> dict:
+    """One row of benchmarks/bench_dispersion_evidence.py (project phantom, left lesion, 1.4 mm pixels)."""
+    return bench.measure(noise_hu, dispersion_s, family)
 
 
 def _weights(noise_hu: float, dispersion_s: float) -> dict[str, float]:
-    return _run(noise_hu, dispersion_s)[0]["model_weight_by_dispersion_s"]
+    return _run(noise_hu, dispersion_s)["model_weight_by_dispersion_s"]
 
 
 @pytest.mark.parametrize("noise_hu,dispersion_s", [(0.0, 0.0), (8.0, 1.0)])
 def test_reported_weights_are_strict_and_sum_to_one(noise_hu, dispersion_s):
-    qa = _run(noise_hu, dispersion_s)[0]
+    qa = _run(noise_hu, dispersion_s)
     by_d, by_k = qa["model_weight_by_dispersion_s"], qa["model_weight_by_shape"]
     assert qa["model_weight_reason"] is None
     assert set(by_d) == {"0", "1", "2", "3"} and set(by_k) == {"1", "2", "3", "5", "50"}
@@ -80,15 +73,17 @@ def test_weights_tell_0_from_1_s_of_dispersion_under_noise(noise_hu):
     "measured (engine 2.1, 8 HU, no dispersion): normal-tissue Tmax +1.21 s, Tmax > 6 s tissue 76.2 mL against "
     "48.4 mL (the nearly fixed mixture of dispersions)"))
 def test_undispersed_tissue_tmax_at_8hu():
-    _, err, vol, truth = _run(8.0, 0.0)
+    row = _run(8.0, 0.0)
+    err, vol, truth = row["tmax_error_normal_s"], row["tmax6_ml"], row["tmax6_ml_truth"]
     assert abs(err) <= 0.5 and vol == pytest.approx(truth, rel=0.10), (err, vol, truth)
 
 
 def test_undispersed_models_alone_read_undispersed_tissue_right_at_8hu():
     """The gap above is the evidence, not the correction: with only the undispersed models (an oracle for this
     phantom) Tmax and the Tmax > 6 s volume are right (measured +0.15 s, 47.8 mL against 48.4 mL)."""
-    qa, err, vol, truth = _run(8.0, 0.0, (0.0,))
-    assert qa["model_weight_by_dispersion_s"] == {"0": pytest.approx(1.0)}
+    row = _run(8.0, 0.0, "undispersed models only")
+    err, vol, truth = row["tmax_error_normal_s"], row["tmax6_ml"], row["tmax6_ml_truth"]
+    assert row["model_weight_by_dispersion_s"] == {"0": pytest.approx(1.0)}
     assert abs(err) <= 0.4 and vol == pytest.approx(truth, rel=0.10), (err, vol, truth)
 
 
