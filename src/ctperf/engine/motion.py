@@ -67,10 +67,19 @@ def warp_frame_inplane(frame_zyx: np.ndarray, params: np.ndarray, px_mm: float, 
     return out
 
 
+#: Largest lever arm (mm) of a rotation: a head radius.
+HEAD_RADIUS_MM = 80.0
+
+
+def _displacement_mm(params: np.ndarray, lever_arm_mm: float) -> np.ndarray:
+    """|translation| + |rotation| x ``lever_arm_mm`` of rigid in-plane transforms ``(..., 3)`` (mm)."""
+    p = np.asarray(params, float)
+    return np.hypot(p[..., 0], p[..., 1]) + np.abs(p[..., 2]) * lever_arm_mm
+
+
 def frame_moved(params: np.ndarray, px_mm: float, shape_yx, tol_mm: float) -> bool:
-    """True when the frame's largest in-plane displacement (translation + rotation at the FOV edge) > tol_mm."""
-    radius = min(0.5 * px_mm * float(np.mean(shape_yx)), 80.0)  # lever arm: at most a head radius
-    return float(np.hypot(params[0], params[1]) + abs(params[2]) * radius) > tol_mm
+    """True when the frame's largest in-plane displacement (:func:`frame_displacement_mm`) > tol_mm."""
+    return float(frame_displacement_mm(params, px_mm, shape_yx)[0]) > tol_mm
 
 
 def _bone_image(frame_zyx: np.ndarray, factor: int) -> np.ndarray:
@@ -89,9 +98,8 @@ def _bone_image(frame_zyx: np.ndarray, factor: int) -> np.ndarray:
 def frame_displacement_mm(params: np.ndarray, px_mm: float, shape_yx) -> np.ndarray:
     """Per-frame displacement (mm) of rigid in-plane transforms ``(t, 3)``: |translation| + |rotation| x lever arm
     (half the field of view, at most a head radius of 80 mm) - the measure used by :func:`frame_moved`."""
-    p = np.atleast_2d(np.asarray(params, float))
-    radius = min(0.5 * px_mm * float(np.mean(shape_yx)), 80.0)
-    return np.hypot(p[:, 0], p[:, 1]) + np.abs(p[:, 2]) * radius
+    radius = min(0.5 * px_mm * float(np.mean(shape_yx)), HEAD_RADIUS_MM)
+    return _displacement_mm(np.atleast_2d(params), radius)
 
 
 def _huber_weights(e: np.ndarray, support: np.ndarray, k: float = 1.345) -> np.ndarray:
@@ -147,7 +155,7 @@ def _register_all(bones: list[np.ndarray], ref: np.ndarray, pw: float, start: np
                   skip: tuple[int, ...] = (), same_start_mm: float = 0.0) -> np.ndarray:
     """Register every frame's bone image to ``ref``; starting points: ``start[i]`` and the previous frame's
     estimate (the better final fit wins).  The second start is skipped when it is within ``same_start_mm`` of the
-    first (displacement as :func:`frame_displacement_mm` at an 80 mm lever arm): Gauss-Newton from two such
+    first (displacement at a head-radius lever arm, :data:`HEAD_RADIUS_MM`): Gauss-Newton from two such
     nearby points converges to the same optimum."""
     params = np.zeros((len(bones), 3))
     prev = np.zeros(3)
@@ -155,8 +163,7 @@ def _register_all(bones: list[np.ndarray], ref: np.ndarray, pw: float, start: np
         if i in skip:
             continue
         best, best_cost = np.zeros(3), np.inf
-        d = start[i] - prev
-        same = np.allclose(start[i], prev) or np.hypot(d[0], d[1]) + abs(d[2]) * 80.0 < same_start_mm
+        same = np.allclose(start[i], prev) or _displacement_mm(start[i] - prev, HEAD_RADIUS_MM) < same_start_mm
         inits = [start[i]] if same else [start[i], prev]
         for init in inits:
             p, cost = register_inplane(b, ref, pw, init=init, n_iter=8)
@@ -189,7 +196,7 @@ def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int
     params = _register_all(bones, bones[0], pw, params, skip=(0,), same_start_mm=still_mm)
     # a still head (every frame within 0.05 mm of frame 0 at an 80 mm lever arm): frame 0 is as good a reference
     # as the median image, so the refinement passes would return the same (sub-threshold) result
-    if float(np.max(np.hypot(params[:, 0], params[:, 1]) + np.abs(params[:, 2]) * 80.0)) < still_mm:
+    if float(np.max(_displacement_mm(params, HEAD_RADIUS_MM))) < still_mm:
         return params
     for _ in range(max(0, n_passes - 1)):
         ref = np.median(np.stack([warp_frame_inplane(b, p, pw, order=1) for b, p in zip(bones, params)]), axis=0)

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from ctperf.config import PreprocessConfig, thread_count
 from ctperf.core.morphology import dilate_disk_inplane, fill_holes_inplane
-from ctperf.engine.motion import estimate_inplane_motion, frame_moved, warp_frame_inplane
+from ctperf.engine.motion import estimate_inplane_motion, frame_displacement_mm, frame_moved, warp_frame_inplane
 from ctperf.study import spacing_xyz_mm
 
 
@@ -338,8 +338,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     motion = np.zeros((nt, 3))
     if cfg.motion_correction and nt > 2:
         motion = estimate_inplane_motion(hu, px, n_ref_frames=2)
-    radius = min(0.5 * np.mean(spacing[:2]) * np.mean(hu.shape[2:]), 80.0)  # rotation lever arm: head radius (mm)
-    disp = np.hypot(motion[:, 0], motion[:, 1]) + np.abs(motion[:, 2]) * radius
+    disp = frame_displacement_mm(motion, px, hu.shape[2:])
     motion_max_mm = float(disp.max()) if len(disp) else 0.0
 
     # 2. binning
