@@ -250,7 +250,8 @@ def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centr
     win = _search_window(residue, n_pos, n_neg) if window is None else window
     if span_idx is not None:
         cols = np.arange(win.shape[1])[None, :]
-        far = (cols < np.asarray(span_idx[0])[:, None] - half_width) | (cols > np.asarray(span_idx[1])[:, None] + half_width)
+        far = ((cols < np.asarray(span_idx[0])[:, None] - half_width)
+               | (cols > np.asarray(span_idx[1])[:, None] + half_width))
         i = np.argmax(np.where(far, -np.inf, win), axis=1)
     elif centre_idx is not None and half_width > 0:
         i = _argmax_near(win, centre_idx, half_width)
@@ -407,11 +408,16 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
     return weight[:, inverse].astype(np.float32)
 
 
+def _voxels_or_all(mask: np.ndarray | None, n: int) -> np.ndarray:
+    """The voxels (bool, (n,)) that inform the model weights: ``mask``, or all of them when it is None or empty."""
+    return np.ones(n, bool) if mask is None or not np.any(mask) else np.asarray(mask, bool)
+
+
 def mean_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Mean of each model's per-voxel weight (n_models, n) over the voxels of ``mask`` (all when None or empty),
     (n_models,) float64; accumulated in place (no copy of the selected columns)."""
     w = np.asarray(weight_m_n)
-    sel = np.ones(w.shape[1], bool) if mask is None or not np.any(mask) else np.asarray(mask, bool)
+    sel = _voxels_or_all(mask, w.shape[1])
     return np.add.reduce(w, axis=1, where=sel[None, :], dtype=np.float64) / max(int(sel.sum()), 1)
 
 
@@ -425,7 +431,7 @@ def study_model_weights(weight_m_n: np.ndarray, mask: np.ndarray | None = None) 
 def _study_column(log_ev_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Weights from the per-voxel log-likelihoods (n_models, n) summed over the voxels of ``mask`` (all when None
     or empty), shared by every voxel: (n_models, n), one read-only column."""
-    sel = log_ev_m_n if mask is None or not np.any(mask) else log_ev_m_n[:, np.asarray(mask, bool)]
+    sel = log_ev_m_n[:, _voxels_or_all(mask, log_ev_m_n.shape[1])]
     column = weights_from_log_evidence(sel.sum(axis=1, keepdims=True, dtype=np.float64))
     return np.broadcast_to(column, log_ev_m_n.shape)
 
@@ -673,8 +679,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             if n_m == 1:
                 return np.ones((1, n), np.float32)
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
-            ev = np.ones(n, bool) if evidence_mask is None or not np.any(evidence_mask) else \
-                np.asarray(evidence_mask, bool)
+            ev = _voxels_or_all(evidence_mask, n)
             if cfg.model_evidence == "curves":
                 return _weights_from_curves(tissue, grp, ev, aif_t, filters[top], model_spectra, heights[:, top],
                                             dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
