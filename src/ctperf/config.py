@@ -82,6 +82,7 @@ RANGES: dict[str, _Range] = {
     "deconvolution.model_dispersions_s": _r(0, 20, "s"),
     "deconvolution.model_choice_block_mm": _r(0, 50, "mm", lo_open=True),
     "deconvolution.model_evidence_radius_mm": _r(0, 100, "mm"),
+    "deconvolution.dispersion_prior_block_mm": _r(0, 50, "mm", lo_open=True),
     "deconvolution.bias_tau_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.tmax_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.rcbf_median_radius_mm": _r(0, 50, "mm"),
@@ -252,6 +253,11 @@ class DeconvolutionConfig(_Checked):
     #: With "curves": width (mm, in-plane Gaussian sigma) of the neighbourhood whose blocks' log-likelihoods are
     #: summed for the regional weights; 0 = each block alone.
     model_evidence_radius_mm: float = 10.0
+    #: Prior of the models' dispersions: "uniform" (each region's evidence alone) or "study" (a study-wide prior:
+    #: the mixture of models that best explains the tissue curves of all in-plane blocks of
+    #: ``dispersion_prior_block_mm`` together, its dispersion proportions multiplied into each region's weights).
+    dispersion_prior: Literal["uniform", "study"] = "uniform"
+    dispersion_prior_block_mm: float = 8.0
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

@@ -101,7 +101,6 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         timer.announce("hemispheres")
         timer.announce("aif")
         hemi, midline_fallback, sel, peak_hu = pending.result() if pending is not None else midline_and_aif()
-    del smooth
     with timer("deconvolution"):
         dc = cfg.deconvolution
         parenchyma = pre.brain & ~pre.csf
@@ -111,6 +110,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         cbv_smooth = mp.cbv_from_curves(curves, sel.aif.delta_hu)
         vessels = mp.vessel_mask(mp.to_volume(cbv_smooth, pre.brain), peak_hu, pre.brain, pc.vessel_cbv_ml_100g,
                                  pc.vessel_peak_hu)
+        # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
+        # denoised ones, whose edge-preserving weights depend on the curves' shapes)
+        prior_blocks = (block_mean_curves(smooth, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
+                        if dc.dispersion_prior == "study" else None)
+        del smooth
 
         def tau_filter(values: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
@@ -124,7 +128,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                          weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
                          evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
-                         evidence_mask=(parenchyma & ~vessels)[pre.brain], workers=workers)
+                         evidence_mask=(parenchyma & ~vessels)[pre.brain], prior_blocks=prior_blocks,
+                         workers=workers)
     with timer("maps"):
         vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -160,6 +165,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
+    qa_values.update(dispersion_prior_summary(dec.dispersion_prior, dec.model_family, dc.dispersion_prior))
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
                     posterior_circulation=pattern.kind == "posterior", rcbf_reference_too_small=ref_reason is not None)
@@ -241,6 +247,24 @@ def model_weight_summary(mean_weights: np.ndarray | None,
             keys[1]: {key: round(v, 4) for key, v in by_k.items()}, "model_weight_reason": None}
 
 
+def dispersion_prior_summary(prior: np.ndarray | None, family: list[tuple[float, float]] | None,
+                             setting: str) -> dict[str, dict[str, float] | str | None]:
+    """The study-wide dispersion prior (:attr:`DeconvolutionOutput.dispersion_prior`) as the share of each
+    dispersion time constant d (s) in the study's mixture of models, or None and the reason."""
+    key = "study_dispersion_share_by_dispersion_s"
+    why = None
+    if setting != "study":
+        why = "deconvolution.dispersion_prior is uniform (each region's evidence alone)"
+    elif prior is None or family is None:
+        why = "no study prior was computed (no tissue blocks, one model, or no weighted family)"
+    elif not np.all(np.isfinite(prior)):
+        why = "study dispersion prior not finite"
+    if why is not None:
+        return {key: None, "study_dispersion_reason": why}
+    shares = {f"{d:g}": round(float(p), 4) for (_, d), p in zip(family, np.asarray(prior, float), strict=True)}
+    return {key: shares, "study_dispersion_reason": None}
+
+
 def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     """In-plane Gaussian smoothing of per-voxel values inside ``brain`` (zero outside), unnormalised: the model
     weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
@@ -274,6 +298,24 @@ def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.
     zz, yy, xx = np.nonzero(mask_zyx)
     ny, nx = -(-mask_zyx.shape[1] // b), -(-mask_zyx.shape[2] // b)
     return (zz.astype(np.int64) * ny + yy // b) * nx + xx // b
+
+
+def block_mean_curves(data_tzyx: np.ndarray, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:
+    """Mean curve (n_blocks, T) of the ``mask_zyx`` voxels of each in-plane block (``block_mm`` square, one slice
+    thick) that the mask covers at least half of, in C order of the blocks; float64."""
+    b = max(1, int(round(block_mm / pixel_mm)))
+    nz, ny, nx = mask_zyx.shape
+    by, bx = -(-ny // b), -(-nx // b)
+    shape = (nz, by, b, bx, b)
+    buf = np.zeros((nz, by * b, bx * b), np.float32)
+    buf[:, :ny, :nx] = mask_zyx
+    counts = buf.reshape(shape).sum(axis=(2, 4))
+    keep = counts >= 0.5 * b * b
+    out = np.empty((int(keep.sum()), len(data_tzyx)))
+    for i, frame in enumerate(data_tzyx):
+        np.multiply(frame, mask_zyx, out=buf[:, :ny, :nx])
+        out[:, i] = buf.reshape(shape).sum(axis=(2, 4), dtype=np.float64)[keep] / counts[keep]
+    return out
 
 
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,

@@ -99,6 +99,9 @@ class DeconvolutionOutput:
     model_family: list[tuple[float, float]] | None = None
     #: Mean weight of each of those models over the evidence voxels (tissue), (n_models,) float64, or None.
     model_weight_mean: np.ndarray | None = None
+    #: The study-wide prior each model's weights were multiplied by (``dispersion_prior = "study"``: the share of
+    #: the model's dispersion in the study's mixture, :func:`study_dispersion_prior`), (n_models,), or None.
+    dispersion_prior: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -498,20 +501,35 @@ def model_log_evidence(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndar
 
     The residue's shape is a regional property whose signature noise hides in a single voxel, so the tissue
     curves of each group (``groups`` (n,) int labels, e.g. small in-plane blocks) are averaged and each model's
-    noise-free tissue curve is fitted to the mean (:func:`curve_misfits`; flow, delay and MTT free).  The fit is
-    made on the curves, not on deconvolved residues: a noisy residue's maximum is biased upwards, which
-    systematically favours sharp models (measured).  Likelihood: Gaussian noise with the best fit's residual
-    variance; the noise is temporally correlated (temporal smoothing, resampling), so the effective number of
-    independent samples is ``(T - 3) (1 - rho) / (1 + rho)`` with ``rho`` the median lag-1 autocorrelation of
-    the best fits' residuals.  The MTT nodes searched are those around each model's MTT for the group's
-    peak-to-area ratio of the most regularised residue (``top_filter``, ``heights_top`` (n_models, n_tau)).
+    noise-free tissue curve is fitted to the mean (:func:`block_log_likelihood`).  The fit is made on the curves,
+    not on deconvolved residues: a noisy residue's maximum is biased upwards, which systematically favours sharp
+    models (measured).
 
     Returns (n_models, n): each voxel carries ``1 / group size`` of its group's log-likelihood (maximum 0), so
     that sums over voxels count each group once.
     """
-    n, t = tissue_nt.shape
-    mean, auc, inverse, counts = _group_means(tissue_nt, groups, aif_t)
-    n_g = len(mean)
+    mean, _, inverse, counts = _group_means(tissue_nt, groups, aif_t)
+    log_lik = block_log_likelihood(mean, aif_t, top_filter, model_spectra, heights_top, dt_s, length, n_neg,
+                                   tau_grid_s)
+    return (log_lik / counts[None, :])[:, inverse].astype(np.float32)
+
+
+def block_log_likelihood(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray, model_spectra: np.ndarray,
+                         heights_top: np.ndarray, dt_s: float, length: int, n_neg: int, tau_grid_s: np.ndarray,
+                         half_tau: int = 2) -> np.ndarray:
+    """Log-likelihood (n_models, n_groups) of each model's tissue curve given each mean curve ``mean_gt``
+    (n_groups, T), flow, delay and MTT free (:func:`curve_misfits`), maximum 0 per group.
+
+    Likelihood: Gaussian noise with the best fit's residual variance; the noise is temporally correlated (temporal
+    smoothing, resampling), so the effective number of independent samples is ``(T - 3) (1 - rho) / (1 + rho)``
+    with ``rho`` the median lag-1 autocorrelation of the best fits' residuals.  The MTT nodes searched are
+    ``half_tau`` nodes either side of each model's MTT for the group's peak-to-area ratio of the most regularised
+    residue (``top_filter``, ``heights_top`` (n_models, n_tau)).
+    """
+    mean = np.asarray(mean_gt, np.float64)
+    n_g, t = mean.shape
+    a_sum = float(np.sum(aif_t))
+    auc = mean.sum(axis=1) / a_sum if a_sum > 0 else np.zeros(n_g)
     p_top, _ = _peak_signed(sfft.irfft(sfft.rfft(mean, n=length, axis=1) * top_filter[None], n=length, axis=1),
                             dt_s, t, n_neg)
     lt = np.log(tau_grid_s)
@@ -520,12 +538,36 @@ def model_log_evidence(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndar
     for m in range(n_m):
         node = np.interp(log_tau_from_peak(p_top, auc, heights_top[m], tau_grid_s), lt, np.arange(len(lt)))
         centre[m] = np.clip(np.rint(node), 0, len(lt) - 1).astype(int)
-    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre)
+    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre, half_tau)
     r = float(np.clip(np.median(rho), 0.0, 0.95)) if len(rho) else 0.0
     nu = max(1.0, (t - 3) * (1.0 - r) / (1.0 + r))
     best = np.maximum(mis.min(axis=0), 1e-30)
-    log_lik = -0.5 * nu * (mis - best) / best
-    return (log_lik / counts[None, :])[:, inverse].astype(np.float32)
+    return -0.5 * nu * (mis - best) / best
+
+
+def mixture_proportions(log_lik_m_g: np.ndarray, max_iter: int = 1000, tol: float = 1e-7) -> np.ndarray:
+    """Maximum-likelihood proportions (n_models,) of a mixture of the models over the groups (EM), from each
+    group's log-likelihoods (n_models, n_groups): the share of the study's blocks each model explains best, as
+    far as the data can tell them apart."""
+    ll = np.asarray(log_lik_m_g, np.float64)
+    lik = np.exp(ll - ll.max(axis=0, keepdims=True))
+    pi = np.full(len(ll), 1.0 / len(ll))
+    for _ in range(max_iter):
+        post = pi[:, None] * lik
+        post /= np.maximum(post.sum(axis=0, keepdims=True), 1e-300)
+        new = post.mean(axis=1)
+        done = np.abs(new - pi).max() < tol
+        pi = new
+        if done:
+            break
+    return pi
+
+
+def dispersion_shares(proportions_m: np.ndarray, family: list[tuple[float, float]]) -> np.ndarray:
+    """Each model's dispersion's share of the mixture (n_models,): the proportions summed over the shapes."""
+    disp = np.array([d for _, d in family])
+    prop = np.asarray(proportions_m, np.float64)
+    return np.array([prop[disp == d].sum() for d in disp])
 
 
 def weights_from_log_evidence(log_ev_m_n: np.ndarray) -> np.ndarray:
@@ -623,7 +665,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
                          evidence_filter=None, evidence_mask: np.ndarray | None = None,
-                         workers: int | None = None) -> DeconvolutionOutput:
+                         prior_blocks: np.ndarray | None = None, workers: int | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -633,6 +675,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     log-likelihoods (n,) over each voxel's neighbourhood (e.g. an in-plane Gaussian with peak 1).
     evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
     the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
+    prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
+    study-wide dispersion prior (``dispersion_prior = "study"``: :func:`study_dispersion_prior`); None = uniform.
     workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
     """
     n_threads = thread_count(workers)
@@ -669,6 +713,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
     g_t = np.zeros(n, np.float64)
     g_idx_all = None
+    prior: list[np.ndarray | None] = [None]  # the study dispersion prior, when one is computed
     if guided:
         # pass 1: the weight of each model residue for each voxel (the evidence of the groups in its
         # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
@@ -678,6 +723,14 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         def weight_maps() -> np.ndarray:
             if n_m == 1:
                 return np.ones((1, n), np.float32)
+            w = evidence_weights()
+            if prior_blocks is None or len(prior_blocks) == 0:
+                return w
+            prior[0] = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top],
+                                              dt_s, length, n_neg, tau_grid, family)
+            return apply_prior(w, prior[0])
+
+        def evidence_weights() -> np.ndarray:
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
             ev = _voxels_or_all(evidence_mask, n)
             if cfg.model_evidence == "curves":
@@ -766,7 +819,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0),
                               model_family=family if guided else None,
-                              model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None)
+                              model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
+                              dispersion_prior=prior[0])
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
@@ -782,6 +836,34 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
             out.tmax_s = np.maximum(tmax - shift, 0.0).astype(np.float32)
     return out
+
+
+#: MTT nodes (either side of the noisy first guess, a factor ~1.12 apart) searched by the fits that set the study
+#: dispersion prior: a first guess from the peak of a noisy block's residue can be off by a factor of 2-3.
+_PRIOR_TAU_NODES = 12
+
+
+def study_dispersion_prior(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
+                           model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
+                           tau_grid_s: np.ndarray, family: list[tuple[float, float]]) -> np.ndarray:
+    """Study-wide prior of each model's dispersion (n_models,): the dispersion shares of the mixture of models
+    that best explains the mean curves of all tissue blocks of the study (:func:`block_log_likelihood`,
+    :func:`mixture_proportions`).
+
+    One block's curve hardly tells an undispersed residue from a dispersed one at clinical noise (the shape and the
+    delay absorb the difference), but a whole study's blocks together do, as long as the dispersion is shared by
+    much of the tissue; where regions differ, the mixture keeps each dispersion's share."""
+    log_lik = block_log_likelihood(block_means_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
+                                   n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
+    return dispersion_shares(mixture_proportions(log_lik), family)
+
+
+def apply_prior(weight_m_n: np.ndarray, prior_m: np.ndarray) -> np.ndarray:
+    """Model weights (n_models, n) times a prior (n_models,), renormalised; a column the prior would empty keeps
+    its weights."""
+    w = np.asarray(weight_m_n, np.float64) * np.asarray(prior_m, np.float64)[:, None]
+    total = w.sum(axis=0, keepdims=True)
+    return np.where(total > 1e-12, w / np.maximum(total, 1e-300), weight_m_n).astype(np.float32)
 
 
 def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float,
@@ -806,7 +888,8 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
-               evidence_mask: np.ndarray | None = None, workers: int | None = None) -> DeconvolutionOutput:
+               evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | None = None,
+               workers: int | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping per-voxel values (n,) to filtered values (e.g.
@@ -823,4 +906,4 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
     return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
                                 weight_filter=weight_filter, evidence_filter=evidence_filter,
-                                evidence_mask=evidence_mask, workers=workers)
+                                evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers)
