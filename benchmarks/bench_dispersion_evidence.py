@@ -3,10 +3,12 @@
     python benchmarks/bench_dispersion_evidence.py [--noise 0 3 8] [--dispersion 0 1]
 
 Runs the engine on the project phantom (exponential residue, left lesion, 1.4 mm pixels) once per (noise, tissue
-dispersion) and model family: the default family (gamma shapes x dispersions 0-3 s, weighted by the evidence) and
-the same shapes restricted to one dispersion (0 s or 1 s: an oracle when it matches the phantom).  Prints one JSON
-object; per row the mean model weights over the tissue by dispersion and by shape (``qa_values`` as in
-metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume against the truth.
+dispersion) and model family: the default family (gamma shapes x dispersions 0-3 s, weighted by the evidence), the
+same shapes restricted to one dispersion (0 s or 1 s: an oracle when it matches the phantom), and the default family
+with the study-wide dispersion prior (option ``deconvolution.dispersion_prior = "study"``).  Prints one JSON
+object; per row the mean model weights over the tissue by dispersion and by shape and the study prior's dispersion
+shares (``qa_values`` as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume
+against the truth.
 ``tests/test_dispersion_evidence.py`` calls :func:`measure`.
 README "Model evidence" quotes ``results/dispersion_evidence.json``, written with
 ``python benchmarks/bench_dispersion_evidence.py > benchmarks/results/dispersion_evidence.json``.
@@ -21,7 +23,10 @@ import sys
 
 import numpy as np
 
-FAMILIES = {"default": None, "undispersed models only": (0.0,), "1 s models only": (1.0,)}
+#: Model families: the default (every dispersion, uniform prior), one dispersion only (an oracle when it matches
+#: the phantom), and the default family with the study-wide dispersion prior (``dispersion_prior = "study"``).
+FAMILIES = {"default": {}, "undispersed models only": {"model_dispersions_s": (0.0,)},
+            "1 s models only": {"model_dispersions_s": (1.0,)}, "study dispersion prior": {"dispersion_prior": "study"}}
 
 
 def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:
@@ -32,10 +37,7 @@ def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:
 
     ph = make_phantom(PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=noise_hu, lesion="left",
                                   dispersion_s=dispersion_s, seed=0))
-    cfg = Config()
-    if FAMILIES[family] is not None:
-        cfg.deconvolution.model_dispersions_s = FAMILIES[family]
-        cfg.deconvolution.check()
+    cfg = Config.from_dict({"deconvolution": dict(FAMILIES[family])})
     res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg)
     tr = ph.truth
     tissue = tr.tissue & res.masks.brain & np.isfinite(res.tmax)
@@ -44,7 +46,7 @@ def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:
     return {
         "noise_hu": noise_hu, "dispersion_s": dispersion_s, "family": family,
         **{k: res.qa_values[k] for k in ("model_weight_by_dispersion_s", "model_weight_by_shape",
-                                          "model_weight_reason")},
+                                          "model_weight_reason", "study_dispersion_share_by_dispersion_s")},
         "tmax_error_normal_s": round(float(np.median(res.tmax[normal] - tr.tmax[normal])), 2),
         "tmax6_ml": round(float((tissue & (res.tmax > 6)).sum() * voxel_ml), 1),
         "tmax6_ml_truth": round(float((tissue & (tr.tmax > 6)).sum() * voxel_ml), 1),
