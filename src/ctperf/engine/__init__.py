@@ -214,7 +214,8 @@ def method_description(dc) -> dict:
         "mtt": "60 CBV / CBF", "model_family": {"gamma_shapes": list(dc.residue_shapes),
                                                 "dispersions_s": list(dc.model_dispersions_s),
                                                 "weights_scope": dc.model_weights_scope,
-                                                "evidence": dc.model_evidence} if corrected else None,
+                                                "evidence": dc.model_evidence,
+                                                "dispersion_prior": dc.dispersion_prior} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": bool(dc.map_regularisation),
     }
