@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ctperf.core.grid import resample_to_grid, same_grid  # noqa: F401 (re-exported)
 from ctperf.errors import InputError
 
 
@@ -56,23 +57,3 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 3:
         raise InputError(f"{p.name}: expected a 3D volume, got shape {data.shape}")
     return np.ascontiguousarray(data.transpose(2, 1, 0)).astype(np.float32), np.asarray(img.affine, dtype=float)
-
-
-def same_grid(shape_a, affine_a, shape_b, affine_b, tol_mm: float = 0.01) -> bool:
-    return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=tol_mm)
-
-
-def resample_to_grid(vol_zyx: np.ndarray, affine_src: np.ndarray, shape_zyx, affine_dst: np.ndarray,
-                     order: int = 0) -> np.ndarray:
-    """Resample a (z, y, x) volume onto another grid through world coordinates (nearest neighbour by default)."""
-    from scipy import ndimage
-
-    if same_grid(np.shape(vol_zyx), affine_src, shape_zyx, affine_dst):
-        return np.asarray(vol_zyx)
-    # dst voxel (x,y,z) -> world -> src voxel (x,y,z); then permute to (z,y,x) array order.
-    m = np.linalg.inv(affine_src) @ affine_dst
-    perm = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-    mz = perm @ m @ perm
-    src = np.asarray(vol_zyx, np.float32)
-    return ndimage.affine_transform(src, mz[:3, :3], offset=mz[:3, 3], output_shape=tuple(shape_zyx),
-                                    order=order, mode="constant", cval=0.0)

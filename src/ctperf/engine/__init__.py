@@ -32,7 +32,7 @@ from ctperf.engine.deconvolution import deconvolve
 from ctperf.engine.regularise import regularise_flow_maps
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
-from ctperf.nifti_io import resample_to_grid
+from ctperf.core.grid import resample_to_grid
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall, truncation_affected_maps
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks

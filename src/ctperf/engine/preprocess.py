@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import PreprocessConfig, thread_count
+from ctperf.core.grid import bin_factor_for, bin_inplane, binned_affine  # noqa: F401 (re-exported)
 from ctperf.core.morphology import dilate_disk_inplane, fill_holes_inplane
 from ctperf.engine.motion import estimate_inplane_motion, frame_displacement_mm, frame_moved, warp_frame_inplane
 from ctperf.study import spacing_xyz_mm
@@ -69,52 +70,6 @@ class Preprocessed:
 def pixel_spacing_mm(affine_ras: np.ndarray) -> np.ndarray:
     """Voxel size (x, y, z) in mm from the columns of the affine."""
     return spacing_xyz_mm(affine_ras)
-
-
-def bin_factor_for(affine_ras: np.ndarray, compute_pixel_mm: float) -> int:
-    """Integer in-plane binning factor that brings the native pixel closest to ``compute_pixel_mm`` (>= 1)."""
-    if not compute_pixel_mm or compute_pixel_mm <= 0:
-        return 1
-    px = float(np.mean(pixel_spacing_mm(affine_ras)[:2]))
-    return max(1, int(round(compute_pixel_mm / px)))
-
-
-def binned_affine(affine_ras: np.ndarray, factor: int) -> np.ndarray:
-    """Affine of an in-plane ``factor`` x ``factor`` block-average grid (block centres; exact)."""
-    s = np.eye(4)
-    s[0, 0] = s[1, 1] = factor
-    s[0, 3] = s[1, 3] = (factor - 1) / 2.0
-    return np.asarray(affine_ras, float) @ s
-
-
-def bin_inplane(vol: np.ndarray, factor: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Block-average the last two axes (y, x) by ``factor`` (remainder rows/columns dropped), float32.
-
-    ``out``: optional float32 array of the result's shape to write into.  Each 2-D image is reduced on its own
-    (it stays in the CPU cache between the passes): the columns of every block summed first (one pass over the
-    input), then the rows on the already reduced image - much faster than reshape(...).mean(axis=(..)) or
-    ``factor``^2 strided accumulations.
-    """
-    if factor == 1:
-        if out is None:
-            return np.asarray(vol, np.float32)
-        out[...] = vol
-        return out
-    *lead, ny, nx = vol.shape
-    ny2, nx2 = ny // factor, nx // factor
-    if out is None:
-        out = np.empty((*lead, ny2, nx2), np.float32)
-    scale = np.float32(1.0 / factor**2)
-    for idx in np.ndindex(*lead):
-        img, res = vol[idx][: ny2 * factor, : nx2 * factor], out[idx]
-        rows = np.add(img[:, 0::factor], img[:, 1::factor], dtype=np.float32)
-        for b in range(2, factor):
-            rows += img[:, b::factor]
-        np.add(rows[0::factor], rows[1::factor], out=res)
-        for a in range(2, factor):
-            res += rows[a::factor]
-        res *= scale
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

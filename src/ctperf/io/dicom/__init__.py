@@ -97,7 +97,7 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
         factor = max(1, int(round(bin_to_pixel_mm / float(np.mean(plan.spacing_xyz[:2])))))
     meta = _meta(scan, group, plan)
     if factor > 1:
-        from ctperf.engine.preprocess import binned_affine
+        from ctperf.core.grid import binned_affine
 
         affine = binned_affine(plan.affine_ras, factor)
         meta.extra["binned_on_load"] = factor

@@ -72,7 +72,7 @@ def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], Non
                  bin_factor: int = 1, workers: int | None = None) -> np.ndarray | None:
     """Fill ``hu`` (t, z, y, x) in place; return the (z, y, x) padding mask or None.
 
-    With ``bin_factor`` > 1 every decoded slice is block-averaged in-plane (``ctperf.engine.preprocess.bin_inplane``)
+    With ``bin_factor`` > 1 every decoded slice is block-averaged in-plane (``ctperf.core.grid.bin_inplane``)
     before it is stored, so the full-resolution 4D array never exists; a block touching padding is outside.
     ``workers``: CPU threads (None = all cores); one more thread than that overlaps file reads, at most 4.
     """
@@ -81,7 +81,7 @@ def _decode_into(plan: _Plan, hu: np.ndarray, progress: Callable[[int, int], Non
     outside = np.zeros(hu.shape[1:], dtype=bool) if has_padding else None
     lock = threading.Lock()
     if bin_factor > 1:
-        from ctperf.engine.preprocess import bin_inplane
+        from ctperf.core.grid import bin_inplane
     h0 = plan.frames[0][0]
     scratch = threading.local()
 
