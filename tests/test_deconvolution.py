@@ -281,3 +281,24 @@ def test_curve_evidence_regional_option_runs_and_is_bounded():
                      evidence_filter=lambda v: np.full_like(v, v.sum()))
     assert float(np.median(cbf_from_rmax(out.rmax_per_s))) == pytest.approx(app, rel=0.15)
     assert float(np.median(out.tmax_s)) == pytest.approx(true_tmax, abs=0.75)
+
+
+def test_banded_argmax_matches_the_masked_argmax():
+    """``_argmax_between`` reads only the band of columns it searches; it must pick what a full-width masked argmax
+    picks (first of equal maxima, NaN as the maximum, 0 for an empty range)."""
+    from ctperf.engine.deconvolution import _argmax_between, _argmax_near
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, w = int(rng.integers(1, 40)), int(rng.integers(1, 30))
+        win = rng.integers(0, 4, size=(n, w)).astype(np.float32)
+        if trial % 3 == 0:
+            win[rng.random((n, w)) < 0.05] = np.nan
+        lo = rng.integers(-5, w + 5, n)
+        hi = lo + rng.integers(-3, 10, n)
+        cols = np.arange(w)[None]
+        masked = np.where((cols < lo[:, None]) | (cols > hi[:, None]), -np.inf, win)
+        np.testing.assert_array_equal(_argmax_between(win, lo, hi), np.argmax(masked, axis=1))
+        c, h = rng.integers(-3, w + 3, n), int(rng.integers(0, 5))
+        masked = np.where(np.abs(cols - c[:, None]) > h, -np.inf, win)
+        np.testing.assert_array_equal(_argmax_near(win, c, h), np.argmax(masked, axis=1))

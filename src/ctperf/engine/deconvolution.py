@@ -252,10 +252,7 @@ def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centr
     """
     win = _search_window(residue, n_pos, n_neg) if window is None else window
     if span_idx is not None:
-        cols = np.arange(win.shape[1])[None, :]
-        far = ((cols < np.asarray(span_idx[0])[:, None] - half_width)
-               | (cols > np.asarray(span_idx[1])[:, None] + half_width))
-        i = np.argmax(np.where(far, -np.inf, win), axis=1)
+        i = _argmax_between(win, np.asarray(span_idx[0]) - half_width, np.asarray(span_idx[1]) + half_width)
     elif centre_idx is not None and half_width > 0:
         i = _argmax_near(win, centre_idx, half_width)
     else:
@@ -267,9 +264,21 @@ def _peak_signed(residue: np.ndarray, dt_s: float, n_pos: int, n_neg: int, centr
 
 def _argmax_near(win: np.ndarray, centre_idx: np.ndarray, half_width: int) -> np.ndarray:
     """Index of each row's maximum within ``centre_idx +- half_width``."""
-    cols = np.arange(win.shape[1])[None, :]
-    far = np.abs(cols - np.asarray(centre_idx)[:, None]) > half_width
-    return np.argmax(np.where(far, -np.inf, win), axis=1)
+    centre = np.asarray(centre_idx)
+    return _argmax_between(win, centre - half_width, centre + half_width)
+
+
+def _argmax_between(win: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Index of each row's maximum over the columns ``lo .. hi`` (inclusive, clipped to the window; the first of
+    equal maxima; 0 where the range is empty), read from a band of those columns only."""
+    n, w = win.shape
+    lo = np.maximum(np.asarray(lo, np.int64), 0)
+    hi = np.minimum(np.asarray(hi, np.int64), w - 1)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    cols = lo[:, None] + np.arange(max(int((hi - lo).max()), 0) + 1)[None, :]
+    band = np.where(cols <= hi[:, None], win[np.arange(n)[:, None], np.minimum(cols, w - 1)], -np.inf)
+    return np.where(hi >= lo, lo + np.argmax(band, axis=1), 0)
 
 
 def _parabola_peak(y: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
