@@ -77,7 +77,7 @@ def test_joint_weights_and_empty_mask():
 
 def test_config_option():
     dc = Config().deconvolution
-    assert dc.map_regularisation is False and dc.map_regularisation_sigma_mm > 0
+    assert dc.map_regularisation is False and dc.cbv_regularisation is True and dc.map_regularisation_sigma_mm > 0
     with pytest.raises(ConfigError):
         DeconvolutionConfig(map_regularisation_sigma_mm=0.0)
     with pytest.raises(ConfigError):
@@ -85,7 +85,8 @@ def test_config_option():
 
 
 def test_engine_wiring_on_small_phantom():
-    """Switched on in compute_perfusion: CBF/CBV change only in tissue, closer to the truth, MTT = 60 CBV/CBF."""
+    """In compute_perfusion: by default CBV alone is filtered (CBF exactly as unfiltered, CBV closer to the truth);
+    with map_regularisation CBF too; maps change only in tissue and MTT = 60 CBV/CBF."""
     synthetic = pytest.importorskip("ctperf.synthetic.phantom")
     from ctperf.engine import compute_perfusion
     from ctperf.study import CTPStudy
@@ -93,18 +94,24 @@ def test_engine_wiring_on_small_phantom():
     ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=96, n_slices=2, pixel_mm=2.0, noise_hu=8.0,
                                                       lesion="left", seed=1))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
-    cfg_on = Config()
-    cfg_on.deconvolution.map_regularisation = True
-    off, on = compute_perfusion(study, Config()), compute_perfusion(study, cfg_on)
-    assert "regularise" in on.stage_seconds
-    tis = on.masks.tissue & ph.truth.tissue
-    np.testing.assert_array_equal(on.cbf[~on.masks.tissue], off.cbf[~off.masks.tissue])
+    cfg_off, cfg_both = Config(), Config()
+    cfg_off.deconvolution.cbv_regularisation = False
+    cfg_both.deconvolution.map_regularisation = True
+    off, cbv_only, both = (compute_perfusion(study, c) for c in (cfg_off, Config(), cfg_both))
+    assert "regularise" in cbv_only.stage_seconds
+    tis = both.masks.tissue & ph.truth.tissue
+    for on in (cbv_only, both):
+        np.testing.assert_array_equal(on.cbf[~on.masks.tissue], off.cbf[~off.masks.tissue])
+        np.testing.assert_array_equal(on.cbv[~on.masks.tissue], off.cbv[~off.masks.tissue])
 
     def r(a, b):
         ok = tis & np.isfinite(a)
         return np.corrcoef(a[ok], b[ok])[0, 1]
 
-    assert r(on.cbf, ph.truth.cbf_apparent) > r(off.cbf, ph.truth.cbf_apparent) + 0.03
-    assert r(on.cbv, ph.truth.cbv) > r(off.cbv, ph.truth.cbv) + 0.03
-    pos = tis & (on.cbf > 0)
-    np.testing.assert_allclose(on.mtt[pos], np.minimum(60 * on.cbv[pos] / on.cbf[pos], 30.0), rtol=1e-4)
+    np.testing.assert_array_equal(cbv_only.cbf, off.cbf)  # default: CBF, rCBF and the core as measured
+    np.testing.assert_array_equal(cbv_only.rcbf, off.rcbf)
+    assert r(both.cbf, ph.truth.cbf_apparent) > r(off.cbf, ph.truth.cbf_apparent) + 0.03
+    for on in (cbv_only, both):
+        assert r(on.cbv, ph.truth.cbv) > r(off.cbv, ph.truth.cbv) + 0.03
+        pos = tis & (on.cbf > 0)
+        np.testing.assert_allclose(on.mtt[pos], np.minimum(60 * on.cbv[pos] / on.cbf[pos], 30.0), rtol=1e-4)

@@ -1,4 +1,4 @@
-"""Edge-preserving regularisation of the CBF and CBV maps (rolling-guidance joint bilateral filter).
+"""Edge-preserving regularisation of the CBV (default) and CBF (option) maps: rolling-guidance joint bilateral.
 
 At standard-dose noise the per-voxel CBF/CBV estimates carry a noise of ~50 % (grey matter) to ~70 % (white
 matter) of their value, while grey matter is a ribbon only 2-3 voxels thick: plain smoothing mixes it with white
@@ -14,10 +14,12 @@ ECCV 2014):
    averaging weights stay those of a bilateral filter (a weighted mean of neighbours that look alike).
 
 CBF and CBV are filtered with *identical* weights, and MTT is recomputed as 60 CBV / CBF by the caller, so the
-central volume theorem still holds exactly.  The inputs are the written, non-negative maps
-(:func:`ctperf.engine.maps.nonnegative_maps`); averaging values clipped at 0 could bias very-low-flow tissue
-upwards, but on the project phantom at 8 HU the median CBF of the infarct core is the same whether the clipped or
-the unclipped estimates are filtered (5.9 mL/100g/min either way), and the clipped maps give a less noisy MTT.
+central volume theorem still holds exactly.  The engine passes the written, non-negative CBF
+(:func:`ctperf.engine.maps.nonnegative_maps`; on the project phantom at 8 HU the median CBF of the infarct core is
+the same whether the clipped or the unclipped estimates are filtered, 5.9 mL/100g/min, and the clipped maps give a
+less noisy MTT) and the CBV *before* its bounds: averaging CBV values clipped at 0 biases noisy white matter upwards
+(15 HU: +22 % instead of +12 %).  By default only the filtered CBV is kept (``deconvolution.cbv_regularisation``);
+CBF is kept too with ``deconvolution.map_regularisation``.
 The weighted mean is linear in the data, so regional means (and hence the reference CBF of rCBF) are kept; only
 voxels of the tissue mask are used and changed.
 """
