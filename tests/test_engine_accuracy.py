@@ -70,6 +70,30 @@ def test_geometry_and_outputs(base):
     assert res.affected_side == "left"
 
 
+def _r(est: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    ok = mask & np.isfinite(est)
+    return float(np.corrcoef(est[ok], truth[ok])[0, 1])
+
+
+def test_map_quality_at_8hu(base):
+    """README "Map regularisation": voxelwise r with the truth over the tissue; CBV is regularised by default (its r
+    is 0.50 without the filter)."""
+    ph, res, _ = base
+    tis = ph.truth.tissue & res.masks.tissue
+    assert _r(res.cbv, ph.truth.cbv, tis) >= 0.70
+    assert _r(res.tmax, ph.truth.tmax, tis) >= 0.89
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="measured (engine 2.2, 8 HU, 1.4 mm pixels): voxelwise r CBF 0.61, MTT 0.25 (issue-14 "
+                          "targets 0.70 / 0.50); the joint CBF + CBV filter reaches 0.74 / 0.48 but moves the core")
+def test_cbf_and_mtt_map_quality_targets_at_8hu(base):
+    ph, res, _ = base
+    tis = ph.truth.tissue & res.masks.tissue
+    assert _r(res.cbf, ph.truth.cbf_apparent, tis) >= 0.70
+    assert _r(res.mtt, ph.truth.mtt, tis) >= 0.50
+
+
 def test_aif_vof_voxels_are_artery_and_sinus(base):
     ph, res, _ = base
     lab = ph.truth.labels
