@@ -141,10 +141,9 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         sigma = dc.map_regularisation_sigma_mm if on else 0.0
         # CBV is filtered from its unbounded estimate (a weighted mean of values clipped at 0 is biased upwards
         # where the noise is large: white matter at 15 HU +22 % instead of +12 %), then bounded again below
+        # CBV alone by default: CBF, and so rCBF and the core, as measured
         cbf_r, cbv_r = regularise_flow_maps(vol["cbf"], vol.pop("cbv_unbounded"), masks.tissue, pre.baseline_hu,
-                                            px, sigma, dc.map_regularisation_h, workers)
-        if not dc.map_regularisation:  # CBV alone (or nothing): CBF, and so rCBF and the core, as measured
-            cbf_r = vol["cbf"]
+                                            px, sigma, dc.map_regularisation_h, dc.map_regularisation, workers)
         vol["cbv"], vol["mtt"], vol["cbf"] = mp.nonnegative_maps(cbv_r, cbf_r)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)

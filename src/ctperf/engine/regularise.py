@@ -35,7 +35,8 @@ from ctperf.denoise import tips_bilateral
 def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: np.ndarray | None,
                             pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0,
                             first_sigma_mm: float | None = None, first_range_h: float | None = None,
-                            first_guide_sigma_px: float = 1.2, workers: int | None = None) -> np.ndarray:
+                            first_guide_sigma_px: float = 1.2, filtered: tuple[int, ...] | None = None,
+                            workers: int | None = None) -> np.ndarray:
     """Two-pass (rolling-guidance) joint bilateral filter of K co-registered maps inside ``mask``.
 
     Parameters
@@ -50,6 +51,8 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
         m features (:func:`ctperf.denoise.tips_bilateral`).
     first_sigma_mm, first_range_h : the same for the first pass (default: 0.75 sigma_mm and 1.25 range_h).
     first_guide_sigma_px : Gaussian pre-smoothing (pixels) of the first pass's guide (the noisy maps).
+    filtered : indices of the maps the second pass filters (all by default); every map guides both passes, the
+        others are returned unchanged.
     workers : threads of the filter (None = all CPU cores); the result does not depend on it.
 
     Returns
@@ -69,18 +72,20 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
     first = tips_bilateral(sub, msub, pixel_mm, s1, h1, guide_extra=extra, n_guide=len(sub),
                            guide_sigma_px=first_guide_sigma_px, workers=workers)
     guide = first if extra is None else np.concatenate([first, extra])
-    final = tips_bilateral(sub, msub, pixel_mm, sigma_mm, range_h, guide_extra=guide, n_guide=0, guide_sigma_px=0.0,
-                           workers=workers)
+    keep = list(range(len(maps)) if filtered is None else filtered)
+    final = tips_bilateral(sub[keep], msub, pixel_mm, sigma_mm, range_h, guide_extra=guide, n_guide=0,
+                           guide_sigma_px=0.0, workers=workers)
     out = maps.copy()
-    out[(slice(None),) + bb] = np.where(msub[None], final, out[(slice(None),) + bb])
+    out[(keep,) + bb] = np.where(msub[None], final, out[(keep,) + bb])
     return out
 
 
 def regularise_flow_maps(cbf_zyx: np.ndarray, cbv_zyx: np.ndarray, tissue: np.ndarray, baseline_hu: np.ndarray,
-                         pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0,
+                         pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0, filter_cbf: bool = True,
                          workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CBF (mL/100g/min) and CBV (mL/100g) maps filtered jointly by :func:`rolling_joint_bilateral` inside
-    ``tissue``, guided by the maps and the baseline HU image; returns (CBF, CBV) float32 (z, y, x).
+    ``tissue``, guided by the maps and the baseline HU image; returns (CBF, CBV) float32 (z, y, x).  With
+    ``filter_cbf = False`` only CBV is filtered (with the same weights) and CBF is returned as given.
 
     Recompute MTT (and re-apply the bounds) from the result with :func:`ctperf.engine.maps.nonnegative_maps`.
     ``sigma_mm <= 0`` returns the inputs unchanged.
@@ -88,5 +93,5 @@ def regularise_flow_maps(cbf_zyx: np.ndarray, cbv_zyx: np.ndarray, tissue: np.nd
     if sigma_mm <= 0:
         return np.asarray(cbf_zyx, np.float32), np.asarray(cbv_zyx, np.float32)
     out = rolling_joint_bilateral(np.stack([cbf_zyx, cbv_zyx]), tissue, baseline_hu, pixel_mm, sigma_mm, range_h,
-                                  workers=workers)
+                                  filtered=None if filter_cbf else (1,), workers=workers)
     return out[0], out[1]
