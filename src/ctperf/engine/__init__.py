@@ -307,20 +307,15 @@ def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.
 
 
 def block_mean_curves(data_tzyx: np.ndarray, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:
-    """Mean curve (n_blocks, T) of the ``mask_zyx`` voxels of each in-plane block (``block_mm`` square, one slice
-    thick) that the mask covers at least half of, in C order of the blocks; float64."""
+    """Mean curve (n_blocks, T) of the ``mask_zyx`` voxels of each in-plane block (:func:`_block_labels`) that the
+    mask covers at least half of, in the order of the block labels; float64."""
     b = max(1, int(round(block_mm / pixel_mm)))
-    nz, ny, nx = mask_zyx.shape
-    by, bx = -(-ny // b), -(-nx // b)
-    shape = (nz, by, b, bx, b)
-    buf = np.zeros((nz, by * b, bx * b), np.float32)
-    buf[:, :ny, :nx] = mask_zyx
-    counts = buf.reshape(shape).sum(axis=(2, 4))
+    labels, inverse, counts = np.unique(_block_labels(mask_zyx, pixel_mm, block_mm), return_inverse=True,
+                                        return_counts=True)
     keep = counts >= 0.5 * b * b
     out = np.empty((int(keep.sum()), len(data_tzyx)))
     for i, frame in enumerate(data_tzyx):
-        np.multiply(frame, mask_zyx, out=buf[:, :ny, :nx])
-        out[:, i] = buf.reshape(shape).sum(axis=(2, 4), dtype=np.float64)[keep] / counts[keep]
+        out[:, i] = np.bincount(inverse, weights=frame[mask_zyx], minlength=len(labels))[keep] / counts[keep]
     return out
 
 
