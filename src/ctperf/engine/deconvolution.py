@@ -722,22 +722,22 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
     g_t = np.zeros(n, np.float64)
     g_idx_all = None
-    prior: list[np.ndarray | None] = [None]  # the study dispersion prior, when one is computed
     if guided:
         # pass 1: the weight of each model residue for each voxel (the evidence of the groups in its
         # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
         # (robust to noise) and the voxel's MTT under each model
         n_m = len(family)
 
-        def weight_maps() -> np.ndarray:
+        def weight_maps() -> tuple[np.ndarray, np.ndarray | None]:
+            """The model weights (n_models, n) and the study dispersion prior (n_models,) when one is set."""
             if n_m == 1:
-                return np.ones((1, n), np.float32)
+                return np.ones((1, n), np.float32), None
             w = evidence_weights()
             if prior_blocks is None or len(prior_blocks) == 0:
-                return w
-            prior[0] = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top],
-                                              dt_s, length, n_neg, tau_grid, family)
-            return apply_prior(w, prior[0])
+                return w, None
+            p = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
+                                       length, n_neg, tau_grid, family)
+            return apply_prior(w, p), p
 
         def evidence_weights() -> np.ndarray:
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
@@ -770,7 +770,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg,
                                     centre_idx=_time_index(g_t, dt_s, t, n_neg))
             del guide_win
-            weight = pending_weight.result() if pending_weight is not None else weight_maps()
+            weight, prior = pending_weight.result() if pending_weight is not None else weight_maps()
         g_idx_all = _time_index(g_t, dt_s, t, n_neg)
         # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
         # the MTT grid is clipped to it
@@ -829,7 +829,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0),
                               model_family=family if guided else None,
                               model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
-                              dispersion_prior=prior[0])
+                              dispersion_prior=prior if guided else None)
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
