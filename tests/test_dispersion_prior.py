@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.errors import ConfigError
 from ctperf.engine import block_mean_curves, dispersion_prior_summary
 from ctperf.engine.deconvolution import apply_prior, dispersion_shares, mixture_proportions
 
@@ -81,8 +82,10 @@ def test_summary_is_null_with_a_reason_when_off_or_missing():
 def test_option_is_off_by_default_and_validated():
     assert Config().deconvolution.dispersion_prior == "uniform"
     assert Config.from_dict({"deconvolution": {"dispersion_prior": "study"}}).deconvolution.dispersion_prior == "study"
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         Config.from_dict({"deconvolution": {"dispersion_prior_block_mm": 0}})
+    with pytest.raises(ConfigError):
+        Config.from_dict({"deconvolution": {"dispersion_prior": "regional"}})
 
 
 # ------------------------------------------------------------------------------ project phantom, 8 HU (~15 s each)
