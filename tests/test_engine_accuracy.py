@@ -77,11 +77,11 @@ def _r(est: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 def test_map_quality_at_8hu(base):
     """README "Map regularisation": voxelwise r with the truth over the tissue; CBV is regularised by default (its r
-    is 0.50 without the filter)."""
+    is 0.50 without the filter) and so is Tmax since engine 2.3 (README "Tmax regularisation": r 0.897 -> 0.915)."""
     ph, res, _ = base
     tis = ph.truth.tissue & res.masks.tissue
     assert _r(res.cbv, ph.truth.cbv, tis) >= 0.70
-    assert _r(res.tmax, ph.truth.tmax, tis) >= 0.89
+    assert _r(res.tmax, ph.truth.tmax, tis) >= 0.91
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
@@ -108,8 +108,8 @@ def test_tmax_accuracy_8hu(base):
     _, _, m = base
     print("8 HU metrics:", {k: round(v, 3) for k, v in m.items()})
     assert m["brain_coverage"] > 0.97
-    assert m["tmax_mae_normal_s"] <= 1.0
-    assert m["tmax_mae_lesion_s"] <= 1.5
+    assert m["tmax_mae_normal_s"] <= 0.7  # README: 0.58 s (engine 2.2 without the Tmax regularisation: 0.76 s)
+    assert m["tmax_mae_lesion_s"] <= 1.2  # 1.04 s (1.13 s)
     assert m["normal_tmax_gt6_fraction"] < 0.02  # no argmax-of-noise Tmax in normal tissue
 
 

@@ -29,7 +29,7 @@ from ctperf.config import Config, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import deconvolve
-from ctperf.engine.regularise import regularise_flow_maps
+from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.core.grid import resample_to_grid
@@ -145,6 +145,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         cbf_r, cbv_r = regularise_flow_maps(vol["cbf"], vol.pop("cbv_unbounded"), masks.tissue, pre.baseline_hu,
                                             px, sigma, dc.map_regularisation_h, dc.map_regularisation, workers)
         vol["cbv"], vol["mtt"], vol["cbf"] = mp.nonnegative_maps(cbv_r, cbf_r)
+        if dc.tmax_regularisation:  # both conventions, so they differ only by how the residue is read
+            for name in ("tmax", "tmax_standard"):
+                vol[name] = regularise_tmax(vol[name], masks.tissue, pre.baseline_hu, px,
+                                            dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h, workers)
     with timer("rcbf"):
         voxel_ml = voxel_volume_ml(pre.affine_ras)
         side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
@@ -223,6 +227,7 @@ def method_description(dc) -> dict:
                                                 "dispersion_prior": dc.dispersion_prior} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),
+        "tmax_regularisation": dc.tmax_regularisation,
     }
 
 
