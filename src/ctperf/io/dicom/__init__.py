@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from ctperf.core.grid import bin_factor_for, binned_affine
 from ctperf.errors import DicomError
 from ctperf.io.dicom.grouping import (
     EQUALLY_PLAUSIBLE_FRACTION,
@@ -94,11 +95,9 @@ def load_ctp(dicom_dir, series: str | None = None, progress: Callable[[int, int]
     n_t, n_z = len(plan.frames), len(plan.frames[0])
     factor, affine = 1, plan.affine_ras
     if bin_to_pixel_mm and 4 * n_t * n_z * h0.rows * h0.cols > bin_above_bytes:
-        factor = max(1, int(round(bin_to_pixel_mm / float(np.mean(plan.spacing_xyz[:2])))))
+        factor = bin_factor_for(plan.affine_ras, bin_to_pixel_mm)
     meta = _meta(scan, group, plan)
     if factor > 1:
-        from ctperf.core.grid import binned_affine
-
         affine = binned_affine(plan.affine_ras, factor)
         meta.extra["binned_on_load"] = factor
         meta.warnings.append(f"large study ({h0.cols}x{h0.rows}x{n_z}x{n_t}): slices block-averaged {factor}x{factor} "
