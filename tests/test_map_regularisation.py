@@ -119,6 +119,17 @@ def test_tmax_noise_reduced_and_edges_kept(step_to_s):
     np.testing.assert_array_equal(regularise_tmax(noisy, mask, base, px, sigma_mm=0.0), noisy)
 
 
+def test_tmax_without_value_neither_contributes_nor_changes():
+    truth, noisy, base, px = _tmax_map(8.0)
+    holes = noisy.copy()
+    holes[:, 50:54, 50:54] = np.nan
+    out = regularise_tmax(holes, np.ones(truth.shape, bool), base, px)
+    assert np.isnan(out[:, 50:54, 50:54]).all() and np.isfinite(np.delete(out.ravel(), np.flatnonzero(
+        np.isnan(holes.ravel())))).all()
+    near = (slice(None), slice(46, 58), slice(46, 58))
+    assert np.nanmean(out[near]) == pytest.approx(np.nanmean(noisy[near]), abs=0.5)  # not pulled towards 0
+
+
 def test_engine_wiring_on_small_phantom():
     """In compute_perfusion: by default CBV alone is filtered (CBF exactly as unfiltered, CBV closer to the truth);
     with map_regularisation CBF too; maps change only in tissue and MTT = 60 CBV/CBF."""

@@ -108,11 +108,11 @@ def regularise_tmax(tmax_zyx: np.ndarray, tissue: np.ndarray, baseline_hu: np.nd
     baseline HU image (float32 (z, y, x); voxels outside ``tissue`` unchanged).
 
     Both passes average only neighbours whose Tmax (after pass 1, whose guide is far less noisy) differs by little
-    more than the noise explains, so a lesion edge (a step of Tmax) is not moved.  ``sigma_mm <= 0`` returns the
-    input unchanged.
+    more than the noise explains, so a lesion edge (a step of Tmax) is not moved.  Voxels without a finite Tmax
+    neither contribute nor change.  ``sigma_mm <= 0`` returns the input unchanged.
     """
     tmax = np.asarray(tmax_zyx, np.float32)
     if sigma_mm <= 0:
         return tmax
-    return rolling_joint_bilateral(tmax[None], tissue, baseline_hu, pixel_mm, sigma_mm, range_h,
-                                   workers=workers)[0]
+    return rolling_joint_bilateral(tmax[None], np.asarray(tissue, bool) & np.isfinite(tmax), baseline_hu, pixel_mm,
+                                   sigma_mm, range_h, workers=workers)[0]
