@@ -124,15 +124,14 @@ def test_tmax_without_value_neither_contributes_nor_changes():
     holes = noisy.copy()
     holes[:, 50:54, 50:54] = np.nan
     out = regularise_tmax(holes, np.ones(truth.shape, bool), base, px)
-    assert np.isnan(out[:, 50:54, 50:54]).all() and np.isfinite(np.delete(out.ravel(), np.flatnonzero(
-        np.isnan(holes.ravel())))).all()
+    assert np.isnan(out[:, 50:54, 50:54]).all() and np.isfinite(out[~np.isnan(holes)]).all()
     near = (slice(None), slice(46, 58), slice(46, 58))
     assert np.nanmean(out[near]) == pytest.approx(np.nanmean(noisy[near]), abs=0.5)  # not pulled towards 0
 
 
-def test_engine_wiring_on_small_phantom():
-    """In compute_perfusion: by default CBV alone is filtered (CBF exactly as unfiltered, CBV closer to the truth);
-    with map_regularisation CBF too; maps change only in tissue and MTT = 60 CBV/CBF."""
+@pytest.fixture(scope="module")
+def small_phantom():
+    """A small noisy phantom study and its default compute_perfusion result, shared by the wiring tests."""
     synthetic = pytest.importorskip("ctperf.synthetic.phantom")
     from ctperf.engine import compute_perfusion
     from ctperf.study import CTPStudy
@@ -140,10 +139,19 @@ def test_engine_wiring_on_small_phantom():
     ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=96, n_slices=2, pixel_mm=2.0, noise_hu=8.0,
                                                       lesion="left", seed=1))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
+    return ph, study, compute_perfusion(study, Config())
+
+
+def test_engine_wiring_on_small_phantom(small_phantom):
+    """In compute_perfusion: by default CBV alone is filtered (CBF exactly as unfiltered, CBV closer to the truth);
+    with map_regularisation CBF too; maps change only in tissue and MTT = 60 CBV/CBF."""
+    from ctperf.engine import compute_perfusion
+
+    ph, study, cbv_only = small_phantom
     cfg_off, cfg_both = Config(), Config()
     cfg_off.deconvolution.cbv_regularisation = False
     cfg_both.deconvolution.map_regularisation = True
-    off, cbv_only, both = (compute_perfusion(study, c) for c in (cfg_off, Config(), cfg_both))
+    off, both = (compute_perfusion(study, c) for c in (cfg_off, cfg_both))
     assert "regularise" in cbv_only.stage_seconds
     tis = both.masks.tissue & ph.truth.tissue
     for on in (cbv_only, both):
@@ -163,27 +171,21 @@ def test_engine_wiring_on_small_phantom():
         np.testing.assert_allclose(on.mtt[pos], np.minimum(60 * on.cbv[pos] / on.cbf[pos], 30.0), rtol=1e-4)
 
 
-def test_engine_tmax_wiring_on_small_phantom():
+def test_engine_tmax_wiring_on_small_phantom(small_phantom):
     """In compute_perfusion: both Tmax maps (default and standard convention) are filtered inside tissue, closer to
     the truth; CBF, CBV and the voxels outside tissue are unchanged."""
-    synthetic = pytest.importorskip("ctperf.synthetic.phantom")
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
 
-    ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=96, n_slices=2, pixel_mm=2.0, noise_hu=8.0,
-                                                      lesion="left", seed=1))
-    study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
+    ph, study, on = small_phantom
     cfg_off = Config()
     cfg_off.deconvolution.tmax_regularisation = False
-    off, on = compute_perfusion(study, cfg_off), compute_perfusion(study, Config())
+    off = compute_perfusion(study, cfg_off)
     np.testing.assert_array_equal(on.cbf, off.cbf)
     np.testing.assert_array_equal(on.cbv, off.cbv)
     outside = ~on.masks.tissue
     np.testing.assert_array_equal(on.tmax[outside], off.tmax[outside])
     tis = on.masks.tissue & ph.truth.tissue
-    for name in ("tmax", "tmax_standard"):
-        a = on.tmax if name == "tmax" else on.aux_maps[name]
-        b = off.tmax if name == "tmax" else off.aux_maps[name]
+    for a, b in ((on.tmax, off.tmax), (on.aux_maps["tmax_standard"], off.aux_maps["tmax_standard"])):
         assert not np.array_equal(a[tis], b[tis])
     err_on = np.nanmean(np.abs(on.tmax - ph.truth.tmax)[tis])
     err_off = np.nanmean(np.abs(off.tmax - ph.truth.tmax)[tis])
