@@ -302,3 +302,18 @@ def test_banded_argmax_matches_the_masked_argmax():
         c, h = rng.integers(-3, w + 3, n), int(rng.integers(0, 5))
         masked = np.where(np.abs(cols - c[:, None]) > h, -np.inf, win)
         np.testing.assert_array_equal(_argmax_near(win, c, h), np.argmax(masked, axis=1))
+
+
+def test_tmax_bound_at_zero_unless_signed_values_are_asked_for():
+    """Tissue arriving 2 s before the AIF: reported at 0 s by default; ``bound_tmax = False`` keeps the negative
+    reading (the engine filters Tmax spatially before it bounds it)."""
+    c = tissue_curve(T, 50.0, 4.0, -2.0)[None]
+    for method in ("bcsvd", "standard"):
+        cfg = DeconvolutionConfig(method=method)
+        bounded = deconvolve(c, AIF, 1.0, cfg)
+        signed = deconvolve(c, AIF, 1.0, cfg, bound_tmax=False)
+        assert bounded.tmax_s[0] == 0.0 and bounded.tmax_standard_s[0] == 0.0
+        assert signed.tmax_s[0] < -0.3 and signed.tmax_standard_s[0] < -0.3  # standard: -2 s + its lag
+        assert signed.rmax_per_s[0] == bounded.rmax_per_s[0]
+    assert signed.tmax_s[0] == signed.tmax_standard_s[0]  # method "standard": one reading
+    assert deconvolve(c, AIF, 1.0, DeconvolutionConfig(), bound_tmax=False).tmax_s[0] == pytest.approx(-2.0, abs=0.1)

@@ -26,7 +26,8 @@ Methods
 Outputs per voxel: ``rmax`` = max of the residue (1/s; CBF = 6000 kH/rho * rmax mL/100g/min) and ``tmax_s`` =
 time of that maximum, located with sub-sample precision by a parabola through the peak sample and its
 neighbours; negative delays (tissue before the AIF, wrapped to the end of the circulant window) are searched too
-and reported as 0.  Every run also returns the standard-convention values of the same residues.
+and reported as 0 (or kept negative with ``bound_tmax = False``, for callers that filter Tmax spatially before
+bounding it).  Every run also returns the standard-convention values of the same residues.
 
 Estimand (docs/definitions.md §2)
     The tissue's impulse response is ``F k(t) = F (h (x) R)(t - delay)`` (residue ``R`` of any shape, dispersion
@@ -86,7 +87,7 @@ _CHUNK = 8192
 class DeconvolutionOutput:
     #: Peak of the flow-scaled residue (1/s), shape (n,).
     rmax_per_s: np.ndarray
-    #: Time of the residue peak (s), shape (n,).
+    #: Time of the residue peak (s), shape (n,); >= 0 unless :func:`deconvolve` was asked for signed values.
     tmax_s: np.ndarray
     #: Regularisation used per voxel (truncation fraction or lambda), shape (n,).
     threshold: np.ndarray
@@ -202,7 +203,7 @@ def apply_bias_correction(rmax: np.ndarray, tmax: np.ndarray, level: np.ndarray,
             h[m] = np.interp(log_tau, lt, rel_heights[j])
             s[m] = np.interp(log_tau, lt, shifts[j])
     return ((rmax / np.clip(h, 0.2, 1.2)).astype(np.float32),
-            np.maximum(tmax - s, 0.0).astype(np.float32))
+            (tmax - s).astype(np.float32))
 
 
 def padded_length(n: int) -> int:
@@ -687,6 +688,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
     study-wide dispersion prior (``dispersion_prior = "study"``: :func:`study_dispersion_prior`); None = uniform.
     workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
+
+    Tmax values are signed (a peak before the arrival is negative); :func:`deconvolve` bounds them.
     """
     n_threads = thread_count(workers)
     method = method or cfg.method
@@ -825,8 +828,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
-    out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=np.maximum(tmax, 0.0), threshold=thr,
-                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=np.maximum(tmax_std, 0.0),
+    out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=tmax.astype(np.float32), threshold=thr,
+                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=tmax_std.astype(np.float32),
                               model_family=family if guided else None,
                               model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
                               dispersion_prior=prior if guided else None)
@@ -843,7 +846,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     log_h[sel] = _weighted_lookup(log_h_y[:, j], weight[:, sel], pos_filt[0][sel], pos_filt[1][sel])
                     shift[sel] = _weighted_lookup(shift_y[:, j], weight[:, sel], pos_own[0][sel], pos_own[1][sel])
             out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
-            out.tmax_s = np.maximum(tmax - shift, 0.0).astype(np.float32)
+            out.tmax_s = (tmax - shift).astype(np.float32)
     return out
 
 
@@ -898,21 +901,29 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
                evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | None = None,
-               workers: int | None = None) -> DeconvolutionOutput:
+               workers: int | None = None, bound_tmax: bool = True) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping per-voxel values (n,) to filtered values (e.g.
     a spatial median), applied to the guide's peak time and to the log peak-to-area ratio that looks up the
     regularisation-bias correction (see the module doc).
     ``workers``: threads the circulant methods may use (None = all CPU cores); the result does not depend on it.
+    ``bound_tmax``: report a peak before the arrival (a noisy residue, or tissue just ahead of the AIF) as 0 s
+    (default), or keep it negative, so that a spatial filter applied before the bound averages the values
+    themselves (a mean of values bounded at 0 is biased late where the true Tmax is near 0).
     """
     if cfg.method == "svd":
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
         out.rmax_standard_per_s, out.tmax_standard_s = out.rmax_per_s, out.tmax_s
-        return out
-    if cfg.method == "standard":
+    elif cfg.method == "standard":
         classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
-        return deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
-    return deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
-                                weight_filter=weight_filter, evidence_filter=evidence_filter,
-                                evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers)
+        out = deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
+    else:
+        out = deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
+                                   weight_filter=weight_filter, evidence_filter=evidence_filter,
+                                   evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers)
+    if bound_tmax:
+        out.tmax_s = np.maximum(out.tmax_s, 0.0)
+        if out.tmax_standard_s is not None:
+            out.tmax_standard_s = np.maximum(out.tmax_standard_s, 0.0)
+    return out
