@@ -28,7 +28,7 @@ from ctperf.aif import select_aif_vof
 from ctperf.config import Config, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
-from ctperf.engine.deconvolution import deconvolve
+from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
@@ -379,9 +379,12 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
     peak = float(aif.max())
     end_frac = float(aif[-max(2, len(aif) // 20):].mean() / peak) if peak > 0 else float("nan")
     vof_ttp = sel.vof.ttp_s
+    aif_noise_hu, aif_floor = aif_noise_floor(sel.aif.delta_hu)
     values = {
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
         "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
+        "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor,
+        "lowest_regularisation": lowest_regularisation(cfg.deconvolution),
         "vof_aif_area_ratio": sel.vof_aif_area_ratio, "vof_peak_hu": float(vof.max()),
         "vof_ttp_s": vof_ttp, "n_baseline_frames": pre.n_baseline_frames, "bolus_arrival_s": pre.bolus_arrival_s,
         "motion_max_mm": pre.motion_max_mm, "noise_hu": pre.noise_hu, "time_step_s": pre.dt_s,
@@ -398,5 +401,7 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
                                       or (vof.max() > 0 and vof[-1] > 0.5 * vof.max())),
         "motion_excessive": bool(pre.motion_max_mm > cfg.preprocess.motion_flag_mm),
         "vof_unreliable": bool(not sel.vof_clean),
+        # noise-only frequencies of the AIF pass the deconvolution filter: Tmax late, CBF low (aif_noise_floor)
+        "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > lowest_regularisation(cfg.deconvolution)),
     }
     return flags, values
