@@ -225,7 +225,7 @@ def aif_noise_floor(aif_t: np.ndarray) -> tuple[float, float]:
     spectrum's maximum for a positive bolus).  Where it exceeds the lowest regularisation level, noise-only
     frequencies of the AIF pass the deconvolution filter: the tissue (which saw the noise-free AIF) has almost no
     power there, so its residue comes out lower and later than the noise-free emulation of the correction predicts
-    (measured on AIFs with 2-5 % noise: Tmax 0.4-1.9 s late, CBF 15-25 % low; README "Known gaps").
+    (measured on AIFs with 2-5 % noise: Tmax 0.6-1.9 s late, CBF 10-25 % low; README "Known gaps").
     """
     a = np.asarray(aif_t, np.float64)
     peak = float(a.max()) if a.size else 0.0
