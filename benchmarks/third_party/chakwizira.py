@@ -77,6 +77,24 @@ def aif_concentration() -> np.ndarray:
     return concentration(_signal(root() / "varying_cbf/exponential_residue_function/aif.nii").reshape(-1), KAPPA_A)
 
 
+def generator_aif_concentration(times_s: np.ndarray) -> np.ndarray:
+    """The DRO generator's noise-free AIF, ``(t - 20)^3 exp(-(t - 20) / 1.5)`` for t > 20 s (NOTES.md), in the
+    units of :func:`aif_concentration` (least-squares amplitude of the formula against the file: 1.006).  The file's
+    AIF is this curve plus the single voxel's SNR-20 noise (5.4 % of the peak)."""
+    x = np.clip(np.asarray(times_s, float) - 20.0, 0.0, None)
+    return np.where(x > 0, x**3 * np.exp(-x / 1.5), 0.0)
+
+
+def with_generator_aif(case: ThirdPartyCase) -> ThirdPartyCase:
+    """``case`` with its known AIF replaced by the generator's noise-free one (same scale to HU): separates the
+    effect of the DRO's noisy AIF from the deconvolution's (known-AIF path only)."""
+    import dataclasses
+
+    clean = generator_aif_concentration(case.aif_times_s) * _scale(aif_concentration())
+    return dataclasses.replace(case, name=case.name + "_generator_aif", aif_hu=clean,
+                               notes=case.notes + ["known AIF = the generator's noise-free AIF (NOTES.md formula)"])
+
+
 def _scale(aif_c: np.ndarray) -> float:
     return AIF_PEAK_HU / float(aif_c.max())
 
