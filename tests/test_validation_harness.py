@@ -285,6 +285,10 @@ def test_chakwizira_concentration_and_truth():
     for label, lo, hi in (("gm_cbf40", 3.8, 4.2), ("wm_cbf20", 1.9, 2.1)):
         ratio = case.region_curves_hu[regs[label]].sum() / case.aif_hu.sum() * 100 / k
         assert lo < ratio < hi, (label, ratio)
+    # the generator's noise-free AIF: the file's AIF minus it is the voxel's noise (SD as in its baseline)
+    clean = chakwizira.generator_aif_concentration(np.arange(len(aif)) * chakwizira.TR_S)
+    assert np.std(aif - clean) < 1.2 * aif[: chakwizira.N_BASE].std() and abs(clean.max() / aif.max() - 1) < 0.05
+    assert chakwizira.with_generator_aif(case).aif_hu.max() == pytest.approx(case.aif_hu.max(), rel=0.05)
     dd = chakwizira.load_delay_dispersion()
     assert len(dd.regions) == 70
     for r in dd.regions:
