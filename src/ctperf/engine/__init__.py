@@ -380,11 +380,12 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
     end_frac = float(aif[-max(2, len(aif) // 20):].mean() / peak) if peak > 0 else float("nan")
     vof_ttp = sel.vof.ttp_s
     aif_noise_hu, aif_floor = aif_noise_floor(sel.aif.delta_hu)
+    lowest = lowest_regularisation(cfg.deconvolution)
     values = {
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
         "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
         "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor,
-        "lowest_regularisation": lowest_regularisation(cfg.deconvolution),
+        "lowest_regularisation": lowest,
         "vof_aif_area_ratio": sel.vof_aif_area_ratio, "vof_peak_hu": float(vof.max()),
         "vof_ttp_s": vof_ttp, "n_baseline_frames": pre.n_baseline_frames, "bolus_arrival_s": pre.bolus_arrival_s,
         "motion_max_mm": pre.motion_max_mm, "noise_hu": pre.noise_hu, "time_step_s": pre.dt_s,
@@ -402,6 +403,6 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
         "motion_excessive": bool(pre.motion_max_mm > cfg.preprocess.motion_flag_mm),
         "vof_unreliable": bool(not sel.vof_clean),
         # noise-only frequencies of the AIF pass the deconvolution filter: Tmax late, CBF low (aif_noise_floor)
-        "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > lowest_regularisation(cfg.deconvolution)),
+        "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > lowest),
     }
     return flags, values
