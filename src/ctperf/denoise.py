@@ -104,56 +104,85 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     gp = np.pad(guide, pad)
     cp = np.pad(coef_kzyx, pad)
     mp = np.pad(m, pad[1:])
-    acc = np.zeros_like(coef_kzyx)
-    wsum = np.zeros((nz, ny, nx), np.float32)
     scale = np.float32(1.0 / (max(range_h, 1e-3) ** 2 * np.sqrt(2.0 * m_feat)))
+    # outside the mask the output is the input; inside it, the weighted means written slice by slice below
+    acc = np.array(coef_kzyx, copy=True)
     if second is not None:
         scale2 = np.float32(1.0 / (max(second[0], 1e-3) ** 2 * np.sqrt(2.0 * m_feat)))
         sig2_px = max(second[2], 1e-3) / pixel_mm
         ip = np.pad(np.asarray(second[1], np.float32), pad[1:])
-        acc2 = np.zeros((nz, ny, nx), np.float32)
-        wsum2 = np.zeros((nz, ny, nx), np.float32)
+        acc2 = np.array(second[1], np.float32, copy=True)
     lattice = range(-(r // step) * step, r + 1, step)
     offsets = [(dy, dx) for dy in lattice for dx in lattice if dy * dy + dx * dx <= r * r]
 
-    def accumulate(zs: slice) -> None:
-        """The weighted sums for the slices ``zs`` (slices are independent: in-plane filter)."""
-        g = guide[:, zs]
-        # per-thread work buffers, reused for every offset (no large temporaries in the loop)
-        fbuf = np.empty(g.shape, np.float32)
-        kbuf = np.empty((k,) + g.shape[1:], np.float32)
-        for dy, dx in offsets:
-            rr = dy * dy + dx * dx
-            ws = np.float32(np.exp(-rr / (2.0 * sig_px**2)))
-            sl = (zs, slice(r + dy, r + dy + ny), slice(r + dx, r + dx + nx))
-            np.subtract(gp[(slice(None),) + sl], g, out=fbuf)
-            np.square(fbuf, out=fbuf)
-            excess = fbuf.sum(axis=0)
-            excess *= np.float32(0.5)
-            excess -= m_feat
-            np.maximum(excess, 0.0, out=excess)
-            w = np.exp(-excess * scale)
-            w *= ws  # = ws * exp(...) * mask, in that order
-            w *= mp[sl]
-            np.multiply(cp[(slice(None),) + sl], w[None], out=kbuf)
-            acc[:, zs] += kbuf
-            wsum[zs] += w
-            if second is not None:
-                w2 = np.exp(-excess * scale2)
-                w2 *= np.float32(np.exp(-rr / (2.0 * sig2_px**2)))
-                w2 *= mp[sl]
-                acc2[zs] += w2 * ip[sl]
-                wsum2[zs] += w2
-        # normalise in place (the weighted means inside the mask, the input outside)
-        acc[:, zs] = np.where(mask[zs][None], acc[:, zs] / np.maximum(wsum[zs], 1e-6)[None], coef_kzyx[:, zs])
-        if second is not None:
-            acc2[zs] = np.where(mask[zs], acc2[zs] / np.maximum(wsum2[zs], 1e-6), second[1][zs])
+    def filter_slice(z: int) -> None:
+        """The weighted means of slice ``z`` (slices are independent: in-plane filter).
 
-    # numpy releases the GIL in these array operations: slabs of slices run in parallel threads
-    n_workers = thread_count(workers, nz)
-    bounds = np.linspace(0, nz, n_workers + 1).round().astype(int)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        list(pool.map(accumulate, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
+        Only the bounding box of the slice's own mask voxels is computed (the brain's extent changes from slice
+        to slice; one slice's sums also stay in the processor's cache across the offsets).  The range kernel is
+        symmetric: the guide distance of voxel i to its neighbour i + o equals that of i + o to i (offset -o), and
+        so do the spatial factors.  The lattice holds -o with every o, so the distances and the ``exp`` are
+        computed once per pair of offsets, on a box that covers the voxels of both, and the second offset reads
+        its weights from that box shifted by o.  The sums still run in the order of ``offsets`` with the same
+        elementwise operations, so the result does not depend on this organisation (nor on the threads).
+        """
+        rows, cols = np.flatnonzero(mask[z].any(axis=1)), np.flatnonzero(mask[z].any(axis=0))
+        if len(rows) == 0:
+            return
+        by, bx = rows[0], cols[0]
+        hy, hx = rows[-1] + 1 - by, cols[-1] + 1 - bx  # the box: [by, by + hy) x [bx, bx + hx)
+        a = np.zeros((k, hy, hx), acc.dtype)
+        wsum = np.zeros((hy, hx), np.float32)
+        kbuf = np.empty((k, hy, hx), np.float32)  # work buffer, reused for every offset
+        if second is not None:
+            a2 = np.zeros((hy, hx), np.float32)
+            wsum2 = np.zeros((hy, hx), np.float32)
+        pending = {}  # offset -> (origin of its weights' box, range x spatial weights of the pair, second's)
+        for dy, dx in offsets:
+            if (-dy, -dx) in pending:
+                (y0, x0), t1, t2 = pending.pop((-dy, -dx))
+                # weights of offset o at padded position q are the pair's weights at q + o
+                box = (slice(r + by + dy - y0, r + by + dy - y0 + hy), slice(r + bx + dx - x0, r + bx + dx - x0 + hx))
+            else:
+                # padded positions q where this offset needs weights (q = r + p) or its partner -o does
+                # (q = r + p - o), and the distances between q and q + o
+                y0, x0 = r + by - max(dy, 0), r + bx - max(dx, 0)
+                ys, xs = slice(y0, r + by + hy - min(dy, 0)), slice(x0, r + bx + hx - min(dx, 0))
+                fbuf = gp[:, z, ys.start + dy:ys.stop + dy, xs.start + dx:xs.stop + dx] - gp[:, z, ys, xs]
+                np.square(fbuf, out=fbuf)
+                excess = fbuf.sum(axis=0)
+                excess *= np.float32(0.5)
+                excess -= m_feat
+                np.maximum(excess, 0.0, out=excess)
+                rr = dy * dy + dx * dx
+                t1 = np.exp(-excess * scale)
+                t1 *= np.float32(np.exp(-rr / (2.0 * sig_px**2)))
+                t2 = None
+                if second is not None:
+                    t2 = np.exp(-excess * scale2)
+                    t2 *= np.float32(np.exp(-rr / (2.0 * sig2_px**2)))
+                if (dy, dx) != (0, 0):
+                    pending[(dy, dx)] = ((y0, x0), t1, t2)
+                box = (slice(r + by - y0, r + by - y0 + hy), slice(r + bx - x0, r + bx - x0 + hx))
+            sl = (z, slice(r + by + dy, r + by + dy + hy), slice(r + bx + dx, r + bx + dx + hx))
+            w = t1[box] * mp[sl]  # = spatial * range weight * neighbour in the mask, in that order
+            np.multiply(cp[(slice(None),) + sl], w[None], out=kbuf)
+            a += kbuf
+            wsum += w
+            if second is not None:
+                w2 = t2[box] * mp[sl]
+                a2 += w2 * ip[sl]
+                wsum2 += w2
+        inside = mask[z, by:by + hy, bx:bx + hx]
+        out = acc[:, z, by:by + hy, bx:bx + hx]
+        out[:] = np.where(inside[None], a / np.maximum(wsum, 1e-6)[None], out)
+        if second is not None:
+            out2 = acc2[z, by:by + hy, bx:bx + hx]
+            out2[:] = np.where(inside, a2 / np.maximum(wsum2, 1e-6), out2)
+
+    # numpy releases the GIL in these array operations: slices run in parallel threads
+    with ThreadPoolExecutor(max_workers=thread_count(workers, nz)) as pool:
+        list(pool.map(filter_slice, range(nz)))
     return acc if second is None else (acc, acc2)
 
 
