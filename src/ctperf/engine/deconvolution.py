@@ -638,12 +638,21 @@ def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_gr
 
 
 def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``)."""
-    tab = np.asarray(table_m_y)
-    terms = (1.0 - frac) * tab[:, i0]
-    terms += frac * tab[:, i0 + 1]
-    terms *= weight_m_n
-    return terms.sum(axis=0)
+    """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``).
+
+    The terms are laid out voxel by voxel, (n, n_models): the table rows of each voxel are gathered as contiguous
+    blocks from the transposed table (several times faster than gathering columns of every model), and each
+    voxel's sum runs over its contiguous models (numpy's pairwise summation, as for the column-gathered layout).
+    """
+    tab, frac = np.asarray(table_m_y), np.asarray(frac)
+    tab_t = np.ascontiguousarray(tab.T, dtype=np.result_type(tab, frac))  # (n_y, n_models)
+    terms = tab_t[i0]
+    terms *= (1.0 - frac)[:, None]
+    upper = tab_t[i0 + 1]
+    upper *= frac[:, None]
+    terms += upper
+    terms *= np.asarray(weight_m_n).T
+    return terms.sum(axis=1)
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
@@ -851,6 +860,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
                     _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w, window=win)
                     rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
+                    if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
+                        log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
+                        shift[sel] = _weighted_lookup(shift_y[:, j], w_sel, pos_own[0][sel], pos_own[1][sel])
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -859,6 +871,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             if len(todo) == 0:
                 break
 
+    # guided correction: the log height factor and the peak shift of each voxel at its level (set by solve_chunk)
+    log_h = np.zeros(n) if guided and correct else None
+    shift = np.zeros(n) if guided and correct else None
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
@@ -872,13 +887,6 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
                                                                rel_heights[0], shifts[0], tau_grid)
         else:
-            log_h = np.zeros(n)
-            shift = np.zeros(n)
-            for j in range(len(filters)):
-                sel = np.flatnonzero(level == j)
-                if len(sel):
-                    log_h[sel] = _weighted_lookup(log_h_y[:, j], weight[:, sel], pos_filt[0][sel], pos_filt[1][sel])
-                    shift[sel] = _weighted_lookup(shift_y[:, j], weight[:, sel], pos_own[0][sel], pos_own[1][sel])
             out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
             out.tmax_s = (tmax - shift).astype(np.float32)
     return out
