@@ -353,9 +353,12 @@ def model_family(cfg: DeconvolutionConfig) -> list[tuple[float, float]]:
     return [(float(k), float(d)) for d in cfg.model_dispersions_s for k in cfg.residue_shapes]
 
 
-def _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, family):
-    """:func:`step_response_tables` of every model of the family, stacked along a first axis (n_models, ...)."""
-    tabs = [step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, d, k) for k, d in family]
+def _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, family, n_threads: int = 1):
+    """:func:`step_response_tables` of every model of the family, stacked along a first axis (n_models, ...);
+    the models in ``n_threads`` parallel threads (independent: the result does not depend on it)."""
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, len(family))) as pool:
+        tabs = list(pool.map(lambda kd: step_response_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
+                                                             kd[1], kd[0]), family))
     return tuple(np.array([tab[i] for tab in tabs]) for i in range(4))
 
 
@@ -763,7 +766,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     heights = shifts = rel_heights = None
     if correct or guided:
         heights, shifts, true_h, model_spectra = _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
-                                                                family)
+                                                                family, n_threads)
         rel_heights = heights / np.maximum(true_h[:, None, :], 1e-9)  # estimated / true peak of h (x) R
 
     g_t = np.zeros(n, np.float64)
@@ -816,16 +819,17 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg,
                                     centre_idx=_time_index(g_t, dt_s, t, n_neg))
             del guide_win
+            g_idx_all = _time_index(g_t, dt_s, t, n_neg)
+            # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range
+            # of the MTT grid is clipped to it.  (Still beside the model weights, which need none of this.)
+            y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
+            y = np.clip(np.nan_to_num(y, nan=y_grid[0], posinf=y_grid[-1], neginf=y_grid[0]), y_grid[0], y_grid[-1])
+            # noise-robust MTT for the height lookup and the lag-aware window: the filtered observable
+            y_filt = (y if tau_filter is None
+                      else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1]))
+            log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
+                                                  tau_grid, y_grid)
             weight, prior = pending_weight.result() if pending_weight is not None else weight_maps()
-        g_idx_all = _time_index(g_t, dt_s, t, n_neg)
-        # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range of
-        # the MTT grid is clipped to it
-        y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
-        y = np.clip(np.nan_to_num(y, nan=y_grid[0], posinf=y_grid[-1], neginf=y_grid[0]), y_grid[0], y_grid[-1])
-        # noise-robust MTT for the height lookup and the lag-aware window: the filtered observable
-        y_filt = y if tau_filter is None else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1])
-        log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
-                                              tau_grid, y_grid)
 
         def grid_pos(v):
             p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
