@@ -33,6 +33,8 @@ def tissue_curve(t, cbf, mtt, delay, dispersion=0.0):
 
 T = np.arange(0, 60.0, 1.0)
 AIF = gamma_aif(T)
+T90 = np.arange(0, 90.0, 1.0)  # long enough for MTTs up to 20 s
+AIF90 = gamma_aif(T90).astype(np.float32)
 
 
 def _run(cbf, mtt, delay, cfg, dispersion=0.0):
@@ -352,3 +354,22 @@ def test_noisy_aif_does_not_bias_tmax_or_cbf():
         tmax.append(out.tmax_s.mean())
         cbf.append((cbf_from_rmax(out.rmax_per_s) / np.array([60.0, 25.0, 40.0]) - 1).mean())
     assert abs(np.mean(tmax)) <= 0.3 and abs(np.mean(cbf)) <= 0.10, (np.mean(tmax), np.mean(cbf))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-04 (engine 2.4): noise-free exponential residues with 1 s dispersion and MTT 12-20 s (severely "
+    "hypoperfused tissue), delays 8.0-8.75 s: Tmax error mean -0.94 s, worst -2.25 s (the true model alone: -0.19 s). "
+    "A slowly decaying residue is only shifted by the dispersion, so the evidence cannot tell the dispersions apart and "
+    "picks an undispersed model at some sub-sample delays; the realistic phantom's core then reads 2 s early without "
+    "noise (HIR 0 vs 0.24). The study dispersion prior reads it right (README, Known gaps)"))
+def test_long_transit_dispersed_tissue_tmax_without_noise():
+    errors = []
+    for mtt in (12.0, 16.0, 20.0):
+        t = np.linspace(0.0, 60.0, 60001)
+        h = (np.exp(-t / mtt) - np.exp(-t)) * mtt / (mtt - 1.0)  # exponential residue (x) 1 s dispersion kernel
+        for delay in (8.0, 8.25, 8.5, 8.75):
+            c = tissue_curve(T90, 20.0, mtt, delay, 1.0)[None].astype(np.float32)
+            out = deconvolve(c, AIF90, 1.0, DeconvolutionConfig(), shape_groups=np.zeros(1, int))
+            errors.append(float(out.tmax_s[0]) - delay - t[np.argmax(h)])
+    errors = np.array(errors)
+    assert np.abs(errors).mean() <= 0.5 and np.abs(errors).max() <= 1.0, errors.round(2)
