@@ -150,14 +150,17 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         n_jobs = thread_count(workers, 1 + len(tmax_names))
         inner = workers if n_jobs == 1 else max(1, thread_count(workers) // (1 + len(tmax_names)))
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            # CBF is filtered for the written map (option) or only for MTT, the ratio of the two local means
+            filter_cbf = dc.map_regularisation or dc.mtt_regularisation
             flow = pool.submit(regularise_flow_maps, vol["cbf"], vol.pop("cbv_unbounded"), masks.tissue,
-                               pre.baseline_hu, px, sigma, dc.map_regularisation_h, dc.map_regularisation, inner)
+                               pre.baseline_hu, px, sigma, dc.map_regularisation_h, filter_cbf, inner)
             tmax_jobs = {name: pool.submit(regularise_tmax, vol[name], masks.tissue, pre.baseline_hu, px,
                                            dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h, inner)
                          for name in tmax_names}
             cbf_r, cbv_r = flow.result()
             vol.update({name: job.result() for name, job in tmax_jobs.items()})
-        vol["cbv"], vol["mtt"], vol["cbf"] = mp.nonnegative_maps(cbv_r, cbf_r)
+        vol["cbv"], vol["mtt"], cbf_bounded = mp.nonnegative_maps(cbv_r, cbf_r)
+        vol["cbf"] = cbf_bounded if dc.map_regularisation else mp.nonnegative_maps(cbv_r, vol["cbf"])[2]
         # Tmax is filtered signed and bounded at 0 only now: where the true Tmax is near 0 (normal tissue) about
         # half the per-voxel values fall below 0, and filters of values bounded first read it up to ~0.3 s late
         for name in ("tmax", "tmax_standard"):
@@ -233,7 +236,9 @@ def method_description(dc) -> dict:
                 "peak of the regularised (OI-controlled) residue, no correction"),
         "tmax": ("bolus delay + time of the peak of h(x)R" if corrected else
                  "time of the peak of the regularised residue (standard convention of the published thresholds)"),
-        "mtt": "60 CBV / CBF", "model_family": {"gamma_shapes": list(dc.residue_shapes),
+        "mtt": ("60 CBV / CBF of their common edge-preserving local means (the CBF map itself unfiltered)"
+                if dc.mtt_regularisation and dc.cbv_regularisation and not dc.map_regularisation
+                else "60 CBV / CBF"), "model_family": {"gamma_shapes": list(dc.residue_shapes),
                                                 "dispersions_s": list(dc.model_dispersions_s),
                                                 "weights_scope": dc.model_weights_scope,
                                                 "evidence": dc.model_evidence,
