@@ -5,7 +5,8 @@ Units (REFERENCE.md; Ostergaard 1996, Wintermark 2005):
 * ``CBF [mL/100g/min] = 6000 * kH / rho * max(R)`` with the flow-scaled residue ``R`` in 1/s;
 * ``CBV [mL/100g] = 100 * kH / rho * AUC(tissue) / AUC(AIF)`` (both in delta HU on the same time grid,
   AUC over the acquisition window);
-* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem);
+* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem; the engine writes it from CBV and CBF averaged with the
+  same edge-preserving weights, :mod:`ctperf.engine.regularise`, definitions 2.5);
 * ``Tmax [s]`` = time of the residue maximum (arrival delay of the tissue relative to the AIF, plus dispersion);
 * ``TTP [s]`` = time to peak of the denoised tissue curve, from the first frame (parabolic sub-sample refinement).
 
