@@ -78,7 +78,8 @@ def test_joint_weights_and_empty_mask():
 
 def test_config_option():
     dc = Config().deconvolution
-    assert dc.map_regularisation is False and dc.cbv_regularisation is True and dc.map_regularisation_sigma_mm > 0
+    assert dc.map_regularisation is True and dc.map_regularisation_domain == "log"
+    assert dc.cbv_regularisation is True and dc.mtt_regularisation is True and dc.map_regularisation_sigma_mm > 0
     assert dc.tmax_regularisation is True and dc.tmax_regularisation_sigma_mm > 0
     for bad in ({"map_regularisation_sigma_mm": 0.0}, {"map_regularisation_h": -1.0},
                 {"tmax_regularisation_sigma_mm": 0.0}, {"tmax_regularisation_h": 0.0}):
@@ -166,20 +167,24 @@ def small_phantom():
 
 
 def test_engine_wiring_on_small_phantom(small_phantom):
-    """In compute_perfusion: by default the CBV map is filtered and CBF is not (CBF exactly as unfiltered, CBV
-    closer to the truth), while MTT is 60 CBV/CBF of both filtered with the same weights (the ratio of their local
-    means: much closer to the truth, and the same MTT as with map_regularisation, which writes the filtered CBF);
-    maps change only in tissue; without mtt_regularisation MTT = 60 CBV/CBF of the written maps."""
+    """In compute_perfusion: by default CBF (in the log domain) and CBV are filtered jointly inside tissue, both
+    closer to the truth, and MTT = 60 CBV/CBF of the written maps; with map_regularisation off the written CBF is the
+    measured one (so are rCBF and the core) while MTT stays that of the filtered pair (the ratio of the local means);
+    with mtt_regularisation off too MTT = 60 CBV/CBF of the written maps; maps change only in tissue."""
     from ctperf.engine import compute_perfusion
 
-    ph, study, cbv_only = small_phantom
-    cfg_off, cfg_both = Config(), Config()
+    ph, study, default = small_phantom
+    cfg_off, cfg_cbv, cfg_ratio, cfg_lin = Config(), Config(), Config(), Config()
     cfg_off.deconvolution.cbv_regularisation = False
-    cfg_both.deconvolution.map_regularisation = True
-    off, both = (compute_perfusion(study, c) for c in (cfg_off, cfg_both))
-    assert "regularise" in cbv_only.stage_seconds
-    tis = both.masks.tissue & ph.truth.tissue
-    for on in (cbv_only, both):
+    cfg_off.deconvolution.map_regularisation = False
+    cfg_cbv.deconvolution.map_regularisation = False
+    cfg_ratio.deconvolution.map_regularisation = False
+    cfg_ratio.deconvolution.mtt_regularisation = False
+    cfg_lin.deconvolution.map_regularisation_domain = "linear"
+    off, cbv_only, ratio, lin = (compute_perfusion(study, c) for c in (cfg_off, cfg_cbv, cfg_ratio, cfg_lin))
+    assert "regularise" in default.stage_seconds
+    tis = default.masks.tissue & ph.truth.tissue
+    for on in (default, cbv_only, lin):
         np.testing.assert_array_equal(on.cbf[~on.masks.tissue], off.cbf[~off.masks.tissue])
         np.testing.assert_array_equal(on.cbv[~on.masks.tissue], off.cbv[~off.masks.tissue])
 
@@ -187,20 +192,19 @@ def test_engine_wiring_on_small_phantom(small_phantom):
         ok = tis & np.isfinite(a)
         return np.corrcoef(a[ok], b[ok])[0, 1]
 
-    np.testing.assert_array_equal(cbv_only.cbf, off.cbf)  # default: CBF, rCBF and the core as measured
-    np.testing.assert_array_equal(cbv_only.rcbf, off.rcbf)
-    assert r(both.cbf, ph.truth.cbf_apparent) > r(off.cbf, ph.truth.cbf_apparent) + 0.03
-    for on in (cbv_only, both):
+    for on in (default, lin):
+        assert r(on.cbf, ph.truth.cbf_apparent) > r(off.cbf, ph.truth.cbf_apparent) + 0.03
+    assert not np.array_equal(default.cbf, lin.cbf)  # the domain matters
+    for on in (default, cbv_only):
         assert r(on.cbv, ph.truth.cbv) > r(off.cbv, ph.truth.cbv) + 0.03
-    np.testing.assert_array_equal(cbv_only.cbv, both.cbv)
-    np.testing.assert_array_equal(cbv_only.mtt, both.mtt)  # MTT of the jointly filtered pair
-    assert r(cbv_only.mtt, ph.truth.mtt) > r(off.mtt, ph.truth.mtt) + 0.1
-    cfg_ratio = Config()
-    cfg_ratio.deconvolution.mtt_regularisation = False
-    ratio = compute_perfusion(study, cfg_ratio)
+        assert r(on.mtt, ph.truth.mtt) > r(off.mtt, ph.truth.mtt) + 0.1
+    np.testing.assert_array_equal(cbv_only.cbf, off.cbf)  # map_regularisation off: CBF, rCBF, core as measured
+    np.testing.assert_array_equal(cbv_only.rcbf, off.rcbf)
+    np.testing.assert_array_equal(cbv_only.cbv, default.cbv)
+    np.testing.assert_array_equal(cbv_only.mtt, default.mtt)  # MTT of the jointly filtered pair
     np.testing.assert_array_equal(ratio.cbv, cbv_only.cbv)
-    np.testing.assert_array_equal(ratio.cbf, cbv_only.cbf)
-    for on in (ratio, both, off):
+    np.testing.assert_array_equal(ratio.cbf, off.cbf)
+    for on in (default, lin, ratio, off):
         pos = tis & (on.cbf > 0)
         np.testing.assert_allclose(on.mtt[pos], np.minimum(60 * on.cbv[pos] / on.cbf[pos], 30.0), rtol=1e-4)
 

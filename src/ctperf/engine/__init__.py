@@ -140,8 +140,9 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         on = dc.map_regularisation or dc.cbv_regularisation
         sigma = dc.map_regularisation_sigma_mm if on else 0.0
         # CBV is filtered from its unbounded estimate (a weighted mean of values clipped at 0 is biased upwards
-        # where the noise is large: white matter at 15 HU +22 % instead of +12 %), then bounded again below
-        # CBV alone by default: CBF, and so rCBF and the core, as measured
+        # where the noise is large: white matter at 15 HU +22 % instead of +12 %), then bounded again below; CBF
+        # (by default, in the log domain) with the same weights, and rCBF and the core from it; with
+        # map_regularisation off the written CBF is the measured one and the filtered pair only gives MTT.
         # Tmax of both conventions, so they differ only by how the residue is read.  The flow maps and the two
         # Tmax maps are filtered independently: side by side in threads, each filter with its share of the
         # threads (one filter alone does not keep two cores busy: its guide preparation is serial); the results
@@ -150,10 +151,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         n_jobs = thread_count(workers, 1 + len(tmax_names))
         inner = workers if n_jobs == 1 else max(1, thread_count(workers) // (1 + len(tmax_names)))
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            # CBF is filtered for the written map (option) or only for MTT, the ratio of the two local means
             filter_cbf = dc.map_regularisation or dc.mtt_regularisation
             flow = pool.submit(regularise_flow_maps, vol["cbf"], vol.pop("cbv_unbounded"), masks.tissue,
-                               pre.baseline_hu, px, sigma, dc.map_regularisation_h, filter_cbf, inner)
+                               pre.baseline_hu, px, sigma, dc.map_regularisation_h, filter_cbf, inner,
+                               dc.map_regularisation_domain == "log")
             tmax_jobs = {name: pool.submit(regularise_tmax, vol[name], masks.tissue, pre.baseline_hu, px,
                                            dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h, inner)
                          for name in tmax_names}
@@ -245,6 +246,7 @@ def method_description(dc) -> dict:
                                                 "dispersion_prior": dc.dispersion_prior} if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),
+        "map_regularisation_domain": dc.map_regularisation_domain,
         "tmax_regularisation": dc.tmax_regularisation,
     }
 

@@ -86,20 +86,35 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
     return out
 
 
+#: Offset (mL/100g/min) of the log-domain CBF filter, ``log(CBF + offset)``: keeps the noise floor (CBF 0 in the
+#: core) finite; small against grey and white matter flows.  The harness's results move little between 0.5 and 2
+#: (README "Map regularisation").
+CBF_LOG_OFFSET_ML_100G_MIN = 1.0
+
+
 def regularise_flow_maps(cbf_zyx: np.ndarray, cbv_zyx: np.ndarray, tissue: np.ndarray, baseline_hu: np.ndarray,
                          pixel_mm: float, sigma_mm: float = 4.0, range_h: float = 2.0, filter_cbf: bool = True,
-                         workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         workers: int | None = None, log_cbf: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """CBF (mL/100g/min) and CBV (mL/100g) maps filtered jointly by :func:`rolling_joint_bilateral` inside
     ``tissue``, guided by the maps and the baseline HU image; returns (CBF, CBV) float32 (z, y, x).  With
     ``filter_cbf = False`` only CBV is filtered (with the same weights) and CBF is returned as given.
 
-    Recompute MTT (and re-apply the bounds) from the result with :func:`ctperf.engine.maps.nonnegative_maps`.
-    ``sigma_mm <= 0`` returns the inputs unchanged.
+    With ``log_cbf`` CBF (clipped at 0) is filtered, and guides, as ``log(CBF + CBF_LOG_OFFSET_ML_100G_MIN)``: the
+    per-voxel CBF noise grows with the flow and is skewed (the peak of a noisy residue), so relative differences
+    tell tissues apart evenly, and a weighted geometric mean is not pulled up by the skew, which differs with the
+    bolus delay.  Recompute MTT (and re-apply the bounds) from the result with
+    :func:`ctperf.engine.maps.nonnegative_maps`.  ``sigma_mm <= 0`` returns the inputs unchanged.
     """
     if sigma_mm <= 0:
         return np.asarray(cbf_zyx, np.float32), np.asarray(cbv_zyx, np.float32)
-    out = rolling_joint_bilateral(np.stack([cbf_zyx, cbv_zyx]), tissue, baseline_hu, pixel_mm, sigma_mm, range_h,
+    cbf = np.asarray(cbf_zyx, np.float32)
+    if log_cbf:
+        cbf = np.log(np.maximum(np.nan_to_num(cbf), 0.0) + CBF_LOG_OFFSET_ML_100G_MIN)
+    out = rolling_joint_bilateral(np.stack([cbf, cbv_zyx]), tissue, baseline_hu, pixel_mm, sigma_mm, range_h,
                                   filtered=None if filter_cbf else (1,), workers=workers)
+    if log_cbf:  # back to mL/100g/min (CBF as given where it was not filtered)
+        out[0] = (np.where(np.asarray(tissue, bool), np.exp(out[0]) - CBF_LOG_OFFSET_ML_100G_MIN, cbf_zyx)
+                  if filter_cbf else cbf_zyx)
     return out[0], out[1]
 
 
