@@ -362,28 +362,48 @@ def _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, family, n_t
     return tuple(np.array([tab[i] for tab in tabs]) for i in range(4))
 
 
+def _observed_band(win: np.ndarray, i_obs: np.ndarray, before: int = 3, after: int = 20
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample indices ``a`` (n, before + after + 1) of each residue of ``win`` (n, W) from ``before`` samples before
+    to ``after`` samples after its peak sample ``i_obs``, and the residue's values there (clipped to the window);
+    what :func:`_shape_misfit` compares, the same for every model."""
+    a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
+    return a, np.take_along_axis(win, np.clip(a, 0, win.shape[1] - 1), axis=1)
+
+
 def _shape_misfit(win: np.ndarray, i_obs: np.ndarray, p_obs: np.ndarray, model_tau_w: np.ndarray,
-                  log_tau: np.ndarray, lt: np.ndarray, before: int = 3, after: int = 20) -> np.ndarray:
+                  log_tau: np.ndarray, lt: np.ndarray, before: int = 3, after: int = 20,
+                  band: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Mean squared difference between each residue ``win`` (n, W) and a model residue (``model_tau_w``
     (n_tau, W) on the MTT grid ``exp(lt)``) at the residue's MTT, with the least-squares height, aligned on the
     two peaks with sub-sample precision (observed peak sample ``i_obs``, sub-sample position ``p_obs``), from
-    ``before`` samples before to ``after`` samples after the peak."""
+    ``before`` samples before to ``after`` samples after the peak.  ``band``: :func:`_observed_band` of the
+    residues when the caller already has it (several models against the same residues)."""
     n, w = win.shape
     pos = np.clip(np.interp(log_tau, lt, np.arange(len(lt))), 0, len(lt) - 1)
     i0 = np.floor(pos).astype(int)
     i1 = np.minimum(i0 + 1, len(lt) - 1)
     f = (pos - i0)[:, None]
-    model = (1.0 - f) * model_tau_w[i0] + f * model_tau_w[i1]
+    # (1 - f) * model[i0] + f * model[i1], in place (the same products and sum)
+    model = np.take(model_tau_w, i0, axis=0)
+    model *= 1.0 - f
+    upper = np.take(model_tau_w, i1, axis=0)
+    upper *= f
+    model += upper
     i_mod = np.argmax(model, axis=1)
     p_mod = i_mod + _parabola_peak(model, i_mod)[0]
-    a = i_obs[:, None] + np.arange(-before, after + 1)[None, :]
+    a, observed = _observed_band(win, i_obs, before, after) if band is None else band
     b = a - p_obs[:, None] + p_mod[:, None]  # fractional model index at the same time from the peak
     ok = (a >= 0) & (a < w) & (b >= 0) & (b <= w - 1)
     b0 = np.clip(np.floor(b).astype(int), 0, w - 2)
     fb = np.clip(b - b0, 0.0, 1.0)
-    rows = np.arange(n)[:, None]
-    mod = np.where(ok, (1.0 - fb) * model[rows, b0] + fb * model[rows, b0 + 1], 0.0)
-    obs = np.where(ok, win[rows, np.clip(a, 0, w - 1)], 0.0)
+    mod = np.take_along_axis(model, b0, axis=1)
+    mod *= 1.0 - fb
+    upper = np.take_along_axis(model, b0 + 1, axis=1)
+    upper *= fb
+    mod += upper
+    mod = np.where(ok, mod, 0.0)
+    obs = np.where(ok, observed, 0.0)
     amp = (obs * mod).sum(axis=1) / np.maximum((mod * mod).sum(axis=1), 1e-12)  # least-squares height
     d = obs - mod * amp[:, None]
     return (d * d).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
@@ -440,12 +460,13 @@ def model_weights(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, 
                 gi = _time_index(g_t, dt_s, t, n_neg)
                 i_obs = _argmax_near(win, gi, tmax_half_w)
                 p_obs = i_obs + _parabola_peak(win, i_obs)[0]
+                band = _observed_band(win, i_obs)
                 mis = np.empty((n_m, len(g)))
 
                 def misfit_of(m: int) -> None:
                     model_w = _search_window(sfft.irfft(model_spectra[m] * filt[None], n=length, axis=1), t, n_neg)
                     log_tau = log_tau_from_peak(p_j, auc[g], heights[m, j], tau_grid_s)
-                    mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt)
+                    mis[m] = _shape_misfit(win, i_obs, p_obs, model_w, log_tau, lt, band=band)
 
                 list(pool.map(misfit_of, range(n_m)))
                 dof = 2.0 * np.count_nonzero(filt)
