@@ -345,13 +345,15 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
                    pv_correct: bool = True, max_return_fraction: float = 0.5, coherence_fraction: float = 0.25,
                    bone_margin_mm: float = 4.0, venous_margin_mm: float = 3.0, hemisphere_delay_s: float = 1.0,
                    vof_bone_margin_mm: float = 2.0,
-                   vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0) -> AifVofSelection:
+                   vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0,
+                   peak_zyx: np.ndarray | None = None) -> AifVofSelection:
     """Choose and average the AIF and VOF voxels (see module docstring).
 
     delta_tzyx : (T, z, y, x) delta HU on the uniform grid ``time_s``; brain : bool (z, y, x) search region for
-    the AIF; side_zyx : optional hemisphere labels (+1 left, -1 right).
+    the AIF; side_zyx : optional hemisphere labels (+1 left, -1 right); peak_zyx : ``delta_tzyx.max(axis=0)`` when
+    the caller already has it (one pass over the 4D data less).
     """
-    hu_ok = bolus_plausible(delta_tzyx, baseline_hu)
+    hu_ok = bolus_plausible(delta_tzyx, baseline_hu, peak_zyx)
     aif_region = brain & hu_ok
     # VOF search region: brain dilated by ~5 mm, without bone
     vof_region = dilate_disk_inplane(brain, max(1, int(round(5.0 / pixel_mm)))) & (baseline_hu < 150) & hu_ok
@@ -442,19 +444,22 @@ def partial_volume_scale(aif_area: float, vof_area: float, max_scale: float = 3.
 BOLUS_HU_CHECK = 800.0
 
 
-def bolus_plausible(delta_tzyx: np.ndarray, baseline_hu: np.ndarray) -> np.ndarray:
+def bolus_plausible(delta_tzyx: np.ndarray, baseline_hu: np.ndarray, peak_zyx: np.ndarray | None = None
+                    ) -> np.ndarray:
     """Voxels (z, y, x) whose curve can be contrast passing through: absolute HU never below -100 (air moved in)
     and, above ``BOLUS_HU_CHECK``, one contiguous excursion that starts after the first frame (bone moving in
     and out of a voxel gives several, bone at rest is bright from the start).  No fixed upper HU cap.
 
     The excursions are counted only on the few curves that cross ``BOLUS_HU_CHECK`` (the curve's minimum and
     maximum find them): a curve never above it passes that test, a curve always above it (bone) fails it.
+    ``peak_zyx``: ``delta_tzyx.max(axis=0)`` when the caller already has it.
     """
     thr = BOLUS_HU_CHECK - np.asarray(baseline_hu)
     lowest = delta_tzyx.min(axis=0)
     always_high = lowest > thr
     ok = ((lowest + baseline_hu) > -100.0) & ~always_high
-    crossing = np.flatnonzero((delta_tzyx.max(axis=0) > thr) & ~always_high)
+    peak = delta_tzyx.max(axis=0) if peak_zyx is None else peak_zyx
+    crossing = np.flatnonzero((peak > thr) & ~always_high)
     if crossing.size:
         high = np.take(delta_tzyx.reshape(len(delta_tzyx), -1), crossing, axis=1) > thr.ravel()[crossing]
         n_runs = np.count_nonzero(high[1:] & ~high[:-1], axis=0)

@@ -84,9 +84,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         with timer("hemispheres", report=False):
             hemi, fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
         with timer("aif", report=False):
+            peak_all = smooth.max(axis=0)  # one pass over the 4D data, shared with the AIF's bolus check
             sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
-                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof)
-            peak = mp.to_volume(smooth.max(axis=0)[pre.brain], pre.brain)  # one pass, no 4D gather
+                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof, peak_zyx=peak_all)
+            peak = mp.to_volume(peak_all[pre.brain], pre.brain)
         return hemi, fallback, sel, peak
 
     # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
