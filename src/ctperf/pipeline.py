@@ -327,18 +327,19 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
         write_metrics(result.metrics, tmp)
 
     # NIfTI compression (zlib releases the GIL) runs beside the figure drawing, the maps and the auxiliary
-    # volumes in two threads when the run may use two (a one-thread pool writes them one after the other)
+    # volumes in two threads when the run may use two (a one-thread pool writes them one after the other); the
+    # summary PDF follows them in the pool, beside the QA figures (PNG and image compression release the GIL)
     with atomic_output_dir(out_dir) as tmp, \
             ThreadPoolExecutor(max_workers=thread_count(cfg.compute.workers, 2)) as pool:
-        volumes = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
+        jobs = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
         if cfg.output.write_qa_png or cfg.output.write_pdf:
             from ctperf import qa_plots, report
 
+            if cfg.output.write_pdf:
+                jobs.append(pool.submit(report.write_summary_pdf, perf, lesion, result.metrics, tmp / "report.pdf"))
             if cfg.output.write_qa_png:
                 qa_plots.write_qa_figures(perf, lesion, result.metrics, tmp / "qa")
-            if cfg.output.write_pdf:
-                report.write_summary_pdf(perf, lesion, result.metrics, tmp / "report.pdf")
-        for job in volumes:
+        for job in jobs:
             job.result()
         if dicom_source is not None:
             from ctperf.io.dicom_out import write_dicom_outputs
