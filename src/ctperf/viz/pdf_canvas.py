@@ -46,13 +46,8 @@ class PdfCanvas(Drawing):
     """One PDF page of ``width_in`` x ``height_in`` inches, written to ``path`` by :meth:`save`."""
 
     def __init__(self, path: str | Path, width_in: float, height_in: float, metadata: dict[str, str] | None = None):
-        from reportlab import rl_config
         from reportlab.pdfgen.canvas import Canvas as _RLCanvas
 
-        # streams compressed (Flate) but not ASCII85-wrapped: ReportLab encodes ASCII85 in pure Python without its
-        # optional C accelerator (~50 ms for the page's images) and the wrapping only makes the file 7-bit clean
-        # (+25 % size).  ReportLab reads this setting process-wide; binary streams are ordinary PDF.
-        rl_config.useA85 = 0
         self.dpi = 72.0
         self.image_scale = 2.0  # images are embedded at 2 pixels per point (144 dpi) so outlines stay thin
         self.width = width_in * 72.0
