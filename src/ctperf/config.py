@@ -269,7 +269,7 @@ class DeconvolutionConfig(_Checked):
     #: noise-driven residue peaks, keeps lesion edges); 0 = off.
     tmax_median_radius_mm: float = 3.0
     #: Radius (mm) of the same filter applied to the written rCBF map, which the core mask thresholds (per-voxel
-    #: CBF noise otherwise scatters penumbra voxels below rCBF 30%); 0 = off.  CBF itself is not filtered.
+    #: CBF noise otherwise scatters penumbra voxels below rCBF 30%); 0 = off.  (CBF itself: ``map_regularisation``.)
     rcbf_median_radius_mm: float = 3.0
     #: Edge-preserving regularisation of the CBF and CBV maps (rolling-guidance joint bilateral filter guided by
     #: the maps and the baseline HU image, ctperf.engine.regularise; MTT recomputed as 60 CBV / CBF; rCBF and the
@@ -287,8 +287,9 @@ class DeconvolutionConfig(_Checked):
     #: phantom at 8 HU it raises the voxelwise correlation of CBV with the truth from 0.50 to 0.71 and changes no
     #: CBF-derived number (README "Map regularisation").  Ignored when ``map_regularisation`` filters both.
     cbv_regularisation: bool = True
-    #: MTT = 60 CBV / CBF from CBF and CBV averaged with the *same* weights of that filter (the ratio of their local
-    #: edge-preserving means) rather than the ratio of the written per-voxel maps, whose CBF stays unfiltered: a
+    #: With ``map_regularisation`` off (CBV filtered, CBF as measured): MTT = 60 CBV / CBF from CBF and CBV averaged
+    #: with the *same* weights of that filter (the ratio of their local edge-preserving means; with
+    #: ``map_regularisation`` on those are the written maps) rather than the ratio of the written maps: a
     #: ratio of two noisy estimates is far noisier than either, and its per-voxel mean is biased.  On the harness's
     #: realistic phantom at 8 HU it raises MTT's voxelwise r with the truth from 0.25 to 0.48 and changes no other
     #: map (README "Map regularisation").  Only with ``cbv_regularisation`` (CBF filtered too: the same thing).

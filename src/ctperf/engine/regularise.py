@@ -15,8 +15,10 @@ ECCV 2014):
    averaging weights stay those of a bilateral filter (a weighted mean of neighbours that look alike).
 
 CBF and CBV are filtered with *identical* weights, and MTT is recomputed as 60 CBV / CBF by the caller, so the
-central volume theorem still holds exactly for the filtered pair; by default the engine writes the filtered CBV, the
-MTT of the filtered pair (the ratio of the two local means) and the unfiltered CBF.  The engine passes the written, non-negative CBF
+central volume theorem still holds exactly for the filtered pair.  By default (since 2.6) the engine writes the
+filtered CBF (averaged in the log domain, :func:`regularise_flow_maps`), CBV and their MTT; with
+``map_regularisation`` off it writes the measured CBF, the filtered CBV and the MTT of the filtered pair (the ratio of
+the two local means).  The engine passes the written, non-negative CBF
 (:func:`ctperf.engine.maps.nonnegative_maps`; on the project phantom at 8 HU the median CBF of the infarct core is
 the same whether the clipped or the unclipped estimates are filtered, 5.9 mL/100g/min, and the clipped maps give a
 less noisy MTT) and the CBV *before* its bounds: averaging CBV values clipped at 0 biases noisy white matter upwards
