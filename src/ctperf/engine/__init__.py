@@ -162,7 +162,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             cbf_r, cbv_r = flow.result()
             vol.update({name: job.result() for name, job in tmax_jobs.items()})
         vol["cbv"], vol["mtt"], cbf_bounded = mp.nonnegative_maps(cbv_r, cbf_r)
-        vol["cbf"] = cbf_bounded if dc.map_regularisation else mp.nonnegative_maps(cbv_r, vol["cbf"])[2]
+        if dc.map_regularisation:  # otherwise the written CBF stays the measured one (already bounded by _maps)
+            vol["cbf"] = cbf_bounded
         # Tmax is filtered signed and bounded at 0 only now: where the true Tmax is near 0 (normal tissue) about
         # half the per-voxel values fall below 0, and filters of values bounded first read it up to ~0.3 s late
         for name in ("tmax", "tmax_standard"):
