@@ -260,6 +260,29 @@ def test_osipi_truth_recovered_by_direct_deconvolution():
 
 
 @needs_third_party
+def test_osipi_file_is_a_rectangle_rule_and_the_continuous_cases_are_not():
+    """The file's curves hold an extra area of tr/2 per unit flow (the lag-0 sample counted fully: CBV
+    +tr/(2 MTT)); the continuous re-convolution (osipi.continuous_tissue) holds the nominal CBV."""
+    rows = osipi.read_curves()
+    aif_area = rows[0]["c_aif"].sum() * rows[0]["tr"]
+    extra = []
+    for r in rows:
+        tr, mtt = r["tr"], 60.0 * r["cbv"] / r["cbf"]
+        flow_area = r["cbf"] / 6000.0 * aif_area  # tissue-curve area per second of residue area
+        cont = osipi.continuous_tissue(r["c_aif"], tr, r["cbf"], r["cbv"])
+        assert cont.sum() * tr / flow_area == pytest.approx(mtt, rel=0.01)
+        extra.append((r["c_tis"] - cont).sum() * tr / flow_area)
+    # the file carries CNR-200 noise (+-0.3 s on one case's area); the median over the 14 cases is tr/2
+    assert np.median(extra) == pytest.approx(rows[0]["tr"] / 2.0, abs=0.06)
+    case = osipi.load(noise_hu=0.0, continuous=True)[0]
+    assert case.name == "osipi_dsc_continuous" and len(case.regions) == 28
+    i = 5
+    want = osipi.continuous_tissue(rows[i]["c_aif"], rows[i]["tr"], rows[i]["cbf"], rows[i]["cbv"])
+    assert np.allclose(case.region_curves_hu[i] / case.aif_hu.max(), want / rows[0]["c_aif"].max() * P.RHO / P.KH,
+                       rtol=1e-4, atol=1e-6)
+
+
+@needs_third_party
 def test_osipi_case_layout():
     case = osipi.load(noise_hu=0.0)[0]
     hu, st = case.study.hu, case.study
