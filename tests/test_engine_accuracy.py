@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-synthetic = pytest.importorskip("ctperf.synthetic.phantom")
-
-from ctperf.config import Config  # noqa: E402
-from ctperf.engine import compute_perfusion  # noqa: E402
-from ctperf.study import CTPStudy  # noqa: E402
+from ctperf.config import Config
+from ctperf.engine import compute_perfusion
+from ctperf.study import CTPStudy
+from ctperf.synthetic import phantom as synthetic
 
 _CACHE: dict = {}
 
