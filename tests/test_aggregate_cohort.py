@@ -40,7 +40,7 @@ def test_ids_columns_and_versions(tmp_path):
 
 
 def test_mixed_versions_warn_and_xlsx(tmp_path):
-    pytest.importorskip("openpyxl")
+    pytest.importorskip("openpyxl", reason="the cohort extra (openpyxl) is not installed")
     _study(tmp_path, "p1")
     _study(tmp_path, "p2", definition_version="1.1", thresholds={"tmax_hypoperfusion_s": 8.0})
     warnings = []

@@ -16,7 +16,7 @@ import pytest
 from cohort_data import write_corrupt_study, write_fast_config, write_small_study
 from ctperf.apps.batch import find_studies
 
-pytest.importorskip("distributed")
+pytest.importorskip("distributed", reason="the cohort extra (dask[distributed]) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -12,7 +12,7 @@ import pytest
 
 from cohort_data import FAST_CONFIG, write_small_study
 
-pytest.importorskip("SimpleITK")
+pytest.importorskip("SimpleITK", reason="the cohort extra (SimpleITK) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

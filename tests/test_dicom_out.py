@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("highdicom")
+pytest.importorskip("highdicom", reason="the dicom-out extra (highdicom) is not installed")
 import highdicom as hd  # noqa: E402
 import pydicom  # noqa: E402
 

@@ -15,8 +15,7 @@ from ctperf.indices import lesion_side
 from ctperf.masks import lesion_masks
 from ctperf.results import Hemispheres
 from ctperf.study import CTPStudy
-
-synthetic = pytest.importorskip("ctperf.synthetic.phantom")
+from ctperf.synthetic import phantom as synthetic
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,32 @@ def test_noise_reduced_and_levels_kept():
             assert np.median(filt[region]) == pytest.approx(np.median(raw[region]), rel=0.05)
 
 
+@pytest.mark.parametrize("cv", [0.3, 0.5])
+def test_log_domain_reads_a_flat_level_low_by_half_the_squared_relative_noise(cv):
+    """The engine's default (``log_cbf=True``, map_regularisation_domain "log") is a weighted geometric mean: on a
+    flat region (CBF 40 mL/100g/min, relative noise ``cv``) its mean reads lower than the per-voxel values' mean by
+    about half their squared relative noise (measured 0.42-0.53 x CV^2 for CV 0.2-0.5, seeds 0-2), while the linear
+    filter keeps the level (measured within 0.03 x CV^2).  Ratios of two such regions are kept (README "Known gaps":
+    the absolute CBF level since engine 2.6)."""
+    rng = np.random.default_rng(0)
+    shape = (2, 48, 64)
+    cbf = (40.0 * (1 + cv * rng.standard_normal(shape))).astype(np.float32)
+    cbv = (4.0 * (1 + cv * rng.standard_normal(shape))).astype(np.float32)
+    base = (30.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    mask = np.ones(shape, bool)
+    inner = np.zeros(shape, bool)
+    inner[:, 8:-8, 8:-8] = True  # away from the borders
+    level = float(np.maximum(cbf[inner], 0.0).mean())
+    cv2 = float(cbf[inner].std() / cbf[inner].mean()) ** 2
+    log_cbf, _ = regularise_flow_maps(cbf, cbv, mask, base, PX, sigma_mm=4.0, range_h=2.0, log_cbf=True)
+    lin_cbf, _ = regularise_flow_maps(cbf, cbv, mask, base, PX, sigma_mm=4.0, range_h=2.0, log_cbf=False)
+    bias_log = 1.0 - float(log_cbf[inner].mean()) / level
+    bias_lin = 1.0 - float(lin_cbf[inner].mean()) / level
+    assert 0.3 * cv2 <= bias_log <= 0.7 * cv2, (bias_log, cv2)
+    assert abs(bias_lin) <= 0.1 * cv2, (bias_lin, cv2)
+    assert log_cbf[inner].std() < 0.5 * cbf[inner].std()  # and the noise is reduced as in the linear domain
+
+
 def test_step_edge_preserved():
     cbf, cbv, base, mask, _, cbf_t = _step_maps()
     f_cbf, _ = regularise_flow_maps(cbf, cbv, mask, base, PX, sigma_mm=4.0, range_h=2.0)
@@ -108,7 +134,8 @@ def _tmax_map(step_to_s: float, noise_s: float = 1.0, seed: int = 0):
 @pytest.mark.parametrize("step_to_s", [4.0, 8.0])
 def test_tmax_noise_reduced_and_edges_kept(step_to_s):
     """With the engine's defaults: the mean absolute error falls by a quarter or more, a step of 2 or 6 s keeps its
-    profile (columns either side of it), and the small lesions keep their Tmax > 6 s area (within 5 %)."""
+    profile (columns either side of it), and the small lesions keep their Tmax > 6 s area (within 5 %, counted
+    within 3 mm of each disc, away from the step; measured: equal, 90 and 12 voxels, at both step heights)."""
     dc = DeconvolutionConfig()
     truth, noisy, base, px = _tmax_map(step_to_s)
     mask = np.ones(truth.shape, bool)
@@ -116,7 +143,10 @@ def test_tmax_noise_reduced_and_edges_kept(step_to_s):
     assert np.abs(out - truth).mean() < 0.75 * np.abs(noisy - truth).mean()
     cols = slice(57, 63)  # the step lies between columns 60 and 61 (84 mm)
     np.testing.assert_allclose(out[:, :, cols].mean(axis=(0, 1)), noisy[:, :, cols].mean(axis=(0, 1)), atol=0.15)
-    assert (out > 6).sum() == pytest.approx((noisy > 6).sum(), rel=0.05)
+    yy, xx = np.mgrid[: truth.shape[1], : truth.shape[2]] * px
+    for r_mm, (cy, cx) in ((5.0, (40, 30)), (3.0, (40, 60))):  # the discs of _tmax_map
+        near = np.broadcast_to((yy - cy) ** 2 + (xx - cx) ** 2 <= (r_mm + 3.0) ** 2, truth.shape)
+        assert (out[near] > 6).sum() == pytest.approx((noisy[near] > 6).sum(), rel=0.05), r_mm
     np.testing.assert_array_equal(regularise_tmax(noisy, mask, base, px, sigma_mm=0.0), noisy)
 
 
@@ -156,7 +186,7 @@ def test_tmax_filtered_before_its_bound_is_not_read_late():
 @pytest.fixture(scope="module")
 def small_phantom():
     """A small noisy phantom study and its default compute_perfusion result, shared by the wiring tests."""
-    synthetic = pytest.importorskip("ctperf.synthetic.phantom")
+    from ctperf.synthetic import phantom as synthetic
     from ctperf.engine import compute_perfusion
     from ctperf.study import CTPStudy
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pynetdicom")
-pytest.importorskip("highdicom")
+pytest.importorskip("pynetdicom", reason="the node extra (pynetdicom) is not installed")
+pytest.importorskip("highdicom", reason="the node extra (highdicom) is not installed")
 import pydicom  # noqa: E402
 from dicom_net_helpers import (  # noqa: E402
     NodeProcess,

@@ -14,6 +14,7 @@ from ctperf.config import Config, Thresholds
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
 from ctperf.results import Hemispheres, LesionMasks
+from ctperf.synthetic import phantom as synthetic
 
 # ------------------------------------------------------------------------------------ generated Tmax maps
 SHAPE = (10, 90, 80)  # z, y, x on 2 mm voxels
@@ -122,7 +123,6 @@ def test_partial_volume_scale_is_continuous():
 
 
 # -------------------------------------------------------------------------------- end to end (phantom)
-synthetic = pytest.importorskip("ctperf.synthetic.phantom")
 
 
 def _phantom_run(contra=None, **spec):

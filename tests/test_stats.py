@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-pytest.importorskip("statsmodels")
-pytest.importorskip("sklearn")
+pytest.importorskip("statsmodels", reason="the cohort extra (statsmodels) is not installed")
+pytest.importorskip("sklearn", reason="the cohort extra (scikit-learn) is not installed")
 
 from ctperf.analysis.stats import (analyse_cohort, auc_ci, cross_validate, delong_auc_cov, delong_test,  # noqa: E402
                                    dichotomise, fit_logistic, youden_cutoff)

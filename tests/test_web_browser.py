@@ -23,7 +23,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-uvicorn = pytest.importorskip("uvicorn")
+uvicorn = pytest.importorskip("uvicorn", reason="the web extra (uvicorn) is not installed")
 
 from ctperf.apps.web import create_app
 
@@ -136,6 +136,8 @@ def test_mode_b_from_the_same_page(server, page, tmp_path):
     assert "metrics.json" in page.inner_text("#downloads")
 
 
+@pytest.mark.skipif(not os.environ.get("CTPERF_WEB_SCREENSHOTS"),
+                    reason="doc utility: saves docs/images screenshots only when CTPERF_WEB_SCREENSHOTS is set")
 def test_screens_for_docs(server, page):
     page.goto(server + "/")
     page.wait_for_function("document.querySelectorAll('#results-table tbody tr').length >= 1")

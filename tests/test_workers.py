@@ -105,7 +105,7 @@ def test_batch_config_key_ignores_threads():
 
 @pytest.mark.slow
 def test_batch_gives_each_study_its_share_of_the_cores(tmp_path):
-    pytest.importorskip("distributed")
+    pytest.importorskip("distributed", reason="the cohort extra (dask[distributed]) is not installed")
     from ctperf.apps.batch import run_batch
 
     write_small_study(tmp_path / "cohort" / "p0", seed=0)

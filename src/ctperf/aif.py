@@ -7,7 +7,8 @@ peak height, time to peak (TTP), bolus arrival (first time above 20% of the peak
 (FWHM), and the "return" = mean of the last samples / peak.
 
 AIF
-  1. candidates: the 1% brain voxels with the highest peak (at least 30) that return towards baseline
+  1. candidates: the 1% (at least 30) brain voxels with the highest peak, extended up to 5% to every curve at least
+     half as high as the brightest ones (half the median of the top 30 peaks), that return towards baseline
      (return < ``max_return_fraction``), peak before the last 15% of the acquisition and have a FWHM >= 3 s
      (narrower "peaks" are motion spikes); voxels that air moves into (absolute HU below -100) or whose HU is
      not bolus-shaped above ``BOLUS_HU_CHECK`` (already above it in the first frame, or above it in more than one

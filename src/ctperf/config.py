@@ -280,19 +280,23 @@ class DeconvolutionConfig(_Checked):
     #: Domain in which that filter averages CBF: "log" (``log(CBF + 1 mL/100g/min)``: a weighted geometric mean,
     #: whose range kernel compares relative differences, so grey and white matter and delayed tissue, whose noise
     #: differs in size and skew, are averaged alike) or "linear" (weighted arithmetic mean; on the harness's block
-    #: phantom its CBF changes by 7-10 % for a 6 s delay).
+    #: phantom its CBF changes by 7-10 % for a 6 s delay).  Also sets the CBF guide of the CBV/MTT filter when
+    #: ``map_regularisation`` is off.
     map_regularisation_domain: Literal["log", "linear"] = "log"
     #: The same filter applied to the CBV map alone (weights from CBF, CBV and the baseline HU image; CBF, rCBF and
-    #: the core as measured; MTT recomputed as 60 CBV / CBF).  On by default: on the validation harness's realistic
-    #: phantom at 8 HU it raises the voxelwise correlation of CBV with the truth from 0.50 to 0.71 and changes no
-    #: CBF-derived number (README "Map regularisation").  Ignored when ``map_regularisation`` filters both.
+    #: the core as measured; MTT recomputed as 60 CBV / CBF).  Used only when ``map_regularisation = false`` (the
+    #: 2.2-2.5 default); ignored while ``map_regularisation`` filters both (the default since 2.6).  On the
+    #: validation harness's realistic phantom at 8 HU it raised the voxelwise correlation of CBV with the truth from
+    #: 0.50 to 0.71 and changed no CBF-derived number (engine 2.2; README "Map regularisation").
     cbv_regularisation: bool = True
     #: With ``map_regularisation`` off (CBV filtered, CBF as measured): MTT = 60 CBV / CBF from CBF and CBV averaged
     #: with the *same* weights of that filter (the ratio of their local edge-preserving means; with
     #: ``map_regularisation`` on those are the written maps) rather than the ratio of the written maps: a
     #: ratio of two noisy estimates is far noisier than either, and its per-voxel mean is biased.  On the harness's
     #: realistic phantom at 8 HU it raises MTT's voxelwise r with the truth from 0.25 to 0.48 and changes no other
-    #: map (README "Map regularisation").  Only with ``cbv_regularisation`` (CBF filtered too: the same thing).
+    #: map (engine 2.5, linear CBF weights; README "Map regularisation").  The CBF of that pair is averaged in
+    #: ``map_regularisation_domain`` (log by default).  Only with ``cbv_regularisation`` (CBF filtered too: the
+    #: same thing).
     mtt_regularisation: bool = True
     #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this).
     map_regularisation_sigma_mm: float = 4.0

@@ -1,4 +1,5 @@
-"""Mode A, top to bottom: load -> preprocess -> AIF/VOF -> deconvolve -> maps -> masks -> indices -> write.
+"""Mode A, top to bottom: load -> preprocess -> denoise -> AIF/VOF -> deconvolve -> maps -> regularise (CBF/CBV/Tmax)
+-> rCBF -> masks -> indices -> write.
 
 :func:`analyse_study` is pure (arrays in, result out) and is what a batch worker, a web request or a DICOM node
 calls; :func:`run_dicom_folder` adds the I/O edges (DICOM in, files out, written atomically).
@@ -66,7 +67,7 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
 
     ``roi_mask`` / ``contra_mask`` are bool (z, y, x) volumes on the study grid.
     """
-    from ctperf.engine import compute_perfusion  # preprocess -> AIF/VOF -> deconvolve -> maps -> hemispheres/rCBF
+    from ctperf.engine import compute_perfusion  # preprocess/denoise -> AIF/VOF -> deconvolve -> maps/regularise/rCBF
 
     perf = compute_perfusion(study, cfg, contra_mask=contra_mask, progress=progress)
     roi = _on_grid(roi_mask, study.affine_ras, perf)

@@ -8,9 +8,11 @@
 3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
    run beside step 2 when the run may use more than one thread (they read the temporally smoothed data only);
 4. :func:`ctperf.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
-5. :func:`ctperf.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
-6. :mod:`ctperf.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask, affected side, rCBF;
-   :mod:`ctperf.engine.regularise` - edge-preserving regularisation of CBF and CBV (MTT recomputed) before rCBF.
+5. :func:`ctperf.engine.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
+6. :mod:`ctperf.engine.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask; Tmax of both conventions: 3 mm median;
+   :mod:`ctperf.engine.regularise` - edge-preserving regularisation of CBF and CBV (jointly, CBF in the log domain
+   by default; MTT recomputed and the bounds re-applied) and of both Tmax maps (:func:`regularise_tmax`), Tmax
+   bounded at 0 after the filters; then affected side, reference region and rCBF (3 mm median).
 """
 
 from __future__ import annotations

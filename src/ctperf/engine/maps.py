@@ -1,19 +1,21 @@
 """Perfusion maps from deconvolution outputs, vessel mask, affected side and relative CBF.
 
-Units (REFERENCE.md; Ostergaard 1996, Wintermark 2005):
+Units (docs/definitions.md §2; Ostergaard 1996, Wintermark 2005):
 
 * ``CBF [mL/100g/min] = 6000 * kH / rho * max(R)`` with the flow-scaled residue ``R`` in 1/s;
 * ``CBV [mL/100g] = 100 * kH / rho * AUC(tissue) / AUC(AIF)`` (both in delta HU on the same time grid,
   AUC over the acquisition window);
-* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem; the engine writes it from CBV and CBF averaged with the
-  same edge-preserving weights, :mod:`ctperf.engine.regularise`, definitions 2.5);
+* ``MTT [s] = 60 * CBV / CBF`` (central volume theorem; since 2.6 the engine writes it from the written, jointly
+  filtered maps, :mod:`ctperf.engine.regularise`; with ``map_regularisation`` off it is the 2.5 ratio of the local
+  means of CBV and CBF averaged with the same edge-preserving weights);
 * ``Tmax [s]`` = time of the residue maximum (arrival delay of the tissue relative to the AIF, plus dispersion);
 * ``TTP [s]`` = time to peak of the denoised tissue curve, from the first frame (parabolic sub-sample refinement).
 
 Non-negativity policy (:func:`nonnegative_maps`)
-    CBF and CBV are non-negative quantities, but their estimates are noisy and unbiased (CBV is linear in the
-    data): in tissue whose true CBV is of the order of the noise of its estimate (infarct core, white matter at
-    high noise) a fraction of voxels comes out below 0.  The written maps are the estimates projected onto the
+    CBF and CBV are non-negative quantities, but their estimates are noisy (CBV estimates are unbiased: CBV is
+    linear in the data; the log-filtered CBF written since 2.6 reads low by ~1/2 (relative noise)^2): in tissue
+    whose true CBV is of the order of the noise of its estimate (infarct core, white matter at high noise) a
+    fraction of voxels comes out below 0.  The written maps are the estimates projected onto the
     physical range, ``max(estimate, 0)`` (the constrained maximum-likelihood estimate of a non-negative scalar
     under Gaussian noise).  Consequence, documented: a per-voxel value of 0 means "at or below the noise floor",
     and regional *means* of very low CBV/CBF regions are biased upwards by at most ``E[max(-e, 0)]`` =
@@ -81,7 +83,7 @@ def combine_flow(cbf_smooth: np.ndarray, cbv_smooth: np.ndarray, cbv_sharp: np.n
     return cbv, mtt_from(cbv, cbf), cbf
 
 
-#: Bounds of the written maps (docs/definitions.md §2): estimates outside are clipped to them.  CBV and CBF have
+#: Bounds of the written maps (docs/definitions.md §6 step 9): estimates outside are clipped to them.  CBV and CBF have
 #: no physiological upper limit below a large vessel's (100 % blood), which the bounds leave room for; MTT is
 #: bounded by the longest transit time the deconvolution can resolve in a ~60 s acquisition.
 CBV_MAX_ML_100G = 100.0
@@ -123,7 +125,8 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
     """In-plane median filter of a map inside ``mask`` (window ``2 round(radius_mm/pixel_mm) + 1`` pixels).
 
     Removes isolated outliers (e.g. a residue peak picked on a noise spike) while keeping step edges such as a
-    lesion boundary; used on Tmax.  Voxels outside the mask are first filled with the local mask mean
+    lesion boundary; used on Tmax, rCBF and the bias correction's MTT lookup (``tau_filter`` in
+    :func:`ctperf.engine.compute_perfusion`).  Voxels outside the mask are first filled with the local mask mean
     (normalised Gaussian) so they do not pull the median; values outside the mask are returned unchanged.
     ``workers``: threads over the slices (None = all CPU cores).
     """

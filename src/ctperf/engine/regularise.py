@@ -1,5 +1,5 @@
-"""Edge-preserving regularisation of the CBV and Tmax maps (default) and the CBF map (option): rolling-guidance
-joint bilateral.
+"""Edge-preserving regularisation of the CBF, CBV (jointly; CBF in the log domain) and Tmax maps (all default since
+2.6): rolling-guidance joint bilateral.
 
 At standard-dose noise the per-voxel CBF/CBV estimates carry a noise of ~50 % (grey matter) to ~70 % (white
 matter) of their value, while grey matter is a ribbon only 2-3 voxels thick: plain smoothing mixes it with white
@@ -22,10 +22,12 @@ the two local means).  The engine passes the written, non-negative CBF
 (:func:`ctperf.engine.maps.nonnegative_maps`; on the project phantom at 8 HU the median CBF of the infarct core is
 the same whether the clipped or the unclipped estimates are filtered, 5.9 mL/100g/min, and the clipped maps give a
 less noisy MTT) and the CBV *before* its bounds: averaging CBV values clipped at 0 biases noisy white matter upwards
-(15 HU: +22 % instead of +12 %).  By default only the filtered CBV is kept (``deconvolution.cbv_regularisation``);
-CBF is kept too with ``deconvolution.map_regularisation``.
-The weighted mean is linear in the data, so regional means (and hence the reference CBF of rCBF) are kept; only
-voxels of the tissue mask are used and changed.
+(15 HU: +22 % instead of +12 %).  By default (``deconvolution.map_regularisation``) both filtered maps are kept;
+with it off only the filtered CBV is kept (``deconvolution.cbv_regularisation``).
+In the linear domain the weighted mean is linear in the data, so regional means are kept; in the log domain (the
+default) it is a weighted geometric mean and the CBF level reads lower by about half the squared relative noise
+(project phantom at 8 HU: grey / white matter -15.9 / -10.2 %), while ratios such as rCBF are kept.  Only voxels
+of the tissue mask are used and changed.
 
 Tmax (:func:`regularise_tmax`) is filtered on its own, guided by itself and the baseline image: its per-voxel noise
 (~1 s at standard dose) is spatially correlated by the denoising, and its true structure is territorial (areas of
@@ -104,8 +106,11 @@ def regularise_flow_maps(cbf_zyx: np.ndarray, cbv_zyx: np.ndarray, tissue: np.nd
     With ``log_cbf`` CBF (clipped at 0) is filtered, and guides, as ``log(CBF + CBF_LOG_OFFSET_ML_100G_MIN)``: the
     per-voxel CBF noise grows with the flow and is skewed (the peak of a noisy residue), so relative differences
     tell tissues apart evenly, and a weighted geometric mean is not pulled up by the skew, which differs with the
-    bolus delay.  Recompute MTT (and re-apply the bounds) from the result with
-    :func:`ctperf.engine.maps.nonnegative_maps`.  ``sigma_mm <= 0`` returns the inputs unchanged.
+    bolus delay.  The default here is linear, but the engine passes ``log_cbf=True`` by default
+    (``deconvolution.map_regularisation_domain = "log"``); the geometric mean then reads a flat region's CBF lower
+    than its arithmetic level by about half the squared relative noise (``tests/test_map_regularisation.py``).
+    Recompute MTT (and re-apply the bounds) from the result with :func:`ctperf.engine.maps.nonnegative_maps`.
+    ``sigma_mm <= 0`` returns the inputs unchanged.
     """
     if sigma_mm <= 0:
         return np.asarray(cbf_zyx, np.float32), np.asarray(cbv_zyx, np.float32)
