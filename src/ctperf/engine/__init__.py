@@ -233,12 +233,15 @@ def _maps(curves: np.ndarray, area: np.ndarray, cbv_smooth: np.ndarray, dec, aif
 def method_description(dc) -> dict:
     """What the maps of this deconvolution setting estimate (docs/definitions.md §2), for metrics.json."""
     corrected = dc.method in ("bcsvd", "tikhonov") and dc.correct_regularisation_bias
+    log = dc.map_regularisation_domain == "log"
+    filtered = ("; written as a local weighted mean, filtered jointly with CBV by an edge-preserving filter ("
+                + ("log domain: a geometric mean)" if log else "linear domain)") if dc.map_regularisation else "")
     return {
         "engine_version": ENGINE_VERSION, "deconvolution": dc.method,
         "convention": "unregularised residue" if corrected else "model-free (standard)",
         "cbf": ("peak of the unregularised residue h(x)R: the flow without dispersion, flow x max(h(x)R) with it; "
                 "bias of the regularisation removed with a family of model residues" if corrected else
-                "peak of the regularised (OI-controlled) residue, no correction"),
+                "peak of the regularised (OI-controlled) residue, no correction") + filtered,
         "tmax": ("bolus delay + time of the peak of h(x)R" if corrected else
                  "time of the peak of the regularised residue (standard convention of the published thresholds)"),
         "mtt": ("60 CBV / CBF of their common edge-preserving local means (the CBF map itself unfiltered)"
