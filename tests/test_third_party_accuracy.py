@@ -1,0 +1,70 @@
+"""Engine accuracy on third-party validation data (``../shared/third_party``; skipped when absent).
+
+The harness (``benchmarks/validate.py``) tabulates every family; these tests hold the README's figures for the
+OSIPI DSC cases convolved continuously (the file's own curves are rectangle-rule sums, see
+``benchmarks/third_party/osipi.py``) and the Chakwizira DRO's delay insensitivity.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import third_party  # noqa: E402
+import validate  # noqa: E402
+from third_party import chakwizira, osipi  # noqa: E402
+
+pytestmark = pytest.mark.skipif(third_party.data_dir() is None, reason="../shared/third_party absent")
+
+
+def _errors(rows):
+    cbf = np.array([validate.pct(r["cbf_est"], r["cbf"]) for r in rows])
+    tmax = np.array([r["tmax_est"] - r["tmax"] for r in rows])
+    return cbf, tmax
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return validate.make_config(None, [])[0]
+
+
+def test_osipi_continuous_known_aif(cfg):
+    """Known AIF, deconvolution step: CBF -2.4 % median (-1.3 to -5.0 %), Tmax +0.08 s (measured 2026-12-04)."""
+    if not osipi.available():
+        pytest.skip(f"{osipi.FILE} absent")
+    case = osipi.load(continuous=True)[0]
+    cbf, tmax = _errors(validate._known_rows(case, cfg))
+    assert abs(np.median(cbf)) <= 5.0 and np.abs(cbf).max() <= 7.0, cbf
+    assert abs(tmax.mean()) <= 0.2, tmax
+
+
+@pytest.mark.xfail(strict=True, reason="automatic AIF, 2 HU: CBF -20.8 % (target 15 %; noise-free -5.8 %): the "
+                                       "under-corrected undispersed residue (README Known gaps); Tmax +0.51 s passes")
+def test_osipi_continuous_automatic(cfg):
+    if not osipi.available():
+        pytest.skip(f"{osipi.FILE} absent")
+    case = osipi.load(continuous=True)[0]
+    res = validate.run_engine(case.study, cfg)
+    cbf, tmax = _errors(validate._region_table(case, res))
+    assert abs(tmax.mean()) <= 0.75, tmax
+    assert abs(np.median(cbf)) <= 15.0, np.median(cbf)
+
+
+def test_chakwizira_known_aif_cbf_is_delay_insensitive(cfg):
+    """Known AIF, undispersed exponential tissue delayed by 1 / 3 / 6 s: median CBF change within 5 % of the
+    undelayed study (measured +0.3 / -0.2 / +2.0 %)."""
+    if not chakwizira.available():
+        pytest.skip(f"{chakwizira.FOLDER} absent")
+    settings = [(0.0, 0.0), (1.0, 0.0), (3.0, 0.0), (6.0, 0.0)]
+    case = chakwizira.load_delay_dispersion(settings=settings)
+    rows = validate._known_rows(case, cfg)
+    ref = {r["cbf"]: r["cbf_est"] for r in rows if r["delay"] == 0.0}
+    for delay in (1.0, 3.0, 6.0):
+        change = [validate.pct(r["cbf_est"], ref[r["cbf"]]) for r in rows if r["delay"] == delay]
+        assert abs(np.median(change)) < 5.0, (delay, change)
