@@ -82,7 +82,8 @@ def load(*, noise_hu: float = 2.0, seed: int = 0, continuous: bool = False) -> l
              f"{noise_hu:g} HU Gaussian noise added; 2 slices (same cases, independent noise)"]
     if continuous:
         notes.insert(0, "tissue re-convolved continuously from the file's AIF (linearly interpolated) and case "
-                        "parameters; the file's own curves are rectangle-rule sums (CBV +3 to +18 %, CBF +3 to +25 % by MTT)")
+                        "parameters; the file's own curves are rectangle-rule sums "
+                        "(CBV +3 to +18 %, CBF +3 to +25 % by MTT)")
     name = "osipi_dsc_continuous" if continuous else "osipi_dsc"
     return [ThirdPartyCase(name, study, region, interior, regs, aif_hu, times,
                            np.array(curves + curves), notes)]
