@@ -113,6 +113,10 @@ def test_config_option():
             DeconvolutionConfig(**bad)
 
 
+#: The small "lesions" of :func:`_tmax_map`: (radius mm, (centre y mm, centre x mm)).
+_TMAX_DISCS = ((5.0, (40, 30)), (3.0, (40, 60)))
+
+
 def _tmax_map(step_to_s: float, noise_s: float = 1.0, seed: int = 0):
     """A Tmax map (s) on 1.4 mm pixels: 2 s on the left, ``step_to_s`` right of x = 84 mm, two small "lesions"
     (discs of 5 and 3 mm radius at 10 s), plus spatially correlated noise of ``noise_s``, after the engine's 3 mm
@@ -123,7 +127,7 @@ def _tmax_map(step_to_s: float, noise_s: float = 1.0, seed: int = 0):
     px, n = 1.4, 120
     yy, xx = np.mgrid[:n, :n] * px
     truth = np.where(xx > 84, step_to_s, 2.0)
-    for r_mm, (cy, cx) in ((5.0, (40, 30)), (3.0, (40, 60))):
+    for r_mm, (cy, cx) in _TMAX_DISCS:
         truth = np.where((yy - cy) ** 2 + (xx - cx) ** 2 <= r_mm**2, 10.0, truth)
     truth = np.broadcast_to(truth, (3, n, n)).astype(np.float32)
     noise = ndimage.gaussian_filter(rng.standard_normal(truth.shape), (0, 1, 1))
@@ -144,7 +148,7 @@ def test_tmax_noise_reduced_and_edges_kept(step_to_s):
     cols = slice(57, 63)  # the step lies between columns 60 and 61 (84 mm)
     np.testing.assert_allclose(out[:, :, cols].mean(axis=(0, 1)), noisy[:, :, cols].mean(axis=(0, 1)), atol=0.15)
     yy, xx = np.mgrid[: truth.shape[1], : truth.shape[2]] * px
-    for r_mm, (cy, cx) in ((5.0, (40, 30)), (3.0, (40, 60))):  # the discs of _tmax_map
+    for r_mm, (cy, cx) in _TMAX_DISCS:
         near = np.broadcast_to((yy - cy) ** 2 + (xx - cx) ** 2 <= (r_mm + 3.0) ** 2, truth.shape)
         assert (out[near] > 6).sum() == pytest.approx((noisy[near] > 6).sum(), rel=0.05), r_mm
     np.testing.assert_array_equal(regularise_tmax(noisy, mask, base, px, sigma_mm=0.0), noisy)
