@@ -477,8 +477,8 @@ def third_party_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
         # the file's curves are rectangle-rule sums (a residue with an extra tr/2 of area at t = 0: CBV +3 to +18 %,
         # CBF read from them +3 to +25 % noise-free with the known AIF): their CBF and CBV are reported, and judged
         # on the same cases convolved continuously (third_party/osipi.py)
-        discrete = {k: "the file's rectangle-rule convolution: CBF +3 to +25 %, CBV +3 to +18 % by MTT with the known "
-                       "AIF and no noise (judged on osipi_dsc_continuous)" for k in ("cbf_median_error_pct",)}
+        discrete = {"cbf_median_error_pct": "the file's rectangle-rule convolution: CBF +3 to +25 %, CBV +3 to +18 % "
+                                            "by MTT with the known AIF and no noise (judged on osipi_dsc_continuous)"}
         case_family("osipi_dsc", "third_party", "OSIPI DSC curves (14 cases, exponential, no delay) in a CT layout",
                     lambda: osipi.load()[0], _curve_metrics, discrete)
         case_family("osipi_dsc_continuous", "third_party",
