@@ -76,6 +76,7 @@ RANGES: dict[str, _Range] = {
     "deconvolution.tikhonov_lambda": _r(0, 1, lo_open=True, fraction=True),
     "deconvolution.oi_thresholds": _r(0, 1, lo_open=True, hi_open=True, fraction=True),
     "deconvolution.oi_reference_dt_s": _r(0, 10, "s", lo_open=True),
+    "deconvolution.aif_noise_margin": _r(0, 100),
     "deconvolution.peak_window_s": _r(0, 60, "s"),
     "deconvolution.tmax_window_s": _r(0, 60, "s"),
     "deconvolution.residue_shapes": _r(0, 1000, lo_open=True),
@@ -219,6 +220,13 @@ class DeconvolutionConfig(_Checked):
     #: Ladder of bcSVD truncation thresholds (fraction of the largest singular value) tried per voxel; the
     #: smallest one whose residue has OI <= oscillation_index is used.
     oi_thresholds: tuple[float, ...] = (0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3)
+    #: bcSVD ("bcsvd", the default): truncation levels below this multiple of the AIF's spectral noise floor
+    #: (``qa_values.aif_noise_floor``) are left out of that ladder (the highest level is always kept), so no
+    #: frequency is inverted where the AIF's noise is more than half its signal: there the inverse of a noisy AIF
+    #: spectrum attenuates the residue on average by ``exp(-(S/N)^2)`` (2 % at S/N = 2), which the correction's
+    #: emulation, built with the same noisy AIF, cannot see (Tmax late, CBF low).  Below the floor of a clinical AIF
+    #: (0.005-0.009 at 8-15 HU) x 2 nothing changes.  0 = off; the "standard" method never uses it.
+    aif_noise_margin: float = 2.0
     #: The oscillation index is computed on a residue sampled at this step (s) so its target is grid independent.
     oi_reference_dt_s: float = 1.0
     #: Guided peak search (bcSVD/Tikhonov ladders, see ctperf.deconvolution): the residue peak is searched between

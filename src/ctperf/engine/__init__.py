@@ -403,7 +403,8 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
     end_frac = float(aif[-max(2, len(aif) // 20):].mean() / peak) if peak > 0 else float("nan")
     vof_ttp = sel.vof.ttp_s
     aif_noise_hu, aif_floor = aif_noise_floor(sel.aif.delta_hu)
-    lowest = lowest_regularisation(cfg.deconvolution)
+    configured = lowest_regularisation(cfg.deconvolution)  # the ladder's lowest level before the AIF's noise
+    lowest = lowest_regularisation(cfg.deconvolution, aif_floor)  # the lowest level used for this AIF
     values = {
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
         "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
@@ -425,7 +426,8 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
                                       or (vof.max() > 0 and vof[-1] > 0.5 * vof.max())),
         "motion_excessive": bool(pre.motion_max_mm > cfg.preprocess.motion_flag_mm),
         "vof_unreliable": bool(not sel.vof_clean),
-        # noise-only frequencies of the AIF pass the deconvolution filter: Tmax late, CBF low (aif_noise_floor)
-        "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > lowest),
+        # noise-only frequencies of the AIF would pass the lowest level: the ladder starts higher for this AIF
+        # (truncation_ladder) and the maps lose resolution of high flows; Tmax late and CBF low without the margin
+        "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > configured),
     }
     return flags, values

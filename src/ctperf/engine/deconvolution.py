@@ -15,13 +15,16 @@ Methods
     ``P * max``, else 0).  The truncation ``P`` is chosen **per voxel** as the smallest value of a small ladder
     ``oi_thresholds`` whose residue has an oscillation index ``OI <= oscillation_index`` (Wu 2003); the whole
     ladder is evaluated vectorised, no per-voxel loops.  (Noisier curves -> more regularisation; clean grey
-    matter keeps a small threshold so high flows are not underestimated.)
+    matter keeps a small threshold so high flows are not underestimated.)  Levels below ``aif_noise_margin`` times
+    the AIF's spectral noise floor are left out (:func:`truncation_ladder`): the AIF's noise there would attenuate
+    the residue in a way the bias correction cannot emulate.
 ``"tikhonov"`` - the same circulant system with Tikhonov regularisation (Calamante et al., MRM 2003):
     filter ``|S|^2 / (|S|^2 + (lambda * max S)^2)``; ``lambda = tikhonov_lambda``.
 ``"svd"`` - standard truncated SVD of the lower-triangular (non-circulant) Toeplitz matrix with a fixed
     threshold (Ostergaard 1996).  Delay sensitive; for comparison only.
-``"standard"`` - the classic model-free convention: the ``"bcsvd"`` ladder, the residue's maximum over the whole
-    window and its time, no guided search and no correction (what published thresholds were derived on).
+``"standard"`` - the classic model-free convention: the ``"bcsvd"`` ladder (all its levels, whatever the AIF's
+    noise), the residue's maximum over the whole window and its time, no guided search and no correction (what
+    published thresholds were derived on).
 
 Outputs per voxel: ``rmax`` = max of the residue (1/s; CBF = 6000 kH/rho * rmax mL/100g/min) and ``tmax_s`` =
 time of that maximum, located with sub-sample precision by a parabola through the peak sample and its
@@ -239,15 +242,34 @@ def aif_noise_floor(aif_t: np.ndarray) -> tuple[float, float]:
     return sd, sd * float(np.sqrt(len(a))) / total
 
 
-def lowest_regularisation(cfg: DeconvolutionConfig) -> float:
+def truncation_ladder(cfg: DeconvolutionConfig, aif_floor: float = float("nan")) -> list[float]:
+    """The bcSVD truncation levels (fractions of the AIF spectrum's maximum, ascending) used with an AIF of noise
+    floor ``aif_floor`` (:func:`aif_noise_floor`): ``oi_thresholds`` without the levels below
+    ``aif_noise_margin x aif_floor`` (the highest level is always kept; all of them when the floor is unknown or the
+    margin is 0).
+
+    Why: where the AIF's spectrum ``S`` carries a noise ``N`` (complex Gaussian, ``E|N|^2 = s^2``), the inverse filter
+    applied to a tissue that saw the noise-free AIF passes ``S / (S + N)``, whose mean is ``1 - exp(-|S|^2 / s^2)``:
+    such frequencies are attenuated (63 % kept at S/N = 1, 98 % at 2) while the correction's emulation, built with
+    the same noisy AIF, assumes they pass whole; the residue then reads lower and later than corrected.
+    """
+    levels = sorted(float(p) for p in cfg.oi_thresholds)
+    if cfg.aif_noise_margin > 0 and np.isfinite(aif_floor):
+        levels = [p for p in levels if p >= cfg.aif_noise_margin * aif_floor] or levels[-1:]
+    return levels
+
+
+def lowest_regularisation(cfg: DeconvolutionConfig, aif_floor: float = float("nan")) -> float:
     """The smallest regularisation the method uses, as a fraction of the AIF spectrum's maximum: frequencies of the
-    AIF above it pass the filter (bcsvd / standard: the lowest truncation level; tikhonov: lambda; svd: the
-    threshold)."""
+    AIF above it pass the filter (bcsvd: the lowest level of :func:`truncation_ladder` for an AIF of noise floor
+    ``aif_floor``; standard: the lowest truncation level; tikhonov: lambda; svd: the threshold)."""
     if cfg.method == "tikhonov":
         return float(cfg.tikhonov_lambda)
     if cfg.method == "svd":
         return float(cfg.svd_threshold)
-    return float(min(cfg.oi_thresholds))
+    if cfg.method == "standard":
+        return float(min(cfg.oi_thresholds))
+    return truncation_ladder(cfg, aif_floor)[0]
 
 
 def oscillation_index(residue: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -332,15 +354,17 @@ def _parabola_peak(y: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return frac, np.where(interior, y1 - 0.25 * (y0 - y2) * frac, y1)
 
 
-def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig) -> tuple[list[np.ndarray], list[float]]:
-    """Frequency-domain pseudo-inverse filters ``W / S`` for each regularisation level (rfft layout)."""
+def _filters(spec: np.ndarray, method: str, cfg: DeconvolutionConfig,
+             aif_floor: float = float("nan")) -> tuple[list[np.ndarray], list[float]]:
+    """Frequency-domain pseudo-inverse filters ``W / S`` for each regularisation level (rfft layout); bcSVD: the
+    levels of :func:`truncation_ladder` for an AIF of noise floor ``aif_floor``."""
     mag = np.abs(spec)
     smax = float(mag.max())
     inv = np.zeros_like(spec)
     nz = mag > 1e-12 * smax
     inv[nz] = 1.0 / spec[nz]
     if method == "bcsvd":
-        levels = sorted(float(p) for p in cfg.oi_thresholds)
+        levels = truncation_ladder(cfg, aif_floor)
         return [np.where(mag >= p * smax, inv, 0.0).astype(np.complex64) for p in levels], levels
     if method == "tikhonov":
         lam = float(cfg.tikhonov_lambda) * smax
@@ -764,7 +788,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     n, t = tissue.shape
     length = padded_length(t)
     spec = circulant_spectrum(aif_t, dt_s, length)
-    filters, levels = _filters(spec, method, cfg)
+    filters, levels = _filters(spec, method, cfg, aif_noise_floor(aif_t)[1])
     n_neg = int(round(max_negative_delay_s / dt_s))
     sub = max(1, int(round(cfg.oi_reference_dt_s / dt_s)))
     target = float(cfg.oscillation_index)
@@ -983,7 +1007,8 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
         out.rmax_standard_per_s, out.tmax_standard_s = out.rmax_per_s, out.tmax_s
     elif cfg.method == "standard":
-        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
+        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False,
+                                      aif_noise_margin=0.0)
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
     else:
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
