@@ -29,7 +29,7 @@ QA_FLAG_TEXT: dict[str, str] = {
     "acquisition_truncated": "venous outflow still high at the end of the acquisition",
     "motion_excessive": "head motion above preprocess.motion_flag_mm",
     "vof_unreliable": "no clean venous output function found",
-    "aif_noisy": "arterial input noisy enough to bias Tmax late and CBF low",
+    "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
     "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",
     "roi_registration_poor": "the screenshot ROI registered poorly onto the maps",
     "colour_decoding_poor": "many map pixels did not match the colour bar",
