@@ -224,8 +224,8 @@ class DeconvolutionConfig(_Checked):
     #: (``qa_values.aif_noise_floor``) are left out of that ladder (the highest level is always kept), so no
     #: frequency is inverted where the AIF's noise is more than half its signal: there the inverse of a noisy AIF
     #: spectrum attenuates the residue on average by ``exp(-(S/N)^2)`` (2 % at S/N = 2), which the correction's
-    #: emulation, built with the same noisy AIF, cannot see (Tmax late, CBF low).  Below the floor of a clinical AIF
-    #: (0.005-0.009 at 8-15 HU) x 2 nothing changes.  0 = off; the "standard" method never uses it.
+    #: emulation, built with the same noisy AIF, cannot see (Tmax late, CBF low).  A clinical AIF (floor 0.005-0.009
+    #: at 8-15 HU) keeps every level.  0 = off; the "standard" method never uses it.
     aif_noise_margin: float = 2.0
     #: The oscillation index is computed on a residue sampled at this step (s) so its target is grid independent.
     oi_reference_dt_s: float = 1.0
