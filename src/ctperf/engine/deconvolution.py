@@ -245,8 +245,8 @@ def aif_noise_floor(aif_t: np.ndarray) -> tuple[float, float]:
 def truncation_ladder(cfg: DeconvolutionConfig, aif_floor: float = float("nan")) -> list[float]:
     """The bcSVD truncation levels (fractions of the AIF spectrum's maximum, ascending) used with an AIF of noise
     floor ``aif_floor`` (:func:`aif_noise_floor`): ``oi_thresholds`` without the levels below
-    ``aif_noise_margin x aif_floor`` (the highest level is always kept; all of them when the floor is unknown or the
-    margin is 0).
+    ``aif_noise_margin x aif_floor`` (the highest level is always kept; all of them when the floor is unknown, the
+    margin is 0, or ``cfg.method`` is "standard": the classic convention keeps its whole ladder).
 
     Why: where the AIF's spectrum ``S`` carries a noise ``N`` (complex Gaussian, ``E|N|^2 = s^2``), the inverse filter
     applied to a tissue that saw the noise-free AIF passes ``S / (S + N)``, whose mean is ``1 - exp(-|S|^2 / s^2)``:
@@ -254,21 +254,19 @@ def truncation_ladder(cfg: DeconvolutionConfig, aif_floor: float = float("nan"))
     the same noisy AIF, assumes they pass whole; the residue then reads lower and later than corrected.
     """
     levels = sorted(float(p) for p in cfg.oi_thresholds)
-    if cfg.aif_noise_margin > 0 and np.isfinite(aif_floor):
+    if cfg.method != "standard" and cfg.aif_noise_margin > 0 and np.isfinite(aif_floor):
         levels = [p for p in levels if p >= cfg.aif_noise_margin * aif_floor] or levels[-1:]
     return levels
 
 
 def lowest_regularisation(cfg: DeconvolutionConfig, aif_floor: float = float("nan")) -> float:
     """The smallest regularisation the method uses, as a fraction of the AIF spectrum's maximum: frequencies of the
-    AIF above it pass the filter (bcsvd: the lowest level of :func:`truncation_ladder` for an AIF of noise floor
-    ``aif_floor``; standard: the lowest truncation level; tikhonov: lambda; svd: the threshold)."""
+    AIF above it pass the filter (bcsvd / standard: the lowest level of :func:`truncation_ladder` for an AIF of
+    noise floor ``aif_floor``; tikhonov: lambda; svd: the threshold)."""
     if cfg.method == "tikhonov":
         return float(cfg.tikhonov_lambda)
     if cfg.method == "svd":
         return float(cfg.svd_threshold)
-    if cfg.method == "standard":
-        return float(min(cfg.oi_thresholds))
     return truncation_ladder(cfg, aif_floor)[0]
 
 
@@ -1007,8 +1005,7 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
         out.rmax_standard_per_s, out.tmax_standard_s = out.rmax_per_s, out.tmax_s
     elif cfg.method == "standard":
-        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False,
-                                      aif_noise_margin=0.0)
+        classic = dataclasses.replace(cfg, peak_window_s=None, correct_regularisation_bias=False)
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, classic, method="bcsvd", workers=workers)
     else:
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
