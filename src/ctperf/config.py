@@ -84,6 +84,7 @@ RANGES: dict[str, _Range] = {
     "deconvolution.model_choice_block_mm": _r(0, 50, "mm", lo_open=True),
     "deconvolution.model_evidence_radius_mm": _r(0, 100, "mm"),
     "deconvolution.dispersion_prior_block_mm": _r(0, 50, "mm", lo_open=True),
+    "deconvolution.dispersion_prior_min_cnr": _r(0, 1000),
     "deconvolution.bias_tau_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.tmax_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.rcbf_median_radius_mm": _r(0, 50, "mm"),
@@ -263,13 +264,22 @@ class DeconvolutionConfig(_Checked):
     #: With "curves": width (mm, in-plane Gaussian sigma) of the neighbourhood whose blocks' log-likelihoods are
     #: summed for the regional weights; 0 = each block alone.
     model_evidence_radius_mm: float = 10.0
-    #: Prior of the models' dispersions: "uniform" (each region's evidence alone) or "study" (a study-wide prior:
-    #: the mixture of models that best explains the tissue curves of all in-plane blocks of
-    #: ``dispersion_prior_block_mm`` together, its dispersion proportions multiplied into each region's weights).
-    dispersion_prior: Literal["uniform", "study"] = "uniform"
+    #: Prior of the models' dispersions: "study" (default since engine 2.8: a study-wide prior, the mixture of
+    #: models that best explains the tissue curves of the in-plane blocks of ``dispersion_prior_block_mm``
+    #: together, its dispersion proportions multiplied into each region's weights) or "uniform" (each region's
+    #: evidence alone; noise spreads it over every dispersion, so undispersed tissue reads ~1.2 s late at 8 HU).
+    dispersion_prior: Literal["uniform", "study"] = "study"
     #: Side (mm) of those in-plane blocks (tissue blocks at least half covered; 4 mm blocks favour sharp models
     #: under noise, 16 mm blocks mix tissues: README "Model evidence").
     dispersion_prior_block_mm: float = 8.0
+    #: Only blocks whose curve peaks at least this many times above the RMS residual of their best model fit inform
+    #: the prior (all blocks when fewer than 8 qualify; 0 = all blocks): the evidence of weakly enhancing blocks
+    #: is biased by the noise, towards more dispersion at 8 HU and towards none at 15 HU (README "Model evidence").
+    dispersion_prior_min_cnr: float = 10.0
+    #: Leave the plug-flow models (gamma shape >= 10: a flat top) out of the Tmax shift of the correction (they
+    #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks
+    #: at its end, so any weight noise gives such a model would move Tmax towards the plateau's end.
+    tmax_shift_without_plug_flow: bool = True
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

@@ -194,7 +194,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
-    qa_values.update(dispersion_prior_summary(dec.dispersion_prior, dec.model_family, dc.dispersion_prior))
+    qa_values.update(dispersion_prior_summary(dec.dispersion_prior, dec.model_family, dc.dispersion_prior,
+                                              dec.dispersion_prior_blocks))
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
                     posterior_circulation=pattern.kind == "posterior", rcbf_reference_too_small=ref_reason is not None)
@@ -250,7 +251,9 @@ def method_description(dc) -> dict:
                                                 "dispersions_s": list(dc.model_dispersions_s),
                                                 "weights_scope": dc.model_weights_scope,
                                                 "evidence": dc.model_evidence,
-                                                "dispersion_prior": dc.dispersion_prior} if corrected else None,
+                                                "dispersion_prior": dc.dispersion_prior,
+                                                "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow}
+                         if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),
         "map_regularisation_domain": dc.map_regularisation_domain,
@@ -286,9 +289,11 @@ def model_weight_summary(mean_weights: np.ndarray | None,
 
 
 def dispersion_prior_summary(prior: np.ndarray | None, family: list[tuple[float, float]] | None,
-                             setting: str) -> dict[str, dict[str, float] | str | None]:
+                             setting: str, blocks: tuple[int, int] | None = None
+                             ) -> dict[str, dict[str, float] | str | None]:
     """The study-wide dispersion prior (:attr:`DeconvolutionOutput.dispersion_prior`) as the share of each
-    dispersion time constant d (s) in the study's mixture of models, or None and the reason."""
+    dispersion time constant d (s) in the study's mixture of models, with the tissue blocks that informed it
+    (``blocks``: used, offered), or None and the reason."""
     key = "study_dispersion_share_by_dispersion_s"
     why = None
     if setting != "study":
@@ -298,9 +303,10 @@ def dispersion_prior_summary(prior: np.ndarray | None, family: list[tuple[float,
     elif not np.all(np.isfinite(prior)):
         why = "study dispersion prior not finite"
     if why is not None:
-        return {key: None, "study_dispersion_reason": why}
+        return {key: None, "study_dispersion_blocks": None, "study_dispersion_reason": why}
     shares = {f"{d:g}": round(float(p), 4) for (_, d), p in zip(family, np.asarray(prior, float), strict=True)}
-    return {key: shares, "study_dispersion_reason": None}
+    used = None if blocks is None else {"used": int(blocks[0]), "offered": int(blocks[1])}
+    return {key: shares, "study_dispersion_blocks": used, "study_dispersion_reason": None}
 
 
 def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):

@@ -106,6 +106,8 @@ class DeconvolutionOutput:
     #: The study-wide prior each model's weights were multiplied by (``dispersion_prior = "study"``: the share of
     #: the model's dispersion in the study's mixture, :func:`study_dispersion_prior`), (n_models,), or None.
     dispersion_prior: np.ndarray | None = None
+    #: (blocks that informed that prior, tissue blocks offered), or None without a study prior.
+    dispersion_prior_blocks: tuple[int, int] | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -608,7 +610,17 @@ def block_log_likelihood(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.
                          heights_top: np.ndarray, dt_s: float, length: int, n_neg: int, tau_grid_s: np.ndarray,
                          half_tau: int = 2) -> np.ndarray:
     """Log-likelihood (n_models, n_groups) of each model's tissue curve given each mean curve ``mean_gt``
-    (n_groups, T), flow, delay and MTT free (:func:`curve_misfits`), maximum 0 per group.
+    (n_groups, T), maximum 0 per group: :func:`block_evidence` without the residuals."""
+    return block_evidence(mean_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length, n_neg, tau_grid_s,
+                          half_tau)[0]
+
+
+def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray, model_spectra: np.ndarray,
+                   heights_top: np.ndarray, dt_s: float, length: int, n_neg: int, tau_grid_s: np.ndarray,
+                   half_tau: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood (n_models, n_groups) of each model's tissue curve given each mean curve ``mean_gt``
+    (n_groups, T), flow, delay and MTT free (:func:`curve_misfits`), maximum 0 per group, and the residual sum of
+    squares of each group's best fit (n_groups,).
 
     Likelihood: Gaussian noise with the best fit's residual variance; the noise is temporally correlated (temporal
     smoothing, resampling), so the effective number of independent samples is ``(T - 3) (1 - rho) / (1 + rho)``
@@ -632,7 +644,7 @@ def block_log_likelihood(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.
     r = float(np.clip(np.median(rho), 0.0, 0.95)) if len(rho) else 0.0
     nu = max(1.0, (t - 3) * (1.0 - r) / (1.0 + r))
     best = np.maximum(mis.min(axis=0), 1e-30)
-    return -0.5 * nu * (mis - best) / best
+    return -0.5 * nu * (mis - best) / best, best
 
 
 def mixture_proportions(log_lik_m_g: np.ndarray, max_iter: int = 1000, tol: float = 1e-7) -> np.ndarray:
@@ -820,16 +832,17 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         # (robust to noise) and the voxel's MTT under each model
         n_m = len(family)
 
-        def weight_maps() -> tuple[np.ndarray, np.ndarray | None]:
-            """The model weights (n_models, n) and the study dispersion prior (n_models,) when one is set."""
+        def weight_maps() -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
+            """The model weights (n_models, n), and the study dispersion prior (n_models,) with (blocks used,
+            blocks offered) when one is set."""
             if n_m == 1:
-                return np.ones((1, n), np.float32), None
+                return np.ones((1, n), np.float32), None, None
             w = evidence_weights()
             if prior_blocks is None or len(prior_blocks) == 0:
-                return w, None
-            p = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
-                                       length, n_neg, tau_grid, family)
-            return apply_prior(w, p), p
+                return w, None, None
+            p, used = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
+                                             length, n_neg, tau_grid, family, cfg.dispersion_prior_min_cnr)
+            return apply_prior(w, p), p, (used, len(prior_blocks))
 
         def evidence_weights() -> np.ndarray:
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
@@ -872,7 +885,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                       else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1]))
             log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
                                                   tau_grid, y_grid)
-            weight, prior = pending_weight.result() if pending_weight is not None else weight_maps()
+            weight, prior, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
+        # models that take part in the Tmax shift (the plug-flow models' flat top has no defined peak time)
+        in_shift = np.array([not (cfg.tmax_shift_without_plug_flow and k >= PLUG_FLOW_SHAPE_K) for k, _ in family])
 
         def grid_pos(v):
             p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
@@ -909,7 +924,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                     if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
-                        shift[sel] = _weighted_lookup(shift_y[:, j], w_sel, pos_own[0][sel], pos_own[1][sel])
+                        shift[sel] = _weighted_lookup(shift_y[:, j], shift_weights(w_sel, in_shift), pos_own[0][sel],
+                                                      pos_own[1][sel])
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -928,7 +944,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=tmax_std.astype(np.float32),
                               model_family=family if guided else None,
                               model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
-                              dispersion_prior=prior if guided else None)
+                              dispersion_prior=prior if guided else None,
+                              dispersion_prior_blocks=prior_used if guided else None)
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
             out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
@@ -944,19 +961,55 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 _PRIOR_TAU_NODES = 12
 
 
+#: Fewest blocks the study dispersion prior is fitted to: with fewer informative blocks (:func:`informative_blocks`)
+#: it uses all of them.
+_PRIOR_MIN_BLOCKS = 8
+
+
 def study_dispersion_prior(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
                            model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
-                           tau_grid_s: np.ndarray, family: list[tuple[float, float]]) -> np.ndarray:
+                           tau_grid_s: np.ndarray, family: list[tuple[float, float]], min_cnr: float = 0.0
+                           ) -> tuple[np.ndarray, int]:
     """Study-wide prior of each model's dispersion (n_models,): the dispersion shares of the mixture of models
-    that best explains the mean curves of all tissue blocks of the study (:func:`block_log_likelihood`,
-    :func:`mixture_proportions`).
+    that best explains the mean curves of the study's informative tissue blocks (:func:`block_evidence`,
+    :func:`informative_blocks` with ``min_cnr``, :func:`mixture_proportions`), and the number of blocks used.
 
     One block's curve hardly tells an undispersed residue from a dispersed one at clinical noise (the shape and the
     delay absorb the difference), but a whole study's blocks together do, as long as the dispersion is shared by
-    much of the tissue; where regions differ, the mixture keeps each dispersion's share."""
-    log_lik = block_log_likelihood(block_means_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
-                                   n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
-    return dispersion_shares(mixture_proportions(log_lik), family)
+    much of the tissue; where regions differ, the mixture keeps each dispersion's share.  Each block's evidence is
+    weak (a small fraction of a log unit at 8 HU), so a small bias shared by many blocks decides the mixture: the
+    weakly enhancing blocks, whose fits are biased by the noise (measured: towards more dispersion at 8 HU, towards
+    none at 15 HU), are left out."""
+    log_lik, best_rss = block_evidence(block_means_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
+                                       n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
+    keep = informative_blocks(block_means_gt, best_rss, min_cnr)
+    return dispersion_shares(mixture_proportions(log_lik[:, keep]), family), int(keep.sum())
+
+
+def informative_blocks(block_means_gt: np.ndarray, best_rss: np.ndarray, min_cnr: float,
+                       min_blocks: int = _PRIOR_MIN_BLOCKS) -> np.ndarray:
+    """The blocks (bool, (n_blocks,)) whose mean curve peaks at least ``min_cnr`` times above the RMS residual of its
+    best model fit (``best_rss``: residual sum of squares over the T samples); all of them when ``min_cnr <= 0`` or
+    fewer than ``min_blocks`` qualify."""
+    curves = np.asarray(block_means_gt, np.float64)
+    rms = np.sqrt(np.asarray(best_rss, np.float64) / max(curves.shape[1], 1))
+    keep = curves.max(axis=1, initial=0.0) >= min_cnr * rms
+    return keep if min_cnr > 0 and keep.sum() >= min_blocks else np.ones(len(curves), bool)
+
+
+#: Gamma shapes at or above this are plug-flow models (a flat-topped residue), left out of the Tmax shift by
+#: default (``tmax_shift_without_plug_flow``).
+PLUG_FLOW_SHAPE_K = 10.0
+
+
+def shift_weights(weight_m_n: np.ndarray, in_shift_m: np.ndarray) -> np.ndarray:
+    """The model weights (n_models, n) of the Tmax shift: those of the models in ``in_shift_m`` (bool, (n_models,)),
+    renormalised; a column that would be emptied (only excluded models) keeps its weights."""
+    if in_shift_m.all():
+        return weight_m_n
+    w = np.where(in_shift_m[:, None], weight_m_n, 0.0)
+    total = w.sum(axis=0, keepdims=True)
+    return np.where(total > 1e-6, w / np.maximum(total, 1e-12), weight_m_n)
 
 
 def apply_prior(weight_m_n: np.ndarray, prior_m: np.ndarray) -> np.ndarray:
