@@ -3,9 +3,10 @@
     python benchmarks/bench_dispersion_evidence.py [--noise 0 3 8] [--dispersion 0 1]
 
 Runs the engine on the project phantom (exponential residue, left lesion, 1.4 mm pixels) once per (noise, tissue
-dispersion) and model family: the default family (gamma shapes x dispersions 0-3 s, weighted by the evidence), the
-same shapes restricted to one dispersion (0 s or 1 s: an oracle when it matches the phantom), and the default family
-with the study-wide dispersion prior (option ``deconvolution.dispersion_prior = "study"``).  Prints one JSON
+dispersion) and model family: the default (gamma shapes x dispersions 0-3 s, weighted by the evidence and the
+study-wide dispersion prior, ``deconvolution.dispersion_prior = "study"``, default since engine 2.8), the same
+family with a uniform prior (each region's evidence alone, the default until 2.7), and the same shapes restricted to
+one dispersion (0 s or 1 s: an oracle when it matches the phantom).  Prints one JSON
 object; per row the mean model weights over the tissue by dispersion and by shape and the study prior's dispersion
 shares (``qa_values`` as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume
 against the truth.
@@ -23,10 +24,11 @@ import sys
 
 import numpy as np
 
-#: Model families: the default (every dispersion, uniform prior), one dispersion only (an oracle when it matches
-#: the phantom), and the default family with the study-wide dispersion prior (``dispersion_prior = "study"``).
-FAMILIES = {"default": {}, "undispersed models only": {"model_dispersions_s": (0.0,)},
-            "1 s models only": {"model_dispersions_s": (1.0,)}, "study dispersion prior": {"dispersion_prior": "study"}}
+#: Model families: the default (every dispersion, study-wide dispersion prior), the same with a uniform prior (each
+#: region's evidence alone), and one dispersion only (an oracle when it matches the phantom).
+FAMILIES = {"default": {}, "uniform prior": {"dispersion_prior": "uniform"},
+            "undispersed models only": {"model_dispersions_s": (0.0,)},
+            "1 s models only": {"model_dispersions_s": (1.0,)}}
 
 
 def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:
