@@ -50,7 +50,10 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     and MTT free) to them (:func:`model_log_evidence`, ``"curves"``; large vessels and CSF excluded; the
     log-likelihoods of a neighbourhood's groups summed: the joint evidence).  The correction of each voxel is
     the weighted average of the models' corrections (heights geometrically), each at the MTT that model
-    gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The ratio
+    gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The weights
+    carry a study-wide prior of the models' dispersions (:func:`study_dispersion_prior`: noise hides the dispersion
+    from one region, not from the study's informative blocks together), and the Tmax shift leaves the plug-flow
+    models out (:func:`shift_weights`: a flat top has no defined peak time).  The ratio
     that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
     peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
     ratio.  No fitted constants.
