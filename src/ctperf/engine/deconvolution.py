@@ -87,6 +87,8 @@ from scipy.special import gammaincc
 from ctperf.config import DeconvolutionConfig, thread_count
 
 _CHUNK = 8192
+#: Curves x MTT nodes per chunk of :func:`curve_misfits`.
+_CURVE_CHUNK = 8192
 
 
 @dataclass
@@ -565,18 +567,24 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
     offs = np.arange(-half_tau, half_tau + 1)
     misfit = np.empty((n_m, n))
     best = np.zeros((2, n_m, n), int)  # best tau node and lag index per model
+    # curves in chunks: the (curves, nodes, lags) intermediates stay small enough to be reused rather than faulted
+    # in afresh for every model (the same values)
+    step = max(1, _CURVE_CHUNK // max(len(offs), 1))
     for m in range(n_m):
-        idx = np.clip(tau_centre_m_g[m][:, None] + offs[None, :], 0, n_tau - 1)  # (n, k)
-        corr = sfft.irfft(spectra32[m][idx] * c_spec[:, None, :], n=length, axis=2)[..., lag_cols]
-        gain = np.maximum(corr, 0.0) ** 2 / norms[m][idx]  # explained sum of squares, (n, k, n_lags)
-        i_lag = np.argmax(gain, axis=2)
-        _, k_ref = _parabola_peak(gain.reshape(-1, gain.shape[2]), i_lag.ravel())
-        k_ref = np.maximum(k_ref.reshape(i_lag.shape), np.take_along_axis(gain, i_lag[..., None], 2)[..., 0])
-        j = np.argmax(k_ref, axis=1)
-        _, top = _parabola_peak(k_ref, j)
-        misfit[m] = np.maximum(cc - np.maximum(top, k_ref.max(axis=1)), 0.0)
-        best[0, m] = idx[np.arange(n), j]
-        best[1, m] = i_lag[np.arange(n), j]
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            idx = np.clip(tau_centre_m_g[m][a:b, None] + offs[None, :], 0, n_tau - 1)  # (chunk, k)
+            corr = sfft.irfft(spectra32[m][idx] * c_spec[a:b, None, :], n=length, axis=2)[..., lag_cols]
+            gain = np.maximum(corr, 0.0) ** 2 / norms[m][idx]  # explained sum of squares, (chunk, k, n_lags)
+            i_lag = np.argmax(gain, axis=2)
+            _, k_ref = _parabola_peak(gain.reshape(-1, gain.shape[2]), i_lag.ravel())
+            k_ref = np.maximum(k_ref.reshape(i_lag.shape), np.take_along_axis(gain, i_lag[..., None], 2)[..., 0])
+            j = np.argmax(k_ref, axis=1)
+            _, top = _parabola_peak(k_ref, j)
+            rows = np.arange(b - a)
+            misfit[m, a:b] = np.maximum(cc[a:b] - np.maximum(top, k_ref.max(axis=1)), 0.0)
+            best[0, m, a:b] = idx[rows, j]
+            best[1, m, a:b] = i_lag[rows, j]
     # residual of the best model (whole samples): its lag-1 autocorrelation measures the noise's correlation
     mb = np.argmin(misfit, axis=0)
     rows = np.arange(n)
@@ -842,11 +850,18 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             blocks offered) when one is set."""
             if n_m == 1:
                 return np.ones((1, n), np.float32), None, None
-            w = evidence_weights()
             if prior_blocks is None or len(prior_blocks) == 0:
-                return w, None, None
-            p, used = study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
-                                             length, n_neg, tau_grid, family, cfg.dispersion_prior_min_cnr)
+                return evidence_weights(), None, None
+
+            def prior() -> tuple[np.ndarray, int]:
+                return study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
+                                              length, n_neg, tau_grid, family, cfg.dispersion_prior_min_cnr)
+
+            # the prior and the regional evidence are independent: side by side with more than one thread
+            with ThreadPoolExecutor(max_workers=1) if n_threads > 1 else nullcontext() as beside:
+                pending_prior = beside.submit(prior) if beside is not None else None
+                w = evidence_weights()
+                p, used = pending_prior.result() if pending_prior is not None else prior()
             return apply_prior(w, p), p, (used, len(prior_blocks))
 
         def evidence_weights() -> np.ndarray:
