@@ -1,5 +1,5 @@
-"""The study-wide dispersion prior (``deconvolution.dispersion_prior = "study"``, default since engine 2.8;
-docs/definitions.md §2, README "Model evidence").
+"""The study-wide prior of the models (``deconvolution.dispersion_prior = "study"``, default since engine 2.8; its
+full mixture for the height correction since 2.9; docs/definitions.md §2, README "Model evidence").
 
 Its building blocks are checked on exact inputs (the mixture, the dispersion shares, the prior's product, the
 informative blocks, the Tmax shift's weights); on the project phantom at 8 HU the default is checked to find the
@@ -20,7 +20,7 @@ from ctperf.config import Config
 from ctperf.errors import ConfigError
 from ctperf.engine import block_mean_curves, dispersion_prior_summary
 from ctperf.engine.deconvolution import (apply_prior, dispersion_shares, informative_blocks, mixture_proportions,
-                                        shift_weights)
+                                        model_prior)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_dispersion_evidence as bench  # noqa: E402
@@ -76,8 +76,10 @@ def test_summary_is_null_with_a_reason_when_off_or_missing():
     bad = dispersion_prior_summary(np.array([np.nan, 0, 1, 0]), FAMILY, "study")
     assert bad["study_dispersion_share_by_dispersion_s"] is None
     assert off["study_dispersion_blocks"] is None and bad["study_dispersion_blocks"] is None
-    ok = dispersion_prior_summary(np.array([0.9, 0.9, 0.1, 0.1]), FAMILY, "study", (30, 50))
+    assert off["study_shape_share_by_shape"] is None and bad["study_shape_share_by_shape"] is None
+    ok = dispersion_prior_summary(np.array([0.6, 0.3, 0.1, 0.0]), FAMILY, "study", (30, 50))
     assert ok == {"study_dispersion_share_by_dispersion_s": {"0": 0.9, "1": 0.1},
+                  "study_shape_share_by_shape": {"1": 0.7, "2": 0.3},
                   "study_dispersion_blocks": {"used": 30, "offered": 50}, "study_dispersion_reason": None}
     json.dumps(ok, allow_nan=False)
 
@@ -92,17 +94,27 @@ def test_informative_blocks_are_those_that_stand_out_of_their_residual():
     assert informative_blocks(curves, rss, 8.0, min_blocks=11).all()  # 10 qualify, fewer than 11: all blocks
 
 
-def test_tmax_shift_weights_leave_out_the_excluded_models_and_never_empty_a_column():
-    w = np.array([[0.2, 0.0], [0.3, 0.0], [0.5, 1.0]])  # 3 models, 2 voxels
-    out = shift_weights(w, np.array([True, True, False]))
-    np.testing.assert_allclose(out[:, 0], [0.4, 0.6, 0.0])
+def test_model_prior_is_the_mixture_or_its_dispersion_shares():
+    mixture = np.array([0.6, 0.3, 0.1, 0.0])
+    np.testing.assert_allclose(model_prior(mixture, FAMILY, "mixture"), mixture)
+    np.testing.assert_allclose(model_prior(mixture, FAMILY, "dispersion"), [0.9, 0.9, 0.1, 0.1])
+    with pytest.raises(ValueError):
+        model_prior(mixture, FAMILY, "shape")
+
+
+def test_tmax_shift_prior_leaves_out_the_plug_flow_models_and_never_empties_a_column():
+    w = np.array([[0.2, 0.0], [0.3, 0.0], [0.5, 1.0]], np.float32)  # 3 models, 2 voxels; model 2 = plug flow
+    out = apply_prior(w, np.array([1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(out[:, 0], [0.4, 0.6, 0.0], atol=1e-7)
     np.testing.assert_allclose(out[:, 1], [0.0, 0.0, 1.0])  # only the excluded model: keeps its weights
-    assert shift_weights(w, np.ones(3, bool)) is w
 
 
 def test_prior_is_the_default_and_validated():
     dc = Config().deconvolution
     assert dc.dispersion_prior == "study" and dc.dispersion_prior_min_cnr == 10.0 and dc.tmax_shift_without_plug_flow
+    assert dc.height_prior == "mixture" and dc.tmax_prior == "dispersion"
+    with pytest.raises(ConfigError):
+        Config.from_dict({"deconvolution": {"height_prior": "shape"}})
     assert Config.from_dict({"deconvolution": {"dispersion_prior": "uniform"}}).deconvolution.dispersion_prior == (
         "uniform")
     with pytest.raises(ConfigError):

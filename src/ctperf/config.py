@@ -280,6 +280,13 @@ class DeconvolutionConfig(_Checked):
     #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks
     #: at its end, so any weight noise gives such a model would move Tmax towards the plateau's end.
     tmax_shift_without_plug_flow: bool = True
+    #: What that study prior multiplies into the weights of the height (CBF) correction and of the guided height
+    #: search: "mixture" (each model's proportion in the study's mixture, its shape and dispersion; default since
+    #: engine 2.9) or "dispersion" (its dispersion's share only, the shapes left to each region's evidence).
+    height_prior: Literal["mixture", "dispersion"] = "mixture"
+    #: The same for the Tmax shift.  Default "dispersion": an undispersed study's mixture is one sharp model, whose
+    #: per-voxel Tmax reading under noise is late (README "Model evidence").
+    tmax_prior: Literal["mixture", "dispersion"] = "dispersion"
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

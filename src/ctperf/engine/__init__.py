@@ -194,7 +194,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
-    qa_values.update(dispersion_prior_summary(dec.dispersion_prior, dec.model_family, dc.dispersion_prior,
+    qa_values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, dc.dispersion_prior,
                                               dec.dispersion_prior_blocks))
     qa_flags["midline_fallback"] = bool(midline_fallback)
     qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
@@ -252,7 +252,8 @@ def method_description(dc) -> dict:
                                                 "weights_scope": dc.model_weights_scope,
                                                 "evidence": dc.model_evidence,
                                                 "dispersion_prior": dc.dispersion_prior,
-                                                "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow}
+                                                "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow,
+                                                "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior}
                          if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),
@@ -288,25 +289,31 @@ def model_weight_summary(mean_weights: np.ndarray | None,
             keys[1]: {key: round(v, 4) for key, v in by_k.items()}, "model_weight_reason": None}
 
 
-def dispersion_prior_summary(prior: np.ndarray | None, family: list[tuple[float, float]] | None,
+def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[float, float]] | None,
                              setting: str, blocks: tuple[int, int] | None = None
                              ) -> dict[str, dict[str, float] | str | None]:
-    """The study-wide dispersion prior (:attr:`DeconvolutionOutput.dispersion_prior`) as the share of each
-    dispersion time constant d (s) in the study's mixture of models, with the tissue blocks that informed it
-    (``blocks``: used, offered), or None and the reason."""
-    key = "study_dispersion_share_by_dispersion_s"
+    """The study-wide prior (:attr:`DeconvolutionOutput.study_mixture`, the proportion of each model in the
+    study's mixture) as the share of each dispersion time constant d (s) and of each gamma shape k, with the tissue
+    blocks that informed it (``blocks``: used, offered), or None and the reason."""
+    keys = ("study_dispersion_share_by_dispersion_s", "study_shape_share_by_shape")
     why = None
     if setting != "study":
         why = "deconvolution.dispersion_prior is uniform (each region's evidence alone)"
-    elif prior is None or family is None:
+    elif mixture is None or family is None:
         why = "no study prior was computed (no tissue blocks, one model, or no weighted family)"
-    elif not np.all(np.isfinite(prior)):
-        why = "study dispersion prior not finite"
+    elif not np.all(np.isfinite(mixture)):
+        why = "study mixture of models not finite"
     if why is not None:
-        return {key: None, "study_dispersion_blocks": None, "study_dispersion_reason": why}
-    shares = {f"{d:g}": round(float(p), 4) for (_, d), p in zip(family, np.asarray(prior, float), strict=True)}
+        return {**dict.fromkeys(keys), "study_dispersion_blocks": None, "study_dispersion_reason": why}
+    by_d: dict[str, float] = {}
+    by_k: dict[str, float] = {}
+    for (k, d), p in zip(family, np.asarray(mixture, float), strict=True):
+        by_d[f"{d:g}"] = by_d.get(f"{d:g}", 0.0) + float(p)
+        by_k[f"{k:g}"] = by_k.get(f"{k:g}", 0.0) + float(p)
     used = None if blocks is None else {"used": int(blocks[0]), "offered": int(blocks[1])}
-    return {key: shares, "study_dispersion_blocks": used, "study_dispersion_reason": None}
+    return {keys[0]: {key: round(v, 4) for key, v in by_d.items()},
+            keys[1]: {key: round(v, 4) for key, v in by_k.items()},
+            "study_dispersion_blocks": used, "study_dispersion_reason": None}
 
 
 def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):

@@ -51,9 +51,10 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     log-likelihoods of a neighbourhood's groups summed: the joint evidence).  The correction of each voxel is
     the weighted average of the models' corrections (heights geometrically), each at the MTT that model
     gives the voxel (exact inversion of the emulated peak-to-area ratio, :func:`log_tau_from_peak`).  The weights
-    carry a study-wide prior of the models' dispersions (:func:`study_dispersion_prior`: noise hides the dispersion
-    from one region, not from the study's informative blocks together), and the Tmax shift leaves the plug-flow
-    models out (:func:`shift_weights`: a flat top has no defined peak time).  The ratio
+    carry a study-wide prior (:func:`study_model_mixture`, :func:`model_prior`: noise hides the shape and the
+    dispersion from one region, not from the study's informative blocks together): by default the mixture's
+    proportions for the height and its dispersion shares for the Tmax shift, which leaves the plug-flow models out
+    (a flat top has no defined peak time).  The ratio
     that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
     peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
     ratio.  No fitted constants.
@@ -108,10 +109,10 @@ class DeconvolutionOutput:
     model_family: list[tuple[float, float]] | None = None
     #: Mean weight of each of those models over the evidence voxels (tissue), (n_models,) float64, or None.
     model_weight_mean: np.ndarray | None = None
-    #: The study-wide prior each model's weights were multiplied by (``dispersion_prior = "study"``: the share of
-    #: the model's dispersion in the study's mixture, :func:`study_dispersion_prior`), (n_models,), or None.
-    dispersion_prior: np.ndarray | None = None
-    #: (blocks that informed that prior, tissue blocks offered), or None without a study prior.
+    #: The proportion of each model in the study's mixture (``dispersion_prior = "study"``,
+    #: :func:`study_model_mixture`), the prior of the models' weights, (n_models,), or None.
+    study_mixture: np.ndarray | None = None
+    #: (blocks that informed that mixture, tissue blocks offered), or None without a study prior.
     dispersion_prior_blocks: tuple[int, int] | None = None
 
 
@@ -800,7 +801,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
     the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
     prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
-    study-wide dispersion prior (``dispersion_prior = "study"``: :func:`study_dispersion_prior`); None = uniform.
+    study-wide prior of the models (``dispersion_prior = "study"``: :func:`study_model_mixture`); None = uniform.
     workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
 
     Tmax values are signed (a peak before the arrival is negative); :func:`deconvolve` bounds them.
@@ -846,23 +847,23 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         n_m = len(family)
 
         def weight_maps() -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
-            """The model weights (n_models, n), and the study dispersion prior (n_models,) with (blocks used,
-            blocks offered) when one is set."""
+            """Each region's model weights (n_models, n), and the study's mixture of models (n_models,) with
+            (blocks used, blocks offered) when a study prior is set."""
             if n_m == 1:
                 return np.ones((1, n), np.float32), None, None
             if prior_blocks is None or len(prior_blocks) == 0:
                 return evidence_weights(), None, None
 
-            def prior() -> tuple[np.ndarray, int]:
-                return study_dispersion_prior(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
-                                              length, n_neg, tau_grid, family, cfg.dispersion_prior_min_cnr)
+            def mixture() -> tuple[np.ndarray, int]:
+                return study_model_mixture(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
+                                           length, n_neg, tau_grid, cfg.dispersion_prior_min_cnr)
 
-            # the prior and the regional evidence are independent: side by side with more than one thread
+            # the mixture and the regional evidence are independent: side by side with more than one thread
             with ThreadPoolExecutor(max_workers=1) if n_threads > 1 else nullcontext() as beside:
-                pending_prior = beside.submit(prior) if beside is not None else None
+                pending_mixture = beside.submit(mixture) if beside is not None else None
                 w = evidence_weights()
-                p, used = pending_prior.result() if pending_prior is not None else prior()
-            return apply_prior(w, p), p, (used, len(prior_blocks))
+                p, used = pending_mixture.result() if pending_mixture is not None else mixture()
+            return w, p, (used, len(prior_blocks))
 
         def evidence_weights() -> np.ndarray:
             grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
@@ -905,9 +906,14 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                       else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1]))
             log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
                                                   tau_grid, y_grid)
-            weight, prior, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
-        # models that take part in the Tmax shift (the plug-flow models' flat top has no defined peak time)
+            regional, mixture, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
+        # the weights of the height correction (and of the guided height search) and the prior of the Tmax shift's
+        # weights, which leaves out the plug-flow models (their flat top has no defined peak time)
+        weight = regional if mixture is None else apply_prior(regional, model_prior(mixture, family, cfg.height_prior))
         in_shift = np.array([not (cfg.tmax_shift_without_plug_flow and k >= PLUG_FLOW_SHAPE_K) for k, _ in family])
+        tmax_prior = in_shift.astype(np.float64)
+        if mixture is not None:
+            tmax_prior *= model_prior(mixture, family, cfg.tmax_prior)
 
         def grid_pos(v):
             p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
@@ -944,8 +950,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                     if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
-                        shift[sel] = _weighted_lookup(shift_y[:, j], shift_weights(w_sel, in_shift), pos_own[0][sel],
-                                                      pos_own[1][sel])
+                        shift[sel] = _weighted_lookup(shift_y[:, j], apply_prior(regional[:, sel], tmax_prior),
+                                                      pos_own[0][sel], pos_own[1][sel])
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -964,7 +970,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                               rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=tmax_std.astype(np.float32),
                               model_family=family if guided else None,
                               model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
-                              dispersion_prior=prior if guided else None,
+                              study_mixture=mixture if guided else None,
                               dispersion_prior_blocks=prior_used if guided else None)
     if correct:
         if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
@@ -986,13 +992,13 @@ _PRIOR_TAU_NODES = 12
 _PRIOR_MIN_BLOCKS = 8
 
 
-def study_dispersion_prior(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
-                           model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
-                           tau_grid_s: np.ndarray, family: list[tuple[float, float]], min_cnr: float = 0.0
-                           ) -> tuple[np.ndarray, int]:
-    """Study-wide prior of each model's dispersion (n_models,): the dispersion shares of the mixture of models
-    that best explains the mean curves of the study's informative tissue blocks (:func:`block_evidence`,
-    :func:`informative_blocks` with ``min_cnr``, :func:`mixture_proportions`), and the number of blocks used.
+def study_model_mixture(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
+                        model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
+                        tau_grid_s: np.ndarray, min_cnr: float = 0.0) -> tuple[np.ndarray, int]:
+    """The proportions (n_models,) of the mixture of models that best explains the mean curves of the study's
+    informative tissue blocks (:func:`block_evidence`, :func:`informative_blocks` with ``min_cnr``,
+    :func:`mixture_proportions`), and the number of blocks used: the study-wide prior of the models' weights
+    (:func:`model_prior`).
 
     One block's curve hardly tells an undispersed residue from a dispersed one at clinical noise (the shape and the
     delay absorb the difference), but a whole study's blocks together do, as long as the dispersion is shared by
@@ -1003,7 +1009,18 @@ def study_dispersion_prior(block_means_gt: np.ndarray, aif_t: np.ndarray, top_fi
     log_lik, best_rss = block_evidence(block_means_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
                                        n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
     keep = informative_blocks(block_means_gt, best_rss, min_cnr)
-    return dispersion_shares(mixture_proportions(log_lik[:, keep]), family), int(keep.sum())
+    return mixture_proportions(log_lik[:, keep]), int(keep.sum())
+
+
+def model_prior(mixture_m: np.ndarray, family: list[tuple[float, float]], kind: str) -> np.ndarray:
+    """The prior (n_models,) the study's mixture (:func:`study_model_mixture`) puts on each model: its proportion
+    (``kind = "mixture"``) or its dispersion's share (``"dispersion"``, :func:`dispersion_shares`: the shapes are
+    left to each region's evidence)."""
+    if kind == "mixture":
+        return np.asarray(mixture_m, np.float64)
+    if kind == "dispersion":
+        return dispersion_shares(mixture_m, family)
+    raise ValueError(f"unknown model prior {kind!r}")
 
 
 def informative_blocks(block_means_gt: np.ndarray, best_rss: np.ndarray, min_cnr: float,
@@ -1020,16 +1037,6 @@ def informative_blocks(block_means_gt: np.ndarray, best_rss: np.ndarray, min_cnr
 #: Gamma shapes at or above this are plug-flow models (a flat-topped residue), left out of the Tmax shift by
 #: default (``tmax_shift_without_plug_flow``).
 PLUG_FLOW_SHAPE_K = 10.0
-
-
-def shift_weights(weight_m_n: np.ndarray, in_shift_m: np.ndarray) -> np.ndarray:
-    """The model weights (n_models, n) of the Tmax shift: those of the models in ``in_shift_m`` (bool, (n_models,)),
-    renormalised; a column that would be emptied (only excluded models) keeps its weights."""
-    if in_shift_m.all():
-        return weight_m_n
-    w = np.where(in_shift_m[:, None], weight_m_n, 0.0)
-    total = w.sum(axis=0, keepdims=True)
-    return np.where(total > 1e-6, w / np.maximum(total, 1e-12), weight_m_n)
 
 
 def apply_prior(weight_m_n: np.ndarray, prior_m: np.ndarray) -> np.ndarray:
