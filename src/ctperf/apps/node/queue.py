@@ -21,6 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Slack when comparing a results file's modification time with the analysis start: Linux stamps files with the
+#: kernel's coarse clock (one tick, 1-10 ms), so a file written just after ``time.time()`` may carry an earlier time.
+_MTIME_RESOLUTION_S = 0.1
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     key TEXT PRIMARY KEY, state TEXT NOT NULL, n_instances INTEGER NOT NULL DEFAULT 0,
@@ -144,7 +148,8 @@ class StudyQueue:
             for key, started in db.execute(
                     "SELECT key, analysis_started FROM studies WHERE state = 'analysing'").fetchall():
                 metrics = Path(results_dir) / key / "metrics.json"
-                if metrics.is_file() and started is not None and metrics.stat().st_mtime >= started:
+                if (metrics.is_file() and started is not None
+                        and metrics.stat().st_mtime >= started - _MTIME_RESOLUTION_S):
                     db.execute("UPDATE studies SET state = 'analysed', analyses_completed = analyses_completed + 1,"
                                " updated = ? WHERE key = ?", (now, key))
                     done += 1
