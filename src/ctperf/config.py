@@ -17,6 +17,8 @@ import json
 import os
 import types
 import typing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -403,6 +405,13 @@ def thread_count(workers: int | None, tasks: int | None = None) -> int:
     """Threads to use for ``workers`` (None = all CPU cores), at most ``tasks`` when given, at least 1."""
     n = workers if workers is not None else (os.cpu_count() or 1)
     return max(1, min(n, tasks) if tasks is not None else n)
+
+
+def side_thread(workers: int | None):
+    """Context manager giving a one-thread executor for work that can run beside the caller's (independent inputs,
+    mostly numpy work that releases the GIL) when ``workers`` allows more than one thread, else None: the caller
+    then does that work itself, after its own."""
+    return ThreadPoolExecutor(max_workers=1) if thread_count(workers) > 1 else nullcontext()
 
 
 @dataclass

@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 from scipy import ndimage
 
 from ctperf.engine import maps as mp
 from ctperf.aif import select_aif_vof
-from ctperf.config import Config, thread_count
+from ctperf.config import Config, side_thread, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
@@ -94,7 +94,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
 
     # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
     # mostly numpy work that releases the GIL); their stage times then overlap the denoising's
-    with ThreadPoolExecutor(max_workers=1) if thread_count(workers) > 1 else nullcontext() as side:
+    with side_thread(workers) as side:
         pending = side.submit(midline_and_aif) if side is not None else None
         with timer("denoise"):
             curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,

@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +84,7 @@ import scipy.fft as sfft
 from scipy import sparse
 from scipy.special import gammaincc
 
-from ctperf.config import DeconvolutionConfig, thread_count
+from ctperf.config import DeconvolutionConfig, side_thread, thread_count
 
 _CHUNK = 8192
 #: Curves x MTT nodes per chunk of :func:`curve_misfits`.
@@ -859,7 +858,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                                            length, n_neg, tau_grid, cfg.dispersion_prior_min_cnr)
 
             # the mixture and the regional evidence are independent: side by side with more than one thread
-            with ThreadPoolExecutor(max_workers=1) if n_threads > 1 else nullcontext() as beside:
+            with side_thread(n_threads) as beside:
                 pending_mixture = beside.submit(mixture) if beside is not None else None
                 w = evidence_weights()
                 p, used = pending_mixture.result() if pending_mixture is not None else mixture()
@@ -883,7 +882,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
         # the model weights (block means) and the guide residues (every voxel) are independent: with more than one
         # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
-        with ThreadPoolExecutor(max_workers=1) if n_threads > 1 else nullcontext() as side:
+        with side_thread(n_threads) as side:
             pending_weight = side.submit(weight_maps) if side is not None else None
             guide_win = _guide_windows(tissue, filters[top], length, n_neg, n_threads)
             y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
