@@ -280,13 +280,20 @@ def model_weight_summary(mean_weights: np.ndarray | None,
         why = "model weights not finite"
     if why is not None:
         return {**dict.fromkeys(keys), "model_weight_reason": why}
+    return {**dict(zip(keys, _sums_by_dispersion_and_shape(mean_weights, family), strict=True)),
+            "model_weight_reason": None}
+
+
+def _sums_by_dispersion_and_shape(values_m: np.ndarray, family: list[tuple[float, float]]
+                                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-model values (n_models,) summed over the models of each dispersion d (keys "0", "1", ... s) and of each
+    gamma shape k (keys "1", "2", ...), rounded to 4 decimals."""
     by_d: dict[str, float] = {}
     by_k: dict[str, float] = {}
-    for (k, d), w in zip(family, np.asarray(mean_weights, float), strict=True):
-        by_d[f"{d:g}"] = by_d.get(f"{d:g}", 0.0) + float(w)
-        by_k[f"{k:g}"] = by_k.get(f"{k:g}", 0.0) + float(w)
-    return {keys[0]: {key: round(v, 4) for key, v in by_d.items()},
-            keys[1]: {key: round(v, 4) for key, v in by_k.items()}, "model_weight_reason": None}
+    for (k, d), v in zip(family, np.asarray(values_m, float), strict=True):
+        by_d[f"{d:g}"] = by_d.get(f"{d:g}", 0.0) + float(v)
+        by_k[f"{k:g}"] = by_k.get(f"{k:g}", 0.0) + float(v)
+    return ({key: round(v, 4) for key, v in by_d.items()}, {key: round(v, 4) for key, v in by_k.items()})
 
 
 def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[float, float]] | None,
@@ -305,14 +312,8 @@ def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[floa
         why = "study mixture of models not finite"
     if why is not None:
         return {**dict.fromkeys(keys), "study_dispersion_blocks": None, "study_dispersion_reason": why}
-    by_d: dict[str, float] = {}
-    by_k: dict[str, float] = {}
-    for (k, d), p in zip(family, np.asarray(mixture, float), strict=True):
-        by_d[f"{d:g}"] = by_d.get(f"{d:g}", 0.0) + float(p)
-        by_k[f"{k:g}"] = by_k.get(f"{k:g}", 0.0) + float(p)
     used = None if blocks is None else {"used": int(blocks[0]), "offered": int(blocks[1])}
-    return {keys[0]: {key: round(v, 4) for key, v in by_d.items()},
-            keys[1]: {key: round(v, 4) for key, v in by_k.items()},
+    return {**dict(zip(keys, _sums_by_dispersion_and_shape(mixture, family), strict=True)),
             "study_dispersion_blocks": used, "study_dispersion_reason": None}
 
 
