@@ -106,7 +106,8 @@ class DeconvolutionOutput:
     #: The model residues of the bias correction, (gamma shape k, dispersion d s) pairs (:func:`model_family`;
     #: one exponential model when the method has a single regularisation level); None for unguided methods.
     model_family: list[tuple[float, float]] | None = None
-    #: Mean weight of each of those models over the evidence voxels (tissue), (n_models,) float64, or None.
+    #: Mean weight of each of those models in the height correction (with the study prior of ``height_prior``) over
+    #: the evidence voxels (tissue), (n_models,) float64, or None.
     model_weight_mean: np.ndarray | None = None
     #: The proportion of each model in the study's mixture (``dispersion_prior = "study"``,
     #: :func:`study_model_mixture`), the prior of the models' weights, (n_models,), or None.
