@@ -88,6 +88,7 @@ RANGES: dict[str, _Range] = {
     "deconvolution.dispersion_prior_block_mm": _r(0, 50, "mm", lo_open=True),
     "deconvolution.dispersion_prior_min_cnr": _r(0, 1000),
     "deconvolution.bias_tau_median_radius_mm": _r(0, 50, "mm"),
+    "deconvolution.tmax_noise_vectors": _r(8, 4096),
     "deconvolution.tmax_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.rcbf_median_radius_mm": _r(0, 50, "mm"),
     "deconvolution.map_regularisation_sigma_mm": _r(0, 20, "mm", lo_open=True),
@@ -289,6 +290,13 @@ class DeconvolutionConfig(_Checked):
     #: The same for the Tmax shift.  Default "dispersion": an undispersed study's mixture is one sharp model, whose
     #: per-voxel Tmax reading under noise is late (README "Model evidence").
     tmax_prior: Literal["mixture", "dispersion"] = "dispersion"
+    #: Noise-aware Tmax shift (off by default; measured in README "Model evidence"): the shift is emulated with
+    #: the study's own noise as the denoising leaves it (ctperf.engine.noise_emulation) at each voxel's noise-to-
+    #: peak ratio, instead of on noise-free curves. Meant with ``tmax_prior = "mixture"``: the "dispersion" prior
+    #: already compensates the late reading under noise, so both together read undispersed tissue early.
+    tmax_noise_aware: bool = False
+    #: Noise curves (tissue voxels of one noise realisation) that emulation draws.
+    tmax_noise_vectors: int = 128
     #: Radius (mm) of the in-plane median filter applied to the per-voxel MTT that selects the regularisation-bias
     #: correction (noise-robust lookup; see ctperf.deconvolution); 0 = per-voxel MTT.
     bias_tau_median_radius_mm: float = 3.0

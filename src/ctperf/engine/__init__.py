@@ -31,6 +31,7 @@ from ctperf.config import Config, side_thread, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
+from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
 from ctperf.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
@@ -92,15 +93,19 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             peak = mp.to_volume(peak_all[pre.brain], pre.brain)
         return hemi, fallback, sel, peak
 
+    def denoise(delta_tzyx: np.ndarray, guide_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step 2 (also run on the noise-aware Tmax shift's bootstrap study): curves and areas of the brain."""
+        return denoise_tissue_curves(delta_tzyx, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
+                                     pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
+                                     guide_zyx=guide_zyx, range_h_area=pc.tips_range_h_cbv,
+                                     sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
+
     # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
     # mostly numpy work that releases the GIL); their stage times then overlap the denoising's
     with side_thread(workers) as side:
         pending = side.submit(midline_and_aif) if side is not None else None
         with timer("denoise"):
-            curves, area = denoise_tissue_curves(smooth, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
-                                                 pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
-                                                 guide_zyx=pre.baseline_hu, range_h_area=pc.tips_range_h_cbv,
-                                                 sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
+            curves, area = denoise(smooth, pre.baseline_hu)
         timer.announce("hemispheres")
         timer.announce("aif")
         hemi, midline_fallback, sel, peak_hu = pending.result() if pending is not None else midline_and_aif()
@@ -118,6 +123,12 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         prior_blocks = (block_mean_curves(smooth, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
                         if dc.dispersion_prior == "study" else None)
         del smooth
+        # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap
+        noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - np.ravel(study.times_s)[0],
+                                pre.time_s, pre.n_baseline_frames, pre.noise_hu,
+                                lambda d, b: denoise(d, pre.baseline_hu + b)[0], pc.temporal_sigma_s,
+                                dc.tmax_noise_vectors, workers=workers)
+                 if dc.tmax_noise_aware and dc.method in ("bcsvd", "tikhonov") else None)
 
         def tau_filter(values: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
@@ -132,7 +143,9 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                          weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
                          evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
                          evidence_mask=(parenchyma & ~vessels)[pre.brain], prior_blocks=prior_blocks,
-                         workers=workers, bound_tmax=False)
+                         workers=workers, bound_tmax=False,
+                         noise_vectors=None if noise is None else noise.vectors,
+                         noise_rms=None if noise is None else noise.rms_hu)
     with timer("maps"):
         vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -253,7 +266,8 @@ def method_description(dc) -> dict:
                                                 "evidence": dc.model_evidence,
                                                 "dispersion_prior": dc.dispersion_prior,
                                                 "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow,
-                                                "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior}
+                                                "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior,
+                                                "tmax_noise_aware": dc.tmax_noise_aware}
                          if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),

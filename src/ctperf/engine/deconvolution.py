@@ -790,7 +790,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
                          evidence_filter=None, evidence_mask: np.ndarray | None = None,
-                         prior_blocks: np.ndarray | None = None, workers: int | None = None) -> DeconvolutionOutput:
+                         prior_blocks: np.ndarray | None = None, workers: int | None = None,
+                         noise_vectors: np.ndarray | None = None,
+                         noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -803,6 +805,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
     study-wide prior of the models (``dispersion_prior = "study"``: :func:`study_model_mixture`); None = uniform.
     workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
+    noise_vectors, noise_rms : (n_vec, T) curves of the study's denoised noise and (n,) each voxel's noise RMS (same
+    units as the curves; :mod:`ctperf.engine.noise_emulation`): given both, the guided correction's Tmax shift is
+    the noise-aware one (:func:`noisy_shift_tables`, at each voxel's noise RMS / curve peak).
 
     Tmax values are signed (a peak before the arrival is negative); :func:`deconvolve` bounds them.
     """
@@ -833,6 +838,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     correct = cfg.correct_regularisation_bias
     family = model_family(cfg) if len(filters) > 1 else [(1.0, 0.0)]
     heights = shifts = rel_heights = None
+    noise_aware = correct and guided and noise_vectors is not None and noise_rms is not None and len(noise_vectors) > 0
+    q_pos = noisy_shift_y = None
     if correct or guided:
         heights, shifts, true_h, model_spectra = _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
                                                                 family, n_threads)
@@ -906,6 +913,12 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                       else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1]))
             log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
                                                   tau_grid, y_grid)
+            if noise_aware:
+                noisy_shift_y = noisy_shift_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, model_spectra,
+                                                   shifts, shift_y, y_grid, tmax_half_w, sub, target, noise_vectors,
+                                                   n_threads=n_threads)
+                q_pos = _grid_position(np.asarray(noise_rms, np.float64) / np.maximum(tissue.max(axis=1), 1e-3),
+                                       NOISE_Q_GRID)
             regional, mixture, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
         # the weights of the height correction (and of the guided height search) and the prior of the Tmax shift's
         # weights, which leaves out the plug-flow models (their flat top has no defined peak time)
@@ -950,8 +963,10 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                     if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
-                        shift[sel] = _weighted_lookup(shift_y[:, j], apply_prior(regional[:, sel], tmax_prior),
-                                                      pos_own[0][sel], pos_own[1][sel])
+                        w_shift = apply_prior(regional[:, sel], tmax_prior)
+                        shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, pos_own[0][sel], pos_own[1][sel],
+                                                      q_pos[0][sel], q_pos[1][sel]) if noise_aware else
+                                      _weighted_lookup(shift_y[:, j], w_shift, pos_own[0][sel], pos_own[1][sel]))
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -1047,6 +1062,116 @@ def apply_prior(weight_m_n: np.ndarray, prior_m: np.ndarray) -> np.ndarray:
     return np.where(total > 1e-12, w / np.maximum(total, 1e-300), weight_m_n).astype(np.float32)
 
 
+#: Relative noise levels q (RMS of a curve's denoised noise / the curve's peak) of the noise-aware Tmax shift's
+#: tables (:func:`noisy_shift_tables`); a voxel between two levels gets the linear blend of their shifts, one beyond
+#: the last level that level's shift.
+NOISE_Q_GRID = np.array([0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32])
+
+#: Every how many MTTs of the tables' grid the noisy readings are emulated (the noise's change of the shift is
+#: interpolated in log MTT between them: it varies slowly, and the emulation is the option's main cost).
+_NOISE_TAU_STEP = 3
+
+#: Fewest noisy readings of a table entry that chose a level for the entry to be their median (otherwise the median
+#: of all readings at that level).
+_MIN_LEVEL_READINGS = 8
+
+
+def noisy_shift_tables(aif_t: np.ndarray, filters: list[np.ndarray], dt_s: float, length: int, t: int, n_neg: int,
+                       tau_grid_s: np.ndarray, model_spectra: np.ndarray, shifts: np.ndarray,
+                       shift_free_y: np.ndarray, y_grid: np.ndarray, tmax_half_w: int, oi_sub: int,
+                       oi_target: float, noise_vectors: np.ndarray, q_grid: np.ndarray = NOISE_Q_GRID,
+                       n_threads: int = 1) -> np.ndarray:
+    """The Tmax shift of every model and level under the study's noise, (n_models, n_levels, n_q, n_y) (s).
+
+    Each model's unit-flow curve at each MTT (``model_spectra``, :func:`step_response_tables`) plus each of the
+    ``noise_vectors`` (n_vec, T; each scaled to RMS ``q`` x the curve's peak, q from ``q_grid``) is read as the
+    engine reads a voxel: the most regularised residue's peak guides the search (the noise-free guide: the engine's
+    guide is spatially filtered), the first level whose residue passes the oscillation index is the voxel's level,
+    and its residue's peak is searched within ``tmax_half_w`` samples of the guide. The shift is the noise-free
+    shift (``shifts``, (n_models, n_levels, n_tau)) plus the median change of the peak time the noise causes over
+    the readings that chose the level (all readings of the level when fewer than :data:`_MIN_LEVEL_READINGS`
+    did). Noise moves the observable y = log(peak / area) too: each level of q is indexed by the mean y of its
+    noisy readings. ``shift_free_y`` (n_models, n_levels, n_y) is the noise-free shift already on ``y_grid``
+    (:func:`_observable_tables`), used as is for q = 0. The readings are emulated at every
+    :data:`_NOISE_TAU_STEP`-th MTT of ``tau_grid_s``.
+
+    The median, not the mean: the readings' errors are skewed (a noise excursion moves the argmax by whole
+    samples), and the Tmax maps pass spatial median filters (measured: the mean over-corrects low-flow tissue
+    twice as much, README "Model evidence").
+    """
+    vec = np.asarray(noise_vectors, np.float64)
+    vec = vec / np.maximum(np.sqrt(np.mean(vec ** 2, axis=1, keepdims=True)), 1e-12)
+    n_v = len(vec)
+    nodes = np.unique(np.r_[np.arange(0, len(tau_grid_s), _NOISE_TAU_STEP), len(tau_grid_s) - 1])
+    n_nodes = len(nodes)
+    top = len(filters) - 1
+    a_sum = float(np.sum(aif_t))
+    lt = np.log(tau_grid_s)
+    out = np.empty(shifts.shape[:2] + (len(q_grid), len(y_grid)))
+
+    def one_model(m: int) -> None:
+        c = sfft.irfft(model_spectra[m, nodes], n=length, axis=1)[:, :t]  # (n_nodes, t) unit-flow curves
+        free = [sfft.irfft(model_spectra[m, nodes] * filt[None], n=length, axis=1) for filt in filters]
+        gi = _time_index(_peak_signed(free[top], dt_s, t, n_neg)[1], dt_s, t, n_neg)
+        tm_free = np.array([_peak_signed(r, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)[1]
+                            for r in free])  # (n_levels, n_nodes)
+        gi_all = np.repeat(gi, n_v)
+        for qa, q in enumerate(q_grid):
+            if q <= 0:
+                out[m, :, qa] = shift_free_y[m]
+                continue
+            noisy = (c[:, None, :] + (q * c.max(axis=1))[:, None, None] * vec[None]).reshape(-1, t)
+            spec = sfft.rfft(noisy, n=length, axis=1)
+            r_top = sfft.irfft(spec * filters[top][None], n=length, axis=1)
+            p_top, _ = _peak_signed(r_top, dt_s, t, n_neg, centre_idx=gi_all, half_width=1)
+            auc = noisy.sum(axis=1) / a_sum
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y_obs = np.log(np.maximum(p_top, 1e-9) / np.maximum(auc, 1e-9)).reshape(n_nodes, n_v).mean(axis=1)
+            # y falls with the MTT: made monotone, then each y of the grid mapped to an MTT
+            lt_y = np.interp(-y_grid, -np.minimum.accumulate(y_obs), lt[nodes])
+            chosen = np.full(len(noisy), top)
+            undecided = np.ones(len(noisy), bool)
+            change = np.empty((len(filters), n_nodes))
+            for j, filt in enumerate(filters):
+                r = r_top if j == top else sfft.irfft(spec * filt[None], n=length, axis=1)
+                _, tm = _peak_signed(r, dt_s, t, n_neg, centre_idx=gi_all, half_width=tmax_half_w)
+                if j < top:
+                    ok = undecided & (oscillation_index(r[:, ::oi_sub]) <= oi_target)
+                    chosen[ok] = j
+                    undecided &= ~ok
+                d = (tm - np.repeat(tm_free[j], n_v)).reshape(n_nodes, n_v)
+                at_level = (chosen == j).reshape(n_nodes, n_v)  # final: a reading's level is set at most once
+                change[j] = np.median(d, axis=1)
+                rows = at_level.sum(axis=1) >= _MIN_LEVEL_READINGS
+                if rows.any():
+                    change[j, rows] = np.nanmedian(np.where(at_level[rows], d[rows], np.nan), axis=1)
+            for j in range(len(filters)):
+                out[m, j, qa] = np.interp(lt_y, lt, shifts[m, j] + np.interp(lt, lt[nodes], change[j]))
+
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, len(model_spectra))) as pool:
+        list(pool.map(one_model, range(len(model_spectra))))
+    return out
+
+
+def _grid_position(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the grid interval of each value and the fraction within it (clipped to the grid's ends)."""
+    i0 = np.clip(np.searchsorted(grid, values, side="right") - 1, 0, len(grid) - 2)
+    return i0, np.clip((values - grid[i0]) / (grid[i0 + 1] - grid[i0]), 0.0, 1.0)
+
+
+def _blended_lookup(table_m_q_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray,
+                    q0: np.ndarray, q_frac: np.ndarray) -> np.ndarray:
+    """:func:`_weighted_lookup` of a table with a noise-level axis (n_models, n_q, n_y): each voxel's lookup at
+    its two neighbouring levels (``q0``, ``q0 + 1``), blended linearly by ``q_frac``."""
+    out = np.zeros(len(i0))
+    for a in np.unique(np.concatenate([q0, q0 + 1])):
+        wq = np.where(q0 == a, 1.0 - q_frac, 0.0) + np.where(q0 + 1 == a, q_frac, 0.0)
+        use = np.flatnonzero(wq > 0)
+        if len(use):
+            out[use] += wq[use] * _weighted_lookup(table_m_q_y[:, a], weight_m_n[:, use], i0[use], frac[use])
+    return out
+
+
 def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float,
                             threshold: float) -> DeconvolutionOutput:
     """Standard truncated SVD (Ostergaard 1996) of the lower-triangular Toeplitz matrix (delay sensitive)."""
@@ -1070,7 +1195,8 @@ def deconvolve_standard_svd(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: floa
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
                evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | None = None,
-               workers: int | None = None, bound_tmax: bool = True) -> DeconvolutionOutput:
+               workers: int | None = None, bound_tmax: bool = True, noise_vectors: np.ndarray | None = None,
+               noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping per-voxel values (n,) to filtered values (e.g.
@@ -1080,6 +1206,7 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
     ``bound_tmax``: report a peak before the arrival (a noisy residue, or tissue just ahead of the AIF) as 0 s
     (default), or keep it negative, so that a spatial filter applied before the bound averages the values
     themselves (a mean of values bounded at 0 is biased late where the true Tmax is near 0).
+    ``noise_vectors``, ``noise_rms``: the noise-aware Tmax shift (:func:`deconvolve_circulant`).
     """
     if cfg.method == "svd":
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
@@ -1090,7 +1217,8 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
     else:
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
                                    weight_filter=weight_filter, evidence_filter=evidence_filter,
-                                   evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers)
+                                   evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers,
+                                   noise_vectors=noise_vectors, noise_rms=noise_rms)
     if bound_tmax:
         out.tmax_s = np.maximum(out.tmax_s, 0.0)
         if out.tmax_standard_s is not None:
