@@ -6,7 +6,8 @@ Runs the engine on the project phantom (exponential residue, left lesion, 1.4 mm
 dispersion) and model family: the default (gamma shapes x dispersions 0-3 s, weighted by the evidence and the
 study-wide dispersion prior, ``deconvolution.dispersion_prior = "study"``, default since engine 2.8), the same
 family with a uniform prior (each region's evidence alone, the default until 2.7), and the same shapes restricted to
-one dispersion (0 s or 1 s: an oracle when it matches the phantom).  Prints one JSON
+one dispersion (0 s or 1 s: an oracle when it matches the phantom), and the default with engine 2.9's Tmax shift
+(each voxel's own peak-to-area ratio selects its MTT, ``deconvolution.tmax_shift_mtt = "voxel"``).  Prints one JSON
 object; per row the mean model weights over the tissue by dispersion and by shape and the study prior's dispersion
 shares (``qa_values`` as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume
 against the truth.
@@ -28,7 +29,8 @@ import numpy as np
 #: region's evidence alone), and one dispersion only (an oracle when it matches the phantom).
 FAMILIES = {"default": {}, "uniform prior": {"dispersion_prior": "uniform"},
             "undispersed models only": {"model_dispersions_s": (0.0,)},
-            "1 s models only": {"model_dispersions_s": (1.0,)}}
+            "1 s models only": {"model_dispersions_s": (1.0,)},
+            "Tmax shift at the voxel's own MTT (engine 2.9)": {"tmax_shift_mtt": "voxel"}}
 
 
 def measure(noise_hu: float, dispersion_s: float, family: str) -> dict:

@@ -112,7 +112,9 @@ def test_tmax_shift_prior_leaves_out_the_plug_flow_models_and_never_empties_a_co
 def test_prior_is_the_default_and_validated():
     dc = Config().deconvolution
     assert dc.dispersion_prior == "study" and dc.dispersion_prior_min_cnr == 10.0 and dc.tmax_shift_without_plug_flow
-    assert dc.height_prior == "mixture" and dc.tmax_prior == "dispersion"
+    assert dc.height_prior == "mixture" and dc.tmax_prior == "dispersion" and dc.tmax_shift_mtt == "filtered"
+    with pytest.raises(ConfigError):
+        Config.from_dict({"deconvolution": {"tmax_shift_mtt": "own"}})
     with pytest.raises(ConfigError):
         Config.from_dict({"deconvolution": {"height_prior": "shape"}})
     assert Config.from_dict({"deconvolution": {"dispersion_prior": "uniform"}}).deconvolution.dispersion_prior == (
@@ -149,3 +151,11 @@ def test_study_prior_reads_dispersed_tissue_within_half_a_second_at_8hu():
     row = _row(1.0)
     assert abs(row["tmax_error_normal_s"]) <= 0.5, row
     assert abs(row["tmax6_ml"] / row["tmax6_ml_truth"] - 1.0) <= 0.10, row
+
+
+def test_tmax_shift_at_the_noise_robust_mtt_reads_undispersed_tissue_closer_at_8hu():
+    """Engine 2.10's default against 2.9's (the voxel's own peak-to-area ratio selects the Tmax shift's MTT): normal
+    tissue +0.09 / +0.23 s, Tmax > 6 s -2.5 / +5.0 % (README "Model evidence")."""
+    new, old = _row(0.0), bench.measure(8.0, 0.0, "Tmax shift at the voxel's own MTT (engine 2.9)")
+    assert new["tmax_error_normal_s"] <= old["tmax_error_normal_s"] - 0.1, (new, old)
+    assert abs(new["tmax6_ml"] / new["tmax6_ml_truth"] - 1.0) <= 0.05, new

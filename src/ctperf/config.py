@@ -290,6 +290,11 @@ class DeconvolutionConfig(_Checked):
     #: The same for the Tmax shift.  Default "dispersion": an undispersed study's mixture is one sharp model, whose
     #: per-voxel Tmax reading under noise is late (README "Model evidence").
     tmax_prior: Literal["mixture", "dispersion"] = "dispersion"
+    #: The MTT that selects each voxel's Tmax shift, read from the guide residue's peak-to-area ratio: "filtered"
+    #: (default since engine 2.10: its 3 mm in-plane median, ``bias_tau_median_radius_mm``, as for the height
+    #: correction) or "voxel" (the voxel's own ratio, engines 2.0-2.9: noise in the ratio moved undispersed tissue
+    #: 0.06-0.14 s later at 8 HU on four of five seeds of the project phantom, README "Model evidence").
+    tmax_shift_mtt: Literal["filtered", "voxel"] = "filtered"
     #: Noise-aware Tmax shift (off by default; measured in README "Model evidence"): the shift is emulated with
     #: the study's own noise as the denoising leaves it (ctperf.engine.noise_emulation) at each voxel's noise-to-
     #: peak ratio, instead of on noise-free curves. Meant with ``tmax_prior = "mixture"``: the "dispersion" prior

@@ -267,6 +267,7 @@ def method_description(dc) -> dict:
                                                 "dispersion_prior": dc.dispersion_prior,
                                                 "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow,
                                                 "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior,
+                                                "tmax_shift_mtt": dc.tmax_shift_mtt,
                                                 "tmax_noise_aware": dc.tmax_noise_aware}
                          if corrected else None,
         "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],

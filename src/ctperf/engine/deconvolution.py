@@ -56,8 +56,8 @@ Regularisation-bias correction (``correct_regularisation_bias``, default on)
     proportions for the height and its dispersion shares for the Tmax shift, which leaves the plug-flow models out
     (a flat top has no defined peak time).  The ratio
     that selects the height correction may be filtered (``tau_filter``, the engine's 3 mm median): a noise-lifted
-    peak would otherwise select a too short MTT and a too large correction.  The Tmax shift uses the voxel's own
-    ratio.  No fitted constants.
+    peak would otherwise select a too short MTT and a too large correction; the Tmax shift's by default too (since
+    engine 2.10; the voxel's own ratio before).  No fitted constants.
 
 Lag-aware guided peak search (``peak_window_s``, ``tmax_window_s``; ladders of several levels)
     ``max(R)`` of a noisy residue is biased upwards by the maximum over the samples of its search window, most
@@ -933,7 +933,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             i0 = np.clip(np.floor(p).astype(int), 0, len(y_grid) - 2)
             return i0, np.clip(p - i0, 0.0, 1.0)
 
-        pos_own, pos_filt = grid_pos(y), grid_pos(y_filt)
+        pos_filt = grid_pos(y_filt)
+        pos_shift = pos_filt if cfg.tmax_shift_mtt == "filtered" else grid_pos(y)
 
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
@@ -964,9 +965,10 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
                         w_shift = apply_prior(regional[:, sel], tmax_prior)
-                        shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, pos_own[0][sel], pos_own[1][sel],
-                                                      q_pos[0][sel], q_pos[1][sel]) if noise_aware else
-                                      _weighted_lookup(shift_y[:, j], w_shift, pos_own[0][sel], pos_own[1][sel]))
+                        i_s, fr_s = pos_shift[0][sel], pos_shift[1][sel]
+                        shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
+                                                      q_pos[1][sel]) if noise_aware else
+                                      _weighted_lookup(shift_y[:, j], w_shift, i_s, fr_s))
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
