@@ -91,8 +91,8 @@ def test_hypoperfusion_volume_against_truth(lesion_run):
 
 def test_core_volume_against_truth(lesion_run):
     """Engine 2.10: 23.7 mL against 24.7 mL (2.9: 23.4 mL; engine 2.8: 21.9 mL; engine 2.6: 21.4 mL, 2.1: 18.9 mL);
-    the deficit is mostly the estimand (the peak of h(x)R reads long-MTT tissue relatively higher under dispersion; README Known
-    gaps)."""
+    the deficit is mostly the estimand (the peak of h(x)R reads long-MTT tissue relatively higher under dispersion;
+    README Known gaps)."""
     ph, _, _, res = lesion_run
     m, t = res.metrics, ph.truth_metrics
     assert abs(m["core_ml"] - t["core_ml"]) <= 3.0, (m["core_ml"], t["core_ml"])
