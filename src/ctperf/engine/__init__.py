@@ -123,12 +123,13 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         prior_blocks = (block_mean_curves(smooth, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
                         if dc.dispersion_prior == "study" else None)
         del smooth
-        # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap
+        # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
+        # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
         noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - np.ravel(study.times_s)[0],
                                 pre.time_s, pre.n_baseline_frames, pre.noise_hu,
                                 lambda d, b: denoise(d, pre.baseline_hu + b)[0], pc.temporal_sigma_s,
                                 dc.tmax_noise_vectors, workers=workers)
-                 if dc.tmax_noise_aware and dc.method in ("bcsvd", "tikhonov") else None)
+                 if dc.tmax_noise_aware and dc.method == "bcsvd" and dc.correct_regularisation_bias else None)
 
         def tau_filter(values: np.ndarray) -> np.ndarray:
             # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
