@@ -1081,16 +1081,16 @@ _MIN_LEVEL_READINGS = 8
 def noisy_shift_tables(aif_t: np.ndarray, filters: list[np.ndarray], dt_s: float, length: int, t: int, n_neg: int,
                        tau_grid_s: np.ndarray, model_spectra: np.ndarray, shifts: np.ndarray,
                        shift_free_y: np.ndarray, y_grid: np.ndarray, tmax_half_w: int, oi_sub: int,
-                       oi_target: float, noise_vectors: np.ndarray, q_grid: np.ndarray = NOISE_Q_GRID,
-                       n_threads: int = 1) -> np.ndarray:
+                       oi_target: float, noise_vectors: np.ndarray, n_threads: int = 1) -> np.ndarray:
     """The Tmax shift of every model and level under the study's noise, (n_models, n_levels, n_q, n_y) (s).
 
     Each model's unit-flow curve at each MTT (``model_spectra``, :func:`step_response_tables`) plus each of the
-    ``noise_vectors`` (n_vec, T; each scaled to RMS ``q`` x the curve's peak, q from ``q_grid``) is read as the
-    engine reads a voxel: the most regularised residue's peak guides the search (the noise-free guide: the engine's
-    guide is spatially filtered), the first level whose residue passes the oscillation index is the voxel's level,
-    and its residue's peak is searched within ``tmax_half_w`` samples of the guide. The shift is the noise-free
-    shift (``shifts``, (n_models, n_levels, n_tau)) plus the median change of the peak time the noise causes over
+    ``noise_vectors`` (n_vec, T; each scaled to RMS ``q`` x the curve's peak, q from :data:`NOISE_Q_GRID`, the grid
+    the engine positions each voxel's noise-to-peak ratio on) is read as the engine reads a voxel: the most
+    regularised residue's peak guides the search (the noise-free guide: the engine's guide is spatially filtered),
+    the first level whose residue passes the oscillation index is the voxel's level, and its residue's peak is
+    searched within ``tmax_half_w`` samples of the guide. The shift is the noise-free shift (``shifts``,
+    (n_models, n_levels, n_tau)) plus the median change of the peak time the noise causes over
     the readings that chose the level (all readings of the level when fewer than :data:`_MIN_LEVEL_READINGS`
     did). Noise moves the observable y = log(peak / area) too: each level of q is indexed by the mean y of its
     noisy readings. ``shift_free_y`` (n_models, n_levels, n_y) is the noise-free shift already on ``y_grid``
@@ -1109,7 +1109,7 @@ def noisy_shift_tables(aif_t: np.ndarray, filters: list[np.ndarray], dt_s: float
     top = len(filters) - 1
     a_sum = float(np.sum(aif_t))
     lt = np.log(tau_grid_s)
-    out = np.empty(shifts.shape[:2] + (len(q_grid), len(y_grid)))
+    out = np.empty(shifts.shape[:2] + (len(NOISE_Q_GRID), len(y_grid)))
 
     def one_model(m: int) -> None:
         c = sfft.irfft(model_spectra[m, nodes], n=length, axis=1)[:, :t]  # (n_nodes, t) unit-flow curves
@@ -1118,7 +1118,7 @@ def noisy_shift_tables(aif_t: np.ndarray, filters: list[np.ndarray], dt_s: float
         tm_free = np.array([_peak_signed(r, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w)[1]
                             for r in free])  # (n_levels, n_nodes)
         gi_all = np.repeat(gi, n_v)
-        for qa, q in enumerate(q_grid):
+        for qa, q in enumerate(NOISE_Q_GRID):
             if q <= 0:
                 out[m, :, qa] = shift_free_y[m]
                 continue
