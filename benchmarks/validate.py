@@ -275,6 +275,7 @@ def _block_metrics(runs: list[tuple[float, list[dict]]]) -> dict[str, Any]:
         f"{t:g}": float(np.average([g["tmax_err_mean"] for g in allg if g["tau"] == t],
                                    weights=[g["tmax_n"] for g in allg if g["tau"] == t]))
         for t in sorted({g["tau"] for g in allg})}
+    m.update(_worst_block_parts(runs))
     for d_left, gs in runs:
         if d_left <= 0:
             continue
@@ -284,6 +285,33 @@ def _block_metrics(runs: list[tuple[float, list[dict]]]) -> dict[str, Any]:
         m[f"cbf_change_delay_{d_left:g}s_pct"] = np.nanmedian(np.array(ch, float)) if ch else None
     m["n_groups"] = len(allg)
     return m
+
+
+def _worst_block_parts(runs: list[tuple[float, list[dict]]]) -> dict[str, Any]:
+    """What the worst group's Tmax error is made of (reported, no target).
+
+    ``tmax_group_noise_sd_s``: the spread a group's mean Tmax error has from the image noise alone, the RMS of
+    (left - right) / sqrt 2 over mirrored groups (same block and slice) of the run whose two hemispheres are
+    both undelayed: same truth, same AIF and model prior, independent noise.  ``tmax_worst_block_bias_s``: the
+    largest abs mean error of one (block, dispersion) over its undelayed groups (both hemispheres of that run and
+    the right hemisphere of the others), i.e. the error that repeats.  With ~300 groups, noise of this spread
+    alone reaches about 3 times it in the worst group."""
+    same = [gs for d_left, gs in runs if d_left == 0]
+    out: dict[str, Any] = {"tmax_group_noise_sd_s": None, "tmax_worst_block_bias_s": None}
+    if same:
+        left = {(g["block"], g["z"]): g["tmax_err_mean"] for g in same[0] if g["side"] == 1}
+        pair = [left[(g["block"], g["z"])] - g["tmax_err_mean"] for g in same[0]
+                if g["side"] == -1 and (g["block"], g["z"]) in left]
+        if pair:
+            out["tmax_group_noise_sd_s"] = float(np.sqrt(np.mean(np.square(pair)) / 2.0))
+    undelayed: dict[tuple[int, float], list[float]] = {}
+    for _, gs in runs:
+        for g in gs:
+            if g["delay"] == 0:
+                undelayed.setdefault((g["block"], g["tau"]), []).append(g["tmax_err_mean"])
+    if undelayed:
+        out["tmax_worst_block_bias_s"] = float(max(abs(np.mean(v)) for v in undelayed.values()))
+    return out
 
 
 def block_family(name: str, shape_kw: dict, delays: tuple[float, ...], *, quick: bool, noise_hu: float = 8.0,

@@ -183,8 +183,13 @@ def test_quick_harness_writes_strict_json_and_table(quick_run):
         assert name in fams and fams[name]["error"] is None, (name, fams.get(name, {}).get("error"))
     block = fams["residue_gamma5"]["metrics"]
     for key in ("cbf_median_error_pct", "cbf_change_delay_6s_pct", "tmax_mae_s", "tmax_worst_block_s",
-                "tmax_dispersed_mean_error_s", "cbf_vs_nominal_median_error_pct"):
+                "tmax_dispersed_mean_error_s", "cbf_vs_nominal_median_error_pct", "tmax_worst_block_bias_s"):
         assert isinstance(block[key], float), key
+    # the worst group's error is at least its repeating part (a mean over groups of the same block and dispersion)
+    assert block["tmax_worst_block_s"] >= block["tmax_worst_block_bias_s"] - 1e-9
+    # the noise part needs a run with both hemispheres undelayed (the quick residue runs delay the left one 6 s)
+    assert block["tmax_group_noise_sd_s"] is None
+    assert fams["noise_15hu_white"]["metrics"]["tmax_group_noise_sd_s"] > 0
     les = fams["lesion_disp0"]["metrics"]
     for key in ("dice_tmax6", "tmax6_volume_error_pct", "core_error_ml", "hir_error_pct", "cbv_index_error_pct",
                 "r_cbf", "r_cbv", "r_mtt", "r_tmax", "gm_wm_cbf_ratio_error_pct"):
