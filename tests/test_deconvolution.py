@@ -406,3 +406,23 @@ def test_long_transit_dispersed_tissue_tmax_without_noise():
             errors.append(float(out.tmax_s[0]) - delay - t[np.argmax(h)])
     errors = np.array(errors)
     assert np.abs(errors).mean() <= 0.5 and np.abs(errors).max() <= 1.0, errors.round(2)
+
+
+def test_dispersion_spread_is_the_spread_between_dispersions():
+    """How far Tmax would move between the dispersions the weights leave open: 0 with one dispersion (whatever the
+    shapes), half the difference for an even split, shapes within a dispersion averaged first."""
+    from ctperf.engine import dispersion_ambiguity
+    from ctperf.engine.deconvolution import dispersion_spread
+
+    disp = np.array([0.0, 0.0, 1.0, 1.0])
+    values = np.array([[1.0, 3.0, 2.0, 2.0],    # one dispersion holds all the weight: no spread
+                       [1.0, 1.0, 3.0, 3.0],    # even split, 2 s apart: SD 1 s
+                       [0.0, 2.0, 3.0, 3.0]])   # the 0 s shapes average to 1 s first
+    weights = np.array([[0.5, 0.0, 0.25], [0.5, 0.5, 0.25], [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(dispersion_spread(values, weights, disp), [0.0, 1.0, 1.0], atol=1e-12)
+    weights[:, 2] = [0.375, 0.375, 0.25, 0.0]  # 3 : 1 between 1 s and 3 s: SD sqrt(3 / 16) x 2
+    np.testing.assert_allclose(dispersion_spread(values, weights, disp)[2], np.sqrt(0.75 * 0.25) * 2.0)
+    # the study's QA value: the median over tissue; none without the guided correction
+    assert dispersion_ambiguity(np.array([0.1, 0.5, 0.6, 9.0], np.float32), np.array([1, 1, 1, 0], bool)) == (0.5,
+                                                                                                            True)
+    assert dispersion_ambiguity(None, np.ones(3, bool)) == (None, False)

@@ -114,6 +114,10 @@ class DeconvolutionOutput:
     study_mixture: np.ndarray | None = None
     #: (blocks that informed that mixture, tissue blocks offered), or None without a study prior.
     dispersion_prior_blocks: tuple[int, int] | None = None
+    #: How far each voxel's Tmax would move between the dispersions its Tmax shift's weights leave open
+    #: (:func:`dispersion_spread` of the models' noise-free shifts at the voxel's level and MTT; s), (n,) float32,
+    #: or None without the guided correction.
+    tmax_dispersion_sd_s: np.ndarray | None = None
 
 
 def model_residues(tau_grid_s: np.ndarray, dt_s: float, n_pos: int, dispersion_s: float = 0.0,
@@ -709,13 +713,10 @@ def _observable_tables(heights_top: np.ndarray, tables: list[np.ndarray], tau_gr
     return out
 
 
-def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """``sum_m weight[m] * table[m](y)`` per voxel, linear in ``y`` (grid index ``i0`` and fraction ``frac``).
-
-    The terms are laid out voxel by voxel, (n, n_models): the table rows of each voxel are gathered as contiguous
-    blocks from the transposed table (several times faster than gathering columns of every model), and each
-    voxel's sum runs over its contiguous models (numpy's pairwise summation, as for the column-gathered layout).
-    """
+def _model_lookups(table_m_y: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Every model's ``table[m](y)`` per voxel, (n, n_models), linear in ``y`` (grid index ``i0`` and fraction
+    ``frac``).  The table rows of each voxel are gathered as contiguous blocks from the transposed table (several
+    times faster than gathering columns of every model)."""
     tab, frac = np.asarray(table_m_y), np.asarray(frac)
     tab_t = np.ascontiguousarray(tab.T, dtype=np.result_type(tab, frac))  # (n_y, n_models)
     terms = tab_t[i0]
@@ -723,8 +724,33 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
     upper = tab_t[i0 + 1]
     upper *= frac[:, None]
     terms += upper
+    return terms
+
+
+def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``sum_m weight[m] * table[m](y)`` per voxel (:func:`_model_lookups`); each voxel's sum runs over its
+    contiguous models (numpy's pairwise summation, as for a column-gathered layout)."""
+    terms = _model_lookups(table_m_y, i0, frac)
     terms *= np.asarray(weight_m_n).T
     return terms.sum(axis=1)
+
+
+def dispersion_spread(values_n_m: np.ndarray, weight_m_n: np.ndarray, dispersion_m: np.ndarray) -> np.ndarray:
+    """Spread (n,) of per-model values (n, n_models) between the models' dispersions: the SD, under the voxel's
+    weights (n_models, n), of each dispersion's weighted mean value around their overall weighted mean.  For the
+    Tmax shift this is how far Tmax would move between the dispersions the weights leave open (the shapes within
+    one dispersion are averaged first); 0 where one dispersion holds all the weight."""
+    w = np.asarray(weight_m_n, np.float64).T  # (n, n_models)
+    v = np.asarray(values_n_m, np.float64)
+    total = np.maximum(w.sum(axis=1), 1e-300)
+    mean = (w * v).sum(axis=1) / total
+    var = np.zeros(len(v))
+    for d in np.unique(dispersion_m):
+        sel = np.asarray(dispersion_m) == d
+        w_d = w[:, sel].sum(axis=1)
+        mean_d = (w[:, sel] * v[:, sel]).sum(axis=1) / np.maximum(w_d, 1e-300)
+        var += w_d / total * (mean_d - mean) ** 2
+    return np.sqrt(var)
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
@@ -969,6 +995,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                         shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
                                                       q_pos[1][sel]) if noise_aware else
                                       _weighted_lookup(shift_y[:, j], w_shift, i_s, fr_s))
+                        shift_sd[sel] = dispersion_spread(_model_lookups(shift_y[:, j], i_s, fr_s), w_shift,
+                                                          dispersion_m)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -980,6 +1008,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     # guided correction: the log height factor and the peak shift of each voxel at its level (set by solve_chunk)
     log_h = np.zeros(n) if guided and correct else None
     shift = np.zeros(n) if guided and correct else None
+    shift_sd = np.zeros(n, np.float32) if guided and correct else None
+    dispersion_m = np.array([d for _, d in family])
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
@@ -996,6 +1026,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         else:
             out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
             out.tmax_s = (tmax - shift).astype(np.float32)
+            out.tmax_dispersion_sd_s = shift_sd
     return out
 
 
