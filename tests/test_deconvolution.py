@@ -423,6 +423,7 @@ def test_dispersion_spread_is_the_spread_between_dispersions():
     weights[:, 2] = [0.375, 0.375, 0.25, 0.0]  # 3 : 1 between 1 s and 3 s: SD sqrt(3 / 16) x 2
     np.testing.assert_allclose(dispersion_spread(values, weights, disp)[2], np.sqrt(0.75 * 0.25) * 2.0)
     # the study's QA value: the median over tissue; none without the guided correction
-    assert dispersion_ambiguity(np.array([0.1, 0.5, 0.6, 9.0], np.float32), np.array([1, 1, 1, 0], bool)) == (0.5,
-                                                                                                            True)
-    assert dispersion_ambiguity(None, np.ones(3, bool)) == (None, False)
+    tissue = np.array([1, 1, 1, 0], bool)
+    assert dispersion_ambiguity(np.array([0.1, 0.5, 0.6, 9.0], np.float32), tissue) == (0.5, True, None)
+    value, flag, why = dispersion_ambiguity(None, tissue)
+    assert value is None and flag is False and "guided correction" in why

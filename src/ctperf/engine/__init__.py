@@ -207,8 +207,9 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
         rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
-    qa_values["tmax_dispersion_sd_s"], qa_flags["tmax_dispersion_ambiguous"] = dispersion_ambiguity(
-        dec.tmax_dispersion_sd_s, masks.tissue[pre.brain])
+    sd, qa_flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s,
+                                                                          masks.tissue[pre.brain])
+    qa_values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
     qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
     qa_values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, dc.dispersion_prior,
                                               dec.dispersion_prior_blocks))
@@ -433,13 +434,16 @@ def _centre_of_mass_split(brain: np.ndarray, affine_ras: np.ndarray) -> Hemisphe
 TMAX_DISPERSION_FLAG_S = 0.4
 
 
-def dispersion_ambiguity(sd_s: np.ndarray | None, tissue: np.ndarray) -> tuple[float | None, bool]:
-    """(median over the ``tissue`` voxels of the per-voxel Tmax spread between dispersions, flag): None and False
-    without the guided correction (the standard convention and Tikhonov have no Tmax shift)."""
-    if sd_s is None or not np.any(tissue):
-        return None, False
+def dispersion_ambiguity(sd_s: np.ndarray | None, tissue: np.ndarray) -> tuple[float | None, bool, str | None]:
+    """(median over the ``tissue`` voxels of the per-voxel Tmax spread between dispersions, flag, None), or (None,
+    False, the reason) without the guided correction (the standard convention and Tikhonov have no Tmax shift) or
+    without tissue."""
+    if sd_s is None:
+        return None, False, "no Tmax shift between models (deconvolution method without the guided correction)"
+    if not np.any(tissue):
+        return None, False, "no tissue voxels"
     value = round(float(np.median(np.asarray(sd_s)[np.asarray(tissue, bool)])), 3)
-    return value, bool(value > TMAX_DISPERSION_FLAG_S)
+    return value, bool(value > TMAX_DISPERSION_FLAG_S), None
 
 
 def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
