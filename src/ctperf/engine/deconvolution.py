@@ -741,16 +741,12 @@ def dispersion_spread(values_n_m: np.ndarray, weight_m_n: np.ndarray, dispersion
     Tmax shift this is how far Tmax would move between the dispersions the weights leave open (the shapes within
     one dispersion are averaged first); 0 where one dispersion holds all the weight."""
     w = np.asarray(weight_m_n, np.float64).T  # (n, n_models)
-    v = np.asarray(values_n_m, np.float64)
-    total = np.maximum(w.sum(axis=1), 1e-300)
-    mean = (w * v).sum(axis=1) / total
-    var = np.zeros(len(v))
-    for d in np.unique(dispersion_m):
-        sel = np.asarray(dispersion_m) == d
-        w_d = w[:, sel].sum(axis=1)
-        mean_d = (w[:, sel] * v[:, sel]).sum(axis=1) / np.maximum(w_d, 1e-300)
-        var += w_d / total * (mean_d - mean) ** 2
-    return np.sqrt(var)
+    groups = (np.asarray(dispersion_m)[:, None] == np.unique(dispersion_m)[None, :]).astype(np.float64)  # (m, D)
+    w_d = w @ groups  # each dispersion's weight, (n, D)
+    mean_d = ((w * np.asarray(values_n_m, np.float64)) @ groups) / np.maximum(w_d, 1e-300)
+    share = w_d / np.maximum(w_d.sum(axis=1, keepdims=True), 1e-300)
+    mean = (share * mean_d).sum(axis=1, keepdims=True)
+    return np.sqrt((share * (mean_d - mean) ** 2).sum(axis=1))
 
 
 def _weights_from_curves(tissue, groups, evidence, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
@@ -992,11 +988,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
                         w_shift = apply_prior(regional[:, sel], tmax_prior)
                         i_s, fr_s = pos_shift[0][sel], pos_shift[1][sel]
+                        # every model's noise-free shift: their weighted sum (= _weighted_lookup) and their spread
+                        # between dispersions
+                        per_model = _model_lookups(shift_y[:, j], i_s, fr_s)
                         shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
                                                       q_pos[1][sel]) if noise_aware else
-                                      _weighted_lookup(shift_y[:, j], w_shift, i_s, fr_s))
-                        shift_sd[sel] = dispersion_spread(_model_lookups(shift_y[:, j], i_s, fr_s), w_shift,
-                                                          dispersion_m)
+                                      (per_model * w_shift.T).sum(axis=1))
+                        shift_sd[sel] = dispersion_spread(per_model, w_shift, dispersion_m)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
