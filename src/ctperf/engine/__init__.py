@@ -125,7 +125,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         del smooth
         # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
         # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
-        noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - np.ravel(study.times_s)[0],
+        noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - pre.time_origin_s,
                                 pre.time_s, pre.n_baseline_frames, pre.noise_hu,
                                 lambda d, b: denoise(d, pre.baseline_hu + b)[0], pc.temporal_sigma_s,
                                 dc.tmax_noise_vectors, workers=workers)

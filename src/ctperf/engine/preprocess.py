@@ -60,6 +60,9 @@ class Preprocessed:
     motion_max_mm: float
     #: Time of the last sample of each slice (s) - for truncation checks.
     acquisition_end_s: float
+    #: The study's first frame time (s, the input's clock): ``time_s`` and ``acquisition_end_s`` count from it, and
+    #: so must any native frame times compared with them.
+    time_origin_s: float
     extra: dict = field(default_factory=dict)
 
 
@@ -354,5 +357,5 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
         delta_hu=delta, time_s=grid - t0, dt_s=float(grid[1] - grid[0]), baseline_hu=baseline.astype(np.float32),
         brain=brain, csf=csf, affine_ras=aff, bin_factor=f, n_baseline_frames=int(n_base),
         bolus_arrival_s=float(t_arr), noise_hu=noise, motion_params=motion, motion_max_mm=motion_max_mm,
-        acquisition_end_s=float(times[-1].min() - t0),
+        acquisition_end_s=float(times[-1].min() - t0), time_origin_s=t0,
     )
