@@ -399,6 +399,8 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     terr = res.tmax - to_grid(tr.tmax, shape)
     m["tmax_normal_bias_s"] = float(np.nanmedian(terr[normal])) if normal.any() else None
     m["tmax_mae_s"] = float(np.nanmean(np.abs(terr[both])))
+    # how far the study's dispersion leaves Tmax open, as metrics.json reports it (docs/definitions.md §2)
+    m["tmax_dispersion_sd_s"] = res.qa_values.get("tmax_dispersion_sd_s")
     return m
 
 

@@ -195,6 +195,7 @@ def test_quick_harness_writes_strict_json_and_table(quick_run):
                 "r_cbf", "r_cbv", "r_mtt", "r_tmax", "gm_wm_cbf_ratio_error_pct"):
         assert les[key] is None or isinstance(les[key], float), key
     assert les["tmax6_ml_truth"] > 0
+    assert les["tmax_dispersion_sd_s"] >= 0.0  # the study's QA value, reported
     for fam in fams.values():
         assert fam["pass"] in (True, False, None)
         for k, c in fam["checks"].items():
