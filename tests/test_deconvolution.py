@@ -414,14 +414,14 @@ def test_dispersion_spread_is_the_spread_between_dispersions():
     from ctperf.engine import dispersion_ambiguity
     from ctperf.engine.deconvolution import dispersion_spread
 
-    disp = np.array([0.0, 0.0, 1.0, 1.0])
+    family = [(1.0, 0.0), (2.0, 0.0), (1.0, 1.0), (2.0, 1.0)]  # (shape, dispersion s)
     values = np.array([[1.0, 3.0, 2.0, 2.0],    # one dispersion holds all the weight: no spread
                        [1.0, 1.0, 3.0, 3.0],    # even split, 2 s apart: SD 1 s
                        [0.0, 2.0, 3.0, 3.0]])   # the 0 s shapes average to 1 s first
     weights = np.array([[0.5, 0.0, 0.25], [0.5, 0.5, 0.25], [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(dispersion_spread(values, weights, disp), [0.0, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(dispersion_spread(values, weights, family), [0.0, 1.0, 1.0], atol=1e-12)
     weights[:, 2] = [0.375, 0.375, 0.25, 0.0]  # 3 : 1 between 1 s and 3 s: SD sqrt(3 / 16) x 2
-    np.testing.assert_allclose(dispersion_spread(values, weights, disp)[2], np.sqrt(0.75 * 0.25) * 2.0)
+    np.testing.assert_allclose(dispersion_spread(values, weights, family)[2], np.sqrt(0.75 * 0.25) * 2.0)
     # the study's QA value: the median over tissue; none without the guided correction
     tissue = np.array([1, 1, 1, 0], bool)
     assert dispersion_ambiguity(np.array([0.1, 0.5, 0.6, 9.0], np.float32), tissue) == (0.5, True, None)

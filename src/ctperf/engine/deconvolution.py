@@ -735,13 +735,16 @@ def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarr
     return terms.sum(axis=1)
 
 
-def dispersion_spread(values_n_m: np.ndarray, weight_m_n: np.ndarray, dispersion_m: np.ndarray) -> np.ndarray:
-    """Spread (n,) of per-model values (n, n_models) between the models' dispersions: the SD, under the voxel's
-    weights (n_models, n), of each dispersion's weighted mean value around their overall weighted mean.  For the
-    Tmax shift this is how far Tmax would move between the dispersions the weights leave open (the shapes within
-    one dispersion are averaged first); 0 where one dispersion holds all the weight."""
+def dispersion_spread(values_n_m: np.ndarray, weight_m_n: np.ndarray, family: list[tuple[float, float]]
+                      ) -> np.ndarray:
+    """Spread (n,) of per-model values (n, n_models) between the dispersions of the models of ``family``: the SD,
+    under the voxel's weights (n_models, n), of each dispersion's weighted mean value around their overall weighted
+    mean.  For the Tmax shift this is how far Tmax would move between the dispersions the weights leave open (the
+    shapes within one dispersion are averaged first, as :func:`dispersion_shares` sums them); 0 where one
+    dispersion holds all the weight."""
     w = np.asarray(weight_m_n, np.float64).T  # (n, n_models)
-    groups = (np.asarray(dispersion_m)[:, None] == np.unique(dispersion_m)[None, :]).astype(np.float64)  # (m, D)
+    disp = np.array([d for _, d in family])
+    groups = (disp[:, None] == np.unique(disp)[None, :]).astype(np.float64)  # (n_models, n_dispersions)
     w_d = w @ groups  # each dispersion's weight, (n, D)
     mean_d = ((w * np.asarray(values_n_m, np.float64)) @ groups) / np.maximum(w_d, 1e-300)
     share = w_d / np.maximum(w_d.sum(axis=1, keepdims=True), 1e-300)
@@ -994,7 +997,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                         shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
                                                       q_pos[1][sel]) if noise_aware else
                                       (per_model * w_shift.T).sum(axis=1))
-                        shift_sd[sel] = dispersion_spread(per_model, w_shift, dispersion_m)
+                        shift_sd[sel] = dispersion_spread(per_model, w_shift, family)
                 rmax[sel] = pk
                 tmax[sel] = tm
                 thr[sel] = levels[j]
@@ -1007,7 +1010,6 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     log_h = np.zeros(n) if guided and correct else None
     shift = np.zeros(n) if guided and correct else None
     shift_sd = np.zeros(n, np.float32) if guided and correct else None
-    dispersion_m = np.array([d for _, d in family])
     # chunks in parallel threads (FFTs and numpy reductions release the GIL)
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
         list(pool.map(solve_chunk, range(0, n, _CHUNK)))
