@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from ctperf.apps.runtime import prefer_small_pages  # noqa: E402
+from ctperf.apps.runtime import configure_process  # noqa: E402
 from ctperf.cli import app  # noqa: E402
 
 if __name__ == "__main__":
-    prefer_small_pages()
+    configure_process()
     app(args=["run", *sys.argv[1:]], prog_name="ct_perfusion_auto.py")

@@ -36,11 +36,11 @@ def make_study(data: Path, matrix: int, slices: int) -> None:
 
 
 def child(data: str, out: str) -> None:
-    from ctperf.apps.runtime import prefer_small_pages
+    from ctperf.apps.runtime import configure_process
     from ctperf.config import Config
     from ctperf.pipeline import run_dicom_folder
 
-    prefer_small_pages()  # as the ctperf command does at start-up
+    configure_process()  # as the ctperf command does at start-up
 
     t0 = time.perf_counter()
     res = run_dicom_folder(data, out, Config())

@@ -764,4 +764,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ctperf.apps.runtime import configure_process
+
+    configure_process()  # as the ctperf command does at start-up: the numbers of the CLI
     sys.exit(main())

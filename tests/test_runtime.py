@@ -23,3 +23,19 @@ def test_prefer_small_pages_respects_the_users_choice(monkeypatch):
     finally:
         _set_madvise_hugepage(before)
 
+
+
+def test_single_threaded_blas_respects_the_users_choice(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from ctperf.apps.runtime import BLAS_THREAD_VARIABLES, single_threaded_blas
+
+    with threadpool_limits(limits=None):  # restores the test process's own limits on exit
+        for name in BLAS_THREAD_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+        assert single_threaded_blas() is False
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+        assert single_threaded_blas() is True
+        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(n == 1 for n in blas)  # numpy's OpenBLAS (and scipy's, once loaded)

@@ -460,9 +460,9 @@ app.command("node")(node_cmd)
 
 
 def main() -> None:
-    from ctperf.apps.runtime import prefer_small_pages
+    from ctperf.apps.runtime import configure_process
 
-    prefer_small_pages()
+    configure_process()
     app()
 
 

@@ -194,7 +194,7 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
 
     from distributed import Client, LocalCluster, as_completed
 
-    from ctperf.apps.runtime import prefer_small_pages
+    from ctperf.apps.runtime import configure_process
 
     cluster = None
     try:
@@ -206,7 +206,7 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                    silence_logs=logging.ERROR)
             client = Client(cluster)
-            client.run(prefer_small_pages)  # our own worker processes: the CLI's process settings
+            client.run(configure_process)  # our own worker processes: the CLI's process settings
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()
