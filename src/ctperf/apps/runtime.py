@@ -41,8 +41,9 @@ def single_threaded_blas() -> bool:
     :data:`BLAS_THREAD_VARIABLES` is set, which then decides).  Returns True when the setting was changed.
 
     The pipeline spreads its work over its own threads (``compute.workers``), several of which multiply matrices
-    at the same time (the resampling to the uniform time grid, the denoising's temporal basis); OpenBLAS's own
-    thread pool on top of them oversubscribes the cores and its waiting threads spin.  Measured on the 2-core development VM (`benchmarks/bench_pipeline.py`, 512x512x20x40, engine
+    at the same time (the resampling to the uniform time grid, the denoising's temporal basis, the dispersion
+    prior's curve fits); OpenBLAS's own thread pool on top of them oversubscribes the cores and its waiting
+    threads spin.  Measured on the 2-core development VM (`benchmarks/bench_pipeline.py`, 512x512x20x40, engine
     2.10): whole run 6.3-6.6 s -> 5.9-6.3 s, CPU 10.3-10.7 s -> 9.2-9.8 s.  It also makes the numbers independent
     of the machine's core count: OpenBLAS splits a product differently with another number of threads, which
     changes the last bits of the maps (on that study the indices move in their fourth decimal).
