@@ -875,7 +875,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         rel_heights = heights / np.maximum(true_h[:, None, :], 1e-9)  # estimated / true peak of h (x) R
 
     g_t = np.zeros(n, np.float64)
-    g_idx_all = None
+    g_idx_all = height_prior = None
     if guided:
         # pass 1: the weight of each model residue for each voxel (the evidence of the groups in its
         # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
@@ -949,9 +949,11 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                 q_pos = _grid_position(np.asarray(noise_rms, np.float64) / np.maximum(tissue.max(axis=1), 1e-3),
                                        NOISE_Q_GRID)
             regional, mixture, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
-        # the weights of the height correction (and of the guided height search) and the prior of the Tmax shift's
-        # weights, which leaves out the plug-flow models (their flat top has no defined peak time)
-        weight = regional if mixture is None else apply_prior(regional, model_prior(mixture, family, cfg.height_prior))
+        # the weights of the height correction (and of the guided height search; with a study prior, filled chunk by
+        # chunk in solve_chunk's threads) and the prior of the Tmax shift's weights, which leaves out the plug-flow
+        # models (their flat top has no defined peak time)
+        height_prior = None if mixture is None else model_prior(mixture, family, cfg.height_prior)
+        weight = regional if height_prior is None else np.empty_like(regional)
         in_shift = np.array([not (cfg.tmax_shift_without_plug_flow and k >= PLUG_FLOW_SHAPE_K) for k, _ in family])
         tmax_prior = in_shift.astype(np.float64)
         if mixture is not None:
@@ -968,6 +970,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
         stop = min(n, start + _CHUNK)
+        if guided and height_prior is not None:
+            weight[:, start:stop] = apply_prior(regional[:, start:stop], height_prior)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1)
         todo = np.arange(stop - start)
         for j, filt in enumerate(filters):
