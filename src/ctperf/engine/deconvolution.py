@@ -959,13 +959,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
         if mixture is not None:
             tmax_prior *= model_prior(mixture, family, cfg.tmax_prior)
 
-        def grid_pos(v):
-            p = (v - y_grid[0]) / (y_grid[1] - y_grid[0])
-            i0 = np.clip(np.floor(p).astype(int), 0, len(y_grid) - 2)
-            return i0, np.clip(p - i0, 0.0, 1.0)
-
-        pos_filt = grid_pos(y_filt)
-        pos_shift = pos_filt if cfg.tmax_shift_mtt == "filtered" else grid_pos(y)
+        pos_filt = _grid_position(y_filt, y_grid)
+        pos_shift = pos_filt if cfg.tmax_shift_mtt == "filtered" else _grid_position(y, y_grid)
 
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
