@@ -178,7 +178,7 @@ def test_residue_peak_subsample():
 def _noisy_low_flow(n=3000, sd=2.0, seed=0):
     """Core-like curves (CBF 5, MTT 16 s, 1 s dispersion, delay 3 s) + white noise, both temporally smoothed like
     the engine does (the AIF too)."""
-    from ctperf.denoise import temporal_smooth
+    from ctperf.engine.denoise import temporal_smooth
 
     rng = np.random.default_rng(seed)
     aif = temporal_smooth(AIF[:, None], 1.0, 1.0, axis=0)[:, 0]

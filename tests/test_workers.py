@@ -72,7 +72,7 @@ def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
 
 
 def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
-    import ctperf.denoise
+    import ctperf.engine.denoise
     import ctperf.engine.deconvolution
     import ctperf.engine.maps
     from ctperf.engine import compute_perfusion
@@ -81,7 +81,7 @@ def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
 
     ph = make_phantom(PhantomSpec(**SMALL, lesion="left", seed=0))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
-    sizes = _pool_sizes(monkeypatch, ctperf.denoise, ctperf.engine.deconvolution, ctperf.engine.maps)
+    sizes = _pool_sizes(monkeypatch, ctperf.engine.denoise, ctperf.engine.deconvolution, ctperf.engine.maps)
     reg = {"deconvolution": {"map_regularisation": True}}  # its bilateral filter has a pool too
     one = compute_perfusion(study, Config.from_dict({"compute": {"workers": 1}, **reg}))
     assert len(sizes) >= 5 and set(sizes) == {1}, sizes  # denoise, deconvolution, 4 median filters, regularisation

@@ -186,7 +186,7 @@ class PreprocessConfig(_Checked):
     motion_apply_min_mm: float = 0.1
     #: Baseline frames end this long before the detected arterial bolus arrival (20% of the rise) (s).
     baseline_margin_s: float = 2.5
-    #: TIPS bilateral range parameter (larger = more smoothing across curve differences; see ctperf.denoise).
+    #: TIPS bilateral range parameter (larger = more smoothing across curve differences; see ctperf.engine.denoise).
     tips_range_h: float = 1.5
     #: Range parameter for the curve areas used for CBV (more selective: CBV is linear and needs no smoothing to
     #: be unbiased, but smoothing across the grey/white boundary biases it).
@@ -341,7 +341,7 @@ class DeconvolutionConfig(_Checked):
     #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this).
     map_regularisation_sigma_mm: float = 4.0
     #: Range parameter of that filter (larger = more smoothing across differences of the guide; see
-    #: ctperf.denoise.tips_bilateral).
+    #: ctperf.engine.denoise.tips_bilateral).
     map_regularisation_h: float = 2.0
     #: Edge-preserving regularisation of the Tmax maps (the default's and the standard convention's), after the
     #: median above: the same rolling-guidance joint bilateral filter, guided by Tmax itself and the baseline HU

@@ -4,7 +4,7 @@
 
 1. :func:`ctperf.engine.preprocess.preprocess_study` - motion correction, binning to the ~1 mm computation grid,
    automatic baseline, brain/CSF masks, delta HU, uniform time grid (per-slice times);
-2. :mod:`ctperf.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
+2. :mod:`ctperf.engine.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
 3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
    run beside step 2 when the run may use more than one thread (they read the temporally smoothed data only);
 4. :func:`ctperf.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
@@ -33,7 +33,7 @@ from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
 from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
-from ctperf.denoise import denoise_tissue_curves
+from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.hemispheres import find_midline
 from ctperf.core.grid import resample_to_grid
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study

@@ -106,7 +106,7 @@ def resampling_matrices(times_s: np.ndarray, grid_s: np.ndarray, temporal_sigma_
 
     Row ``k`` of slice ``z`` linearly interpolates the slice's samples at ``grid_s[k]`` (values before the
     slice's first sample are held).  With ``temporal_sigma_s > 0`` the Gaussian temporal smoothing on the uniform
-    grid (edges held, :func:`ctperf.denoise.temporal_smooth`) is folded in: ``M_z = G @ W_z``.
+    grid (edges held, :func:`ctperf.engine.denoise.temporal_smooth`) is folded in: ``M_z = G @ W_z``.
     """
     t = np.asarray(times_s, float)
     nt, nz = t.shape

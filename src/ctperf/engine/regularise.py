@@ -8,8 +8,8 @@ tell the two tissues apart voxel by voxel.  The filter here therefore runs twice
 ECCV 2014):
 
 1. a *joint bilateral* pass (Petschnigg et al. / Eisemann & Durand, SIGGRAPH 2004; the range kernel of
-   :func:`ctperf.denoise.tips_bilateral`, Mendrik et al., IEEE TMI 2011) on (CBF, CBV) whose range kernel compares
-   the lightly pre-smoothed maps and the baseline (non-contrast) HU image, each in units of its own noise SD;
+   :func:`ctperf.engine.denoise.tips_bilateral`, Mendrik et al., IEEE TMI 2011) on (CBF, CBV) whose range kernel
+   compares the lightly pre-smoothed maps and the baseline (non-contrast) HU image, each in units of its own noise SD;
 2. the same filter applied again to the *original* maps, but guided by the pass-1 output (plus the baseline):
    the guide is now far less noisy, so grey/white and lesion boundaries are recognised and kept, while the
    averaging weights stay those of a bilateral filter (a weighted mean of neighbours that look alike).
@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from ctperf.core.morphology import bounding_box
-from ctperf.denoise import tips_bilateral
+from ctperf.engine.denoise import tips_bilateral
 
 
 def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: np.ndarray | None,
@@ -58,7 +58,7 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
     pixel_mm : in-plane pixel spacing (mm).
     sigma_mm, range_h : spatial Gaussian sigma (mm) and range parameter of the second (final) pass; the range
         kernel is ``exp(-max(D - m, 0) / (h^2 sqrt(2m)))`` with D the noise-normalised squared guide distance over
-        m features (:func:`ctperf.denoise.tips_bilateral`).
+        m features (:func:`ctperf.engine.denoise.tips_bilateral`).
     first_sigma_mm, first_range_h : the same for the first pass (default: 0.75 sigma_mm and 1.25 range_h).
     first_guide_sigma_px : Gaussian pre-smoothing (pixels) of the first pass's guide (the noisy maps).
     filtered : indices of the maps the second pass filters (all by default); every map guides both passes, the
