@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctperf.aif import area_with_tail, curve_features, less_affected_side, select_aif_vof
+from ctperf.engine.aif import area_with_tail, curve_features, less_affected_side, select_aif_vof
 from ctperf.results import Curve
 
 T = np.arange(0, 60.0, 1.0)
@@ -158,7 +158,7 @@ def test_less_affected_side_from_median_tissue_curves():
 
 def test_largest_first_is_the_descending_argsort_head():
     """The partition shortcut of the VOF ranking returns exactly ``argsort(v)[::-1][:n]`` (ties, -inf, NaN)."""
-    from ctperf.aif import _largest_first
+    from ctperf.engine.aif import _largest_first
 
     rng = np.random.default_rng(0)
     for i in range(600):
@@ -175,7 +175,7 @@ def test_largest_first_is_the_descending_argsort_head():
 def test_bolus_plausible_equals_its_definition():
     """The shortcut (excursions counted on crossing curves only) gives the definition's mask: never below
     -100 HU, and above BOLUS_HU_CHECK at most one excursion, not from the first frame."""
-    from ctperf.aif import BOLUS_HU_CHECK, bolus_plausible
+    from ctperf.engine.aif import BOLUS_HU_CHECK, bolus_plausible
 
     rng = np.random.default_rng(1)
     base = rng.choice([-1000.0, 30.0, 700.0, 1200.0], size=(3, 8, 8))

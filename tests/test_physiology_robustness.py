@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from ctperf.aif import bolus_plausible, partial_volume_scale
+from ctperf.engine.aif import bolus_plausible, partial_volume_scale
 from ctperf.config import Config, Thresholds
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
@@ -196,7 +196,7 @@ def test_bilateral_hypoperfusion_end_to_end():
 def test_transport_area_ratio_is_unbiased_on_noise_free_phantom_curves():
     """Indicator conservation: the true VOF and AIF areas are equal; the ratio must read ~1 even when the
     acquisition ends before the VOF returns (an extrapolated exponential tail read 1.14 there)."""
-    from ctperf.aif import area_with_tail, transport_area_ratio
+    from ctperf.engine.aif import area_with_tail, transport_area_ratio
 
     for kw, tail_ratio in (({}, 1.002), ({"frame_times_s": list(np.arange(0, 40, 1.5))}, 1.143)):
         ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=32, n_slices=1, noise_hu=0.0, **kw))

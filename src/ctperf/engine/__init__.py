@@ -7,7 +7,7 @@
 2. :mod:`ctperf.engine.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
 3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
    run beside step 2 when the run may use more than one thread (they read the temporally smoothed data only);
-4. :func:`ctperf.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
+4. :func:`ctperf.engine.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
 5. :func:`ctperf.engine.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
 6. :mod:`ctperf.engine.maps` - CBF, CBV, MTT, Tmax, TTP, vessel mask; Tmax of both conventions: 3 mm median;
    :mod:`ctperf.engine.regularise` - edge-preserving regularisation of CBF and CBV (jointly, CBF in the log domain
@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.engine import maps as mp
-from ctperf.aif import select_aif_vof
+from ctperf.engine.aif import select_aif_vof
 from ctperf.config import Config, side_thread, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.morphology import bounding_box
