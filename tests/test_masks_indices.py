@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config, Thresholds
-from ctperf.hemispheres import find_midline, hemispheres_from_plane, mirror
+from ctperf.core.midline import hemispheres_from_plane, mirror
+from ctperf.engine.hemispheres import find_midline
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.masks import cortical_ribbon, lesion_masks, remove_small_clusters
 from ctperf.metrics_io import build_metrics, dumps, load_schema, write_metrics

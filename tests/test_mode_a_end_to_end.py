@@ -175,7 +175,8 @@ def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
                               np.asanyarray(nib.load(str(wrapped / f)).dataobj), equal_nan=True), f
     assert a["Conventional_CBV_Index"] is None and a["Conventional_CBV_Index_reason"]
     # truth: mean true CBV in the ROI / in its mirror image across the phantom's midline
-    from ctperf.hemispheres import find_midline, mirror
+    from ctperf.core.midline import mirror
+    from ctperf.engine.hemispheres import find_midline
 
     tr = ph.truth
     hemi = find_midline(np.clip(ph.hu[0], 0, 80), tr.brain, ph.affine_ras)

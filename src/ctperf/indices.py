@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ctperf.config import Thresholds
-from ctperf.hemispheres import mirror
+from ctperf.core.midline import mirror
 from ctperf.results import Hemispheres, LesionMasks
 
 #: Units of every numeric index key (dimensionless ratios are "1").

@@ -26,8 +26,8 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Config, thread_count
+from ctperf.core.midline import hemispheres_from_plane
 from ctperf.errors import InputError
-from ctperf.hemispheres import hemispheres_from_plane
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.masks import cortical_ribbon, lesion_masks, sinus_region
 from ctperf.metrics_io import build_metrics, to_strict, write_metrics

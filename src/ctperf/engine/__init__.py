@@ -5,7 +5,7 @@
 1. :func:`ctperf.engine.preprocess.preprocess_study` - motion correction, binning to the ~1 mm computation grid,
    automatic baseline, brain/CSF masks, delta HU, uniform time grid (per-slice times);
 2. :mod:`ctperf.engine.denoise` - temporal Gaussian (shared with the AIF) + TIPS-like edge-preserving spatial filter;
-3. :func:`ctperf.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
+3. :func:`ctperf.engine.hemispheres.find_midline` - hemisphere labels (needed to keep the AIF on one side); steps 3-4
    run beside step 2 when the run may use more than one thread (they read the temporally smoothed data only);
 4. :func:`ctperf.engine.aif.select_aif_vof` - automatic AIF/VOF, partial-volume scaling of the AIF by the VOF;
 5. :func:`ctperf.engine.deconvolution.deconvolve` - bcSVD (per-voxel OI threshold) / Tikhonov / SVD;
@@ -25,18 +25,18 @@ from contextlib import contextmanager
 import numpy as np
 from scipy import ndimage
 
-from ctperf.engine import maps as mp
-from ctperf.engine.aif import select_aif_vof
 from ctperf.config import Config, side_thread, thread_count
 from ctperf.constants import ENGINE_VERSION
-from ctperf.core.morphology import bounding_box
-from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
-from ctperf.engine.noise_emulation import denoised_noise
-from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
-from ctperf.engine.denoise import denoise_tissue_curves
-from ctperf.hemispheres import find_midline
 from ctperf.core.grid import resample_to_grid
+from ctperf.core.morphology import bounding_box
+from ctperf.engine import maps as mp
+from ctperf.engine.aif import select_aif_vof
+from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
+from ctperf.engine.denoise import denoise_tissue_curves
+from ctperf.engine.hemispheres import find_midline
+from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
+from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
 from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall, truncation_affected_maps
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy, voxel_volume_ml

@@ -26,8 +26,8 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Config
+from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
-from ctperf.hemispheres import find_midline
 from ctperf.indices import IndexInputs, compute_indices
 from ctperf.masks import cortical_ribbon, lesion_masks
 from ctperf.metrics_io import build_metrics, write_metrics
