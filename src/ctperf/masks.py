@@ -15,29 +15,11 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Thresholds
-from ctperf.core.morphology import bounding_box, dilate_inplane, fill_holes_inplane
+from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
 from ctperf.results import LesionMasks
-
-_STRUCTURE_26 = np.ones((3, 3, 3), bool)
 
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
-
-
-def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
-    """Drop 26-connected components smaller than ``min_cluster_ml`` (labelled within the mask's bounding box,
-    which holds every component whole)."""
-    mask = np.asarray(mask_zyx, bool)
-    if min_cluster_ml <= 0 or not mask.any():
-        return mask.copy()
-    box = bounding_box(mask)
-    labels, _ = ndimage.label(mask[box], structure=_STRUCTURE_26)
-    sizes = np.bincount(labels.ravel())
-    keep = sizes * voxel_volume_ml >= min_cluster_ml
-    keep[0] = False
-    out = np.zeros_like(mask)
-    out[box] = keep[labels]
-    return out
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
@@ -104,7 +86,7 @@ def sinus_region(vessels_zyx: np.ndarray, vof_voxels_zyx: np.ndarray) -> np.ndar
     vox = np.asarray(vof_voxels_zyx, int).reshape(-1, 3)
     if not vessels.any() or len(vox) == 0:
         return None
-    labels, _ = ndimage.label(vessels, structure=_STRUCTURE_26)
+    labels, _ = ndimage.label(vessels, structure=STRUCTURE_26)
     ids = {int(labels[tuple(v)]) for v in vox} - {0}
     region = np.isin(labels, list(ids)) if ids else np.zeros_like(vessels)
     region[tuple(vox.T)] = True

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctperf.masks import remove_small_clusters
+from ctperf.core.morphology import remove_small_clusters
 
 #: Smaller / larger hemisphere hypoperfusion volume at and above which the pattern is bilateral.
 BILATERAL_MIN_FRACTION = 0.3

@@ -4,7 +4,7 @@ scipy's ``binary_dilation`` visits every element of the structuring element at e
 the disks (radius 2-6 pixels) the pipeline uses.  A footprint whose rows are centred segments (any disk or
 axis-aligned ellipse) is the union of its rows, so the dilation is the OR of horizontal segment dilations (one
 1-D maximum filter per distinct row width) shifted vertically: a few passes over the volume, with exactly scipy's
-result (tests compare both).
+result (tests compare both).  Also: the bounding box of a mask and the removal of small 26-connected clusters.
 """
 
 from __future__ import annotations
@@ -80,3 +80,23 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
         hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1) if len(hit) else slice(0, 0))
     return tuple(box)
+
+
+#: 26-connectivity (faces, edges and corners) for 3-D labelling.
+STRUCTURE_26 = np.ones((3, 3, 3), bool)
+
+
+def remove_small_clusters(mask_zyx: np.ndarray, voxel_volume_ml: float, min_cluster_ml: float) -> np.ndarray:
+    """Drop 26-connected components smaller than ``min_cluster_ml`` (labelled within the mask's bounding box,
+    which holds every component whole)."""
+    mask = np.asarray(mask_zyx, bool)
+    if min_cluster_ml <= 0 or not mask.any():
+        return mask.copy()
+    box = bounding_box(mask)
+    labels, _ = ndimage.label(mask[box], structure=STRUCTURE_26)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes * voxel_volume_ml >= min_cluster_ml
+    keep[0] = False
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out

@@ -182,7 +182,7 @@ def affected_side(tmax_zyx: np.ndarray, tissue: np.ndarray, side_zyx: np.ndarray
     Tmax > ``threshold_s`` after removing clusters smaller than ``min_cluster_ml``; 'none' when both hemispheres
     hold less than ``min_ml``; a tie goes to 'left'.
     """
-    from ctperf.masks import remove_small_clusters
+    from ctperf.core.morphology import remove_small_clusters
 
     hyp = tissue & np.isfinite(tmax_zyx) & (np.nan_to_num(tmax_zyx) > threshold_s)
     hyp = remove_small_clusters(hyp, voxel_ml, min_cluster_ml)
