@@ -12,7 +12,7 @@ import pytest
 from ctperf.engine.aif import bolus_plausible, partial_volume_scale
 from ctperf.config import Config, Thresholds
 from ctperf.indices import IndexInputs, compute_indices
-from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
+from ctperf.engine.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
 from ctperf.results import Hemispheres, LesionMasks
 from ctperf.synthetic import phantom as synthetic
 

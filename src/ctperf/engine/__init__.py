@@ -36,8 +36,9 @@ from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.engine.hemispheres import find_midline
 from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
+from ctperf.engine.reference import (hypoperfusion_pattern, normal_reference, reference_shortfall,
+                                     truncation_affected_maps)
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
-from ctperf.reference import hypoperfusion_pattern, normal_reference, reference_shortfall, truncation_affected_maps
 from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
 from ctperf.study import CTPStudy, voxel_volume_ml
 
