@@ -119,7 +119,7 @@ def test_output_path_problems_are_reported_before_analysis(tmp_path):
 
 
 def test_prr(tmp_path):
-    from ctperf.indices import prr_percent
+    from ctperf.analysis.indices import prr_percent
 
     assert prr_percent(100.0, 25.0) == (75.0, None)
     assert prr_percent(0.0, 5.0)[0] is None

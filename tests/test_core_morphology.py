@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ctperf.analysis.masks import cortical_ribbon
 from ctperf.core.morphology import dilate_disk_inplane, dilate_inplane, disk, fill_holes_inplane
-from ctperf.masks import cortical_ribbon
 
 
 def _ellipse(ry: float, rx: float) -> np.ndarray:

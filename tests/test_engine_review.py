@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ctperf import engine
-from ctperf.engine import maps as mp
+from ctperf.analysis.indices import lesion_side
+from ctperf.analysis.masks import lesion_masks
 from ctperf.config import Config, Thresholds
-from ctperf.indices import lesion_side
-from ctperf.masks import lesion_masks
+from ctperf.engine import maps as mp
 from ctperf.results import Hemispheres
 from ctperf.study import CTPStudy
 from ctperf.synthetic import phantom as synthetic

@@ -16,7 +16,7 @@ OUTER_CTPERF = ("ctperf.io", "ctperf.nifti_io", "ctperf.dicom_io", "ctperf.viz",
 LAYERS = {
     "core": (["ctperf.core.grid", "ctperf.core.morphology", "ctperf.core.midline"], ("ctperf.engine",)),
     "engine": (["ctperf.engine", "ctperf.engine.deconvolution", "ctperf.engine.regularise"], ()),
-    "analysis": (["ctperf.masks", "ctperf.indices", "ctperf.analysis.regions"], ("ctperf.engine",)),
+    "analysis": (["ctperf.analysis.masks", "ctperf.analysis.indices", "ctperf.analysis.regions"], ("ctperf.engine",)),
 }
 
 

@@ -6,11 +6,11 @@ import jsonschema
 import numpy as np
 import pytest
 
+from ctperf.analysis.indices import IndexInputs, compute_indices
+from ctperf.analysis.masks import cortical_ribbon, lesion_masks, remove_small_clusters
 from ctperf.config import Config, Thresholds
 from ctperf.core.midline import hemispheres_from_plane, mirror
 from ctperf.engine.hemispheres import find_midline
-from ctperf.indices import IndexInputs, compute_indices
-from ctperf.masks import cortical_ribbon, lesion_masks, remove_small_clusters
 from ctperf.metrics_io import build_metrics, dumps, load_schema, write_metrics
 
 AFF = np.array([[-2.0, 0, 0, 63.0], [0, -2.0, 0, 80.0], [0, 0, 5.0, -10.0], [0, 0, 0, 1]])

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from ctperf.engine.aif import bolus_plausible, partial_volume_scale
+from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.config import Config, Thresholds
-from ctperf.indices import IndexInputs, compute_indices
+from ctperf.engine.aif import bolus_plausible, partial_volume_scale
 from ctperf.engine.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
 from ctperf.results import Hemispheres, LesionMasks
 from ctperf.synthetic import phantom as synthetic

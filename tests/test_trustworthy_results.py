@@ -108,8 +108,8 @@ def test_exit_codes_are_in_help():
 
 # ------------------------------------------------------------------------------------------- trial labels
 def _indices(thresholds):
-    from ctperf.indices import IndexInputs, compute_indices
-    from ctperf.masks import lesion_masks
+    from ctperf.analysis.indices import IndexInputs, compute_indices
+    from ctperf.analysis.masks import lesion_masks
 
     tissue = np.ones((2, 20, 20), bool)
     tmax = np.where(np.arange(20)[None, None, :] < 10, 12.0, 2.0) * np.ones((2, 20, 20))

@@ -364,7 +364,7 @@ def prr_cmd(
 ):
     """Follow-up comparison: PRR % = 100 x (baseline - follow-up) / baseline hypoperfusion volume."""
     try:
-        from ctperf.indices import prr_percent
+        from ctperf.analysis.indices import prr_percent
 
         docs = [_read_metrics(p) for p in (baseline, followup)]
         vols = [d.get("hypoperfusion_ml") for d in docs]

@@ -1,6 +1,6 @@
 """metrics.json / metrics.csv: strict JSON (no NaN/Infinity), units, versions, thresholds and QA flags.
 
-Layout of metrics.json: the index keys (see :mod:`ctperf.indices`) at the top level, as the original tool had
+Layout of metrics.json: the index keys (see :mod:`ctperf.analysis.indices`) at the top level, as the original tool had
 them, plus the objects ``units``, ``thresholds``, ``qa_flags``, ``qa_values``, ``provenance`` and (Mode A)
 ``regions``.
 metrics.csv holds the same document as one row; nested objects are flattened as ``section.key``.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.indices import UNITS
 from ctperf.constants import DEFINITION_VERSION, HCT_LARGE_VESSEL, HCT_SMALL_VESSEL, KH, RHO_G_PER_ML
-from ctperf.indices import UNITS
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "metrics.schema.json"
 

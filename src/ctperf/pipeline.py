@@ -25,11 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.indices import IndexInputs, compute_indices
+from ctperf.analysis.masks import cortical_ribbon, lesion_masks, sinus_region
 from ctperf.config import Config, thread_count
 from ctperf.core.midline import hemispheres_from_plane
 from ctperf.errors import InputError
-from ctperf.indices import IndexInputs, compute_indices
-from ctperf.masks import cortical_ribbon, lesion_masks, sinus_region
 from ctperf.metrics_io import build_metrics, to_strict, write_metrics
 from ctperf.nifti_io import load_volume, resample_to_grid, same_grid, save_volume
 from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks

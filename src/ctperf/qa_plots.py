@@ -248,7 +248,7 @@ KEYS_HYPO = ("hypoperfusion_ml",)
 KEYS_MISMATCH_RATIO = ("Mismatch_Ratio", "mismatch_ratio")
 KEYS_MISMATCH_VOLUME = ("Mismatch_Volume_ml", "mismatch_volume_ml", "mismatch_ml", "Mismatch_Volume")
 KEYS_HIR = ("HIR", "hypoperfusion_intensity_ratio")
-#: CBV index variants in order of preference (ctperf.indices) with the caption each is shown under.
+#: CBV index variants in order of preference (ctperf.analysis.indices) with the caption each is shown under.
 CBV_INDEX_CAPTIONS = (
     ("Corrected_CBV_Index", "Corrected CBV index"),
     ("CBV_Index_contra_hemisphere", "CBV index (vs contralateral)"),
@@ -503,7 +503,7 @@ def _safe_ttp(curve: Curve) -> float | None:
         return None
 
 
-#: Venous-transit entries of the metrics (ctperf.indices) with their display labels and units.
+#: Venous-transit entries of the metrics (ctperf.analysis.indices) with their display labels and units.
 PVT_KEYS = (
     ("PVT_sec", "PVT (VOF - AIF TTP)", "s"),
     ("sinus_tmax_s", "sinus Tmax", "s"),

@@ -178,9 +178,9 @@ def affected_side(tmax_zyx: np.ndarray, tissue: np.ndarray, side_zyx: np.ndarray
                   threshold_s: float = 6.0, min_ml: float = 1.0, min_cluster_ml: float = 0.0) -> tuple[str, dict]:
     """'left' | 'right' | 'none': hemisphere with the larger Tmax > threshold tissue volume (mL).
 
-    Same rule as :func:`ctperf.indices.lesion_side` on the hypoperfusion mask of :mod:`ctperf.masks`: tissue with
-    Tmax > ``threshold_s`` after removing clusters smaller than ``min_cluster_ml``; 'none' when both hemispheres
-    hold less than ``min_ml``; a tie goes to 'left'.
+    Same rule as :func:`ctperf.analysis.indices.lesion_side` on the hypoperfusion mask of
+    :mod:`ctperf.analysis.masks`: tissue with Tmax > ``threshold_s`` after removing clusters smaller than
+    ``min_cluster_ml``; 'none' when both hemispheres hold less than ``min_ml``; a tie goes to 'left'.
     """
     from ctperf.core.morphology import remove_small_clusters
 

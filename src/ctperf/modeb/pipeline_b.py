@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.indices import IndexInputs, compute_indices
+from ctperf.analysis.masks import cortical_ribbon, lesion_masks
 from ctperf.config import Config
 from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
-from ctperf.indices import IndexInputs, compute_indices
-from ctperf.masks import cortical_ribbon, lesion_masks
 from ctperf.metrics_io import build_metrics, write_metrics
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
@@ -188,7 +188,7 @@ def saved_tissue(tmax_path, shape_zyx, affine_ras) -> TissueSource | None:
     Only used when the folder is complete (see :func:`ctperf.pipeline.load_saved_result`) and its grid is the
     grid of the maps given.
     """
-    from ctperf.masks import sinus_region
+    from ctperf.analysis.masks import sinus_region
     from ctperf.pipeline import load_saved_result
 
     p = Path(tmax_path)

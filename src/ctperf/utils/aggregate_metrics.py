@@ -23,8 +23,8 @@ from typing import Callable
 
 import pandas as pd
 
+from ctperf.analysis.indices import UNITS
 from ctperf.errors import CTPerfError, InputError
-from ctperf.indices import UNITS
 from ctperf.metrics_io import flatten
 
 #: Columns that open every row, in this order.
@@ -68,8 +68,8 @@ def collect(input_dir: str | Path, warn: Callable[[str], None] = _print_warning)
 
 
 def ordered_columns(columns) -> list[str]:
-    """Lead columns, index values (in the order of :data:`ctperf.indices.UNITS`), other top-level values (sorted),
-    then the nested sections in :data:`SECTIONS` order (keys sorted), then anything else (sorted)."""
+    """Lead columns, index values (in the order of :data:`ctperf.analysis.indices.UNITS`), other top-level values
+    (sorted), then the nested sections in :data:`SECTIONS` order (keys sorted), then anything else (sorted)."""
     cols = [str(c) for c in columns]
     lead = [c for c in LEAD_COLUMNS if c in cols]
     top = [c for c in cols if "." not in c and c not in lead]

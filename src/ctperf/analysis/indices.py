@@ -1,0 +1,239 @@
+"""Stroke research indices from perfusion maps and lesion masks — one implementation for Mode A and Mode B.
+
+Every definition (formula, threshold, literature source) is in docs/definitions.md; the key names of the
+original tool are kept.  Undefined values are ``None`` together with a ``<key>_reason`` string, so metrics
+stay strict JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ctperf.config import Thresholds
+from ctperf.core.midline import mirror
+from ctperf.results import Hemispheres, LesionMasks
+
+#: Units of every numeric index key (dimensionless ratios are "1").
+UNITS: dict[str, str] = {
+    "hypoperfusion_ml": "mL", "core_ml": "mL", "penumbra_ml": "mL", "mismatch_volume_ml": "mL",
+    "hypoperfusion_vox": "voxels", "core_vox": "voxels", "penumbra_vox": "voxels",
+    "tmax4_ml": "mL", "tmax6_ml": "mL", "tmax8_ml": "mL", "tmax10_ml": "mL",
+    "Mismatch_Ratio": "1", "HIR": "1", "Corrected_CBV_Index": "1", "CBV_Index_contra_hemisphere": "1",
+    "CBV_Index_mirror": "1", "Conventional_CBV_Index": "1", "PVT_sec": "s", "aif_ttp_s": "s", "vof_ttp_s": "s",
+    "sinus_tmax_s": "s", "voxel_volume_ml": "mL",
+}
+
+#: Imaging-eligibility criteria (Albers 2018 DEFUSE 3; Campbell 2015 / Ma 2019 EXTEND(-IA)).
+DEFUSE3 = {"core_max_ml": 70.0, "mismatch_ratio_min": 1.8, "mismatch_volume_min_ml": 15.0}
+EXTEND = {"core_max_ml": 70.0, "mismatch_ratio_min_exclusive": 1.2, "mismatch_volume_min_exclusive_ml": 10.0}
+#: The lesion thresholds both trials used (RAPID: Tmax > 6 s, rCBF < 30 %); the labels need exactly these.
+TRIAL_THRESHOLDS = {"tmax_hypoperfusion_s": 6.0, "rcbf_core": 0.30}
+
+
+def trial_thresholds_reason(thr: Thresholds) -> str | None:
+    """None when ``thr`` uses the trial lesion thresholds, otherwise why the trial labels are not computed."""
+    diff = [f"{k} = {getattr(thr, k):g}" for k, v in TRIAL_THRESHOLDS.items()
+            if not np.isclose(float(getattr(thr, k)), v, rtol=0, atol=1e-9)]
+    if not diff:
+        return None
+    return "trial labels need the trial thresholds (Tmax > 6 s, rCBF < 0.30); this run: " + ", ".join(diff)
+
+#: Minimum hypoperfusion volume (mL) below which no lesion side is named.
+MIN_LESION_ML_FOR_SIDE = 1.0
+
+
+@dataclass
+class IndexInputs:
+    """Everything the indices need; all volumes (z, y, x) on one grid."""
+
+    cbv: np.ndarray | None
+    tmax_s: np.ndarray
+    lesion: LesionMasks
+    tissue: np.ndarray
+    voxel_volume_ml: float
+    thresholds: Thresholds
+    hemispheres: Hemispheres | None = None
+    #: Cortical reference region (e.g. cortical ribbon) for the Corrected CBV Index.
+    cortex: np.ndarray | None = None
+    aif_ttp_s: float | None = None
+    vof_ttp_s: float | None = None
+    #: Superior sagittal sinus / torcula voxels for the qualitative PVT sign.
+    sinus: np.ndarray | None = None
+    #: Lesion-cortex ROI (Conventional CBV Index numerator) and optional explicit contralateral ROI.
+    roi_mask: np.ndarray | None = None
+    contra_mask: np.ndarray | None = None
+    #: Why the rCBF reference is unusable (too few voxels), or None: then core, penumbra, mismatch and the
+    #: eligibility labels are None with this reason (never 0 mL / eligible).
+    reference_reason: str | None = None
+    #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, and no index that compares
+    #: one hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres).
+    hemisphere_logic: bool = True
+    #: Why the hemisphere logic does not apply (e.g. "posterior-circulation hypoperfusion").
+    hemisphere_reason: str = "hemisphere comparison does not apply"
+
+
+def _ratio(num: float | None, den: float | None, what: str) -> tuple[float | None, str | None]:
+    if num is None or den is None:
+        return None, f"{what}: an input is undefined"
+    if not np.isfinite(num) or not np.isfinite(den) or den <= 0:
+        return None, f"{what}: denominator is zero or undefined"
+    return float(num / den), None
+
+
+def _mean(values: np.ndarray | None, mask: np.ndarray | None, stat=np.mean) -> float | None:
+    """``stat`` (mean by default) of the finite ``values`` inside ``mask``; None when nothing is there."""
+    if values is None or mask is None:
+        return None
+    sel = values[np.asarray(mask, bool) & np.isfinite(values)]
+    return float(stat(sel)) if sel.size else None
+
+
+def lesion_side(hypoperfusion: np.ndarray, hemi: Hemispheres | None, voxel_volume_ml: float) -> str:
+    """'left' / 'right' (patient) hemisphere holding more hypoperfusion, or 'none'."""
+    if hemi is None:
+        return "none"
+    left = float((hypoperfusion & (hemi.side > 0)).sum()) * voxel_volume_ml
+    right = float((hypoperfusion & (hemi.side < 0)).sum()) * voxel_volume_ml
+    if max(left, right) < MIN_LESION_ML_FOR_SIDE:
+        return "none"
+    return "left" if left >= right else "right"
+
+
+def compute_indices(inp: IndexInputs) -> dict[str, Any]:
+    """All indices as a flat, ordered dict (values float/int/bool/str/None; ``*_reason`` for None values)."""
+    thr = inp.thresholds
+    v = inp.voxel_volume_ml
+    les = inp.lesion
+    out: dict[str, Any] = {}
+
+    def put(key: str, value, reason: str | None = None):
+        out[key] = None if value is None else value
+        if value is None:
+            out[f"{key}_reason"] = reason or "undefined"
+
+    hypo_vox, core_vox, pen_vox = int(les.hypoperfusion.sum()), int(les.core.sum()), int(les.penumbra.sum())
+    hypo_ml, core_ml, pen_ml = hypo_vox * v, core_vox * v, pen_vox * v
+    put("hypoperfusion_ml", round(hypo_ml, 3))
+    put("core_ml", round(core_ml, 3))
+    put("penumbra_ml", round(pen_ml, 3))
+    put("hypoperfusion_vox", hypo_vox)
+    put("core_vox", core_vox)
+    put("penumbra_vox", pen_vox)
+    put("mismatch_volume_ml", round(hypo_ml - core_ml, 3))
+    if core_vox == 0:
+        put("Mismatch_Ratio", None, "core volume is 0 mL: ratio undefined (infinite when hypoperfusion > 0)")
+    else:
+        put("Mismatch_Ratio", round(hypo_ml / core_ml, 4))
+
+    for level, mask in sorted(les.tmax_levels.items()):
+        put(f"tmax{level:g}_ml", round(float(mask.sum()) * v, 3))
+
+    hir_num = les.tmax_levels.get(float(thr.hir_tmax_s))
+    hir_den = les.tmax_levels.get(float(thr.tmax_hypoperfusion_s))
+    hir, reason = _ratio(None if hir_num is None else float(hir_num.sum()),
+                         None if hir_den is None else float(hir_den.sum()),
+                         f"HIR (Tmax>={thr.hir_tmax_s:g} s / Tmax>={thr.tmax_hypoperfusion_s:g} s)")
+    put("HIR", None if hir is None else round(hir, 4), reason and "no tissue with Tmax above the hypoperfusion threshold")
+
+    side = lesion_side(les.hypoperfusion, inp.hemispheres, v)
+    if not inp.hemisphere_logic and hypo_vox:
+        side = "none"
+        out["lesion_side_reason"] = inp.hemisphere_reason
+    out["lesion_side"] = side
+
+    # --- CBV indices --------------------------------------------------------------------------------------
+    cbv = inp.cbv
+    hemi = inp.hemispheres
+    lesion_cbv = _mean(cbv, les.hypoperfusion) if hypo_vox else None
+    no_lesion = "no hypoperfusion (Tmax) region"
+    if cbv is None:
+        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+            put(key, None, "no CBV map")
+    elif lesion_cbv is None:
+        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+            put(key, None, no_lesion)
+    elif not inp.hemisphere_logic:
+        normal = inp.tissue & ~les.tmax_levels.get(4.0, les.hypoperfusion)
+        ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal))
+        val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index (normal cortex of both hemispheres)")
+        put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
+        for key in ("CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+            put(key, None, inp.hemisphere_reason)
+    elif hemi is None or side == "none":
+        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+            put(key, None, "no hemisphere split (midline) available")
+    else:
+        contra = hemi.side == (-1 if side == "left" else 1)
+        normal_contra = inp.tissue & contra & ~les.tmax_levels.get(4.0, les.hypoperfusion)
+        cortex = inp.cortex if inp.cortex is not None else None
+        ref_cortex = _mean(cbv, None if cortex is None else (cortex & normal_contra))
+        val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index")
+        put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
+        val, reason = _ratio(lesion_cbv, _mean(cbv, normal_contra), "CBV index vs contralateral hemisphere")
+        put("CBV_Index_contra_hemisphere", None if val is None else round(val, 4), reason)
+        mirrored = mirror(les.hypoperfusion, hemi) & inp.tissue & ~les.hypoperfusion
+        val, reason = _ratio(lesion_cbv, _mean(cbv, mirrored), "CBV index vs mirrored region")
+        put("CBV_Index_mirror", None if val is None else round(val, 4), reason)
+
+    if inp.roi_mask is None or cbv is None:
+        put("Conventional_CBV_Index", None, "no lesion-cortex ROI given (--roi_mask)" if cbv is not None else "no CBV map")
+    else:
+        roi = np.asarray(inp.roi_mask, bool) & inp.tissue
+        if inp.contra_mask is not None:
+            ref = np.asarray(inp.contra_mask, bool) & inp.tissue
+        elif hemi is not None:
+            ref = mirror(roi, hemi) & inp.tissue & ~roi
+        else:
+            ref = None
+        val, reason = _ratio(_mean(cbv, roi), _mean(cbv, ref), "Conventional CBV Index")
+        put("Conventional_CBV_Index", None if val is None else round(val, 4),
+            reason if ref is not None else "no contralateral ROI and no midline to mirror the ROI")
+
+    # --- venous transit -----------------------------------------------------------------------------------
+    put("aif_ttp_s", None if inp.aif_ttp_s is None else round(float(inp.aif_ttp_s), 3), "no AIF curve")
+    put("vof_ttp_s", None if inp.vof_ttp_s is None else round(float(inp.vof_ttp_s), 3), "no VOF curve")
+    if inp.aif_ttp_s is None or inp.vof_ttp_s is None:
+        put("PVT_sec", None, "AIF and VOF curves are both needed")
+    else:
+        put("PVT_sec", round(float(inp.vof_ttp_s - inp.aif_ttp_s), 3))
+    sinus_tmax = _mean(inp.tmax_s, inp.sinus, stat=np.median)
+    put("sinus_tmax_s", None if sinus_tmax is None else round(sinus_tmax, 3), "no venous sinus voxels identified")
+    if sinus_tmax is None:
+        put("PVT_present", None, "no venous sinus voxels identified")
+    else:
+        out["PVT_present"] = bool(sinus_tmax >= thr.pvt_tmax_s)
+
+    # --- imaging eligibility ------------------------------------------------------------------------------
+    ratio_ok_d3 = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml >= DEFUSE3["mismatch_ratio_min"])
+    ratio_ok_ex = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml > EXTEND["mismatch_ratio_min_exclusive"])
+    not_trial = trial_thresholds_reason(thr)
+    if not_trial:
+        put("DEFUSE3_eligible", None, not_trial)
+        put("EXTEND_eligible", None, not_trial)
+    else:
+        out["DEFUSE3_eligible"] = bool(core_ml < DEFUSE3["core_max_ml"] and ratio_ok_d3
+                                       and hypo_ml - core_ml >= DEFUSE3["mismatch_volume_min_ml"])
+        out["EXTEND_eligible"] = bool(core_ml < EXTEND["core_max_ml"] and ratio_ok_ex
+                                      and hypo_ml - core_ml > EXTEND["mismatch_volume_min_exclusive_ml"])
+    if inp.reference_reason is not None:
+        for key in ("core_ml", "core_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml", "Mismatch_Ratio",
+                    "DEFUSE3_eligible", "EXTEND_eligible"):
+            out.pop(f"{key}_reason", None)
+            put(key, None, inp.reference_reason)
+    out["voxel_volume_ml"] = round(v, 6)
+    return out
+
+
+
+def prr_percent(baseline_hypoperfusion_ml: float | None, followup_hypoperfusion_ml: float | None
+                ) -> tuple[float | None, str | None]:
+    """Perfusion reversal/reduction ratio (%): 100 * (baseline - follow-up) / baseline hypoperfusion volume."""
+    if baseline_hypoperfusion_ml is None or followup_hypoperfusion_ml is None:
+        return None, "a hypoperfusion volume is missing"
+    if baseline_hypoperfusion_ml <= 0:
+        return None, "baseline hypoperfusion volume is 0 mL"
+    value = 100.0 * (baseline_hypoperfusion_ml - followup_hypoperfusion_ml) / baseline_hypoperfusion_ml
+    return round(value, 3), None

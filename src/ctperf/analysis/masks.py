@@ -1,0 +1,93 @@
+"""Lesion masks from perfusion maps (pure functions; definitions in docs/definitions.md).
+
+- hypoperfusion: tissue with Tmax > ``tmax_hypoperfusion_s`` (default 6 s)
+- core: tissue with rCBF < ``rcbf_core`` (default 0.30), inside the hypoperfusion region unless
+  ``core_requires_tmax`` is False (RAPID-style core)
+- penumbra: hypoperfusion minus core
+- Tmax level masks: tissue with Tmax >= level, for the reported Tmax volumes and the HIR
+
+Connected clusters smaller than ``min_cluster_ml`` are removed from each mask (26-connectivity in 3D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ctperf.config import Thresholds
+from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
+from ctperf.results import LesionMasks
+
+#: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
+REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
+
+
+def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
+                 thresholds: Thresholds, footprint: np.ndarray | None = None) -> LesionMasks:
+    """Hypoperfusion, core and penumbra masks.
+
+    tmax_s : Tmax map (s); NaN where undefined.
+    rcbf : relative CBF (fraction of normal; 1.0 = normal) or None (then the core is empty).
+    tissue : bool mask of brain parenchyma (no CSF, no large vessels) where the masks may lie.
+    footprint : optional bool mask restricting all lesion masks (Mode B ROI footprint).
+    """
+    region = np.asarray(tissue, bool) & np.isfinite(tmax_s)
+    if footprint is not None:
+        region &= np.asarray(footprint, bool)
+    tmax = np.where(region, tmax_s, -np.inf)
+    mcl = thresholds.min_cluster_ml
+
+    hypo = remove_small_clusters(tmax > thresholds.tmax_hypoperfusion_s, voxel_volume_ml, mcl)
+    if rcbf is not None:
+        low_flow = region & np.isfinite(rcbf) & (np.nan_to_num(rcbf, nan=np.inf) < thresholds.rcbf_core)
+        if thresholds.core_requires_tmax:
+            low_flow &= hypo
+        core = remove_small_clusters(low_flow, voxel_volume_ml, mcl)
+    else:
+        core = np.zeros_like(hypo)
+    penumbra = hypo & ~core
+
+    levels = sorted(set(float(x) for x in (*thresholds.tmax_levels_s, *REPORTED_TMAX_LEVELS_S))
+                    | {float(thresholds.hir_tmax_s), float(thresholds.tmax_hypoperfusion_s)})
+    tmax_levels = {lv: remove_small_clusters(tmax >= lv, voxel_volume_ml, mcl) for lv in levels}
+    return LesionMasks(hypoperfusion=hypo, core=core, penumbra=penumbra, tmax_levels=tmax_levels)
+
+
+def cortical_ribbon(brain_mask_zyx: np.ndarray, spacing_xyz_mm, depth_mm: float = 3.0,
+                    closing_mm: float = 5.0) -> np.ndarray:
+    """Outer shell of the brain, ``depth_mm`` thick below the closed outer brain surface, in-plane per slice.
+
+    Pass the parenchyma (tissue) mask; the default depth is the typical human cortical thickness (~2.5-3 mm,
+    Fischl & Dale 2000).
+
+    The brain mask is first closed (``closing_mm``) and hole-filled, so sulci and the interhemispheric fissure do
+    not pull the shell into white matter whether or not the mask includes CSF.  Used as the "cortex" reference
+    region of the Corrected CBV Index (no grey-matter segmentation needed; independent of map noise).
+    """
+    mask = np.asarray(brain_mask_zyx, bool)
+    sx, sy = float(spacing_xyz_mm[0]), float(spacing_xyz_mm[1])
+    ry, rx = max(1, int(round(closing_mm / sy))), max(1, int(round(closing_mm / sx)))
+    yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= closing_mm ** 2
+    # closing on a padded volume (as scipy's binary_closing of each padded slice): dilation, then erosion
+    padded = np.pad(mask, ((0, 0), (ry, ry), (rx, rx)))
+    closed = ~dilate_inplane(~dilate_inplane(padded, disk), disk, border=True)[:, ry:-ry, rx:-rx]
+    filled = fill_holes_inplane(closed | mask)
+    # within depth_mm of the background (in-plane, mm): the same distances as distance_transform_edt's
+    dy, dx = int(depth_mm // sy) + 1, int(depth_mm // sx) + 1
+    yy, xx = np.ogrid[-dy:dy + 1, -dx:dx + 1]
+    shell = np.sqrt((yy * sy) ** 2 + (xx * sx) ** 2) <= depth_mm
+    return filled & dilate_inplane(~filled, shell) & mask
+
+
+def sinus_region(vessels_zyx: np.ndarray, vof_voxels_zyx: np.ndarray) -> np.ndarray | None:
+    """Venous sinus voxels: the connected large-vessel components that contain the VOF voxels."""
+    vessels = np.asarray(vessels_zyx, bool)
+    vox = np.asarray(vof_voxels_zyx, int).reshape(-1, 3)
+    if not vessels.any() or len(vox) == 0:
+        return None
+    labels, _ = ndimage.label(vessels, structure=STRUCTURE_26)
+    ids = {int(labels[tuple(v)]) for v in vox} - {0}
+    region = np.isin(labels, list(ids)) if ids else np.zeros_like(vessels)
+    region[tuple(vox.T)] = True
+    return region
