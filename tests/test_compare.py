@@ -42,7 +42,7 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_reperfusion_after_registration(studies, tmp_path):
-    from ctperf.nifti_io import load_volume
+    from ctperf.io.nifti import load_volume
     from ctperf.study import voxel_volume_ml
 
     r = _cli("compare", "--baseline", str(studies / "base" / "out"), "--followup",
@@ -112,7 +112,7 @@ def test_registration_is_reproducible(studies):
     a sampling seed of 0 from the wall clock: this pair then came out 3.4-3.7 deg, and once read the persisting
     lesion 51.8 mL against 70.8 mL)."""
     from ctperf.analysis.registration import register_rigid
-    from ctperf.nifti_io import load_volume
+    from ctperf.io.nifti import load_volume
 
     fixed, fixed_aff = load_volume(studies / "base" / "out" / "aux" / "baseline_hu.nii.gz")
     moving, moving_aff = load_volume(studies / "persisting" / "out" / "aux" / "baseline_hu.nii.gz")

@@ -19,7 +19,7 @@ from ctperf.config import Config  # noqa: E402
 from ctperf.io.dicom_out.parametric_map import MAPS, read_parametric_map  # noqa: E402
 from ctperf.io.dicom_out.seg import read_segmentation  # noqa: E402
 from ctperf.io.dicom_out.sr import read_report_values  # noqa: E402
-from ctperf.nifti_io import load_volume  # noqa: E402
+from ctperf.io.nifti import load_volume  # noqa: E402
 from ctperf.pipeline import MAP_FILES, MASK_FILES, recompute_outputs, run_dicom_folder  # noqa: E402
 from ctperf.synthetic import PhantomSpec, make_phantom  # noqa: E402
 from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom  # noqa: E402

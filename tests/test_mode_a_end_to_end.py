@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.core.grid import resample_to_grid
 from ctperf.metrics_io import load_schema
-from ctperf.nifti_io import resample_to_grid
 from ctperf.pipeline import MASK_FILES, MAP_FILES, run_dicom_folder
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
@@ -158,7 +158,7 @@ def test_recompute_with_new_thresholds(lesion_run, tmp_path):
 
 def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
     """`python ct_perfusion_auto.py` is `ctperf run`; --roi_mask adds the Conventional CBV Index only."""
-    from ctperf.nifti_io import save_volume
+    from ctperf.io.nifti import save_volume
 
     ph, d, out, res = lesion_run
     roi = tmp_path / "roi.nii.gz"
@@ -187,7 +187,7 @@ def test_seed_wrapper_matches_ctperf_run(lesion_run, tmp_path):
 
 def test_mode_b_on_mode_a_maps_gives_same_indices(lesion_run, tmp_path):
     """One indices module: Mode B on Mode A's own maps (ROI covering the whole brain) reproduces Mode A."""
-    from ctperf.nifti_io import load_volume
+    from ctperf.io.nifti import load_volume
     from ctperf.synthetic.screenshots import render_mip_screenshot
 
     _, _, out, res = lesion_run

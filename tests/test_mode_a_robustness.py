@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
-from ctperf.nifti_io import resample_to_grid
+from ctperf.core.grid import resample_to_grid
 from ctperf.pipeline import run_dicom_folder
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.dicom_writer import DicomLayout, tilted_affine_ras, write_ctp_dicom

@@ -7,8 +7,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ctperf.errors import InputError
+from ctperf.io.nifti import save_volume
 from ctperf.modeb.map_inputs import PARAMETRIC_MAP_UID, check_same_grid, load_map
-from ctperf.nifti_io import save_volume
 from ctperf.synthetic.vendor_maps import smooth_brain_map, write_colour_series
 
 AFF = np.array([[-0.9, 0, 0, 60.0], [0, -0.9, 0, 80.0], [0, 0, 5.0, -20.0], [0, 0, 0, 1]])

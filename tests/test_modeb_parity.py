@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.io.nifti import load_volume
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.pipeline_b import analyse_maps, saved_tissue
-from ctperf.nifti_io import load_volume
 from ctperf.pipeline import MASK_FILES, run_dicom_folder
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom

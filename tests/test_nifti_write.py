@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ctperf.nifti_io import load_volume, save_volume
+from ctperf.io.nifti import load_volume, save_volume
 
 
 @pytest.mark.parametrize("without_isal", [False, True])

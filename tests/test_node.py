@@ -84,7 +84,7 @@ def test_ten_concurrent_senders_results_arrive_in_orthanc(phantom, orthanc, tmp_
         nifti_dir = node.out / "results" / key
         src = pydicom.dcmread(files[0], stop_before_pixels=True)
         from ctperf.io.dicom_out.parametric_map import read_parametric_map
-        from ctperf.nifti_io import load_volume
+        from ctperf.io.nifti import load_volume
 
         kinds = set()
         for oid in new:

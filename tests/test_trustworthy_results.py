@@ -251,7 +251,7 @@ def study(tmp_path_factory):
     a coarser grid, and the run's outputs."""
     import pydicom
 
-    from ctperf.nifti_io import save_volume
+    from ctperf.io.nifti import save_volume
     from ctperf.synthetic import PhantomSpec, make_phantom
     from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 

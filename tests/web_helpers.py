@@ -45,7 +45,7 @@ def modeb_inputs(folder: Path):
     from scipy import ndimage
     from scipy.spatial import ConvexHull
 
-    from ctperf.nifti_io import save_volume
+    from ctperf.io.nifti import save_volume
     from ctperf.synthetic import PhantomSpec, make_phantom
     from ctperf.synthetic.screenshots import render_mip_screenshot
 

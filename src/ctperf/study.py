@@ -4,7 +4,7 @@ Axis convention (used everywhere in ctperf):
 - 4D arrays are ``(t, z, y, x)``; 3D arrays ``(z, y, x)``.  ``x`` is the DICOM column index, ``y`` the row
   index, ``z`` the slice index ordered along the slice normal.
 - ``affine_ras`` is a 4x4 matrix in nibabel's convention: it maps voxel index ``(i, j, k) = (x, y, z)`` to RAS+
-  world millimetres.  NIfTI files store volumes transposed to ``(x, y, z)`` (see :mod:`ctperf.nifti_io`).
+  world millimetres.  NIfTI files store volumes transposed to ``(x, y, z)`` (see :mod:`ctperf.io.nifti`).
 """
 
 from __future__ import annotations

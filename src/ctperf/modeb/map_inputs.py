@@ -2,7 +2,7 @@
 
 Accepted inputs for :func:`load_map`:
 
-- NIfTI (``.nii`` / ``.nii.gz``) via :func:`ctperf.nifti_io.load_volume`;
+- NIfTI (``.nii`` / ``.nii.gz``) via :func:`ctperf.io.nifti.load_volume`;
 - a scalar DICOM series: one file per slice (CT-like, ``RescaleSlope`` / ``RescaleIntercept`` applied) or one
   multi-frame file (e.g. Parametric Map storage 1.2.840.10008.5.1.4.1.1.30 with float pixel data, or enhanced CT)
   with per-frame positions in the functional groups;
@@ -25,7 +25,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ctperf.errors import InputError
-from ctperf.nifti_io import load_volume
+from ctperf.io.nifti import load_volume
 
 PARAMETRIC_MAP_UID = "1.2.840.10008.5.1.4.1.1.30"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

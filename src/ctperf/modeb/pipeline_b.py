@@ -28,13 +28,14 @@ from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks
 from ctperf.config import Config
+from ctperf.core.grid import resample_to_grid
 from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
+from ctperf.io.nifti import load_volume, save_volume
 from ctperf.metrics_io import build_metrics, write_metrics
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
-from ctperf.nifti_io import load_volume, resample_to_grid, save_volume
 from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir, with_study_id
 from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import spacing_xyz_mm, voxel_volume_ml

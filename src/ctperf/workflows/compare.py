@@ -142,7 +142,7 @@ def compare_studies(baseline: str | Path, followup: str | Path, out_dir: str | P
 
 def _register(baseline: Path, followup: Path, threshold: float, seed: int):
     from ctperf.analysis.registration import register_rigid, resample_to_fixed
-    from ctperf.nifti_io import load_volume
+    from ctperf.io.nifti import load_volume
     from ctperf.study import voxel_volume_ml
 
     base_hu, base_aff = load_volume(baseline / "aux" / "baseline_hu.nii.gz")
@@ -162,7 +162,7 @@ def _register(baseline: Path, followup: Path, threshold: float, seed: int):
 def _write(doc: dict, out_dir, maps) -> None:
     if out_dir is None:
         return
-    from ctperf.nifti_io import save_volume
+    from ctperf.io.nifti import save_volume
     from ctperf.pipeline import atomic_output_dir
 
     with atomic_output_dir(out_dir) as tmp:

@@ -224,7 +224,7 @@ class ResultStore:
         return res
 
     def preview_mask_bytes(self, rid: str, tmax_s: float, rcbf: float, mask: str) -> bytes:
-        from ctperf.nifti_io import save_volume
+        from ctperf.io.nifti import save_volume
 
         if mask not in MASK_VOLUMES:
             raise KeyError(mask)
@@ -233,7 +233,7 @@ class ResultStore:
 
     def curve_voxels_bytes(self, rid: str) -> bytes:
         """A label volume on the map grid: 1 at the AIF voxels, 2 at the VOF voxels."""
-        from ctperf.nifti_io import save_volume
+        from ctperf.io.nifti import save_volume
 
         saved = self._load(rid)
         lab = np.zeros(saved.perf.tmax.shape, np.uint8)
