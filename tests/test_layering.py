@@ -10,7 +10,7 @@ import pytest
 OUTER_LIBRARIES = ("nibabel", "pydicom", "highdicom", "matplotlib", "pynetdicom", "dask", "distributed", "fastapi",
                    "PIL", "reportlab")
 #: ctperf's outer layers (I/O, figures, workflows, applications).
-OUTER_CTPERF = ("ctperf.io", "ctperf.io.nifti", "ctperf.dicom_io", "ctperf.viz", "ctperf.qa_plots", "ctperf.report",
+OUTER_CTPERF = ("ctperf.io", "ctperf.nifti_io", "ctperf.dicom_io", "ctperf.viz", "ctperf.qa_plots", "ctperf.report",
                 "ctperf.pipeline", "ctperf.workflows", "ctperf.apps", "ctperf.cli")
 
 LAYERS = {

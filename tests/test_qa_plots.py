@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ctperf
-from ctperf.qa_plots import (
+from ctperf.viz.qa_figures import (
     FIGURE_NAMES,
     cbv_index_text,
     display_orientation,
@@ -23,8 +23,8 @@ from ctperf.qa_plots import (
     tmax_level_volumes,
     write_qa_figures,
 )
-from ctperf.report import write_summary_pdf
 from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
+from ctperf.viz.report import write_summary_pdf
 
 NZ, NY, NX = 6, 64, 64
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -382,7 +382,7 @@ def test_mode_b_into_a_mode_a_folder_is_refused(study):
 
 
 def test_pdf_header_names_the_study(study):
-    from ctperf import report
+    from ctperf.viz import report
     from ctperf.pipeline import lesions_and_indices, load_saved_result
     from ctperf.viz.raster import Canvas
 

@@ -335,12 +335,12 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
             ThreadPoolExecutor(max_workers=thread_count(cfg.compute.workers, 2)) as pool:
         jobs = [pool.submit(write_volumes, tmp), pool.submit(_write_aux, tmp, result)]
         if cfg.output.write_qa_png or cfg.output.write_pdf:
-            from ctperf import qa_plots, report
+            from ctperf.viz import qa_figures, report
 
             if cfg.output.write_pdf:
                 jobs.append(pool.submit(report.write_summary_pdf, perf, lesion, result.metrics, tmp / "report.pdf"))
             if cfg.output.write_qa_png:
-                qa_plots.write_qa_figures(perf, lesion, result.metrics, tmp / "qa")
+                qa_figures.write_qa_figures(perf, lesion, result.metrics, tmp / "qa")
         for job in jobs:
             job.result()
         if dicom_source is not None:

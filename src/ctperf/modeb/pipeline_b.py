@@ -286,12 +286,12 @@ def run_maps(mip, tmax, cbv, rcbf, aif_csv, vof_csv, out_dir, cfg: Config | None
         save_volume(tmp / "masks" / "roi_footprint_mask.nii.gz", roi.footprint_zyx, affine, dtype=np.uint8)
         if cfg.output.write_qa_png:
             from ctperf.modeb.roi_mip import load_screenshot
-            from ctperf.qa_plots import fig_roi_registration
+            from ctperf.viz.qa_figures import fig_roi_registration
 
             fig_roi_registration(load_screenshot(mip), tmax_v, affine, roi.mask2d_yx, res.lesion, res.metrics,
                                  tmp / "qa" / "roi_registration.png")
         if cfg.output.write_pdf:
-            from ctperf.report import write_summary_pdf
+            from ctperf.viz.report import write_summary_pdf
 
             view = summary_result(tmax_v, cbv_v, rcbf_v, affine, res, src, (t_aif, y_aif), (t_vof, y_vof))
             write_summary_pdf(view, res.lesion, res.metrics, tmp / "report.pdf")

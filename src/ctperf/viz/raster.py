@@ -3,7 +3,7 @@
 matplotlib costs ~0.5 s to import and ~0.1-0.4 s per figure (text layout, artists); the QA figures of a run are
 flat images with a few labels, so they are drawn here directly on a Pillow image instead (~20-50 ms each, and
 Pillow's own import is cheap).  Sizes are given in inches and points like matplotlib's so the layouts match
-:mod:`ctperf.qa_plots`' conventions; fonts are matplotlib's DejaVu Sans files when present (read from disk,
+:mod:`ctperf.viz.qa_figures`' conventions; fonts are matplotlib's DejaVu Sans files when present (read from disk,
 matplotlib is not imported).
 
 Nothing here touches process-global state: fonts are cached per thread and every call draws on its own image,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ctperf.analysis.stats.cohort import CohortStats, PredictorStats
-from ctperf.qa_plots import new_figure, save_figure
+from ctperf.viz.qa_figures import new_figure, save_figure
 
 
 def roc_figure(p: PredictorStats, path: Path) -> Path:

@@ -31,7 +31,7 @@ SUMMARY_DPI = 110
 
 def render_summary_page(perf, lesion, metrics: dict, dpi: int = SUMMARY_DPI) -> np.ndarray:
     """The summary page of ``report.pdf`` as an RGB uint8 array (rows, columns, 3)."""
-    from ctperf import report
+    from ctperf.viz import report
 
     return report.render_summary_page(perf, lesion, metrics or {}, dpi)
 
