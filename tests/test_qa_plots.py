@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import ctperf
+from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.viz.qa_figures import (
     FIGURE_NAMES,
     cbv_index_text,
-    display_orientation,
     metric_text,
     pvt_lines,
     qa_flags_of,
@@ -23,7 +23,6 @@ from ctperf.viz.qa_figures import (
     tmax_level_volumes,
     write_qa_figures,
 )
-from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.viz.report import write_summary_pdf
 
 NZ, NY, NX = 6, 64, 64
@@ -220,27 +219,6 @@ def test_large_study_is_fast(tmp_path):
     write_qa_figures(result, lesion, metrics, tmp_path / "qa")
     write_summary_pdf(result, lesion, metrics, tmp_path / "summary.pdf")
     assert time.perf_counter() - t0 < 10  # target ~3 s on a free core; generous for shared CI machines
-
-
-def test_radiological_orientation_from_affine():
-    standard = display_orientation(_affine(), (NZ, NY, NX))
-    assert not standard.flip_lr and not standard.flip_ud and not standard.transpose
-    assert (standard.left, standard.right, standard.top, standard.bottom) == ("R", "L", "A", "P")
-    flipped = display_orientation(_affine(flip_x=True), (NZ, NY, NX))
-    assert flipped.flip_lr and (flipped.left, flipped.right) == ("R", "L")
-    # A voxel at the patient's left (large x in the standard grid) is drawn on the image right.
-    col, _ = standard.point(10, NX - 5, (NY, NX))
-    assert col > NX / 2
-    col, _ = flipped.point(10, NX - 5, (NY, NX))  # in the flipped grid large x is the patient's right
-    assert col < NX / 2
-    # Rows along x and columns along y (transposed acquisition) are transposed back for display.
-    swapped = np.array([[0, -3.0, 0, 0], [-3.0, 0, 0, 0], [0, 0, 5.0, 0], [0, 0, 0, 1]])
-    tr = display_orientation(swapped, (NZ, NY, NX))
-    assert tr.transpose and (tr.left, tr.right, tr.top, tr.bottom) == ("R", "L", "A", "P")
-    # Slices ordered inferior to superior even when z runs downwards.
-    down = _affine()
-    down[2, 2] = -5.0
-    assert display_orientation(down, (NZ, NY, NX)).slice_order == tuple(range(NZ - 1, -1, -1))
 
 
 def test_metric_text_none_with_reason():

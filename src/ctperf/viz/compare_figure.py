@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ctperf.viz.qa_figures import display_orientation, draw_baseline, label_edges, new_figure, save_figure
+from ctperf.core.orientation import display_orientation
+from ctperf.viz.qa_figures import draw_baseline, label_edges, new_figure, save_figure
 
 REPERFUSED_RGBA = (0.1, 0.8, 0.2, 0.65)
 PERSISTENT_RGBA = (0.9, 0.1, 0.1, 0.65)

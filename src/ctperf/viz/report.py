@@ -19,6 +19,7 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.constants import DEFINITION_VERSION
+from ctperf.core.orientation import display_orientation
 from ctperf.results import LesionMasks, PerfusionResult
 from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 from ctperf.viz import raster
@@ -36,7 +37,6 @@ from ctperf.viz.qa_figures import (
     cbv_index_text,
     core_penumbra_mosaic,
     decimation_step,
-    display_orientation,
     fit_box,
     make_mosaic,
     map_mosaic,
