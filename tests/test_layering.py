@@ -17,7 +17,8 @@ LAYERS = {
     "core": (["ctperf.core.grid", "ctperf.core.morphology", "ctperf.core.midline", "ctperf.core.orientation"],
              ("ctperf.engine",)),
     "engine": (["ctperf.engine", "ctperf.engine.deconvolution", "ctperf.engine.regularise"], ()),
-    "analysis": (["ctperf.analysis.masks", "ctperf.analysis.indices", "ctperf.analysis.regions"], ("ctperf.engine",)),
+    "analysis": (["ctperf.analysis.masks", "ctperf.analysis.indices", "ctperf.analysis.regions",
+                  "ctperf.analysis.metrics"], ("ctperf.engine",)),
 }
 
 

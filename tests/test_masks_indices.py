@@ -8,10 +8,11 @@ import pytest
 
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks, remove_small_clusters
+from ctperf.analysis.metrics import build_metrics, dumps
 from ctperf.config import Config, Thresholds
 from ctperf.core.midline import hemispheres_from_plane, mirror
 from ctperf.engine.hemispheres import find_midline
-from ctperf.metrics_io import build_metrics, dumps, load_schema, write_metrics
+from ctperf.io.metrics_files import load_schema, write_metrics
 
 AFF = np.array([[-2.0, 0, 0, 63.0], [0, -2.0, 0, 80.0], [0, 0, 5.0, -10.0], [0, 0, 0, 1]])
 SHAPE = (6, 64, 64)

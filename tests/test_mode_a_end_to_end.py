@@ -12,7 +12,7 @@ import pytest
 
 from ctperf.config import Config
 from ctperf.core.grid import resample_to_grid
-from ctperf.metrics_io import load_schema
+from ctperf.io.metrics_files import load_schema
 from ctperf.pipeline import MASK_FILES, MAP_FILES, run_dicom_folder
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom

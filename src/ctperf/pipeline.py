@@ -27,12 +27,13 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks, sinus_region
+from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
 from ctperf.core.midline import hemispheres_from_plane
 from ctperf.errors import InputError
+from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
-from ctperf.metrics_io import build_metrics, to_strict, write_metrics
 from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.study import AcquisitionMeta, CTPStudy, spacing_xyz_mm, voxel_volume_ml
 

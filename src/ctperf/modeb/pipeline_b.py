@@ -27,12 +27,13 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks
+from ctperf.analysis.metrics import build_metrics
 from ctperf.config import Config
 from ctperf.core.grid import resample_to_grid
 from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
+from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
-from ctperf.metrics_io import build_metrics, write_metrics
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot

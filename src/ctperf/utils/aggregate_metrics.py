@@ -24,8 +24,8 @@ from typing import Callable
 import pandas as pd
 
 from ctperf.analysis.indices import UNITS
+from ctperf.analysis.metrics import flatten
 from ctperf.errors import CTPerfError, InputError
-from ctperf.metrics_io import flatten
 
 #: Columns that open every row, in this order.
 LEAD_COLUMNS = ("study", "study_id", "software_version", "definition_version", "mode")

@@ -197,7 +197,7 @@ def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: di
 
 
 def threshold(metrics: dict, name: str) -> float:
-    """A threshold from ``metrics["thresholds"]`` (as written by ctperf.metrics_io), else the config default."""
+    """A threshold from ``metrics["thresholds"]`` (as written by ctperf.analysis.metrics), else the config default."""
     section = (metrics or {}).get("thresholds")
     value = section.get(name) if isinstance(section, dict) else None
     if value is None:

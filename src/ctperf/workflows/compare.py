@@ -17,8 +17,8 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import prr_percent
+from ctperf.analysis.metrics import to_strict
 from ctperf.errors import InputError
-from ctperf.metrics_io import to_strict
 
 MAPS_NEEDED = ("tmax.nii.gz", "hypoperf_mask_tmax6.nii.gz", "aux/baseline_hu.nii.gz", "aux/tissue_mask.nii.gz")
 

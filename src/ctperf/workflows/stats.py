@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.metrics import to_strict
 from ctperf.analysis.stats import CohortStats, analyse_cohort
 from ctperf.errors import InputError
-from ctperf.metrics_io import to_strict
 
 METHODS = (
     "Discrimination: receiver operating characteristic (ROC) analysis; area under the curve (AUC) with a 95 % "
