@@ -5,19 +5,9 @@ import pytest
 from nibabel.orientations import aff2axcodes
 
 from ctperf.core.orientation import direction_letter, display_orientation
+from test_qa_plots import NX, NY, NZ, _affine  # the standard and flipped axial grids of the figure tests
 
-NZ, NY, NX = 6, 64, 64
 OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
-
-
-def _affine(flip_x: bool = False) -> np.ndarray:
-    """Standard axial scan: column index toward patient left (RAS x decreasing), row index toward posterior."""
-    a = np.diag([-3.0, -3.0, 5.0, 1.0])
-    a[:3, 3] = (96.0, 96.0, -10.0)
-    if flip_x:
-        a[0, 0] = 3.0
-        a[0, 3] = -96.0
-    return a
 
 
 def test_radiological_orientation_from_affine():
