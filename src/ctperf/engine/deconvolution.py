@@ -732,9 +732,14 @@ def _model_lookups(table_m_y: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> n
 
 
 def _weighted_lookup(table_m_y: np.ndarray, weight_m_n: np.ndarray, i0: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """``sum_m weight[m] * table[m](y)`` per voxel (:func:`_model_lookups`); each voxel's sum runs over its
-    contiguous models (numpy's pairwise summation, as for a column-gathered layout)."""
-    terms = _model_lookups(table_m_y, i0, frac)
+    """``sum_m weight[m] * table[m](y)`` per voxel (:func:`_model_lookups`, :func:`_weighted_sum`)."""
+    return _weighted_sum(_model_lookups(table_m_y, i0, frac), weight_m_n, in_place=True)
+
+
+def _weighted_sum(values_n_m: np.ndarray, weight_m_n: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """``sum_m weight[m] * values[:, m]`` per voxel; each voxel's sum runs over its contiguous models (numpy's
+    pairwise summation, as for a column-gathered layout).  ``in_place``: ``values_n_m`` may be overwritten."""
+    terms = values_n_m if in_place else values_n_m.copy()
     terms *= np.asarray(weight_m_n).T
     return terms.sum(axis=1)
 
@@ -965,7 +970,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     def solve_chunk(start: int) -> None:
         """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
         stop = min(n, start + _CHUNK)
-        if guided and height_prior is not None:
+        if height_prior is not None:
             weight[:, start:stop] = apply_prior(regional[:, start:stop], height_prior)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1)
         todo = np.arange(stop - start)
@@ -983,8 +988,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                     gi = g_idx_all[sel]
                     i0, fr = pos_filt[0][sel], pos_filt[1][sel]
                     w_sel = weight[:, sel]
-                    lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr)
-                                     - _weighted_lookup(shift_y[:, j], w_sel, i0, fr), 0.0)
+                    shift_j = _model_lookups(shift_y[:, j], i0, fr)  # every model's noise-free shift at level j
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr) - _weighted_sum(shift_j, w_sel),
+                                     0.0)
                     early = _time_index(g_t[sel] - lag, dt_s, t, n_neg)
                     win = _search_window(r_ok, t, n_neg)
                     pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
@@ -994,12 +1000,13 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                         log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
                         w_shift = apply_prior(regional[:, sel], tmax_prior)
                         i_s, fr_s = pos_shift[0][sel], pos_shift[1][sel]
-                        # every model's noise-free shift: their weighted sum (= _weighted_lookup) and their spread
+                        # every model's noise-free shift at the shift's MTT: their weighted sum and their spread
                         # between dispersions
-                        per_model = _model_lookups(shift_y[:, j], i_s, fr_s)
+                        per_model = (shift_j if pos_shift is pos_filt else
+                                     _model_lookups(shift_y[:, j], i_s, fr_s))
                         shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
                                                       q_pos[1][sel]) if noise_aware else
-                                      (per_model * w_shift.T).sum(axis=1))
+                                      _weighted_sum(per_model, w_shift))
                         shift_sd[sel] = dispersion_spread(per_model, w_shift, family)
                 rmax[sel] = pk
                 tmax[sel] = tm
