@@ -24,18 +24,22 @@ def test_prefer_small_pages_respects_the_users_choice(monkeypatch):
         _set_madvise_hugepage(before)
 
 
-
 def test_single_threaded_blas_respects_the_users_choice(monkeypatch):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from ctperf.apps.runtime import BLAS_THREAD_VARIABLES, single_threaded_blas
 
-    with threadpool_limits(limits=None):  # restores the test process's own limits on exit
+    # two threads first (the test session itself runs on one, tests/conftest.py); the limits are restored on exit
+    with threadpool_limits(limits=2, user_api="blas"):
         for name in BLAS_THREAD_VARIABLES:
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
         assert single_threaded_blas() is False
+
+        def blas_threads():
+            return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+        assert blas_threads() and all(n == 2 for n in blas_threads())  # the user's setting is left alone
         monkeypatch.delenv("OPENBLAS_NUM_THREADS")
         assert single_threaded_blas() is True
-        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-        assert blas and all(n == 1 for n in blas)  # numpy's OpenBLAS (and scipy's, once loaded)
+        assert all(n == 1 for n in blas_threads())  # numpy's OpenBLAS (and scipy's, once loaded)
