@@ -228,8 +228,9 @@ def test_study_scope_uses_one_model_for_every_voxel():
 
 def _family_evidence(shape, dispersion, noise_hu, n_groups=48, per_group=9, seed=0):
     """Summed log-likelihood of each model of the default family for noisy groups of curves of one residue."""
-    from ctperf.engine.deconvolution import (
-        _family_tables, _filters, circulant_spectrum, model_family, model_log_evidence, padded_length)
+    from ctperf.engine.deconvolution import circulant_spectrum, model_family, model_log_evidence, padded_length
+    from ctperf.engine.deconvolution.emulation import _family_tables
+    from ctperf.engine.deconvolution.regularisation import _filters
 
     cfg = DeconvolutionConfig()
     rng = np.random.default_rng(seed)
@@ -288,7 +289,7 @@ def test_curve_evidence_regional_option_runs_and_is_bounded():
 def test_banded_argmax_matches_the_masked_argmax():
     """``_argmax_between`` reads only the band of columns it searches; it must pick what a full-width masked argmax
     picks (first of equal maxima, NaN as the maximum, 0 for an empty range)."""
-    from ctperf.engine.deconvolution import _argmax_between, _argmax_near
+    from ctperf.engine.deconvolution.peaks import _argmax_between, _argmax_near
 
     rng = np.random.default_rng(0)
     for trial in range(200):

@@ -13,9 +13,10 @@ import pytest
 
 from ctperf.config import Config
 from ctperf.errors import ConfigError
-from ctperf.engine.deconvolution import (NOISE_Q_GRID, _blended_lookup, _grid_position, _observable_tables,
-                                        _family_tables, _filters, circulant_spectrum, aif_noise_floor, model_family,
+from ctperf.engine.deconvolution import (NOISE_Q_GRID, aif_noise_floor, circulant_spectrum, model_family,
                                         noisy_shift_tables, padded_length)
+from ctperf.engine.deconvolution.emulation import _blended_lookup, _family_tables, _grid_position, _observable_tables
+from ctperf.engine.deconvolution.regularisation import _filters
 from ctperf.engine import method_description
 from ctperf.engine.noise_emulation import denoised_noise
 

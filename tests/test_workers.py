@@ -45,6 +45,7 @@ def _pool_sizes(monkeypatch, *modules):
 
 def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
     from ctperf.engine import deconvolution as dcv
+    from ctperf.engine.deconvolution import circulant, emulation, evidence
 
     rng = np.random.default_rng(0)
     t = np.arange(40.0)
@@ -53,8 +54,8 @@ def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
     tau = rng.uniform(2.0, 8.0, 300)
     resid = np.exp(-t[None, :] / tau[:, None])
     tissue = 0.01 * np.array([np.convolve(aif, r)[:40] for r in resid]) + rng.normal(0, 1.0, (300, 40))
-    monkeypatch.setattr(dcv, "_CHUNK", 64)  # 5 chunks, so the pool size is not capped by the work
-    sizes = _pool_sizes(monkeypatch, dcv)
+    monkeypatch.setattr(circulant, "_CHUNK", 64)  # 5 chunks, so the pool size is not capped by the work
+    sizes = _pool_sizes(monkeypatch, circulant, emulation, evidence)
     cfg = Config().deconvolution
     groups = np.arange(300) // 10
     outs = {}
@@ -73,7 +74,9 @@ def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
 
 def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
     import ctperf.engine.denoise
-    import ctperf.engine.deconvolution
+    import ctperf.engine.deconvolution.circulant
+    import ctperf.engine.deconvolution.emulation
+    import ctperf.engine.deconvolution.evidence
     import ctperf.engine.maps
     from ctperf.engine import compute_perfusion
     from ctperf.study import CTPStudy
@@ -81,7 +84,9 @@ def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
 
     ph = make_phantom(PhantomSpec(**SMALL, lesion="left", seed=0))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
-    sizes = _pool_sizes(monkeypatch, ctperf.engine.denoise, ctperf.engine.deconvolution, ctperf.engine.maps)
+    dcv = ctperf.engine.deconvolution
+    sizes = _pool_sizes(monkeypatch, ctperf.engine.denoise, dcv.circulant, dcv.emulation, dcv.evidence,
+                        ctperf.engine.maps)
     reg = {"deconvolution": {"map_regularisation": True}}  # its bilateral filter has a pool too
     one = compute_perfusion(study, Config.from_dict({"compute": {"workers": 1}, **reg}))
     assert len(sizes) >= 5 and set(sizes) == {1}, sizes  # denoise, deconvolution, 4 median filters, regularisation

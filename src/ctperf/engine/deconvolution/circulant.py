@@ -1,0 +1,273 @@
+"""Block-circulant deconvolution of all voxels at once: the ladder of regularisation levels, the guided peak search and
+the regularisation-bias correction (:func:`deconvolve_circulant`)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.fft as sfft
+
+from ctperf.config import DeconvolutionConfig, side_thread, thread_count
+from ctperf.engine.deconvolution.emulation import (NOISE_Q_GRID, PLUG_FLOW_SHAPE_K, _blended_lookup, _family_tables,
+                                                   _grid_position, _model_lookups, _observable_tables,
+                                                   _weighted_lookup, _weighted_sum, apply_bias_correction,
+                                                   dispersion_spread, model_family, noisy_shift_tables)
+from ctperf.engine.deconvolution.evidence import (_map_rows, _voxels_or_all, _weights_from_curves, mean_model_weights,
+                                                  model_weights, study_model_weights)
+from ctperf.engine.deconvolution.output import _CHUNK, DeconvolutionOutput
+from ctperf.engine.deconvolution.peaks import _peak_signed, _search_window, _time_index
+from ctperf.engine.deconvolution.prior import apply_prior, model_prior, study_model_mixture
+from ctperf.engine.deconvolution.regularisation import (_filters, aif_noise_floor, circulant_spectrum,
+                                                        oscillation_index, padded_length)
+
+
+def _guide_windows(tissue: np.ndarray, top_filter: np.ndarray, length: int, n_neg: int,
+                   n_threads: int) -> np.ndarray:
+    """Peak-search windows (:func:`_search_window`, (n, T + n_neg) float32) of every voxel's most regularised
+    residue (``top_filter``), chunk by chunk; kept so the guide's peak can be read again at another time without
+    a second pass of FFTs."""
+    n, t = tissue.shape
+    win = np.empty((n, t + n_neg), np.float32)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
+        r_top = sfft.irfft(c_spec * top_filter[None], n=length, axis=1, workers=n_threads)
+        win[start:stop] = _search_window(r_top, t, n_neg)
+    return win
+
+
+def _guide_peaks(windows: np.ndarray, auc_ratio: np.ndarray, dt_s: float, t: int, n_neg: int,
+                 centre_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``y = log(peak / area)`` and the peak time (s) of the guide residues' search ``windows``
+    (:func:`_guide_windows`); with ``centre_idx`` the peak is taken within +- 1 sample of those window indices."""
+    n = len(windows)
+    y, g_t = np.zeros(n), np.zeros(n)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        near = None if centre_idx is None else centre_idx[start:stop]
+        p_top, g_t[start:stop] = _peak_signed(None, dt_s, t, n_neg, centre_idx=near, half_width=1,
+                                              window=windows[start:stop])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y[start:stop] = np.log(p_top / auc_ratio[start:stop])
+    return y, g_t
+
+
+def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
+                         method: str | None = None, max_negative_delay_s: float = 4.0,
+                         tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
+                         evidence_filter=None, evidence_mask: np.ndarray | None = None,
+                         prior_blocks: np.ndarray | None = None, workers: int | None = None,
+                         noise_vectors: np.ndarray | None = None,
+                         noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
+    """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
+
+    tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
+    shape_groups : (n,) int labels of the groups of voxels whose mean curves measure the models' likelihoods.
+    weight_filter : ``model_evidence = "residues"``, regional scope: a function smoothing per-voxel weights (n,).
+    evidence_filter : ``model_evidence = "curves"``, regional scope: a function summing per-voxel
+    log-likelihoods (n,) over each voxel's neighbourhood (e.g. an in-plane Gaussian with peak 1).
+    evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
+    the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
+    prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
+    study-wide prior of the models (``dispersion_prior = "study"``: :func:`study_model_mixture`); None = uniform.
+    workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
+    noise_vectors, noise_rms : (n_vec, T) curves of the study's denoised noise and (n,) each voxel's noise RMS (same
+    units as the curves; :mod:`ctperf.engine.noise_emulation`): given both, the guided correction's Tmax shift is
+    the noise-aware one (:func:`noisy_shift_tables`, at each voxel's noise RMS / curve peak).
+
+    Tmax values are signed (a peak before the arrival is negative); :func:`deconvolve` bounds them.
+    """
+    n_threads = thread_count(workers)
+    method = method or cfg.method
+    tissue = np.asarray(tissue_nt, np.float32)
+    n, t = tissue.shape
+    length = padded_length(t)
+    spec = circulant_spectrum(aif_t, dt_s, length)
+    filters, levels = _filters(spec, method, cfg, aif_noise_floor(aif_t)[1])
+    n_neg = int(round(max_negative_delay_s / dt_s))
+    sub = max(1, int(round(cfg.oi_reference_dt_s / dt_s)))
+    target = float(cfg.oscillation_index)
+    guided = cfg.peak_window_s is not None and cfg.peak_window_s >= 0 and len(filters) > 1
+    half_w = int(round(cfg.peak_window_s / dt_s)) if guided else 0
+    tmax_half_w = max(1, int(round(cfg.tmax_window_s / dt_s)))
+    top = len(filters) - 1
+
+    rmax = np.zeros(n, np.float32)
+    tmax = np.zeros(n, np.float32)
+    rmax_std = rmax if not guided else np.zeros(n, np.float32)  # the standard convention (unguided peak)
+    tmax_std = tmax if not guided else np.zeros(n, np.float32)
+    thr = np.full(n, levels[-1], np.float32)
+    level = np.full(n, top, np.int16)
+    a_sum = float(np.sum(aif_t))
+    auc_ratio = tissue.sum(axis=1, dtype=np.float64) / a_sum if a_sum > 0 else np.zeros(n)
+    tau_grid = np.geomspace(0.3, 60.0, 48)
+    correct = cfg.correct_regularisation_bias
+    family = model_family(cfg) if len(filters) > 1 else [(1.0, 0.0)]
+    heights = shifts = rel_heights = None
+    noise_aware = correct and guided and noise_vectors is not None and noise_rms is not None and len(noise_vectors) > 0
+    q_pos = noisy_shift_y = None
+    if correct or guided:
+        heights, shifts, true_h, model_spectra = _family_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid,
+                                                                family, n_threads)
+        rel_heights = heights / np.maximum(true_h[:, None, :], 1e-9)  # estimated / true peak of h (x) R
+
+    g_t = np.zeros(n, np.float64)
+    g_idx_all = height_prior = None
+    if guided:
+        # pass 1: the weight of each model residue for each voxel (the evidence of the groups in its
+        # neighbourhood or in the whole study: see model_log_evidence), the peak of the most regularised residue
+        # (robust to noise) and the voxel's MTT under each model
+        n_m = len(family)
+
+        def weight_maps() -> tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]:
+            """Each region's model weights (n_models, n), and the study's mixture of models (n_models,) with
+            (blocks used, blocks offered) when a study prior is set."""
+            if n_m == 1:
+                return np.ones((1, n), np.float32), None, None
+            if prior_blocks is None or len(prior_blocks) == 0:
+                return evidence_weights(), None, None
+
+            def mixture() -> tuple[np.ndarray, int]:
+                return study_model_mixture(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], dt_s,
+                                           length, n_neg, tau_grid, cfg.dispersion_prior_min_cnr)
+
+            # the mixture and the regional evidence are independent: side by side with more than one thread
+            with side_thread(n_threads) as beside:
+                pending_mixture = beside.submit(mixture) if beside is not None else None
+                w = evidence_weights()
+                p, used = pending_mixture.result() if pending_mixture is not None else mixture()
+            return w, p, (used, len(prior_blocks))
+
+        def evidence_weights() -> np.ndarray:
+            grp = np.arange(n) if shape_groups is None else np.asarray(shape_groups)
+            ev = _voxels_or_all(evidence_mask, n)
+            if cfg.model_evidence == "curves":
+                return _weights_from_curves(tissue, grp, ev, aif_t, filters[top], model_spectra, heights[:, top],
+                                            dt_s, length, n_neg, tau_grid, cfg.model_weights_scope,
+                                            evidence_filter, n_threads)
+            w = model_weights(tissue, grp, aif_t, filters, model_spectra, heights, dt_s, length, n_neg,
+                              tau_grid, tmax_half_w, sub, target, n_threads)
+            if cfg.model_weights_scope == "study":
+                return study_model_weights(w, ev)
+            if weight_filter is not None:
+                w = _map_rows(weight_filter, w, n_threads)
+                w /= np.maximum(w.sum(axis=0, keepdims=True), 1e-12)
+            return w
+
+        # the model weights (block means) and the guide residues (every voxel) are independent: with more than one
+        # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
+        with side_thread(n_threads) as side:
+            pending_weight = side.submit(weight_maps) if side is not None else None
+            guide_win = _guide_windows(tissue, filters[top], length, n_neg, n_threads)
+            y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
+            if tau_filter is not None:
+                # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise
+                # puts its maximum where the noise is highest, which lifts the peak read there; the guide's height
+                # is then read at the filtered time (+- 1 sample).  A second reading: the median needs every
+                # voxel's time first.
+                g_t = np.asarray(tau_filter(g_t), np.float64)
+                y, _ = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg,
+                                    centre_idx=_time_index(g_t, dt_s, t, n_neg))
+            del guide_win
+            g_idx_all = _time_index(g_t, dt_s, t, n_neg)
+            # the tables as functions of y = log(peak / area) (each model's MTT follows from y); y outside the range
+            # of the MTT grid is clipped to it.  (Still beside the model weights, which need none of this.)
+            y_grid = np.linspace(-np.log(tau_grid[-1]) - 1.0, -np.log(tau_grid[0]) + 1.0, 512)
+            y = np.clip(np.nan_to_num(y, nan=y_grid[0], posinf=y_grid[-1], neginf=y_grid[0]), y_grid[0], y_grid[-1])
+            # noise-robust MTT for the height lookup and the lag-aware window: the filtered observable
+            y_filt = (y if tau_filter is None
+                      else np.clip(np.asarray(tau_filter(y), np.float64), y_grid[0], y_grid[-1]))
+            log_h_y, shift_y = _observable_tables(heights[:, top], [np.log(np.clip(rel_heights, 0.2, 1.2)), shifts],
+                                                  tau_grid, y_grid)
+            if noise_aware:
+                noisy_shift_y = noisy_shift_tables(aif_t, filters, dt_s, length, t, n_neg, tau_grid, model_spectra,
+                                                   shifts, shift_y, y_grid, tmax_half_w, sub, target, noise_vectors,
+                                                   n_threads=n_threads)
+                q_pos = _grid_position(np.asarray(noise_rms, np.float64) / np.maximum(tissue.max(axis=1), 1e-3),
+                                       NOISE_Q_GRID)
+            regional, mixture, prior_used = pending_weight.result() if pending_weight is not None else weight_maps()
+        # the weights of the height correction (and of the guided height search; with a study prior, filled chunk by
+        # chunk in solve_chunk's threads) and the prior of the Tmax shift's weights, which leaves out the plug-flow
+        # models (their flat top has no defined peak time)
+        height_prior = None if mixture is None else model_prior(mixture, family, cfg.height_prior)
+        weight = regional if height_prior is None else np.empty_like(regional)
+        in_shift = np.array([not (cfg.tmax_shift_without_plug_flow and k >= PLUG_FLOW_SHAPE_K) for k, _ in family])
+        tmax_prior = in_shift.astype(np.float64)
+        if mixture is not None:
+            tmax_prior *= model_prior(mixture, family, cfg.tmax_prior)
+
+        pos_filt = _grid_position(y_filt, y_grid)
+        pos_shift = pos_filt if cfg.tmax_shift_mtt == "filtered" else _grid_position(y, y_grid)
+
+    def solve_chunk(start: int) -> None:
+        """Ladder of regularisation levels for voxels ``start : start + _CHUNK`` (writes disjoint slices)."""
+        stop = min(n, start + _CHUNK)
+        if height_prior is not None:
+            weight[:, start:stop] = apply_prior(regional[:, start:stop], height_prior)
+        c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1)
+        todo = np.arange(stop - start)
+        for j, filt in enumerate(filters):
+            r = sfft.irfft(c_spec[todo] * filt[None], n=length, axis=1)
+            ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::sub]) <= target
+            if ok.any():
+                sel = start + todo[ok]
+                r_ok = r if ok.all() else r[ok]
+                if not guided:
+                    pk, tm = _peak_signed(r_ok, dt_s, t, n_neg)
+                else:
+                    # the peak of level j lies between the guide's peak moved earlier by the difference of the two
+                    # levels' regularisation lags (emulated at the voxel's MTT and shape) and the guide's peak
+                    gi = g_idx_all[sel]
+                    i0, fr = pos_filt[0][sel], pos_filt[1][sel]
+                    w_sel = weight[:, sel]
+                    shift_j = _model_lookups(shift_y[:, j], i0, fr)  # every model's noise-free shift at level j
+                    lag = np.maximum(_weighted_lookup(shift_y[:, top], w_sel, i0, fr) - _weighted_sum(shift_j, w_sel),
+                                     0.0)
+                    early = _time_index(g_t[sel] - lag, dt_s, t, n_neg)
+                    win = _search_window(r_ok, t, n_neg)
+                    pk, _ = _peak_signed(r_ok, dt_s, t, n_neg, half_width=half_w, span_idx=(early, gi), window=win)
+                    _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=tmax_half_w, window=win)
+                    rmax_std[sel], tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
+                    if correct:  # the level's bias correction, looked up here so it runs in the chunks' threads
+                        log_h[sel] = _weighted_lookup(log_h_y[:, j], w_sel, i0, fr)
+                        w_shift = apply_prior(regional[:, sel], tmax_prior)
+                        i_s, fr_s = pos_shift[0][sel], pos_shift[1][sel]
+                        # every model's noise-free shift at the shift's MTT: their weighted sum and their spread
+                        # between dispersions
+                        per_model = (shift_j if pos_shift is pos_filt else
+                                     _model_lookups(shift_y[:, j], i_s, fr_s))
+                        shift[sel] = (_blended_lookup(noisy_shift_y[:, j], w_shift, i_s, fr_s, q_pos[0][sel],
+                                                      q_pos[1][sel]) if noise_aware else
+                                      _weighted_sum(per_model, w_shift))
+                        shift_sd[sel] = dispersion_spread(per_model, w_shift, family)
+                rmax[sel] = pk
+                tmax[sel] = tm
+                thr[sel] = levels[j]
+                level[sel] = j
+            todo = todo[~ok]
+            if len(todo) == 0:
+                break
+
+    # guided correction: the log height factor and the peak shift of each voxel at its level (set by solve_chunk)
+    log_h = np.zeros(n) if guided and correct else None
+    shift = np.zeros(n) if guided and correct else None
+    shift_sd = np.zeros(n, np.float32) if guided and correct else None
+    # chunks in parallel threads (FFTs and numpy reductions release the GIL)
+    with ThreadPoolExecutor(max_workers=thread_count(n_threads, -(-n // _CHUNK))) as pool:
+        list(pool.map(solve_chunk, range(0, n, _CHUNK)))
+    out = DeconvolutionOutput(rmax_per_s=rmax, tmax_s=tmax.astype(np.float32), threshold=thr,
+                              rmax_standard_per_s=rmax_std.copy(), tmax_standard_s=tmax_std.astype(np.float32),
+                              model_family=family if guided else None,
+                              model_weight_mean=mean_model_weights(weight, evidence_mask) if guided else None,
+                              study_mixture=mixture if guided else None,
+                              dispersion_prior_blocks=prior_used if guided else None)
+    if correct:
+        if not guided:  # unguided: per-voxel MTT from its own peak, single (first) model
+            out.rmax_per_s, out.tmax_s = apply_bias_correction(rmax, tmax, level, auc_ratio, heights[0],
+                                                               rel_heights[0], shifts[0], tau_grid)
+        else:
+            out.rmax_per_s = (rmax * np.exp(-log_h)).astype(np.float32)
+            out.tmax_s = (tmax - shift).astype(np.float32)
+            out.tmax_dispersion_sd_s = shift_sd
+    return out
