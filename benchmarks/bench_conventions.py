@@ -18,8 +18,8 @@ import numpy as np
 
 def measure(noise_hu: float, dispersion_s: float) -> dict:
     from ctperf.config import Config
+    from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
     from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
     ph = make_phantom(PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=noise_hu, lesion="left",

@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from ctperf.config import Config
+    from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
 
     make = _random_input if args.random else _phantom_input
     hu, times, aff = make(args.matrix, args.slices, args.frames)

@@ -164,7 +164,7 @@ def run_engine(study, cfg):
 
 
 def study_of(ph):
-    from ctperf.study import CTPStudy
+    from ctperf.core.types import CTPStudy
 
     return CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
 

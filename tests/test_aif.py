@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ctperf.core.types import Curve
 from ctperf.engine.aif import area_with_tail, curve_features, less_affected_side, select_aif_vof
-from ctperf.results import Curve
 
 T = np.arange(0, 60.0, 1.0)
 

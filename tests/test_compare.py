@@ -42,8 +42,8 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_reperfusion_after_registration(studies, tmp_path):
+    from ctperf.core.types import voxel_volume_ml
     from ctperf.io.nifti import load_volume
-    from ctperf.study import voxel_volume_ml
 
     r = _cli("compare", "--baseline", str(studies / "base" / "out"), "--followup",
              str(studies / "reperfused" / "out"), "--out_dir", str(tmp_path / "c1"))

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.core.types import CTPStudy
 from ctperf.engine import compute_perfusion, model_weight_summary
 from ctperf.engine.deconvolution import mean_model_weights
-from ctperf.study import CTPStudy
 from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.core.types import CTPStudy
 from ctperf.engine import compute_perfusion
-from ctperf.study import CTPStudy
 from ctperf.synthetic import phantom as synthetic
 
 _CACHE: dict = {}

@@ -12,9 +12,8 @@ from ctperf import engine
 from ctperf.analysis.indices import lesion_side
 from ctperf.analysis.masks import lesion_masks
 from ctperf.config import Config, Thresholds
+from ctperf.core.types import CTPStudy, Hemispheres
 from ctperf.engine import maps as mp
-from ctperf.results import Hemispheres
-from ctperf.study import CTPStudy
 from ctperf.synthetic import phantom as synthetic
 
 

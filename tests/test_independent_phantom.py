@@ -23,8 +23,8 @@ from scipy import ndimage
 
 import independent_phantom as ip
 from ctperf.config import Config
+from ctperf.core.types import CTPStudy
 from ctperf.engine import compute_perfusion
-from ctperf.study import CTPStudy
 
 SCENARIOS = {
     "exp3": dict(residue="exponential", noise_hu=3.0, cortical_veins=True),

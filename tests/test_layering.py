@@ -14,7 +14,8 @@ OUTER_CTPERF = ("ctperf.io", "ctperf.nifti_io", "ctperf.dicom_io", "ctperf.viz",
                 "ctperf.pipeline", "ctperf.workflows", "ctperf.apps", "ctperf.cli")
 
 LAYERS = {
-    "core": (["ctperf.core.grid", "ctperf.core.morphology", "ctperf.core.midline", "ctperf.core.orientation"],
+    "core": (["ctperf.core.grid", "ctperf.core.morphology", "ctperf.core.midline", "ctperf.core.orientation",
+              "ctperf.core.types"],
              ("ctperf.engine",)),
     "engine": (["ctperf.engine", "ctperf.engine.deconvolution", "ctperf.engine.regularise"], ()),
     "analysis": (["ctperf.analysis.masks", "ctperf.analysis.indices", "ctperf.analysis.regions",

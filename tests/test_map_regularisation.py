@@ -190,9 +190,9 @@ def test_tmax_filtered_before_its_bound_is_not_read_late():
 @pytest.fixture(scope="module")
 def small_phantom():
     """A small noisy phantom study and its default compute_perfusion result, shared by the wiring tests."""
-    from ctperf.synthetic import phantom as synthetic
+    from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
+    from ctperf.synthetic import phantom as synthetic
 
     ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=96, n_slices=2, pixel_mm=2.0, noise_hu=8.0,
                                                       lesion="left", seed=1))

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from ctperf.config import Config
+from ctperf.core.types import voxel_volume_ml
 from ctperf.errors import InputError
 from ctperf.modeb.colormap_decode import ColourBar, decode_rgb, find_colour_bar
 from ctperf.modeb.colour_mip import is_colour_coded
 from ctperf.modeb.pipeline_b import analyse_maps
 from ctperf.modeb.roi_mip import axial_mip, roi_from_screenshot
-from ctperf.study import voxel_volume_ml
 from ctperf.synthetic import PhantomSpec, make_phantom
 from ctperf.synthetic.screenshots import blob_polygon, render_mip_screenshot
 from ctperf.synthetic.vendor_maps import ramp_colours, render_colour_slice, smooth_brain_map

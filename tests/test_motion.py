@@ -12,8 +12,8 @@ import pytest
 from ctperf.config import Config
 from ctperf.engine.motion import (estimate_inplane_motion, frame_displacement_mm, relative_to_frame,
                            warp_frame_inplane)
+from ctperf.core.types import CTPStudy
 from ctperf.pipeline import analyse_study
-from ctperf.study import CTPStudy
 from ctperf.synthetic import PhantomSpec, make_phantom
 
 SPEC = dict(matrix=128, n_slices=6, pixel_mm=1.7, noise_hu=8.0, seed=5, lesion="left")

@@ -97,8 +97,8 @@ def test_option_is_off_by_default_validated_and_recorded():
 @functools.cache
 def _phantom_row(dispersion_s: float, noise_aware: bool) -> dict:
     """Undispersed / dispersed project phantom at 8 HU, the study mixture as the Tmax shift's prior."""
+    from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
     from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
     ph = make_phantom(PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=8.0, lesion="left",

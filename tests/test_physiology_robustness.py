@@ -11,9 +11,9 @@ import pytest
 
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.config import Config, Thresholds
+from ctperf.core.types import Hemispheres, LesionMasks
 from ctperf.engine.aif import bolus_plausible, partial_volume_scale
 from ctperf.engine.reference import hypoperfusion_pattern, normal_reference, reference_shortfall
-from ctperf.results import Hemispheres, LesionMasks
 from ctperf.synthetic import phantom as synthetic
 
 # ------------------------------------------------------------------------------------ generated Tmax maps
@@ -126,8 +126,8 @@ def test_partial_volume_scale_is_continuous():
 
 
 def _phantom_run(contra=None, **spec):
+    from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
-    from ctperf.study import CTPStudy
 
     ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, seed=0, **spec))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
@@ -169,8 +169,8 @@ def test_truncated_bolus_is_flagged_with_affected_maps():
 def test_bilateral_hypoperfusion_end_to_end():
     """Left + right MCA lesions (two noise-free phantoms combined, noise added): flagged, reference from normal
     Tmax tissue of both hemispheres, no hemisphere-comparing index."""
+    from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
-    from ctperf.study import CTPStudy
 
     def hu(lesion):
         return synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=6, pixel_mm=1.6, noise_hu=0.0,
@@ -211,8 +211,8 @@ def test_noisy_aif_is_flagged_end_to_end():
     """qa_flags.aif_noisy: off at standard dose (AIF noise floor measured 0.005 at 8 HU, 0.009 at 15 HU per voxel),
     raised when the AIF's noise floor exceeds the ladder's lowest truncation level (40 HU per voxel: 0.059); the
     ladder then starts above aif_noise_margin x the floor (qa_values.lowest_regularisation)."""
+    from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
 
     for noise_hu, noisy in ((8.0, False), (40.0, True)):
         ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=96, n_slices=2, pixel_mm=2.0, noise_hu=noise_hu,

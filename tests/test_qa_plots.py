@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ctperf
-from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
+from ctperf.core.types import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
 from ctperf.viz.qa_figures import (
     FIGURE_NAMES,
     cbv_index_text,

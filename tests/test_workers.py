@@ -73,13 +73,13 @@ def test_deconvolve_workers_reach_the_pool_and_change_nothing(monkeypatch):
 
 
 def test_compute_perfusion_passes_workers_to_every_pool(monkeypatch):
-    import ctperf.engine.denoise
+    from ctperf.core.types import CTPStudy
+    from ctperf.engine import compute_perfusion
     import ctperf.engine.deconvolution.circulant
     import ctperf.engine.deconvolution.emulation
     import ctperf.engine.deconvolution.evidence
+    import ctperf.engine.denoise
     import ctperf.engine.maps
-    from ctperf.engine import compute_perfusion
-    from ctperf.study import CTPStudy
     from ctperf.synthetic import PhantomSpec, make_phantom
 
     ph = make_phantom(PhantomSpec(**SMALL, lesion="left", seed=0))

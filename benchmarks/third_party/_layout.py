@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ctperf.study import CTPStudy
+from ctperf.core.types import CTPStudy
 from ctperf.synthetic import physics as P
 
 #: Tissue curve scale CT / indicator-dilution (no density, no haematocrit): multiply a tissue concentration

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctperf.study import CTPStudy
+from ctperf.core.types import CTPStudy
 
 from . import data_dir
 from ._layout import ThirdPartyCase, venous_outflow

@@ -31,11 +31,11 @@ from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
 from ctperf.core.midline import hemispheres_from_plane
+from ctperf.core.types import (AcquisitionMeta, CTPStudy, Curve, LesionMasks, PerfusionResult, TissueMasks,
+                               spacing_xyz_mm, voxel_volume_ml)
 from ctperf.errors import InputError
 from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
-from ctperf.results import Curve, LesionMasks, PerfusionResult, TissueMasks
-from ctperf.study import AcquisitionMeta, CTPStudy, spacing_xyz_mm, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ctperf.config import Thresholds
 from ctperf.core.midline import mirror
-from ctperf.results import Hemispheres, LesionMasks
+from ctperf.core.types import Hemispheres, LesionMasks
 
 #: Units of every numeric index key (dimensionless ratios are "1").
 UNITS: dict[str, str] = {

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from ctperf.config import Thresholds
 from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
-from ctperf.results import LesionMasks
+from ctperf.core.types import LesionMasks
 
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)

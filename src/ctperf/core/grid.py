@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ctperf.study import spacing_xyz_mm
+from ctperf.core.types import spacing_xyz_mm
 
 
 def bin_factor_for(affine_ras: np.ndarray, compute_pixel_mm: float) -> int:

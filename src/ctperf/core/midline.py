@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ctperf.results import Hemispheres
+from ctperf.core.types import Hemispheres
 
 
 def reflection_world(normal: np.ndarray, offset: float) -> np.ndarray:

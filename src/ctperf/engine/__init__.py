@@ -38,9 +38,8 @@ from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
 from ctperf.engine.reference import (hypoperfusion_pattern, normal_reference, reference_shortfall,
                                      truncation_affected_maps)
+from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
-from ctperf.results import Hemispheres, PerfusionResult, TissueMasks
-from ctperf.study import CTPStudy, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 

@@ -57,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.core.morphology import dilate_disk_inplane
-from ctperf.results import Curve
+from ctperf.core.types import Curve
 
 
 @dataclass

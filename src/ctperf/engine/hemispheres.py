@@ -16,8 +16,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from ctperf.core.midline import hemispheres_from_plane, reflection_world
-from ctperf.results import Hemispheres
-from ctperf.study import spacing_xyz_mm
+from ctperf.core.types import Hemispheres, spacing_xyz_mm
 
 #: Largest plausible angle (degrees) between the midline plane normal and the image left-right axis.
 _MAX_YAW_DEG = 45.0

@@ -1,6 +1,6 @@
 """Preprocessing of a 4D CTP acquisition into baseline-subtracted curves on a uniform time grid.
 
-Every function here is pure (numpy in, numpy out).  Array conventions follow :mod:`ctperf.study`:
+Every function here is pure (numpy in, numpy out).  Array conventions follow :mod:`ctperf.core.types`:
 4D arrays are ``(t, z, y, x)``, 3D arrays ``(z, y, x)``, affines map voxel ``(x, y, z)`` to RAS mm.
 
 Steps (see :func:`preprocess_study`):
@@ -28,8 +28,8 @@ from scipy import ndimage
 from ctperf.config import PreprocessConfig, thread_count
 from ctperf.core.grid import bin_factor_for, bin_inplane, binned_affine  # noqa: F401 (re-exported)
 from ctperf.core.morphology import dilate_disk_inplane, fill_holes_inplane
+from ctperf.core.types import spacing_xyz_mm
 from ctperf.engine.motion import estimate_inplane_motion, frame_displacement_mm, frame_moved, warp_frame_inplane
-from ctperf.study import spacing_xyz_mm
 
 
 @dataclass

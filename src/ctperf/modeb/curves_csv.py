@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ctperf.core.types import time_to_peak_s as shared_time_to_peak_s
 from ctperf.errors import InputError
-from ctperf.results import time_to_peak_s as shared_time_to_peak_s
 
 _TIME_WORDS = {"t", "time", "times", "sec", "secs", "second", "seconds", "s", "ms", "acq", "acquisition",
                "timepoint", "tsec", "ts", "tms", "times"}
@@ -130,7 +130,7 @@ def read_curve_csv(path, value_column: str | int | None = None, min_rows: int = 
 
 
 def time_to_peak_s(t: np.ndarray, y: np.ndarray) -> float:
-    """Time to peak of a curve read from CSV (the same refinement as Mode A, :func:`ctperf.results.time_to_peak_s`);
+    """Time to peak of a curve read from CSV (the same refinement as Mode A, :func:`ctperf.core.types.time_to_peak_s`);
     raises :class:`InputError` for a curve without finite samples."""
     ttp = shared_time_to_peak_s(t, y)
     if not np.isfinite(ttp):

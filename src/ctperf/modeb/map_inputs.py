@@ -11,7 +11,7 @@ Accepted inputs for :func:`load_map`:
   (needs the colour-bar value range).
 
 Every volume is returned as ``(z, y, x)`` float32 with a 4x4 RAS affine mapping voxel ``(x, y, z)`` to mm
-(see :mod:`ctperf.study`); slices are ordered along the slice normal (cross product of the two
+(see :mod:`ctperf.core.types`); slices are ordered along the slice normal (cross product of the two
 ImageOrientationPatient vectors) by ImagePositionPatient, never by InstanceNumber or file name.
 """
 

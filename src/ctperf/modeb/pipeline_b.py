@@ -30,6 +30,8 @@ from ctperf.analysis.masks import cortical_ribbon, lesion_masks
 from ctperf.analysis.metrics import build_metrics
 from ctperf.config import Config
 from ctperf.core.grid import resample_to_grid
+from ctperf.core.types import (Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks, spacing_xyz_mm,
+                               voxel_volume_ml)
 from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
 from ctperf.io.metrics_files import write_metrics
@@ -38,8 +40,6 @@ from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
 from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir, with_study_id
-from ctperf.results import Curve, Hemispheres, LesionMasks, PerfusionResult, TissueMasks
-from ctperf.study import spacing_xyz_mm, voxel_volume_ml
 
 log = logging.getLogger("ctperf")
 

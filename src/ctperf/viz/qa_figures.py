@@ -28,8 +28,8 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.core.orientation import DisplayOrientation, display_orientation
-from ctperf.results import Curve, LesionMasks, PerfusionResult
-from ctperf.study import voxel_volume_ml as study_voxel_volume_ml
+from ctperf.core.types import Curve, LesionMasks, PerfusionResult
+from ctperf.core.types import voxel_volume_ml as study_voxel_volume_ml
 from ctperf.viz import raster
 from ctperf.viz.raster import Canvas
 

@@ -20,8 +20,7 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.constants import DEFINITION_VERSION
 from ctperf.core.orientation import display_orientation
-from ctperf.results import LesionMasks, PerfusionResult
-from ctperf.study import spacing_xyz_mm, voxel_volume_ml
+from ctperf.core.types import LesionMasks, PerfusionResult, spacing_xyz_mm, voxel_volume_ml
 from ctperf.viz import raster
 from ctperf.viz.qa_figures import (
     CORE_COLOR,

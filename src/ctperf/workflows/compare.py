@@ -142,8 +142,8 @@ def compare_studies(baseline: str | Path, followup: str | Path, out_dir: str | P
 
 def _register(baseline: Path, followup: Path, threshold: float, seed: int):
     from ctperf.analysis.registration import register_rigid, resample_to_fixed
+    from ctperf.core.types import voxel_volume_ml
     from ctperf.io.nifti import load_volume
-    from ctperf.study import voxel_volume_ml
 
     base_hu, base_aff = load_volume(baseline / "aux" / "baseline_hu.nii.gz")
     fu_hu, fu_aff = load_volume(followup / "aux" / "baseline_hu.nii.gz")

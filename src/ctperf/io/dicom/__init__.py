@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ctperf.core.grid import bin_factor_for, binned_affine
+from ctperf.core.types import CTPStudy
 from ctperf.errors import DicomError
 from ctperf.io.dicom.grouping import (
     EQUALLY_PLAUSIBLE_FRACTION,
@@ -42,7 +43,6 @@ from ctperf.io.dicom.grouping import (
 from ctperf.io.dicom.pixels import OUTSIDE_FOV_HU, _decode_into
 from ctperf.io.dicom.plan import SLICE_STEP_TOL, _meta, _prepare
 from ctperf.io.dicom.timing import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S
-from ctperf.study import CTPStudy
 
 __all__ = ["load_ctp", "scan_folder", "inspect_folder", "FolderScan", "SeriesGroup", "MIN_TIMEPOINTS",
            "POSITION_TOL_MM", "OUTSIDE_FOV_HU", "MIN_FRAME_INTERVAL_S", "MAX_FRAME_INTERVAL_S",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctperf.core.types import AcquisitionMeta
 from ctperf.errors import DicomError
 from ctperf.io.dicom.grouping import (
     MIN_TIMEPOINTS,
@@ -20,7 +21,6 @@ from ctperf.io.dicom.grouping import (
 )
 from ctperf.io.dicom.scan import _Header
 from ctperf.io.dicom.timing import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S, _check_time_axis, _order_frames
-from ctperf.study import AcquisitionMeta
 
 #: Slice steps may differ from the end-to-end mean by this fraction of a step; more is refused (gap, jog slabs).
 SLICE_STEP_TOL = 0.1

@@ -5,7 +5,7 @@ study modules are read here, copied into the derived objects, and never logged o
 
 Geometry convention
 -------------------
-ctperf maps live on a (z, y, x) grid with a 4x4 voxel (x, y, z) -> RAS affine (see :mod:`ctperf.study`). A DICOM
+ctperf maps live on a (z, y, x) grid with a 4x4 voxel (x, y, z) -> RAS affine (see :mod:`ctperf.core.types`). A DICOM
 multi-frame image stores frames (rows = y, columns = x) with ImageOrientationPatient / PixelSpacing shared and one
 ImagePositionPatient per frame, in LPS. The conversion is exact for any affine, including the *sheared* affine of
 a gantry-tilted acquisition: the frames keep their tilted positions (each frame's position is the affine applied
