@@ -59,15 +59,22 @@ def same_grid(shape_a, affine_a, shape_b, affine_b, tol_mm: float = 0.01) -> boo
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=tol_mm)
 
 
+def map_voxels_xyz(volume_zyx: np.ndarray, map_xyz: np.ndarray, output_shape=None, order: int = 0,
+                   cval: float = 0.0) -> np.ndarray:
+    """``out[v] = volume[map(v)]`` for a 4x4 affine ``map_xyz`` of voxel indices in (x, y, z) order (the order of
+    the affines), applied to a (z, y, x) array: the map is permuted to the array's axis order and handed to
+    ``scipy.ndimage.affine_transform`` (interpolation ``order``, ``cval`` outside).  float32 in, float32 out."""
+    perm = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    mz = perm @ np.asarray(map_xyz, float) @ perm
+    return ndimage.affine_transform(np.asarray(volume_zyx, np.float32), mz[:3, :3], offset=mz[:3, 3],
+                                    output_shape=None if output_shape is None else tuple(output_shape), order=order,
+                                    mode="constant", cval=cval)
+
+
 def resample_to_grid(vol_zyx: np.ndarray, affine_src: np.ndarray, shape_zyx, affine_dst: np.ndarray,
                      order: int = 0) -> np.ndarray:
     """Resample a (z, y, x) volume onto another grid through world coordinates (nearest neighbour by default)."""
     if same_grid(np.shape(vol_zyx), affine_src, shape_zyx, affine_dst):
         return np.asarray(vol_zyx)
-    # dst voxel (x,y,z) -> world -> src voxel (x,y,z); then permute to (z,y,x) array order.
-    m = np.linalg.inv(affine_src) @ affine_dst
-    perm = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-    mz = perm @ m @ perm
-    src = np.asarray(vol_zyx, np.float32)
-    return ndimage.affine_transform(src, mz[:3, :3], offset=mz[:3, 3], output_shape=tuple(shape_zyx),
-                                    order=order, mode="constant", cval=0.0)
+    # dst voxel (x, y, z) -> world -> src voxel (x, y, z)
+    return map_voxels_xyz(vol_zyx, np.linalg.inv(affine_src) @ affine_dst, shape_zyx, order)

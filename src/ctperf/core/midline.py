@@ -7,8 +7,8 @@ Volumes are (z, y, x) and ``affine_ras`` maps (x, y, z) to RAS mm.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from ctperf.core.grid import map_voxels_xyz
 from ctperf.core.types import Hemispheres
 
 
@@ -51,11 +51,5 @@ def mirror(volume_zyx: np.ndarray, hemi: Hemispheres, order: int = 0, cval: floa
     ``order=0`` (nearest) for masks, 1 for maps.  Boolean input gives boolean output.
     """
     vol = np.asarray(volume_zyx)
-    is_bool = vol.dtype == bool
-    data = vol.astype(np.float32)
-    m = hemi.mirror_vox
-    # mirror_vox acts on (x, y, z); permute to the array's (z, y, x) order.
-    perm = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-    mz = perm @ m @ perm
-    out = ndimage.affine_transform(data, mz[:3, :3], offset=mz[:3, 3], order=order, mode="constant", cval=cval)
-    return out > 0.5 if is_bool else out
+    out = map_voxels_xyz(vol, hemi.mirror_vox, order=order, cval=cval)
+    return out > 0.5 if vol.dtype == bool else out
