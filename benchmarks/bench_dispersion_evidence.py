@@ -12,7 +12,7 @@ object; per row the mean model weights over the tissue by dispersion and by shap
 shares (``qa_values`` as in metrics.json), the median Tmax error in normal tissue, and the Tmax > 6 s tissue volume
 against the truth.
 ``tests/test_dispersion_evidence.py`` calls :func:`measure`.
-README "Model evidence" quotes ``results/dispersion_evidence.json``, written with
+docs/engine-notes.md "Model evidence" quotes ``results/dispersion_evidence.json``, written with
 ``python benchmarks/bench_dispersion_evidence.py > benchmarks/results/dispersion_evidence.json``.
 """
 

@@ -1,4 +1,4 @@
-"""What the bias correction's model evidence knows about vascular dispersion (README "Model evidence";
+"""What the bias correction's model evidence knows about vascular dispersion (docs/engine-notes.md "Model evidence";
 benchmarks/bench_dispersion_evidence.py).
 
 The weights it gives the model residues are reported per study (``qa_values.model_weight_by_dispersion_s`` and

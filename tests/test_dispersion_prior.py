@@ -1,5 +1,5 @@
 """The study-wide prior of the models (``deconvolution.dispersion_prior = "study"``, default since engine 2.8; its
-full mixture for the height correction since 2.9; docs/definitions.md §2, README "Model evidence").
+full mixture for the height correction since 2.9; docs/definitions.md §2, docs/engine-notes.md "Model evidence").
 
 Its building blocks are checked on exact inputs (the mixture, the dispersion shares, the prior's product, the
 informative blocks, the Tmax shift's weights); on the project phantom at 8 HU the default is checked to find the
@@ -147,7 +147,7 @@ def test_study_prior_reads_the_undispersed_hypoperfusion_volume_at_8hu():
 
 def test_study_prior_reads_dispersed_tissue_within_half_a_second_at_8hu():
     """Engine 2.6's option (all blocks, plug flow in the Tmax shift) read it +0.65 s late, 110.3 mL against 100.0 mL;
-    the plug-flow models' share of the shift was most of it (README "Model evidence")."""
+    the plug-flow models' share of the shift was most of it (docs/engine-notes.md "Model evidence")."""
     row = _row(1.0)
     assert abs(row["tmax_error_normal_s"]) <= 0.5, row
     assert abs(row["tmax6_ml"] / row["tmax6_ml_truth"] - 1.0) <= 0.10, row
@@ -155,7 +155,7 @@ def test_study_prior_reads_dispersed_tissue_within_half_a_second_at_8hu():
 
 def test_tmax_shift_at_the_noise_robust_mtt_reads_undispersed_tissue_closer_at_8hu():
     """Engine 2.10's default against 2.9's (the voxel's own peak-to-area ratio selects the Tmax shift's MTT): normal
-    tissue +0.09 / +0.23 s, Tmax > 6 s -2.5 / +5.0 % (README "Model evidence")."""
+    tissue +0.09 / +0.23 s, Tmax > 6 s -2.5 / +5.0 % (docs/engine-notes.md "Model evidence")."""
     new, old = _row(0.0), bench.measure(8.0, 0.0, "Tmax shift at the voxel's own MTT (engine 2.9)")
     assert new["tmax_error_normal_s"] <= old["tmax_error_normal_s"] - 0.1, (new, old)
     assert abs(new["tmax6_ml"] / new["tmax6_ml_truth"] - 1.0) <= 0.05, new

@@ -75,10 +75,10 @@ def _r(est: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 
 def test_map_quality_at_8hu(base):
-    """README "Map regularisation": voxelwise r with the truth over the tissue; CBV is regularised by default (its r
-    is 0.50 without the filter) and so is Tmax since engine 2.3 (README "Tmax regularisation": r 0.897 -> 0.915);
-    MTT r 0.55 (engine 2.6, jointly filtered CBF and CBV; 0.48 in 2.5, the ratio of the CBV and CBF local means;
-    0.25 before)."""
+    """docs/engine-notes.md "Map regularisation": voxelwise r with the truth over the tissue; CBV is regularised by
+    default (its r is 0.50 without the filter) and so is Tmax since engine 2.3 (docs/engine-notes.md "Tmax
+    regularisation": r 0.897 -> 0.915); MTT r 0.55 (engine 2.6, jointly filtered CBF and CBV; 0.48 in 2.5, the ratio
+    of the CBV and CBF local means; 0.25 before)."""
     ph, res, _ = base
     tis = ph.truth.tissue & res.masks.tissue
     assert _r(res.cbv, ph.truth.cbv, tis) >= 0.70
@@ -216,9 +216,10 @@ def _run_3hu(dispersion_s: float, cfg: Config):
 
 
 def test_curve_evidence_option_on_undispersed_tissue():
-    """``model_evidence = "curves"`` (README "Model evidence"): on the dispersion-free phantom at 3 HU the grey-matter
-    CBF reads within 15 % of the flow (the default: -3.4 % in engine 2.9, -14.8 % in 2.8, -28.7 % in 2.6) and Tmax
-    within 0.6 s; with 1 s of dispersion it stays within 15 % of the estimand (grey +8 %, white +13 % measured)."""
+    """``model_evidence = "curves"`` (docs/engine-notes.md "Model evidence"): on the dispersion-free phantom at 3 HU
+    the grey-matter CBF reads within 15 % of the flow (the default: -3.4 % in engine 2.9, -14.8 % in 2.8, -28.7 % in
+    2.6) and Tmax within 0.6 s; with 1 s of dispersion it stays within 15 % of the estimand (grey +8 %, white +13 %
+    measured)."""
     cfg = Config()
     cfg.deconvolution.model_evidence = "curves"
     m0 = _run_3hu(0.0, cfg)

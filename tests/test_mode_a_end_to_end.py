@@ -83,7 +83,7 @@ def test_lesion_mask_against_truth(lesion_run):
     "measured (engine 2.10), seed 3: Tmax > 6 s 82.6 mL against 100.0 mL (-17.4 %; engines 2.8-2.9: 86.5 mL, "
     "-13.5 %): the study dispersion prior splits 0.48 / 0.52 between 0 s and 1 s for this 1 s-dispersed tissue, so "
     "Tmax reads early, and 2.10's noise-robust MTT for the Tmax shift moves every study ~0.04-0.14 s earlier (seeds "
-    "0, 1, 2, 4 closer to the truth; README 'Model evidence')"))
+    "0, 1, 2, 4 closer to the truth; docs/engine-notes.md 'Model evidence')"))
 def test_hypoperfusion_volume_against_truth(lesion_run):
     ph, _, _, res = lesion_run
     assert res.metrics["hypoperfusion_ml"] == pytest.approx(ph.truth_metrics["hypoperfusion_ml"], rel=0.15)

@@ -1,4 +1,5 @@
-"""The noise-aware Tmax shift (``deconvolution.tmax_noise_aware``, off by default; README "Model evidence").
+"""The noise-aware Tmax shift (``deconvolution.tmax_noise_aware``, off by default; docs/engine-notes.md "Model
+evidence").
 
 Its two building blocks are checked on exact inputs: the study's denoised noise (through a known linear
 "denoising") and the tables (no noise level = the noise-free shift; a voxel's noise level picks and blends them).
@@ -122,7 +123,8 @@ def test_noise_aware_shift_reads_the_undispersed_hypoperfusion_volume_at_8hu():
 
 @pytest.mark.xfail(strict=True, reason="measured (engine 2.10): undispersed normal tissue still +0.16 s late at 8 HU "
                    "with the noise-aware shift (the default reads +0.10 s; the emulation's correction grows with the "
-                   "noise-to-peak ratio, the late reading does not: +0.4-0.6 s at every flow; README 'Model evidence')")
+                   "noise-to-peak ratio, the late reading does not: +0.4-0.6 s at every flow; docs/engine-notes.md "
+                   "'Model evidence')")
 def test_noise_aware_shift_reads_undispersed_normal_tissue_within_a_tenth_of_a_second():
     assert abs(_phantom_row(0.0, True)["normal_s"]) <= 0.1
 

@@ -262,7 +262,7 @@ class DeconvolutionConfig(_Checked):
     #: regularisation level against each model's emulated residue; regional weights smoothed over
     #: ``model_choice_block_mm``) or "curves" (each model's tissue curve fitted to the block-mean curve, flow,
     #: delay and MTT free; large vessels excluded; regional log-likelihoods summed over
-    #: ``model_evidence_radius_mm``).  Measured trade-offs in the README ("Model evidence").
+    #: ``model_evidence_radius_mm``).  Measured trade-offs in docs/engine-notes.md ("Model evidence").
     model_evidence: Literal["residues", "curves"] = "residues"
     #: With "curves": width (mm, in-plane Gaussian sigma) of the neighbourhood whose blocks' log-likelihoods are
     #: summed for the regional weights; 0 = each block alone.
@@ -273,11 +273,12 @@ class DeconvolutionConfig(_Checked):
     #: evidence alone; noise spreads it over every dispersion, so undispersed tissue reads ~1.2 s late at 8 HU).
     dispersion_prior: Literal["uniform", "study"] = "study"
     #: Side (mm) of those in-plane blocks (tissue blocks at least half covered; 4 mm blocks favour sharp models
-    #: under noise, 16 mm blocks mix tissues: README "Model evidence").
+    #: under noise, 16 mm blocks mix tissues: docs/engine-notes.md "Model evidence").
     dispersion_prior_block_mm: float = 8.0
     #: Only blocks whose curve peaks at least this many times above the RMS residual of their best model fit inform
     #: the prior (all blocks when fewer than 8 qualify; 0 = all blocks): the evidence of weakly enhancing blocks
-    #: is biased by the noise, towards more dispersion at 8 HU and towards none at 15 HU (README "Model evidence").
+    #: is biased by the noise, towards more dispersion at 8 HU and towards none at 15 HU (docs/engine-notes.md
+    #: "Model evidence").
     dispersion_prior_min_cnr: float = 10.0
     #: Leave the plug-flow models (gamma shape >= 10: a flat top) out of the Tmax shift of the correction (they
     #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks
@@ -288,15 +289,15 @@ class DeconvolutionConfig(_Checked):
     #: engine 2.9) or "dispersion" (its dispersion's share only, the shapes left to each region's evidence).
     height_prior: Literal["mixture", "dispersion"] = "mixture"
     #: The same for the Tmax shift.  Default "dispersion": an undispersed study's mixture is one sharp model, whose
-    #: per-voxel Tmax reading under noise is late (README "Model evidence").
+    #: per-voxel Tmax reading under noise is late (docs/engine-notes.md "Model evidence").
     tmax_prior: Literal["mixture", "dispersion"] = "dispersion"
     #: The MTT that selects each voxel's Tmax shift, read from the guide residue's peak-to-area ratio: "filtered"
     #: (default since engine 2.10: its 3 mm in-plane median, ``bias_tau_median_radius_mm``, as for the height
     #: correction) or "voxel" (the voxel's own ratio, engines 2.0-2.9: noise in the ratio moved undispersed tissue
-    #: 0.06-0.14 s later at 8 HU on four of five seeds of the project phantom, README "Model evidence").
+    #: 0.06-0.14 s later at 8 HU on four of five seeds of the project phantom, docs/engine-notes.md "Model evidence").
     tmax_shift_mtt: Literal["filtered", "voxel"] = "filtered"
-    #: Noise-aware Tmax shift (off by default; measured in README "Model evidence"): the shift is emulated with
-    #: the study's own noise as the denoising leaves it (ctperf.engine.noise_emulation) at each voxel's noise-to-
+    #: Noise-aware Tmax shift (off by default; measured in docs/engine-notes.md "Model evidence"): the shift is emulated
+    #: with the study's own noise as the denoising leaves it (ctperf.engine.noise_emulation) at each voxel's noise-to-
     #: peak ratio, instead of on noise-free curves. Meant with ``tmax_prior = "mixture"``: the "dispersion" prior
     #: already compensates the late reading under noise, so both together read undispersed tissue early.
     tmax_noise_aware: bool = False
@@ -315,7 +316,7 @@ class DeconvolutionConfig(_Checked):
     #: the maps and the baseline HU image, ctperf.engine.regularise; MTT recomputed as 60 CBV / CBF; rCBF and the
     #: core from the filtered CBF).  On by default since engine 2.6, with CBF in the log domain (below): on the
     #: validation harness it raises the voxelwise correlation of CBF with the truth from 0.61 to 0.78 at 8 HU and
-    #: brings the grey/white CBF ratio and the core closer to the truth (README "Map regularisation").
+    #: brings the grey/white CBF ratio and the core closer to the truth (docs/engine-notes.md "Map regularisation").
     map_regularisation: bool = True
     #: Domain in which that filter averages CBF: "log" (``log(CBF + 1 mL/100g/min)``: a weighted geometric mean,
     #: whose range kernel compares relative differences, so grey and white matter and delayed tissue, whose noise
@@ -327,27 +328,27 @@ class DeconvolutionConfig(_Checked):
     #: the core as measured; MTT recomputed as 60 CBV / CBF).  Used only when ``map_regularisation = false`` (the
     #: 2.2-2.5 default); ignored while ``map_regularisation`` filters both (the default since 2.6).  On the
     #: validation harness's realistic phantom at 8 HU it raised the voxelwise correlation of CBV with the truth from
-    #: 0.50 to 0.71 and changed no CBF-derived number (engine 2.2; README "Map regularisation").
+    #: 0.50 to 0.71 and changed no CBF-derived number (engine 2.2; docs/engine-notes.md "Map regularisation").
     cbv_regularisation: bool = True
     #: With ``map_regularisation`` off (CBV filtered, CBF as measured): MTT = 60 CBV / CBF from CBF and CBV averaged
     #: with the *same* weights of that filter (the ratio of their local edge-preserving means; with
-    #: ``map_regularisation`` on those are the written maps) rather than the ratio of the written maps: a
-    #: ratio of two noisy estimates is far noisier than either, and its per-voxel mean is biased.  On the harness's
-    #: realistic phantom at 8 HU it raises MTT's voxelwise r with the truth from 0.25 to 0.48 and changes no other
-    #: map (engine 2.5, linear CBF weights; README "Map regularisation").  The CBF of that pair is averaged in
-    #: ``map_regularisation_domain`` (log by default).  Only with ``cbv_regularisation`` (CBF filtered too: the
-    #: same thing).
+    #: ``map_regularisation`` on those are the written maps) rather than the ratio of the written maps: a ratio of two
+    #: noisy estimates is far noisier than either, and its per-voxel mean is biased.  On the harness's realistic phantom
+    #: at 8 HU it raises MTT's voxelwise r with the truth from 0.25 to 0.48 and changes no other map (engine 2.5, linear
+    #: CBF weights; docs/engine-notes.md "Map regularisation").  The CBF of that pair is averaged in
+    #: ``map_regularisation_domain`` (log by default).  Only with ``cbv_regularisation`` (CBF filtered too: the same
+    #: thing).
     mtt_regularisation: bool = True
     #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this).
     map_regularisation_sigma_mm: float = 4.0
     #: Range parameter of that filter (larger = more smoothing across differences of the guide; see
     #: ctperf.engine.denoise.tips_bilateral).
     map_regularisation_h: float = 2.0
-    #: Edge-preserving regularisation of the Tmax maps (the default's and the standard convention's), after the
-    #: median above: the same rolling-guidance joint bilateral filter, guided by Tmax itself and the baseline HU
-    #: image, so that only neighbours with a similar Tmax are averaged and lesion edges stay where they are.  Per-voxel
-    #: Tmax noise at standard dose is ~1 s; on the validation harness (README "Tmax regularisation") it lowers the
-    #: Tmax mean absolute error on every family (0.1-0.25 s at 8 HU where Tmax is unbiased) and keeps steps of 2 s.
+    #: Edge-preserving regularisation of the Tmax maps (the default's and the standard convention's), after the median
+    #: above: the same rolling-guidance joint bilateral filter, guided by Tmax itself and the baseline HU image, so that
+    #: only neighbours with a similar Tmax are averaged and lesion edges stay where they are.  Per-voxel Tmax noise at
+    #: standard dose is ~1 s; on the validation harness (docs/engine-notes.md "Tmax regularisation") it lowers the Tmax
+    #: mean absolute error on every family (0.1-0.25 s at 8 HU where Tmax is unbiased) and keeps steps of 2 s.
     tmax_regularisation: bool = True
     #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this) and its range parameter.
     tmax_regularisation_sigma_mm: float = 6.0

@@ -4,7 +4,7 @@ The bias correction's Tmax shift (:mod:`ctperf.engine.deconvolution`) is emulate
 noisy curve's residue peaks elsewhere: the argmax of a noisy, regularised residue is pulled towards the noise's
 largest excursion near the guide, and the level the oscillation index picks depends on the noise too (measured on
 the project phantom at 8 HU: undispersed tissue reads ~0.5 s late with the study mixture as the shift's prior,
-README "Model evidence"). The noise-aware shift (``deconvolution.tmax_noise_aware``,
+docs/engine-notes.md "Model evidence"). The noise-aware shift (``deconvolution.tmax_noise_aware``,
 :func:`ctperf.engine.deconvolution.noisy_shift_tables`) repeats the emulation with errors of the kind the curves
 carry, which this module measures from the study itself by a parametric bootstrap:
 

@@ -92,7 +92,7 @@ def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: 
 
 #: Offset (mL/100g/min) of the log-domain CBF filter, ``log(CBF + offset)``: keeps the noise floor (CBF 0 in the
 #: core) finite; small against grey and white matter flows.  The harness's results move little between 0.5 and 2
-#: (README "Map regularisation").
+#: (docs/engine-notes.md "Map regularisation").
 CBF_LOG_OFFSET_ML_100G_MIN = 1.0
 
 

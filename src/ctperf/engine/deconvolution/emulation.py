@@ -232,7 +232,7 @@ def noisy_shift_tables(aif_t: np.ndarray, filters: list[np.ndarray], dt_s: float
 
     The median, not the mean: the readings' errors are skewed (a noise excursion moves the argmax by whole
     samples), and the Tmax maps pass spatial median filters (measured: the mean over-corrects low-flow tissue
-    twice as much, README "Model evidence").
+    twice as much, docs/engine-notes.md "Model evidence").
     """
     vec = np.asarray(noise_vectors, np.float64)
     vec = vec / np.maximum(np.sqrt(np.mean(vec ** 2, axis=1, keepdims=True)), 1e-12)
