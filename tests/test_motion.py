@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
+from ctperf.core.types import CTPStudy
 from ctperf.engine.motion import (estimate_inplane_motion, frame_displacement_mm, relative_to_frame,
                            warp_frame_inplane)
-from ctperf.core.types import CTPStudy
 from ctperf.pipeline import analyse_study
 from ctperf.synthetic import PhantomSpec, make_phantom
 

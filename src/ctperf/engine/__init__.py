@@ -21,6 +21,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -29,6 +30,7 @@ from ctperf.config import Config, side_thread, thread_count
 from ctperf.constants import ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
+from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
 from ctperf.engine import maps as mp
 from ctperf.engine.aif import select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
@@ -36,9 +38,8 @@ from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.engine.hemispheres import find_midline
 from ctperf.engine.noise_emulation import denoised_noise
 from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
-from ctperf.engine.reference import (hypoperfusion_pattern, normal_reference, reference_shortfall,
-                                     truncation_affected_maps)
-from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
+from ctperf.engine.reference import (HypoperfusionPattern, hypoperfusion_pattern, normal_reference,
+                                     reference_shortfall, truncation_affected_maps)
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
 
 log = logging.getLogger("ctperf")
@@ -74,79 +75,16 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     (``study.affine_ras``); it is resampled onto the computation grid (linear interpolation of the 0/1 mask,
     > 0.5, i.e. voxels at least half covered) and intersected with the tissue mask.
     """
-    timer, pc, ac, workers = _StageTimer(progress), cfg.preprocess, cfg.aif, cfg.compute.workers
+    timer, workers = _StageTimer(progress), cfg.compute.workers
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
-        pre = preprocess_study(study.hu, study.times_s, study.affine_ras, pc, study.outside_fov,
-                               temporal_sigma_s=pc.temporal_sigma_s, workers=workers)
+        pre = preprocess_study(study.hu, study.times_s, study.affine_ras, cfg.preprocess, study.outside_fov,
+                               temporal_sigma_s=cfg.preprocess.temporal_sigma_s, workers=workers)
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
-    smooth = pre.delta_hu
-
-    def midline_and_aif():
-        """Steps 3-4: they read the temporally smoothed data, not the denoised curves."""
-        with timer("hemispheres", report=False):
-            hemi, fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
-        with timer("aif", report=False):
-            peak_all = smooth.max(axis=0)  # one pass over the 4D data, shared with the AIF's bolus check
-            sel = select_aif_vof(smooth, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
-                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof, peak_zyx=peak_all)
-            peak = mp.to_volume(peak_all[pre.brain], pre.brain)
-        return hemi, fallback, sel, peak
-
-    def denoise(delta_tzyx: np.ndarray, guide_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Step 2 (also run on the noise-aware Tmax shift's bootstrap study): curves and areas of the brain."""
-        return denoise_tissue_curves(delta_tzyx, pre.brain, px, pc.spatial_filter, pc.spatial_sigma_mm,
-                                     pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
-                                     guide_zyx=guide_zyx, range_h_area=pc.tips_range_h_cbv,
-                                     sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
-
-    # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
-    # mostly numpy work that releases the GIL); their stage times then overlap the denoising's
-    with side_thread(workers) as side:
-        pending = side.submit(midline_and_aif) if side is not None else None
-        with timer("denoise"):
-            curves, area = denoise(smooth, pre.baseline_hu)
-        timer.announce("hemispheres")
-        timer.announce("aif")
-        hemi, midline_fallback, sel, peak_hu = pending.result() if pending is not None else midline_and_aif()
+    curves, area, hemi, midline_fallback, sel, peak_hu = _denoise_midline_and_aif(pre, px, cfg, timer, workers)
     with timer("deconvolution"):
-        dc = cfg.deconvolution
-        parenchyma = pre.brain & ~pre.csf
-        # large vessels: CBV of the strongly denoised curves (vessels are spatially coherent, while the
-        # edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the threshold) or
-        # peak enhancement.  Their curves deconvolve to a spike and must not inform the residue-shape evidence.
-        cbv_smooth = mp.cbv_from_curves(curves, sel.aif.delta_hu)
-        vessels = mp.vessel_mask(mp.to_volume(cbv_smooth, pre.brain), peak_hu, pre.brain, pc.vessel_cbv_ml_100g,
-                                 pc.vessel_peak_hu)
-        # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
-        # denoised ones, whose edge-preserving weights depend on the curves' shapes)
-        prior_blocks = (block_mean_curves(smooth, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
-                        if dc.dispersion_prior == "study" else None)
-        del smooth
-        # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
-        # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
-        noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - pre.time_origin_s,
-                                pre.time_s, pre.n_baseline_frames, pre.noise_hu,
-                                lambda d, b: denoise(d, pre.baseline_hu + b)[0], pc.temporal_sigma_s,
-                                dc.tmax_noise_vectors, workers=workers)
-                 if dc.tmax_noise_aware and dc.method == "bcsvd" and dc.correct_regularisation_bias else None)
-
-        def tau_filter(values: np.ndarray) -> np.ndarray:
-            # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
-            # log peak-to-area ratio that selects the bias correction
-            med = mp.masked_median(mp.to_volume(values, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
-                                   workers)
-            return med[pre.brain]
-
-        dec = deconvolve(curves, sel.aif.delta_hu, pre.dt_s, dc,
-                         tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
-                         shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
-                         weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
-                         evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
-                         evidence_mask=(parenchyma & ~vessels)[pre.brain], prior_blocks=prior_blocks,
-                         workers=workers, bound_tmax=False,
-                         noise_vectors=None if noise is None else noise.vectors,
-                         noise_rms=None if noise is None else noise.rms_hu)
+        dec, cbv_smooth, vessels = _deconvolve_tissue(study, pre, px, curves, sel.aif.delta_hu, peak_hu, cfg,
+                                                      workers)
     with timer("maps"):
         vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -154,77 +92,195 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
             vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm,
                                          workers)
     with timer("regularise"):
-        on = dc.map_regularisation or dc.cbv_regularisation
-        sigma = dc.map_regularisation_sigma_mm if on else 0.0
-        # CBV is filtered from its unbounded estimate (a weighted mean of values clipped at 0 is biased upwards
-        # where the noise is large: white matter at 15 HU +22 % instead of +12 %), then bounded again below; CBF
-        # (by default, in the log domain) with the same weights, and rCBF and the core from it; with
-        # map_regularisation off the written CBF is the measured one and the filtered pair only gives MTT.
-        # Tmax of both conventions, so they differ only by how the residue is read.  The flow maps and the two
-        # Tmax maps are filtered independently: side by side in threads, each filter with its share of the
-        # threads (one filter alone does not keep two cores busy: its guide preparation is serial); the results
-        # do not depend on the threads
-        tmax_names = ("tmax", "tmax_standard") if dc.tmax_regularisation else ()
-        n_jobs = thread_count(workers, 1 + len(tmax_names))
-        inner = workers if n_jobs == 1 else max(1, thread_count(workers) // (1 + len(tmax_names)))
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            filter_cbf = dc.map_regularisation or dc.mtt_regularisation
-            flow = pool.submit(regularise_flow_maps, vol["cbf"], vol.pop("cbv_unbounded"), masks.tissue,
-                               pre.baseline_hu, px, sigma, dc.map_regularisation_h, filter_cbf, inner,
-                               dc.map_regularisation_domain == "log")
-            tmax_jobs = {name: pool.submit(regularise_tmax, vol[name], masks.tissue, pre.baseline_hu, px,
-                                           dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h, inner)
-                         for name in tmax_names}
-            cbf_r, cbv_r = flow.result()
-            vol.update({name: job.result() for name, job in tmax_jobs.items()})
-        vol["cbv"], vol["mtt"], cbf_bounded = mp.nonnegative_maps(cbv_r, cbf_r)
-        if dc.map_regularisation:  # otherwise the written CBF stays the measured one (already bounded by _maps)
-            vol["cbf"] = cbf_bounded
-        # Tmax is filtered signed and bounded at 0 only now: where the true Tmax is near 0 (normal tissue) about
-        # half the per-voxel values fall below 0, and filters of values bounded first read it up to ~0.3 s late
-        for name in ("tmax", "tmax_standard"):
-            vol[name] = np.maximum(vol[name], 0.0)
+        vol = _regularised(vol, masks.tissue, pre.baseline_hu, px, cfg.deconvolution, workers)
     with timer("rcbf"):
-        voxel_ml = voxel_volume_ml(pre.affine_ras)
-        side, side_vols = mp.affected_side(vol["tmax"], masks.tissue, hemi.side, voxel_ml,
-                                           cfg.thresholds.tmax_hypoperfusion_s,
-                                           min_cluster_ml=cfg.thresholds.min_cluster_ml)
-        pattern = hypoperfusion_pattern(vol["tmax"], masks.tissue, hemi.side, pre.affine_ras, voxel_ml,
-                                        threshold_s=cfg.thresholds.tmax_hypoperfusion_s,
-                                        min_cluster_ml=cfg.thresholds.min_cluster_ml)
-        if contra_mask is not None:
-            ref = contra_on_grid(contra_mask, study.affine_ras, pre.affine_ras, masks.tissue)
-        elif pattern.hemisphere_logic:
-            ref = mp.reference_region(masks.tissue, vol["tmax"], hemi.side, side)
-        else:  # bilateral or posterior circulation: normal-Tmax tissue anywhere, no "less-affected hemisphere"
-            ref = normal_reference(masks.tissue, vol["tmax"])
-            side = "none" if pattern.kind == "posterior" else side
-        ref_reason = reference_shortfall(ref, voxel_ml, cfg.thresholds.min_reference_ml)
-        rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
-        if ref_reason is not None:
-            rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
-        # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
-        # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
-        rcbf = mp.masked_median(rcbf, masks.tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
+        ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg)
     sd, qa_flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s,
                                                                           masks.tissue[pre.brain])
     qa_values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
     qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
-    qa_values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, dc.dispersion_prior,
+    qa_values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, cfg.deconvolution.dispersion_prior,
                                               dec.dispersion_prior_blocks))
     qa_flags["midline_fallback"] = bool(midline_fallback)
-    qa_flags.update(bilateral_hypoperfusion=pattern.kind == "bilateral",
-                    posterior_circulation=pattern.kind == "posterior", rcbf_reference_too_small=ref_reason is not None)
-    qa_values.update(side_vols, reference_voxels=int(ref.sum()), reference_ml=round(float(ref.sum()) * voxel_ml, 3),
-                     hypoperfusion_pattern=pattern.kind, posterior_hypoperfusion_fraction=pattern.posterior_fraction,
-                     reference_reason=ref_reason, truncation_affected_maps=truncation_affected_maps(
+    qa_flags.update(bilateral_hypoperfusion=ref.pattern.kind == "bilateral",
+                    posterior_circulation=ref.pattern.kind == "posterior",
+                    rcbf_reference_too_small=ref.reason is not None)
+    qa_values.update(ref.side_volumes, reference_voxels=int(ref.region.sum()),
+                     reference_ml=round(float(ref.region.sum()) * ref.voxel_ml, 3),
+                     hypoperfusion_pattern=ref.pattern.kind,
+                     posterior_hypoperfusion_fraction=ref.pattern.posterior_fraction,
+                     reference_reason=ref.reason, truncation_affected_maps=truncation_affected_maps(
                          qa_flags["aif_truncated"], qa_flags["acquisition_truncated"]))
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
-        ttp=vol["ttp"], rcbf=rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof, affected_side=side,
-        reference_cbf=ref_cbf, baseline_hu=pre.baseline_hu, qa_flags=qa_flags, qa_values=qa_values,
-        stage_seconds=timer.seconds, aux_maps={k: vol[k] for k in ("cbf_standard", "tmax_standard")})
+        ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
+        affected_side=ref.side, reference_cbf=ref.cbf, baseline_hu=pre.baseline_hu, qa_flags=qa_flags,
+        qa_values=qa_values, stage_seconds=timer.seconds,
+        aux_maps={k: vol[k] for k in ("cbf_standard", "tmax_standard")})
+
+
+def _denoise(delta_tzyx: np.ndarray, guide_zyx: np.ndarray, pre, pixel_mm: float, pc,
+             workers: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2 (also run on the noise-aware Tmax shift's bootstrap study): curves and areas of the brain."""
+    return denoise_tissue_curves(delta_tzyx, pre.brain, pixel_mm, pc.spatial_filter, pc.spatial_sigma_mm,
+                                 pc.tips_range_h, pc.pca_min_components, pc.pca_max_components,
+                                 guide_zyx=guide_zyx, range_h_area=pc.tips_range_h_cbv,
+                                 sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
+
+
+def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, workers: int | None):
+    """Steps 2-4: the denoised curves and areas of the brain (step 2); the midline (whether it fell back to the
+    centre of mass), the AIF/VOF selection and the peak enhancement (HU, (z, y, x)) (steps 3-4, which read the
+    temporally smoothed data, not the denoised curves)."""
+    ac = cfg.aif
+
+    def midline_and_aif():
+        with timer("hemispheres", report=False):
+            hemi, fallback = _hemispheres(pre.baseline_hu, pre.brain, pre.affine_ras)
+        with timer("aif", report=False):
+            peak_all = pre.delta_hu.max(axis=0)  # one pass over the 4D data, shared with the AIF's bolus check
+            sel = select_aif_vof(pre.delta_hu, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
+                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof, peak_zyx=peak_all)
+            peak = mp.to_volume(peak_all[pre.brain], pre.brain)
+        return hemi, fallback, sel, peak
+
+    # with more than one thread, the midline and the AIF are found beside the denoising (independent inputs;
+    # mostly numpy work that releases the GIL); their stage times then overlap the denoising's
+    with side_thread(workers) as side:
+        pending = side.submit(midline_and_aif) if side is not None else None
+        with timer("denoise"):
+            curves, area = _denoise(pre.delta_hu, pre.baseline_hu, pre, px, cfg.preprocess, workers)
+        timer.announce("hemispheres")
+        timer.announce("aif")
+        hemi, midline_fallback, sel, peak_hu = pending.result() if pending is not None else midline_and_aif()
+    return curves, area, hemi, midline_fallback, sel, peak_hu
+
+
+def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif: np.ndarray, peak_hu: np.ndarray,
+                       cfg: Config, workers: int | None):
+    """Step 5: the deconvolution of the brain's denoised curves by the AIF (with the study-wide dispersion prior and
+    the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain voxel) and the large-vessel
+    mask (z, y, x)."""
+    dc, pc = cfg.deconvolution, cfg.preprocess
+    parenchyma = pre.brain & ~pre.csf
+    # large vessels: CBV of the strongly denoised curves (vessels are spatially coherent, while the
+    # edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the threshold) or
+    # peak enhancement.  Their curves deconvolve to a spike and must not inform the residue-shape evidence.
+    cbv_smooth = mp.cbv_from_curves(curves, aif)
+    vessels = mp.vessel_mask(mp.to_volume(cbv_smooth, pre.brain), peak_hu, pre.brain, pc.vessel_cbv_ml_100g,
+                             pc.vessel_peak_hu)
+    # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
+    # denoised ones, whose edge-preserving weights depend on the curves' shapes)
+    prior_blocks = (block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
+                    if dc.dispersion_prior == "study" else None)
+    # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
+    # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
+    noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - pre.time_origin_s,
+                            pre.time_s, pre.n_baseline_frames, pre.noise_hu,
+                            lambda d, b: _denoise(d, pre.baseline_hu + b, pre, px, pc, workers)[0],
+                            pc.temporal_sigma_s, dc.tmax_noise_vectors, workers=workers)
+             if dc.tmax_noise_aware and dc.method == "bcsvd" and dc.correct_regularisation_bias else None)
+
+    def tau_filter(values: np.ndarray) -> np.ndarray:
+        # edge-preserving in-plane median of per-voxel values: the guide residue's peak time and the
+        # log peak-to-area ratio that selects the bias correction
+        med = mp.masked_median(mp.to_volume(values, pre.brain), parenchyma, px, dc.bias_tau_median_radius_mm,
+                               workers)
+        return med[pre.brain]
+
+    dec = deconvolve(curves, aif, pre.dt_s, dc,
+                     tau_filter=tau_filter if dc.bias_tau_median_radius_mm > 0 else None,
+                     shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
+                     weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
+                     evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
+                     evidence_mask=(parenchyma & ~vessels)[pre.brain], prior_blocks=prior_blocks,
+                     workers=workers, bound_tmax=False,
+                     noise_vectors=None if noise is None else noise.vectors,
+                     noise_rms=None if noise is None else noise.rms_hu)
+    return dec, cbv_smooth, vessels
+
+
+def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
+                 workers: int | None) -> dict[str, np.ndarray]:
+    """Step 6, regularisation: the maps ``vol`` with CBF and CBV regularised jointly (MTT recomputed, the bounds
+    re-applied) and both Tmax maps regularised and then bounded at 0 (:mod:`ctperf.engine.regularise`)."""
+    vol = dict(vol)
+    on = dc.map_regularisation or dc.cbv_regularisation
+    sigma = dc.map_regularisation_sigma_mm if on else 0.0
+    # CBV is filtered from its unbounded estimate (a weighted mean of values clipped at 0 is biased upwards
+    # where the noise is large: white matter at 15 HU +22 % instead of +12 %), then bounded again below; CBF
+    # (by default, in the log domain) with the same weights, and rCBF and the core from it; with
+    # map_regularisation off the written CBF is the measured one and the filtered pair only gives MTT.
+    # Tmax of both conventions, so they differ only by how the residue is read.  The flow maps and the two
+    # Tmax maps are filtered independently: side by side in threads, each filter with its share of the
+    # threads (one filter alone does not keep two cores busy: its guide preparation is serial); the results
+    # do not depend on the threads
+    tmax_names = ("tmax", "tmax_standard") if dc.tmax_regularisation else ()
+    n_jobs = thread_count(workers, 1 + len(tmax_names))
+    inner = workers if n_jobs == 1 else max(1, thread_count(workers) // (1 + len(tmax_names)))
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        filter_cbf = dc.map_regularisation or dc.mtt_regularisation
+        flow = pool.submit(regularise_flow_maps, vol["cbf"], vol.pop("cbv_unbounded"), tissue, baseline_hu, px,
+                           sigma, dc.map_regularisation_h, filter_cbf, inner, dc.map_regularisation_domain == "log")
+        tmax_jobs = {name: pool.submit(regularise_tmax, vol[name], tissue, baseline_hu, px,
+                                       dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h, inner)
+                     for name in tmax_names}
+        cbf_r, cbv_r = flow.result()
+        vol.update({name: job.result() for name, job in tmax_jobs.items()})
+    vol["cbv"], vol["mtt"], cbf_bounded = mp.nonnegative_maps(cbv_r, cbf_r)
+    if dc.map_regularisation:  # otherwise the written CBF stays the measured one (already bounded by _maps)
+        vol["cbf"] = cbf_bounded
+    # Tmax is filtered signed and bounded at 0 only now: where the true Tmax is near 0 (normal tissue) about
+    # half the per-voxel values fall below 0, and filters of values bounded first read it up to ~0.3 s late
+    for name in ("tmax", "tmax_standard"):
+        vol[name] = np.maximum(vol[name], 0.0)
+    return vol
+
+
+@dataclass
+class _Reference:
+    """Step 6, rCBF: the affected side and its Tmax volumes per side, the hypoperfusion pattern, the rCBF reference
+    region (bool (z, y, x)) and why it is unusable (None: usable), its CBF (mL/100g/min), the rCBF map and the
+    volume of one voxel (mL)."""
+
+    side: str
+    side_volumes: dict
+    pattern: HypoperfusionPattern
+    region: np.ndarray
+    reason: str | None
+    cbf: float
+    rcbf: np.ndarray
+    voxel_ml: float
+
+
+def _relative_cbf(vol: dict[str, np.ndarray], tissue: np.ndarray, hemi: Hemispheres, study: CTPStudy, pre,
+                  px: float, cfg: Config, contra_mask: np.ndarray | None, workers: int | None) -> _Reference:
+    """Step 6, rCBF: the affected side, the reference region (the user's contralateral ROI, else normal-Tmax tissue of
+    the less affected hemisphere, else normal-Tmax tissue anywhere for bilateral or posterior hypoperfusion) and
+    rCBF = CBF / the reference's CBF, filtered by the same in-plane median as Tmax."""
+    th = cfg.thresholds
+    voxel_ml = voxel_volume_ml(pre.affine_ras)
+    side, side_vols = mp.affected_side(vol["tmax"], tissue, hemi.side, voxel_ml, th.tmax_hypoperfusion_s,
+                                       min_cluster_ml=th.min_cluster_ml)
+    pattern = hypoperfusion_pattern(vol["tmax"], tissue, hemi.side, pre.affine_ras, voxel_ml,
+                                    threshold_s=th.tmax_hypoperfusion_s, min_cluster_ml=th.min_cluster_ml)
+    if contra_mask is not None:
+        ref = contra_on_grid(contra_mask, study.affine_ras, pre.affine_ras, tissue)
+    elif pattern.hemisphere_logic:
+        ref = mp.reference_region(tissue, vol["tmax"], hemi.side, side)
+    else:  # bilateral or posterior circulation: normal-Tmax tissue anywhere, no "less-affected hemisphere"
+        ref = normal_reference(tissue, vol["tmax"])
+        side = "none" if pattern.kind == "posterior" else side
+    ref_reason = reference_shortfall(ref, voxel_ml, th.min_reference_ml)
+    rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
+    if ref_reason is not None:
+        rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
+    # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
+    # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
+    rcbf = mp.masked_median(rcbf, tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
+    return _Reference(side=side, side_volumes=side_vols, pattern=pattern, region=ref, reason=ref_reason,
+                      cbf=ref_cbf, rcbf=rcbf, voxel_ml=voxel_ml)
 
 
 def _maps(curves: np.ndarray, area: np.ndarray, cbv_smooth: np.ndarray, dec, aif: np.ndarray,
