@@ -102,84 +102,98 @@ def lesion_side(hypoperfusion: np.ndarray, hemi: Hemispheres | None, voxel_volum
     return "left" if left >= right else "right"
 
 
-def compute_indices(inp: IndexInputs) -> dict[str, Any]:
-    """All indices as a flat, ordered dict (values float/int/bool/str/None; ``*_reason`` for None values)."""
-    thr = inp.thresholds
-    v = inp.voxel_volume_ml
-    les = inp.lesion
-    out: dict[str, Any] = {}
+class _Indices(dict):
+    """The flat, ordered index document being built: a value, or None with a ``<key>_reason``."""
 
-    def put(key: str, value, reason: str | None = None):
-        out[key] = None if value is None else value
+    def put(self, key: str, value, reason: str | None = None) -> None:
+        self[key] = value
         if value is None:
-            out[f"{key}_reason"] = reason or "undefined"
+            self[f"{key}_reason"] = reason or "undefined"
 
+
+def compute_indices(inp: IndexInputs) -> dict[str, Any]:
+    """All indices as a flat, ordered dict (values float/int/bool/str/None; ``*_reason`` for None values): lesion
+    volumes, mismatch and HIR, the lesion side, the CBV indices, venous transit and the imaging-eligibility labels
+    (docs/definitions.md)."""
+    out = _Indices()
+    _volume_indices(out, inp)
+    side = lesion_side(inp.lesion.hypoperfusion, inp.hemispheres, inp.voxel_volume_ml)
+    if not inp.hemisphere_logic and out["hypoperfusion_vox"]:
+        side = "none"
+        out["lesion_side_reason"] = inp.hemisphere_reason
+    out["lesion_side"] = side
+    _cbv_indices(out, inp, side)
+    _venous_indices(out, inp)
+    _eligibility(out, inp)
+    out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)
+    return dict(out)
+
+
+def _volume_indices(out: _Indices, inp: IndexInputs) -> None:
+    """Hypoperfusion, core and penumbra volumes (mL and voxels), the mismatch, the Tmax level volumes and HIR."""
+    thr, v, les = inp.thresholds, inp.voxel_volume_ml, inp.lesion
     hypo_vox, core_vox, pen_vox = int(les.hypoperfusion.sum()), int(les.core.sum()), int(les.penumbra.sum())
     hypo_ml, core_ml, pen_ml = hypo_vox * v, core_vox * v, pen_vox * v
-    put("hypoperfusion_ml", round(hypo_ml, 3))
-    put("core_ml", round(core_ml, 3))
-    put("penumbra_ml", round(pen_ml, 3))
-    put("hypoperfusion_vox", hypo_vox)
-    put("core_vox", core_vox)
-    put("penumbra_vox", pen_vox)
-    put("mismatch_volume_ml", round(hypo_ml - core_ml, 3))
+    out.put("hypoperfusion_ml", round(hypo_ml, 3))
+    out.put("core_ml", round(core_ml, 3))
+    out.put("penumbra_ml", round(pen_ml, 3))
+    out.put("hypoperfusion_vox", hypo_vox)
+    out.put("core_vox", core_vox)
+    out.put("penumbra_vox", pen_vox)
+    out.put("mismatch_volume_ml", round(hypo_ml - core_ml, 3))
     if core_vox == 0:
-        put("Mismatch_Ratio", None, "core volume is 0 mL: ratio undefined (infinite when hypoperfusion > 0)")
+        out.put("Mismatch_Ratio", None, "core volume is 0 mL: ratio undefined (infinite when hypoperfusion > 0)")
     else:
-        put("Mismatch_Ratio", round(hypo_ml / core_ml, 4))
+        out.put("Mismatch_Ratio", round(hypo_ml / core_ml, 4))
 
     for level, mask in sorted(les.tmax_levels.items()):
-        put(f"tmax{level:g}_ml", round(float(mask.sum()) * v, 3))
+        out.put(f"tmax{level:g}_ml", round(float(mask.sum()) * v, 3))
 
     hir_num = les.tmax_levels.get(float(thr.hir_tmax_s))
     hir_den = les.tmax_levels.get(float(thr.tmax_hypoperfusion_s))
     hir, reason = _ratio(None if hir_num is None else float(hir_num.sum()),
                          None if hir_den is None else float(hir_den.sum()),
                          f"HIR (Tmax>={thr.hir_tmax_s:g} s / Tmax>={thr.tmax_hypoperfusion_s:g} s)")
-    put("HIR", None if hir is None else round(hir, 4), reason and "no tissue with Tmax above the hypoperfusion threshold")
+    out.put("HIR", None if hir is None else round(hir, 4),
+            reason and "no tissue with Tmax above the hypoperfusion threshold")
 
-    side = lesion_side(les.hypoperfusion, inp.hemispheres, v)
-    if not inp.hemisphere_logic and hypo_vox:
-        side = "none"
-        out["lesion_side_reason"] = inp.hemisphere_reason
-    out["lesion_side"] = side
 
-    # --- CBV indices --------------------------------------------------------------------------------------
-    cbv = inp.cbv
-    hemi = inp.hemispheres
-    lesion_cbv = _mean(cbv, les.hypoperfusion) if hypo_vox else None
-    no_lesion = "no hypoperfusion (Tmax) region"
+def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
+    """Corrected, contralateral-hemisphere, mirror and conventional CBV indices (mean lesion CBV over a reference)."""
+    cbv, hemi, les = inp.cbv, inp.hemispheres, inp.lesion
+    keys = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror")
+    lesion_cbv = _mean(cbv, les.hypoperfusion) if out["hypoperfusion_vox"] else None
     if cbv is None:
-        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
-            put(key, None, "no CBV map")
+        for key in keys:
+            out.put(key, None, "no CBV map")
     elif lesion_cbv is None:
-        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
-            put(key, None, no_lesion)
+        for key in keys:
+            out.put(key, None, "no hypoperfusion (Tmax) region")
     elif not inp.hemisphere_logic:
         normal = inp.tissue & ~les.tmax_levels.get(4.0, les.hypoperfusion)
         ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal))
         val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index (normal cortex of both hemispheres)")
-        put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
-        for key in ("CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
-            put(key, None, inp.hemisphere_reason)
+        out.put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
+        for key in keys[1:]:
+            out.put(key, None, inp.hemisphere_reason)
     elif hemi is None or side == "none":
-        for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
-            put(key, None, "no hemisphere split (midline) available")
+        for key in keys:
+            out.put(key, None, "no hemisphere split (midline) available")
     else:
         contra = hemi.side == (-1 if side == "left" else 1)
         normal_contra = inp.tissue & contra & ~les.tmax_levels.get(4.0, les.hypoperfusion)
-        cortex = inp.cortex if inp.cortex is not None else None
-        ref_cortex = _mean(cbv, None if cortex is None else (cortex & normal_contra))
+        ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal_contra))
         val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index")
-        put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
+        out.put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
         val, reason = _ratio(lesion_cbv, _mean(cbv, normal_contra), "CBV index vs contralateral hemisphere")
-        put("CBV_Index_contra_hemisphere", None if val is None else round(val, 4), reason)
+        out.put("CBV_Index_contra_hemisphere", None if val is None else round(val, 4), reason)
         mirrored = mirror(les.hypoperfusion, hemi) & inp.tissue & ~les.hypoperfusion
         val, reason = _ratio(lesion_cbv, _mean(cbv, mirrored), "CBV index vs mirrored region")
-        put("CBV_Index_mirror", None if val is None else round(val, 4), reason)
+        out.put("CBV_Index_mirror", None if val is None else round(val, 4), reason)
 
     if inp.roi_mask is None or cbv is None:
-        put("Conventional_CBV_Index", None, "no lesion-cortex ROI given (--roi_mask)" if cbv is not None else "no CBV map")
+        out.put("Conventional_CBV_Index", None,
+                "no lesion-cortex ROI given (--roi_mask)" if cbv is not None else "no CBV map")
     else:
         roi = np.asarray(inp.roi_mask, bool) & inp.tissue
         if inp.contra_mask is not None:
@@ -189,10 +203,13 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
         else:
             ref = None
         val, reason = _ratio(_mean(cbv, roi), _mean(cbv, ref), "Conventional CBV Index")
-        put("Conventional_CBV_Index", None if val is None else round(val, 4),
-            reason if ref is not None else "no contralateral ROI and no midline to mirror the ROI")
+        out.put("Conventional_CBV_Index", None if val is None else round(val, 4),
+                reason if ref is not None else "no contralateral ROI and no midline to mirror the ROI")
 
-    # --- venous transit -----------------------------------------------------------------------------------
+
+def _venous_indices(out: _Indices, inp: IndexInputs) -> None:
+    """AIF and VOF times to peak, the venous transit PVT_sec and the qualitative PVT sign (sinus Tmax)."""
+    put = out.put
     put("aif_ttp_s", None if inp.aif_ttp_s is None else round(float(inp.aif_ttp_s), 3), "no AIF curve")
     put("vof_ttp_s", None if inp.vof_ttp_s is None else round(float(inp.vof_ttp_s), 3), "no VOF curve")
     if inp.aif_ttp_s is None or inp.vof_ttp_s is None:
@@ -204,15 +221,23 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     if sinus_tmax is None:
         put("PVT_present", None, "no venous sinus voxels identified")
     else:
-        out["PVT_present"] = bool(sinus_tmax >= thr.pvt_tmax_s)
+        out["PVT_present"] = bool(sinus_tmax >= inp.thresholds.pvt_tmax_s)
 
-    # --- imaging eligibility ------------------------------------------------------------------------------
-    ratio_ok_d3 = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml >= DEFUSE3["mismatch_ratio_min"])
-    ratio_ok_ex = (core_vox == 0 and hypo_vox > 0) or (core_vox > 0 and hypo_ml / core_ml > EXTEND["mismatch_ratio_min_exclusive"])
-    not_trial = trial_thresholds_reason(thr)
+
+def _eligibility(out: _Indices, inp: IndexInputs) -> None:
+    """DEFUSE 3 and EXTEND imaging-eligibility labels (only with the trials' lesion thresholds); without a usable
+    rCBF reference every core-derived value becomes None with its reason (never 0 mL / eligible)."""
+    v = inp.voxel_volume_ml
+    hypo_vox, core_vox = out["hypoperfusion_vox"], out["core_vox"]
+    hypo_ml, core_ml = hypo_vox * v, core_vox * v
+    ratio_ok_d3 = ((core_vox == 0 and hypo_vox > 0)
+                   or (core_vox > 0 and hypo_ml / core_ml >= DEFUSE3["mismatch_ratio_min"]))
+    ratio_ok_ex = ((core_vox == 0 and hypo_vox > 0)
+                   or (core_vox > 0 and hypo_ml / core_ml > EXTEND["mismatch_ratio_min_exclusive"]))
+    not_trial = trial_thresholds_reason(inp.thresholds)
     if not_trial:
-        put("DEFUSE3_eligible", None, not_trial)
-        put("EXTEND_eligible", None, not_trial)
+        out.put("DEFUSE3_eligible", None, not_trial)
+        out.put("EXTEND_eligible", None, not_trial)
     else:
         out["DEFUSE3_eligible"] = bool(core_ml < DEFUSE3["core_max_ml"] and ratio_ok_d3
                                        and hypo_ml - core_ml >= DEFUSE3["mismatch_volume_min_ml"])
@@ -222,9 +247,7 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
         for key in ("core_ml", "core_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml", "Mismatch_Ratio",
                     "DEFUSE3_eligible", "EXTEND_eligible"):
             out.pop(f"{key}_reason", None)
-            put(key, None, inp.reference_reason)
-    out["voxel_volume_ml"] = round(v, 6)
-    return out
+            out.put(key, None, inp.reference_reason)
 
 
 
