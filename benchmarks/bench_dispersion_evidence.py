@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dispersion", type=float, nargs="+", default=[0.0, 1.0])
     args = ap.parse_args(argv)
     import ctperf
-    from ctperf.constants import DEFINITION_VERSION, ENGINE_VERSION
+    from ctperf.core.constants import DEFINITION_VERSION, ENGINE_VERSION
 
     rows = [measure(n, d, f) for n in args.noise for d in args.dispersion for f in FAMILIES]
     print(json.dumps({"benchmark": "dispersion_evidence", "ctperf_version": ctperf.__version__,

@@ -683,7 +683,7 @@ def validate(method: str | None, sets: list[str], quick: bool, patterns: list[st
     import platform
 
     import ctperf
-    from ctperf.constants import DEFINITION_VERSION
+    from ctperf.core.constants import DEFINITION_VERSION
 
     cfg, overrides = make_config(method, sets)
     fams, skipped = all_families(quick)

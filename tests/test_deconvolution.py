@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ctperf.config import DeconvolutionConfig
-from ctperf.constants import KH, RHO_G_PER_ML
+from ctperf.core.constants import KH, RHO_G_PER_ML
 from ctperf.engine.deconvolution import deconvolve, oscillation_index, residue_peak
 from ctperf.engine.maps import cbf_from_rmax, cbv_from_curves, mtt_from
 

@@ -15,7 +15,7 @@ OUTER_CTPERF = ("ctperf.io", "ctperf.nifti_io", "ctperf.dicom_io", "ctperf.viz",
 
 LAYERS = {
     "core": (["ctperf.core.grid", "ctperf.core.morphology", "ctperf.core.midline", "ctperf.core.orientation",
-              "ctperf.core.types"],
+              "ctperf.core.types", "ctperf.core.constants"],
              ("ctperf.engine",)),
     "engine": (["ctperf.engine", "ctperf.engine.deconvolution", "ctperf.engine.regularise"], ()),
     "analysis": (["ctperf.analysis.masks", "ctperf.analysis.indices", "ctperf.analysis.regions",

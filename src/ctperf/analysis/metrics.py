@@ -19,7 +19,7 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import UNITS
-from ctperf.constants import DEFINITION_VERSION, HCT_LARGE_VESSEL, HCT_SMALL_VESSEL, KH, RHO_G_PER_ML
+from ctperf.core.constants import DEFINITION_VERSION, HCT_LARGE_VESSEL, HCT_SMALL_VESSEL, KH, RHO_G_PER_ML
 
 
 def to_strict(obj: Any) -> Any:

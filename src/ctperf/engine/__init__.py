@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Config, side_thread, thread_count
-from ctperf.constants import ENGINE_VERSION
+from ctperf.core.constants import ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
 from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import thread_count
-from ctperf.constants import KH, RHO_G_PER_ML
+from ctperf.core.constants import KH, RHO_G_PER_ML
 from ctperf.engine.deconvolution import residue_peak
 
 CBF_PER_RMAX = 6000.0 * KH / RHO_G_PER_ML

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
-from ctperf.constants import DEFINITION_VERSION
+from ctperf.core.constants import DEFINITION_VERSION
 from ctperf.core.orientation import display_orientation
 from ctperf.core.types import LesionMasks, PerfusionResult, spacing_xyz_mm, voxel_volume_ml
 from ctperf.viz import raster

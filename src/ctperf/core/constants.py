@@ -1,0 +1,17 @@
+"""Physical constants and versioned definitions shared by Mode A and Mode B.
+
+Every value here is documented with its source in docs/definitions.md.
+"""
+
+#: Brain tissue density, g/mL (Ostergaard 1996; Wintermark 2005).
+RHO_G_PER_ML = 1.04
+#: Hematocrit in large vessels and in capillaries.
+HCT_LARGE_VESSEL = 0.45
+HCT_SMALL_VESSEL = 0.25
+#: Hematocrit correction factor kH = (1 - Hct_large) / (1 - Hct_small).
+KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
+
+#: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
+DEFINITION_VERSION = "2.11"
+#: Version of the perfusion engine's method (deconvolution, bias correction, estimands; docs/definitions.md §2, §6).
+ENGINE_VERSION = "2.10"
