@@ -117,11 +117,7 @@ class _Guide:
     prior_used: tuple[int, int] | None
     #: The height correction's weights (n_models, n): the regional ones, or (with a height prior) filled chunk by
     #: chunk in the ladder's threads.
-    weight: np.ndarray = None
-
-    def __post_init__(self):
-        if self.weight is None:
-            self.weight = self.regional if self.height_prior is None else np.empty_like(self.regional)
+    weight: np.ndarray
 
 
 @dataclass
@@ -329,13 +325,13 @@ def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables:
     tmax_prior = in_shift.astype(np.float64)
     if mixture is not None:
         tmax_prior *= model_prior(mixture, family, cfg.tmax_prior)
+    height_prior = None if mixture is None else model_prior(mixture, family, cfg.height_prior)
     pos_filt = _grid_position(y_filt, y_grid)
     return _Guide(time_s=g_t, time_idx=_time_index(g_t, dt_s, t, n_neg), pos_height=pos_filt,
                   pos_shift=pos_filt if cfg.tmax_shift_mtt == "filtered" else _grid_position(y, y_grid),
-                  regional=regional,
-                  height_prior=None if mixture is None else model_prior(mixture, family, cfg.height_prior),
-                  tmax_prior=tmax_prior, log_h_y=log_h_y, shift_y=shift_y, noisy_shift_y=noisy_shift_y, q_pos=q_pos,
-                  mixture=mixture, prior_used=prior_used)
+                  regional=regional, height_prior=height_prior, tmax_prior=tmax_prior, log_h_y=log_h_y,
+                  shift_y=shift_y, noisy_shift_y=noisy_shift_y, q_pos=q_pos, mixture=mixture, prior_used=prior_used,
+                  weight=regional if height_prior is None else np.empty_like(regional))
 
 
 def _solve_chunk(tissue: np.ndarray, start: int, stop: int, ladder: _Ladder, guide: _Guide | None,
