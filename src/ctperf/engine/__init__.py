@@ -95,23 +95,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         vol = _regularised(vol, masks.tissue, pre.baseline_hu, px, cfg.deconvolution, workers)
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
-    qa_flags, qa_values = _qa(pre, sel, dec, cfg)
-    sd, qa_flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s,
-                                                                          masks.tissue[pre.brain])
-    qa_values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
-    qa_values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
-    qa_values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, cfg.deconvolution.dispersion_prior,
-                                              dec.dispersion_prior_blocks))
-    qa_flags["midline_fallback"] = bool(midline_fallback)
-    qa_flags.update(bilateral_hypoperfusion=ref.pattern.kind == "bilateral",
-                    posterior_circulation=ref.pattern.kind == "posterior",
-                    rcbf_reference_too_small=ref.reason is not None)
-    qa_values.update(ref.side_volumes, reference_voxels=int(ref.region.sum()),
-                     reference_ml=round(float(ref.region.sum()) * ref.voxel_ml, 3),
-                     hypoperfusion_pattern=ref.pattern.kind,
-                     posterior_hypoperfusion_fraction=ref.pattern.posterior_fraction,
-                     reference_reason=ref.reason, truncation_affected_maps=truncation_affected_maps(
-                         qa_flags["aif_truncated"], qa_flags["acquisition_truncated"]))
+    qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref)
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
@@ -504,8 +488,10 @@ def dispersion_ambiguity(sd_s: np.ndarray | None, tissue: np.ndarray) -> tuple[f
     return value, bool(value > TMAX_DISPERSION_FLAG_S), None
 
 
-def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
-    """QA flags and the measurements behind them."""
+def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference
+        ) -> tuple[dict, dict]:
+    """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
+    study prior and dispersion ambiguity, the midline and the rCBF reference."""
     aif = np.asarray(sel.aif_raw, float)
     vof = np.asarray(sel.vof.delta_hu, float)
     peak = float(aif.max())
@@ -539,4 +525,17 @@ def _qa(pre, sel, dec, cfg: Config) -> tuple[dict, dict]:
         # (truncation_ladder) and the maps lose resolution of high flows; Tmax late and CBF low without the margin
         "aif_noisy": bool(np.isfinite(aif_floor) and aif_floor > configured),
     }
+    sd, flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s, tissue[pre.brain])
+    values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
+    values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
+    values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, cfg.deconvolution.dispersion_prior,
+                                           dec.dispersion_prior_blocks))
+    flags["midline_fallback"] = bool(midline_fallback)
+    flags.update(bilateral_hypoperfusion=ref.pattern.kind == "bilateral",
+                 posterior_circulation=ref.pattern.kind == "posterior", rcbf_reference_too_small=ref.reason is not None)
+    values.update(ref.side_volumes, reference_voxels=int(ref.region.sum()),
+                  reference_ml=round(float(ref.region.sum()) * ref.voxel_ml, 3), hypoperfusion_pattern=ref.pattern.kind,
+                  posterior_hypoperfusion_fraction=ref.pattern.posterior_fraction, reference_reason=ref.reason,
+                  truncation_affected_maps=truncation_affected_maps(flags["aif_truncated"],
+                                                                    flags["acquisition_truncated"]))
     return flags, values
