@@ -152,7 +152,8 @@ def run_cmd(
     overwrite: bool = _OVERWRITE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM Parametric Maps, SEG, SR and "
-                                   "Secondary Captures to OUT/dicom (needs the extra: pip install 'ctperf\\[dicom-out]')."),
+                                   "Secondary Captures to OUT/dicom (needs the extra: "
+                                   "pip install 'ctperf\\[dicom-out]')."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
     try:
@@ -267,7 +268,8 @@ def maps_cmd(
     aif_csv: Path = typer.Option(..., "--aif_csv", "--aif-csv", help="AIF curve CSV (time_s, value)."),
     vof_csv: Path = typer.Option(..., "--vof_csv", "--vof-csv", help="VOF curve CSV (time_s, value)."),
     out_dir: Path = typer.Option(..., "--out_dir", "--out-dir", help="Output folder."),
-    tmax_range: Optional[str] = typer.Option(None, "--tmax-range", help="LO,HI values of a colour-coded Tmax map's bar."),
+    tmax_range: Optional[str] = typer.Option(None, "--tmax-range",
+                                             help="LO,HI values of a colour-coded Tmax map's bar."),
     cbv_range: Optional[str] = typer.Option(None, "--cbv-range", help="LO,HI of a colour-coded CBV map's bar."),
     rcbf_range: Optional[str] = typer.Option(None, "--rcbf-range", help="LO,HI of a colour-coded rCBF map's bar."),
     tissue_mask: Optional[Path] = typer.Option(None, "--tissue_mask", "--tissue-mask",

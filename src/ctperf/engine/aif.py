@@ -35,7 +35,8 @@ VOF
   Voxels (brain dilated by ~5 mm, without bone) peaking at least ``vof_min_delay_s`` after the AIF; the
   ``n_vof_voxels`` with the largest area under the curve (the venous sinus: late peak, largest area).  The
   ranking uses the mean area of the 8 in-plane neighbours (among voxels at least half as bright themselves)
-  and the 3x3 mean TTP, so the choice is driven neither by each voxel's own noise nor by a bright neighbour (selecting the maximum of noisy areas would bias the VOF area, hence the AIF scaling, upwards).
+  and the 3x3 mean TTP, so the choice is driven neither by each voxel's own noise nor by a bright neighbour
+  (selecting the maximum of noisy areas would bias the VOF area, hence the AIF scaling, upwards).
 Partial-volume correction
   The AIF is scaled so its area equals the VOF's (indicator conservation; the sinus is large enough to be free
   of partial volume).  The areas are compared over the same *transported* window

@@ -368,7 +368,8 @@ def decode_rgb_volume(rgb_zyx3: np.ndarray, value_range, bar: ColourBar | None =
 
 def decode_colour_series(source, value_range=None, low_end: str | None = None,
                          max_distance: float = 30.0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a colour-coded DICOM series (folder, file or list of files) and decode it: ``(volume_zyx, affine_ras, info)``.
+    """Read a colour-coded DICOM series (folder, file or list of files) and decode it:
+    ``(volume_zyx, affine_ras, info)``.
 
     Geometry comes from ImagePositionPatient / ImageOrientationPatient / PixelSpacing, slices sorted along the
     slice normal (see :func:`ctperf.modeb.map_inputs.read_dicom_series`).  ``value_range`` is required.

@@ -6,9 +6,9 @@ Accepted inputs for :func:`load_map`:
 - a scalar DICOM series: one file per slice (CT-like, ``RescaleSlope`` / ``RescaleIntercept`` applied) or one
   multi-frame file (e.g. Parametric Map storage 1.2.840.10008.5.1.4.1.1.30 with float pixel data, or enhanced CT)
   with per-frame positions in the functional groups;
-- a colour-coded DICOM series (PhotometricInterpretation RGB, YBR_* or PALETTE COLOR), e.g. Siemens syngo.via TMAXD / CBVD /
-  CBFD secondary captures, decoded through the burned-in colour bar by :mod:`ctperf.modeb.colormap_decode`
-  (needs the colour-bar value range).
+- a colour-coded DICOM series (PhotometricInterpretation RGB, YBR_* or PALETTE COLOR), e.g. Siemens syngo.via
+  TMAXD / CBVD / CBFD secondary captures, decoded through the burned-in colour bar by
+  :mod:`ctperf.modeb.colormap_decode` (needs the colour-bar value range).
 
 Every volume is returned as ``(z, y, x)`` float32 with a 4x4 RAS affine mapping voxel ``(x, y, z)`` to mm
 (see :mod:`ctperf.core.types`); slices are ordered along the slice normal (cross product of the two
@@ -221,7 +221,8 @@ def load_map(path_or_dir, value_range=None, **decode_kwargs) -> tuple[np.ndarray
         from ctperf.modeb.colormap_decode import decode_rgb_volume
 
         if value_range is None:
-            raise InputError(f"{p.name} is a colour-coded map; give its colour-bar value range (e.g. --tmax-range 0,10)")
+            raise InputError(f"{p.name} is a colour-coded map; give its colour-bar value range "
+                             "(e.g. --tmax-range 0,10)")
         vol, dinfo = decode_rgb_volume(data, value_range, **decode_kwargs)
         info["warnings"] = list(info.get("warnings", [])) + dinfo.pop("warnings", [])
         info.update(kind="dicom_colour", **dinfo)

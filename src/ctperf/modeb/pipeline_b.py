@@ -100,8 +100,8 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
     lesion = lesion_masks(tmax_s, rcbf, tissue, vox_ml, cfg.thresholds, footprint=roi_footprint)
     indices = compute_indices(IndexInputs(
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
-        hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue, aif_ttp_s=aif_ttp_s,
-        vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint))
+        hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue,
+        aif_ttp_s=aif_ttp_s, vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
                             provenance=provenance or {}, method=MODE_B_METHOD,
                             regions=_regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml))

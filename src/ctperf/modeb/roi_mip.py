@@ -19,7 +19,8 @@ Steps
 3. **Registration** (:func:`register_screenshot`): the axial MIP ``np.nanmax(tmax, axis=0)`` is put in
    radiological display orientation (patient right on image left, anterior up; flips / transpose derived from
    the affine).  The screenshot is converted to grey with coloured pixels (the ROI, other annotations) masked
-   out (and thin bright strokes - white text, rulers - found by a 7 px white top-hat).  A coarse search over scales (log grid, 4 % steps) computes the *masked normalised cross-correlation*
+   out (and thin bright strokes - white text, rulers - found by a 7 px white top-hat).  A coarse search over
+   scales (log grid, 4 % steps) computes the *masked normalised cross-correlation*
    for all translations at once with FFTs (Padfield 2012) at ~80 px working resolution; the best (scale,
    translation) is refined at full resolution by Nelder-Mead on (scale, dy, dx) maximising the NCC.  This
    tolerates scale, offset, UI chrome and cropping of a screen capture (>= ``min_overlap`` of the MIP visible).

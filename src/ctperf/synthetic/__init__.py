@@ -47,9 +47,9 @@ Block phantom families (:mod:`.blocks`, ``make_block_phantom``): a grid of (CBF,
 one residue shape, dispersion 0-3 s per slice, per-hemisphere delays and white or correlated noise, for the
 validation harness (benchmarks/validate.py).
 
-Limitations: all tissue of the realistic phantom shares one dispersion time constant; arteries on both sides carry the undelayed AIF
-(the lesion-side MCA is simply absent beyond mid-M1); no beam hardening, streaks or truncation artefacts; the
-lower slab is an idealised cerebrum (no cerebellum / skull base).
+Limitations: all tissue of the realistic phantom shares one dispersion time constant; arteries on both sides
+carry the undelayed AIF (the lesion-side MCA is simply absent beyond mid-M1); no beam hardening, streaks or
+truncation artefacts; the lower slab is an idealised cerebrum (no cerebellum / skull base).
 """
 
 from .phantom import Phantom, PhantomSpec, make_phantom

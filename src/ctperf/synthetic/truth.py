@@ -83,7 +83,8 @@ class PhantomTruth:
     block: np.ndarray | None = None
 
     def __repr__(self) -> str:
-        return f"PhantomTruth(shape={self.cbf.shape}, tissue={int(self.tissue.sum())} vox, core={int(self.core.sum())} vox)"
+        return (f"PhantomTruth(shape={self.cbf.shape}, tissue={int(self.tissue.sum())} vox, "
+                f"core={int(self.core.sum())} vox)")
 
 
 def _contra_mask(truth: PhantomTruth, lesion_side: int) -> np.ndarray:

@@ -21,7 +21,8 @@ from ctperf.viz.raster import Drawing, _font_dir, resize_nearest, rgb
 
 _FONT_FILES = {("DejaVuSans", False, False): "DejaVuSans", ("DejaVuSans", True, False): "DejaVuSans-Bold",
                ("DejaVuSans", False, True): "DejaVuSans-Oblique", ("DejaVuSans", True, True): "DejaVuSans-BoldOblique",
-               ("DejaVuSansMono", False, False): "DejaVuSansMono", ("DejaVuSansMono", True, False): "DejaVuSansMono-Bold"}
+               ("DejaVuSansMono", False, False): "DejaVuSansMono",
+               ("DejaVuSansMono", True, False): "DejaVuSansMono-Bold"}
 _FALLBACK = {False: "Helvetica", True: "Helvetica-Bold"}
 _lock = threading.Lock()
 

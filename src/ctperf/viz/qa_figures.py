@@ -504,8 +504,8 @@ def fit_box(cv: raster.Drawing, rect: tuple[float, float, float, float], rows: i
     return bx + (bw - w) / 2.0, by + (bh - h) / 2.0, w, h
 
 
-def show_image(cv: raster.Drawing, img: np.ndarray, box, outline_mask: np.ndarray | None = None, color=HYPO_OUTLINE_COLOR,
-          lw_px: int = 1) -> tuple[int, int, int, int]:
+def show_image(cv: raster.Drawing, img: np.ndarray, box, outline_mask: np.ndarray | None = None,
+               color=HYPO_OUTLINE_COLOR, lw_px: int = 1) -> tuple[int, int, int, int]:
     """Paste an RGB image into ``box`` with an optional mask outline drawn at display resolution."""
     x0, y0, w, h = box
     k = cv.image_scale

@@ -187,7 +187,8 @@ def create_app(settings: WebSettings) -> FastAPI:
                            cbv_range: Annotated[str, Form()] = "", rcbf_range: Annotated[str, Form()] = ""):
         if int(request.headers.get("content-length") or 0) > settings.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {settings.max_upload_mb:g} MB")
-        ranges = {k: _parse_range(v or None) for k, v in (("tmax", tmax_range), ("cbv", cbv_range), ("rcbf", rcbf_range))}
+        ranges = {k: _parse_range(v or None)
+                  for k, v in (("tmax", tmax_range), ("cbv", cbv_range), ("rcbf", rcbf_range))}
         dest = settings.results_dir / runs.UPLOADS / f"modeb-{uuid.uuid4().hex[:12]}"
         dest.mkdir(parents=True)
         files = dict(zip(MODEB_FILES, (mip, tmax, cbv, rcbf, aif_csv, vof_csv)))
