@@ -67,7 +67,29 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
                   contra_mask: np.ndarray | None = None, progress: Progress = None) -> ModeAResult:
     """Run the whole Mode A analysis on an in-memory study (no file I/O).
 
-    ``roi_mask`` / ``contra_mask`` are bool (z, y, x) volumes on the study grid.
+    Parameters
+    ----------
+    study : CTPStudy
+        The loaded acquisition (:func:`ctperf.io.dicom.load_ctp`, or built from arrays: HU (t, z, y, x), per-slice
+        times (t, z) in s, voxel -> RAS affine).
+    cfg : Config
+        Every setting of the run (``Config()`` for the defaults; ``Config.from_dict`` / ``load_config``).
+    roi_mask, contra_mask : ndarray of bool (z, y, x), optional
+        Lesion-cortex ROI (Conventional CBV Index) and contralateral reference ROI, on the study grid.
+    progress : callable(stage_name), optional
+        Called as each stage starts (from the calling thread).
+
+    Returns
+    -------
+    ModeAResult
+        ``perfusion`` (maps on the computation grid, masks, AIF/VOF, QA), ``lesion`` (hypoperfusion, core,
+        penumbra masks), ``metrics`` (the metrics.json document: indices with units, definitions, QA flags,
+        provenance), ``cortex``, ``sinus``, the ROIs on the map grid and ``stage_seconds``.
+
+    Notes
+    -----
+    A study that can be measured only in part (truncated bolus, noisy AIF, too small an rCBF reference, bilateral
+    hypoperfusion...) gets QA flags and null values with reasons in ``metrics``, never a confident wrong number.
     """
     from ctperf.engine import compute_perfusion  # preprocess/denoise -> AIF/VOF -> deconvolve -> maps/regularise/rCBF
 
@@ -257,12 +279,42 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
                      load_progress: Callable[[int, int], None] | None = None, *,
                      config_file: str | Path | None = None, study_id: str | None = None,
                      overwrite: bool = False, dicom_out: bool = False) -> ModeAResult:
-    """Mode A from a DICOM folder to a complete output folder (written atomically).
+    """Mode A from a DICOM folder to a complete output folder (written atomically): what ``ctperf run`` does.
 
-    ``config_file`` (the file ``cfg`` was read from) and the masks are named with their SHA-256 in
-    ``metrics.json`` ``provenance.input_files`` and in log.txt; ``study_id`` replaces the default pseudonymous
-    identifier (see :func:`study_id_for`).  A folder holding a Mode B result is refused unless ``overwrite``.
-    ``dicom_out`` also writes the derived DICOM objects (:mod:`ctperf.io.dicom_out`) into ``out_dir/dicom``.
+    Parameters
+    ----------
+    dicom_dir : path
+        Folder searched recursively for the CT perfusion acquisition (any vendor, any layout).
+    out_dir : path
+        Output folder (README "Outputs"); nothing appears in it unless every output was written.
+    cfg : Config, optional
+        Settings (defaults when None).
+    roi_mask, contra_mask : path, optional
+        NIfTI masks (study grid or any grid with a RAS affine) of the lesion-cortex ROI and the contralateral ROI.
+    series : str, optional
+        SeriesNumber, SeriesInstanceUID or a unique UID prefix, when the folder holds several acquisitions.
+    progress, load_progress : callable, optional
+        Called with each stage's name as it starts, and with (files done, files total) while decoding.
+    config_file : path, optional
+        The file ``cfg`` was read from; it and the masks are named with their SHA-256 in ``metrics.json``
+        ``provenance.input_files`` and in log.txt.
+    study_id : str, optional
+        Replaces the default pseudonymous identifier (see :func:`study_id_for`).
+    overwrite : bool
+        A folder holding a Mode B result is refused unless True.
+    dicom_out : bool
+        Also write the derived DICOM objects (:mod:`ctperf.io.dicom_out`, extra ``dicom-out``) into
+        ``out_dir/dicom``.
+
+    Returns
+    -------
+    ModeAResult
+        As :func:`analyse_study`.
+
+    Raises
+    ------
+    InputError, DicomError
+        Bad input (one-line message; the CLI exits with code 2 and leaves no output folder).
     """
     from ctperf.dicom_io import load_ctp
 

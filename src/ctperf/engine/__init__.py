@@ -69,11 +69,29 @@ class _StageTimer:
 
 def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | None = None,
                       progress=None) -> PerfusionResult:
-    """Perfusion maps of one study on the computation grid (see module docstring; maps NaN outside the brain).
+    """Perfusion maps of one study on the computation grid (the steps of the module docstring).
 
-    ``contra_mask`` (optional contralateral reference ROI) is a bool (z, y, x) volume on the *study* grid
-    (``study.affine_ras``); it is resampled onto the computation grid (linear interpolation of the 0/1 mask,
-    > 0.5, i.e. voxels at least half covered) and intersected with the tissue mask.
+    Parameters
+    ----------
+    study : CTPStudy
+        HU (t, z, y, x), per-slice acquisition times (t, z) in s, voxel -> RAS affine.
+    cfg : Config
+        The run's settings; the engine reads ``preprocess``, ``aif``, ``deconvolution``, ``thresholds`` (for the
+        affected side and the rCBF reference) and ``compute.workers``.
+    contra_mask : ndarray of bool (z, y, x), optional
+        Contralateral reference ROI on the *study* grid (``study.affine_ras``); resampled onto the computation grid
+        (linear interpolation of the 0/1 mask, > 0.5, i.e. voxels at least half covered) and intersected with the
+        tissue mask.
+    progress : callable(stage_name), optional
+        Called as each stage starts, from the calling thread.
+
+    Returns
+    -------
+    PerfusionResult
+        CBF (mL/100g/min), CBV (mL/100g), MTT (s), Tmax (s), TTP (s) and rCBF (fraction of the reference) as
+        float32 (z, y, x) on ``affine_ras`` (NaN outside the brain), the tissue masks, hemispheres, AIF/VOF, the
+        affected side and reference CBF, QA flags and values, stage seconds, and the standard-convention CBF and Tmax
+        (``aux_maps``).
     """
     timer, workers = _StageTimer(progress), cfg.compute.workers
     with timer("preprocess"):
