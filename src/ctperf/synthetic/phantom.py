@@ -204,23 +204,60 @@ def _lesion_profiles(d: np.ndarray, delays: tuple[float, float, float]):
 
 # ----------------------------------------------------------------------------------------------- generation
 def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
-    """Generate the phantom described by ``spec`` (frame by frame, float32 output)."""
+    """Generate the phantom described by ``spec`` (frame by frame, float32 output): the anatomy and each voxel's
+    perfusion parameters, the arterial and venous input curves, one tissue kernel per distinct MTT, the truth
+    maps, then every frame (tissue, vessels, motion, noise)."""
     spec = spec or PhantomSpec()
     nz, n = int(spec.n_slices), int(spec.matrix)
     if nz < 1 or n < 8:
         raise ValueError("need n_slices >= 1 and matrix >= 8")
     lesion_side = spec.lesion_sign()
     ft = spec.resolved_frame_times()
-    nt = len(ft)
     zfrac = np.arange(nz) / (nz - 1) if nz > 1 else np.zeros(1)
     times = ft[:, None] + zfrac[None, :] * float(spec.slice_stagger_s)
     times -= times[0, 0]
+    anat = _anatomy(spec, lesion_side)
+    t_fine, ca, cv = _input_curves(spec, times, anat.delay)
+    kernels = _kernel_tables(spec, anat, ca)
+    mix = _mix_tissue(spec, anat.frac, anat.cls_cbf, anat.cls_mtt, kernels.cls_idx, kernels.cls_row, kernels.t_peak,
+                      kernels.r_max, anat.labels.shape)
+    truth = _build_truth(spec, anat.labels, anat.f_art, anat.f_ven, anat.f_core, mix, anat.delay, anat.side,
+                         anat.lesion_d, t_fine, ca, cv)
+    hu, motion = _frames(spec, times, anat, kernels, t_fine, ca, cv)
+    affine = affine_for(spec)
+    metrics = compute_truth_metrics(truth, spec, affine, lesion_side)
+    return Phantom(hu=hu, times_s=times, affine_ras=affine, truth=truth, truth_metrics=metrics, spec=spec,
+                   motion=motion)
+
+
+@dataclass
+class _Anatomy:
+    """Per-voxel anatomy and perfusion parameters (z, y, x) at the frame-0 position: the majority class before
+    vessels, the baseline HU, the arterial / venous / arterial-core volume fractions, for each perfused class its
+    volume fraction, CBF and snapped MTT, the bolus delay (s), the hemisphere (+1 / -1, 0 outside) and the
+    lesion distance (inf outside brain tissue)."""
+
+    labels: np.ndarray
+    base: np.ndarray
+    f_art: np.ndarray
+    f_ven: np.ndarray
+    f_core: np.ndarray
+    frac: dict[int, np.ndarray]
+    cls_cbf: dict[int, np.ndarray]
+    cls_mtt: dict[int, np.ndarray]
+    delay: np.ndarray
+    side: np.ndarray
+    lesion_d: np.ndarray
+
+
+def _anatomy(spec: PhantomSpec, lesion_side: int) -> _Anatomy:
+    """The anatomy and per-voxel parameters, slice by slice (bounded memory); with ``tissue_partial_volume`` each
+    voxel's classes are counted over sub-slices ~1 mm apart."""
+    nz, n = int(spec.n_slices), int(spec.matrix)
     shape = (nz, n, n)
     to_head = make_to_head(spec)
     from_head = make_from_head(spec)
     voxel_mm = (spec.pixel_mm, spec.pixel_mm, spec.slice_mm)
-
-    # ---- anatomy and per-voxel parameters, slice by slice (bounded memory).
     labels0 = np.empty(shape, np.int8)      # (majority) classes before vessels
     base = np.empty(shape, np.float32)
     f_art = np.empty(shape, np.float32)
@@ -295,11 +332,16 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
         lesion_d[k] = np.where(brainish, d, np.inf)
         intracranial = np.isin(lab, (A.CSF, A.GM, A.WM, A.DEEP))
         side[k] = np.where(intracranial, np.sign(p[..., 0]), 0).astype(np.int8)
+    return _Anatomy(labels=labels0, base=base, f_art=f_art, f_ven=f_ven, f_core=f_core, frac=frac, cls_cbf=cls_cbf,
+                    cls_mtt=cls_mtt, delay=delay, side=side, lesion_d=lesion_d)
 
-    # ---- curves on the fine grid.
+
+def _input_curves(spec: PhantomSpec, times: np.ndarray, delay: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fine time grid (s) and the arterial and venous curves (delta HU) on it.  The grid always covers the
+    whole first pass, recirculation and venous outflow (so the curves and their normalisation do not depend on the
+    acquisition length), and the acquisition itself."""
     dt = FINE_DT_S
-    # The grid always covers the whole first pass, recirculation and venous outflow (so the curves and their
-    # normalisation do not depend on the acquisition length), and the acquisition itself.
     t_curves = (spec.aif_arrival_s + 8.0 * spec.aif_fwhm_s + max(spec.venous_delay_s, 0.0)
                 + 10.0 * max(spec.venous_dispersion_s, spec.dispersion_s, 4.0) + 20.0)
     t_end = max(float(times.max()) + max(0.0, -float(delay.min())) + 2.0, t_curves)
@@ -307,50 +349,72 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     ca = P.arterial_curve(t_fine, spec.aif_peak_hu, spec.aif_fwhm_s, spec.aif_arrival_s, spec.recirculation,
                           alpha=spec.aif_alpha)
     cv = P.venous_curve(ca, dt, spec.venous_delay_s, spec.venous_dispersion_s)
+    return t_fine, ca, cv
 
-    # One table row per distinct (snapped) MTT over all classes.
-    cls_idx = {c: np.flatnonzero(frac[c].reshape(-1) > 0) for c in PERFUSED}
-    cls_q = {c: np.round(cls_mtt[c].reshape(-1)[cls_idx[c]] / MTT_STEP_S).astype(np.int64) for c in PERFUSED}
+
+@dataclass
+class _Kernels:
+    """One tissue kernel per distinct (snapped) MTT over all classes (``table`` (n_mtt, T) on the fine grid), the
+    true residue peak time and height of each, and per perfused class its voxels (flat indices) and their rows."""
+
+    table: np.ndarray
+    t_peak: np.ndarray
+    r_max: np.ndarray
+    cls_idx: dict[int, np.ndarray]
+    cls_row: dict[int, np.ndarray]
+
+
+def _kernel_tables(spec: PhantomSpec, anat: _Anatomy, ca: np.ndarray) -> _Kernels:
+    """The tissue kernels of every distinct MTT of the anatomy (:func:`.physics.tissue_kernel_table_shape`)."""
+    cls_idx = {c: np.flatnonzero(anat.frac[c].reshape(-1) > 0) for c in PERFUSED}
+    cls_q = {c: np.round(anat.cls_mtt[c].reshape(-1)[cls_idx[c]] / MTT_STEP_S).astype(np.int64) for c in PERFUSED}
     uniq = np.unique(np.concatenate([cls_q[c] for c in PERFUSED]))
     mtt_vals = uniq * MTT_STEP_S
     shape_kw = _shape_kw(spec)
-    table = P.tissue_kernel_table_shape(ca, dt, mtt_vals, spec.dispersion_s, spec.residue, **shape_kw)  # (m, T)
-    ncol = table.shape[1]
-    table_flat = table.reshape(-1)
+    table = P.tissue_kernel_table_shape(ca, FINE_DT_S, mtt_vals, spec.dispersion_s, spec.residue, **shape_kw)
     t_peak, r_max = P.residue_truth(mtt_vals, spec.dispersion_s, spec.residue, **shape_kw)
     cls_row = {c: np.searchsorted(uniq, cls_q[c]) for c in PERFUSED}
+    return _Kernels(table=table, t_peak=t_peak, r_max=r_max, cls_idx=cls_idx, cls_row=cls_row)
 
-    # Per (class, voxel) constants for the frame loop.
-    tissue_w = (1.0 - f_art - f_ven).reshape(-1)
+
+def _frames(spec: PhantomSpec, times: np.ndarray, anat: _Anatomy, kernels: _Kernels, t_fine: np.ndarray,
+            ca: np.ndarray, cv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame (t, z, y, x) float32 HU: baseline + each class's tissue curve (its kernel read at the slice's
+    acquisition time minus the voxel's delay) + arterial and venous partial volume, then rigid motion and noise;
+    and the motion parameters."""
+    nz, n = int(spec.n_slices), int(spec.matrix)
+    shape = (nz, n, n)
+    nt = len(times)
+    dt = FINE_DT_S
+    table_flat = kernels.table.reshape(-1)
+    ncol = kernels.table.shape[1]
+    # per (class, voxel) constants for the frame loop
+    tissue_w = (1.0 - anat.f_art - anat.f_ven).reshape(-1)
     loop = []
     for c in PERFUSED:
-        idx = cls_idx[c]
+        idx = kernels.cls_idx[c]
         if len(idx) == 0:
             continue
-        amp = (frac[c].reshape(-1)[idx].astype(np.float64) * cls_cbf[c].reshape(-1)[idx] * P.FLOW_SCALE
+        amp = (anat.frac[c].reshape(-1)[idx].astype(np.float64) * anat.cls_cbf[c].reshape(-1)[idx] * P.FLOW_SCALE
                * tissue_w[idx])
-        loop.append((idx, idx // (n * n), amp, cls_row[c].astype(np.int64) * ncol,
-                     delay.reshape(-1)[idx].astype(np.float64)))
-    ves_idx = np.flatnonzero((f_art + f_ven).reshape(-1) > 0)
+        loop.append((idx, idx // (n * n), amp, kernels.cls_row[c].astype(np.int64) * ncol,
+                     anat.delay.reshape(-1)[idx].astype(np.float64)))
+    ves_idx = np.flatnonzero((anat.f_art + anat.f_ven).reshape(-1) > 0)
     z_ves = ves_idx // (n * n)
-    fa_ves = f_art.reshape(-1)[ves_idx].astype(np.float64)
-    fv_ves = f_ven.reshape(-1)[ves_idx].astype(np.float64)
+    fa_ves = anat.f_art.reshape(-1)[ves_idx].astype(np.float64)
+    fv_ves = anat.f_ven.reshape(-1)[ves_idx].astype(np.float64)
     del tissue_w
 
-    # ---- truth maps (frame-0 position).
-    mix = _mix_tissue(spec, frac, cls_cbf, cls_mtt, cls_idx, cls_row, t_peak, r_max, shape)
-    truth = _build_truth(spec, labels0, f_art, f_ven, f_core, mix, delay, side, lesion_d, t_fine, ca, cv)
-
-    # ---- frames.
     ss = np.random.SeedSequence(int(spec.seed))
     noise_ss, motion_ss = ss.spawn(2)
     noise = CorrelatedNoise(spec.noise_hu, spec.noise_fwhm_mm, spec.pixel_mm, np.random.default_rng(noise_ss))
     motion = motion_parameters(nt, spec.motion_mm, np.random.default_rng(motion_ss))
     centre_idx = np.array([(n - 1) / 2.0 + spec.head_offset_mm[0] / spec.pixel_mm,
                            (n - 1) / 2.0 + spec.head_offset_mm[1] / spec.pixel_mm, (nz - 1) / 2.0])
+    voxel_mm = (spec.pixel_mm, spec.pixel_mm, spec.slice_mm)
     hu = np.empty((nt,) + shape, dtype=np.float32)
     for f in range(nt):
-        frame = base.copy()
+        frame = anat.base.copy()
         flat = frame.reshape(-1)
         for idx, zi, amp, row0, dl in loop:
             s = np.clip((times[f][zi] - dl) / dt, 0.0, ncol - 1.000001)
@@ -368,11 +432,7 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
             frame = apply_rigid(frame, motion[f], voxel_mm, centre_idx)
         frame += noise.frame(shape)
         hu[f] = frame
-
-    affine = affine_for(spec)
-    metrics = compute_truth_metrics(truth, spec, affine, lesion_side)
-    return Phantom(hu=hu, times_s=times, affine_ras=affine, truth=truth, truth_metrics=metrics, spec=spec,
-                   motion=motion)
+    return hu, motion
 
 
 def _shape_kw(spec: PhantomSpec) -> dict[str, float]:
