@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctperf.pipeline import atomic_output_dir
+from ctperf.io.outdir import atomic_output_dir
 from ctperf.utils.aggregate_metrics import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from ctperf.analysis.regions import map_statistics, regional_statistics
 from ctperf.config import Config, Thresholds
 from ctperf.errors import ConfigError, InputError
 from ctperf.io.metrics_files import load_schema
-from ctperf.pipeline import MANIFEST, atomic_output_dir, check_output_dir, previous_result
+from ctperf.io.outdir import MANIFEST, atomic_output_dir, check_output_dir, previous_result
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -284,7 +284,7 @@ def maps_cmd(
     try:
         from ctperf.config import Config
         from ctperf.modeb.pipeline_b import run_maps
-        from ctperf.pipeline import check_output_dir
+        from ctperf.io.outdir import check_output_dir
 
         cfg = Config.load(config)
         check_output_dir(out_dir, mode="B", overwrite=overwrite)

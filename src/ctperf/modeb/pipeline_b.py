@@ -36,10 +36,11 @@ from ctperf.engine.hemispheres import find_midline
 from ctperf.errors import InputError
 from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
+from ctperf.io.outdir import MASK_FILES, atomic_output_dir, check_output_dir
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
-from ctperf.pipeline import MASK_FILES, atomic_output_dir, check_output_dir, with_study_id
+from ctperf.pipeline import with_study_id
 
 log = logging.getLogger("ctperf")
 

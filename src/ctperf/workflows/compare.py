@@ -163,7 +163,7 @@ def _write(doc: dict, out_dir, maps) -> None:
     if out_dir is None:
         return
     from ctperf.io.nifti import save_volume
-    from ctperf.pipeline import atomic_output_dir
+    from ctperf.io.outdir import atomic_output_dir
 
     with atomic_output_dir(out_dir) as tmp:
         if maps is not None:

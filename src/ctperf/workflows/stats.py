@@ -68,7 +68,7 @@ def run_stats(data: str | Path, outcome: str, predictors: list[str], out_dir: st
               positive: str | None = None, clinical: str | Path | None = None, on: str | None = None,
               folds: int = 5, seed: int = 0) -> tuple[CohortStats, dict]:
     """Analyse, then write stats.json, the PNG plots and report.html into ``out_dir`` (atomically)."""
-    from ctperf.pipeline import atomic_output_dir
+    from ctperf.io.outdir import atomic_output_dir
 
     table = read_table(data)
     notes: list[str] = []
