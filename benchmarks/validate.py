@@ -64,8 +64,8 @@ COLUMNS = [
     ("cbf_median_error_pct", "CBF err %"), ("cbf_change_delay_6s_pct", "CBF Δ 6 s delay %"),
     ("tmax_mae_s", "Tmax MAE s"), ("tmax_worst_block_s", "Tmax worst block s"),
     ("tmax_dispersed_mean_error_s", "Tmax err dispersed s"), ("dice_tmax6", "Dice Tmax>6"),
-    ("tmax6_volume_error_pct", "Tmax>6 vol err %"), ("core_error_ml", "core err mL"), ("hir_error_pct", "HIR err %"),
-    ("cbv_index_error_pct", "CBV idx err %"), ("r_cbf", "r CBF"), ("r_cbv", "r CBV"), ("r_mtt", "r MTT"),
+    ("tmax6_volume_error_pct", "Tmax>6 vol err %"), ("core_error_ml", "core err mL"), ("dice_core", "Dice core"),
+    ("hir_error_pct", "HIR err %"), ("cbv_index_error_pct", "CBV idx err %"), ("r_cbf", "r CBF"), ("r_cbv", "r CBV"), ("r_mtt", "r MTT"),
     ("r_tmax", "r Tmax"), ("gm_wm_cbf_ratio_error_pct", "GM/WM CBF err %"),
 ]
 
@@ -373,6 +373,9 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
         "tmax6_volume_error_pct": pct(em.get("hypoperfusion_ml"), tm.get("hypoperfusion_ml")),
         "tmax6_ml": em.get("hypoperfusion_ml"), "tmax6_ml_truth": tm.get("hypoperfusion_ml"),
         "core_error_ml": (em["core_ml"] - tm["core_ml"]) if em.get("core_ml") is not None else None,
+        # reported beside the volume, no target: a volume can come right by errors that cancel (missed rim voxels
+        # against false positives outside the true core)
+        "dice_core": dice(out.lesion.core & res.masks.tissue, to_grid(tr.core, shape, "mask")),
         "core_ml": em.get("core_ml"), "core_ml_truth": tm.get("core_ml"),
         "hir_error_pct": pct(em.get("HIR"), tm.get("HIR")), "hir": em.get("HIR"), "hir_truth": tm.get("HIR"),
         "cbv_index_error_pct": pct(em.get("CBV_Index_contra_hemisphere"), tm.get("CBV_Index_contra_hemisphere")),
