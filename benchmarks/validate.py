@@ -407,6 +407,44 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     return m
 
 
+#: Metrics of :func:`lesion_seeds_family` summarised over its studies (median, judged; range and values reported).
+SEED_METRICS = ("dice_tmax6", "tmax6_volume_error_pct", "core_error_ml", "dice_core", "hir_error_pct",
+                "tmax_normal_bias_s", "r_cbf", "r_cbv", "r_mtt", "r_tmax", "gm_wm_cbf_ratio_error_pct")
+
+
+def lesion_seeds_family(seeds: tuple[int, ...], *, quick: bool) -> Family:
+    """The realistic phantom (1 s of dispersion, 8 HU) on other anatomies and noise (``seed`` = ``anatomy_seed``),
+    the lesion left on even seeds and right on odd ones: how far one study's errors are from another's.  Each
+    metric is the median over the studies (judged, a typical study), with its range and every study's value beside
+    it (``<metric>_range``, ``<metric>_by_seed``): a single phantom's figure can meet or miss a target by chance."""
+    from ctperf.synthetic.phantom import PhantomSpec, make_phantom
+
+    def run(cfg):
+        from ctperf.pipeline import analyse_study
+
+        size = {"matrix": 112, "pixel_mm": 2.0, "n_slices": 6, "z_bottom_mm": -15.0} if quick else {}
+        per = []
+        for sd in seeds:
+            ph = make_phantom(PhantomSpec(**size, dispersion_s=1.0, seed=sd, anatomy_seed=sd,
+                                          lesion="left" if sd % 2 == 0 else "right"))
+            per.append(lesion_metrics(ph, analyse_study(study_of(ph), cfg)))
+        m: dict[str, Any] = {"seeds": list(seeds)}
+        for k in SEED_METRICS:
+            vals = [r.get(k) for r in per]
+            ok = [float(v) for v in vals if v is not None and math.isfinite(v)]
+            m[k] = float(np.median(ok)) if ok else None
+            m[f"{k}_range"] = [min(ok), max(ok)] if ok else None
+            m[f"{k}_by_seed"] = [None if v is None else round(float(v), 4) for v in vals]
+        m["notes"] = [f"{k}: median {m[k]:.3g}, range {m[k + '_range'][0]:.3g} .. {m[k + '_range'][1]:.3g}"
+                      for k in ("dice_tmax6", "tmax6_volume_error_pct", "core_error_ml", "hir_error_pct")
+                      if m[k] is not None]
+        return m
+
+    desc = (f"realistic phantom, 1 s dispersion, 8 HU, {len(seeds)} other anatomies and noise (seeds "
+            f"{', '.join(map(str, seeds))}, lesion left / right): median over the studies, range in the notes")
+    return Family("lesion_seeds", "lesion", desc, run)
+
+
 # ----------------------------------------------------------------------------------------------- third-party
 def _region_table(case, res) -> list[dict]:
     rows = []
@@ -596,6 +634,8 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
         ]
     for name, kw, desc in lesion:
         fams.append(lesion_family(name, kw, quick=quick, desc=desc))
+    if not quick:
+        fams.append(lesion_seeds_family((1, 2, 3, 4), quick=quick))
     tp, skipped = third_party_families(quick)
     return fams + tp, skipped
 
@@ -660,7 +700,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"- {name}: {what}{' ERROR ' + fam['error'] if fam['error'] else ''}")
     if doc["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]
-    lines += ["", "Families:", ""] + [f"- {n}: {f['description']}" for n, f in doc["families"].items()]
+    lines += ["", "Families:", ""] + [f"- {n}: {f['description']}"
+                                      + (f" ({'; '.join(f['notes'])})" if f.get("kind") == "lesion" and f.get("notes")
+                                         else "")
+                                      for n, f in doc["families"].items()]
     return "\n".join(lines) + "\n"
 
 
