@@ -631,6 +631,17 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
             ("lesion_15hu", {"noise_hu": 15.0}, "realistic phantom, 15 HU noise"),
             ("lesion_disp0_seed1", {"dispersion_s": 0.0, "seed": 1, "anatomy_seed": 1, "lesion": "right"},
              "realistic phantom, right lesion, other anatomy, no dispersion, 8 HU"),
+            # acquisitions and boluses as clinical studies have them (1 s dispersion, 8 HU)
+            ("lesion_short45", {"frame_times_s": list(np.arange(0.0, 45.0, 1.5))},
+             "realistic phantom, 1 s dispersion, a 45 s acquisition (30 frames of 1.5 s), 8 HU"),
+            ("lesion_frames_1s_2s", {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
+             "realistic phantom, 1 s dispersion, frames every 1 s to 30 s then every 2 s to 60 s, 8 HU"),
+            ("lesion_late_bolus", {"aif_arrival_s": 14.0},
+             "realistic phantom, 1 s dispersion, the bolus arriving at 14 s instead of 7 s (60 s acquisition), 8 HU"),
+            ("lesion_broad_bolus", {"aif_fwhm_s": 14.0},
+             "realistic phantom, 1 s dispersion, a broad bolus (AIF FWHM 14 s instead of 9 s), 8 HU"),
+            ("lesion_weak_bolus", {"aif_peak_hu": 200.0},
+             "realistic phantom, 1 s dispersion, a weak bolus (AIF peak 200 HU instead of 350 HU), 8 HU"),
         ]
     for name, kw, desc in lesion:
         fams.append(lesion_family(name, kw, quick=quick, desc=desc))
