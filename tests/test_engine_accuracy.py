@@ -177,6 +177,20 @@ def test_variable_sampling_and_slice_stagger_end_to_end():
     assert res.affected_side == "left"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-05 (engine 2.10), 8 HU, 1 s dispersion, 30 frames of 1.5 s: the study prior puts 1.00 on 0 s "
+    "of dispersion, normal-tissue Tmax median error -0.91 s, Tmax > 6 s volume -29.0 % (harness lesion_short45); "
+    "noise-free it reads within 0.04 s, with the uniform prior -0.06 s (-4.5 %). The prior's evidence leans towards "
+    "undispersed models under noise when fewer samples follow the bolus (benchmarks/bench_prior_protocols.py; README "
+    "Known gaps)"))
+def test_short_acquisition_keeps_normal_tissue_tmax():
+    ph, res, _ = _run_spec(frame_times_s=list(np.arange(0.0, 45.0, 1.5)))
+    tr = ph.truth
+    normal = tr.tissue & ~tr.lesion_any & res.masks.brain & np.isfinite(res.tmax)
+    bias = float(np.median((res.tmax - tr.tmax)[normal]))
+    assert abs(bias) <= 0.4, bias
+
+
 def test_head_motion_is_flagged_and_tolerated():
     _, res, m = _run_spec(motion_mm=2.0)  # random 3D jitter every frame (harsh)
     print("motion metrics:", {k: round(v, 3) for k, v in m.items()}, res.qa_values["motion_max_mm"])
