@@ -65,8 +65,8 @@ COLUMNS = [
     ("tmax_mae_s", "Tmax MAE s"), ("tmax_worst_block_s", "Tmax worst block s"),
     ("tmax_dispersed_mean_error_s", "Tmax err dispersed s"), ("dice_tmax6", "Dice Tmax>6"),
     ("tmax6_volume_error_pct", "Tmax>6 vol err %"), ("core_error_ml", "core err mL"), ("dice_core", "Dice core"),
-    ("hir_error_pct", "HIR err %"), ("cbv_index_error_pct", "CBV idx err %"), ("r_cbf", "r CBF"), ("r_cbv", "r CBV"), ("r_mtt", "r MTT"),
-    ("r_tmax", "r Tmax"), ("gm_wm_cbf_ratio_error_pct", "GM/WM CBF err %"),
+    ("hir_error_pct", "HIR err %"), ("cbv_index_error_pct", "CBV idx err %"), ("r_cbf", "r CBF"), ("r_cbv", "r CBV"),
+    ("r_mtt", "r MTT"), ("r_tmax", "r Tmax"), ("gm_wm_cbf_ratio_error_pct", "GM/WM CBF err %"),
 ]
 
 
@@ -634,7 +634,8 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
             # acquisitions and boluses as clinical studies have them (1 s dispersion, 8 HU)
             ("lesion_short45", {"frame_times_s": list(np.arange(0.0, 45.0, 1.5))},
              "realistic phantom, 1 s dispersion, a 45 s acquisition (30 frames of 1.5 s), 8 HU"),
-            ("lesion_frames_1s_2s", {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
+            ("lesion_frames_1s_2s",
+             {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
              "realistic phantom, 1 s dispersion, frames every 1 s to 30 s then every 2 s to 60 s, 8 HU"),
             ("lesion_late_bolus", {"aif_arrival_s": 14.0},
              "realistic phantom, 1 s dispersion, the bolus arriving at 14 s instead of 7 s (60 s acquisition), 8 HU"),
