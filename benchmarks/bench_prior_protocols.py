@@ -38,10 +38,10 @@ PROTOCOLS = {
 }
 
 
-def _phantom(protocol: str, noise_hu: float, seed: int = 0):
+def _phantom(protocol: str, noise_hu: float):
     from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
-    return make_phantom(PhantomSpec(dispersion_s=1.0, noise_hu=noise_hu, seed=seed, **PROTOCOLS[protocol]))
+    return make_phantom(PhantomSpec(dispersion_s=1.0, noise_hu=noise_hu, **PROTOCOLS[protocol]))
 
 
 def measure(protocol: str, noise_hu: float, capture: dict | None = None) -> dict:
@@ -84,10 +84,10 @@ def synthetic_evidence(args: tuple, sigmas: tuple[float, ...], n_blocks: int = 4
     import scipy.fft as sfft
     from scipy import ndimage
 
+    from ctperf.config import DeconvolutionConfig, PreprocessConfig
     from ctperf.engine.deconvolution import block_evidence, mixture_proportions, model_family
     from ctperf.engine.deconvolution.evidence import curve_misfits
     from ctperf.engine.deconvolution.prior import _PRIOR_TAU_NODES
-    from ctperf.config import DeconvolutionConfig, PreprocessConfig
 
     blocks, aif, top_filter, spectra, heights_top, dt, length, n_neg, tau_grid = args[:9]
     family = model_family(DeconvolutionConfig())
@@ -98,7 +98,8 @@ def synthetic_evidence(args: tuple, sigmas: tuple[float, ...], n_blocks: int = 4
     curve = sfft.irfft(spectra[m_true, k], n=length)[:t]
     curve *= 15.0 / curve.max()
     centre = np.full((len(family), 1), k)
-    gap0 = float(np.diff(curve_misfits(curve[None], spectra, length, n_neg, centre, 12)[0][[m_true, m_d0], 0])[0])
+    mis0 = curve_misfits(curve[None], spectra, length, n_neg, centre, _PRIOR_TAU_NODES)[0][:, 0]
+    gap0 = float(mis0[m_d0] - mis0[m_true])
     rng = np.random.default_rng(seed)
     rows = []
     smooth_s = PreprocessConfig().temporal_sigma_s

@@ -412,7 +412,7 @@ SEED_METRICS = ("dice_tmax6", "tmax6_volume_error_pct", "core_error_ml", "dice_c
                 "tmax_normal_bias_s", "r_cbf", "r_cbv", "r_mtt", "r_tmax", "gm_wm_cbf_ratio_error_pct")
 
 
-def lesion_seeds_family(seeds: tuple[int, ...], *, quick: bool) -> Family:
+def lesion_seeds_family(seeds: tuple[int, ...]) -> Family:
     """The realistic phantom (1 s of dispersion, 8 HU) on other anatomies and noise (``seed`` = ``anatomy_seed``),
     the lesion left on even seeds and right on odd ones: how far one study's errors are from another's.  Each
     metric is the median over the studies (judged, a typical study), with its range and every study's value beside
@@ -422,10 +422,9 @@ def lesion_seeds_family(seeds: tuple[int, ...], *, quick: bool) -> Family:
     def run(cfg):
         from ctperf.pipeline import analyse_study
 
-        size = {"matrix": 112, "pixel_mm": 2.0, "n_slices": 6, "z_bottom_mm": -15.0} if quick else {}
         per = []
         for sd in seeds:
-            ph = make_phantom(PhantomSpec(**size, dispersion_s=1.0, seed=sd, anatomy_seed=sd,
+            ph = make_phantom(PhantomSpec(dispersion_s=1.0, seed=sd, anatomy_seed=sd,
                                           lesion="left" if sd % 2 == 0 else "right"))
             per.append(lesion_metrics(ph, analyse_study(study_of(ph), cfg)))
         m: dict[str, Any] = {"seeds": list(seeds)}
@@ -647,7 +646,7 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
     for name, kw, desc in lesion:
         fams.append(lesion_family(name, kw, quick=quick, desc=desc))
     if not quick:
-        fams.append(lesion_seeds_family((1, 2, 3, 4), quick=quick))
+        fams.append(lesion_seeds_family((1, 2, 3, 4)))
     tp, skipped = third_party_families(quick)
     return fams + tp, skipped
 
