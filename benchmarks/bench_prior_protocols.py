@@ -1,6 +1,7 @@
 """How the study-wide dispersion prior behaves with the acquisition and the bolus, and why.
 
     python benchmarks/bench_prior_protocols.py [--noise 0 2 4 8] [--protocols full short45 ...] [--synthetic]
+                                               [--pipeline-noise]
 
 Part 1 runs the engine on the project phantom (1 s of dispersion, exponential residue, left lesion, 1.4 mm pixels)
 for each protocol and noise level: the study prior's dispersion shares (``qa_values`` as in metrics.json), the
@@ -15,6 +16,13 @@ smooths the curves (Gaussian, ``preprocess.temporal_sigma_s``).  Per protocol an
 undispersed exponential fits better than the true model, the mean misfit difference (HU^2) against the noise-free
 one, and the mixture's dispersion shares for these blocks alone.  A consistent evidence would give the true model
 the better fit in most blocks, a misfit gap near the noise-free one and a mixture on 1 s.
+
+Part 3 (``--pipeline-noise``) starts from the noise-free study's own blocks (every way the phantom's tissue differs
+from the family of models kept) and adds noise as the pipeline makes it: white per frame at the acquired frame
+times, less the mean of the baseline frames, resampled to the uniform grid with the temporal smoothing (the
+preprocessing's own matrix); beside it, white noise of the same SD added on the grid.  Per protocol and frame-noise
+SD: the study mixture's dispersion shares for both.  The pipeline's noise turns the 45 s acquisition's prior from 1 s
+to 0 s at a grid SD of ~0.6 HU, white noise on the grid does not (docs/engine-notes.md "Measured 2026-12-05").
 
 Prints one JSON object.  Research use only, not a medical device.
 """
@@ -46,25 +54,33 @@ def _phantom(protocol: str, noise_hu: float):
 
 def measure(protocol: str, noise_hu: float, capture: dict | None = None) -> dict:
     """One engine run: the prior's dispersion shares, the normal-tissue Tmax bias (s) and the Tmax > 6 s volume
-    error (%).  With ``capture`` (a dict), the study prior's inputs are stored in it (``"args"``)."""
+    error (%).  With ``capture`` (a dict), the study prior's inputs are stored in it (``"args"``, ``"kwargs"``),
+    with the frame times (``"times_s"``, (frames, slices)) and the preprocessing's result (``"pre"``)."""
+    import ctperf.engine as engine
     import ctperf.engine.deconvolution.circulant as circulant
     from ctperf.config import Config
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
 
     ph = _phantom(protocol, noise_hu)
-    original = circulant.study_model_mixture
+    original, original_pre = circulant.study_model_mixture, engine.preprocess_study
 
     def spy(*args, **kwargs):
         if capture is not None:
-            capture["args"] = args
+            capture["args"], capture["kwargs"] = args, kwargs
         return original(*args, **kwargs)
 
-    circulant.study_model_mixture = spy
+    def spy_pre(hu, times_s, *args, **kwargs):
+        pre = original_pre(hu, times_s, *args, **kwargs)
+        if capture is not None:
+            capture["times_s"], capture["pre"] = np.asarray(times_s, float), pre
+        return pre
+
+    circulant.study_model_mixture, engine.preprocess_study = spy, spy_pre
     try:
         out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
     finally:
-        circulant.study_model_mixture = original
+        circulant.study_model_mixture, engine.preprocess_study = original, original_pre
     res, tr = out.perfusion, ph.truth
     # 1.4 mm pixels: the computation grid is the phantom's own (no binning)
     assert tr.tmax.shape == res.tmax.shape, (tr.tmax.shape, res.tmax.shape)
@@ -122,14 +138,54 @@ def synthetic_evidence(args: tuple, sigmas: tuple[float, ...], n_blocks: int = 4
     return rows
 
 
+def pipeline_noise_evidence(protocol: str, sds: tuple[float, ...] = (0.5, 1.0, 2.0), seed: int = 0) -> list[dict]:
+    """The study mixture on the noise-free study's blocks with noise of each frame SD in ``sds`` (HU) added as the
+    pipeline makes it (white per frame, less the baseline frames' mean, resampled with the temporal smoothing) and,
+    beside it, white noise of the same SD on the grid."""
+    from ctperf.config import DeconvolutionConfig, PreprocessConfig
+    from ctperf.engine.deconvolution import model_family, study_model_mixture
+    from ctperf.engine.preprocess import resampling_matrices
+
+    capture: dict = {}
+    measure(protocol, 0.0, capture)
+    args, kwargs, pre = capture["args"], capture["kwargs"], capture["pre"]
+    blocks = np.asarray(args[0], np.float64)
+    times = capture["times_s"]
+    times = times[:, None] if times.ndim == 1 else times
+    grid = pre.time_s + pre.time_origin_s
+    # the phantom's slices share their frame times (slice 0's matrix for every block)
+    m = resampling_matrices(times, grid, PreprocessConfig().temporal_sigma_s)[0]
+    disp = np.array([d for _, d in model_family(DeconvolutionConfig())])
+    rng = np.random.default_rng(seed)
+
+    def shares(data: np.ndarray) -> dict:
+        mix, _ = study_model_mixture(data, *args[1:], **kwargs)
+        return {f"{d:g}": round(float(mix[disp == d].sum()), 3) for d in np.unique(disp)}
+
+    rows = []
+    for sd in sds:
+        e = sd * rng.normal(size=(len(blocks), len(times)))
+        e -= e[:, :pre.n_baseline_frames].mean(axis=1, keepdims=True)
+        noise = e @ m.T
+        white = rng.normal(0.0, float(noise.std()), noise.shape)
+        rows.append({"frame_noise_sd_hu": sd, "grid_noise_sd_hu": round(float(noise.std()), 3),
+                     "pipeline_noise_mixture_by_dispersion_s": shares(blocks + noise),
+                     "white_grid_noise_mixture_by_dispersion_s": shares(blocks + white)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 4.0, 8.0], help="image noise SDs (HU)")
+    ap.add_argument("--noise", type=float, nargs="*", default=[0.0, 4.0, 8.0],
+                    help="image noise SDs (HU) of part 1 (none: part 1 is skipped)")
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     ap.add_argument("--synthetic", action="store_true", help="part 2: the evidence on synthetic blocks")
+    ap.add_argument("--pipeline-noise", action="store_true",
+                    help="part 3: the noise-free study's blocks with noise added as the pipeline makes it")
     args = ap.parse_args(argv)
     doc = {"created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "disclaimer": "Research use only, not a medical device.", "runs": [], "synthetic": []}
+           "disclaimer": "Research use only, not a medical device.", "runs": [], "synthetic": [],
+           "pipeline_noise": []}
     for protocol in args.protocols:
         for noise in args.noise:
             doc["runs"].append(measure(protocol, noise))
@@ -140,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             doc["synthetic"].append({"protocol": protocol,
                                      "rows": synthetic_evidence(capture["args"], (0.35, 0.7))})
             print(json.dumps(doc["synthetic"][-1]), file=sys.stderr, flush=True)
+        if args.pipeline_noise:
+            doc["pipeline_noise"].append({"protocol": protocol, "rows": pipeline_noise_evidence(protocol)})
+            print(json.dumps(doc["pipeline_noise"][-1]), file=sys.stderr, flush=True)
     print(json.dumps(doc, indent=1))
     return 0
 
