@@ -100,12 +100,15 @@ def test_ambiguous_dispersion_is_flagged(lesion_run):
 
 
 def test_core_volume_against_truth(lesion_run):
-    """Engine 2.10: 23.7 mL against 24.7 mL (2.9: 23.4 mL; engine 2.8: 21.9 mL; engine 2.6: 21.4 mL, 2.1: 18.9 mL);
-    the deficit is mostly the estimand (the peak of h(x)R reads long-MTT tissue relatively higher under dispersion;
-    README Known gaps)."""
+    """Engine 2.10: 23.7 mL against 24.7 mL (2.9: 23.4 mL; engine 2.8: 21.9 mL; engine 2.6: 21.4 mL, 2.1: 18.9 mL).
+    Under dispersion the two conventions' cores differ: on the flow 24.7 mL, on the apparent CBF (the peak of
+    h(x)R, which dispersion lowers less for long-MTT tissue) 20.6 mL; the estimate lies between them (README Known
+    gaps "Core volume")."""
     ph, _, _, res = lesion_run
     m, t = res.metrics, ph.truth_metrics
     assert abs(m["core_ml"] - t["core_ml"]) <= 3.0, (m["core_ml"], t["core_ml"])
+    assert t["core_apparent_ml"] < t["core_ml"] - 2.0
+    assert t["core_apparent_ml"] <= m["core_ml"] <= t["core_ml"], (m["core_ml"], t["core_apparent_ml"], t["core_ml"])
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(

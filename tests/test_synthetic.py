@@ -158,6 +158,7 @@ def test_truth_volumes_consistent_with_masks(default_ph):
     assert m["penumbra_ml"] == pytest.approx(tr.penumbra.sum() * v)
     assert m["hypoperfusion_ml"] == pytest.approx(tr.hypoperfusion.sum() * v)
     assert m["hypoperfusion_ml"] == pytest.approx(m["core_ml"] + m["penumbra_ml"])
+    assert m["core_apparent_ml"] == pytest.approx(tr.core_apparent.sum() * v)
     assert m["tmax6_ml"] == pytest.approx(m["hypoperfusion_ml"])
     assert m["tmax4_ml"] >= m["tmax6_ml"] >= m["tmax8_ml"] >= m["tmax10_ml"] > 0
     assert m["HIR"] == pytest.approx(m["tmax10_ml"] / m["tmax6_ml"])
@@ -175,6 +176,17 @@ def test_truth_volumes_consistent_with_masks(default_ph):
     assert m["lesion_side"] == "left"
 
 
+def test_core_on_the_apparent_cbf():
+    """The apparent-CBF core (TRUTH_DEFINITIONS["core_apparent"]) is the flow-based core without dispersion and a
+    smaller one with it: dispersion lowers the apparent CBF of short-MTT normal tissue more than that of the core."""
+    small = {"matrix": 112, "pixel_mm": 2.0, "n_slices": 6, "z_bottom_mm": -15.0, "noise_hu": 0.0}
+    undispersed = make_phantom(PhantomSpec(dispersion_s=0.0, **small)).truth
+    assert np.array_equal(undispersed.core_apparent, undispersed.core)
+    dispersed = make_phantom(PhantomSpec(dispersion_s=1.0, **small)).truth
+    assert not (dispersed.core_apparent & ~dispersed.hypoperfusion).any()
+    assert dispersed.core_apparent.sum() < 0.95 * dispersed.core.sum()
+
+
 def test_core_is_low_flow_and_penumbra_moderate(default_ph):
     tr = default_ph.truth
     assert np.median(tr.rcbf[tr.core]) < 0.3
@@ -188,7 +200,8 @@ def test_strict_json_and_write_truth(default_ph, tmp_path):
     ph = default_ph
     json.dumps(ph.truth_metrics, allow_nan=False)
     write_truth(ph, tmp_path)
-    for name in ("cbf", "cbv", "mtt", "tmax", "delay", "labels", "core", "penumbra", "hypoperfusion"):
+    for name in ("cbf", "cbv", "mtt", "tmax", "delay", "labels", "core", "penumbra", "hypoperfusion",
+                 "core_apparent"):
         assert (tmp_path / f"truth_{name}.nii.gz").is_file(), name
     img = nib.load(str(tmp_path / "truth_tmax.nii.gz"))
     np.testing.assert_allclose(img.affine, ph.affine_ras)

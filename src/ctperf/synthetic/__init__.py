@@ -22,7 +22,8 @@ Model summary (details in :mod:`.physics`, :mod:`.anatomy`, :mod:`.phantom`, :mo
 * Tissue: ``C = CBF*RHO/(6000*KH) * Ca (x) h (x) exp(-t/MTT)`` with ``h`` = delay + exponential dispersion
   (``dispersion_s`` = 1 s).  CBV = CBF*MTT/60 exactly (MTT snapped to 0.01 s).  Truth Tmax = delay + time of
   the peak of ``h (x) R`` (numerical; = delay without dispersion).  ``truth.cbf_apparent`` = CBF * max(h (x) R),
-  the flow an ideal deconvolution of the dispersed curve returns (~0.63 x CBF for GM at the default dispersion).
+  the flow an ideal deconvolution of the dispersed curve returns (~0.63 x CBF for GM at the default dispersion);
+  ``truth.core_apparent`` the core on it (smaller than ``truth.core`` under dispersion, the same without).
 * Normal values (+-10 % smooth variation): GM CBF 64 / MTT 4.2 s (CBV ~4.5), WM 22 / 5.0 s (CBV ~1.8), deep grey
   50 / 4.3 s.  Peak enhancement at the defaults: GM ~16 HU, WM ~6 HU, deep grey ~12 HU, core ~2 HU.
 * Lesion (MCA territory): core CBF 10-14 %, CBV 35-50 %, Tmax ~10-11 s; penumbra CBF 56-72 %, CBV 98-112 %,

@@ -32,6 +32,8 @@ TRUTH_DEFINITIONS = {
     "tmax": "bolus delay + time of the peak of the dispersed residue h (x) R (s); box residue: the time the "
             "rising edge of h (x) R reaches half its maximum (plateau start); no dispersion: the delay",
     "cbf_apparent": "F * max(h (x) R): what an ideal model-free deconvolution reads (mL/100g/min)",
+    "core_apparent": "hypoperfusion & cbf_apparent / its contralateral mean < 0.30: the core on the model-free "
+                     "convention the published rCBF threshold was derived on (= core without dispersion)",
     "dispersion": "time constant tau (s) of the unit-area exponential transport kernel h = exp(-t/tau)/tau",
 }
 RCBF_CORE = 0.30
@@ -75,6 +77,10 @@ class PhantomTruth:
     cbf_apparent: np.ndarray | None = None
     #: rCBF_true map (set by compute_truth_masks).
     rcbf: np.ndarray | None = None
+    #: The core on the apparent CBF (``TRUTH_DEFINITIONS["core_apparent"]``; set by compute_truth_masks when
+    #: ``cbf_apparent`` is given): dispersion lowers the apparent CBF less in long-MTT tissue than in normal tissue,
+    #: so the apparent rCBF of a core is higher than its flow ratio.
+    core_apparent: np.ndarray | None = None
     #: Vascular dispersion time constant (s) of the tissue inflow and the peak time (s) of the dispersed residue
     #: ``h (x) R`` (truth Tmax = delay + residue_peak_s; for a box residue its plateau start), float32 (z, y, x).
     dispersion: np.ndarray | None = None
@@ -103,6 +109,10 @@ def compute_truth_masks(truth: PhantomTruth, lesion_side: int) -> None:
     truth.hypoperfusion = truth.tissue & (truth.tmax > TMAX_HYPO_S)
     truth.core = truth.hypoperfusion & (rcbf < RCBF_CORE)
     truth.penumbra = truth.hypoperfusion & ~truth.core
+    if truth.cbf_apparent is not None:
+        ref_app = float(truth.cbf_apparent[ref].mean()) if ref.any() else float("nan")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            truth.core_apparent = truth.hypoperfusion & (truth.cbf_apparent / ref_app < RCBF_CORE)
 
 
 def _f(x) -> float | None:
@@ -152,6 +162,8 @@ def compute_truth_metrics(truth: PhantomTruth, spec, affine_ras: np.ndarray, les
         m["Mismatch_Ratio"] = None
         m["Mismatch_Ratio_reason"] = "core volume is 0 mL (ratio undefined)"
     m["mismatch_volume_ml"] = hypo_ml - core_ml
+    if truth.core_apparent is not None:
+        m["core_apparent_ml"] = vol(truth.core_apparent)
 
     contra = _contra_mask(truth, lesion_side)
     contra_cortex = contra & truth.cortex
@@ -216,7 +228,8 @@ def write_truth(ph, out_dir) -> Path:
 
     Files: truth_cbf, truth_cbv, truth_mtt, truth_tmax, truth_delay (float32), truth_labels (int8),
     truth_core, truth_penumbra, truth_hypoperfusion (uint8) ``.nii.gz``; when present also truth_cbf_apparent
-    (CBF x peak of the dispersed residue), truth_dispersion, truth_residue_peak (float32) and truth_block (int16).
+    (CBF x peak of the dispersed residue), truth_dispersion, truth_residue_peak (float32), truth_core_apparent
+    (uint8, the core on the apparent CBF) and truth_block (int16).
     truth.json holds ``ph.truth_metrics`` at the top level plus ``phantom_spec`` and ``truth_definitions``.
     """
     import nibabel as nib
@@ -236,6 +249,7 @@ def write_truth(ph, out_dir) -> Path:
     for name, arr, dtype in (("truth_cbf_apparent", tr.cbf_apparent, np.float32),
                              ("truth_dispersion", tr.dispersion, np.float32),
                              ("truth_residue_peak", tr.residue_peak_s, np.float32),
+                             ("truth_core_apparent", tr.core_apparent, np.uint8),
                              ("truth_block", tr.block, np.int16)):
         if arr is not None:
             items[name] = (arr, dtype)
