@@ -22,7 +22,8 @@ from the family of models kept) and adds noise as the pipeline makes it: white p
 times, less the mean of the baseline frames, resampled to the uniform grid with the temporal smoothing (the
 preprocessing's own matrix); beside it, white noise of the same SD added on the grid.  Per protocol and frame-noise
 SD: the study mixture's dispersion shares for both.  The pipeline's noise turns the 45 s acquisition's prior from 1 s
-to 0 s at a grid SD of ~0.6 HU, white noise on the grid does not (docs/engine-notes.md "Measured 2026-12-05").
+to 0 s at a grid SD of ~0.7 HU, white noise on the grid leaves it split (docs/engine-notes.md, "Measured 2026-12-05
+(session 39)").
 
 Prints one JSON object.  Research use only, not a medical device.
 """

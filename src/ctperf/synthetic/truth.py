@@ -78,8 +78,8 @@ class PhantomTruth:
     #: rCBF_true map (set by compute_truth_masks).
     rcbf: np.ndarray | None = None
     #: The core on the apparent CBF (``TRUTH_DEFINITIONS["core_apparent"]``; set by compute_truth_masks when
-    #: ``cbf_apparent`` is given): dispersion lowers the apparent CBF less in long-MTT tissue than in normal tissue,
-    #: so the apparent rCBF of a core is higher than its flow ratio.
+    #: ``cbf_apparent`` is given): dispersion lowers the apparent CBF less in long-MTT (core) tissue than in
+    #: short-MTT normal tissue, so the apparent rCBF of a core is higher than its flow ratio.
     core_apparent: np.ndarray | None = None
     #: Vascular dispersion time constant (s) of the tissue inflow and the peak time (s) of the dispersed residue
     #: ``h (x) R`` (truth Tmax = delay + residue_peak_s; for a box residue its plateau start), float32 (z, y, x).
