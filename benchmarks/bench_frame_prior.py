@@ -32,7 +32,7 @@ from contextlib import contextmanager
 import numpy as np
 import scipy.fft as sfft
 
-from bench_prior_protocols import PROTOCOLS
+from bench_prior_protocols import PROTOCOLS, phantom, prior_summary
 
 
 def frame_model_curves(aif_k: np.ndarray, t_k: np.ndarray, family: list[tuple[float, float]], taus_s: np.ndarray,
@@ -137,18 +137,11 @@ def measure(protocol: str, dispersion_s: float, noise_hu: float, opts: dict) -> 
     from ctperf.config import Config
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
-    from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
-    ph = make_phantom(PhantomSpec(dispersion_s=dispersion_s, noise_hu=noise_hu, **PROTOCOLS[protocol]))
+    ph = phantom(protocol, noise_hu, dispersion_s)
     with frame_prior(opts):
         out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
-    res, tr = out.perfusion, ph.truth
-    normal = tr.tissue.astype(bool) & ~tr.lesion_any.astype(bool) & res.masks.tissue
-    truth_ml, est_ml = ph.truth_metrics.get("hypoperfusion_ml"), out.metrics.get("hypoperfusion_ml")
-    return {"protocol": protocol, "dispersion_s": dispersion_s, "noise_hu": noise_hu,
-            "prior_by_dispersion_s": res.qa_values.get("study_dispersion_share_by_dispersion_s"),
-            "tmax_normal_bias_s": round(float(np.nanmedian((res.tmax - tr.tmax)[normal])), 3),
-            "tmax6_volume_error_pct": (round(100.0 * (est_ml / truth_ml - 1.0), 2) if est_ml and truth_ml else None)}
+    return {"protocol": protocol, "dispersion_s": dispersion_s, "noise_hu": noise_hu, **prior_summary(ph, out)}
 
 
 def main(argv: list[str] | None = None) -> int:

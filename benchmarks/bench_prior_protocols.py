@@ -37,20 +37,27 @@ import sys
 
 import numpy as np
 
-#: Frame times and bolus settings of each protocol (PhantomSpec keywords; the default: 40 frames of 1.5 s).
-PROTOCOLS = {
-    "full": {},
-    "short45": {"frame_times_s": list(np.arange(0.0, 45.0, 1.5))},
-    "late_bolus": {"aif_arrival_s": 14.0},
-    "broad_bolus": {"aif_fwhm_s": 14.0},
-    "frames_1s_2s": {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
-}
+from validate import PROTOCOLS  # the harness's protocol families (frame times and bolus settings)
 
 
-def _phantom(protocol: str, noise_hu: float):
+def phantom(protocol: str, noise_hu: float, dispersion_s: float = 1.0):
+    """The project phantom (exponential residue, left lesion, 1.4 mm pixels) acquired with ``protocol``."""
     from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
-    return make_phantom(PhantomSpec(dispersion_s=1.0, noise_hu=noise_hu, **PROTOCOLS[protocol]))
+    return make_phantom(PhantomSpec(dispersion_s=dispersion_s, noise_hu=noise_hu, **PROTOCOLS[protocol]))
+
+
+def prior_summary(ph, out) -> dict:
+    """The study prior's dispersion shares (``qa_values`` as in metrics.json), the normal-tissue Tmax bias (s) and
+    the Tmax > 6 s volume error (%) of one engine run ``out`` on the phantom ``ph``."""
+    res, tr = out.perfusion, ph.truth
+    # 1.4 mm pixels: the computation grid is the phantom's own (no binning)
+    assert tr.tmax.shape == res.tmax.shape, (tr.tmax.shape, res.tmax.shape)
+    normal = tr.tissue.astype(bool) & ~tr.lesion_any.astype(bool) & res.masks.tissue
+    truth_ml, est_ml = ph.truth_metrics.get("hypoperfusion_ml"), out.metrics.get("hypoperfusion_ml")
+    return {"prior_by_dispersion_s": res.qa_values.get("study_dispersion_share_by_dispersion_s"),
+            "tmax_normal_bias_s": round(float(np.nanmedian((res.tmax - tr.tmax)[normal])), 3),
+            "tmax6_volume_error_pct": (round(100.0 * (est_ml / truth_ml - 1.0), 2) if est_ml and truth_ml else None)}
 
 
 def measure(protocol: str, noise_hu: float, capture: dict | None = None) -> dict:
@@ -63,7 +70,7 @@ def measure(protocol: str, noise_hu: float, capture: dict | None = None) -> dict
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
 
-    ph = _phantom(protocol, noise_hu)
+    ph = phantom(protocol, noise_hu)
     original, original_pre = circulant.study_model_mixture, engine.preprocess_study
 
     def spy(*args, **kwargs):
@@ -82,16 +89,7 @@ def measure(protocol: str, noise_hu: float, capture: dict | None = None) -> dict
         out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
     finally:
         circulant.study_model_mixture, engine.preprocess_study = original, original_pre
-    res, tr = out.perfusion, ph.truth
-    # 1.4 mm pixels: the computation grid is the phantom's own (no binning)
-    assert tr.tmax.shape == res.tmax.shape, (tr.tmax.shape, res.tmax.shape)
-    normal = tr.tissue.astype(bool) & ~tr.lesion_any.astype(bool) & res.masks.tissue
-    err = res.tmax - tr.tmax
-    truth_ml, est_ml = ph.truth_metrics.get("hypoperfusion_ml"), out.metrics.get("hypoperfusion_ml")
-    return {"protocol": protocol, "noise_hu": noise_hu,
-            "prior_by_dispersion_s": res.qa_values.get("study_dispersion_share_by_dispersion_s"),
-            "tmax_normal_bias_s": round(float(np.nanmedian(err[normal])), 3),
-            "tmax6_volume_error_pct": (round(100.0 * (est_ml / truth_ml - 1.0), 2) if est_ml and truth_ml else None)}
+    return {"protocol": protocol, "noise_hu": noise_hu, **prior_summary(ph, out)}
 
 
 def synthetic_evidence(args: tuple, sigmas: tuple[float, ...], n_blocks: int = 400, seed: int = 0) -> list[dict]:

@@ -369,6 +369,7 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     tissue_t = to_grid(tr.tissue, shape, "mask")
     both = tissue_t & res.masks.tissue
     hyp_t = to_grid(tr.hypoperfusion, shape, "mask")
+    core_est = out.lesion.core & res.masks.tissue
     m: dict[str, Any] = {
         "dice_tmax6": dice(out.lesion.hypoperfusion & res.masks.tissue, hyp_t),
         "tmax6_volume_error_pct": pct(em.get("hypoperfusion_ml"), tm.get("hypoperfusion_ml")),
@@ -376,12 +377,12 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
         "core_error_ml": (em["core_ml"] - tm["core_ml"]) if em.get("core_ml") is not None else None,
         # reported beside the volume, no target: a volume can come right by errors that cancel (missed rim voxels
         # against false positives outside the true core)
-        "dice_core": dice(out.lesion.core & res.masks.tissue, to_grid(tr.core, shape, "mask")),
+        "dice_core": dice(core_est, to_grid(tr.core, shape, "mask")),
         # the same against the core on the apparent CBF, the convention the estimate and the threshold follow
         # (reported: the difference between the two core errors is the convention's offset, not the engine's error)
         "core_apparent_error_ml": ((em["core_ml"] - tm["core_apparent_ml"])
                                    if em.get("core_ml") is not None and "core_apparent_ml" in tm else None),
-        "dice_core_apparent": (dice(out.lesion.core & res.masks.tissue, to_grid(tr.core_apparent, shape, "mask"))
+        "dice_core_apparent": (dice(core_est, to_grid(tr.core_apparent, shape, "mask"))
                                if tr.core_apparent is not None else None),
         "core_ml": em.get("core_ml"), "core_ml_truth": tm.get("core_ml"),
         "hir_error_pct": pct(em.get("HIR"), tm.get("HIR")), "hir": em.get("HIR"), "hir_truth": tm.get("HIR"),
@@ -412,6 +413,17 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     # how far the study's dispersion leaves Tmax open, as metrics.json reports it (docs/definitions.md §2)
     m["tmax_dispersion_sd_s"] = res.qa_values.get("tmax_dispersion_sd_s")
     return m
+
+
+#: Acquisitions and boluses as clinical studies have them (PhantomSpec keywords; the default, "full": 40 frames of
+#: 1.5 s, the bolus at 7 s with FWHM 9 s); also the protocols of ``bench_prior_protocols.py``.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "short45": {"frame_times_s": list(np.arange(0.0, 45.0, 1.5))},
+    "late_bolus": {"aif_arrival_s": 14.0},
+    "broad_bolus": {"aif_fwhm_s": 14.0},
+    "frames_1s_2s": {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
+}
 
 
 #: Metrics of :func:`lesion_seeds_family` summarised over its studies (median, judged; range and values reported).
@@ -638,14 +650,13 @@ def all_families(quick: bool) -> tuple[list[Family], dict[str, str]]:
             ("lesion_disp0_seed1", {"dispersion_s": 0.0, "seed": 1, "anatomy_seed": 1, "lesion": "right"},
              "realistic phantom, right lesion, other anatomy, no dispersion, 8 HU"),
             # acquisitions and boluses as clinical studies have them (1 s dispersion, 8 HU)
-            ("lesion_short45", {"frame_times_s": list(np.arange(0.0, 45.0, 1.5))},
+            ("lesion_short45", PROTOCOLS["short45"],
              "realistic phantom, 1 s dispersion, a 45 s acquisition (30 frames of 1.5 s), 8 HU"),
-            ("lesion_frames_1s_2s",
-             {"frame_times_s": list(np.arange(0.0, 30.0, 1.0)) + list(np.arange(30.0, 62.0, 2.0))},
+            ("lesion_frames_1s_2s", PROTOCOLS["frames_1s_2s"],
              "realistic phantom, 1 s dispersion, frames every 1 s to 30 s then every 2 s to 60 s, 8 HU"),
-            ("lesion_late_bolus", {"aif_arrival_s": 14.0},
+            ("lesion_late_bolus", PROTOCOLS["late_bolus"],
              "realistic phantom, 1 s dispersion, the bolus arriving at 14 s instead of 7 s (60 s acquisition), 8 HU"),
-            ("lesion_broad_bolus", {"aif_fwhm_s": 14.0},
+            ("lesion_broad_bolus", PROTOCOLS["broad_bolus"],
              "realistic phantom, 1 s dispersion, a broad bolus (AIF FWHM 14 s instead of 9 s), 8 HU"),
             ("lesion_weak_bolus", {"aif_peak_hu": 200.0},
              "realistic phantom, 1 s dispersion, a weak bolus (AIF peak 200 HU instead of 350 HU), 8 HU"),
