@@ -280,6 +280,16 @@ class DeconvolutionConfig(_Checked):
     #: is biased by the noise, towards more dispersion at 8 HU and towards none at 15 HU (docs/engine-notes.md
     #: "Model evidence").
     dispersion_prior_min_cnr: float = 10.0
+    #: Where the study prior fits the blocks: "grid" (the curves on the uniform time grid, as the deconvolution sees
+    #: them) or "frames" (the baseline-subtracted frames at their acquired times, white noise and an exact
+    #: likelihood: :mod:`ctperf.engine.deconvolution.frame_prior`).  On the uniform grid the resampling between
+    #: frames and the temporal smoothing correlate the noise, and a 45 s acquisition or a broad bolus reads
+    #: decisively undispersed (docs/engine-notes.md, "Measured 2026-12-05").
+    dispersion_prior_fit: Literal["grid", "frames"] = "grid"
+    #: Which dispersions the study mixture may use: "all" (the maximum-likelihood mixture over every model) or
+    #: "bic" (averaged over the subsets of dispersions by their Bayesian information criterion: a dispersion enters
+    #: only as far as the blocks pay for it; :func:`ctperf.engine.deconvolution.prior.subset_averaged_mixture`).
+    dispersion_prior_components: Literal["all", "bic"] = "all"
     #: Leave the plug-flow models (gamma shape >= 10: a flat top) out of the Tmax shift of the correction (they
     #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks
     #: at its end, so any weight noise gives such a model would move Tmax towards the plateau's end.

@@ -34,6 +34,7 @@ from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMask
 from ctperf.engine import maps as mp
 from ctperf.engine.aif import select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
+from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.engine.hemispheres import find_midline
 from ctperf.engine.noise_emulation import denoised_noise
@@ -96,13 +97,14 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     timer, workers = _StageTimer(progress), cfg.compute.workers
     with timer("preprocess"):
         # resampling to the uniform grid and the temporal Gaussian of the denoising are one linear operator
+        dc = cfg.deconvolution
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, cfg.preprocess, study.outside_fov,
-                               temporal_sigma_s=cfg.preprocess.temporal_sigma_s, workers=workers)
+                               temporal_sigma_s=cfg.preprocess.temporal_sigma_s, workers=workers,
+                               keep_frames=dc.dispersion_prior == "study" and dc.dispersion_prior_fit == "frames")
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
     curves, area, hemi, midline_fallback, sel, peak_hu = _denoise_midline_and_aif(pre, px, cfg, timer, workers)
     with timer("deconvolution"):
-        dec, cbv_smooth, vessels = _deconvolve_tissue(study, pre, px, curves, sel.aif.delta_hu, peak_hu, cfg,
-                                                      workers)
+        dec, cbv_smooth, vessels = _deconvolve_tissue(study, pre, px, curves, sel.aif, peak_hu, cfg, workers)
     with timer("maps"):
         vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -159,12 +161,13 @@ def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, wo
     return curves, area, hemi, midline_fallback, sel, peak_hu
 
 
-def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif: np.ndarray, peak_hu: np.ndarray,
+def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_curve, peak_hu: np.ndarray,
                        cfg: Config, workers: int | None):
-    """Step 5: the deconvolution of the brain's denoised curves by the AIF (with the study-wide dispersion prior and
-    the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain voxel) and the large-vessel
-    mask (z, y, x)."""
+    """Step 5: the deconvolution of the brain's denoised curves by the AIF (``aif_curve``, a Curve: with the
+    study-wide dispersion prior and the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain
+    voxel) and the large-vessel mask (z, y, x)."""
     dc, pc = cfg.deconvolution, cfg.preprocess
+    aif = aif_curve.delta_hu
     parenchyma = pre.brain & ~pre.csf
     # large vessels: CBV of the strongly denoised curves (vessels are spatially coherent, while the
     # edge-preserved per-voxel CBV is noisy enough at high noise to send tissue voxels over the threshold) or
@@ -174,8 +177,12 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif:
                              pc.vessel_peak_hu)
     # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
     # denoised ones, whose edge-preserving weights depend on the curves' shapes)
-    prior_blocks = (block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
-                    if dc.dispersion_prior == "study" else None)
+    prior_blocks = None
+    if dc.dispersion_prior == "study":
+        prior_blocks = (_frame_blocks(pre, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm, aif_curve)
+                        if "frames_brain" in pre.extra else None)
+        if prior_blocks is None:
+            prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
     # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
     # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
     noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - pre.time_origin_s,
@@ -442,6 +449,34 @@ def block_mean_curves(data_tzyx: np.ndarray, mask_zyx: np.ndarray, pixel_mm: flo
         values = np.take(frame.reshape(-1), voxels)
         out[:, i] = np.bincount(inverse, weights=values, minlength=len(labels))[keep] / counts[keep]
     return out
+
+
+def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, aif_curve) -> FrameBlocks | None:
+    """The frame-domain prior's input (:class:`FrameBlocks`): block means of the baseline-subtracted frames of
+    ``mask_zyx`` (in-plane blocks as :func:`block_mean_curves`) and the mean frames of the AIF's voxels, on the
+    frame times of the AIF's slices.  None (the grid prior is used) when slices differ in more than a constant
+    offset of their frame times (a block's offset is absorbed by its delay) or no AIF voxel is known."""
+    times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
+    offsets = (times - times[:, :1]).mean(axis=0)
+    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
+    if len(vox) == 0 or np.abs(times - times[:, :1] - offsets[None]).max() > 0.05:
+        log.info("dispersion prior: frame times differ between slices or no AIF voxels; fitted on the time grid")
+        return None
+    frames = pre.extra["frames_brain"]  # (frames, brain voxels)
+    index = np.full(pre.brain.shape, -1, np.int64)
+    index[pre.brain] = np.arange(int(pre.brain.sum()))
+    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]
+    at = at[at >= 0]
+    if len(at) == 0:
+        return None
+    b = max(1, int(round(block_mm / pixel_mm)))
+    labels, inverse, counts = np.unique(_block_labels(mask_zyx, pixel_mm, block_mm), return_inverse=True,
+                                        return_counts=True)
+    keep = counts >= 0.5 * b * b
+    values = frames[:, index[mask_zyx]]  # (frames, mask voxels), C order as the labels
+    sums = np.stack([np.bincount(inverse, weights=v, minlength=len(labels)) for v in values], axis=1)
+    return FrameBlocks(blocks_k=sums[keep] / counts[keep, None], aif_k=frames[:, at].mean(axis=1),
+                       times_s=times[:, 0] + offsets[vox[:, 0]].mean())
 
 
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,

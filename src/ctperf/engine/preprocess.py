@@ -277,8 +277,12 @@ def csf_mask(baseline_hu: np.ndarray, brain: np.ndarray, csf_hu_max: float) -> n
 
 def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.ndarray, cfg: PreprocessConfig,
                      outside_fov: np.ndarray | None = None, temporal_sigma_s: float = 0.0,
-                     workers: int | None = None) -> Preprocessed:
+                     workers: int | None = None, keep_frames: bool = False) -> Preprocessed:
     """Motion correction, binning, baseline, masks and uniform-time resampling (see module docstring).
+
+    ``keep_frames``: also keep the baseline-subtracted frames of the brain at their acquired times,
+    ``extra["frames_brain"]`` (frames, brain voxels) float32, with ``extra["frame_times_s"]`` (frames, z) on the
+    clock of ``time_s`` (the frame-domain dispersion prior reads them).
 
     ``temporal_sigma_s`` > 0 folds the temporal Gaussian of the denoising step into the resampling operator
     (both are linear in time; one matrix product per slice instead of two passes over the 4D array).
@@ -351,11 +355,12 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     r_near = max(1, int(round(8.0 / pxb)))
     near_brain = ndimage.maximum_filter(brain, size=(1, 2 * r_near + 1, 2 * r_near + 1))  # square: separable
     delta = resample_to_grid(hub, times, grid, temporal_sigma_s, mask_zyx=near_brain, workers=workers)
-    del hub
     t0 = float(times[0, 0])
+    extra = {"frames_brain": hub[:, brain], "frame_times_s": times - t0} if keep_frames else {}
+    del hub
     return Preprocessed(
         delta_hu=delta, time_s=grid - t0, dt_s=float(grid[1] - grid[0]), baseline_hu=baseline.astype(np.float32),
         brain=brain, csf=csf, affine_ras=aff, bin_factor=f, n_baseline_frames=int(n_base),
         bolus_arrival_s=float(t_arr), noise_hu=noise, motion_params=motion, motion_max_mm=motion_max_mm,
-        acquisition_end_s=float(times[-1].min() - t0), time_origin_s=t0,
+        acquisition_end_s=float(times[-1].min() - t0), time_origin_s=t0, extra=extra,
     )

@@ -18,6 +18,7 @@ from ctperf.engine.deconvolution.evidence import (_map_rows, _voxels_or_all, _we
                                                   model_weights, study_model_weights)
 from ctperf.engine.deconvolution.output import _CHUNK, DeconvolutionOutput
 from ctperf.engine.deconvolution.peaks import _peak_signed, _search_window, _time_index
+from ctperf.engine.deconvolution.frame_prior import FrameBlocks, frame_study_mixture
 from ctperf.engine.deconvolution.prior import apply_prior, model_prior, study_model_mixture
 from ctperf.engine.deconvolution.regularisation import (_filters, aif_noise_floor, circulant_spectrum,
                                                         oscillation_index, padded_length)
@@ -263,8 +264,12 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
         return evidence_weights(), None, None
 
     def mixture() -> tuple[np.ndarray, int]:
+        if isinstance(prior_blocks, FrameBlocks):
+            return frame_study_mixture(prior_blocks, model_family(cfg), cfg.dispersion_prior_min_cnr,
+                                       cfg.dispersion_prior_components)
         return study_model_mixture(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
-                                   ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr)
+                                   ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
+                                   cfg.dispersion_prior_components, model_family(cfg))
 
     # the mixture and the regional evidence are independent: side by side with more than one thread
     with side_thread(n_threads) as beside:

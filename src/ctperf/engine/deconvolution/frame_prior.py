@@ -1,0 +1,126 @@
+"""The study dispersion prior fitted at the acquired frame times (``dispersion_prior_fit = "frames"``).
+
+The grid prior (:func:`ctperf.engine.deconvolution.prior.study_model_mixture`) fits block means of the curves on
+the uniform time grid, whose noise the resampling between frames and the temporal smoothing have correlated; a
+wrong model fits such noise better than the true one, and the mixture goes decisively to no dispersion on short
+acquisitions and broad boluses (docs/engine-notes.md, "Measured 2026-12-05").  Here the block means of the
+baseline-subtracted frames are fitted where they were measured: their noise is white, a free offset absorbs the
+baseline's, and least squares is the likelihood.  The model curves are the family's residues convolved with the
+AIF of the frames (monotone cubic interpolation between them) on a fine grid, sampled at the frame times minus a
+delay; the fit searches the delay (0.1 s) and the MTT (nodes ~9 % apart) from a coarse grid to a fine one around
+each block's coarse optimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.interpolate import PchipInterpolator
+
+from ctperf.engine.deconvolution.emulation import model_residues
+from ctperf.engine.deconvolution.prior import informative_blocks, mixture_proportions, subset_averaged_mixture
+
+#: Fine search steps: delays (s) and MTT nodes per octave-ish node of the coarse grid (``_COARSE_TAU`` fine nodes
+#: per coarse node, ``_COARSE_DELAY`` fine delays per coarse delay).
+_DELAY_STEP_S = 0.1
+_COARSE_TAU = 3
+_COARSE_DELAY = 5
+#: MTT range (s) of the fit and nodes per factor 25 of it on the coarse grid.
+_TAU_RANGE_S = (1.0, 25.0)
+_COARSE_TAU_NODES = 13
+#: Earliest delay searched (s, before the AIF's).
+_MIN_DELAY_S = -4.0
+
+
+@dataclass
+class FrameBlocks:
+    """What the frame-domain prior fits: block means (n_blocks, K) of the baseline-subtracted frames (delta HU), the
+    AIF's frame values (K,) (delta HU) and the frame times (K,) (s, on the AIF's slice clock; a block's slice offset
+    is absorbed by its delay)."""
+
+    blocks_k: np.ndarray
+    aif_k: np.ndarray
+    times_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.blocks_k)
+
+
+def frame_model_curves(aif_k: np.ndarray, t_k: np.ndarray, family: list[tuple[float, float]], taus_s: np.ndarray,
+                       delays_s: np.ndarray, dt_fine_s: float = 0.05) -> np.ndarray:
+    """Unit-flow model curves (n_models, n_tau, n_delay, K), float32, each less its mean over the frames (the fit's
+    free offset): every (gamma shape, dispersion) of ``family`` at every MTT of ``taus_s`` convolved with the frame
+    AIF (monotone cubic between the frames, 0 before the first) on a ``dt_fine_s`` grid, sampled at the frame times
+    ``t_k`` (s, from the first frame) minus each delay of ``delays_s`` (linear between fine samples, 0 before
+    arrival)."""
+    t_k = np.asarray(t_k, np.float64)
+    t_fine = np.arange(0.0, t_k[-1] - t_k[0] + 1.0, dt_fine_s)
+    aif_fine = np.nan_to_num(PchipInterpolator(t_k - t_k[0], np.asarray(aif_k, np.float64),
+                                               extrapolate=False)(t_fine))
+    n = len(t_fine)
+    aif_spec = sfft.rfft(aif_fine, n=2 * n)
+    x = (t_k[None, :] - t_k[0] - np.asarray(delays_s, np.float64)[:, None]) / dt_fine_s  # (n_delay, K)
+    i0 = np.clip(np.floor(x).astype(np.int64), 0, n - 2)
+    w = np.clip(x - i0, 0.0, 1.0)
+    inside = x >= 0
+    out = np.empty((len(family), len(taus_s), len(delays_s), len(t_k)), np.float32)
+    for m, (shape_k, disp_s) in enumerate(family):
+        _, res, _, _ = model_residues(np.asarray(taus_s, np.float64), dt_fine_s, n, disp_s, 1, shape_k)
+        c = sfft.irfft(sfft.rfft(res, n=2 * n, axis=1) * aif_spec[None], n=2 * n, axis=1)[:, :n] * dt_fine_s
+        curves = (c[:, i0] * (1.0 - w) + c[:, i0 + 1] * w) * inside
+        out[m] = curves - curves.mean(axis=2, keepdims=True)
+    return out
+
+
+def fit_frame_blocks(blocks_k: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """Residual sums of squares (n_models, n_blocks) of each block's best fit under each model (free offset,
+    non-negative flow, the delay and the MTT searched): on every ``_COARSE_TAU``-th MTT and ``_COARSE_DELAY``-th
+    delay of ``curves`` (:func:`frame_model_curves`), then on every node within one coarse step of the block's
+    coarse optimum."""
+    c = np.asarray(blocks_k, np.float64)
+    c = c - c.mean(axis=1, keepdims=True)
+    cc = (c * c).sum(axis=1)
+    c32 = c.astype(np.float32)
+    n_models, n_tau, n_delay, k = curves.shape
+    d_tau = np.arange(-_COARSE_TAU, _COARSE_TAU + 1)
+    d_delay = np.arange(-_COARSE_DELAY, _COARSE_DELAY + 1)
+    norms = np.maximum(np.einsum("mtdk,mtdk->mtd", curves, curves, dtype=np.float64), 1e-12)
+    rss = np.empty((n_models, len(c)))
+    for m in range(n_models):
+        coarse = curves[m, ::_COARSE_TAU, ::_COARSE_DELAY]
+        shape = coarse.shape[:2]
+        p = c32 @ coarse.reshape(-1, k).T
+        gain = np.maximum(p, 0.0).astype(np.float64) ** 2 / norms[m, ::_COARSE_TAU, ::_COARSE_DELAY].reshape(1, -1)
+        ti, di = np.unravel_index(gain.argmax(axis=1), shape)
+        tau_idx = np.clip(ti[:, None] * _COARSE_TAU + d_tau[None], 0, n_tau - 1)[:, :, None]        # (n, 7, 1)
+        delay_idx = np.clip(di[:, None] * _COARSE_DELAY + d_delay[None], 0, n_delay - 1)[:, None, :]  # (n, 1, 11)
+        cand = curves[m][tau_idx, delay_idx].reshape(len(c), -1, k)  # (n, 77, K)
+        pf = np.matmul(cand, c32[:, :, None])[:, :, 0].astype(np.float64)
+        nf = norms[m][tau_idx, delay_idx].reshape(len(c), -1)
+        rss[m] = cc - (np.maximum(pf, 0.0) ** 2 / nf).max(axis=1)
+    return rss
+
+
+def frame_study_mixture(frames: FrameBlocks, family: list[tuple[float, float]], min_cnr: float,
+                        components: str = "all") -> tuple[np.ndarray, int]:
+    """The study's mixture of models (n_models,) fitted to the frame blocks and the number of blocks used
+    (informative blocks as :func:`ctperf.engine.deconvolution.prior.informative_blocks`); the noise variance is
+    the informative blocks' median best residual per degree of freedom (K frames less offset, flow, delay, MTT).
+    ``components``: "all" (the maximum-likelihood mixture over every model) or "bic" (averaged over the subsets
+    of dispersions by their Bayesian information criterion, :func:`subset_averaged_mixture`)."""
+    t_k = np.asarray(frames.times_s, np.float64)
+    taus = np.geomspace(*_TAU_RANGE_S, _COARSE_TAU * (_COARSE_TAU_NODES - 1) + 1)
+    span = t_k[-1] - t_k[0]
+    delays = np.arange(_MIN_DELAY_S, span / 2.0 + 1e-9, _DELAY_STEP_S)
+    curves = frame_model_curves(frames.aif_k, t_k, family, taus, delays)
+    rss = fit_frame_blocks(frames.blocks_k, curves)
+    best = rss.min(axis=0)
+    keep = informative_blocks(frames.blocks_k, best, min_cnr)
+    dof = max(len(t_k) - 4.0, 1.0)
+    sigma2 = max(float(np.median(best[keep])) / dof, 1e-12)
+    log_lik = -0.5 * (rss[:, keep] - best[keep]) / sigma2
+    if components == "bic":
+        return subset_averaged_mixture(log_lik, family), int(keep.sum())
+    return mixture_proportions(log_lik), int(keep.sum())

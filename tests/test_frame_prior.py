@@ -1,0 +1,141 @@
+"""The study dispersion prior fitted at the acquired frame times (``deconvolution.dispersion_prior_fit = "frames"``)
+and the mixture averaged over subsets of dispersions (``dispersion_prior_components = "bic"``).
+
+Checked on exact inputs: the model curves, the coarse-to-fine fit against an exhaustive one, the mixture finding
+the dispersion of blocks drawn from one model with white noise at the frame times, the subset average dropping a
+component the blocks do not pay for; and the engine's plumbing (frames kept, blocks formed, the fallback).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ctperf.config import Config
+from ctperf.core.types import Curve
+from ctperf.engine import _frame_blocks
+from ctperf.engine.deconvolution import model_family
+from ctperf.engine.deconvolution.frame_prior import (FrameBlocks, fit_frame_blocks, frame_model_curves,
+                                                     frame_study_mixture)
+from ctperf.engine.deconvolution.prior import mixture_proportions, subset_averaged_mixture
+from ctperf.engine.preprocess import Preprocessed
+
+FAMILY = model_family(Config().deconvolution)  # 5 shapes x 0 / 1 / 2 / 3 s
+DISP = np.array([d for _, d in FAMILY])
+T_K = np.arange(0.0, 45.0, 1.5)  # a 45 s acquisition: the protocol the grid prior reads undispersed
+
+
+def _aif(t: np.ndarray) -> np.ndarray:
+    """A gamma-variate bolus (delta HU) arriving at 6 s, peak ~350 HU."""
+    s = np.clip(t - 6.0, 0.0, None)
+    return 350.0 * (s / 4.0) ** 3 * np.exp(3.0 - 3.0 * s / 4.0)
+
+
+def _shares(pi: np.ndarray) -> dict[float, float]:
+    return {float(v): float(pi[DISP == v].sum()) for v in np.unique(DISP)}
+
+
+def _blocks(model: int, n: int, noise_hu: float, seed: int = 0) -> np.ndarray:
+    """``n`` blocks of one model of the family (MTT 3-8 s, delay 0-3 s off the search grids, peak ~15-30 HU) with
+    white noise at the frame times, sampled on a fine clock (not the fit's tables)."""
+    rng = np.random.default_rng(seed)
+    taus = rng.uniform(3.0, 8.0, n)
+    delays = rng.uniform(0.0, 3.0, n)
+    t_fine = np.arange(0.0, T_K[-1] + 1.0, 0.01)
+    out = np.empty((n, len(T_K)))
+    for i in range(n):
+        c = frame_model_curves(_aif(t_fine[::5]), t_fine[::5], [FAMILY[model]], np.array([taus[i]]),
+                               np.array([delays[i]]), dt_fine_s=0.01)[0, 0, 0]  # centred, on a 0.05 s clock
+        out[i] = np.interp(T_K, t_fine[::5], c)
+    out *= rng.uniform(0.04, 0.08, n)[:, None]  # flow x the unit curves
+    return out + 20.0 + rng.normal(0.0, noise_hu, out.shape)  # any offset: the fit's is free
+
+
+def test_model_curves_are_centred_and_delayed():
+    taus, delays = np.array([4.0]), np.array([0.0, 2.0])
+    c = frame_model_curves(_aif(T_K), T_K, FAMILY[:1], taus, delays)
+    assert c.shape == (1, 1, 2, len(T_K)) and c.dtype == np.float32
+    np.testing.assert_allclose(c.mean(axis=-1), 0.0, atol=1e-4)
+    assert T_K[np.argmax(c[0, 0, 1])] > T_K[np.argmax(c[0, 0, 0])]  # the later delay peaks later
+
+
+def test_coarse_to_fine_fit_matches_an_exhaustive_search():
+    taus = np.geomspace(1.0, 25.0, 37)
+    delays = np.arange(-4.0, T_K[-1] / 2, 0.1)
+    curves = frame_model_curves(_aif(T_K), T_K, FAMILY, taus, delays)
+    blocks = _blocks(FAMILY.index((1.0, 1.0)), 60, 1.0)
+    rss = fit_frame_blocks(blocks, curves)
+    c = blocks - blocks.mean(axis=1, keepdims=True)
+    full = np.empty_like(rss)
+    for m in range(len(FAMILY)):
+        flat = curves[m].reshape(-1, len(T_K)).astype(np.float64)
+        p = c @ flat.T
+        full[m] = (c * c).sum(1) - (np.maximum(p, 0) ** 2 / (flat ** 2).sum(1)[None]).max(axis=1)
+    assert np.all(rss >= full - 5e-4 * np.maximum(full, 1.0))  # float32 projections
+    # the local search finds the exhaustive optimum in nearly every block and model
+    assert np.mean(rss - full < 1e-3 * np.maximum(full, 1.0)) >= 0.95
+
+
+@pytest.mark.parametrize("truth", [(1.0, 0.0), (1.0, 1.0)])
+def test_frame_mixture_finds_the_dispersion_of_the_blocks(truth):
+    blocks = _blocks(FAMILY.index(truth), 300, 1.0, seed=1)
+    frames = FrameBlocks(blocks_k=blocks, aif_k=_aif(T_K), times_s=T_K)
+    for components in ("all", "bic"):
+        pi, used = frame_study_mixture(frames, FAMILY, min_cnr=10.0, components=components)
+        assert pi.sum() == pytest.approx(1.0) and used >= 100
+        assert _shares(pi)[truth[1]] >= 0.8, (components, _shares(pi))
+
+
+def test_subset_average_drops_a_component_the_blocks_do_not_pay_for():
+    family = [(1.0, 0.0), (1.0, 3.0)]
+    rng = np.random.default_rng(0)
+    ll = np.zeros((2, 300))
+    ll[1] = rng.normal(-0.3, 0.5, 300)  # 0 s better on average; by chance 3 s better in a quarter of the blocks
+    full = mixture_proportions(ll)
+    averaged = subset_averaged_mixture(ll, family)
+    assert averaged.sum() == pytest.approx(1.0)
+    assert averaged[1] < 0.5 * full[1] + 1e-9 and averaged[0] >= 0.95, (full, averaged)
+    ll2 = np.full((2, 300), -20.0)
+    ll2[0, :200] = 0.0
+    ll2[1, 200:] = 0.0  # two populations, each decisive: both kept
+    np.testing.assert_allclose(subset_averaged_mixture(ll2, family), [2 / 3, 1 / 3], atol=1e-3)
+
+
+def _pre(times_zk: np.ndarray) -> Preprocessed:
+    brain = np.zeros((2, 8, 8), bool)
+    brain[:, 1:7, 1:7] = True
+    k = times_zk.shape[0]
+    frames = np.arange(k, dtype=np.float32)[:, None] * np.ones((1, int(brain.sum())), np.float32)
+    frames[:, 0] += 100.0  # the AIF voxel (0, 1, 1) is the brain's first
+    return Preprocessed(delta_hu=np.zeros((k, 2, 8, 8), np.float32), time_s=np.arange(k, dtype=float), dt_s=1.0,
+                        baseline_hu=np.zeros((2, 8, 8), np.float32), brain=brain, csf=np.zeros_like(brain),
+                        affine_ras=np.eye(4), bin_factor=1, n_baseline_frames=2, bolus_arrival_s=1.0, noise_hu=1.0,
+                        motion_params=np.zeros((k, 3)), motion_max_mm=0.0, acquisition_end_s=float(k - 1),
+                        time_origin_s=0.0, extra={"frames_brain": frames, "frame_times_s": times_zk})
+
+
+def test_engine_forms_frame_blocks_and_falls_back_when_slices_differ():
+    times = np.arange(10.0)[:, None] + np.array([0.0, 0.5])[None]  # slice 1 0.5 s later: a constant offset
+    pre = _pre(times)
+    aif = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32), voxels_zyx=np.array([[0, 1, 1]]))
+    mask = pre.brain.copy()
+    mask[:, 1, 1] = False  # not the AIF voxel
+    fb = _frame_blocks(pre, mask, pixel_mm=1.0, block_mm=2.0, aif_curve=aif)
+    assert isinstance(fb, FrameBlocks) and fb.blocks_k.shape[1] == 10
+    np.testing.assert_allclose(fb.blocks_k, np.arange(10.0)[None].repeat(len(fb), 0))
+    np.testing.assert_allclose(fb.aif_k, np.arange(10.0) + 100.0)
+    np.testing.assert_allclose(fb.times_s, np.arange(10.0))  # the AIF's slice 0
+    uneven = times.copy()
+    uneven[5:, 1] += 1.0  # slice 1's frames not a constant offset from slice 0's
+    assert _frame_blocks(_pre(uneven), mask, 1.0, 2.0, aif) is None
+    no_aif = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32))
+    assert _frame_blocks(pre, mask, 1.0, 2.0, no_aif) is None
+
+
+def test_options_are_validated():
+    dc = Config.from_dict({"deconvolution": {"dispersion_prior_fit": "frames",
+                                             "dispersion_prior_components": "bic"}}).deconvolution
+    assert dc.dispersion_prior_fit == "frames" and dc.dispersion_prior_components == "bic"
+    from ctperf.errors import ConfigError
+    with pytest.raises(ConfigError):
+        Config.from_dict({"deconvolution": {"dispersion_prior_fit": "voxels"}})
