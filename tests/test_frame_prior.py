@@ -139,3 +139,12 @@ def test_options_are_validated():
     from ctperf.errors import ConfigError
     with pytest.raises(ConfigError):
         Config.from_dict({"deconvolution": {"dispersion_prior_fit": "voxels"}})
+
+
+def test_too_few_informative_frame_blocks_leave_the_prior_to_the_grid():
+    """Blocks peaking below ``min_cnr`` x their residual RMS (here: all) give no frame-domain mixture (None): the
+    engine then fits the grid's blocks (``study_dispersion_blocks.fit = "grid"``)."""
+    weak = _blocks(FAMILY.index((1.0, 1.0)), 50, 8.0, seed=2) - 20.0  # baseline-subtracted, as the engine's
+    assert frame_study_mixture(FrameBlocks(weak, _aif(T_K), T_K), FAMILY, min_cnr=10.0) is None
+    pi, used = frame_study_mixture(FrameBlocks(weak, _aif(T_K), T_K), FAMILY, min_cnr=0.0)  # 0: every block
+    assert used == 50 and pi.sum() == pytest.approx(1.0)

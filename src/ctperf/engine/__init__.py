@@ -179,10 +179,11 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
     # denoised ones, whose edge-preserving weights depend on the curves' shapes)
     prior_blocks = None
     if dc.dispersion_prior == "study":
-        prior_blocks = (_frame_blocks(pre, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm, aif_curve)
-                        if "frames_brain" in pre.extra else None)
-        if prior_blocks is None:
-            prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
+        prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
+        frames = (_frame_blocks(pre, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm, aif_curve)
+                  if "frames_brain" in pre.extra else None)
+        if frames is not None:
+            frames.grid_blocks, prior_blocks = prior_blocks, frames
     # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
     # corrected bcSVD has a Tmax shift: one Tikhonov level and the standard convention have none)
     noise = (denoised_noise(curves, pre.brain, parenchyma, study.times_s - pre.time_origin_s,
@@ -381,11 +382,12 @@ def _sums_by_dispersion_and_shape(values_m: np.ndarray, family: list[tuple[float
 
 
 def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[float, float]] | None,
-                             setting: str, blocks: tuple[int, int] | None = None
+                             setting: str, blocks: tuple | None = None
                              ) -> dict[str, dict[str, float] | str | None]:
     """The study-wide prior (:attr:`DeconvolutionOutput.study_mixture`, the proportion of each model in the
     study's mixture) as the share of each dispersion time constant d (s) and of each gamma shape k, with the tissue
-    blocks that informed it (``blocks``: used, offered), or None and the reason."""
+    blocks that informed it (``blocks``: used, offered and optionally where the prior was fitted, "grid" or
+    "frames"), or None and the reason."""
     keys = ("study_dispersion_share_by_dispersion_s", "study_shape_share_by_shape")
     why = None
     if setting != "study":
@@ -396,7 +398,8 @@ def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[floa
         why = "study mixture of models not finite"
     if why is not None:
         return {**dict.fromkeys(keys), "study_dispersion_blocks": None, "study_dispersion_reason": why}
-    used = None if blocks is None else {"used": int(blocks[0]), "offered": int(blocks[1])}
+    used = None if blocks is None else {"used": int(blocks[0]), "offered": int(blocks[1]),
+                                        **({"fit": str(blocks[2])} if len(blocks) > 2 else {})}
     return {**dict(zip(keys, _sums_by_dispersion_and_shape(mixture, family), strict=True)),
             "study_dispersion_blocks": used, "study_dispersion_reason": None}
 

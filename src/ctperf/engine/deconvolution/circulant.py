@@ -115,7 +115,7 @@ class _Guide:
     noisy_shift_y: np.ndarray | None
     q_pos: tuple[np.ndarray, np.ndarray] | None
     mixture: np.ndarray | None
-    prior_used: tuple[int, int] | None
+    prior_used: tuple[int, int, str] | None
     #: The height correction's weights (n_models, n): the regional ones, or (with a height prior) filled chunk by
     #: chunk in the ladder's threads.
     weight: np.ndarray
@@ -263,20 +263,27 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
     if prior_blocks is None or len(prior_blocks) == 0:
         return evidence_weights(), None, None
 
-    def mixture() -> tuple[np.ndarray, int]:
-        if isinstance(prior_blocks, FrameBlocks):
-            return frame_study_mixture(prior_blocks, model_family(cfg), cfg.dispersion_prior_min_cnr,
-                                       cfg.dispersion_prior_components)
-        return study_model_mixture(prior_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
-                                   ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
-                                   cfg.dispersion_prior_components, model_family(cfg))
+    def mixture() -> tuple[np.ndarray, int, str]:
+        """(mixture, blocks used, where it was fitted: "frames" or "grid")."""
+        grid_blocks = prior_blocks
+        if isinstance(prior_blocks, FrameBlocks):  # the grid's blocks when too few frame blocks are informative
+            fitted = frame_study_mixture(prior_blocks, model_family(cfg), cfg.dispersion_prior_min_cnr,
+                                         cfg.dispersion_prior_components)
+            if fitted is not None:
+                return (*fitted, "frames")
+            if prior_blocks.grid_blocks is None:
+                return np.full(n_models, 1.0 / n_models), 0, "frames"
+            grid_blocks = prior_blocks.grid_blocks
+        return (*study_model_mixture(grid_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
+                                     ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
+                                     cfg.dispersion_prior_components, model_family(cfg)), "grid")
 
     # the mixture and the regional evidence are independent: side by side with more than one thread
     with side_thread(n_threads) as beside:
         pending_mixture = beside.submit(mixture) if beside is not None else None
         w = evidence_weights()
-        p, used = pending_mixture.result() if pending_mixture is not None else mixture()
-    return w, p, (used, len(prior_blocks))
+        p, used, fit = pending_mixture.result() if pending_mixture is not None else mixture()
+    return w, p, (used, len(prior_blocks), fit)
 
 
 def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables: _Tables, cfg: DeconvolutionConfig,

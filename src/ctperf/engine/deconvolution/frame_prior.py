@@ -20,7 +20,8 @@ import scipy.fft as sfft
 from scipy.interpolate import PchipInterpolator
 
 from ctperf.engine.deconvolution.emulation import model_residues
-from ctperf.engine.deconvolution.prior import informative_blocks, mixture_proportions, subset_averaged_mixture
+from ctperf.engine.deconvolution.prior import (_PRIOR_MIN_BLOCKS, informative_blocks, mixture_proportions,
+                                              subset_averaged_mixture)
 
 #: Fine search steps: delays (s) and MTT nodes per octave-ish node of the coarse grid (``_COARSE_TAU`` fine nodes
 #: per coarse node, ``_COARSE_DELAY`` fine delays per coarse delay).
@@ -38,11 +39,13 @@ _MIN_DELAY_S = -4.0
 class FrameBlocks:
     """What the frame-domain prior fits: block means (n_blocks, K) of the baseline-subtracted frames (delta HU), the
     AIF's frame values (K,) (delta HU) and the frame times (K,) (s, on the AIF's slice clock; a block's slice offset
-    is absorbed by its delay)."""
+    is absorbed by its delay); and the same blocks' mean curves on the uniform grid (n_blocks, T), for the grid prior
+    when too few frame blocks are informative."""
 
     blocks_k: np.ndarray
     aif_k: np.ndarray
     times_s: np.ndarray
+    grid_blocks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.blocks_k)
@@ -104,9 +107,11 @@ def fit_frame_blocks(blocks_k: np.ndarray, curves: np.ndarray) -> np.ndarray:
 
 
 def frame_study_mixture(frames: FrameBlocks, family: list[tuple[float, float]], min_cnr: float,
-                        components: str = "all") -> tuple[np.ndarray, int]:
-    """The study's mixture of models (n_models,) fitted to the frame blocks and the number of blocks used
-    (informative blocks as :func:`ctperf.engine.deconvolution.prior.informative_blocks`); the noise variance is
+                        components: str = "all") -> tuple[np.ndarray, int] | None:
+    """The study's mixture of models (n_models,) fitted to the frame blocks and the number of blocks used: the
+    informative blocks (curve peak >= ``min_cnr`` x the RMS residual of the best fit), None when fewer than
+    ``_PRIOR_MIN_BLOCKS`` are (the frames' noise is not smoothed, so at 15 HU few blocks are, and the evidence of
+    weakly enhancing blocks goes decisively to no dispersion: the grid prior is then used).  The noise variance is
     the informative blocks' median best residual per degree of freedom (K frames less offset, flow, delay, MTT).
     ``components``: "all" (the maximum-likelihood mixture over every model) or "bic" (averaged over the subsets
     of dispersions by their Bayesian information criterion, :func:`subset_averaged_mixture`)."""
@@ -117,7 +122,9 @@ def frame_study_mixture(frames: FrameBlocks, family: list[tuple[float, float]], 
     curves = frame_model_curves(frames.aif_k, t_k, family, taus, delays)
     rss = fit_frame_blocks(frames.blocks_k, curves)
     best = rss.min(axis=0)
-    keep = informative_blocks(frames.blocks_k, best, min_cnr)
+    keep = informative_blocks(frames.blocks_k, best, min_cnr, min_blocks=0)
+    if min_cnr > 0 and keep.sum() < _PRIOR_MIN_BLOCKS:
+        return None
     dof = max(len(t_k) - 4.0, 1.0)
     sigma2 = max(float(np.median(best[keep])) / dof, 1e-12)
     log_lik = -0.5 * (rss[:, keep] - best[keep]) / sigma2

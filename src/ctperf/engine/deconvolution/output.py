@@ -31,8 +31,9 @@ class DeconvolutionOutput:
     #: The proportion of each model in the study's mixture (``dispersion_prior = "study"``,
     #: :func:`study_model_mixture`), the prior of the models' weights, (n_models,), or None.
     study_mixture: np.ndarray | None = None
-    #: (blocks that informed that mixture, tissue blocks offered), or None without a study prior.
-    dispersion_prior_blocks: tuple[int, int] | None = None
+    #: (blocks that informed that mixture, tissue blocks offered, where it was fitted: "grid" or "frames"), or None
+    #: without a study prior.
+    dispersion_prior_blocks: tuple[int, int, str] | None = None
     #: How far each voxel's Tmax would move between the dispersions its Tmax shift's weights leave open
     #: (:func:`dispersion_spread` of the models' noise-free shifts at the voxel's level and MTT; s), (n,) float32,
     #: or None without the guided correction.
