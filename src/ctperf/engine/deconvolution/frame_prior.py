@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.interpolate import PchipInterpolator
 
 from ctperf.engine.deconvolution.emulation import model_residues
 from ctperf.engine.deconvolution.prior import (_PRIOR_MIN_BLOCKS, informative_blocks, mixture_proportions,
@@ -58,6 +57,8 @@ def frame_model_curves(aif_k: np.ndarray, t_k: np.ndarray, family: list[tuple[fl
     AIF (monotone cubic between the frames, 0 before the first) on a ``dt_fine_s`` grid, sampled at the frame times
     ``t_k`` (s, from the first frame) minus each delay of ``delays_s`` (linear between fine samples, 0 before
     arrival)."""
+    from scipy.interpolate import PchipInterpolator  # only when the option is set (its import costs ~0.1 s)
+
     t_k = np.asarray(t_k, np.float64)
     t_fine = np.arange(0.0, t_k[-1] - t_k[0] + 1.0, dt_fine_s)
     aif_fine = np.nan_to_num(PchipInterpolator(t_k - t_k[0], np.asarray(aif_k, np.float64),
