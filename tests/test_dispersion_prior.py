@@ -82,6 +82,8 @@ def test_summary_is_null_with_a_reason_when_off_or_missing():
                   "study_shape_share_by_shape": {"1": 0.7, "2": 0.3},
                   "study_dispersion_blocks": {"used": 30, "offered": 50}, "study_dispersion_reason": None}
     json.dumps(ok, allow_nan=False)
+    frames = dispersion_prior_summary(np.array([0.6, 0.3, 0.1, 0.0]), FAMILY, "study", (30, 50, "frames"))
+    assert frames["study_dispersion_blocks"] == {"used": 30, "offered": 50, "fit": "frames"}
 
 
 def test_informative_blocks_are_those_that_stand_out_of_their_residual():

@@ -3,7 +3,8 @@ and the mixture averaged over subsets of dispersions (``dispersion_prior_compone
 
 Checked on exact inputs: the model curves, the coarse-to-fine fit against an exhaustive one, the mixture finding
 the dispersion of blocks drawn from one model with white noise at the frame times, the subset average dropping a
-component the blocks do not pay for; and the engine's plumbing (frames kept, blocks formed, the fallback).
+component the blocks do not pay for; the preprocessing keeping the frames; the engine's blocks (the grid prior's,
+in the same order), its AIF and clock, its fallbacks, and where a run's prior was fitted.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import numpy as np
 import pytest
 
 from ctperf.config import Config
-from ctperf.core.types import Curve
-from ctperf.engine import _frame_blocks
+from ctperf.core.types import CTPStudy, Curve
+from ctperf.engine import _frame_blocks, block_mean_curves, compute_perfusion
 from ctperf.engine.deconvolution import model_family
 from ctperf.engine.deconvolution.frame_prior import (FrameBlocks, fit_frame_blocks, frame_model_curves,
                                                      frame_study_mixture)
 from ctperf.engine.deconvolution.prior import mixture_proportions, subset_averaged_mixture
 from ctperf.engine.preprocess import Preprocessed
+from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
 FAMILY = model_family(Config().deconvolution)  # 5 shapes x 0 / 1 / 2 / 3 s
 DISP = np.array([d for _, d in FAMILY])
@@ -59,11 +61,17 @@ def test_model_curves_are_centred_and_delayed():
     assert T_K[np.argmax(c[0, 0, 1])] > T_K[np.argmax(c[0, 0, 0])]  # the later delay peaks later
 
 
-def test_coarse_to_fine_fit_matches_an_exhaustive_search():
+@pytest.mark.parametrize("truth", [(1.0, 1.0), (50.0, 1.0)])
+def test_coarse_to_fine_fit_matches_an_exhaustive_search(truth):
+    """Blocks of a 1 s-dispersed exponential and of dispersed plug flow (whose fit has several optima), 2 HU: the
+    coarse-to-fine search reaches the exhaustive optimum within 1 log unit in every (block, model) pair and within
+    0.1 in 99.5 % (one start around the best coarse node alone missed by up to ~4 units in ~3 % of them, which moved
+    the plug-flow study's mixture by 0.04), and the mixtures agree."""
+    noise = 2.0
     taus = np.geomspace(1.0, 25.0, 37)
     delays = np.arange(-4.0, T_K[-1] / 2, 0.1)
     curves = frame_model_curves(_aif(T_K), T_K, FAMILY, taus, delays)
-    blocks = _blocks(FAMILY.index((1.0, 1.0)), 60, 1.0)
+    blocks = _blocks(FAMILY.index(truth), 200, noise, seed=5)
     rss = fit_frame_blocks(blocks, curves)
     c = blocks - blocks.mean(axis=1, keepdims=True)
     full = np.empty_like(rss)
@@ -71,9 +79,12 @@ def test_coarse_to_fine_fit_matches_an_exhaustive_search():
         flat = curves[m].reshape(-1, len(T_K)).astype(np.float64)
         p = c @ flat.T
         full[m] = (c * c).sum(1) - (np.maximum(p, 0) ** 2 / (flat ** 2).sum(1)[None]).max(axis=1)
-    assert np.all(rss >= full - 5e-4 * np.maximum(full, 1.0))  # float32 projections
-    # the local search finds the exhaustive optimum in nearly every block and model
-    assert np.mean(rss - full < 1e-3 * np.maximum(full, 1.0)) >= 0.95
+    sigma2 = noise ** 2 * (len(T_K) - 1) / len(T_K)
+    miss = (rss - full) / (2.0 * sigma2)  # log-likelihood units
+    assert miss.min() > -0.01 and miss.max() < 1.0 and np.mean(miss > 0.1) <= 0.005, (miss.min(), miss.max())
+    shares = [_shares(mixture_proportions(-0.5 * (r - r.min(axis=0)) / sigma2)) for r in (rss, full)]
+    for d in shares[0]:
+        assert shares[0][d] == pytest.approx(shares[1][d], abs=0.01), shares
 
 
 @pytest.mark.parametrize("truth", [(1.0, 0.0), (1.0, 1.0)])
@@ -101,12 +112,14 @@ def test_subset_average_drops_a_component_the_blocks_do_not_pay_for():
     np.testing.assert_allclose(subset_averaged_mixture(ll2, family), [2 / 3, 1 / 3], atol=1e-3)
 
 
-def _pre(times_zk: np.ndarray) -> Preprocessed:
+def _pre(times_zk: np.ndarray, seed: int = 0) -> Preprocessed:
+    """A brain of 2 x 6 x 6 voxels whose frames hold random values per voxel and frame (the AIF voxel, the brain's
+    first in slice 1, +100 HU)."""
     brain = np.zeros((2, 8, 8), bool)
     brain[:, 1:7, 1:7] = True
     k = times_zk.shape[0]
-    frames = np.arange(k, dtype=np.float32)[:, None] * np.ones((1, int(brain.sum())), np.float32)
-    frames[:, 0] += 100.0  # the AIF voxel (0, 1, 1) is the brain's first
+    frames = np.random.default_rng(seed).normal(0.0, 1.0, (k, int(brain.sum()))).astype(np.float32)
+    frames[:, 36] += 100.0  # voxel (1, 1, 1)
     return Preprocessed(delta_hu=np.zeros((k, 2, 8, 8), np.float32), time_s=np.arange(k, dtype=float), dt_s=1.0,
                         baseline_hu=np.zeros((2, 8, 8), np.float32), brain=brain, csf=np.zeros_like(brain),
                         affine_ras=np.eye(4), bin_factor=1, n_baseline_frames=2, bolus_arrival_s=1.0, noise_hu=1.0,
@@ -117,19 +130,34 @@ def _pre(times_zk: np.ndarray) -> Preprocessed:
 def test_engine_forms_frame_blocks_and_falls_back_when_slices_differ():
     times = np.arange(10.0)[:, None] + np.array([0.0, 0.5])[None]  # slice 1 0.5 s later: a constant offset
     pre = _pre(times)
-    aif = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32), voxels_zyx=np.array([[0, 1, 1]]))
+    aif = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32), voxels_zyx=np.array([[1, 1, 1]]))
     mask = pre.brain.copy()
-    mask[:, 1, 1] = False  # not the AIF voxel
+    mask[1, 1, 1] = False  # not the AIF voxel
+    mask[0, 1:3, 5:7] = False  # an irregular mask: a block dropped, others partly covered
     fb = _frame_blocks(pre, mask, pixel_mm=1.0, block_mm=2.0, aif_curve=aif)
-    assert isinstance(fb, FrameBlocks) and fb.blocks_k.shape[1] == 10
-    np.testing.assert_allclose(fb.blocks_k, np.arange(10.0)[None].repeat(len(fb), 0))
-    np.testing.assert_allclose(fb.aif_k, np.arange(10.0) + 100.0)
-    np.testing.assert_allclose(fb.times_s, np.arange(10.0))  # the AIF's slice 0
+    volume = np.zeros((10, 2, 8, 8), np.float32)
+    volume[:, pre.brain] = pre.extra["frames_brain"]
+    np.testing.assert_allclose(fb.blocks_k, block_mean_curves(volume, mask, 1.0, 2.0), rtol=1e-6)  # same blocks
+    np.testing.assert_allclose(fb.aif_k, volume[:, 1, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(fb.times_s, np.arange(10.0) + 0.5)  # on the AIF's slice clock
     uneven = times.copy()
     uneven[5:, 1] += 1.0  # slice 1's frames not a constant offset from slice 0's
     assert _frame_blocks(_pre(uneven), mask, 1.0, 2.0, aif) is None
-    no_aif = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32))
-    assert _frame_blocks(pre, mask, 1.0, 2.0, no_aif) is None
+    outside = Curve(time_s=np.arange(10.0), delta_hu=np.zeros(10, np.float32), voxels_zyx=np.array([[0, 0, 0]]))
+    assert _frame_blocks(pre, mask, 1.0, 2.0, outside) is None  # no AIF voxel in the brain
+
+
+@pytest.mark.parametrize(("noise_hu", "fit"), [(2.0, "frames"), (15.0, "grid")])
+def test_engine_reports_where_the_prior_was_fitted(noise_hu, fit):
+    """A small phantom (2 mm pixels, 6 slices, 1 s of dispersion) with the option set: at 2 HU the frame blocks
+    set the prior, at 15 HU fewer than 8 are informative and the grid's blocks do (``study_dispersion_blocks``)."""
+    ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0, noise_hu=noise_hu,
+                                  dispersion_s=1.0))
+    cfg = Config.from_dict({"deconvolution": {"dispersion_prior_fit": "frames"}})
+    qa = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg).qa_values
+    blocks = qa["study_dispersion_blocks"]
+    assert blocks["fit"] == fit and blocks["used"] >= 8, blocks
+    assert sum(qa["study_dispersion_share_by_dispersion_s"].values()) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_options_are_validated():

@@ -111,4 +111,23 @@ def test_preprocess_study_end_to_end_small():
     assert pre.n_baseline_frames >= 3
     assert pre.brain[1][r < 60].mean() > 0.95
     assert abs(float(np.median(pre.delta_hu[0][pre.brain]))) < 1.0
+    assert "frames_brain" not in pre.extra
+
+
+def test_preprocess_keeps_the_baseline_subtracted_frames_when_asked():
+    """``keep_frames``: the brain's frames at their acquired times, less the baseline (the frame-domain dispersion
+    prior's input), float32, with the frame times on the clock of ``time_s``."""
+    vol, r = _head(n=64, px=3.0, nz=2)
+    t = np.arange(0, 45, 1.5) + 100.0  # a scanner clock
+    hu = np.repeat(vol[None], len(t), axis=0)
+    hu[:, :, r < 72] += (0.1 * _gamma(t - 100.0, 9.0))[:, None, None]
+    times = np.repeat(t[:, None], 2, axis=1)
+    pre = preprocess_study(hu.astype(np.float32), times, np.diag([3.0, 3.0, 5.0, 1.0]), PreprocessConfig(),
+                           keep_frames=True)
+    frames = pre.extra["frames_brain"]
+    assert frames.dtype == np.float32 and frames.shape == (len(t), int(pre.brain.sum()))
+    np.testing.assert_allclose(pre.extra["frame_times_s"], times - 100.0)
+    np.testing.assert_allclose(frames[:pre.n_baseline_frames].mean(axis=0), 0.0, atol=1e-3)  # less the baseline
+    peak_frame = int(np.argmax(frames.mean(axis=1)))
+    assert frames[peak_frame].mean() > 5.0  # the enhancement, not resampled
 

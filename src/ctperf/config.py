@@ -284,7 +284,9 @@ class DeconvolutionConfig(_Checked):
     #: them) or "frames" (the baseline-subtracted frames at their acquired times, white noise and an exact
     #: likelihood: :mod:`ctperf.engine.deconvolution.frame_prior`).  On the uniform grid the resampling between
     #: frames and the temporal smoothing correlate the noise, and a 45 s acquisition or a broad bolus reads
-    #: decisively undispersed (docs/engine-notes.md, "Measured 2026-12-05").
+    #: decisively undispersed (docs/engine-notes.md, "Measured 2026-12-05").  With fewer than 8 informative frame
+    #: blocks (``dispersion_prior_min_cnr``) the grid's blocks are fitted instead; with ``dispersion_prior_min_cnr``
+    #: = 0 every frame block is used and there is no such fallback.
     dispersion_prior_fit: Literal["grid", "frames"] = "grid"
     #: Which dispersions the study mixture may use: "all" (the maximum-likelihood mixture over every model) or
     #: "bic" (averaged over the subsets of dispersions by their Bayesian information criterion: a dispersion enters

@@ -30,7 +30,7 @@ from ctperf.config import Config, side_thread, thread_count
 from ctperf.core.constants import ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
-from ctperf.core.types import CTPStudy, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
+from ctperf.core.types import CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
 from ctperf.engine import maps as mp
 from ctperf.engine.aif import select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
@@ -161,7 +161,7 @@ def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, wo
     return curves, area, hemi, midline_fallback, sel, peak_hu
 
 
-def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_curve, peak_hu: np.ndarray,
+def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_curve: Curve, peak_hu: np.ndarray,
                        cfg: Config, workers: int | None):
     """Step 5: the deconvolution of the brain's denoised curves by the AIF (``aif_curve``, a Curve: with the
     study-wide dispersion prior and the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain
@@ -182,6 +182,7 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
         frames = (_frame_blocks(pre, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm, aif_curve)
                   if "frames_brain" in pre.extra else None)
+        pre.extra.pop("frames_brain", None)  # ~84 MB on a 512x512x20x40 study: not needed past here
         if frames is not None:
             frames.grid_blocks, prior_blocks = prior_blocks, frames
     # the noise-aware Tmax shift's input: the error the denoising leaves, by a parametric bootstrap (only the
@@ -439,47 +440,57 @@ def _block_labels(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.
     return (zz.astype(np.int64) * ny + yy // b) * nx + xx // b
 
 
+def _block_groups(mask_zyx: np.ndarray, pixel_mm: float, block_mm: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The in-plane blocks of ``mask_zyx`` (:func:`_block_labels`): each mask voxel's block index (C order), the
+    blocks' voxel counts, and which blocks the mask covers at least half of."""
+    b = max(1, int(round(block_mm / pixel_mm)))
+    _, inverse, counts = np.unique(_block_labels(mask_zyx, pixel_mm, block_mm), return_inverse=True,
+                                   return_counts=True)
+    return inverse, counts, counts >= 0.5 * b * b
+
+
+def _block_means(frames, inverse: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean (n_kept_blocks, T) of each kept block's values in each of the T ``frames`` (an iterable of the mask
+    voxels' values, one frame at a time); float64."""
+    return np.stack([np.bincount(inverse, weights=values, minlength=len(counts))[keep] / counts[keep]
+                     for values in frames], axis=1)
+
+
 def block_mean_curves(data_tzyx: np.ndarray, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float) -> np.ndarray:
     """Mean curve (n_blocks, T) of the ``mask_zyx`` voxels of each in-plane block (:func:`_block_labels`) that the
     mask covers at least half of, in the order of the block labels; float64."""
-    b = max(1, int(round(block_mm / pixel_mm)))
-    labels, inverse, counts = np.unique(_block_labels(mask_zyx, pixel_mm, block_mm), return_inverse=True,
-                                        return_counts=True)
-    keep = counts >= 0.5 * b * b
-    out = np.empty((int(keep.sum()), len(data_tzyx)))
+    inverse, counts, keep = _block_groups(mask_zyx, pixel_mm, block_mm)
     voxels = np.flatnonzero(mask_zyx)  # the mask's voxels by flat index: gathered ~3x faster than by the bool mask
-    for i, frame in enumerate(data_tzyx):
-        values = np.take(frame.reshape(-1), voxels)
-        out[:, i] = np.bincount(inverse, weights=values, minlength=len(labels))[keep] / counts[keep]
-    return out
+    return _block_means((np.take(frame.reshape(-1), voxels) for frame in data_tzyx), inverse, counts, keep)
 
 
-def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, aif_curve) -> FrameBlocks | None:
-    """The frame-domain prior's input (:class:`FrameBlocks`): block means of the baseline-subtracted frames of
-    ``mask_zyx`` (in-plane blocks as :func:`block_mean_curves`) and the mean frames of the AIF's voxels, on the
-    frame times of the AIF's slices.  None (the grid prior is used) when slices differ in more than a constant
-    offset of their frame times (a block's offset is absorbed by its delay) or no AIF voxel is known."""
+def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, aif_curve: Curve
+                  ) -> FrameBlocks | None:
+    """The frame-domain prior's input (:class:`FrameBlocks`, without its grid blocks): block means of the
+    baseline-subtracted frames of ``mask_zyx`` (the blocks of :func:`block_mean_curves`, same order) and the mean
+    frames of the AIF's voxels, on the frame times of slice 0 shifted by the AIF voxels' mean slice offset (AIF
+    voxels from slices a fraction of a frame apart are averaged frame by frame: a small smoothing).  None (the grid
+    prior is used) when slices differ in more than a constant offset of their frame times (a block's offset is
+    absorbed by its delay) or no AIF voxel lies in the brain."""
     times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
     offsets = (times - times[:, :1]).mean(axis=0)
-    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
-    if len(vox) == 0 or np.abs(times - times[:, :1] - offsets[None]).max() > 0.05:
-        log.info("dispersion prior: frame times differ between slices or no AIF voxels; fitted on the time grid")
+    if np.abs(times - times[:, :1] - offsets[None]).max() > 0.05:
+        log.info("dispersion prior: the slices' frame times differ by more than an offset; fitted on the time grid")
         return None
-    frames = pre.extra["frames_brain"]  # (frames, brain voxels)
     index = np.full(pre.brain.shape, -1, np.int64)
     index[pre.brain] = np.arange(int(pre.brain.sum()))
-    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]
-    at = at[at >= 0]
-    if len(at) == 0:
+    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
+    vox = vox[index[vox[:, 0], vox[:, 1], vox[:, 2]] >= 0]
+    if len(vox) == 0:
+        log.info("dispersion prior: no AIF voxel in the brain; fitted on the time grid")
         return None
-    b = max(1, int(round(block_mm / pixel_mm)))
-    labels, inverse, counts = np.unique(_block_labels(mask_zyx, pixel_mm, block_mm), return_inverse=True,
-                                        return_counts=True)
-    keep = counts >= 0.5 * b * b
-    values = frames[:, index[mask_zyx]]  # (frames, mask voxels), C order as the labels
-    sums = np.stack([np.bincount(inverse, weights=v, minlength=len(labels)) for v in values], axis=1)
-    return FrameBlocks(blocks_k=sums[keep] / counts[keep, None], aif_k=frames[:, at].mean(axis=1),
-                       times_s=times[:, 0] + offsets[vox[:, 0]].mean())
+    frames = pre.extra["frames_brain"]  # (frames, brain voxels)
+    inverse, counts, keep = _block_groups(mask_zyx, pixel_mm, block_mm)
+    voxels = index[mask_zyx]  # the mask's voxels among the brain's, C order as the labels
+    blocks = _block_means((np.take(f, voxels) for f in frames), inverse, counts, keep)
+    aif_k = frames[:, index[vox[:, 0], vox[:, 1], vox[:, 2]]].mean(axis=1)
+    return FrameBlocks(blocks_k=blocks, aif_k=aif_k, times_s=times[:, 0] + offsets[vox[:, 0]].mean())
 
 
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,

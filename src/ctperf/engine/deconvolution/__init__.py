@@ -95,6 +95,7 @@ from ctperf.engine.deconvolution.emulation import (NOISE_Q_GRID, PLUG_FLOW_SHAPE
 from ctperf.engine.deconvolution.evidence import (block_evidence, block_log_likelihood, curve_misfits,
                                                   mean_model_weights, model_log_evidence, model_weights,
                                                   study_model_weights, weights_from_log_evidence)
+from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.deconvolution.output import DeconvolutionOutput
 from ctperf.engine.deconvolution.peaks import residue_peak
 from ctperf.engine.deconvolution.prior import (apply_prior, dispersion_shares, informative_blocks,
@@ -116,7 +117,7 @@ __all__ = [
 
 def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: DeconvolutionConfig,
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
-               evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | None = None,
+               evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | FrameBlocks | None = None,
                workers: int | None = None, bound_tmax: bool = True, noise_vectors: np.ndarray | None = None,
                noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").

@@ -16,9 +16,9 @@ from ctperf.engine.deconvolution.emulation import (NOISE_Q_GRID, PLUG_FLOW_SHAPE
                                                    dispersion_spread, model_family, noisy_shift_tables)
 from ctperf.engine.deconvolution.evidence import (_map_rows, _voxels_or_all, _weights_from_curves, mean_model_weights,
                                                   model_weights, study_model_weights)
+from ctperf.engine.deconvolution.frame_prior import FrameBlocks, frame_study_mixture
 from ctperf.engine.deconvolution.output import _CHUNK, DeconvolutionOutput
 from ctperf.engine.deconvolution.peaks import _peak_signed, _search_window, _time_index
-from ctperf.engine.deconvolution.frame_prior import FrameBlocks, frame_study_mixture
 from ctperf.engine.deconvolution.prior import apply_prior, model_prior, study_model_mixture
 from ctperf.engine.deconvolution.regularisation import (_filters, aif_noise_floor, circulant_spectrum,
                                                         oscillation_index, padded_length)
@@ -154,7 +154,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                          method: str | None = None, max_negative_delay_s: float = 4.0,
                          tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None,
                          evidence_filter=None, evidence_mask: np.ndarray | None = None,
-                         prior_blocks: np.ndarray | None = None, workers: int | None = None,
+                         prior_blocks: np.ndarray | FrameBlocks | None = None, workers: int | None = None,
                          noise_vectors: np.ndarray | None = None,
                          noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
@@ -167,7 +167,10 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     evidence_mask : (n,) bool, the voxels whose curves may inform the model weights with the "curves" evidence and
     the "study" scope (tissue: no large vessels, whose curves deconvolve to a spike, and no CSF).
     prior_blocks : (n_blocks, T) mean curves of in-plane tissue blocks (same grid as ``tissue_nt``) that set the
-    study-wide prior of the models (``dispersion_prior = "study"``: :func:`study_model_mixture`); None = uniform.
+    study-wide prior of the models (``dispersion_prior = "study"``: :func:`study_model_mixture`), or the same blocks
+    at the acquired frame times (:class:`FrameBlocks`, ``dispersion_prior_fit = "frames"``:
+    :func:`frame_study_mixture`, the grid blocks in ``grid_blocks`` when too few frame blocks are informative);
+    None = uniform.
     workers : threads for the FFTs and the voxel chunks (None = all CPU cores); the result does not depend on it.
     noise_vectors, noise_rms : (n_vec, T) curves of the study's denoised noise and (n,) each voxel's noise RMS (same
     units as the curves; :mod:`ctperf.engine.noise_emulation`): given both, the guided correction's Tmax shift is
@@ -234,11 +237,12 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
 
 def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables: _Tables,
-                       cfg: DeconvolutionConfig, n_models: int, shape_groups, weight_filter, evidence_filter,
-                       evidence_mask, prior_blocks, n_threads: int):
+                       cfg: DeconvolutionConfig, family: list[tuple[float, float]], shape_groups, weight_filter,
+                       evidence_filter, evidence_mask, prior_blocks, n_threads: int):
     """Each region's model weights (n_models, n), and the study's mixture of models (n_models,) with (blocks used,
-    blocks offered) when a study prior is set (``prior_blocks``; otherwise None, None)."""
-    n = len(tissue)
+    blocks offered, where it was fitted) when a study prior is set (``prior_blocks``: the grid blocks' curves or
+    :class:`FrameBlocks`; otherwise None, None)."""
+    n, n_models = len(tissue), len(family)
     top, filters = ladder.top, ladder.filters
     heights, model_spectra, tau_grid = tables.heights, tables.model_spectra, tables.tau_grid_s
     if n_models == 1:
@@ -263,27 +267,28 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
     if prior_blocks is None or len(prior_blocks) == 0:
         return evidence_weights(), None, None
 
-    def mixture() -> tuple[np.ndarray, int, str]:
-        """(mixture, blocks used, where it was fitted: "frames" or "grid")."""
+    def mixture() -> tuple[np.ndarray | None, int, str]:
+        """(mixture, blocks used, where it was fitted: "frames" or "grid"); no mixture when frame blocks without
+        grid blocks have too few informative ones."""
         grid_blocks = prior_blocks
         if isinstance(prior_blocks, FrameBlocks):  # the grid's blocks when too few frame blocks are informative
-            fitted = frame_study_mixture(prior_blocks, model_family(cfg), cfg.dispersion_prior_min_cnr,
+            fitted = frame_study_mixture(prior_blocks, family, cfg.dispersion_prior_min_cnr,
                                          cfg.dispersion_prior_components)
             if fitted is not None:
                 return (*fitted, "frames")
             if prior_blocks.grid_blocks is None:
-                return np.full(n_models, 1.0 / n_models), 0, "frames"
+                return None, 0, "frames"
             grid_blocks = prior_blocks.grid_blocks
         return (*study_model_mixture(grid_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
                                      ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
-                                     cfg.dispersion_prior_components, model_family(cfg)), "grid")
+                                     cfg.dispersion_prior_components, family), "grid")
 
     # the mixture and the regional evidence are independent: side by side with more than one thread
     with side_thread(n_threads) as beside:
         pending_mixture = beside.submit(mixture) if beside is not None else None
         w = evidence_weights()
         p, used, fit = pending_mixture.result() if pending_mixture is not None else mixture()
-    return w, p, (used, len(prior_blocks), fit)
+    return (w, None, None) if p is None else (w, p, (used, len(prior_blocks), fit))
 
 
 def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables: _Tables, cfg: DeconvolutionConfig,
@@ -300,7 +305,7 @@ def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables:
     # the model weights (block means) and the guide residues (every voxel) are independent: with more than one
     # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
     with side_thread(n_threads) as side:
-        weight_args = (tissue, aif_t, ladder, tables, cfg, len(family), shape_groups, weight_filter, evidence_filter,
+        weight_args = (tissue, aif_t, ladder, tables, cfg, family, shape_groups, weight_filter, evidence_filter,
                        evidence_mask, prior_blocks, n_threads)
         pending_weight = side.submit(_model_weight_maps, *weight_args) if side is not None else None
         guide_win = _guide_windows(tissue, ladder.filters[top], ladder.length, n_neg, n_threads)

@@ -36,9 +36,10 @@ def mixture_log_likelihood(log_lik_m_g: np.ndarray, proportions_m: np.ndarray) -
 
 
 def subset_averaged_mixture(log_lik_m_g: np.ndarray, family: list[tuple[float, float]]) -> np.ndarray:
-    """The mixture (n_models,) averaged over every non-empty subset of the family's dispersions: each subset's
-    maximum-likelihood mixture (:func:`mixture_proportions` over its models), weighted by ``exp(BIC / 2)`` with
-    one parameter per dispersion beyond the first (Schwarz 1978; ``log(n_groups)`` per parameter).
+    """The mixture (n_models,) averaged over every non-empty subset S of the family's dispersions: each subset's
+    maximum-likelihood mixture (:func:`mixture_proportions` over its models, log-likelihood l_S over the n groups),
+    weighted by exp(-BIC_S / 2) with BIC_S = -2 l_S + k_S ln n and k_S = the subset's models less one (its free
+    proportions; Schwarz 1978).
 
     The evidence that tells dispersions apart is a small fraction of a log unit per block, so a maximum-likelihood
     mixture over every dispersion reads the blocks' scatter as heterogeneity: undispersed studies get 0.1-0.3 on
@@ -47,17 +48,17 @@ def subset_averaged_mixture(log_lik_m_g: np.ndarray, family: list[tuple[float, f
     ll = np.asarray(log_lik_m_g, np.float64)
     disp = np.array([d for _, d in family])
     values = np.unique(disp)
-    penalty = 0.5 * np.log(max(ll.shape[1], 2))
-    crit, mixtures = [], []
+    log_n = np.log(max(ll.shape[1], 2))
+    half_bic, mixtures = [], []
     for r in range(1, len(values) + 1):
         for subset in itertools.combinations(values, r):
             inside = np.isin(disp, subset)
             pi = mixture_proportions(ll[inside])
             full = np.zeros(len(disp))
             full[inside] = pi
-            crit.append(mixture_log_likelihood(ll[inside], pi) - penalty * (r - 1))
+            half_bic.append(-mixture_log_likelihood(ll[inside], pi) + 0.5 * (inside.sum() - 1) * log_n)
             mixtures.append(full)
-    w = np.exp(np.array(crit) - max(crit))
+    w = np.exp(min(half_bic) - np.array(half_bic))
     return (w / w.sum()) @ np.array(mixtures)
 
 
@@ -98,6 +99,8 @@ def study_model_mixture(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filte
                                        n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
     keep = informative_blocks(block_means_gt, best_rss, min_cnr)
     if components == "bic":
+        if family is None:
+            raise ValueError('components = "bic" needs the model family')
         return subset_averaged_mixture(log_lik[:, keep], family), int(keep.sum())
     return mixture_proportions(log_lik[:, keep]), int(keep.sum())
 
