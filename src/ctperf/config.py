@@ -281,16 +281,18 @@ class DeconvolutionConfig(_Checked):
     #: "Model evidence").
     dispersion_prior_min_cnr: float = 10.0
     #: Where the study prior fits the blocks: "grid" (the curves on the uniform time grid, as the deconvolution sees
-    #: them) or "frames" (the baseline-subtracted frames at their acquired times, white noise and an exact
-    #: likelihood: :mod:`ctperf.engine.deconvolution.frame_prior`).  On the uniform grid the resampling between
-    #: frames and the temporal smoothing correlate the noise, and a 45 s acquisition or a broad bolus reads
-    #: decisively undispersed (docs/engine-notes.md, "Measured 2026-12-05").  With fewer than 8 informative frame
-    #: blocks (``dispersion_prior_min_cnr``) the grid's blocks are fitted instead; with ``dispersion_prior_min_cnr``
-    #: = 0 every frame block is used and there is no such fallback.
+    #: them) or "frames" (an option: the baseline-subtracted frames at their acquired times, white noise and an exact
+    #: likelihood, :mod:`ctperf.engine.deconvolution.frame_prior`).  On the grid the resampling between frames and
+    #: the temporal smoothing correlate the noise, and a 45 s acquisition or a broad bolus reads decisively
+    #: undispersed (Tmax > 6 s -29 / -15 %); at the frames a 4 s tissue delay moves the prior (CBF +13 %) and the
+    #: block phantom's dispersed slices read ~0.4 s earlier (docs/engine-notes.md, "Measured 2026-12-05").  With
+    #: fewer than 8 informative frame blocks (``dispersion_prior_min_cnr``) the grid's blocks are fitted instead;
+    #: with ``dispersion_prior_min_cnr`` = 0 every frame block is used and there is no such fallback.
     dispersion_prior_fit: Literal["grid", "frames"] = "grid"
-    #: Which dispersions the study mixture may use: "all" (the maximum-likelihood mixture over every model) or
-    #: "bic" (averaged over the subsets of dispersions by their Bayesian information criterion: a dispersion enters
-    #: only as far as the blocks pay for it; :func:`ctperf.engine.deconvolution.prior.subset_averaged_mixture`).
+    #: Which dispersions the study mixture may use: "all" (the maximum-likelihood mixture over every model, which
+    #: reads the blocks' scatter as heterogeneity) or "bic" (an option: averaged over the subsets of dispersions by
+    #: their Bayesian information criterion, a dispersion enters only as far as the blocks pay for it;
+    #: :func:`ctperf.engine.deconvolution.prior.subset_averaged_mixture`).
     dispersion_prior_components: Literal["all", "bic"] = "all"
     #: Leave the plug-flow models (gamma shape >= 10: a flat top) out of the Tmax shift of the correction (they
     #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks

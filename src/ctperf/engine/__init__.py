@@ -336,6 +336,8 @@ def method_description(dc) -> dict:
                                                 "weights_scope": dc.model_weights_scope,
                                                 "evidence": dc.model_evidence,
                                                 "dispersion_prior": dc.dispersion_prior,
+                                                "dispersion_prior_fit": dc.dispersion_prior_fit,
+                                                "dispersion_prior_components": dc.dispersion_prior_components,
                                                 "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow,
                                                 "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior,
                                                 "tmax_shift_mtt": dc.tmax_shift_mtt,
