@@ -8,7 +8,8 @@ baseline-subtracted frames are fitted where they were measured: their noise is w
 baseline's, and least squares is the likelihood.  The model curves are the family's residues convolved with the
 AIF of the frames (monotone cubic interpolation between them) on a fine grid, sampled at the frame times minus a
 delay; the fit searches the delay (0.1 s) and the MTT (nodes ~9 % apart) from a coarse grid to a fine one around
-each block's coarse optimum.
+each block's best coarse nodes.  An option, not the default: docs/engine-notes.md, "Measured 2026-12-05 (session
+40)" (a global tissue delay moves it; dispersed tissue of a study whose dispersion varies is under-represented).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def frame_model_curves(aif_k: np.ndarray, t_k: np.ndarray, family: list[tuple[fl
                                                extrapolate=False)(t_fine))
     n = len(t_fine)
     aif_spec = sfft.rfft(aif_fine, n=2 * n)
-    x = (t_k[None, :] - t_k[0] - np.asarray(delays_s, np.float64)[:, None]) / dt_fine_s  # (n_delay, K)
+    x = (t_k[None, :] - t_k[0] - delays_s[:, None]) / dt_fine_s  # (n_delay, K)
     i0 = np.clip(np.floor(x).astype(np.int64), 0, n - 2)
     w = np.clip(x - i0, 0.0, 1.0)
     inside = x >= 0
@@ -113,7 +114,7 @@ def fit_frame_blocks(blocks_k: np.ndarray, curves: np.ndarray, fine: bool = True
         p = np.maximum(c32 @ coarse.reshape(-1, k).T, 0.0)
         p *= p
         p /= norms32[m, ::_COARSE_TAU, ::_COARSE_DELAY].reshape(1, -1)
-        gain = p  # float32: the coarse stage only ranks the nodes
+        gain = p  # each coarse node's explained sum of squares, float32: the coarse stage only ranks the nodes
         if not fine:
             rss[m] = cc - gain.max(axis=1)
             continue
