@@ -483,7 +483,8 @@ def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, a
     index = np.full(pre.brain.shape, -1, np.int64)
     index[pre.brain] = np.arange(int(pre.brain.sum()))
     vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
-    vox = vox[index[vox[:, 0], vox[:, 1], vox[:, 2]] >= 0]
+    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]  # the AIF voxels among the brain's (-1: outside it)
+    vox, at = vox[at >= 0], at[at >= 0]
     if len(vox) == 0:
         log.info("dispersion prior: no AIF voxel in the brain; fitted on the time grid")
         return None
@@ -491,8 +492,8 @@ def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, a
     inverse, counts, keep = _block_groups(mask_zyx, pixel_mm, block_mm)
     voxels = index[mask_zyx]  # the mask's voxels among the brain's, C order as the labels
     blocks = _block_means((np.take(f, voxels) for f in frames), inverse, counts, keep)
-    aif_k = frames[:, index[vox[:, 0], vox[:, 1], vox[:, 2]]].mean(axis=1)
-    return FrameBlocks(blocks_k=blocks, aif_k=aif_k, times_s=times[:, 0] + offsets[vox[:, 0]].mean())
+    return FrameBlocks(blocks_k=blocks, aif_k=frames[:, at].mean(axis=1),
+                       times_s=times[:, 0] + offsets[vox[:, 0]].mean())
 
 
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,

@@ -111,10 +111,10 @@ def fit_frame_blocks(blocks_k: np.ndarray, curves: np.ndarray, fine: bool = True
     for m in range(n_models):
         coarse = curves[m, ::_COARSE_TAU, ::_COARSE_DELAY]
         shape = coarse.shape[:2]
-        p = np.maximum(c32 @ coarse.reshape(-1, k).T, 0.0)
-        p *= p
-        p /= norms32[m, ::_COARSE_TAU, ::_COARSE_DELAY].reshape(1, -1)
-        gain = p  # each coarse node's explained sum of squares, float32: the coarse stage only ranks the nodes
+        # each coarse node's explained sum of squares, float32: the coarse stage only ranks the nodes
+        gain = np.maximum(c32 @ coarse.reshape(-1, k).T, 0.0)
+        gain *= gain
+        gain /= norms32[m, ::_COARSE_TAU, ::_COARSE_DELAY].reshape(1, -1)
         if not fine:
             rss[m] = cc - gain.max(axis=1)
             continue
@@ -125,7 +125,7 @@ def fit_frame_blocks(blocks_k: np.ndarray, curves: np.ndarray, fine: bool = True
         delay_idx = np.clip(di[:, :, None] * _COARSE_DELAY + d_delay, 0, n_delay - 1)[:, :, None, :]  # (n, s, 1, 11)
         for lo in range(0, len(c), _CHUNK_BLOCKS):
             sl = slice(lo, lo + _CHUNK_BLOCKS)
-            cand = curves[m][tau_idx[sl], delay_idx[sl]].reshape(len(c32[sl]), -1, k)  # (chunk, s * 77, K)
+            cand = curves[m][tau_idx[sl], delay_idx[sl]].reshape(len(tau_idx[sl]), -1, k)  # (chunk, s * 77, K)
             pf = np.matmul(cand, c32[sl, :, None])[:, :, 0].astype(np.float64)
             nf = norms[m][tau_idx[sl], delay_idx[sl]].reshape(len(pf), -1)
             rss[m, sl] = cc[sl] - (np.maximum(pf, 0.0) ** 2 / nf).max(axis=1)
