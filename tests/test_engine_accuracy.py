@@ -148,6 +148,25 @@ def test_cbf_is_delay_insensitive(base):
     assert m4["tmax_mae_normal_s"] <= 1.2  # Tmax follows the extra delay
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "measured (engine 2.10, 8 HU, noise seed 3): grey matter -22.1 %, white matter -17.5 % for the 4 s delay. Each "
+    "study sets its own dispersion prior: seed 3's undelayed study puts 0.48 on 0 s (flagged "
+    "tmax_dispersion_ambiguous), its delayed one 0.00, and the height correction follows. Seeds 0-7: grey matter "
+    "-22.1 ... +2.7 %, median -3.0 %, 3 of 8 at or beyond 5 % (harness family delay_seeds, 6 s: median -2.1 %, "
+    "range -20.6 ... +2.2 %)"))
+def test_cbf_is_delay_insensitive_on_another_noise_realisation():
+    pairs = {}
+    for d in (0.0, 4.0):
+        ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=160, n_slices=8, pixel_mm=1.4, noise_hu=8.0,
+                                                          lesion="left", tissue_delay_s=d, seed=3))
+        res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
+        tr = ph.truth
+        normal = tr.tissue & ~tr.lesion_any & res.masks.brain
+        pairs[d] = [np.nanmedian(res.cbf[normal & (tr.labels == lab)]) for lab in (4, 5)]
+    for c0, c4 in zip(pairs[0.0], pairs[4.0]):
+        assert abs(c4 / c0 - 1) < 0.05, (c0, c4)
+
+
 def test_records_15hu_behaviour(record_property):
     _, res, m = _run(15.0, 0.0)
     print("15 HU metrics:", {k: round(v, 3) for k, v in m.items()})
