@@ -418,8 +418,9 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     terr = res.tmax - to_grid(tr.tmax, shape)
     m["tmax_normal_bias_s"] = float(np.nanmedian(terr[normal])) if normal.any() else None
     m["tmax_mae_s"] = float(np.nanmean(np.abs(terr[both])))
-    # how far the study's dispersion leaves Tmax open, as metrics.json reports it (docs/definitions.md §2)
+    # how far the study's dispersion leaves Tmax and CBF open, as metrics.json reports it (docs/definitions.md §2)
     m["tmax_dispersion_sd_s"] = res.qa_values.get("tmax_dispersion_sd_s")
+    m["cbf_dispersion_sd_pct"] = res.qa_values.get("cbf_dispersion_sd_pct")
     return m
 
 
@@ -480,29 +481,34 @@ def delay_seeds_family(seeds: tuple[int, ...], delay_s: float = 6.0) -> Family:
     from ctperf.synthetic.phantom import PhantomSpec, make_phantom
 
     def run(cfg):
-        gm, wm, p0 = [], [], []
+        gm, wm, p0, spread = [], [], [], []
         for sd in seeds:
-            cbf, share = {}, []
+            cbf, share, sp = {}, [], []
             for d in (0.0, delay_s):
                 ph = make_phantom(PhantomSpec(dispersion_s=1.0, seed=sd, lesion="left", tissue_delay_s=d))
                 res = run_engine(study_of(ph), cfg)
                 cbf[d] = [float(np.nanmedian(res.cbf[sel])) for sel in normal_tissue(ph, res)[2:]]  # GM, WM
                 shares = res.qa_values.get("study_dispersion_share_by_dispersion_s") or {}  # None: no prior
                 share.append(None if shares.get("0") is None else round(float(shares["0"]), 3))
+                sp.append(res.qa_values.get("cbf_dispersion_sd_pct"))  # None: no guided correction
             gm.append(pct(cbf[delay_s][0], cbf[0.0][0]))
             wm.append(pct(cbf[delay_s][1], cbf[0.0][1]))
             p0.append(share)
+            spread.append(sp)
         m: dict[str, Any] = {"seeds": list(seeds), "delay_s": delay_s,
                              f"cbf_change_delay_{delay_s:g}s_pct": float(np.median(gm)),
                              "gm_cbf_change_pct_by_seed": [round(v, 2) for v in gm],
                              "wm_cbf_change_pct_by_seed": [round(v, 2) for v in wm],
                              "gm_cbf_change_pct_range": [min(gm), max(gm)],
                              "studies_over_5pct": int(sum(abs(v) >= 5.0 for v in gm)),
-                             "prior_share_0s_by_seed": p0}
+                             "prior_share_0s_by_seed": p0,
+                             # each study's QA value: how far its dispersion leaves CBF open (docs/definitions.md §2)
+                             "cbf_dispersion_sd_pct_by_seed": spread}
         m["notes"] = [f"grey matter: median {np.median(gm):+.1f} %, range {min(gm):+.1f} .. {max(gm):+.1f} %, "
                       f"{m['studies_over_5pct']} of {len(gm)} pairs at or beyond 5 %; white matter range "
                       f"{min(wm):+.1f} .. {max(wm):+.1f} %",
-                      "prior share on 0 s dispersion (undelayed, delayed) by seed: " + str(p0)]
+                      "prior share on 0 s dispersion (undelayed, delayed) by seed: " + str(p0),
+                      "qa_values.cbf_dispersion_sd_pct (undelayed, delayed) by seed: " + str(spread)]
         return m
 
     desc = (f"realistic phantom, 1 s dispersion, 8 HU, with and without a {delay_s:g} s tissue delay, noise seeds "

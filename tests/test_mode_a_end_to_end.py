@@ -91,12 +91,14 @@ def test_hypoperfusion_volume_against_truth(lesion_run):
 
 def test_ambiguous_dispersion_is_flagged(lesion_run):
     """Seed 3's study prior splits 0.48 / 0.52 between 0 s and 1 s of dispersion (the strict xfails around this
-    test): metrics.json says so, with how far Tmax moves between the two (measured 0.735 s; seeds 0, 1, 2, 4 of the
-    same phantom, whose priors hold 0.97-1.00 on 1 s: 0.04-0.29 s, unflagged)."""
+    test): metrics.json says so, with how far Tmax and CBF move between the two (measured 0.735 s and 14.3 %; seeds
+    0, 1, 2, 4 of the same phantom, whose priors hold 0.97-1.00 on 1 s: 0.04-0.29 s and 0.9-7.2 %, unflagged)."""
     _, _, out, _ = lesion_run
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["qa_flags"]["tmax_dispersion_ambiguous"] is True
     assert doc["qa_values"]["tmax_dispersion_sd_s"] > 0.4
+    assert doc["qa_flags"]["cbf_dispersion_ambiguous"] is True
+    assert doc["qa_values"]["cbf_dispersion_sd_pct"] > 10.0
 
 
 def test_core_volume_against_truth(lesion_run):

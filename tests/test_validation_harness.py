@@ -196,7 +196,7 @@ def test_quick_harness_writes_strict_json_and_table(quick_run):
                 "r_cbf", "r_cbv", "r_mtt", "r_tmax", "gm_wm_cbf_ratio_error_pct"):
         assert les[key] is None or isinstance(les[key], float), key
     assert les["tmax6_ml_truth"] > 0
-    assert les["tmax_dispersion_sd_s"] >= 0.0  # the study's QA value, reported
+    assert les["tmax_dispersion_sd_s"] >= 0.0 and les["cbf_dispersion_sd_pct"] >= 0.0  # the study's QA values
     for fam in fams.values():
         assert fam["pass"] in (True, False, None)
         for k, c in fam["checks"].items():
@@ -233,7 +233,8 @@ def test_compare_files_and_bad_method(quick_run, tmp_path):
 @pytest.mark.parametrize("method", ["bcsvd", "standard"])
 def test_delay_seeds_family_compares_two_studies_per_seed(method):
     """The between-study delay family: one pair per noise seed, the judged value the median of the grey-matter
-    changes (here one seed), every pair's value and prior share beside it; the standard convention has no prior."""
+    changes (here one seed), every pair's value, prior share and CBF dispersion spread beside it; the standard
+    convention has no prior (and no spread)."""
     import validate
 
     cfg, _ = validate.make_config(method, [])
@@ -242,8 +243,9 @@ def test_delay_seeds_family_compares_two_studies_per_seed(method):
     assert math.isclose(m["cbf_change_delay_4s_pct"], m["gm_cbf_change_pct_by_seed"][0], abs_tol=0.01)
     assert abs(m["cbf_change_delay_4s_pct"]) < 5.0  # seed 0 (README: +2.7 % with 4 s)
     assert m["studies_over_5pct"] == 0 and len(m["wm_cbf_change_pct_by_seed"]) == 1
-    shares = m["prior_share_0s_by_seed"][0]
+    shares, spread = m["prior_share_0s_by_seed"][0], m["cbf_dispersion_sd_pct_by_seed"][0]
     assert (shares == [None, None]) if method == "standard" else all(0.0 <= v <= 1.0 for v in shares)
+    assert (spread == [None, None]) if method == "standard" else all(0.0 <= v < 10.0 for v in spread)
 
 
 def test_make_config_sets():

@@ -32,6 +32,8 @@ QA_FLAG_TEXT: dict[str, str] = {
     "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
     "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
                                  "qa_values.tmax_dispersion_sd_s",
+    "cbf_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: CBF uncertain by "
+                                "qa_values.cbf_dispersion_sd_pct",
     "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",
     "roi_registration_poor": "the screenshot ROI registered poorly onto the maps",
     "colour_decoding_poor": "many map pixels did not match the colour bar",

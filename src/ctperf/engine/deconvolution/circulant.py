@@ -124,8 +124,8 @@ class _Guide:
 @dataclass
 class _Readings:
     """What the ladder reads per voxel (n,): the peak (1/s) and its time (s, signed), the standard convention's,
-    the level used and its truncation value; with the guided correction the log height factor, the Tmax shift (s)
-    and its spread between dispersions (s)."""
+    the level used and its truncation value; with the guided correction the log height factor and its spread
+    between dispersions (log units), the Tmax shift (s) and its spread between dispersions (s)."""
 
     rmax: np.ndarray
     tmax: np.ndarray
@@ -134,6 +134,7 @@ class _Readings:
     thr: np.ndarray
     level: np.ndarray
     log_h: np.ndarray | None
+    log_h_sd: np.ndarray | None
     shift: np.ndarray | None
     shift_sd: np.ndarray | None
 
@@ -146,7 +147,9 @@ class _Readings:
                    rmax_std=rmax if not guided else np.zeros(n, np.float32),
                    tmax_std=tmax if not guided else np.zeros(n, np.float32),
                    thr=np.full(n, ladder.levels[-1], np.float32), level=np.full(n, ladder.top, np.int16),
-                   log_h=np.zeros(n) if with_correction else None, shift=np.zeros(n) if with_correction else None,
+                   log_h=np.zeros(n) if with_correction else None,
+                   log_h_sd=np.zeros(n, np.float32) if with_correction else None,
+                   shift=np.zeros(n) if with_correction else None,
                    shift_sd=np.zeros(n, np.float32) if with_correction else None)
 
 
@@ -233,6 +236,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
             out.rmax_per_s = (r.rmax * np.exp(-r.log_h)).astype(np.float32)
             out.tmax_s = (r.tmax - r.shift).astype(np.float32)
             out.tmax_dispersion_sd_s = r.shift_sd
+            out.cbf_dispersion_sd = r.log_h_sd
     return out
 
 
@@ -387,7 +391,11 @@ def _solve_chunk(tissue: np.ndarray, start: int, stop: int, ladder: _Ladder, gui
                 _, tm = _peak_signed(r_ok, dt_s, t, n_neg, centre_idx=gi, half_width=ladder.tmax_half_w, window=win)
                 out.rmax_std[sel], out.tmax_std[sel] = _peak_signed(r_ok, dt_s, t, n_neg, window=win)
                 if correct:
-                    out.log_h[sel] = _weighted_lookup(g.log_h_y[:, j], w_sel, i0, fr)
+                    # every model's log height factor at level j: their weighted sum and their spread between
+                    # dispersions (before the sum, which works in place)
+                    per_model_h = _model_lookups(g.log_h_y[:, j], i0, fr)
+                    out.log_h_sd[sel] = dispersion_spread(per_model_h, w_sel, family)
+                    out.log_h[sel] = _weighted_sum(per_model_h, w_sel, in_place=True)
                     w_shift = apply_prior(g.regional[:, sel], g.tmax_prior)
                     i_s, fr_s = g.pos_shift[0][sel], g.pos_shift[1][sel]
                     # every model's noise-free shift at the shift's MTT: their weighted sum and their spread

@@ -38,3 +38,7 @@ class DeconvolutionOutput:
     #: (:func:`dispersion_spread` of the models' noise-free shifts at the voxel's level and MTT; s), (n,) float32,
     #: or None without the guided correction.
     tmax_dispersion_sd_s: np.ndarray | None = None
+    #: How far each voxel's CBF would move between the dispersions its height correction's weights leave open
+    #: (:func:`dispersion_spread` of the models' noise-free log height factors at the voxel's level and MTT; log
+    #: units, i.e. about a relative change), (n,) float32, or None without the guided correction.
+    cbf_dispersion_sd: np.ndarray | None = None
