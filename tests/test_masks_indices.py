@@ -141,6 +141,27 @@ def test_no_lesion_gives_zero_and_null_ratio():
     jsonschema.validate(doc, load_schema())
 
 
+def test_no_trial_label_for_bilateral_or_posterior_hypoperfusion():
+    """Both trials selected one hemispheric lesion: a bilateral or posterior pattern gets no DEFUSE 3 / EXTEND label
+    (None with the pattern and the trials' criterion), the volumes stay; the unilateral case keeps its label."""
+    brain, tmax, rcbf, cbv, lesion, core = _lesion_case()
+    les = lesion_masks(tmax, rcbf, brain, 0.02, Thresholds())
+
+    def indices(**kw):
+        return compute_indices(IndexInputs(cbv=cbv, tmax_s=tmax, lesion=les, tissue=brain, voxel_volume_ml=0.02,
+                                           thresholds=Thresholds(), hemispheres=_hemi(brain), **kw))
+
+    assert isinstance(indices()["DEFUSE3_eligible"], bool)
+    idx = indices(hemisphere_logic=False, hemisphere_reason="bilateral hypoperfusion: no less-affected hemisphere")
+    for key in ("DEFUSE3_eligible", "EXTEND_eligible"):
+        assert idx[key] is None
+        assert idx[f"{key}_reason"].startswith("bilateral hypoperfusion") and "hemispheric" in idx[f"{key}_reason"]
+    assert idx["hypoperfusion_ml"] == pytest.approx(lesion.sum() * 0.02) and idx["core_ml"] > 0
+    # an unusable rCBF reference still takes precedence (every core-derived value)
+    idx = indices(hemisphere_logic=False, hemisphere_reason="posterior", reference_reason="too small")
+    assert idx["DEFUSE3_eligible"] is None and idx["DEFUSE3_eligible_reason"] == "too small"
+
+
 def test_metrics_files(tmp_path):
     brain, tmax, rcbf, cbv, lesion, core = _lesion_case()
     les = lesion_masks(tmax, rcbf, brain, 0.02, Thresholds())

@@ -184,6 +184,7 @@ def test_bilateral_hypoperfusion_end_to_end():
     assert m["qa_values"]["hypoperfusion_pattern"] == "bilateral"
     assert m["lesion_side"] == "none" and "bilateral" in m["lesion_side_reason"]
     assert m["CBV_Index_contra_hemisphere"] is None and m["Corrected_CBV_Index"] is not None
+    assert m["DEFUSE3_eligible"] is None and "hemispheric" in m["DEFUSE3_eligible_reason"]
     truth_hypo = left.truth_metrics["hypoperfusion_ml"] + right.truth_metrics["hypoperfusion_ml"]
     assert m["hypoperfusion_ml"] == pytest.approx(truth_hypo, rel=0.35)
     # rCBF stays relative to normal tissue: the core is found on both sides
@@ -191,6 +192,20 @@ def test_bilateral_hypoperfusion_end_to_end():
     side = res.perfusion.hemispheres.side
     assert (core & (side > 0)).sum() > 0 and (core & (side < 0)).sum() > 0
     assert m["core_ml"] == pytest.approx(left.truth_metrics["core_ml"] + right.truth_metrics["core_ml"], rel=0.5)
+
+
+def test_globally_late_bolus_is_not_labelled_eligible():
+    """A brain without a lesion whose whole bolus arrives 3 s after the AIF (low cardiac output, bilateral
+    stenosis): white matter, true Tmax 5.0 s, reads 16 % of its voxels above 6 s, scattered hypoperfusion in both
+    hemispheres (measured 45.9 mL here, 98.6 mL at 15 HU, 66.2 mL on the harness-size phantom; README Known gaps).
+    The pattern is flagged bilateral and no trial label is given (definitions 2.12 labelled it eligible for both
+    trials, core 0 mL)."""
+    _, res = _phantom_run(lesion=None, tissue_delay_s=3.0)
+    m = res.metrics
+    assert m["qa_flags"]["bilateral_hypoperfusion"]
+    assert m["hypoperfusion_ml"] > 10.0 and m["core_ml"] == 0.0
+    for key in ("DEFUSE3_eligible", "EXTEND_eligible"):
+        assert m[key] is None and "bilateral" in m[f"{key}_reason"] and "global bolus delay" in m[f"{key}_reason"]
 
 
 def test_transport_area_ratio_is_unbiased_on_noise_free_phantom_curves():

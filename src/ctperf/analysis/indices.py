@@ -31,6 +31,11 @@ DEFUSE3 = {"core_max_ml": 70.0, "mismatch_ratio_min": 1.8, "mismatch_volume_min_
 EXTEND = {"core_max_ml": 70.0, "mismatch_ratio_min_exclusive": 1.2, "mismatch_volume_min_exclusive_ml": 10.0}
 #: The lesion thresholds both trials used (RAPID: Tmax > 6 s, rCBF < 30 %); the labels need exactly these.
 TRIAL_THRESHOLDS = {"tmax_hypoperfusion_s": 6.0, "rcbf_core": 0.30}
+#: Why the labels are not given for a bilateral or posterior-circulation hypoperfusion pattern: both trials
+#: selected one hemispheric, anterior-circulation lesion, and their volumes are that lesion's.
+TRIAL_LESION_REASON = ("the trials' imaging criteria apply to one hemispheric, anterior-circulation lesion (DEFUSE 3: "
+                       "internal carotid or proximal middle cerebral artery occlusion, Albers 2018; EXTEND: "
+                       "hemispheric stroke, Ma 2019); a global bolus delay also reads as bilateral hypoperfusion")
 
 
 def trial_thresholds_reason(thr: Thresholds) -> str | None:
@@ -68,8 +73,9 @@ class IndexInputs:
     #: Why the rCBF reference is unusable (too few voxels), or None: then core, penumbra, mismatch and the
     #: eligibility labels are None with this reason (never 0 mL / eligible).
     reference_reason: str | None = None
-    #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, and no index that compares
-    #: one hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres).
+    #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
+    #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
+    #: trial eligibility label (the trials selected one hemispheric lesion).
     hemisphere_logic: bool = True
     #: Why the hemisphere logic does not apply (e.g. "posterior-circulation hypoperfusion").
     hemisphere_reason: str = "hemisphere comparison does not apply"
@@ -225,7 +231,8 @@ def _venous_indices(out: _Indices, inp: IndexInputs) -> None:
 
 
 def _eligibility(out: _Indices, inp: IndexInputs) -> None:
-    """DEFUSE 3 and EXTEND imaging-eligibility labels (only with the trials' lesion thresholds); without a usable
+    """DEFUSE 3 and EXTEND imaging-eligibility labels (only with the trials' lesion thresholds, and only for one
+    hemispheric lesion: None with the reason for a bilateral or posterior-circulation pattern); without a usable
     rCBF reference every core-derived value becomes None with its reason (never 0 mL / eligible)."""
     v = inp.voxel_volume_ml
     hypo_vox, core_vox = out["hypoperfusion_vox"], out["core_vox"]
@@ -235,6 +242,8 @@ def _eligibility(out: _Indices, inp: IndexInputs) -> None:
     ratio_ok_ex = ((core_vox == 0 and hypo_vox > 0)
                    or (core_vox > 0 and hypo_ml / core_ml > EXTEND["mismatch_ratio_min_exclusive"]))
     not_trial = trial_thresholds_reason(inp.thresholds)
+    if not not_trial and not inp.hemisphere_logic and hypo_vox:
+        not_trial = f"{inp.hemisphere_reason}; {TRIAL_LESION_REASON}"
     if not_trial:
         out.put("DEFUSE3_eligible", None, not_trial)
         out.put("EXTEND_eligible", None, not_trial)
