@@ -137,20 +137,30 @@ def _tmax_map(step_to_s: float, noise_s: float = 1.0, seed: int = 0):
 
 @pytest.mark.parametrize("step_to_s", [4.0, 8.0])
 def test_tmax_noise_reduced_and_edges_kept(step_to_s):
-    """With the engine's defaults: the mean absolute error falls by a quarter or more, a step of 2 or 6 s keeps its
-    profile (columns either side of it), and the small lesions keep their Tmax > 6 s area (within 5 %, counted
-    within 3 mm of each disc, away from the step; measured: equal, 90 and 12 voxels, at both step heights)."""
+    """With the engine's defaults: the mean absolute error falls by 40 % or more (measured 48-50 %; engine 2.10:
+    32 %), a step of 2 or 6 s keeps its levels either side (within 0.15 s of the noisy map's) and its 10-90 % width
+    grows by at most one pixel (rows away from the discs; measured 4 -> 5 and 2 -> 0 pixels: the 6 s step comes out
+    sharper than the median left it), and the small lesions keep their Tmax > 6 s area within 10 % (counted within
+    3 mm of each disc, away from the step; measured 90 -> 89 and 12 -> 11 voxels at both step heights)."""
     dc = DeconvolutionConfig()
     truth, noisy, base, px = _tmax_map(step_to_s)
     mask = np.ones(truth.shape, bool)
     out = regularise_tmax(noisy, mask, base, px, dc.tmax_regularisation_sigma_mm, dc.tmax_regularisation_h)
-    assert np.abs(out - truth).mean() < 0.75 * np.abs(noisy - truth).mean()
-    cols = slice(57, 63)  # the step lies between columns 60 and 61 (84 mm)
-    np.testing.assert_allclose(out[:, :, cols].mean(axis=(0, 1)), noisy[:, :, cols].mean(axis=(0, 1)), atol=0.15)
+    assert np.abs(out - truth).mean() < 0.6 * np.abs(noisy - truth).mean()
+    rows, cols = slice(60, 120), slice(50, 72)  # the step lies between columns 60 and 61 (84 mm)
+
+    def profile(m):
+        p = m[:, rows, cols].mean(axis=(0, 1))
+        frac = (p - 2.0) / (step_to_s - 2.0)
+        return p[:5].mean(), p[-5:].mean(), int(((frac > 0.1) & (frac < 0.9)).sum())
+
+    (lo_o, hi_o, w_o), (lo_n, hi_n, w_n) = profile(out), profile(noisy)
+    assert abs(lo_o - lo_n) <= 0.15 and abs(hi_o - hi_n) <= 0.15, (lo_o, lo_n, hi_o, hi_n)
+    assert w_o <= w_n + 1, (w_o, w_n)
     yy, xx = np.mgrid[: truth.shape[1], : truth.shape[2]] * px
     for r_mm, (cy, cx) in _TMAX_DISCS:
         near = np.broadcast_to((yy - cy) ** 2 + (xx - cx) ** 2 <= (r_mm + 3.0) ** 2, truth.shape)
-        assert (out[near] > 6).sum() == pytest.approx((noisy[near] > 6).sum(), rel=0.05), r_mm
+        assert (out[near] > 6).sum() >= 0.9 * (noisy[near] > 6).sum(), r_mm
     np.testing.assert_array_equal(regularise_tmax(noisy, mask, base, px, sigma_mm=0.0), noisy)
 
 

@@ -364,9 +364,10 @@ class DeconvolutionConfig(_Checked):
     #: standard dose is ~1 s; on the validation harness (docs/engine-notes.md "Tmax regularisation") it lowers the Tmax
     #: mean absolute error on every family (0.1-0.25 s at 8 HU where Tmax is unbiased) and keeps steps of 2 s.
     tmax_regularisation: bool = True
-    #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this) and its range parameter.
+    #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this) and its range parameter, in
+    #: chi-square SDs of Tmax's noise across the kernel's radius (engine 2.11; 2.3-2.10: 4, on neighbours' noise).
     tmax_regularisation_sigma_mm: float = 6.0
-    tmax_regularisation_h: float = 4.0
+    tmax_regularisation_h: float = 1.0
 
 
 @dataclass

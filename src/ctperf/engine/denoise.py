@@ -57,18 +57,23 @@ def temporal_basis(curves_nt: np.ndarray, min_k: int = 8, max_k: int = 20) -> np
     return np.ascontiguousarray(evecs[:, :k].astype(np.float32))
 
 
-def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Robust noise SD of each coefficient image from neighbour differences along x (MAD / sqrt 2)."""
-    pair = mask[..., 1:] & mask[..., :-1]
-    d = (coef_kzyx[..., 1:] - coef_kzyx[..., :-1])[:, pair]
-    sd = 1.4826 * np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1) / np.sqrt(2.0)
-    return np.maximum(sd, 1e-6).astype(np.float32)
+def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray, lags_px=None) -> np.ndarray:
+    """Robust noise SD of each coefficient image from differences along x (MAD / sqrt 2) between voxels ``lag``
+    apart (one lag per image, 1 by default: neighbours)."""
+    lags = [1] * len(coef_kzyx) if lags_px is None else list(lags_px)
+    out = []
+    for img, lag in zip(coef_kzyx, lags):
+        lag = int(max(1, min(lag, img.shape[-1] - 1)))
+        pair = mask[..., lag:] & mask[..., :-lag]
+        d = (img[..., lag:] - img[..., :-lag])[pair]
+        out.append(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0) if d.size else 0.0)
+    return np.maximum(np.array(out), 1e-6).astype(np.float32)
 
 
 def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float,
                    range_h: float = 1.0, guide_extra: np.ndarray | None = None, n_guide: int = 4,
                    guide_sigma_px: float = 0.7, second: tuple[float, np.ndarray, float] | None = None,
-                   workers: int | None = None):
+                   workers: int | None = None, noise_lags_px=None):
     """TIPS-like bilateral filter of coefficient images (K, z, y, x) within ``mask`` (in-plane neighbourhood).
 
     The range kernel compares *guide* features of voxel i and neighbour j: the ``n_guide`` leading temporal
@@ -84,6 +89,8 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     additionally filters one (z, y, x) image with the same distances but range parameter ``h2`` and spatial
     sigma ``sigma2_mm`` (<= sigma_mm); then the return value is ``(filtered coefficients, filtered image)``.
     ``workers``: threads over slabs of slices (None = all CPU cores); the result does not depend on it.
+    ``noise_lags_px``: per guide feature, the distance (pixels along x) of the differences its noise SD is read
+    from (None: 1 for every feature, neighbours).
     """
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
@@ -97,7 +104,7 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     guide = np.stack(feats)
     if guide_sigma_px > 0:
         guide = gaussian_in_mask(guide, mask, 1.0, guide_sigma_px)
-    guide = guide / _coefficient_noise(guide, mask)[:, None, None, None]
+    guide = guide / _coefficient_noise(guide, mask, noise_lags_px)[:, None, None, None]
     m_feat = guide.shape[0]
     m = mask.astype(np.float32)
     pad = ((0, 0), (0, 0), (r, r), (r, r))
