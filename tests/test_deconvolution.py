@@ -430,8 +430,8 @@ def test_dispersion_spread_is_the_spread_between_dispersions():
     assert value is None and flag is False and "guided correction" in why
     # the CBF spread: log units as percent, its own limit and reason
     log_sd = np.array([0.05, 0.12, 0.2, 9.0], np.float32)
-    assert dispersion_ambiguity(log_sd, tissue, 10.0, scale=100.0) == (12.0, True, None)
-    assert dispersion_ambiguity(log_sd, tissue, 15.0, scale=100.0) == (12.0, False, None)
-    value, flag, why = dispersion_ambiguity(None, tissue, 10.0, scale=100.0, what="height correction")
+    assert dispersion_ambiguity(log_sd, tissue, limit=10.0, scale=100.0) == (12.0, True, None)
+    assert dispersion_ambiguity(log_sd, tissue, limit=15.0, scale=100.0) == (12.0, False, None)
+    value, flag, why = dispersion_ambiguity(None, tissue, limit=10.0, scale=100.0, what="height correction")
     assert value is None and flag is False and "height correction" in why
     assert dispersion_ambiguity(log_sd, np.zeros(4, bool))[2] == "no tissue voxels"

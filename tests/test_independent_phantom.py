@@ -257,7 +257,7 @@ def test_cbv_other_residues(name):
         "+3.15 s; 2.8: +1.12 s, +3.20 s; engine 2.1: "
         "+1.51 s, 25/58 blocks beyond 1.5 s, worst +4.3 s; a flat residue's argmax is ill-posed on [0, MTT); truth "
         "taken as its start, 0)"))),
-    "gamma3"])  # engine 2.11: mean +0.23 s, worst 0.62 s (2.10: +0.24 s, 0.72 s; 2.8: +0.28 s, 0.83 s; 2.1: +0.96 s, +1.80 s)
+    "gamma3"])  # engine 2.11: mean +0.23 s, worst 0.62 s (2.10: +0.24 / 0.72; 2.8: +0.28 / 0.83; 2.1: +0.96 / 1.80 s)
 def test_tmax_other_residues(name):
     _, _, d = _run(name)
     s = d["scored"]

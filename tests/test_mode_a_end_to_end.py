@@ -103,7 +103,7 @@ def test_ambiguous_dispersion_is_flagged(lesion_run):
 
 
 def test_core_volume_against_truth(lesion_run):
-    """Engine 2.10: 23.7 mL against 24.7 mL (2.9: 23.4 mL; engine 2.8: 21.9 mL; engine 2.6: 21.4 mL, 2.1: 18.9 mL).
+    """Engines 2.10-2.11: 23.7 mL against 24.7 mL (2.9: 23.4 mL; engine 2.8: 21.9 mL; engine 2.6: 21.4 mL, 2.1: 18.9 mL).
     Under dispersion the two conventions' cores differ: on the flow 24.7 mL, on the apparent CBF (the peak of
     h(x)R, which dispersion lowers less for long-MTT tissue) 20.6 mL; the estimate lies between them (README Known
     gaps "Core volume")."""
@@ -116,7 +116,8 @@ def test_core_volume_against_truth(lesion_run):
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "measured (engine 2.11), 8 HU on 1.4 mm pixels, seed 3: HIR 0.159 against 0.242 (-34 %), Tmax > 6 s 81.5 mL "
-    "against 100.0 mL (2.10: 0.161, 82.6 mL; engines 2.8-2.9: 0.162, 86.5 mL): on this seed the study dispersion prior is split 0.48 / 0.52 "
+    "against 100.0 mL (2.10: 0.161, 82.6 mL; engines 2.8-2.9: 0.162, 86.5 mL): on this seed the study dispersion "
+    "prior is split 0.48 / 0.52 "
     "between 0 s and 1 s for 1 s-dispersed tissue (0.97-1.00 on 1 s on seeds 0, 1, 2, 4), so Tmax reads early "
     "(normal tissue -0.60 s; 2.9: -0.47 s). Engine "
     "2.6 (uniform prior; 2.3: 0.208): HIR 0.207 (-14 %; engine 2.2 "

@@ -243,8 +243,8 @@ def test_right_sided_lesion(runs):
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "measured (engine 2.11, seed 5, 8 HU, 1.7 mm pixels): hypoperfusion / truth 0.99 right against 1.11 left (2.10: "
-    "0.98 / 1.11; engine 2.9: 1.03 / 1.11, within 0.10): the study dispersion prior differs between the mirrored studies (left 0.58 / 0.42 "
-    "on 1 / 2 s, right 0.15 / 0.85 on 0 / 1 s: its ambiguity at 8 HU, README Known gaps), and 2.10's noise-robust MTT "
+    "0.98 / 1.11; engine 2.9: 1.03 / 1.11, within 0.10): the study dispersion prior differs between the mirrored "
+    "studies (left 0.58 / 0.42 on 1 / 2 s, right 0.15 / 0.85 on 0 / 1 s: its ambiguity at 8 HU, README Known gaps), and 2.10's noise-robust MTT "
     "for the Tmax shift moved the right study's normal tissue +0.09 -> -0.01 s while the left stays +0.43 s"))
 def test_right_sided_lesion_mirrors_the_left(runs, ref):
     """Mirror symmetry: the engine's error on the right equals its error on the left (same anatomy, mirrored)."""

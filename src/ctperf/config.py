@@ -361,11 +361,11 @@ class DeconvolutionConfig(_Checked):
     #: Edge-preserving regularisation of the Tmax maps (the default's and the standard convention's), after the median
     #: above: the same rolling-guidance joint bilateral filter, guided by Tmax itself and the baseline HU image, so that
     #: only neighbours with a similar Tmax are averaged and lesion edges stay where they are.  Per-voxel Tmax noise at
-    #: standard dose is ~1 s; on the validation harness (docs/engine-notes.md "Tmax regularisation") it lowers the Tmax
-    #: mean absolute error on every family (0.1-0.25 s at 8 HU where Tmax is unbiased) and keeps steps of 2 s.
+    #: standard dose is ~1 s; on the validation harness's phantom families (docs/engine-notes.md "Tmax
+    #: regularisation") it lowers the Tmax mean absolute error and keeps steps of 2 s.
     tmax_regularisation: bool = True
     #: Spatial sigma (mm) of that filter's final pass (the first pass uses 0.75 x this) and its range parameter, in
-    #: chi-square SDs of Tmax's noise across the kernel's radius (engine 2.11; 2.3-2.10: 4, on neighbours' noise).
+    #: chi-square SDs of Tmax's noise across the kernel's radius (docs/definitions.md §6 step 10).
     tmax_regularisation_sigma_mm: float = 6.0
     tmax_regularisation_h: float = 1.0
 

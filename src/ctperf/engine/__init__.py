@@ -547,15 +547,12 @@ TMAX_DISPERSION_FLAG_S = 0.4
 
 
 #: Median CBF ambiguity between the models' dispersions (%, ``qa_values.cbf_dispersion_sd_pct``) above which
-#: ``qa_flags.cbf_dispersion_ambiguous`` is raised: two thirds of the issue-14 CBF accuracy target (15 %).  On the
-#: project phantom at 8 HU (1 s of dispersion, eight noise seeds, with and without a 6 s delay) studies whose prior
-#: holds >= 0.95 on one dispersion read 0.9-9.3 %, the one split 0.48 / 0.52 between 0 s and 1 s 14.3 % (the same
-#: study delayed 4 s reads its grey matter CBF 22 % lower); across them about 20 % per second of the Tmax spread,
-#: so this limit sits beside the Tmax flag's 0.4 s.
+#: ``qa_flags.cbf_dispersion_ambiguous`` is raised: two thirds of the issue-14 CBF accuracy target (15 %); what it
+#: separates on the project phantom: docs/definitions.md §2.
 CBF_DISPERSION_FLAG_PCT = 10.0
 
 
-def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, limit: float = TMAX_DISPERSION_FLAG_S, *,
+def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, *, limit: float = TMAX_DISPERSION_FLAG_S,
                          scale: float = 1.0, what: str = "Tmax shift") -> tuple[float | None, bool, str | None]:
     """(median over the ``tissue`` voxels of a per-voxel spread between dispersions times ``scale``, whether it
     exceeds ``limit``, None), or (None, False, the reason) without the guided correction (the standard convention
@@ -609,7 +606,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     sd, flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s, tissue[pre.brain])
     values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
     sd, flags["cbf_dispersion_ambiguous"], why = dispersion_ambiguity(
-        dec.cbf_dispersion_sd, tissue[pre.brain], CBF_DISPERSION_FLAG_PCT, scale=100.0, what="height correction")
+        dec.cbf_dispersion_sd, tissue[pre.brain], limit=CBF_DISPERSION_FLAG_PCT, scale=100.0, what="height correction")
     values.update(cbf_dispersion_sd_pct=sd, cbf_dispersion_reason=why)
     values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
     values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, cfg.deconvolution.dispersion_prior,

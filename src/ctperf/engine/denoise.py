@@ -22,6 +22,7 @@ Method (configurable in :class:`ctperf.config.PreprocessConfig`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -57,23 +58,32 @@ def temporal_basis(curves_nt: np.ndarray, min_k: int = 8, max_k: int = 20) -> np
     return np.ascontiguousarray(evecs[:, :k].astype(np.float32))
 
 
-def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray, lags_px=None) -> np.ndarray:
-    """Robust noise SD of each coefficient image from differences along x (MAD / sqrt 2) between voxels ``lag``
-    apart (one lag per image, 1 by default: neighbours)."""
-    lags = [1] * len(coef_kzyx) if lags_px is None else list(lags_px)
-    out = []
-    for img, lag in zip(coef_kzyx, lags):
-        lag = int(max(1, min(lag, img.shape[-1] - 1)))
+def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray, lags_px: Sequence[int] | None = None) -> np.ndarray:
+    """Robust noise SD of each coefficient image from its differences along x (MAD / sqrt 2) between voxels ``lag``
+    pixels apart: one lag per image (None: 1 for every image, neighbours; lags are clipped to [1, nx - 1])."""
+    lags = np.ones(len(coef_kzyx), int) if lags_px is None else np.asarray(lags_px, int)
+    if lags.shape != (len(coef_kzyx),):
+        raise ValueError(f"{len(lags)} noise lags for {len(coef_kzyx)} images")
+    sd = np.empty(len(coef_kzyx), np.float32)
+    for lag in np.unique(lags):
+        idx = np.flatnonzero(lags == lag)
+        imgs = coef_kzyx if len(idx) == len(coef_kzyx) else coef_kzyx[idx]
+        lag = int(np.clip(lag, 1, max(1, coef_kzyx.shape[-1] - 1)))
         pair = mask[..., lag:] & mask[..., :-lag]
-        d = (img[..., lag:] - img[..., :-lag])[pair]
-        out.append(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0) if d.size else 0.0)
-    return np.maximum(np.array(out), 1e-6).astype(np.float32)
+        d = (imgs[..., lag:] - imgs[..., :-lag])[:, pair]
+        sd[idx] = 1.4826 * np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1) / np.sqrt(2.0)
+    return np.maximum(sd, 1e-6).astype(np.float32)
+
+
+def kernel_radius_px(sigma_mm: float, pixel_mm: float) -> int:
+    """Radius (pixels) of the in-plane Gaussian kernel of :func:`tips_bilateral`: 2 sigma, at least one pixel."""
+    return max(1, int(np.ceil(2.0 * (sigma_mm / pixel_mm))))
 
 
 def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sigma_mm: float,
                    range_h: float = 1.0, guide_extra: np.ndarray | None = None, n_guide: int = 4,
                    guide_sigma_px: float = 0.7, second: tuple[float, np.ndarray, float] | None = None,
-                   workers: int | None = None, noise_lags_px=None):
+                   workers: int | None = None, noise_lags_px: Sequence[int] | None = None):
     """TIPS-like bilateral filter of coefficient images (K, z, y, x) within ``mask`` (in-plane neighbourhood).
 
     The range kernel compares *guide* features of voxel i and neighbour j: the ``n_guide`` leading temporal
@@ -94,7 +104,7 @@ def tips_bilateral(coef_kzyx: np.ndarray, mask: np.ndarray, pixel_mm: float, sig
     """
     k, nz, ny, nx = coef_kzyx.shape
     sig_px = sigma_mm / pixel_mm
-    r = max(1, int(np.ceil(2.0 * sig_px)))
+    r = kernel_radius_px(sigma_mm, pixel_mm)
     # Sparse stencil for wide kernels: neighbours on a lattice of step ~sigma/2 px (a-trous style), so the cost
     # does not grow with the square of the kernel width on fine grids.
     step = max(1, int(np.floor(sig_px / 1.6)))

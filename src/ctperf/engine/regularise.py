@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from ctperf.core.morphology import bounding_box
-from ctperf.engine.denoise import tips_bilateral
+from ctperf.engine.denoise import kernel_radius_px, tips_bilateral
 
 
 def rolling_joint_bilateral(maps_kzyx: np.ndarray, mask: np.ndarray, guide_zyx: np.ndarray | None,
@@ -133,19 +133,18 @@ def regularise_tmax(tmax_zyx: np.ndarray, tissue: np.ndarray, baseline_hu: np.nd
     """Tmax map (s) filtered by :func:`rolling_joint_bilateral` inside ``tissue``, guided by Tmax itself and the
     baseline HU image (float32 (z, y, x); voxels outside ``tissue`` unchanged).
 
-    Both passes average only neighbours whose Tmax (after pass 1, whose guide is far less noisy) differs by more
-    than the noise explains by less than about ``range_h`` chi-square SDs, so a lesion edge (a step of Tmax) is not
-    moved.  The Tmax guides are scaled by their noise across the kernel's radius (``ceil(2 sigma)`` pixels): the
-    denoising makes neighbouring voxels share their Tmax errors (correlation 0.92 between adjacent 1.4 mm pixels,
-    0.04 at 8 pixels on the project phantom at 8 HU), so adjacent differences would read the noise ~6x too low and
-    every farther pair as an edge.  Voxels without a finite Tmax neither contribute nor change.  ``sigma_mm <= 0``
-    returns the input unchanged.
+    Both passes average only neighbours whose Tmax (after pass 1, whose guide is far less noisy) differs from the
+    voxel's by less than the noise explains plus about ``range_h`` chi-square SDs, so a lesion edge (a step of Tmax)
+    is not moved.  The Tmax guides are scaled by their noise across the final kernel's radius
+    (:func:`~ctperf.engine.denoise.kernel_radius_px`), not between neighbours: the denoising makes neighbouring
+    voxels share their Tmax errors, so neighbour differences read the noise too low and every farther pair would
+    look like an edge (docs/definitions.md §6 step 10).  Voxels without a finite Tmax neither contribute nor
+    change.  ``sigma_mm <= 0`` returns the input unchanged.
     """
     tmax = np.asarray(tmax_zyx, np.float32)
     if sigma_mm <= 0:
         return tmax
-    # the map's noise, as the kernel sees it: differences across the kernel's radius, where the denoising no longer
-    # makes neighbours share their errors (the baseline guide keeps its neighbour differences)
-    radius_px = max(1, int(np.ceil(2.0 * sigma_mm / pixel_mm)))
+    # Tmax's noise as the kernel compares it: across the final kernel's radius (both passes)
     return rolling_joint_bilateral(tmax[None], np.asarray(tissue, bool) & np.isfinite(tmax), baseline_hu, pixel_mm,
-                                   sigma_mm, range_h, workers=workers, map_noise_lag_px=radius_px)[0]
+                                   sigma_mm, range_h, workers=workers,
+                                   map_noise_lag_px=kernel_radius_px(sigma_mm, pixel_mm))[0]
