@@ -198,9 +198,8 @@ def test_globally_late_bolus_is_not_labelled_eligible():
     """A brain without a lesion whose whole bolus arrives 3 s after the AIF (low cardiac output, bilateral
     stenosis): white matter, true Tmax 5.0 s, reads 12 % of its voxels above 6 s, scattered hypoperfusion in both
     hemispheres (engine 2.11: 30.4 mL here, 45.0 / 69.5 mL at 8 / 15 HU on the harness-size phantom; engine 2.10:
-    45.9 mL here; README Known gaps).
-    The pattern is flagged bilateral and no trial label is given (definitions 2.12 labelled it eligible for both
-    trials, core 0 mL)."""
+    45.9 mL here; README Known gaps). The pattern is flagged bilateral and no trial label is given (definitions 2.12
+    labelled it eligible for both trials, core 0 mL)."""
     _, res = _phantom_run(lesion=None, tissue_delay_s=3.0)
     m = res.metrics
     assert m["qa_flags"]["bilateral_hypoperfusion"]

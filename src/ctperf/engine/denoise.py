@@ -64,11 +64,11 @@ def _coefficient_noise(coef_kzyx: np.ndarray, mask: np.ndarray, lags_px: Sequenc
     lags = np.ones(len(coef_kzyx), int) if lags_px is None else np.asarray(lags_px, int)
     if lags.shape != (len(coef_kzyx),):
         raise ValueError(f"{len(lags)} noise lags for {len(coef_kzyx)} images")
+    lags = np.clip(lags, 1, max(1, coef_kzyx.shape[-1] - 1))
     sd = np.empty(len(coef_kzyx), np.float32)
-    for lag in np.unique(lags):
+    for lag in map(int, np.unique(lags)):
         idx = np.flatnonzero(lags == lag)
         imgs = coef_kzyx if len(idx) == len(coef_kzyx) else coef_kzyx[idx]
-        lag = int(np.clip(lag, 1, max(1, coef_kzyx.shape[-1] - 1)))
         pair = mask[..., lag:] & mask[..., :-lag]
         d = (imgs[..., lag:] - imgs[..., :-lag])[:, pair]
         sd[idx] = 1.4826 * np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1) / np.sqrt(2.0)
