@@ -421,6 +421,12 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
     # how far the study's dispersion leaves Tmax and CBF open, as metrics.json reports it (docs/definitions.md §2)
     m["tmax_dispersion_sd_s"] = res.qa_values.get("tmax_dispersion_sd_s")
     m["cbf_dispersion_sd_pct"] = res.qa_values.get("cbf_dispersion_sd_pct")
+    # a core the engine leaves unmeasured (null with a reason, e.g. a contrast-to-noise ratio below
+    # thresholds.core_min_contrast_to_noise) is reported as such, not judged and not scored as an empty mask
+    m["contrast_to_noise"] = res.qa_values.get("contrast_to_noise")
+    if em.get("core_ml") is None:
+        m.update(dice_core=None, dice_core_apparent=None, core_reason=em.get("core_ml_reason"),
+                 notes=[f"core not measured: {em.get('core_ml_reason')}"])
     return m
 
 

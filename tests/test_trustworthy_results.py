@@ -347,6 +347,34 @@ def test_recompute_into_new_folder_leaves_original_untouched(study, tmp_path):
     assert r.returncode == 2 and "must differ" in r.stderr
 
 
+def test_recompute_with_a_contrast_to_noise_limit_above_the_study(study, tmp_path):
+    """thresholds.core_min_contrast_to_noise decides on the saved maps: above the study's ratio the core and what
+    rests on it are null with the reason (the rCBF map is kept); 0 measures it again, as in the original run."""
+    import nibabel as nib
+
+    orig = study["metrics"]
+    assert orig["qa_values"]["contrast_to_noise"] >= 40 and orig["core_ml"] is not None
+    assert orig["qa_flags"]["core_noise_limited"] is False
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[thresholds]\ncore_min_contrast_to_noise = 1000\n")
+    new = tmp_path / "strict"
+    r = _cli("recompute", str(study["out"]), "--config", str(cfg), "--out_dir", str(new))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((new / "metrics.json").read_text())
+    assert m["qa_flags"]["core_noise_limited"] is True
+    for key in ("core_ml", "penumbra_ml", "Mismatch_Ratio", "DEFUSE3_eligible", "EXTEND_eligible"):
+        assert m[key] is None and "contrast-to-noise ratio" in m[f"{key}_reason"], key
+    assert m["hypoperfusion_ml"] == orig["hypoperfusion_ml"]
+    assert not np.asarray(nib.load(new / "core_mask_rcbf30.nii.gz").dataobj).any()
+    assert np.isfinite(np.asarray(nib.load(new / "rcbf.nii.gz").dataobj)).any()
+    assert "core_noise_limited" in r.stdout
+    cfg.write_text("[thresholds]\ncore_min_contrast_to_noise = 0\n")
+    r = _cli("recompute", str(new), "--config", str(cfg), "--out_dir", str(tmp_path / "any"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "any" / "metrics.json").read_text())
+    assert m["core_ml"] == orig["core_ml"] and m["qa_flags"]["core_noise_limited"] is False
+
+
 def test_in_place_recompute_replaces_the_set_and_fail_on_qa(study, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(study["out"], copy)

@@ -104,6 +104,7 @@ RANGES: dict[str, _Range] = {
     "thresholds.min_cluster_ml": _r(0, 100, "mL"),
     "thresholds.pvt_tmax_s": _r(0, 60, "s", lo_open=True),
     "thresholds.min_reference_ml": _r(0, 1000, "mL"),
+    "thresholds.core_min_contrast_to_noise": _r(0, 10000),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
     "compute.workers": _r(1, 4096, "threads"),
@@ -400,6 +401,11 @@ class Thresholds(_Checked):
     #: Smallest rCBF reference region (normal-Tmax tissue, mL); below it rCBF, core, mismatch and eligibility are
     #: undefined (null with a reason) instead of computed from a handful of voxels.
     min_reference_ml: float = 5.0
+    #: Lowest contrast-to-noise ratio (``qa_values.contrast_to_noise``: arterial peak / voxel noise) at which the
+    #: core is measured; below it core, penumbra, mismatch and eligibility are null with a reason and
+    #: ``qa_flags.core_noise_limited`` is raised (the core reads 20-50 % small there on the validation phantoms,
+    #: docs/definitions.md §3).  0 measures the core at any noise.
+    core_min_contrast_to_noise: float = 40.0
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
-from ctperf.analysis.masks import cortical_ribbon, lesion_masks, sinus_region
+from ctperf.analysis.masks import core_noise_reason, cortical_ribbon, lesion_masks, sinus_region
 from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
@@ -108,8 +108,10 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
-    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras),
-                          cfg.thresholds)
+    # no core where the noise hides it (the rCBF map itself is kept and written)
+    core_reason = core_noise_reason(perf.qa_values.get("contrast_to_noise"), cfg.thresholds)
+    lesion = lesion_masks(perf.tmax, None if core_reason else perf.rcbf, perf.masks.tissue,
+                          voxel_volume_ml(perf.affine_ras), cfg.thresholds)
     cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
@@ -120,9 +122,10 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra, **_reference_inputs(perf)))
+        roi_mask=roi, contra_mask=contra, **_reference_inputs(perf, core_reason)))
     metrics = build_metrics(
-        indices, mode="A", thresholds=cfg.thresholds, qa_flags=perf.qa_flags,
+        indices, mode="A", thresholds=cfg.thresholds,
+        qa_flags={**perf.qa_flags, "core_noise_limited": core_reason is not None},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
@@ -132,10 +135,11 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
 
 
-def _reference_inputs(perf: PerfusionResult) -> dict[str, Any]:
-    """IndexInputs fields from the engine's reference QA (unusable reference, bilateral/posterior pattern)."""
+def _reference_inputs(perf: PerfusionResult, core_reason: str | None = None) -> dict[str, Any]:
+    """IndexInputs fields from the engine's reference QA (unusable reference, bilateral/posterior pattern) and why
+    the core is not measured (``core_reason``, :func:`ctperf.analysis.masks.core_noise_reason`)."""
     pattern = perf.qa_values.get("hypoperfusion_pattern")
-    return {"reference_reason": perf.qa_values.get("reference_reason"),
+    return {"reference_reason": perf.qa_values.get("reference_reason") or core_reason,
             "hemisphere_logic": pattern not in ("bilateral", "posterior"),
             "hemisphere_reason": {"bilateral": "bilateral hypoperfusion: no less-affected hemisphere",
                                   "posterior": "posterior-circulation hypoperfusion: hemisphere comparison does "

@@ -4,6 +4,8 @@
 - core: tissue with rCBF < ``rcbf_core`` (default 0.30), inside the hypoperfusion region unless
   ``core_requires_tmax`` is False (RAPID-style core)
 - penumbra: hypoperfusion minus core
+- no core where the study's contrast-to-noise ratio is below ``core_min_contrast_to_noise``
+  (:func:`core_noise_reason`): the core is then unmeasured, not empty
 - Tmax level masks: tissue with Tmax >= level, for the reported Tmax volumes and the HIR
 
 Connected clusters smaller than ``min_cluster_ml`` are removed from each mask (26-connectivity in 3D).
@@ -20,6 +22,21 @@ from ctperf.core.types import LesionMasks
 
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
+
+
+def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -> str | None:
+    """Why the core cannot be measured at this contrast-to-noise ratio (arterial peak / voxel noise,
+    ``qa_values.contrast_to_noise``), or None.
+
+    Below ``thresholds.core_min_contrast_to_noise`` the edge-preserving denoising no longer tells grey from white
+    matter or core from penumbra, CBF contrast flattens and the rCBF < ``rcbf_core`` core reads 20-50 % small on the
+    validation phantoms (docs/definitions.md §3); a ratio that could not be measured (None) does not suppress it.
+    """
+    limit = thresholds.core_min_contrast_to_noise
+    if contrast_to_noise is None or limit <= 0 or contrast_to_noise >= limit:
+        return None
+    return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
+            "(thresholds.core_min_contrast_to_noise): the rCBF core is not measurable at this noise")
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,

@@ -43,6 +43,8 @@ QA_FLAG_TEXT: dict[str, str] = {
     "bilateral_hypoperfusion": "hypoperfusion in both hemispheres; rCBF reference from normal-Tmax tissue anywhere",
     "posterior_circulation": "posterior-circulation hypoperfusion; no hemisphere comparison",
     "rcbf_reference_too_small": "too little normal tissue for the rCBF reference; core and mismatch undefined",
+    "core_noise_limited": "contrast-to-noise ratio (qa_values.contrast_to_noise) too low to measure the core; "
+                          "core, penumbra, mismatch and trial labels undefined",
 }
 
 

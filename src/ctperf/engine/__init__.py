@@ -566,6 +566,18 @@ def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, *, limit: fl
     return value, bool(value > limit), None
 
 
+def contrast_to_noise(arterial_peak_hu: float, noise_hu: float) -> tuple[float | None, str | None]:
+    """(arterial peak enhancement / temporal voxel noise, None), or (None, the reason) when either is not a
+    positive finite number.  Both in HU on the computation grid: the partial-volume-scaled AIF peak above baseline
+    and the median SD of the brain voxels' baseline frames.  It sets how far the edge-preserving denoising can tell
+    tissues apart, and with it the grey / white and core / penumbra contrast of CBF (docs/definitions.md §3)."""
+    if not (np.isfinite(arterial_peak_hu) and arterial_peak_hu > 0):
+        return None, "no arterial peak enhancement"
+    if not (np.isfinite(noise_hu) and noise_hu > 0):
+        return None, "no measurable voxel noise in the baseline frames"
+    return round(float(arterial_peak_hu) / float(noise_hu), 2), None
+
+
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference
         ) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
@@ -589,6 +601,8 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         "acquisition_s": pre.acquisition_end_s, "compute_bin_factor": pre.bin_factor,
         "compute_pixel_mm": float(pixel_spacing_mm(pre.affine_ras)[:2].mean()),
         "deconvolution_method": cfg.deconvolution.method,
+        **dict(zip(("contrast_to_noise", "contrast_to_noise_reason"),
+                   contrast_to_noise(float(sel.aif.delta_hu.max()), pre.noise_hu))),
         "median_regularisation": float(np.median(dec.threshold)) if len(dec.threshold) else float("nan"),
     }
     flags = {

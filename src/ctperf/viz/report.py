@@ -198,8 +198,9 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
         value = (metrics or {}).get(key)
         if isinstance(value, bool):
             rows.append((label, "met" if value else "not met"))
-        elif key in (metrics or {}):
-            rows.append((label, "n/a (non-trial thresholds)"))
+        elif key in (metrics or {}):  # null with its reason (thresholds, lesion pattern, reference, noise)
+            reason = metrics.get(f"{key}_reason")
+            rows.append((label, f"n/a ({_short(str(reason), 34)})" if reason else "n/a"))
     if result.stage_seconds:
         rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
     for key, value in (result.qa_values or {}).items():
@@ -279,9 +280,10 @@ def build_page(cv: Drawing, result: PerfusionResult, lesion: LesionMasks, metric
     y -= img_h + 0.016
     _key_image_row(cv, result, lesion, orient, slices, y, img_h, "core")
     y -= 0.014
-    _legend_swatch(cv, MARGIN, y, CORE_COLOR, f"core {metric_text(metrics, KEYS_CORE, 'mL').full()}")
+    # each entry within its 0.3 page width (a missing value's reason is in the number boxes above)
+    _legend_swatch(cv, MARGIN, y, CORE_COLOR, _short(f"core {metric_text(metrics, KEYS_CORE, 'mL').full()}", 44))
     _legend_swatch(cv, MARGIN + 0.3, y, PENUMBRA_COLOR,
-                   f"penumbra {metric_text(metrics, ('penumbra_ml',), 'mL').full()}")
+                   _short(f"penumbra {metric_text(metrics, ('penumbra_ml',), 'mL').full()}", 44))
     y -= 0.03
     _section_title(cv, MARGIN, y, f"Tmax (white outline: Tmax > {t_thr:g} s)")
     y -= img_h + 0.016
