@@ -403,7 +403,7 @@ class Thresholds(_Checked):
     min_reference_ml: float = 5.0
     #: Lowest contrast-to-noise ratio (``qa_values.contrast_to_noise``: arterial peak / voxel noise) at which the
     #: core is measured; below it core, penumbra, mismatch and eligibility are null with a reason and
-    #: ``qa_flags.core_noise_limited`` is raised (the core reads 20-50 % small there on the validation phantoms,
+    #: ``qa_flags.core_noise_limited`` is raised (the core read 13-48 % small there on the project phantom,
     #: docs/definitions.md §3).  0 measures the core at any noise.
     core_min_contrast_to_noise: float = 40.0
 

@@ -29,8 +29,8 @@ def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -
     ``qa_values.contrast_to_noise``), or None.
 
     Below ``thresholds.core_min_contrast_to_noise`` the edge-preserving denoising no longer tells grey from white
-    matter or core from penumbra, CBF contrast flattens and the rCBF < ``rcbf_core`` core reads 20-50 % small on the
-    validation phantoms (docs/definitions.md §3); a ratio that could not be measured (None) does not suppress it.
+    matter or core from penumbra, CBF contrast flattens and the rCBF < ``rcbf_core`` core read 13-48 % small on the
+    project phantom (docs/definitions.md §3); a ratio that could not be measured (None) does not suppress it.
     """
     limit = thresholds.core_min_contrast_to_noise
     if contrast_to_noise is None or limit <= 0 or contrast_to_noise >= limit:

@@ -588,6 +588,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     end_frac = float(aif[-max(2, len(aif) // 20):].mean() / peak) if peak > 0 else float("nan")
     vof_ttp = sel.vof.ttp_s
     aif_noise_hu, aif_floor = aif_noise_floor(sel.aif.delta_hu)
+    cnr, cnr_reason = contrast_to_noise(float(sel.aif.delta_hu.max()), pre.noise_hu)
     configured = lowest_regularisation(cfg.deconvolution)  # the ladder's lowest level before the AIF's noise
     lowest = lowest_regularisation(cfg.deconvolution, aif_floor)  # the lowest level used for this AIF
     values = {
@@ -601,8 +602,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         "acquisition_s": pre.acquisition_end_s, "compute_bin_factor": pre.bin_factor,
         "compute_pixel_mm": float(pixel_spacing_mm(pre.affine_ras)[:2].mean()),
         "deconvolution_method": cfg.deconvolution.method,
-        **dict(zip(("contrast_to_noise", "contrast_to_noise_reason"),
-                   contrast_to_noise(float(sel.aif.delta_hu.max()), pre.noise_hu))),
+        "contrast_to_noise": cnr, "contrast_to_noise_reason": cnr_reason,
         "median_regularisation": float(np.median(dec.threshold)) if len(dec.threshold) else float("nan"),
     }
     flags = {
