@@ -405,7 +405,7 @@ class Thresholds(_Checked):
     #: core is measured; below it core, penumbra, mismatch and eligibility are null with a reason and
     #: ``qa_flags.core_noise_limited`` is raised (the core read 13-48 % small there on the project phantom,
     #: docs/definitions.md §3).  0 measures the core at any noise.
-    core_min_contrast_to_noise: float = 40.0
+    core_min_contrast_to_noise: float = 36.0
 
 
 @dataclass

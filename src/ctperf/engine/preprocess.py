@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from ctperf.config import PreprocessConfig, thread_count
 from ctperf.core.grid import bin_factor_for, bin_inplane, binned_affine  # noqa: F401 (re-exported)
@@ -52,8 +52,8 @@ class Preprocessed:
     n_baseline_frames: int
     #: Time of bolus arrival in the arterial-like global curve (s).
     bolus_arrival_s: float
-    #: Temporal noise (delta HU standard deviation in the baseline frames, median over brain voxels) on the
-    #: computation grid.
+    #: Temporal noise SD (HU) on the computation grid: the median over brain voxels of the standard deviation of
+    #: their baseline frames, divided by :func:`median_sd_fraction` (an estimate of the SD for any number of frames).
     noise_hu: float
     #: Per-frame in-plane rigid motion: (tx_mm, ty_mm, rotation_rad) relative to the reference frames.
     motion_params: np.ndarray
@@ -204,6 +204,14 @@ def baseline_frame_count(frame_times_s: np.ndarray, arrival_s: float, margin_s: 
     return max(min_frames, int(np.sum(np.asarray(frame_times_s) < arrival_s - margin_s)))
 
 
+def median_sd_fraction(n_samples: int) -> float:
+    """Median of the sample SD (ddof 1) of ``n_samples`` independent Gaussian values, as a fraction of their SD:
+    sqrt(median of chi-square with n - 1 degrees of freedom / (n - 1)) (0.67 for 2 samples, 0.89 for 4, 0.95 for 8);
+    the median of per-voxel SDs divided by it estimates the noise SD whatever the number of baseline frames."""
+    k = max(int(n_samples), 2) - 1
+    return float(np.sqrt(2.0 * special.gammaincinv(0.5 * k, 0.5) / k))
+
+
 def bright_curves(hu_tzyx: np.ndarray, candidate_mask: np.ndarray, top_fraction: float = 0.01,
                   max_hu: float = 800.0, min_hu: float = -100.0) -> np.ndarray:
     """HU curves (t, n) of the voxels with the largest *smooth* temporal enhancement (arteries, veins).
@@ -339,10 +347,11 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     brain = brain_mask(baseline, pxb, cfg, fov)
     csf = csf_mask(baseline, brain, cfg.csf_hu_max)
 
-    # noise: temporal SD in the baseline frames (needs >= 2 frames); else frame differences of the first two
+    # noise: temporal SD in the baseline frames (needs >= 2 frames; the median of the voxels' sample SDs scaled to
+    # the SD, so it does not depend on how many frames there are); else frame differences of the first two
     bsel = brain & ~csf
     if n_base >= 2 and bsel.any():
-        noise = float(np.median(hub[:n_base, bsel].std(axis=0, ddof=1)))
+        noise = float(np.median(hub[:n_base, bsel].std(axis=0, ddof=1))) / median_sd_fraction(n_base)
     elif bsel.any():
         noise = float(np.median(np.abs(hub[1, bsel] - hub[0, bsel])) / 0.954)
     else:
