@@ -229,6 +229,20 @@ def test_metric_text_none_with_reason():
     assert metric_text(m, "missing_key").full() == "n/a (not computed)"
 
 
+def test_one_row_legend_leaves_reasons_to_metrics_json():
+    """The core / penumbra montage's one-row legend names a missing volume without its (long) reason, which the
+    projection figure's wrapped legend and metrics.json carry."""
+    from ctperf.viz.qa_figures import core_penumbra_legend
+
+    why = "contrast-to-noise ratio 23.9 below 36 (thresholds.core_min_contrast_to_noise): not measurable"
+    m = {"core_ml": None, "core_ml_reason": why, "penumbra_ml": None, "penumbra_ml_reason": why,
+         "hypoperfusion_ml": 98.9}
+    short = [label for _, _, label in core_penumbra_legend(m, reasons=False)[:3]]
+    assert short[0].endswith("n/a (see metrics.json)") and short[1].endswith("n/a (see metrics.json)")
+    assert short[2].endswith("98.9 mL")
+    assert why in core_penumbra_legend(m)[0][2]
+
+
 def test_metrics_layout_is_read():
     result, lesion, metrics = make_case()
     assert cbv_index_text(metrics)[0] == "CBV index (vs contralateral)"

@@ -747,16 +747,21 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     return _finish(cv, path)
 
 
-def core_penumbra_legend(metrics: dict) -> list[tuple[Any, Any, str]]:
-    """(fill colour or None, edge colour or None, label) of the core / penumbra / hypoperfusion legend."""
+def core_penumbra_legend(metrics: dict, reasons: bool = True) -> list[tuple[Any, Any, str]]:
+    """(fill colour or None, edge colour or None, label) of the core / penumbra / hypoperfusion legend; with
+    ``reasons`` False a missing value reads "n/a (see metrics.json)" instead of its reason (one-row legends)."""
     t_thr, rcbf = thresholds_from(metrics)
+
+    def shown(txt: MetricText) -> str:
+        return txt.full() if reasons or txt.available else "n/a (see metrics.json)"
+
     return [
-        (CORE_COLOR, None, f"Core (rCBF < {rcbf * 100:g}%): {metric_text(metrics, KEYS_CORE, 'mL').full()}"),
-        (PENUMBRA_COLOR, None, f"Penumbra: {metric_text(metrics, KEYS_PENUMBRA, 'mL').full()}"),
+        (CORE_COLOR, None, f"Core (rCBF < {rcbf * 100:g}%): {shown(metric_text(metrics, KEYS_CORE, 'mL'))}"),
+        (PENUMBRA_COLOR, None, f"Penumbra: {shown(metric_text(metrics, KEYS_PENUMBRA, 'mL'))}"),
         ("0.35", "white",
-         f"Hypoperfusion (Tmax > {_g(t_thr)} s, white outline): {metric_text(metrics, KEYS_HYPO, 'mL').full()}"),
-        (None, None, f"Mismatch volume: {mismatch_volume_text(metrics).full()}"),
-        (None, None, f"Mismatch ratio: {metric_text(metrics, KEYS_MISMATCH_RATIO, '', 2).full()}"),
+         f"Hypoperfusion (Tmax > {_g(t_thr)} s, white outline): {shown(metric_text(metrics, KEYS_HYPO, 'mL'))}"),
+        (None, None, f"Mismatch volume: {shown(mismatch_volume_text(metrics))}"),
+        (None, None, f"Mismatch ratio: {shown(metric_text(metrics, KEYS_MISMATCH_RATIO, '', 2))}"),
     ]
 
 
@@ -827,7 +832,7 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     annotate_tiles(cv, box, rgb, orient, [slice_title(orient, z) for z in slices], 6, title_pt=7)
     cv.text(cv.fx(0.01), cv.inch(0.3), "Core / penumbra by slice (inferior \u2192 superior)", 11, bold=True,
             va="center")
-    _legend(cv, cv.width / 2.0, cv.height - cv.pt(12), core_penumbra_legend(metrics)[:3], 7.5, ncol=3,
+    _legend(cv, cv.width / 2.0, cv.height - cv.pt(12), core_penumbra_legend(metrics, reasons=False)[:3], 7.5, ncol=3,
             ha="center")
     return _finish(cv, path)
 
