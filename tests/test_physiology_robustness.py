@@ -160,30 +160,35 @@ def test_tiny_reference_gives_null_core_end_to_end():
 
 
 def test_contrast_to_noise_ratio():
-    from ctperf.engine import contrast_to_noise
+    from ctperf.engine import contrast_to_noise, median_frame_interval_s
 
-    assert contrast_to_noise(350.0, 7.0) == (50.0, None)
-    assert contrast_to_noise(350.0, 0.0)[0] is None and "noise" in contrast_to_noise(350.0, 0.0)[1]
-    assert contrast_to_noise(float("nan"), 7.0)[0] is None
+    assert contrast_to_noise(350.0, 7.0, 1.0) == (50.0, None)
+    assert contrast_to_noise(350.0, 7.0, 4.0) == (25.0, None)  # a quarter of the frames: half the ratio
+    assert contrast_to_noise(350.0, 0.0, 1.0)[0] is None and "noise" in contrast_to_noise(350.0, 0.0, 1.0)[1]
+    assert contrast_to_noise(float("nan"), 7.0, 1.0)[0] is None
+    assert contrast_to_noise(350.0, 7.0, float("nan"))[1] == "no frame interval"
+    times = np.array([[0.0, 0.2], [1.0, 1.2], [2.0, 2.2], [4.0, 4.2]])  # (t, z): 1 s, then one 2 s step
+    assert median_frame_interval_s(times) == 1.0
 
 
 def test_core_noise_reason_follows_the_limit():
     from ctperf.analysis.masks import core_noise_reason
 
-    assert "35.9 below 36" in core_noise_reason(35.9, Thresholds())
-    assert core_noise_reason(36.0, Thresholds()) is None
+    assert "29.4 below 29.5" in core_noise_reason(29.4, Thresholds())
+    assert core_noise_reason(29.5, Thresholds()) is None
     assert core_noise_reason(None, Thresholds()) is None  # a ratio that could not be measured does not suppress it
     assert core_noise_reason(5.0, Thresholds(core_min_contrast_to_noise=0.0)) is None
 
 
 def test_low_contrast_to_noise_gives_null_core_end_to_end():
-    """15 HU per voxel (contrast-to-noise ~21): the core reads 13-48 % small below a ratio of 36
+    """15 HU per voxel (contrast-to-noise ~20): the core reads 13-48 % small below a ratio of 29.5
     (benchmarks/results/core_noise.json), so it is null with the reason, never a confident small core or an
     "eligible" label; the Tmax volumes are still reported (their own uncertainty has its own flags) and the rCBF map
     is kept."""
     ph, res = _phantom_run(noise_hu=15.0)
     m = res.metrics
-    assert m["qa_values"]["contrast_to_noise"] < 36 and m["qa_flags"]["core_noise_limited"]
+    assert m["qa_values"]["contrast_to_noise"] < Thresholds().core_min_contrast_to_noise
+    assert m["qa_flags"]["core_noise_limited"]
     for key in ("core_ml", "penumbra_ml", "mismatch_volume_ml", "Mismatch_Ratio", "DEFUSE3_eligible",
                 "EXTEND_eligible"):
         assert m[key] is None and "contrast-to-noise ratio" in m[f"{key}_reason"], key

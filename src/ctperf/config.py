@@ -401,11 +401,11 @@ class Thresholds(_Checked):
     #: Smallest rCBF reference region (normal-Tmax tissue, mL); below it rCBF, core, mismatch and eligibility are
     #: undefined (null with a reason) instead of computed from a handful of voxels.
     min_reference_ml: float = 5.0
-    #: Lowest contrast-to-noise ratio (``qa_values.contrast_to_noise``: arterial peak / voxel noise) at which the
-    #: core is measured; below it core, penumbra, mismatch and eligibility are null with a reason and
-    #: ``qa_flags.core_noise_limited`` is raised (the core read 13-48 % small there on the project phantom,
-    #: docs/definitions.md §3).  0 measures the core at any noise.
-    core_min_contrast_to_noise: float = 36.0
+    #: Lowest contrast-to-noise ratio (``qa_values.contrast_to_noise``: arterial peak / voxel noise x sqrt(1 s /
+    #: frame interval)) at which the core is measured; below it core, penumbra, mismatch and eligibility are null
+    #: with a reason and ``qa_flags.core_noise_limited`` is raised (the core read 13-48 % small there on the project
+    #: phantom, docs/definitions.md §3).  0 measures the core at any noise.
+    core_min_contrast_to_noise: float = 29.5
 
 
 @dataclass

@@ -115,7 +115,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         vol = _regularised(vol, masks.tissue, pre.baseline_hu, px, cfg.deconvolution, workers)
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
-    qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref)
+    qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref,
+                              median_frame_interval_s(study.times_s))
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
@@ -566,20 +567,31 @@ def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, *, limit: fl
     return value, bool(value > limit), None
 
 
-def contrast_to_noise(arterial_peak_hu: float, noise_hu: float) -> tuple[float | None, str | None]:
-    """(arterial peak enhancement / temporal voxel noise, None), or (None, the reason) when either is not a
-    positive finite number.  Both in HU on the computation grid: the partial-volume-scaled AIF peak above baseline
-    and the median SD of the brain voxels' baseline frames.  It sets how far the edge-preserving denoising can tell
-    tissues apart, and with it the grey / white and core / penumbra contrast of CBF (docs/definitions.md §3)."""
+def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s: float
+                      ) -> tuple[float | None, str | None]:
+    """(arterial peak enhancement / voxel noise SD x sqrt(1 s / frame interval), None), or (None, the reason) when
+    one of them is not a positive finite number: the contrast-to-noise of one second of acquisition.  Peak and noise
+    in HU on the computation grid (the partial-volume-scaled AIF peak above baseline, ``Preprocessed.noise_hu``);
+    the frame interval is the median interval of the acquired frames (s), since the noise a curve carries falls with
+    the number of frames that sample it.  The ratio sets how far the edge-preserving denoising can tell tissues
+    apart, and with it the grey / white and core / penumbra contrast of CBF (docs/definitions.md §3)."""
     if not (np.isfinite(arterial_peak_hu) and arterial_peak_hu > 0):
         return None, "no arterial peak enhancement"
     if not (np.isfinite(noise_hu) and noise_hu > 0):
         return None, "no measurable voxel noise in the baseline frames"
-    return round(float(arterial_peak_hu) / float(noise_hu), 2), None
+    if not (np.isfinite(frame_interval_s) and frame_interval_s > 0):
+        return None, "no frame interval"
+    return round(float(arterial_peak_hu) / float(noise_hu) / float(np.sqrt(frame_interval_s)), 2), None
 
 
-def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference
-        ) -> tuple[dict, dict]:
+def median_frame_interval_s(times_tz: np.ndarray) -> float:
+    """Median interval (s) between consecutive acquired frames, over every slice's acquisition times (t, z)."""
+    times = np.asarray(times_tz, float)
+    return float(np.median(np.diff(times, axis=0))) if len(times) > 1 else float("nan")
+
+
+def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,
+        frame_interval_s: float) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
     study prior and dispersion ambiguity, the midline and the rCBF reference."""
     aif = np.asarray(sel.aif_raw, float)
@@ -588,7 +600,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     end_frac = float(aif[-max(2, len(aif) // 20):].mean() / peak) if peak > 0 else float("nan")
     vof_ttp = sel.vof.ttp_s
     aif_noise_hu, aif_floor = aif_noise_floor(sel.aif.delta_hu)
-    cnr, cnr_reason = contrast_to_noise(float(sel.aif.delta_hu.max()), pre.noise_hu)
+    cnr, cnr_reason = contrast_to_noise(float(sel.aif.delta_hu.max()), pre.noise_hu, frame_interval_s)
     configured = lowest_regularisation(cfg.deconvolution)  # the ladder's lowest level before the AIF's noise
     lowest = lowest_regularisation(cfg.deconvolution, aif_floor)  # the lowest level used for this AIF
     values = {
@@ -602,7 +614,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         "acquisition_s": pre.acquisition_end_s, "compute_bin_factor": pre.bin_factor,
         "compute_pixel_mm": float(pixel_spacing_mm(pre.affine_ras)[:2].mean()),
         "deconvolution_method": cfg.deconvolution.method,
-        "contrast_to_noise": cnr, "contrast_to_noise_reason": cnr_reason,
+        "frame_interval_s": frame_interval_s, "contrast_to_noise": cnr, "contrast_to_noise_reason": cnr_reason,
         "median_regularisation": float(np.median(dec.threshold)) if len(dec.threshold) else float("nan"),
     }
     flags = {
