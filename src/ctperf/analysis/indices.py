@@ -70,8 +70,9 @@ class IndexInputs:
     #: Lesion-cortex ROI (Conventional CBV Index numerator) and optional explicit contralateral ROI.
     roi_mask: np.ndarray | None = None
     contra_mask: np.ndarray | None = None
-    #: Why the rCBF reference is unusable (too few voxels), or None: then core, penumbra, mismatch and the
-    #: eligibility labels are None with this reason (never 0 mL / eligible).
+    #: Why the core cannot be measured, or None: an unusable rCBF reference (too few voxels) or, in Mode A, a
+    #: contrast-to-noise ratio below ``thresholds.core_min_contrast_to_noise``; then core, penumbra, mismatch and
+    #: the eligibility labels are None with this reason (never 0 mL / eligible).
     reference_reason: str | None = None
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no

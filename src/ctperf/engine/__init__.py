@@ -38,7 +38,7 @@ from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.engine.hemispheres import find_midline
 from ctperf.engine.noise_emulation import denoised_noise
-from ctperf.engine.preprocess import pixel_spacing_mm, preprocess_study
+from ctperf.engine.preprocess import median_frame_interval_s, pixel_spacing_mm, preprocess_study
 from ctperf.engine.reference import (HypoperfusionPattern, hypoperfusion_pattern, normal_reference,
                                      reference_shortfall, truncation_affected_maps)
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
@@ -583,11 +583,6 @@ def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s
         return None, "no frame interval"
     return round(float(arterial_peak_hu) / float(noise_hu) / float(np.sqrt(frame_interval_s)), 2), None
 
-
-def median_frame_interval_s(times_tz: np.ndarray) -> float:
-    """Median interval (s) between consecutive acquired frames, over every slice's acquisition times (t, z)."""
-    times = np.asarray(times_tz, float)
-    return float(np.median(np.diff(times, axis=0))) if len(times) > 1 else float("nan")
 
 
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,

@@ -79,6 +79,13 @@ def pixel_spacing_mm(affine_ras: np.ndarray) -> np.ndarray:
 # Time handling
 # ----------------------------------------------------------------------------------------------------------------
 
+def median_frame_interval_s(times_s: np.ndarray) -> float:
+    """Median interval (s) between consecutive acquired frames over every slice's times ((t,) or (t, z)); NaN
+    when no interval is positive."""
+    d = np.diff(np.asarray(times_s, float), axis=0)
+    return float(np.median(d[d > 0])) if np.any(d > 0) else float("nan")
+
+
 def uniform_time_grid(times_s: np.ndarray, time_step_s: float | None, max_time_step_s: float = 1.0) -> np.ndarray:
     """Uniform grid (s) covering the interval sampled by every slice.
 
@@ -90,9 +97,8 @@ def uniform_time_grid(times_s: np.ndarray, time_step_s: float | None, max_time_s
     if t.ndim == 1:
         t = t[:, None]
     if time_step_s is None or time_step_s <= 0:
-        d = np.diff(t, axis=0)
-        step = float(np.median(d[d > 0])) if np.any(d > 0) else 1.0
-        step = min(step, max_time_step_s)
+        step = median_frame_interval_s(t)
+        step = min(step if np.isfinite(step) else 1.0, max_time_step_s)
     else:
         step = float(time_step_s)
     t0 = float(t[0].min())
