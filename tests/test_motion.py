@@ -111,6 +111,14 @@ def test_every_frame_registered_including_frame_1(moving):
     assert err.max() < 0.35, err.max()
 
 
+def test_motion_estimate_does_not_depend_on_the_threads(moving):
+    """The frames' bone images are prepared in threads; the estimate is the same with one thread or several."""
+    ph = moving
+    one = estimate_inplane_motion(ph.hu, ph.spec.pixel_mm, workers=1)
+    np.testing.assert_array_equal(one, estimate_inplane_motion(ph.hu, ph.spec.pixel_mm, workers=2))
+    np.testing.assert_array_equal(one, estimate_inplane_motion(ph.hu, ph.spec.pixel_mm, workers=None))
+
+
 def test_mode_a_with_motion_matches_motion_free_run(still_run, moving_run):
     ph, r = moving_run
     r0 = still_run

@@ -34,8 +34,12 @@ minimisation of the difference to one reference image.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
+
+from ctperf.config import thread_count
 
 
 def _matrix_offset(params: np.ndarray, px_mm: float, shape_yx: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,20 +180,22 @@ def _register_all(bones: list[np.ndarray], ref: np.ndarray, pw: float, start: np
 
 def estimate_inplane_motion(hu_tzyx: np.ndarray, px_mm: float, n_ref_frames: int = 2,
                             work_pixel_mm: float = 3.0, max_slices: int = 6, n_passes: int = 2,
-                            still_mm: float = 0.05) -> np.ndarray:
+                            still_mm: float = 0.05, workers: int | None = 1) -> np.ndarray:
     """Per-frame rigid in-plane motion (t, 3) = (tx_mm, ty_mm, rotation_rad) relative to one reference image.
 
     Pass 1 registers every frame to frame 0; each further pass registers *every* frame (frames 0 and 1 included)
     to the voxel-wise median of the bone images aligned by the previous pass (see module docstring).
     ``n_ref_frames`` is kept for backward compatibility and ignored (the reference is no longer the mean of the
-    first frames).  Returns zeros when the image has too little bone to register on.
+    first frames).  Returns zeros when the image has too little bone to register on.  ``workers``: threads for the
+    frames' bone images (None = all CPU cores); the result does not depend on it.
     """
     del n_ref_frames
     nt, nz = hu_tzyx.shape[:2]
     zsel = np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int))
     f = max(1, int(round(work_pixel_mm / px_mm)))
     pw = px_mm * f
-    bones = [_bone_image(hu_tzyx[i, zsel], f) for i in range(nt)]
+    with ThreadPoolExecutor(max_workers=thread_count(workers, nt)) as pool:  # numpy / ndimage release the GIL
+        bones = list(pool.map(lambda i: _bone_image(hu_tzyx[i, zsel], f), range(nt)))
     params = np.zeros((nt, 3))
     if (bones[0] > 50).sum() < 100 or nt < 2:
         return params

@@ -313,7 +313,7 @@ def preprocess_study(hu_tzyx: np.ndarray, times_s: np.ndarray, affine_ras: np.nd
     # 1. motion (estimated on a ~3 mm grid, applied once to frames that moved)
     motion = np.zeros((nt, 3))
     if cfg.motion_correction and nt > 2:
-        motion = estimate_inplane_motion(hu, px, n_ref_frames=2)
+        motion = estimate_inplane_motion(hu, px, n_ref_frames=2, workers=workers)
     disp = frame_displacement_mm(motion, px, hu.shape[2:])
     motion_max_mm = float(disp.max()) if len(disp) else 0.0
 
