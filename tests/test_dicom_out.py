@@ -151,6 +151,26 @@ def test_recompute_rebuilds_the_dicom_objects(done, tmp_path):
 
 
 @pytest.mark.parametrize("done", [0.0], indirect=True, ids=["straight"])
+def test_unmeasured_core_is_labelled_in_the_seg_and_absent_from_the_sr(done, tmp_path):
+    """A core that cannot be measured (here: a contrast-to-noise limit above the study's ratio) has null core and
+    penumbra volumes; their SEG segments are empty and say "not measured", and the SR carries no volume for them."""
+    _, out0, _ = done
+    out = tmp_path / "copy"
+    shutil.copytree(out0, out)
+    cfg = Config()
+    cfg.thresholds.core_min_contrast_to_noise = 1e6
+    metrics = recompute_outputs(out, cfg)
+    assert metrics["core_ml"] is None and metrics["penumbra_ml"] is None and metrics["hypoperfusion_ml"] is not None
+    ds = pydicom.dcmread(out / "dicom" / "seg_lesions.dcm")
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["core (not measured)", "penumbra (not measured)",
+                                                             "hypoperfusion"]
+    seg = read_segmentation(out / "dicom" / "seg_lesions.dcm")
+    assert not seg["core"].any() and not seg["penumbra"].any()
+    values = read_report_values(out / "dicom" / "sr_measurements.dcm")
+    assert "core_ml" not in values and "penumbra_ml" not in values and "hypoperfusion_ml" in values
+
+
+@pytest.mark.parametrize("done", [0.0], indirect=True, ids=["straight"])
 def test_recompute_dicom_out_without_source_is_one_line_error(done, tmp_path):
     from typer.testing import CliRunner
 

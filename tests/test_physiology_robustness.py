@@ -156,6 +156,13 @@ def test_tiny_reference_gives_null_core_end_to_end():
     assert m["core_ml"] is None and m["DEFUSE3_eligible"] is None and m["Mismatch_Ratio"] is None
     assert "rCBF reference region" in m["core_ml_reason"]
     assert m["hypoperfusion_ml"] > 0
+    # no rCBF map without a reference, so no core and no penumbra mask either, and their regions are null too
+    assert np.isnan(res.perfusion.rcbf).all()
+    assert not res.lesion.core.any() and not res.lesion.penumbra.any() and res.lesion.hypoperfusion.any()
+    for name in ("core", "penumbra"):
+        region = m["regions"][name]
+        assert region["volume_ml"] is None and "rCBF reference region" in region["volume_reason"]
+    assert m["regions"]["hypoperfusion"]["volume_ml"] == pytest.approx(m["hypoperfusion_ml"], abs=0.01)
     json.dumps(m, allow_nan=False)
 
 
@@ -192,7 +199,11 @@ def test_low_contrast_to_noise_gives_null_core_end_to_end():
     for key in ("core_ml", "penumbra_ml", "mismatch_volume_ml", "Mismatch_Ratio", "DEFUSE3_eligible",
                 "EXTEND_eligible"):
         assert m[key] is None and "contrast-to-noise ratio" in m[f"{key}_reason"], key
-    assert not res.lesion.core.any() and res.lesion.penumbra.sum() == res.lesion.hypoperfusion.sum()
+    # core and penumbra unmeasured: empty masks, null regions (never a 0 mL core or a penumbra of the whole lesion)
+    assert not res.lesion.core.any() and not res.lesion.penumbra.any() and res.lesion.hypoperfusion.any()
+    for name in ("core", "penumbra"):
+        assert m["regions"][name]["volume_ml"] is None
+        assert "contrast-to-noise ratio" in m["regions"][name]["cbf_reason"]
     assert np.isfinite(res.perfusion.rcbf[res.perfusion.masks.tissue]).all()
     assert m["hypoperfusion_ml"] > 0 and m["tmax6_ml"] == m["hypoperfusion_ml"]
     json.dumps(m, allow_nan=False)

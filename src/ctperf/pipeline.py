@@ -108,10 +108,12 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
-    # no core where the noise hides it (the rCBF map itself is kept and written)
+    # no core where the noise hides it (the rCBF map itself is kept and written), nor without a usable rCBF
+    # reference; then no penumbra either (masks empty, volumes null with the reason)
     core_reason = core_noise_reason(perf.qa_values.get("contrast_to_noise"), cfg.thresholds)
-    lesion = lesion_masks(perf.tmax, None if core_reason else perf.rcbf, perf.masks.tissue,
-                          voxel_volume_ml(perf.affine_ras), cfg.thresholds)
+    unmeasured = perf.qa_values.get("reference_reason") or core_reason
+    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras), cfg.thresholds,
+                          core_measured=unmeasured is None)
     cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
@@ -129,7 +131,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
-        regions=mode_a_regions(perf, lesion, roi, contra), method=method_description(cfg.deconvolution))
+        regions=mode_a_regions(perf, lesion, roi, contra, unmeasured), method=method_description(cfg.deconvolution))
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
                        sinus=sinus, roi=roi, contra=contra, stage_seconds=stages)
@@ -147,13 +149,16 @@ def _reference_inputs(perf: PerfusionResult, core_reason: str | None = None) -> 
 
 
 def mode_a_regions(perf: PerfusionResult, lesion: LesionMasks, roi: np.ndarray | None,
-                   contra: np.ndarray | None) -> dict[str, Any]:
-    """Regional statistics (docs/definitions.md §5): lesion masks, tissue of each hemisphere, ROIs within tissue."""
+                   contra: np.ndarray | None, core_reason: str | None = None) -> dict[str, Any]:
+    """Regional statistics (docs/definitions.md §5): lesion masks, tissue of each hemisphere, ROIs within tissue;
+    with ``core_reason`` (the core is not measured) the core and penumbra are null with it."""
     from ctperf.analysis.regions import regional_statistics, standard_regions
 
     regions = standard_regions(lesion, perf.masks.tissue, perf.hemispheres.side, roi, contra)
     maps = {k: getattr(perf, k) for k in ("cbf", "cbv", "mtt", "tmax", "rcbf")}
-    return regional_statistics(maps, regions, voxel_volume_ml=voxel_volume_ml(perf.affine_ras))
+    return regional_statistics(maps, regions, voxel_volume_ml=voxel_volume_ml(perf.affine_ras),
+                               unmeasured={} if core_reason is None else dict.fromkeys(("core", "penumbra"),
+                                                                                       core_reason))
 
 
 def _step(progress: Progress, name: str) -> None:

@@ -40,13 +40,17 @@ def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
-                 thresholds: Thresholds, footprint: np.ndarray | None = None) -> LesionMasks:
+                 thresholds: Thresholds, footprint: np.ndarray | None = None,
+                 core_measured: bool = True) -> LesionMasks:
     """Hypoperfusion, core and penumbra masks.
 
     tmax_s : Tmax map (s); NaN where undefined.
     rcbf : relative CBF (fraction of normal; 1.0 = normal) or None (then the core is empty).
     tissue : bool mask of brain parenchyma (no CSF, no large vessels) where the masks may lie.
     footprint : optional bool mask restricting all lesion masks (Mode B ROI footprint).
+    core_measured : False when the core cannot be measured (too small an rCBF reference, contrast-to-noise below
+        the limit): then neither can the penumbra (hypoperfusion minus core), and both masks are empty, as their
+        volumes are null.
     """
     region = np.asarray(tissue, bool) & np.isfinite(tmax_s)
     if footprint is not None:
@@ -55,14 +59,14 @@ def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray
     mcl = thresholds.min_cluster_ml
 
     hypo = remove_small_clusters(tmax > thresholds.tmax_hypoperfusion_s, voxel_volume_ml, mcl)
-    if rcbf is not None:
+    if rcbf is not None and core_measured:
         low_flow = region & np.isfinite(rcbf) & (np.nan_to_num(rcbf, nan=np.inf) < thresholds.rcbf_core)
         if thresholds.core_requires_tmax:
             low_flow &= hypo
         core = remove_small_clusters(low_flow, voxel_volume_ml, mcl)
     else:
         core = np.zeros_like(hypo)
-    penumbra = hypo & ~core
+    penumbra = hypo & ~core if core_measured else np.zeros_like(hypo)
 
     levels = sorted(set(float(x) for x in (*thresholds.tmax_levels_s, *REPORTED_TMAX_LEVELS_S))
                     | {float(thresholds.hir_tmax_s), float(thresholds.tmax_hypoperfusion_s)})

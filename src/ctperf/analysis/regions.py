@@ -41,7 +41,8 @@ def map_statistics(values: np.ndarray) -> dict[str, float | int | None]:
 
 
 def regional_statistics(maps: Mapping[str, np.ndarray | None], regions: Mapping[str, np.ndarray | None], *,
-                        voxel_volume_ml: float) -> dict[str, dict[str, Any]]:
+                        voxel_volume_ml: float, unmeasured: Mapping[str, str] | None = None
+                        ) -> dict[str, dict[str, Any]]:
     """Volume and per-map statistics of every region.
 
     Parameters
@@ -52,6 +53,9 @@ def regional_statistics(maps: Mapping[str, np.ndarray | None], regions: Mapping[
         Regions on the maps' grid; None entries are left out of the result (e.g. no ``--roi_mask``).
     voxel_volume_ml : float
         Volume of one voxel (mL).
+    unmeasured : mapping of str to str, optional
+        Regions that could not be measured (e.g. the core below the contrast-to-noise limit), with the reason: their
+        volume and statistics are null with ``volume_reason`` / ``<map>_reason``, whatever their mask holds.
 
     Returns
     -------
@@ -67,6 +71,12 @@ def regional_statistics(maps: Mapping[str, np.ndarray | None], regions: Mapping[
     out: dict[str, dict[str, Any]] = {}
     for name, mask in regions.items():
         if mask is None:
+            continue
+        if name in (unmeasured or {}):
+            why = unmeasured[name]
+            out[name] = {"volume_ml": None, "n_voxels": None, "volume_reason": why,
+                         **{k: v for key in REGION_MAPS
+                            for k, v in ((key, map_statistics(np.empty(0))), (f"{key}_reason", why))}}
             continue
         m = np.asarray(mask, bool)
         n = int(m.sum())

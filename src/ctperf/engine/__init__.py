@@ -286,11 +286,12 @@ def _relative_cbf(vol: dict[str, np.ndarray], tissue: np.ndarray, hemi: Hemisphe
         side = "none" if pattern.kind == "posterior" else side
     ref_reason = reference_shortfall(ref, voxel_ml, th.min_reference_ml)
     rcbf, ref_cbf = mp.relative_cbf(vol["cbf"], ref)
-    if ref_reason is not None:
+    if ref_reason is not None:  # no rCBF map (NaN everywhere; the median would read its NaN as 0)
         rcbf, ref_cbf = np.full_like(rcbf, np.nan), float("nan")
-    # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
-    # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
-    rcbf = mp.masked_median(rcbf, tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
+    else:
+        # same edge-preserving in-plane median as Tmax: the core (rCBF < 30%) is a per-voxel threshold, and
+        # per-voxel noise in CBF otherwise scatters penumbra voxels with rCBF ~0.4-0.5 below it
+        rcbf = mp.masked_median(rcbf, tissue, px, cfg.deconvolution.rcbf_median_radius_mm, workers)
     return _Reference(side=side, side_volumes=side_vols, pattern=pattern, region=ref, reason=ref_reason,
                       cbf=ref_cbf, rcbf=rcbf, voxel_ml=voxel_ml)
 

@@ -67,7 +67,8 @@ def write_dicom_outputs(perf, lesion, metrics: dict[str, Any], source: SourceStu
     maps = {k: getattr(perf, k) for k in ("cbf", "cbv", "mtt", "tmax", "ttp", "rcbf")}
     paths = write_parametric_maps(maps, perf.affine_ras, source, out, numbers)
     masks = {k: getattr(lesion, k) for k in ("core", "penumbra", "hypoperfusion")}
-    seg_path, seg = write_segmentation(masks, perf.affine_ras, source, out, numbers)
+    unmeasured = tuple(k for k in masks if metrics.get(f"{k}_ml") is None)  # null volume: not measured
+    seg_path, seg = write_segmentation(masks, perf.affine_ras, source, out, numbers, unmeasured)
     paths += [seg_path, write_report(metrics, seg, source, out, numbers)]
     summary = render_summary_page(perf, lesion, metrics) if summary_page else None
     paths += write_captures(Path(out_root), out, numbers, summary, source)

@@ -46,7 +46,7 @@ SEGMENTS: tuple[SegmentSpec, ...] = (
 
 
 def build_segmentation(masks: dict[str, np.ndarray], affine_ras: np.ndarray, source: SourceStudy, *,
-                       series_number: int, instance_number: int = 1):
+                       series_number: int, instance_number: int = 1, unmeasured: tuple[str, ...] = ()):
     """Build a binary highdicom ``Segmentation`` of the lesion masks.
 
     Parameters
@@ -57,19 +57,22 @@ def build_segmentation(masks: dict[str, np.ndarray], affine_ras: np.ndarray, sou
         Voxel (x, y, z) -> RAS affine of the map grid.
     source : SourceStudy
     series_number, instance_number : int
+    unmeasured : tuple of str
+        Keys of the masks that could not be measured (their volume is null in metrics.json, e.g. the core and the
+        penumbra below the contrast-to-noise limit): their (empty) segments are labelled "<label> (not measured)".
 
     Returns
     -------
     highdicom.seg.Segmentation
         RESEARCH qualified; every segment carries the ctperf AlgorithmIdentificationSequence. Empty segments
-        are kept (a zero core is a result).
+        are kept (a zero core is a result; an unmeasured one says so in its label).
     """
     import highdicom as hd
     from highdicom.seg import Segmentation, SegmentDescription
 
     algo = algorithm_identification()
     descs = [SegmentDescription(
-        segment_number=s.number, segment_label=s.label,
+        segment_number=s.number, segment_label=f"{s.label} (not measured)" if s.key in unmeasured else s.label,
         segmented_property_category=hd.sr.CodedConcept(*_CATEGORY),
         segmented_property_type=hd.sr.CodedConcept(*s.property_type), algorithm_type="AUTOMATIC",
         algorithm_identification=algo) for s in SEGMENTS]
@@ -89,9 +92,9 @@ def build_segmentation(masks: dict[str, np.ndarray], affine_ras: np.ndarray, sou
 
 
 def write_segmentation(masks: dict[str, np.ndarray], affine_ras: np.ndarray, source: SourceStudy, out_dir: Path,
-                       next_series):
+                       next_series, unmeasured: tuple[str, ...] = ()):
     """Write ``seg_lesions.dcm``; returns (path, dataset)."""
-    seg = build_segmentation(masks, affine_ras, source, series_number=next_series())
+    seg = build_segmentation(masks, affine_ras, source, series_number=next_series(), unmeasured=unmeasured)
     path = out_dir / "seg_lesions.dcm"
     seg.save_as(path, enforce_file_format=True)
     return path, seg
