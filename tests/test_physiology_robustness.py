@@ -287,3 +287,78 @@ def test_noisy_aif_is_flagged_end_to_end():
         assert (res.qa_values["aif_noise_floor"] > 0.02) is noisy
         lowest = res.qa_values["lowest_regularisation"]
         assert lowest >= 2.0 * res.qa_values["aif_noise_floor"] if noisy else lowest == 0.02
+
+
+def test_observed_after_peak_and_the_limits():
+    from ctperf.analysis.masks import core_truncation_reason, lesion_unmeasured_reason, observed_after_peak_s
+
+    ttp = np.array([[[20.0, 30.0, 40.0, np.nan]]])
+    hypo = np.array([[[True, True, True, True]]])
+    assert observed_after_peak_s(ttp, hypo, 50.0) == (20.0, None)  # 50 - median(20, 30, 40)
+    assert observed_after_peak_s(ttp, ~hypo, 50.0) == (None, "no hypoperfused tissue")
+    assert observed_after_peak_s(ttp, hypo, None)[1] == "acquisition end unknown"
+    th = Thresholds()
+    assert "15.9 s after" in core_truncation_reason(15.9, th) and core_truncation_reason(16.0, th) is None
+    assert core_truncation_reason(None, th) is None  # no hypoperfusion: nothing to say about its curves
+    assert core_truncation_reason(1.0, Thresholds(core_min_observed_after_peak_s=0.0)) is None
+    assert "no usable bolus" in lesion_unmeasured_reason(14.4, 30.0, False, th)
+    assert "7.9 s after" in lesion_unmeasured_reason(30.0, 7.9, False, th)
+    assert lesion_unmeasured_reason(14.5, 8.0, False, th) is None
+    assert "aif_truncated" in lesion_unmeasured_reason(100.0, 30.0, True, th)
+    off = Thresholds(lesion_min_contrast_to_noise=0.0, lesion_min_observed_after_peak_s=0.0)
+    assert lesion_unmeasured_reason(1.0, 0.5, False, off) is None
+
+
+def _assert_nothing_measured(res, reason: str):
+    m = res.metrics
+    assert m["qa_flags"]["lesion_unmeasured"] and reason in m["qa_values"]["lesion_unmeasured_reason"]
+    for key in ("hypoperfusion_ml", "core_ml", "penumbra_ml", "mismatch_volume_ml", "tmax4_ml", "tmax10_ml", "HIR",
+                "lesion_side", "Corrected_CBV_Index", "PVT_sec", "DEFUSE3_eligible", "EXTEND_eligible"):
+        assert m[key] is None and reason in m[f"{key}_reason"], key
+    assert not (res.lesion.hypoperfusion.any() or res.lesion.core.any() or res.lesion.penumbra.any())
+    for name in ("core", "penumbra", "hypoperfusion"):
+        assert m["regions"][name]["volume_ml"] is None and reason in m["regions"][name]["volume_reason"]
+    json.dumps(m, allow_nan=False)
+
+
+def test_study_without_contrast_reports_no_lesion():
+    """No contrast injected: the "AIF" is noise (contrast-to-noise ~1.5), Tmax is noise and the whole brain read as
+    hypoperfused (369 mL, benchmarks/results/measurability.json); below a ratio of 14.5 no lesion index is reported."""
+    _, res = _phantom_run(aif_peak_hu=1e-3)
+    assert res.metrics["qa_values"]["contrast_to_noise"] < 5.0
+    _assert_nothing_measured(res, "no usable bolus")
+
+
+def test_acquisition_cut_at_the_lesion_peak_reports_no_lesion():
+    """A bolus arriving at 20 s in a 36 s acquisition: the lesion's curves end near their peak; the Tmax > 6 s volume
+    read 14 mL against 100 mL with trial labels False (definitions 2.15); now nothing is reported."""
+    _, res = _phantom_run(aif_arrival_s=20.0, frame_times_s=[1.5 * i for i in range(25)])
+    assert res.metrics["qa_values"]["lesion_observed_after_peak_s"] < 8.0
+    _assert_nothing_measured(res, "s after the hypoperfused tissue's median time to peak")
+
+
+def test_truncated_arterial_input_reports_no_lesion():
+    _, res = _phantom_run(frame_times_s=[1.5 * i for i in range(15)])  # 21 s: the AIF has not returned
+    assert res.metrics["qa_flags"]["aif_truncated"]
+    _assert_nothing_measured(res, "arterial input still high")
+
+
+def test_short_acquisition_reports_the_hypoperfusion_but_no_core():
+    """36 s: the hypoperfused tissue is followed ~9.5 s past its peak, enough for Tmax > 6 s but not for the core (read
+    10.7 mL against 24.7 mL on the 128 x 8 phantom before definitions 2.16)."""
+    ph, res = _phantom_run(frame_times_s=[1.5 * i for i in range(25)])
+    m = res.metrics
+    assert 8.0 <= m["qa_values"]["lesion_observed_after_peak_s"] < 16.0
+    assert m["qa_flags"]["core_truncated"] and not m["qa_flags"]["lesion_unmeasured"]
+    for key in ("core_ml", "penumbra_ml", "mismatch_volume_ml", "Mismatch_Ratio", "DEFUSE3_eligible"):
+        assert m[key] is None and "thresholds.core_min_observed_after_peak_s" in m[f"{key}_reason"], key
+    assert m["hypoperfusion_ml"] == pytest.approx(ph.truth_metrics["hypoperfusion_ml"], rel=0.2)
+    assert not res.lesion.core.any() and not res.lesion.penumbra.any() and res.lesion.hypoperfusion.any()
+
+
+def test_full_acquisition_is_measured():
+    _, res = _phantom_run()
+    m = res.metrics
+    assert m["qa_values"]["lesion_observed_after_peak_s"] >= 16.0 and m["qa_values"]["contrast_to_noise"] >= 29.5
+    assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["lesion_unmeasured"])
+    assert m["core_ml"] is not None and m["qa_values"]["lesion_unmeasured_reason"] is None

@@ -376,6 +376,31 @@ def test_recompute_with_a_contrast_to_noise_limit_above_the_study(study, tmp_pat
     assert m["core_ml"] == orig["core_ml"] and m["qa_flags"]["core_noise_limited"] is False
 
 
+def test_recompute_with_lesion_limits_above_the_study(study, tmp_path):
+    """thresholds.lesion_min_observed_after_peak_s / core_min_observed_after_peak_s decide on the saved maps too (the
+    TTP map and the acquisition's end): above the study's value nothing / no core is reported, with the reason; the
+    penumbra mask is then empty as well."""
+    import nibabel as nib
+
+    orig = study["metrics"]
+    observed = orig["qa_values"]["lesion_observed_after_peak_s"]
+    assert observed >= Thresholds().core_min_observed_after_peak_s and orig["qa_flags"]["lesion_unmeasured"] is False
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(f"[thresholds]\ncore_min_observed_after_peak_s = {observed + 1:.1f}\n")
+    r = _cli("recompute", str(study["out"]), "--config", str(cfg), "--out_dir", str(tmp_path / "core"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "core" / "metrics.json").read_text())
+    assert m["qa_flags"]["core_truncated"] and m["core_ml"] is None and m["penumbra_ml"] is None
+    assert m["hypoperfusion_ml"] == orig["hypoperfusion_ml"] and "core_truncated" in r.stdout
+    assert not np.asarray(nib.load(tmp_path / "core" / "penumbra_mask.nii.gz").dataobj).any()
+    cfg.write_text(f"[thresholds]\nlesion_min_observed_after_peak_s = {observed + 1:.1f}\n")
+    r = _cli("recompute", str(study["out"]), "--config", str(cfg), "--out_dir", str(tmp_path / "none"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "none" / "metrics.json").read_text())
+    assert m["qa_flags"]["lesion_unmeasured"] and m["hypoperfusion_ml"] is None and m["HIR"] is None
+    assert not np.asarray(nib.load(tmp_path / "none" / "hypoperf_mask_tmax6.nii.gz").dataobj).any()
+
+
 def test_in_place_recompute_replaces_the_set_and_fail_on_qa(study, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(study["out"], copy)

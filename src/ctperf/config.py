@@ -105,6 +105,9 @@ RANGES: dict[str, _Range] = {
     "thresholds.pvt_tmax_s": _r(0, 60, "s", lo_open=True),
     "thresholds.min_reference_ml": _r(0, 1000, "mL"),
     "thresholds.core_min_contrast_to_noise": _r(0, 10000),
+    "thresholds.core_min_observed_after_peak_s": _r(0, 600, "s"),
+    "thresholds.lesion_min_contrast_to_noise": _r(0, 10000),
+    "thresholds.lesion_min_observed_after_peak_s": _r(0, 600, "s"),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
     "compute.workers": _r(1, 4096, "threads"),
@@ -406,6 +409,18 @@ class Thresholds(_Checked):
     #: with a reason and ``qa_flags.core_noise_limited`` is raised (the core read 13-48 % small there on the project
     #: phantom, docs/definitions.md §3).  0 measures the core at any noise.
     core_min_contrast_to_noise: float = 29.5
+    #: Shortest time (s) the acquisition must go on after the hypoperfused tissue's median time to peak
+    #: (``qa_values.lesion_observed_after_peak_s``) for the core to be measured; below it the lesion's curves are cut
+    #: before they return, core, penumbra, mismatch and eligibility are null with a reason and
+    #: ``qa_flags.core_truncated`` is raised (docs/definitions.md §3).  0 measures the core however short.
+    core_min_observed_after_peak_s: float = 16.0
+    #: Lowest contrast-to-noise ratio at which any lesion index is reported: below it (no usable bolus: a weak or
+    #: absent contrast injection, extreme noise) every index is null with a reason and ``qa_flags.lesion_unmeasured``
+    #: is raised (docs/definitions.md §3).  0 reports them at any contrast.
+    lesion_min_contrast_to_noise: float = 14.5
+    #: The same for ``qa_values.lesion_observed_after_peak_s``: an acquisition that ends this soon after the
+    #: hypoperfused tissue peaks cannot tell delayed tissue from truncated curves.  0: no such limit.
+    lesion_min_observed_after_peak_s: float = 8.0
 
 
 @dataclass

@@ -74,6 +74,9 @@ class IndexInputs:
     #: contrast-to-noise ratio below ``thresholds.core_min_contrast_to_noise``; then core, penumbra, mismatch and
     #: the eligibility labels are None with this reason (never 0 mL / eligible).
     reference_reason: str | None = None
+    #: Why no lesion index can be measured, or None (Mode A: no usable bolus, an arterial input or lesion curves
+    #: cut by the end of the acquisition); then every index is None with this reason.
+    lesion_reason: str | None = None
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
     #: trial eligibility label (the trials selected one hemispheric lesion).
@@ -132,6 +135,10 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     _cbv_indices(out, inp, side)
     _venous_indices(out, inp)
     _eligibility(out, inp)
+    if inp.lesion_reason is not None:
+        for key in [k for k in out if not k.endswith("_reason")]:
+            out.pop(f"{key}_reason", None)
+            out.put(key, None, inp.lesion_reason)
     out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)
     return dict(out)
 

@@ -5,7 +5,9 @@
   ``core_requires_tmax`` is False (RAPID-style core)
 - penumbra: hypoperfusion minus core
 - no core where the study's contrast-to-noise ratio is below ``core_min_contrast_to_noise``
-  (:func:`core_noise_reason`): the core is then unmeasured, not empty
+  (:func:`core_noise_reason`) or the acquisition ends too soon after the lesion peaks (:func:`core_truncation_reason`):
+  the core is then unmeasured, not empty; no lesion at all without a usable bolus or with curves cut at the peak
+  (:func:`lesion_unmeasured_reason`)
 - Tmax level masks: tissue with Tmax >= level, for the reported Tmax volumes and the HIR
 
 Connected clusters smaller than ``min_cluster_ml`` are removed from each mask (26-connectivity in 3D).
@@ -37,6 +39,60 @@ def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -
         return None
     return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
             "(thresholds.core_min_contrast_to_noise): the rCBF core is not measurable at this noise")
+
+
+def observed_after_peak_s(ttp_s: np.ndarray, hypoperfusion: np.ndarray, acquisition_s: float | None
+                          ) -> tuple[float | None, str | None]:
+    """How long (s) the acquisition went on after the hypoperfused tissue peaked: acquisition end - median time to
+    peak (TTP map, s from the first frame) over the hypoperfusion mask; None with a reason when there is no
+    hypoperfused tissue or no acquisition end.
+
+    A lesion's curves (delayed, long transit) must be followed past their peak for their residue to be read: cut
+    earlier, low flows read high (the core shrinks) and, cut at the peak, delayed tissue cannot be told from normal
+    tissue (docs/definitions.md §3)."""
+    sel = np.asarray(hypoperfusion, bool) & np.isfinite(ttp_s)
+    if not sel.any():
+        return None, "no hypoperfused tissue"
+    if acquisition_s is None or not np.isfinite(acquisition_s):
+        return None, "acquisition end unknown"
+    return round(float(acquisition_s) - float(np.median(ttp_s[sel])), 2), None
+
+
+def core_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
+    """Why the core cannot be measured on curves cut this soon after the lesion's peak, or None."""
+    limit = thresholds.core_min_observed_after_peak_s
+    if observed_s is None or limit <= 0 or observed_s >= limit:
+        return None
+    return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
+            f"< {limit:g} s (thresholds.core_min_observed_after_peak_s): its curves are cut before they return and "
+            "the rCBF core is not measurable (acquire longer)")
+
+
+def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
+                             thresholds: Thresholds) -> str | None:
+    """Why no lesion index can be measured, or None: the arterial input is truncated (every map biased), the
+    contrast-to-noise ratio is below ``lesion_min_contrast_to_noise`` (no usable bolus) or the acquisition ends
+    less than ``lesion_min_observed_after_peak_s`` after the hypoperfused tissue peaks (docs/definitions.md §3)."""
+    if aif_truncated:
+        return ("arterial input still high at the end of the acquisition (qa_flags.aif_truncated): every map is "
+                "biased and no lesion index is measurable (acquire longer)")
+    limit = thresholds.lesion_min_contrast_to_noise
+    if contrast_to_noise is not None and limit > 0 and contrast_to_noise < limit:
+        return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
+                "(thresholds.lesion_min_contrast_to_noise): no usable bolus, no lesion index is measurable")
+    limit = thresholds.lesion_min_observed_after_peak_s
+    if observed_s is not None and limit > 0 and observed_s < limit:
+        return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
+                f"< {limit:g} s (thresholds.lesion_min_observed_after_peak_s): delayed tissue cannot be told from "
+                "curves cut by the end of the acquisition; no lesion index is measurable (acquire longer)")
+    return None
+
+
+def unmeasured_lesion(lesion: LesionMasks) -> LesionMasks:
+    """The masks of a study whose lesion cannot be measured: every mask empty (its volumes are null)."""
+    empty = np.zeros_like(lesion.hypoperfusion)
+    return LesionMasks(hypoperfusion=empty, core=empty.copy(), penumbra=empty.copy(),
+                       tmax_levels={lv: empty.copy() for lv in lesion.tmax_levels})
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,

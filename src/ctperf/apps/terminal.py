@@ -45,6 +45,10 @@ QA_FLAG_TEXT: dict[str, str] = {
     "rcbf_reference_too_small": "too little normal tissue for the rCBF reference; core and mismatch undefined",
     "core_noise_limited": "contrast-to-noise ratio (qa_values.contrast_to_noise) too low to measure the core; "
                           "core, penumbra, mismatch and trial labels undefined",
+    "core_truncated": "acquisition ends too soon after the lesion peaks (qa_values.lesion_observed_after_peak_s) to "
+                      "measure the core; core, penumbra, mismatch and trial labels undefined",
+    "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
+                         "cut by the end of the acquisition); every index undefined",
 }
 
 

@@ -245,9 +245,13 @@ def build_page(cv: Drawing, result: PerfusionResult, lesion: LesionMasks, metric
     study = (metrics or {}).get("study_id")
     text(1 - MARGIN, 0.954, (f"study {study}  \u00b7  " if study else "") + f"generated {now}", 8, ha="right",
          va="center", color="0.35")
-    side = {"left": "left", "right": "right"}.get(str(result.affected_side), "none detected")
-    ref = result.reference_cbf
-    ref_txt = f"{ref:.1f} mL/100g/min" if isinstance(ref, (int, float)) and np.isfinite(ref) else "n/a"
+    # from the metrics document: where the lesion is not measured its side is null ("n/a"), and so is the reference
+    m = metrics or {}
+    side = {"left": "left", "right": "right", "none": "none detected"}.get(str(m.get("lesion_side")), "n/a")
+    ref = (m.get("qa_values") or {}).get("reference_cbf_ml_100g_min")
+    measured = not (m.get("qa_flags") or {}).get("lesion_unmeasured")
+    ref_txt = (f"{ref:.1f} mL/100g/min" if measured and isinstance(ref, (int, float)) and np.isfinite(ref)
+               else "n/a")
     text(MARGIN, 0.934, f"Affected hemisphere: {side}   \u00b7   reference CBF: {ref_txt}   \u00b7   core: rCBF "
          f"< {rcbf * 100:g}%   \u00b7   hypoperfusion: Tmax > {t_thr:g} s", 8.2, color="0.2", va="center")
     _hline(cv, 0.922, "#1a2a40", 1.2)

@@ -1,0 +1,69 @@
+"""The lesion's measurability limits (docs/definitions.md §3, README "No core, or no lesion, for short acquisitions
+and weak boluses") against the measurement they rest on, ``benchmarks/results/measurability.json``
+(``benchmarks/bench_measurability.py``)."""
+
+import json
+from pathlib import Path
+
+from ctperf.config import Thresholds
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "measurability.json"
+DOC = json.loads(RESULTS.read_text())
+TRUNCATED = [s for s in DOC["truncation"] if not s["case"].endswith(" full")]
+FULL = [s for s in DOC["truncation"] if s["case"].endswith(" full")]
+
+
+def _band(studies, key):
+    values = [s[key] for s in studies]
+    return min(values), max(values)
+
+
+def test_the_limits_are_the_ones_measured():
+    th = Thresholds()
+    assert (th.core_min_observed_after_peak_s, th.lesion_min_observed_after_peak_s,
+            th.lesion_min_contrast_to_noise) == (16.0, 8.0, 14.5)
+    assert len(TRUNCATED) == 60 and len(FULL) == 6 and len(DOC["weak_contrast"]) == 28
+
+
+def test_truncation_figures():
+    """README: at or above 16 s the core within -1.8...+3.7 mL of the full acquisition's; 8-16 s -0.5...-19.1 mL with
+    Tmax > 6 s within -17.6...+21.8 %; below 8 s Tmax > 6 s -86...+105 %; no study between 7.2 and 8.5 s or between
+    14.4 and 17.1 s."""
+    observed = [s["lesion_observed_after_peak_s"] for s in TRUNCATED]
+    assert all(v is not None for v in observed)
+    above = [s for s in TRUNCATED if s["lesion_observed_after_peak_s"] >= 16.0]
+    middle = [s for s in TRUNCATED if 8.0 <= s["lesion_observed_after_peak_s"] < 16.0]
+    below = [s for s in TRUNCATED if s["lesion_observed_after_peak_s"] < 8.0]
+    assert (len(above), len(middle), len(below)) == (6, 24, 30)
+    lo, hi = _band(above, "core_vs_full_ml")
+    assert -1.8 <= lo and hi <= 3.71
+    lo, hi = _band(middle, "core_vs_full_ml")
+    assert -19.1 <= lo and hi <= -0.48
+    lo, hi = _band(middle, "hypoperfusion_vs_full_pct")
+    assert -17.6 <= lo and hi <= 21.8
+    lo, hi = _band(below, "hypoperfusion_vs_full_pct")
+    assert lo <= -86.0 and hi >= 105.0
+    assert not any(7.24 < v < 8.48 or 14.42 < v < 17.05 for v in observed)
+    assert all(s["lesion_unmeasured_by_default"] == (s in below) for s in TRUNCATED)
+    assert all(s["core_truncated_by_default"] == (s not in above) for s in TRUNCATED)
+    assert all(s["lesion_observed_after_peak_s"] >= 16.0 and not s["lesion_unmeasured_by_default"] for s in FULL)
+
+
+def test_weak_contrast_figures():
+    """README: below 14.5 Tmax > 6 s -91...+269 % and lesion-free studies 18-369 mL; at or above -25.5...+17.6 % and
+    lesion-free 0 mL; no study between 13.95 and 14.76; no contrast reads 1.6."""
+    studies = DOC["weak_contrast"]
+    lesion = [s for s in studies if s["hypoperfusion_ml_truth"] > 0]
+    free = [s for s in studies if s["hypoperfusion_ml_truth"] == 0]
+    below = [s for s in lesion if s["contrast_to_noise"] < 14.5]
+    above = [s for s in lesion if s["contrast_to_noise"] >= 14.5]
+    assert (len(below), len(above)) == (13, 9)
+    lo, hi = _band(below, "hypoperfusion_error_pct")
+    assert lo <= -91.0 and hi >= 268.0
+    lo, hi = _band(above, "hypoperfusion_error_pct")
+    assert -25.5 <= lo and hi <= 17.6
+    assert all(s["hypoperfusion_ml"] >= 17.8 for s in free if s["contrast_to_noise"] < 14.5)
+    assert all(s["hypoperfusion_ml"] == 0.0 for s in free if s["contrast_to_noise"] >= 14.5)
+    assert not any(13.96 < s["contrast_to_noise"] < 14.76 for s in studies)
+    assert all(s["lesion_unmeasured_by_default"] == (s["contrast_to_noise"] < 14.5) for s in studies)
+    assert max(s["contrast_to_noise"] for s in studies if s["case"].startswith("no contrast")) < 1.7
