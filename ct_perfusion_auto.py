@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from ctperf.apps.runtime import configure_process  # noqa: E402
-from ctperf.cli import app  # noqa: E402
+from ctperf.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
     configure_process()
-    app(args=["run", *sys.argv[1:]], prog_name="ct_perfusion_auto.py")
+    sys.exit(run_command(sys.argv[1:], prog_name="ct_perfusion_auto.py", command="run"))

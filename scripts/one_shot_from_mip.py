@@ -11,7 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ctperf.cli import app  # noqa: E402
+from ctperf.apps.runtime import configure_process  # noqa: E402
+from ctperf.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    app(args=["maps", *sys.argv[1:]], prog_name="one_shot_from_mip.py")
+    configure_process()
+    sys.exit(run_command(sys.argv[1:], prog_name="one_shot_from_mip.py", command="maps"))

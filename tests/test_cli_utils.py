@@ -32,6 +32,38 @@ def test_missing_folder_is_one_line_error(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args", [("run", "--bogus"), ("run",), ("nosuch",), ("run", "--dicom_dir", "d",
+                                  "--out_dir", "o", "--fail-on-qa", "true"), ("demo", "o", "--noise-hu", "abc")])
+def test_usage_errors_are_one_line(args, tmp_path):
+    """Unknown option, missing option, unknown command, a value given to a flag, a bad number: one ctperf: error:
+    line naming the command's --help, exit code 2, as every other refusal (no boxed message, no traceback)."""
+    r = _cli(*args, cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("ctperf: error: ") and "--help" in lines[0] and "\u256d" not in r.stderr
+
+
+def test_error_text_is_not_read_as_markup(tmp_path):
+    """A folder named with [brackets] is named as it is (the message is text, not rich markup)."""
+    r = _cli("run", "--dicom_dir", str(tmp_path / "scan[red]"), "--out_dir", str(tmp_path / "o"))
+    assert r.returncode == 2 and "scan[red]" in r.stderr
+
+
+def test_flags_show_no_value_type_in_help():
+    r = _cli("run", "--help")
+    assert r.returncode == 0 and "--fail-on-qa" in r.stdout and "<bool>" not in r.stdout
+
+
+def test_seed_compatible_entry_point_usage(tmp_path):
+    """`python ct_perfusion_auto.py --help` shows its own usage (no `run`), and its usage errors are one line."""
+    script = str(ROOT / "ct_perfusion_auto.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "ct_perfusion_auto.py [OPTIONS]" in r.stdout and " run " not in r.stdout
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--dicom_dir" in lines[0], r.stderr
+
+
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):

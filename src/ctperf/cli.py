@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ctperf import DISCLAIMER, __version__
@@ -24,6 +25,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        f"{DISCLAIMER}", epilog=EXIT_CODES)
 err = Console(stderr=True)
 out = Console()
+
+
+def _flags_take_no_value() -> None:
+    """Recent typer shows ``<bool>`` beside on/off flags in --help, which reads as if ``--fail-on-qa true`` were
+    expected; flags take no value, so show no type for them (other options keep theirs)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_ctperf_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._ctperf_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
 
 #: Set CTPERF_DEBUG=1 to see tracebacks of unexpected errors.
 _DEBUG = os.environ.get("CTPERF_DEBUG", "") not in ("", "0")
@@ -67,12 +87,14 @@ _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a result of the ot
 
 
 def _fail(exc: BaseException) -> None:
+    # the message is printed as text, not rich markup: a folder named "scan[red]" must keep its brackets
     if isinstance(exc, CTPerfError):
-        err.print(f"[bold red]ctperf: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]ctperf: error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     if isinstance(exc, OSError) and getattr(exc, "strerror", None):
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        err.print(f"[bold red]ctperf: error:[/bold red] {exc.strerror}{where}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]ctperf: error:[/bold red] {escape(exc.strerror + where)}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(2)
     if isinstance(exc, MemoryError):
         err.print("[bold red]ctperf: error:[/bold red] out of memory for this study", highlight=False)
@@ -80,7 +102,7 @@ def _fail(exc: BaseException) -> None:
     if _DEBUG:
         raise exc
     msg = " ".join(str(exc).split()) or type(exc).__name__
-    err.print(f"[bold red]ctperf: internal error:[/bold red] {type(exc).__name__}: {msg} "
+    err.print(f"[bold red]ctperf: internal error:[/bold red] {type(exc).__name__}: {escape(msg)} "
               "(set CTPERF_DEBUG=1 for details; please report it)", highlight=False, soft_wrap=True)
     raise typer.Exit(4)
 
@@ -181,7 +203,7 @@ def demo_cmd(
     lesion: str = typer.Option("left", help="Lesion side: left, right or none."),
     vendor: str = typer.Option("siemens", help="DICOM layout of the generated study: siemens, ge, toshiba or philips."),
     seed: int = typer.Option(0, help="Random seed."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """Generate a digital phantom CTP study (DICOM + truth) and analyse it end to end."""
     try:
@@ -400,7 +422,7 @@ def phantom_cmd(
     lesion: str = typer.Option("left", help="left, right or none."),
     matrix: int = typer.Option(160, help="In-plane matrix."),
     n_slices: int = typer.Option(8, help="Number of slices."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed (noise and the phantom's variation)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ):
     """Write a digital phantom CTP study with known truth (for validation and training)."""
@@ -461,11 +483,44 @@ from ctperf.apps.node.command import node_cmd  # noqa: E402  (imports typer only
 app.command("node")(node_cmd)
 
 
-def main() -> None:
+def run_command(args: list[str] | None = None, prog_name: str | None = None, command: str | None = None) -> int:
+    """Run the command line (or only its subcommand ``command``, e.g. "run", under ``prog_name``) and return the
+    exit code.  A usage error (unknown option, missing or bad value) is one ``ctperf: error:`` line on stderr with
+    exit code 2, as every other refusal; ``--help`` is unchanged."""
+    try:  # typer >= 0.2x carries its own copy of click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover
+        from click import exceptions as cx
+
+    cmd = typer.main.get_command(app)
+    if command is not None:
+        with cmd.make_context(prog_name or "ctperf", [command, "--help"], resilient_parsing=True) as ctx:
+            cmd = cmd.get_command(ctx, command)
+    try:
+        rv = cmd.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except cx.NoArgsIsHelpError as exc:  # a bare command: its help, as before
+        exc.show()
+        return 2
+    except cx.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        err.print(f"ctperf: error: {exc.format_message()}{where}", style="bold red", markup=False,
+                  highlight=False, soft_wrap=True)
+        return 2
+    except cx.ClickException as exc:
+        err.print(f"ctperf: error: {exc.format_message()}", style="bold red", markup=False, highlight=False,
+                  soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        err.print("ctperf: aborted", markup=False, highlight=False)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> int:
     from ctperf.apps.runtime import configure_process
 
     configure_process()
-    app()
+    return run_command()
 
 
 if __name__ == "__main__":  # pragma: no cover
