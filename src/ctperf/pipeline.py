@@ -33,7 +33,7 @@ from ctperf.core.types import (AcquisitionMeta, CTPStudy, Curve, LesionMasks, Pe
 from ctperf.errors import InputError
 from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
-from ctperf.io.outdir import AUX_DIR, MAP_FILES, MASK_FILES, atomic_output_dir, check_output_dir
+from ctperf.io.outdir import AUX_DIR, MAP_FILES, MASK_FILES, VOLUME_DESCRIPTIONS, atomic_output_dir, check_output_dir
 
 log = logging.getLogger("ctperf")
 
@@ -396,9 +396,10 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
 
     def write_volumes(tmp: Path) -> None:
         for name, fname in MAP_FILES.items():
-            save_volume(tmp / fname, getattr(perf, name), perf.affine_ras)
+            save_volume(tmp / fname, getattr(perf, name), perf.affine_ras, description=VOLUME_DESCRIPTIONS[name])
         for name, fname in MASK_FILES.items():
-            save_volume(tmp / fname, getattr(lesion, name), perf.affine_ras, dtype=np.uint8)
+            save_volume(tmp / fname, getattr(lesion, name), perf.affine_ras, dtype=np.uint8,
+                        description=VOLUME_DESCRIPTIONS[name])
         write_metrics(result.metrics, tmp)
 
     # NIfTI compression (zlib releases the GIL) runs beside the figure drawing, the maps and the auxiliary

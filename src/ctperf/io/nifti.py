@@ -22,18 +22,45 @@ def _gzip_compress(data: bytes) -> bytes:
     return igzip.compress(data, compresslevel=1, mtime=0)
 
 
-def save_volume(path: str | Path, vol_zyx: np.ndarray, affine_ras: np.ndarray, dtype=np.float32) -> None:
-    """Write a (z, y, x) volume as NIfTI with the given RAS affine (qform and sform both set, code 1).
+def rigid_stand_in(affine: np.ndarray, shape_xyz) -> np.ndarray:
+    """The rigid (shear-free) affine closest to a sheared one where it matters: the in-plane axes as they are, the
+    slice axis along the planes' normal with the planes' spacing, and exact at the volume's centre voxel.
 
-    ``.nii.gz`` files are ordinary gzip streams of the single-file NIfTI (readable by nibabel, FSL, ITK, ...).
+    A gantry-tilted acquisition's slices are shifted in-plane from one to the next (a sheared affine), which a
+    NIfTI qform cannot hold; off the centre slice this stand-in misplaces voxels by that shift (half the slab's
+    shear at its ends), where a polar decomposition of the affine would turn the whole grid."""
+    a = np.asarray(affine, float)
+    m = a[:3, :3]
+    normal = np.cross(m[:, 0], m[:, 1])
+    normal /= np.linalg.norm(normal)
+    spacing = float(m[:, 2] @ normal)  # signed: the slices' order along the normal
+    rigid = np.eye(4)
+    rigid[:3, :3] = np.column_stack([m[:, 0], m[:, 1], normal * spacing])
+    centre = (np.asarray(shape_xyz, float) - 1.0) / 2.0
+    rigid[:3, 3] = (m @ centre + a[:3, 3]) - rigid[:3, :3] @ centre
+    return rigid
+
+
+def save_volume(path: str | Path, vol_zyx: np.ndarray, affine_ras: np.ndarray, dtype=np.float32,
+                description: str | None = None) -> None:
+    """Write a (z, y, x) volume as NIfTI with the given RAS affine as the sform (code 1), the qform (code 1) the same
+    affine or, when it is sheared (gantry tilt), its :func:`rigid_stand_in`; spatial units mm and the header's
+    ``descrip`` (at most 80 characters), e.g. the map and its unit.
+
+    nibabel, FSL and dcm2niix's readers use the exact sform; ITK-based tools read the qform (and refuse a sheared
+    sform without one).  ``.nii.gz`` files are ordinary gzip streams of the single-file NIfTI.
     """
     # A C-ordered (z, y, x) array transposed is the Fortran-ordered (x, y, z) array NIfTI stores: no copy needed
     data = np.asarray(vol_zyx).astype(dtype, copy=False).transpose(2, 1, 0)
-    img = nib.Nifti1Image(data, np.asarray(affine_ras, dtype=float))
-    img.set_qform(np.asarray(affine_ras, dtype=float), code=1)
-    img.set_sform(np.asarray(affine_ras, dtype=float), code=1)
-    if np.issubdtype(np.dtype(dtype), np.floating):
-        img.header.set_xyzt_units("mm", "sec")
+    affine = np.asarray(affine_ras, dtype=float)
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    if not np.allclose(img.get_qform(), affine, rtol=0.0, atol=1e-3):
+        img.set_qform(rigid_stand_in(affine, data.shape), code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    if description:
+        img.header["descrip"] = description.encode("ascii", "replace")[:80]
     path = Path(path)
     if path.name.lower().endswith(".nii.gz"):
         path.write_bytes(_gzip_compress(img.to_bytes()))

@@ -19,6 +19,13 @@ MAP_FILES = {"cbf": "cbf.nii.gz", "cbv": "cbv.nii.gz", "mtt": "mtt.nii.gz", "tma
              "ttp": "ttp.nii.gz", "rcbf": "rcbf.nii.gz"}
 MASK_FILES = {"hypoperfusion": "hypoperf_mask_tmax6.nii.gz", "core": "core_mask_rcbf30.nii.gz",
               "penumbra": "penumbra_mask.nii.gz"}
+#: NIfTI header description of each map and mask (what it holds and its unit; the thresholds are in metrics.json).
+VOLUME_DESCRIPTIONS = {"cbf": "ctperf CBF mL/100g/min", "cbv": "ctperf CBV mL/100g", "mtt": "ctperf MTT s",
+                       "tmax": "ctperf Tmax s", "ttp": "ctperf TTP s (from the first frame)",
+                       "rcbf": "ctperf rCBF fraction of the reference (1 = normal)",
+                       "hypoperfusion": "ctperf hypoperfusion mask (Tmax threshold in metrics.json)",
+                       "core": "ctperf core mask (rCBF threshold in metrics.json)",
+                       "penumbra": "ctperf penumbra mask (hypoperfusion minus core)"}
 #: Folder of the auxiliary volumes, curves and analysis record that ``recompute`` reads.
 AUX_DIR = "aux"
 
