@@ -309,3 +309,18 @@ def test_other_candidate_is_recorded_when_forced(tmp_path):
     study = load_ctp(d, series=g.series_option)
     cands = study.meta.excluded_candidates
     assert len(cands) == 1 and cands[0]["n_timepoints"] == T and cands[0]["series_option"] != g.series_option
+
+
+def test_missing_frames_are_warned_but_a_sampling_change_is_not():
+    """An isolated jump of the time axis (frames lost) is named; a protocol that samples every 1 s and then every
+    3 s is not; frame 0 missing (the axis starts later) is not a gap."""
+    import numpy as np
+
+    from ctperf.io.dicom.timing import time_gap_warning
+
+    t = np.arange(40) * 1.5
+    assert time_gap_warning(t) is None
+    assert "jumps 6.0 s from 13.5 s" in time_gap_warning(np.delete(t, [10, 11, 12]))
+    assert "jumps 3.0 s" in time_gap_warning(np.repeat(np.delete(t, [12])[:, None], 4, axis=1))  # (t, z)
+    assert time_gap_warning(np.r_[np.arange(20) * 1.0, 19.0 + np.arange(1, 12) * 3.0]) is None
+    assert time_gap_warning(np.delete(t, [0])) is None

@@ -20,7 +20,8 @@ from ctperf.io.dicom.grouping import (
     scan_folder,
 )
 from ctperf.io.dicom.scan import _Header
-from ctperf.io.dicom.timing import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S, _check_time_axis, _order_frames
+from ctperf.io.dicom.timing import (MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S, _check_time_axis, _order_frames,
+                                   time_gap_warning)
 
 #: Slice steps may differ from the end-to-end mean by this fraction of a step; more is refused (gap, jog slabs).
 SLICE_STEP_TOL = 0.1
@@ -125,6 +126,8 @@ def _make_plan(group: SeriesGroup, min_timepoints: int, frame_interval_s: float 
         times = t_all[table]
         times = times - times[0, 0]
     _check_time_axis(times, time_source)
+    if (gap := time_gap_warning(times)) is not None:
+        warnings.append(gap)
 
     # geometry from the first time point (LPS), then LPS -> RAS
     f0 = frames[0]

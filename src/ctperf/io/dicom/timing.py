@@ -79,6 +79,25 @@ def _check_time_axis(times: np.ndarray, source: str) -> None:
             "interval with --frame-interval if the time tags are wrong")
 
 
+def time_gap_warning(times: np.ndarray) -> str | None:
+    """A warning when frames seem to be missing: a step of the first slice's frame times more than 1.6 times both
+    its neighbours' (an isolated gap, unlike a protocol that changes its sampling for good, e.g. 1 s then 3 s), or
+    None.  A gap over the bolus lowers the sampled arterial peak and the maps lose what it held."""
+    t = np.asarray(times, float)
+    t = t[:, 0] if t.ndim == 2 else t
+    steps = np.diff(t)
+    if len(steps) < 3:
+        return None
+    gap = np.flatnonzero((steps[1:-1] > 1.6 * steps[:-2]) & (steps[1:-1] > 1.6 * steps[2:])) + 1
+    if not len(gap):
+        return None
+    i = int(gap[np.argmax(steps[gap])])
+    more = f" and {len(gap) - 1} more" if len(gap) > 1 else ""
+    return (f"frames missing? the time axis jumps {steps[i]:.1f} s from {t[i]:.1f} s, between steps of "
+            f"{steps[i - 1]:.1f} / {steps[i + 1]:.1f} s{more}; a gap over the bolus lowers the arterial peak "
+            "and the maps")
+
+
 def _order_frames(hs: list[_Header], pos_ids: np.ndarray, group: SeriesGroup, frame_interval_s: float | None,
                   warnings: list[str]) -> tuple[str, np.ndarray, np.ndarray, bool]:
     """(time source, time per file or None-equivalent, order key per file, times_from_interval)."""
