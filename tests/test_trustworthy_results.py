@@ -453,3 +453,33 @@ def test_pdf_header_names_the_study(study):
     report.build_page(page, perf, res.lesion, study["metrics"])
     texts = " ".join(page.texts)
     assert f"study {study['metrics']['study_id']}" in texts
+
+
+def test_writable_folder_in_a_read_only_place(tmp_path, monkeypatch):
+    """An existing, writable --out_dir whose parent cannot be written (a shared read-only mount with a user folder in
+    it): the result is staged inside the folder itself and moved into place; nothing hidden is left behind.
+    (Simulated: as root, folder permissions are not enforced.)"""
+    import errno
+
+    import ctperf.io.outdir as outdir
+
+    out = tmp_path / "ro_parent" / "results"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    made = outdir._new_hidden_dir
+
+    def no_parent(where, prefix):
+        if Path(where).resolve() == out.parent.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return made(where, prefix)
+
+    monkeypatch.setattr(outdir, "_new_hidden_dir", no_parent)
+    check_output_dir(out, mode="A")
+    for text in ("one", "two"):  # a first result, then one that replaces it
+        with atomic_output_dir(out, mode="A") as tmp:
+            assert tmp.parent == out
+            (tmp / "metrics.json").write_text(json.dumps({"mode": "A", "run": text}))
+    assert json.loads((out / "metrics.json").read_text())["run"] == "two"
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "metrics.json", "notes.txt"])
+    with pytest.raises(InputError, match="cannot write"):
+        check_output_dir(out.parent / "new_folder", mode="A")  # a new folder there needs the parent

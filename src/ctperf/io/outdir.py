@@ -120,7 +120,7 @@ def _replace_set(tmp: Path, out_dir: Path) -> None:
     """
     _, old = previous_result(out_dir)
     new = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
-    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-old-", dir=out_dir.resolve().parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ctperf-old-", dir=tmp.parent))  # where tmp could be made
     moved: list[str] = []
     placed: list[str] = []
     try:
@@ -150,24 +150,35 @@ def _replace_set(tmp: Path, out_dir: Path) -> None:
 
 
 def _make_temp_beside(out_dir: Path) -> Path:
+    """A new hidden folder beside ``out_dir`` (same file system: the result moves in by renames), or inside it when
+    ``out_dir`` exists but its parent cannot be written (a writable folder in a read-only place)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {out_dir} is an existing file")
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
-            # os.mkdir applies the process umask itself (results readable like any new folder), so the umask is
-            # never read or changed here: that would race with other threads writing files at the same moment.
-            tmp = parent / f".{out_dir.name}.ctperf-tmp-{secrets.token_hex(6)}"
-            try:
-                tmp.mkdir(mode=0o777)
-                return tmp
-            except FileExistsError:
-                continue
-        raise InputError(f"cannot create a temporary folder beside {out_dir}")
+        return _new_hidden_dir(parent, f".{out_dir.name}.ctperf-tmp-")
     except OSError as exc:
+        if out_dir.is_dir():
+            try:
+                return _new_hidden_dir(out_dir, ".ctperf-tmp-")
+            except OSError:
+                pass
         raise InputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+
+
+def _new_hidden_dir(where: Path, prefix: str) -> Path:
+    for _ in range(100):
+        # os.mkdir applies the process umask itself (results readable like any new folder), so the umask is never
+        # read or changed here: that would race with other threads writing files at the same moment.
+        tmp = where / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            tmp.mkdir(mode=0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise InputError(f"cannot create a temporary folder in {where}")
 
 
 def check_output_dir(out_dir: str | Path, *, mode: str | None = None, overwrite: bool = False) -> None:
