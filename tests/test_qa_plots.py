@@ -257,3 +257,18 @@ def test_metrics_layout_is_read():
     lines = pvt_lines(result, metrics)
     assert "PVT (VOF - AIF TTP): 4.2 s" in lines
     assert any("n/a (no venous sinus voxels identified)" in line for line in lines)
+
+
+def test_pdf_names_the_thresholds_behind_missing_trial_labels():
+    """With non-trial thresholds the PDF's eligibility rows say which threshold differs (the start of the reason,
+    "trial labels need the trial thresholds", would be all that fits)."""
+    from ctperf.analysis.indices import trial_thresholds_reason
+    from ctperf.config import Thresholds
+    from ctperf.viz.report import _details
+
+    result, _, metrics = make_case()
+    why = trial_thresholds_reason(Thresholds(rcbf_core=0.34))
+    rows = dict(_details(result, {**metrics, "DEFUSE3_eligible": None, "DEFUSE3_eligible_reason": why,
+                                  "EXTEND_eligible": True}))
+    assert rows["DEFUSE 3 imaging criteria"] == "n/a (this run: rcbf_core = 0.34)"
+    assert rows["EXTEND imaging criteria"] == "met"

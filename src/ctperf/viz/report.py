@@ -199,8 +199,10 @@ def _details(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
         if isinstance(value, bool):
             rows.append((label, "met" if value else "not met"))
         elif key in (metrics or {}):  # null with its reason (thresholds, lesion pattern, reference, noise)
-            reason = metrics.get(f"{key}_reason")
-            rows.append((label, f"n/a ({_short(str(reason), 34)})" if reason else "n/a"))
+            reason = str(metrics.get(f"{key}_reason") or "")
+            if "this run: " in reason:  # non-trial thresholds: the thresholds that differ are the point
+                reason = "this run: " + reason.split("this run: ", 1)[1]
+            rows.append((label, f"n/a ({_short(reason, 34)})" if reason else "n/a"))
     if result.stage_seconds:
         rows.append(("processing time", f"{sum(float(v) for v in result.stage_seconds.values()):.1f} s"))
     for key, value in (result.qa_values or {}).items():
