@@ -362,3 +362,13 @@ def test_full_acquisition_is_measured():
     assert m["qa_values"]["lesion_observed_after_peak_s"] >= 16.0 and m["qa_values"]["contrast_to_noise"] >= 29.5
     assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["lesion_unmeasured"])
     assert m["core_ml"] is not None and m["qa_values"]["lesion_unmeasured_reason"] is None
+
+
+def test_aif_noise_not_measurable_says_why():
+    """A bolus at the very start leaves no pre-bolus AIF samples: the AIF noise is null with a reason (not a bare
+    null) and aif_noisy is not raised on nothing."""
+    _, res = _phantom_run(aif_arrival_s=0.5)
+    q = res.metrics["qa_values"]
+    assert q["aif_noise_floor"] is None and q["aif_noise_hu"] is None and "pre-bolus" in q["aif_noise_reason"]
+    assert not res.metrics["qa_flags"]["aif_noisy"]
+    assert _phantom_run()[1].metrics["qa_values"]["aif_noise_reason"] is None

@@ -603,6 +603,9 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
         "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
         "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor,
+        "aif_noise_reason": (None if np.isfinite(aif_floor) else "fewer than 3 pre-bolus samples in the AIF (the "
+                             "bolus arrives at the start of the acquisition): its noise is not measured and "
+                             "aif_noisy not evaluated"),
         "lowest_regularisation": lowest,
         "vof_aif_area_ratio": sel.vof_aif_area_ratio, "vof_peak_hu": float(vof.max()),
         "vof_ttp_s": vof_ttp, "n_baseline_frames": pre.n_baseline_frames, "bolus_arrival_s": pre.bolus_arrival_s,
