@@ -203,8 +203,10 @@ def _run_on_dask(todo: list[Study], out_root: Path, cfg_dict: dict[str, Any], ke
         else:
             n = max(1, workers or os.cpu_count() or 1)
             threads = threads or max(1, (os.cpu_count() or 1) // n)
+            # the workers' own logs stay quiet below CRITICAL: a study's failure is reported in its summary row,
+            # and at shutdown a worker's heartbeat can race the scheduler's closing and log a traceback
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.CRITICAL)
             client = Client(cluster)
             client.run(configure_process)  # our own worker processes: the CLI's process settings
     except (OSError, TimeoutError) as exc:
