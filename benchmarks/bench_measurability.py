@@ -7,8 +7,8 @@ Part 1 (truncation): the project phantom (left lesion, 8 HU, 1.4 mm pixels, 128 
 instead of ~60 s, or with the bolus arriving 25-35 s into a 58.5 s acquisition, for several phantom variants
 (dispersion 0 / 1 / 2 s, another anatomy with a right lesion, frames every 1 s or 2 s).  Per study: how long the
 acquisition went on after the hypoperfused tissue's median time to peak (``qa_values.lesion_observed_after_peak_s``:
-acquisition end - median TTP over the Tmax > 6 s mask), and the Tmax > 6 s and core volumes against the truth and
-against the same phantom acquired in full.
+acquisition end - median TTP over the Tmax > 6 s mask), and the Tmax > 6 s and core volumes and the HIR against the
+truth and against the same phantom acquired in full.
 
 Part 2 (weak contrast): the same phantom with arterial peaks of 40-200 HU or 20-30 HU of noise, with and without a
 lesion, and a study without any contrast: the contrast-to-noise ratio (``qa_values.contrast_to_noise``) against the
@@ -42,7 +42,7 @@ def _config():
 
     cfg = Config()
     for name in ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
-                 "lesion_min_contrast_to_noise"):
+                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s"):
         if hasattr(cfg.thresholds, name):
             setattr(cfg.thresholds, name, 0.0)
     return cfg
@@ -63,7 +63,7 @@ def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
     ph = make_phantom(PhantomSpec(**kw))
     out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), _config())
     m, p, t = out.metrics, out.perfusion, ph.truth_metrics
-    from ctperf.analysis.masks import core_truncation_reason, lesion_unmeasured_reason
+    from ctperf.analysis.masks import core_truncation_reason, hir_truncation_reason, lesion_unmeasured_reason
     from ctperf.config import Thresholds
 
     q, th = m["qa_values"], Thresholds()
@@ -76,8 +76,11 @@ def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
         "lesion_unmeasured_by_default": lesion_unmeasured_reason(cnr, observed, bool(m["qa_flags"]["aif_truncated"]),
                                                                  th) is not None,
         "core_truncated_by_default": core_truncation_reason(observed, th) is not None,
+        "hir_truncated_by_default": hir_truncation_reason(observed, th) is not None,
         "hypoperfusion_ml": m.get("hypoperfusion_ml"), "hypoperfusion_ml_truth": round(t["hypoperfusion_ml"], 3),
         "core_ml": m.get("core_ml"), "core_ml_truth": round(t["core_ml"], 3),
+        "hir": m.get("HIR"), "hir_truth": round(t["HIR"], 4) if t.get("HIR") is not None else None,
+        "tmax10_ml": m.get("tmax10_ml"),
         "flags": sorted(k for k, v in m["qa_flags"].items() if v),
     }
 
@@ -93,6 +96,7 @@ def _errors(row: dict, full: dict | None) -> dict:
         row["hypoperfusion_vs_full_pct"] = pct(row["hypoperfusion_ml"], full["hypoperfusion_ml"])
         row["core_vs_full_ml"] = (None if row["core_ml"] is None or full["core_ml"] is None
                                   else round(row["core_ml"] - full["core_ml"], 2))
+        row["hir_vs_full_pct"] = pct(row["hir"], full["hir"])
     return row
 
 

@@ -20,8 +20,8 @@ def _band(studies, key):
 
 def test_the_limits_are_the_ones_measured():
     th = Thresholds()
-    assert (th.core_min_observed_after_peak_s, th.lesion_min_observed_after_peak_s,
-            th.lesion_min_contrast_to_noise) == (16.0, 8.0, 14.5)
+    assert (th.core_min_observed_after_peak_s, th.hir_min_observed_after_peak_s, th.lesion_min_observed_after_peak_s,
+            th.lesion_min_contrast_to_noise) == (16.0, 11.0, 8.0, 14.5)
     assert len(TRUNCATED) == 60 and len(FULL) == 6 and len(DOC["weak_contrast"]) == 28
 
 
@@ -46,6 +46,23 @@ def test_truncation_figures():
     assert not any(7.24 < v < 8.48 or 14.42 < v < 17.05 for v in observed)
     assert all(s["lesion_unmeasured_by_default"] == (s in below) for s in TRUNCATED)
     assert all(s["core_truncated_by_default"] == (s not in above) for s in TRUNCATED)
+    assert all(s["hir_truncated_by_default"] == (s["lesion_observed_after_peak_s"] < 11.0) for s in TRUNCATED)
+
+
+def test_hir_figures():
+    """README: between 8 and 11 s the HIR +8...+100 % of the full acquisition's, from 11 s on -43...+19 % (45 s
+    acquisitions -31...+9 %); no study between 10.0 and 11.8 s."""
+    observed = [s["lesion_observed_after_peak_s"] for s in TRUNCATED]
+    short = [s for s in TRUNCATED if 8.0 <= s["lesion_observed_after_peak_s"] < 11.0]
+    longer = [s for s in TRUNCATED if s["lesion_observed_after_peak_s"] >= 11.0]
+    assert (len(short), len(longer)) == (12, 18)
+    lo, hi = _band(short, "hir_vs_full_pct")
+    assert lo >= 8.0 and hi <= 99.6
+    lo, hi = _band(longer, "hir_vs_full_pct")
+    assert -43.3 <= lo and hi <= 19.2
+    lo, hi = _band([s for s in longer if s["lesion_observed_after_peak_s"] >= 16.0], "hir_vs_full_pct")
+    assert -31.3 <= lo and hi <= 9.4
+    assert not any(9.97 < v < 11.78 for v in observed)
     assert all(s["lesion_observed_after_peak_s"] >= 16.0 and not s["lesion_unmeasured_by_default"] for s in FULL)
 
 

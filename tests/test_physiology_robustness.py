@@ -290,7 +290,8 @@ def test_noisy_aif_is_flagged_end_to_end():
 
 
 def test_observed_after_peak_and_the_limits():
-    from ctperf.analysis.masks import core_truncation_reason, lesion_unmeasured_reason, observed_after_peak_s
+    from ctperf.analysis.masks import (core_truncation_reason, hir_truncation_reason, lesion_unmeasured_reason,
+                                       observed_after_peak_s)
 
     ttp = np.array([[[20.0, 30.0, 40.0, np.nan]]])
     hypo = np.array([[[True, True, True, True]]])
@@ -301,6 +302,7 @@ def test_observed_after_peak_and_the_limits():
     assert "15.9 s after" in core_truncation_reason(15.9, th) and core_truncation_reason(16.0, th) is None
     assert core_truncation_reason(None, th) is None  # no hypoperfusion: nothing to say about its curves
     assert core_truncation_reason(1.0, Thresholds(core_min_observed_after_peak_s=0.0)) is None
+    assert "10.9 s after" in hir_truncation_reason(10.9, th) and hir_truncation_reason(11.0, th) is None
     assert "no usable bolus" in lesion_unmeasured_reason(14.4, 30.0, False, th)
     assert "7.9 s after" in lesion_unmeasured_reason(30.0, 7.9, False, th)
     assert lesion_unmeasured_reason(14.5, 8.0, False, th) is None
@@ -354,13 +356,17 @@ def test_short_acquisition_reports_the_hypoperfusion_but_no_core():
         assert m[key] is None and "thresholds.core_min_observed_after_peak_s" in m[f"{key}_reason"], key
     assert m["hypoperfusion_ml"] == pytest.approx(ph.truth_metrics["hypoperfusion_ml"], rel=0.2)
     assert not res.lesion.core.any() and not res.lesion.penumbra.any() and res.lesion.hypoperfusion.any()
+    # ~9.5 s is also too soon for the most delayed tissue: no Tmax >= 8 / 10 s volume, no HIR (Tmax >= 4 / 6 s kept)
+    assert m["qa_flags"]["hir_truncated"] and m["tmax4_ml"] is not None and m["tmax6_ml"] is not None
+    for key in ("tmax8_ml", "tmax10_ml", "HIR"):
+        assert m[key] is None and "thresholds.hir_min_observed_after_peak_s" in m[f"{key}_reason"], key
 
 
 def test_full_acquisition_is_measured():
     _, res = _phantom_run()
     m = res.metrics
     assert m["qa_values"]["lesion_observed_after_peak_s"] >= 16.0 and m["qa_values"]["contrast_to_noise"] >= 29.5
-    assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["lesion_unmeasured"])
+    assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["hir_truncated"] or m["qa_flags"]["lesion_unmeasured"])
     assert m["core_ml"] is not None and m["qa_values"]["lesion_unmeasured_reason"] is None
 
 

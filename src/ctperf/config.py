@@ -108,6 +108,7 @@ RANGES: dict[str, _Range] = {
     "thresholds.core_min_observed_after_peak_s": _r(0, 600, "s"),
     "thresholds.lesion_min_contrast_to_noise": _r(0, 10000),
     "thresholds.lesion_min_observed_after_peak_s": _r(0, 600, "s"),
+    "thresholds.hir_min_observed_after_peak_s": _r(0, 600, "s"),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
     "compute.workers": _r(1, 4096, "threads"),
@@ -414,6 +415,10 @@ class Thresholds(_Checked):
     #: before they return, core, penumbra, mismatch and eligibility are null with a reason and
     #: ``qa_flags.core_truncated`` is raised (docs/definitions.md §3).  0 measures the core however short.
     core_min_observed_after_peak_s: float = 16.0
+    #: The same for the Tmax levels above the hypoperfusion threshold (``tmax8_ml``, ``tmax10_ml``) and the HIR:
+    #: the longest-delayed tissue peaks last; below it they are null with a reason and ``qa_flags.hir_truncated``
+    #: is raised (docs/definitions.md §3).  0: no such limit.
+    hir_min_observed_after_peak_s: float = 11.0
     #: Lowest contrast-to-noise ratio at which any lesion index is reported: below it (no usable bolus: a weak or
     #: absent contrast injection, extreme noise) every index is null with a reason and ``qa_flags.lesion_unmeasured``
     #: is raised (docs/definitions.md §3).  0 reports them at any contrast.

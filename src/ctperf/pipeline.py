@@ -22,8 +22,9 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
-from ctperf.analysis.masks import (core_noise_reason, core_truncation_reason, cortical_ribbon, lesion_masks,
-                                   lesion_unmeasured_reason, observed_after_peak_s, sinus_region, unmeasured_lesion)
+from ctperf.analysis.masks import (core_noise_reason, core_truncation_reason, cortical_ribbon, hir_truncation_reason,
+                                   lesion_masks, lesion_unmeasured_reason, observed_after_peak_s, sinus_region,
+                                   unmeasured_lesion)
 from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
@@ -118,6 +119,7 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
                                                       perf.qa_values.get("acquisition_s"))
     lesion_reason = lesion_unmeasured_reason(cnr, observed, bool(perf.qa_flags.get("aif_truncated")), th)
     noise_reason, truncation_reason = core_noise_reason(cnr, th), core_truncation_reason(observed, th)
+    late_reason = hir_truncation_reason(observed, th)
     unmeasured = (lesion_reason or perf.qa_values.get("reference_reason") or noise_reason or truncation_reason)
     if lesion_reason is not None:
         lesion = unmeasured_lesion(lesion)
@@ -134,12 +136,13 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra, lesion_reason=lesion_reason,
+        roi_mask=roi, contra_mask=contra, lesion_reason=lesion_reason, late_tmax_reason=late_reason,
         **_reference_inputs(perf, noise_reason or truncation_reason)))
     metrics = build_metrics(
         indices, mode="A", thresholds=cfg.thresholds,
         qa_flags={**perf.qa_flags, "core_noise_limited": noise_reason is not None,
-                  "core_truncated": truncation_reason is not None, "lesion_unmeasured": lesion_reason is not None},
+                  "core_truncated": truncation_reason is not None, "hir_truncated": late_reason is not None,
+                  "lesion_unmeasured": lesion_reason is not None},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side, "lesion_observed_after_peak_s": observed,
                    "lesion_observed_after_peak_reason": observed_reason,

@@ -77,6 +77,9 @@ class IndexInputs:
     #: Why no lesion index can be measured, or None (Mode A: no usable bolus, an arterial input or lesion curves
     #: cut by the end of the acquisition); then every index is None with this reason.
     lesion_reason: str | None = None
+    #: Why the Tmax levels above the hypoperfusion threshold and the HIR cannot be measured, or None (Mode A:
+    #: curves cut before the most delayed tissue peaks); then they are None with this reason.
+    late_tmax_reason: str | None = None
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
     #: trial eligibility label (the trials selected one hemispheric lesion).
@@ -170,6 +173,10 @@ def _volume_indices(out: _Indices, inp: IndexInputs) -> None:
                          f"HIR (Tmax>={thr.hir_tmax_s:g} s / Tmax>={thr.tmax_hypoperfusion_s:g} s)")
     out.put("HIR", None if hir is None else round(hir, 4),
             reason and "no tissue with Tmax above the hypoperfusion threshold")
+    if inp.late_tmax_reason is not None:
+        for key in [f"tmax{lv:g}_ml" for lv in les.tmax_levels if lv > thr.tmax_hypoperfusion_s] + ["HIR"]:
+            out.pop(f"{key}_reason", None)
+            out.put(key, None, inp.late_tmax_reason)
 
 
 def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:

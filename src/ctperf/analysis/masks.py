@@ -68,6 +68,17 @@ def core_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> 
             "the rCBF core is not measurable (acquire longer)")
 
 
+def hir_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
+    """Why the Tmax levels above the hypoperfusion threshold and the HIR are not measured on curves cut this soon
+    after the lesion's peak, or None."""
+    limit = thresholds.hir_min_observed_after_peak_s
+    if observed_s is None or limit <= 0 or observed_s >= limit:
+        return None
+    return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
+            f"< {limit:g} s (thresholds.hir_min_observed_after_peak_s): the most delayed tissue is cut before its "
+            "peak, so long Tmax and the HIR are not measurable (acquire longer)")
+
+
 def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
                              thresholds: Thresholds) -> str | None:
     """Why no lesion index can be measured, or None: the arterial input is truncated (every map biased), the

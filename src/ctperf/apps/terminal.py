@@ -47,6 +47,8 @@ QA_FLAG_TEXT: dict[str, str] = {
                           "core, penumbra, mismatch and trial labels undefined",
     "core_truncated": "acquisition ends too soon after the lesion peaks (qa_values.lesion_observed_after_peak_s) to "
                       "measure the core; core, penumbra, mismatch and trial labels undefined",
+    "hir_truncated": "acquisition ends too soon after the lesion peaks to measure long Tmax; Tmax >= 8 / 10 s "
+                     "volumes and HIR undefined",
     "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
                          "cut by the end of the acquisition); every index undefined",
 }
