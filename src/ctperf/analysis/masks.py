@@ -58,25 +58,27 @@ def observed_after_peak_s(ttp_s: np.ndarray, hypoperfusion: np.ndarray, acquisit
     return round(float(acquisition_s) - float(np.median(ttp_s[sel])), 2), None
 
 
-def core_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
-    """Why the core cannot be measured on curves cut this soon after the lesion's peak, or None."""
-    limit = thresholds.core_min_observed_after_peak_s
+def _cut_too_soon(observed_s: float | None, thresholds: Thresholds, setting: str, consequence: str) -> str | None:
+    """The reason for a ``setting`` of ``thresholds`` that ``observed_s`` (:func:`observed_after_peak_s`) falls
+    below, or None (no hypoperfusion, the limit off at 0, or met)."""
+    limit = getattr(thresholds, setting)
     if observed_s is None or limit <= 0 or observed_s >= limit:
         return None
     return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
-            f"< {limit:g} s (thresholds.core_min_observed_after_peak_s): its curves are cut before they return and "
-            "the rCBF core is not measurable (acquire longer)")
+            f"< {limit:g} s (thresholds.{setting}): {consequence} (acquire longer)")
+
+
+def core_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
+    """Why the core cannot be measured on curves cut this soon after the lesion's peak, or None."""
+    return _cut_too_soon(observed_s, thresholds, "core_min_observed_after_peak_s",
+                         "its curves are cut before they return and the rCBF core is not measurable")
 
 
 def hir_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
     """Why the Tmax levels above the hypoperfusion threshold and the HIR are not measured on curves cut this soon
     after the lesion's peak, or None."""
-    limit = thresholds.hir_min_observed_after_peak_s
-    if observed_s is None or limit <= 0 or observed_s >= limit:
-        return None
-    return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
-            f"< {limit:g} s (thresholds.hir_min_observed_after_peak_s): the most delayed tissue is cut before its "
-            "peak, so long Tmax and the HIR are not measurable (acquire longer)")
+    return _cut_too_soon(observed_s, thresholds, "hir_min_observed_after_peak_s",
+                         "the most delayed tissue is cut before its peak, so long Tmax and the HIR are not measurable")
 
 
 def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
@@ -91,12 +93,9 @@ def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float 
     if contrast_to_noise is not None and limit > 0 and contrast_to_noise < limit:
         return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
                 "(thresholds.lesion_min_contrast_to_noise): no usable bolus, no lesion index is measurable")
-    limit = thresholds.lesion_min_observed_after_peak_s
-    if observed_s is not None and limit > 0 and observed_s < limit:
-        return (f"acquisition ends {observed_s:.1f} s after the hypoperfused tissue's median time to peak, "
-                f"< {limit:g} s (thresholds.lesion_min_observed_after_peak_s): delayed tissue cannot be told from "
-                "curves cut by the end of the acquisition; no lesion index is measurable (acquire longer)")
-    return None
+    return _cut_too_soon(observed_s, thresholds, "lesion_min_observed_after_peak_s",
+                         "delayed tissue cannot be told from curves cut by the end of the acquisition; no lesion "
+                         "index is measurable")
 
 
 def unmeasured_lesion(lesion: LesionMasks) -> LesionMasks:
