@@ -22,9 +22,7 @@ import numpy as np
 
 from ctperf import DISCLAIMER, __version__
 from ctperf.analysis.indices import IndexInputs, compute_indices
-from ctperf.analysis.masks import (core_noise_reason, core_truncation_reason, cortical_ribbon, hir_truncation_reason,
-                                   lesion_masks, lesion_unmeasured_reason, observed_after_peak_s, sinus_region,
-                                   unmeasured_lesion)
+from ctperf.analysis.masks import cortical_ribbon, lesion_masks, measurability, sinus_region
 from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
@@ -110,22 +108,12 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     _step(progress, "masks")
-    # no lesion at all without a usable bolus or on curves cut at the lesion's peak; no core where the noise hides
-    # it (the rCBF map itself is kept and written), without a usable rCBF reference or on curves cut before they
-    # return; then no penumbra either (masks empty, volumes null with the reason)
-    th, cnr = cfg.thresholds, perf.qa_values.get("contrast_to_noise")
-    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras), th)
-    observed, observed_reason = observed_after_peak_s(perf.ttp, lesion.hypoperfusion,
-                                                      perf.qa_values.get("acquisition_s"))
-    lesion_reason = lesion_unmeasured_reason(cnr, observed, bool(perf.qa_flags.get("aif_truncated")), th)
-    noise_reason, truncation_reason = core_noise_reason(cnr, th), core_truncation_reason(observed, th)
-    late_reason = hir_truncation_reason(observed, th)
-    unmeasured = (lesion_reason or perf.qa_values.get("reference_reason") or noise_reason or truncation_reason)
-    if lesion_reason is not None:
-        lesion = unmeasured_lesion(lesion)
-    elif unmeasured is not None:
-        lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras), th,
-                              core_measured=False)
+    # what the study allows to be measured (docs/definitions.md §3): no lesion at all without a usable bolus or on
+    # curves cut at the lesion's peak; no core (nor penumbra) where the noise hides it, without a usable rCBF
+    # reference or on curves cut before they return; masks empty and values null with the reason (maps kept)
+    lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras), cfg.thresholds)
+    can = measurability(perf.ttp, lesion.hypoperfusion, perf.qa_flags, perf.qa_values, cfg.thresholds)
+    lesion = can.masks(lesion)
     cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
@@ -136,19 +124,14 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra, lesion_reason=lesion_reason, late_tmax_reason=late_reason,
-        **_reference_inputs(perf, noise_reason or truncation_reason)))
+        roi_mask=roi, contra_mask=contra, lesion_reason=can.lesion, late_tmax_reason=can.late_tmax,
+        **_reference_inputs(perf, can.core_noise or can.core_truncated)))
     metrics = build_metrics(
-        indices, mode="A", thresholds=cfg.thresholds,
-        qa_flags={**perf.qa_flags, "core_noise_limited": noise_reason is not None,
-                  "core_truncated": truncation_reason is not None, "hir_truncated": late_reason is not None,
-                  "lesion_unmeasured": lesion_reason is not None},
+        indices, mode="A", thresholds=cfg.thresholds, qa_flags={**perf.qa_flags, **can.qa_flags()},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
-                   "affected_side_engine": perf.affected_side, "lesion_observed_after_peak_s": observed,
-                   "lesion_observed_after_peak_reason": observed_reason,
-                   "lesion_unmeasured_reason": lesion_reason},
+                   "affected_side_engine": perf.affected_side, **can.qa_values()},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
-        regions=mode_a_regions(perf, lesion, roi, contra, unmeasured, lesion_reason),
+        regions=mode_a_regions(perf, lesion, roi, contra, can.core, can.lesion),
         method=method_description(cfg.deconvolution))
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,

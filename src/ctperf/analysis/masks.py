@@ -15,6 +15,9 @@ Connected clusters smaller than ``min_cluster_ml`` are removed from each mask (2
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -98,25 +101,71 @@ def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float 
                          "index is measurable")
 
 
-def unmeasured_lesion(lesion: LesionMasks) -> LesionMasks:
-    """The masks of a study whose lesion cannot be measured: every mask empty (its volumes are null)."""
-    empty = np.zeros_like(lesion.hypoperfusion)
-    return LesionMasks(hypoperfusion=empty, core=empty.copy(), penumbra=empty.copy(),
-                       tmax_levels={lv: empty.copy() for lv in lesion.tmax_levels})
+@dataclass
+class Measurability:
+    """What the study allows to be measured (Mode A; docs/definitions.md §3), each part a reason or None."""
+
+    #: Acquisition end - median TTP of the hypoperfused tissue (s), or None with ``observed_reason``.
+    observed_after_peak_s: float | None
+    observed_reason: str | None
+    #: No lesion index at all (a truncated AIF, no usable bolus, curves cut at the lesion's peak).
+    lesion: str | None
+    #: No core (and so no penumbra, mismatch or trial label): an unusable rCBF reference, the contrast-to-noise
+    #: ratio below the core's limit, curves cut before they return.
+    reference: str | None
+    core_noise: str | None
+    core_truncated: str | None
+    #: No Tmax level above the hypoperfusion threshold and no HIR: the most delayed tissue cut before its peak.
+    late_tmax: str | None
+
+    @property
+    def core(self) -> str | None:
+        """Why the core is not measured (the first of the reasons that apply), or None."""
+        return self.lesion or self.reference or self.core_noise or self.core_truncated
+
+    def qa_flags(self) -> dict[str, bool]:
+        return {"core_noise_limited": self.core_noise is not None, "core_truncated": self.core_truncated is not None,
+                "hir_truncated": self.late_tmax is not None, "lesion_unmeasured": self.lesion is not None}
+
+    def qa_values(self) -> dict[str, Any]:
+        return {"lesion_observed_after_peak_s": self.observed_after_peak_s,
+                "lesion_observed_after_peak_reason": self.observed_reason, "lesion_unmeasured_reason": self.lesion}
+
+    def masks(self, lesion: LesionMasks) -> LesionMasks:
+        """``lesion`` without what is not measured: every mask empty without a lesion, the core and penumbra
+        (hypoperfusion minus an unmeasured core) empty without a core; their volumes are null."""
+        if self.lesion is not None:
+            empty = np.zeros_like(lesion.hypoperfusion)
+            return LesionMasks(hypoperfusion=empty, core=empty.copy(), penumbra=empty.copy(),
+                               tmax_levels={lv: empty.copy() for lv in lesion.tmax_levels})
+        if self.core is not None:
+            return replace(lesion, core=np.zeros_like(lesion.core), penumbra=np.zeros_like(lesion.penumbra))
+        return lesion
+
+
+def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[str, Any], qa_values: dict[str, Any],
+                  thresholds: Thresholds) -> Measurability:
+    """What a study's lesion allows to be measured, from the TTP map, the hypoperfusion mask and the engine's QA
+    (``contrast_to_noise``, ``acquisition_s``, ``reference_reason``, ``aif_truncated``); decided on the maps, so
+    ``ctperf recompute`` re-decides with other limits."""
+    observed, observed_reason = observed_after_peak_s(ttp_s, hypoperfusion, qa_values.get("acquisition_s"))
+    cnr = qa_values.get("contrast_to_noise")
+    return Measurability(
+        observed_after_peak_s=observed, observed_reason=observed_reason,
+        lesion=lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds),
+        reference=qa_values.get("reference_reason"), core_noise=core_noise_reason(cnr, thresholds),
+        core_truncated=core_truncation_reason(observed, thresholds),
+        late_tmax=hir_truncation_reason(observed, thresholds))
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
-                 thresholds: Thresholds, footprint: np.ndarray | None = None,
-                 core_measured: bool = True) -> LesionMasks:
+                 thresholds: Thresholds, footprint: np.ndarray | None = None) -> LesionMasks:
     """Hypoperfusion, core and penumbra masks.
 
     tmax_s : Tmax map (s); NaN where undefined.
     rcbf : relative CBF (fraction of normal; 1.0 = normal) or None (then the core is empty).
     tissue : bool mask of brain parenchyma (no CSF, no large vessels) where the masks may lie.
     footprint : optional bool mask restricting all lesion masks (Mode B ROI footprint).
-    core_measured : False when the core cannot be measured (too small an rCBF reference, contrast-to-noise below
-        the limit): then neither can the penumbra (hypoperfusion minus core), and both masks are empty, as their
-        volumes are null.
     """
     region = np.asarray(tissue, bool) & np.isfinite(tmax_s)
     if footprint is not None:
@@ -125,14 +174,14 @@ def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray
     mcl = thresholds.min_cluster_ml
 
     hypo = remove_small_clusters(tmax > thresholds.tmax_hypoperfusion_s, voxel_volume_ml, mcl)
-    if rcbf is not None and core_measured:
+    if rcbf is not None:
         low_flow = region & np.isfinite(rcbf) & (np.nan_to_num(rcbf, nan=np.inf) < thresholds.rcbf_core)
         if thresholds.core_requires_tmax:
             low_flow &= hypo
         core = remove_small_clusters(low_flow, voxel_volume_ml, mcl)
     else:
         core = np.zeros_like(hypo)
-    penumbra = hypo & ~core if core_measured else np.zeros_like(hypo)
+    penumbra = hypo & ~core
 
     levels = sorted(set(float(x) for x in (*thresholds.tmax_levels_s, *REPORTED_TMAX_LEVELS_S))
                     | {float(thresholds.hir_tmax_s), float(thresholds.tmax_hypoperfusion_s)})
