@@ -123,6 +123,13 @@ class _Indices(dict):
         if value is None:
             self[f"{key}_reason"] = reason or "undefined"
 
+    def withhold(self, keys, reason: str) -> None:
+        """Set each of ``keys`` to None with ``reason`` (replacing any value or earlier reason): what cannot be
+        measured is null, never 0 mL / eligible."""
+        for key in list(keys):
+            self.pop(f"{key}_reason", None)
+            self.put(key, None, reason)
+
 
 def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     """All indices as a flat, ordered dict (values float/int/bool/str/None; ``*_reason`` for None values): lesion
@@ -139,9 +146,7 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     _venous_indices(out, inp)
     _eligibility(out, inp)
     if inp.lesion_reason is not None:
-        for key in [k for k in out if not k.endswith("_reason")]:
-            out.pop(f"{key}_reason", None)
-            out.put(key, None, inp.lesion_reason)
+        out.withhold([k for k in out if not k.endswith("_reason")], inp.lesion_reason)
     out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)
     return dict(out)
 
@@ -174,9 +179,8 @@ def _volume_indices(out: _Indices, inp: IndexInputs) -> None:
     out.put("HIR", None if hir is None else round(hir, 4),
             reason and "no tissue with Tmax above the hypoperfusion threshold")
     if inp.late_tmax_reason is not None:
-        for key in [f"tmax{lv:g}_ml" for lv in les.tmax_levels if lv > thr.tmax_hypoperfusion_s] + ["HIR"]:
-            out.pop(f"{key}_reason", None)
-            out.put(key, None, inp.late_tmax_reason)
+        out.withhold([f"tmax{lv:g}_ml" for lv in les.tmax_levels if lv > thr.tmax_hypoperfusion_s] + ["HIR"],
+                     inp.late_tmax_reason)
 
 
 def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
@@ -268,10 +272,8 @@ def _eligibility(out: _Indices, inp: IndexInputs) -> None:
         out["EXTEND_eligible"] = bool(core_ml < EXTEND["core_max_ml"] and ratio_ok_ex
                                       and hypo_ml - core_ml > EXTEND["mismatch_volume_min_exclusive_ml"])
     if inp.reference_reason is not None:
-        for key in ("core_ml", "core_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml", "Mismatch_Ratio",
-                    "DEFUSE3_eligible", "EXTEND_eligible"):
-            out.pop(f"{key}_reason", None)
-            out.put(key, None, inp.reference_reason)
+        out.withhold(("core_ml", "core_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml", "Mismatch_Ratio",
+                      "DEFUSE3_eligible", "EXTEND_eligible"), inp.reference_reason)
 
 
 
