@@ -125,13 +125,13 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
         roi_mask=roi, contra_mask=contra, lesion_reason=can.lesion, late_tmax_reason=can.late_tmax,
-        **_reference_inputs(perf, can.core_noise or can.core_truncated)))
+        **_reference_inputs(perf, can.core)))
     metrics = build_metrics(
         indices, mode="A", thresholds=cfg.thresholds, qa_flags={**perf.qa_flags, **can.qa_flags()},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side, **can.qa_values()},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
-        regions=mode_a_regions(perf, lesion, roi, contra, can.core, can.lesion),
+        regions=mode_a_regions(perf, lesion, roi, contra, can.unmeasured_regions()),
         method=method_description(cfg.deconvolution))
     stages["indices"] = time.perf_counter() - t0
     return ModeAResult(perfusion=perf, lesion=lesion, metrics=metrics, meta=AcquisitionMeta(), cortex=cortex,
@@ -139,10 +139,10 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
 
 
 def _reference_inputs(perf: PerfusionResult, core_reason: str | None = None) -> dict[str, Any]:
-    """IndexInputs fields from the engine's reference QA (unusable reference, bilateral/posterior pattern) and why
-    the core is not measured (``core_reason``, :func:`ctperf.analysis.masks.core_noise_reason`)."""
+    """IndexInputs fields from the engine's hypoperfusion pattern (bilateral / posterior) and why the core is not
+    measured (``core_reason``: :attr:`ctperf.analysis.masks.Measurability.core`)."""
     pattern = perf.qa_values.get("hypoperfusion_pattern")
-    return {"reference_reason": perf.qa_values.get("reference_reason") or core_reason,
+    return {"reference_reason": core_reason,
             "hemisphere_logic": pattern not in ("bilateral", "posterior"),
             "hemisphere_reason": {"bilateral": "bilateral hypoperfusion: no less-affected hemisphere",
                                   "posterior": "posterior-circulation hypoperfusion: hemisphere comparison does "
@@ -150,18 +150,14 @@ def _reference_inputs(perf: PerfusionResult, core_reason: str | None = None) -> 
 
 
 def mode_a_regions(perf: PerfusionResult, lesion: LesionMasks, roi: np.ndarray | None,
-                   contra: np.ndarray | None, core_reason: str | None = None,
-                   lesion_reason: str | None = None) -> dict[str, Any]:
+                   contra: np.ndarray | None, unmeasured: dict[str, str] | None = None) -> dict[str, Any]:
     """Regional statistics (docs/definitions.md §5): lesion masks, tissue of each hemisphere, ROIs within tissue;
-    with ``core_reason`` (the core is not measured) the core and penumbra are null with it, with ``lesion_reason``
-    (no lesion index is measured) the hypoperfusion too."""
+    the regions of ``unmeasured`` (:meth:`ctperf.analysis.masks.Measurability.unmeasured_regions`) null with their
+    reason."""
     from ctperf.analysis.regions import regional_statistics, standard_regions
 
     regions = standard_regions(lesion, perf.masks.tissue, perf.hemispheres.side, roi, contra)
     maps = {k: getattr(perf, k) for k in ("cbf", "cbv", "mtt", "tmax", "rcbf")}
-    unmeasured = dict.fromkeys(("core", "penumbra"), core_reason) if core_reason else {}
-    if lesion_reason:
-        unmeasured = dict.fromkeys(("core", "penumbra", "hypoperfusion"), lesion_reason)
     return regional_statistics(maps, regions, voxel_volume_ml=voxel_volume_ml(perf.affine_ras),
                                unmeasured=unmeasured)
 

@@ -131,6 +131,12 @@ class Measurability:
         return {"lesion_observed_after_peak_s": self.observed_after_peak_s,
                 "lesion_observed_after_peak_reason": self.observed_reason, "lesion_unmeasured_reason": self.lesion}
 
+    def unmeasured_regions(self) -> dict[str, str]:
+        """The lesion regions (``regions`` in metrics.json) that are not measured, with the reason."""
+        if self.lesion is not None:
+            return dict.fromkeys(("core", "penumbra", "hypoperfusion"), self.lesion)
+        return dict.fromkeys(("core", "penumbra"), self.core) if self.core is not None else {}
+
     def masks(self, lesion: LesionMasks) -> LesionMasks:
         """``lesion`` without what is not measured: every mask empty without a lesion, the core and penumbra
         (hypoperfusion minus an unmeasured core) empty without a core; their volumes are null."""

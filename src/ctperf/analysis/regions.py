@@ -72,11 +72,12 @@ def regional_statistics(maps: Mapping[str, np.ndarray | None], regions: Mapping[
     for name, mask in regions.items():
         if mask is None:
             continue
-        if name in (unmeasured or {}):
-            why = unmeasured[name]
-            out[name] = {"volume_ml": None, "n_voxels": None, "volume_reason": why,
-                         **{k: v for key in REGION_MAPS
-                            for k, v in ((key, map_statistics(np.empty(0))), (f"{key}_reason", why))}}
+        why = (unmeasured or {}).get(name)
+        if why is not None:
+            entry = {"volume_ml": None, "n_voxels": None, "volume_reason": why}
+            for key in REGION_MAPS:
+                entry[key], entry[f"{key}_reason"] = map_statistics(np.empty(0)), why
+            out[name] = entry
             continue
         m = np.asarray(mask, bool)
         n = int(m.sum())

@@ -585,7 +585,6 @@ def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s
     return round(float(arterial_peak_hu) / float(noise_hu) / float(np.sqrt(frame_interval_s)), 2), None
 
 
-
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,
         frame_interval_s: float) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
