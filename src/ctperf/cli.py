@@ -494,8 +494,7 @@ def run_command(args: list[str] | None = None, prog_name: str | None = None, com
 
     cmd = typer.main.get_command(app)
     if command is not None:
-        with cmd.make_context(prog_name or "ctperf", [command, "--help"], resilient_parsing=True) as ctx:
-            cmd = cmd.get_command(ctx, command)
+        cmd = cmd.get_command(None, command)  # a group's lookup by name needs no context
     try:
         rv = cmd.main(args=args, prog_name=prog_name, standalone_mode=False)
     except cx.NoArgsIsHelpError as exc:  # a bare command: its help, as before
