@@ -10,7 +10,7 @@ acquisition went on after the hypoperfused tissue's median time to peak (``qa_va
 acquisition end - median TTP over the Tmax > 6 s mask), and the Tmax > 6 s and core volumes and the HIR against the
 truth and against the same phantom acquired in full.
 
-Part 2 (weak contrast): the same phantom with arterial peaks of 40-200 HU or 20-30 HU of noise, with and without a
+Part 2 (weak contrast): the same phantom with arterial peaks of 40-200 HU or 16-30 HU of noise, with and without a
 lesion, and a study without any contrast: the contrast-to-noise ratio (``qa_values.contrast_to_noise``) against the
 Tmax > 6 s volume's error (and the false Tmax > 6 s volume of lesion-free studies).
 
@@ -43,13 +43,14 @@ def _config():
     cfg = Config()
     for name in ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
                  "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s"):
-        if hasattr(cfg.thresholds, name):
-            setattr(cfg.thresholds, name, 0.0)
+        setattr(cfg.thresholds, name, 0.0)
     return cfg
 
 
 def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
     """One engine run on the project phantom; the measurability figures and the volumes against the truth."""
+    from ctperf.analysis.masks import core_truncation_reason, hir_truncation_reason, lesion_unmeasured_reason
+    from ctperf.config import Thresholds
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
     from ctperf.synthetic import PhantomSpec, make_phantom
@@ -63,9 +64,6 @@ def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
     ph = make_phantom(PhantomSpec(**kw))
     out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), _config())
     m, p, t = out.metrics, out.perfusion, ph.truth_metrics
-    from ctperf.analysis.masks import core_truncation_reason, hir_truncation_reason, lesion_unmeasured_reason
-    from ctperf.config import Thresholds
-
     q, th = m["qa_values"], Thresholds()
     observed, cnr = q.get("lesion_observed_after_peak_s"), q.get("contrast_to_noise")
     return {
