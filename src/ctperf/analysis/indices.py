@@ -70,9 +70,10 @@ class IndexInputs:
     #: Lesion-cortex ROI (Conventional CBV Index numerator) and optional explicit contralateral ROI.
     roi_mask: np.ndarray | None = None
     contra_mask: np.ndarray | None = None
-    #: Why the core cannot be measured, or None: an unusable rCBF reference (too few voxels) or, in Mode A, a
-    #: contrast-to-noise ratio below ``thresholds.core_min_contrast_to_noise``; then core, penumbra, mismatch and
-    #: the eligibility labels are None with this reason (never 0 mL / eligible).
+    #: Why the core cannot be measured, or None: an unusable rCBF reference (too few voxels) or, in Mode A, any
+    #: reason of :attr:`ctperf.analysis.masks.Measurability.core` (contrast-to-noise below the core's limit, curves
+    #: cut before they return); then core, penumbra, mismatch and the eligibility labels are None with this reason
+    #: (never 0 mL / eligible).
     reference_reason: str | None = None
     #: Why no lesion index can be measured, or None (Mode A: no usable bolus, an arterial input or lesion curves
     #: cut by the end of the acquisition); then every index is None with this reason.
