@@ -42,7 +42,7 @@ def _config():
 
     cfg = Config()
     for name in ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
-                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s"):
+                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s", "hypoperfusion_min_margin_s"):
         setattr(cfg.thresholds, name, 0.0)
     return cfg
 

@@ -109,6 +109,7 @@ RANGES: dict[str, _Range] = {
     "thresholds.lesion_min_contrast_to_noise": _r(0, 10000),
     "thresholds.lesion_min_observed_after_peak_s": _r(0, 600, "s"),
     "thresholds.hir_min_observed_after_peak_s": _r(0, 600, "s"),
+    "thresholds.hypoperfusion_min_margin_s": _r(0, 60, "s"),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
     "compute.workers": _r(1, 4096, "threads"),
@@ -426,6 +427,12 @@ class Thresholds(_Checked):
     #: The same for ``qa_values.lesion_observed_after_peak_s``: an acquisition that ends this soon after the
     #: hypoperfused tissue peaks cannot tell delayed tissue from truncated curves.  0: no such limit.
     lesion_min_observed_after_peak_s: float = 8.0
+    #: How far (s) below ``tmax_hypoperfusion_s`` the normal tissue's median Tmax (``qa_values.normal_tissue_tmax_s``,
+    #: outside the hypoperfusion) must lie for the Tmax volumes to be measured: nearer (a global bolus delay) normal
+    #: tissue crosses the threshold by noise, so hypoperfusion, penumbra, mismatch, Tmax levels, HIR, lesion CBV
+    #: indices and trial labels are null with a reason and ``qa_flags.global_tmax_delay`` is raised
+    #: (docs/definitions.md §3).  0: no such limit.
+    hypoperfusion_min_margin_s: float = 1.0
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.coverage import slab_coverage
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks, measurability, sinus_region
 from ctperf.analysis.metrics import build_metrics, to_strict
@@ -112,8 +113,10 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     # curves cut at the lesion's peak; no core (nor penumbra) where the noise hides it, without a usable rCBF
     # reference or on curves cut before they return; masks empty and values null with the reason (maps kept)
     lesion = lesion_masks(perf.tmax, perf.rcbf, perf.masks.tissue, voxel_volume_ml(perf.affine_ras), cfg.thresholds)
-    can = measurability(perf.ttp, lesion.hypoperfusion, perf.qa_flags, perf.qa_values, cfg.thresholds)
+    can = measurability(perf.ttp, lesion.hypoperfusion, perf.qa_flags, perf.qa_values, cfg.thresholds,
+                        tmax_s=perf.tmax, tissue=perf.masks.tissue)
     lesion = can.masks(lesion)
+    covered = slab_coverage(lesion.hypoperfusion, perf.affine_ras)  # a lesion reaching an end slice goes on beyond
     cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0
@@ -125,11 +128,12 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
         roi_mask=roi, contra_mask=contra, lesion_reason=can.lesion, late_tmax_reason=can.late_tmax,
+        tmax_volume_reason=can.global_delay,
         **_reference_inputs(perf, can.core)))
     metrics = build_metrics(
-        indices, mode="A", thresholds=cfg.thresholds, qa_flags={**perf.qa_flags, **can.qa_flags()},
+        indices, mode="A", thresholds=cfg.thresholds, qa_flags={**perf.qa_flags, **can.qa_flags(), **covered.qa_flags()},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
-                   "affected_side_engine": perf.affected_side, **can.qa_values()},
+                   "affected_side_engine": perf.affected_side, **can.qa_values(), **covered.qa_values()},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
         regions=mode_a_regions(perf, lesion, roi, contra, can.unmeasured_regions()),
         method=method_description(cfg.deconvolution))

@@ -46,6 +46,11 @@ def trial_thresholds_reason(thr: Thresholds) -> str | None:
         return None
     return "trial labels need the trial thresholds (Tmax > 6 s, rCBF < 0.30); this run: " + ", ".join(diff)
 
+#: The indices that rest on the Tmax hypoperfusion region (with the Tmax level volumes): null under a global delay.
+TMAX_VOLUME_KEYS = ("hypoperfusion_ml", "hypoperfusion_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml",
+                    "Mismatch_Ratio", "HIR", "Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror",
+                    "DEFUSE3_eligible", "EXTEND_eligible")
+
 #: Minimum hypoperfusion volume (mL) below which no lesion side is named.
 MIN_LESION_ML_FOR_SIDE = 1.0
 
@@ -81,6 +86,10 @@ class IndexInputs:
     #: Why the Tmax levels above the hypoperfusion threshold and the HIR cannot be measured, or None (Mode A:
     #: curves cut before the most delayed tissue peaks); then they are None with this reason.
     late_tmax_reason: str | None = None
+    #: Why no volume above a Tmax threshold can be measured, or None (Mode A: a global bolus delay puts normal tissue
+    #: near the threshold); then hypoperfusion, penumbra, mismatch, the Tmax levels, HIR, the lesion's CBV indices,
+    #: the lesion side and the trial labels are None with this reason (the core is kept).
+    tmax_volume_reason: str | None = None
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
     #: trial eligibility label (the trials selected one hemispheric lesion).
@@ -146,6 +155,10 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     _cbv_indices(out, inp, side)
     _venous_indices(out, inp)
     _eligibility(out, inp)
+    if inp.tmax_volume_reason is not None:
+        out.withhold(TMAX_VOLUME_KEYS + tuple(f"tmax{lv:g}_ml" for lv in inp.lesion.tmax_levels),
+                     inp.tmax_volume_reason)
+        out["lesion_side"], out["lesion_side_reason"] = "none", inp.tmax_volume_reason
     if inp.lesion_reason is not None:
         out.withhold([k for k in out if not k.endswith("_reason")], inp.lesion_reason)
     out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)

@@ -101,6 +101,26 @@ def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float 
                          "index is measurable")
 
 
+def normal_tissue_tmax_s(tmax_s: np.ndarray, hypoperfusion: np.ndarray, tissue: np.ndarray) -> float | None:
+    """Median Tmax (s) of the tissue outside the hypoperfusion mask (None without such tissue): the study's normal
+    tissue, near the threshold when the whole brain's bolus is delayed against the arterial input."""
+    sel = np.asarray(tissue, bool) & ~np.asarray(hypoperfusion, bool) & np.isfinite(tmax_s)
+    return round(float(np.median(tmax_s[sel])), 3) if sel.any() else None
+
+
+def global_delay_reason(normal_tmax_s: float | None, thresholds: Thresholds) -> str | None:
+    """Why the volumes above a Tmax threshold are not measured, or None: the normal tissue's median Tmax
+    (:func:`normal_tissue_tmax_s`) lies less than ``thresholds.hypoperfusion_min_margin_s`` below
+    ``tmax_hypoperfusion_s``, so normal tissue crosses the threshold by its scatter alone (a global bolus delay:
+    a proximal stenosis or an arterial input upstream of it; docs/definitions.md §3)."""
+    margin = thresholds.hypoperfusion_min_margin_s
+    if normal_tmax_s is None or margin <= 0 or normal_tmax_s < thresholds.tmax_hypoperfusion_s - margin:
+        return None
+    return (f"global bolus delay: normal tissue reads Tmax {normal_tmax_s:.1f} s, within {margin:g} s "
+            f"(thresholds.hypoperfusion_min_margin_s) of the {thresholds.tmax_hypoperfusion_s:g} s threshold, so "
+            "its scatter crosses it and the Tmax volumes are not measurable")
+
+
 @dataclass
 class Measurability:
     """What the study allows to be measured (Mode A; docs/definitions.md §3), each part a reason or None."""
@@ -117,6 +137,10 @@ class Measurability:
     core_truncated: str | None
     #: No Tmax level above the hypoperfusion threshold and no HIR: the most delayed tissue cut before its peak.
     late_tmax: str | None
+    #: Median Tmax (s) of the tissue outside the hypoperfusion mask, and why no Tmax volume (hypoperfusion,
+    #: penumbra, mismatch, Tmax levels, HIR, lesion CBV, trial labels) is measured: a global delay, or None.
+    normal_tmax_s: float | None = None
+    global_delay: str | None = None
 
     @property
     def core(self) -> str | None:
@@ -125,43 +149,57 @@ class Measurability:
 
     def qa_flags(self) -> dict[str, bool]:
         return {"core_noise_limited": self.core_noise is not None, "core_truncated": self.core_truncated is not None,
-                "hir_truncated": self.late_tmax is not None, "lesion_unmeasured": self.lesion is not None}
+                "hir_truncated": self.late_tmax is not None, "lesion_unmeasured": self.lesion is not None,
+                "global_tmax_delay": self.global_delay is not None}
 
     def qa_values(self) -> dict[str, Any]:
         return {"lesion_observed_after_peak_s": self.observed_after_peak_s,
-                "lesion_observed_after_peak_reason": self.observed_reason, "lesion_unmeasured_reason": self.lesion}
+                "lesion_observed_after_peak_reason": self.observed_reason, "lesion_unmeasured_reason": self.lesion,
+                "normal_tissue_tmax_s": self.normal_tmax_s}
 
     def unmeasured_regions(self) -> dict[str, str]:
         """The lesion regions (``regions`` in metrics.json) that are not measured, with the reason."""
         if self.lesion is not None:
             return dict.fromkeys(("core", "penumbra", "hypoperfusion"), self.lesion)
-        return dict.fromkeys(("core", "penumbra"), self.core) if self.core is not None else {}
+        out = dict.fromkeys(("core", "penumbra"), self.core) if self.core is not None else {}
+        if self.global_delay is not None:
+            out.update(hypoperfusion=self.global_delay, penumbra=self.global_delay)
+        return out
 
     def masks(self, lesion: LesionMasks) -> LesionMasks:
         """``lesion`` without what is not measured: every mask empty without a lesion, the core and penumbra
-        (hypoperfusion minus an unmeasured core) empty without a core; their volumes are null."""
+        (hypoperfusion minus an unmeasured core) empty without a core, every mask but the core empty under a global
+        delay; their volumes are null."""
         if self.lesion is not None:
             empty = np.zeros_like(lesion.hypoperfusion)
             return LesionMasks(hypoperfusion=empty, core=empty.copy(), penumbra=empty.copy(),
                                tmax_levels={lv: empty.copy() for lv in lesion.tmax_levels})
         if self.core is not None:
-            return replace(lesion, core=np.zeros_like(lesion.core), penumbra=np.zeros_like(lesion.penumbra))
+            lesion = replace(lesion, core=np.zeros_like(lesion.core), penumbra=np.zeros_like(lesion.penumbra))
+        if self.global_delay is not None:  # the core (rCBF) is kept: it lies well above the threshold
+            empty = np.zeros_like(lesion.hypoperfusion)
+            lesion = replace(lesion, hypoperfusion=empty, penumbra=empty.copy(),
+                             tmax_levels={lv: empty.copy() for lv in lesion.tmax_levels})
         return lesion
 
 
 def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[str, Any], qa_values: dict[str, Any],
-                  thresholds: Thresholds) -> Measurability:
-    """What a study's lesion allows to be measured, from the TTP map, the hypoperfusion mask and the engine's QA
-    (``contrast_to_noise``, ``acquisition_s``, ``reference_reason``, ``aif_truncated``); decided on the maps, so
-    ``ctperf recompute`` re-decides with other limits."""
+                  thresholds: Thresholds, *, tmax_s: np.ndarray | None = None,
+                  tissue: np.ndarray | None = None) -> Measurability:
+    """What a study's lesion allows to be measured, from the TTP map, the hypoperfusion mask, the Tmax map and tissue
+    mask (the global delay; not judged without them) and the engine's QA (``contrast_to_noise``, ``acquisition_s``,
+    ``reference_reason``, ``aif_truncated``); decided on the maps, so ``ctperf recompute`` re-decides with other
+    limits."""
     observed, observed_reason = observed_after_peak_s(ttp_s, hypoperfusion, qa_values.get("acquisition_s"))
+    normal = None if tmax_s is None or tissue is None else normal_tissue_tmax_s(tmax_s, hypoperfusion, tissue)
     cnr = qa_values.get("contrast_to_noise")
     return Measurability(
         observed_after_peak_s=observed, observed_reason=observed_reason,
         lesion=lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds),
         reference=qa_values.get("reference_reason"), core_noise=core_noise_reason(cnr, thresholds),
         core_truncated=core_truncation_reason(observed, thresholds),
-        late_tmax=hir_truncation_reason(observed, thresholds))
+        late_tmax=hir_truncation_reason(observed, thresholds),
+        normal_tmax_s=normal, global_delay=global_delay_reason(normal, thresholds))
 
 
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,

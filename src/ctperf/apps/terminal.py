@@ -49,6 +49,10 @@ QA_FLAG_TEXT: dict[str, str] = {
                       "measure the core; core, penumbra, mismatch and trial labels undefined",
     "hir_truncated": "acquisition ends too soon after the lesion peaks to measure long Tmax; Tmax >= 8 / 10 s "
                      "volumes and HIR undefined",
+    "global_tmax_delay": "normal tissue reads Tmax near the threshold (qa_values.normal_tissue_tmax_s): a global "
+                         "bolus delay; Tmax volumes, mismatch, HIR and trial labels undefined",
+    "lesion_beyond_coverage": "the hypoperfusion reaches the first or last slice: volumes are those inside the slab "
+                              "(qa_values.coverage_mm), lower bounds",
     "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
                          "cut by the end of the acquisition); every index undefined",
 }

@@ -250,6 +250,8 @@ def build_page(cv: Drawing, result: PerfusionResult, lesion: LesionMasks, metric
     # from the metrics document: where the lesion is not measured its side is null ("n/a"), and so is the reference
     m = metrics or {}
     side = {"left": "left", "right": "right", "none": "none detected"}.get(str(m.get("lesion_side")), "n/a")
+    if m.get("lesion_side_reason"):  # bilateral, posterior, a global delay: no side is named, for a reason
+        side = "n/a"
     ref = (m.get("qa_values") or {}).get("reference_cbf_ml_100g_min")
     measured = not (m.get("qa_flags") or {}).get("lesion_unmeasured")
     ref_txt = (f"{ref:.1f} mL/100g/min" if measured and isinstance(ref, (int, float)) and np.isfinite(ref)
