@@ -131,7 +131,8 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         tmax_volume_reason=can.global_delay,
         **_reference_inputs(perf, can.core)))
     metrics = build_metrics(
-        indices, mode="A", thresholds=cfg.thresholds, qa_flags={**perf.qa_flags, **can.qa_flags(), **covered.qa_flags()},
+        indices, mode="A", thresholds=cfg.thresholds,
+        qa_flags={**perf.qa_flags, **can.qa_flags(), **covered.qa_flags()},
         qa_values={**perf.qa_values, "reference_cbf_ml_100g_min": perf.reference_cbf,
                    "affected_side_engine": perf.affected_side, **can.qa_values(), **covered.qa_values()},
         provenance={**provenance, "config": cfg.to_dict() if config_record is None else config_record},
