@@ -255,7 +255,7 @@ def test_globally_late_bolus_reports_no_tmax_volume():
     assert m["qa_flags"]["global_tmax_delay"] and 5.0 <= m["qa_values"]["normal_tissue_tmax_s"] < 6.0
     for key in ("hypoperfusion_ml", "tmax6_ml", "HIR", "DEFUSE3_eligible", "EXTEND_eligible", "Corrected_CBV_Index"):
         assert m[key] is None and "global bolus delay" in m[f"{key}_reason"], key
-    assert m["core_ml"] == 0.0 and m["lesion_side"] == "none"
+    assert m["core_ml"] == 0.0 and m["lesion_side"] is None and "global bolus delay" in m["lesion_side_reason"]
     assert m["regions"]["hypoperfusion"]["volume_ml"] is None
     json.dumps(m, allow_nan=False)
 

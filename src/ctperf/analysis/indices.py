@@ -88,7 +88,8 @@ class IndexInputs:
     late_tmax_reason: str | None = None
     #: Why no volume above a Tmax threshold can be measured, or None (Mode A: a global bolus delay puts normal tissue
     #: near the threshold); then hypoperfusion, penumbra, mismatch, the Tmax levels, HIR, the lesion's CBV indices,
-    #: the lesion side and the trial labels are None with this reason (the core is kept).
+    #: the lesion side (not "none": the side is not known) and the trial labels are None with this reason (the core
+    #: is kept).
     tmax_volume_reason: str | None = None
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
@@ -156,9 +157,8 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
     _venous_indices(out, inp)
     _eligibility(out, inp)
     if inp.tmax_volume_reason is not None:
-        out.withhold(TMAX_VOLUME_KEYS + tuple(f"tmax{lv:g}_ml" for lv in inp.lesion.tmax_levels),
+        out.withhold(TMAX_VOLUME_KEYS + tuple(f"tmax{lv:g}_ml" for lv in inp.lesion.tmax_levels) + ("lesion_side",),
                      inp.tmax_volume_reason)
-        out["lesion_side"], out["lesion_side_reason"] = "none", inp.tmax_volume_reason
     if inp.lesion_reason is not None:
         out.withhold([k for k in out if not k.endswith("_reason")], inp.lesion_reason)
     out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)
