@@ -14,7 +14,10 @@ Part 2 (weak contrast): the same phantom with arterial peaks of 40-200 HU or 16-
 lesion, and a study without any contrast: the contrast-to-noise ratio (``qa_values.contrast_to_noise``) against the
 Tmax > 6 s volume's error (and the false Tmax > 6 s volume of lesion-free studies).
 
-The core's and the lesion's limits of ``[thresholds]`` (docs/definitions.md §3) were placed on these figures; the
+Part 3 (CBV indices): the acquisition cut at 48-54 s and contrast-to-noise ratios of ~19-30, between the parts
+above, where the CBV indices' limits lie.
+
+The core's, the CBV indices' and the lesion's limits of ``[thresholds]`` (docs/definitions.md §3) were placed on these figures; the
 engine runs with every limit off here (``core_min_contrast_to_noise`` and the new limits 0), so what is measured is
 what the engine would report.  Prints / writes one JSON document.  Research use only, not a medical device.
 """
@@ -42,14 +45,16 @@ def _config():
 
     cfg = Config()
     for name in ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
-                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s", "hypoperfusion_min_margin_s"):
+                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s", "hypoperfusion_min_margin_s",
+                 "cbv_index_min_observed_after_peak_s"):
         setattr(cfg.thresholds, name, 0.0)
     return cfg
 
 
 def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
     """One engine run on the project phantom; the measurability figures and the volumes against the truth."""
-    from ctperf.analysis.masks import core_truncation_reason, hir_truncation_reason, lesion_unmeasured_reason
+    from ctperf.analysis.masks import (cbv_truncation_reason, core_truncation_reason, hir_truncation_reason,
+                                       lesion_unmeasured_reason)
     from ctperf.config import Thresholds
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
@@ -75,10 +80,15 @@ def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
                                                                  th) is not None,
         "core_truncated_by_default": core_truncation_reason(observed, th) is not None,
         "hir_truncated_by_default": hir_truncation_reason(observed, th) is not None,
+        "cbv_truncated_by_default": cbv_truncation_reason(observed, th) is not None,
         "hypoperfusion_ml": m.get("hypoperfusion_ml"), "hypoperfusion_ml_truth": round(t["hypoperfusion_ml"], 3),
         "core_ml": m.get("core_ml"), "core_ml_truth": round(t["core_ml"], 3),
         "hir": m.get("HIR"), "hir_truth": round(t["HIR"], 4) if t.get("HIR") is not None else None,
         "tmax10_ml": m.get("tmax10_ml"),
+        "corrected_cbv_index": m.get("Corrected_CBV_Index"),
+        "corrected_cbv_index_truth": t.get("Corrected_CBV_Index"),
+        "cbv_index_contra": m.get("CBV_Index_contra_hemisphere"),
+        "cbv_index_contra_truth": t.get("CBV_Index_contra_hemisphere"),
         "flags": sorted(k for k, v in m["qa_flags"].items() if v),
     }
 
@@ -88,6 +98,8 @@ def _errors(row: dict, full: dict | None) -> dict:
         return None if a is None or not b else round(100.0 * (a / b - 1.0), 1)
 
     row["hypoperfusion_error_pct"] = pct(row["hypoperfusion_ml"], row["hypoperfusion_ml_truth"])
+    row["corrected_cbv_index_error_pct"] = pct(row["corrected_cbv_index"], row["corrected_cbv_index_truth"])
+    row["cbv_index_contra_error_pct"] = pct(row["cbv_index_contra"], row["cbv_index_contra_truth"])
     row["core_error_ml"] = (None if row["core_ml"] is None or not row["core_ml_truth"]
                             else round(row["core_ml"] - row["core_ml_truth"], 2))
     if full is not None:
@@ -95,6 +107,7 @@ def _errors(row: dict, full: dict | None) -> dict:
         row["core_vs_full_ml"] = (None if row["core_ml"] is None or full["core_ml"] is None
                                   else round(row["core_ml"] - full["core_ml"], 2))
         row["hir_vs_full_pct"] = pct(row["hir"], full["hir"])
+        row["corrected_cbv_index_vs_full_pct"] = pct(row["corrected_cbv_index"], full["corrected_cbv_index"])
     return row
 
 
@@ -135,6 +148,27 @@ def weak_contrast(quick: bool) -> list[dict]:
     return rows
 
 
+def cbv_index(quick: bool) -> list[dict]:
+    """Where the CBV indices come right: the acquisition cut at 48-54 s (the lesion followed ~20-27 s past its
+    peak, between the truncation part's 45 s and the full ~58 s) and contrast-to-noise ratios of ~19-30 (8-14 HU
+    of noise, arterial peaks of 225-275 HU), around the core's limit."""
+    cases = [(f"{name} end {e:g} s", VARIANTS[name], {"end_s": e})
+             for name in (("disp1",) if quick else ("disp1", "disp0", "disp2", "anatomy1_right"))
+             for e in (48.0, 51.0, 54.0)]
+    noise = [{"noise_hu": n} for n in ((12.0,) if quick else (9.0, 10.0, 11.0, 12.0, 13.0, 14.0))]
+    if not quick:
+        noise += [{"aif_peak_hu": a} for a in (225.0, 250.0, 275.0)]
+        noise += [{"noise_hu": 11.0, "seed": 1}, {"noise_hu": 12.0, "anatomy_seed": 1, "seed": 1}]
+    cases += [(", ".join(f"{k} {v:g}" for k, v in kw.items()), {}, kw) for kw in noise]
+    rows = []
+    for label, variant, kw in cases:
+        row = _errors(run_study(variant, **kw), None)
+        row["case"] = label
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="write the JSON document here too")
@@ -148,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "bench_measurability", "created_utc": datetime.datetime.now(datetime.timezone.utc)
            .isoformat(timespec="seconds"), "ctperf_version": __version__, "engine_version": ENGINE_VERSION,
            "definition_version": DEFINITION_VERSION, "disclaimer": "Research use only, not a medical device.",
-           "truncation": truncation(variants, ends, ARRIVALS_S), "weak_contrast": weak_contrast(args.quick)}
+           "truncation": truncation(variants, ends, ARRIVALS_S), "weak_contrast": weak_contrast(args.quick),
+           "cbv_index": cbv_index(args.quick)}
     text = json.dumps(doc, indent=1)
     if args.out:
         args.out.write_text(text + "\n")

@@ -144,9 +144,11 @@ def make_config(method: str | None, sets: list[str]):
     """``Config.from_dict`` from ``--method`` and ``--set section.key=value`` (value parsed as JSON if it can)."""
     from ctperf.config import Config
 
-    # the harness judges the engine's Tmax volumes even where the product withholds them for a global delay (each
-    # such study carries a note; docs/definitions.md §3), so a delayed family's error stays in the table
-    data: dict[str, dict[str, Any]] = {"thresholds": {"hypoperfusion_min_margin_s": 0.0}}
+    # the harness judges the engine's Tmax volumes and CBV indices even where the product withholds them for a global
+    # delay or curves cut before they return (each such study carries a note; docs/definitions.md §3), so a delayed
+    # or short family's error stays in the table
+    data: dict[str, dict[str, Any]] = {"thresholds": {"hypoperfusion_min_margin_s": 0.0,
+                                                      "cbv_index_min_observed_after_peak_s": 0.0}}
     if method:
         data.setdefault("deconvolution", {})["method"] = method
     for item in sets:
@@ -378,7 +380,7 @@ def normal_tissue(ph, res) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def lesion_metrics(ph, out) -> dict[str, Any]:
-    from ctperf.analysis.masks import global_delay_reason
+    from ctperf.analysis.masks import cbv_truncation_reason, global_delay_reason
     from ctperf.config import Thresholds
 
     res, em, tm, tr = out.perfusion, out.metrics, ph.truth_metrics, ph.truth
@@ -433,9 +435,11 @@ def lesion_metrics(ph, out) -> dict[str, Any]:
         m.update(dice_core=None, dice_core_apparent=None, core_reason=em.get("core_ml_reason"),
                  notes=[f"core not measured: {em.get('core_ml_reason')}"])
     m["normal_tissue_tmax_s"] = normal_tmax = em["qa_values"].get("normal_tissue_tmax_s")
-    withheld = global_delay_reason(normal_tmax, Thresholds())
-    if withheld:
-        m.setdefault("notes", []).append(f"with the default thresholds the Tmax volumes are not reported: {withheld}")
+    for what, why in (("the Tmax volumes", global_delay_reason(normal_tmax, Thresholds())),
+                      ("the CBV indices", cbv_truncation_reason(em["qa_values"].get("lesion_observed_after_peak_s"),
+                                                                Thresholds()))):
+        if why:
+            m.setdefault("notes", []).append(f"with the default thresholds {what} are not reported: {why}")
     return m
 
 

@@ -22,7 +22,8 @@ def test_the_limits_are_the_ones_measured():
     th = Thresholds()
     assert (th.core_min_observed_after_peak_s, th.hir_min_observed_after_peak_s, th.lesion_min_observed_after_peak_s,
             th.lesion_min_contrast_to_noise) == (16.0, 11.0, 8.0, 14.5)
-    assert len(TRUNCATED) == 60 and len(FULL) == 6 and len(DOC["weak_contrast"]) == 28
+    assert len(TRUNCATED) == 60 and len(FULL) == 6 and len(DOC["weak_contrast"]) == 28 and len(DOC["cbv_index"]) == 23
+    assert (th.cbv_index_min_observed_after_peak_s, th.core_min_contrast_to_noise) == (22.0, 29.5)
 
 
 def test_truncation_figures():
@@ -84,3 +85,34 @@ def test_weak_contrast_figures():
     assert not any(13.96 < s["contrast_to_noise"] < 14.76 for s in studies)
     assert all(s["lesion_unmeasured_by_default"] == (s["contrast_to_noise"] < 14.5) for s in studies)
     assert max(s["contrast_to_noise"] for s in studies if s["case"].startswith("no contrast")) < 1.7
+
+
+def test_cbv_index_figures():
+    """README / definitions §3: at the core's contrast-to-noise (>= 29.5) the Corrected CBV Index reads -6.9...+9.3 %
+    of the truth (hemisphere index -13.7...-0.0 %) when the lesion is followed >= 22 s past its peak, -18.7...-5.5 %
+    (-22.5...-11.5 %) between 16 and 22 s and -29.3...-8.4 % (-30.8...-11.1 %) between 8 and 16 s; no study between
+    21.0 and 23.5 s. Followed >= 22 s but below a ratio of 29.5 the Corrected CBV Index reads +6.3...+47.2 % (the
+    hemisphere index -7.5...-0.6 %); no study between 29.3 and 29.8."""
+    measured = [s for s in DOC["truncation"] + DOC["cbv_index"]
+                if s["lesion_observed_after_peak_s"] is not None and s["contrast_to_noise"] >= 29.5]
+
+    def band(lo, hi, key):
+        sel = [s for s in measured if lo <= s["lesion_observed_after_peak_s"] < hi]
+        return len(sel), _band([s for s in sel if s[key] is not None], key)
+
+    assert band(22.0, 99.0, "corrected_cbv_index_error_pct") == (14, (-6.9, 9.3))
+    assert band(22.0, 99.0, "cbv_index_contra_error_pct") == (14, (-13.7, -0.0))
+    assert band(16.0, 22.0, "corrected_cbv_index_error_pct") == (10, (-18.7, -5.5))
+    assert band(16.0, 22.0, "cbv_index_contra_error_pct") == (10, (-22.5, -11.5))
+    assert band(8.0, 16.0, "corrected_cbv_index_error_pct") == (22, (-29.3, -8.4))
+    assert band(8.0, 16.0, "cbv_index_contra_error_pct") == (22, (-30.8, -11.1))
+    assert not any(21.0 < s["lesion_observed_after_peak_s"] < 23.5 for s in measured)
+    assert all(s["cbv_truncated_by_default"] == (s["lesion_observed_after_peak_s"] < 22.0) for s in measured)
+    noisy = [s for s in DOC["weak_contrast"] + DOC["cbv_index"]
+             if s["lesion_observed_after_peak_s"] and s["lesion_observed_after_peak_s"] >= 22.0
+             and 14.5 <= s["contrast_to_noise"] < 29.5]
+    assert len(noisy) == 20
+    assert _band(noisy, "corrected_cbv_index_error_pct") == (6.3, 47.2)
+    assert _band(noisy, "cbv_index_contra_error_pct") == (-7.5, -0.6)
+    ratios = [s["contrast_to_noise"] for s in DOC["weak_contrast"] + DOC["cbv_index"] + FULL]
+    assert not any(29.3 < r < 29.8 for r in ratios)

@@ -206,6 +206,9 @@ def test_low_contrast_to_noise_gives_null_core_end_to_end():
         assert "contrast-to-noise ratio" in m["regions"][name]["cbf_reason"]
     assert np.isfinite(res.perfusion.rcbf[res.perfusion.masks.tissue]).all()
     assert m["hypoperfusion_ml"] > 0 and m["tmax6_ml"] == m["hypoperfusion_ml"]
+    # the same noise lifts the Corrected CBV Index (+6...+47 % below 29.5, definitions 2.17); the hemisphere index stays
+    assert m["Corrected_CBV_Index"] is None and "Corrected CBV Index" in m["Corrected_CBV_Index_reason"]
+    assert m["CBV_Index_contra_hemisphere"] is not None
     json.dumps(m, allow_nan=False)
 
 
@@ -362,13 +365,19 @@ def test_short_acquisition_reports_the_hypoperfusion_but_no_core():
     assert m["qa_flags"]["hir_truncated"] and m["tmax4_ml"] is not None and m["tmax6_ml"] is not None
     for key in ("tmax8_ml", "tmax10_ml", "HIR"):
         assert m[key] is None and "thresholds.hir_min_observed_after_peak_s" in m[f"{key}_reason"], key
+    # and for the CBV indices, areas of curves that have not returned (definitions 2.17)
+    assert m["qa_flags"]["cbv_truncated"]
+    for key in ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror"):
+        assert m[key] is None and "thresholds.cbv_index_min_observed_after_peak_s" in m[f"{key}_reason"], key
 
 
 def test_full_acquisition_is_measured():
     _, res = _phantom_run()
     m = res.metrics
     assert m["qa_values"]["lesion_observed_after_peak_s"] >= 16.0 and m["qa_values"]["contrast_to_noise"] >= 29.5
-    assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["hir_truncated"] or m["qa_flags"]["lesion_unmeasured"])
+    assert not (m["qa_flags"]["core_truncated"] or m["qa_flags"]["hir_truncated"] or m["qa_flags"]["lesion_unmeasured"]
+                or m["qa_flags"]["cbv_truncated"])
+    assert m["Corrected_CBV_Index"] is not None and m["qa_values"]["lesion_observed_after_peak_s"] >= 22.0
     assert m["core_ml"] is not None and m["qa_values"]["lesion_unmeasured_reason"] is None
 
 

@@ -110,6 +110,7 @@ RANGES: dict[str, _Range] = {
     "thresholds.lesion_min_observed_after_peak_s": _r(0, 600, "s"),
     "thresholds.hir_min_observed_after_peak_s": _r(0, 600, "s"),
     "thresholds.hypoperfusion_min_margin_s": _r(0, 60, "s"),
+    "thresholds.cbv_index_min_observed_after_peak_s": _r(0, 600, "s"),
     "ingest.frame_interval_s": _r(0.3, 10, "s"),
     "ingest.bin_on_load_above_gb": _r(0, 1e6, "GB"),
     "compute.workers": _r(1, 4096, "threads"),
@@ -433,6 +434,10 @@ class Thresholds(_Checked):
     #: indices and trial labels are null with a reason and ``qa_flags.global_tmax_delay`` is raised
     #: (docs/definitions.md §3).  0: no such limit.
     hypoperfusion_min_margin_s: float = 1.0
+    #: Shortest time (s) the acquisition must go on after the hypoperfused tissue's median time to peak for the CBV
+    #: indices: the lesion's CBV is the area under its curve, which must have returned; below it every CBV index is
+    #: null with a reason and ``qa_flags.cbv_truncated`` is raised (docs/definitions.md §3).  0: no such limit.
+    cbv_index_min_observed_after_peak_s: float = 22.0
 
 
 @dataclass

@@ -7,7 +7,7 @@ stay strict JSON.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,9 @@ class IndexInputs:
     #: the lesion side (not "none": the side is not known) and the trial labels are None with this reason (the core
     #: is kept).
     tmax_volume_reason: str | None = None
+    #: CBV indices that cannot be measured, each with the reason (Mode A: curves cut before they return; the Corrected
+    #: CBV Index below the core's contrast-to-noise limit); they are None with it.
+    cbv_withheld: dict[str, str] = field(default_factory=dict)
     #: False for bilateral or posterior-circulation hypoperfusion: no lesion side, no index that compares one
     #: hemisphere with the other (the Corrected CBV Index then uses normal cortex of both hemispheres) and no
     #: trial eligibility label (the trials selected one hemispheric lesion).
@@ -154,6 +157,8 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
         out["lesion_side_reason"] = inp.hemisphere_reason
     out["lesion_side"] = side
     _cbv_indices(out, inp, side)
+    for key, reason in inp.cbv_withheld.items():
+        out.withhold((key,), reason)
     _venous_indices(out, inp)
     _eligibility(out, inp)
     if inp.tmax_volume_reason is not None:

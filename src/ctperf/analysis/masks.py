@@ -25,6 +25,9 @@ from ctperf.config import Thresholds
 from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
 from ctperf.core.types import LesionMasks
 
+#: The indices that compare the lesion's CBV with a reference (docs/definitions.md §5).
+CBV_INDEX_KEYS = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror", "Conventional_CBV_Index")
+
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
 
@@ -84,6 +87,14 @@ def hir_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> s
                          "the most delayed tissue is cut before its peak, so long Tmax and the HIR are not measurable")
 
 
+def cbv_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> str | None:
+    """Why the CBV indices are not measured on curves cut this soon after the lesion's peak, or None: the lesion's
+    CBV is the area under its curve, and the area of a delayed, long-transit curve cut before it returns reads low
+    (docs/definitions.md §3)."""
+    return _cut_too_soon(observed_s, thresholds, "cbv_index_min_observed_after_peak_s",
+                         "the lesion's curves are cut before they return, so its CBV and the CBV indices read low")
+
+
 def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
                              thresholds: Thresholds) -> str | None:
     """Why no lesion index can be measured, or None: the arterial input is truncated (every map biased), the
@@ -141,6 +152,8 @@ class Measurability:
     #: penumbra, mismatch, Tmax levels, HIR, lesion CBV, trial labels) is measured: a global delay, or None.
     normal_tmax_s: float | None = None
     global_delay: str | None = None
+    #: No CBV index: the lesion's curves cut before they return (their areas read low), or None.
+    cbv_truncated: str | None = None
 
     @property
     def core(self) -> str | None:
@@ -150,12 +163,25 @@ class Measurability:
     def qa_flags(self) -> dict[str, bool]:
         return {"core_noise_limited": self.core_noise is not None, "core_truncated": self.core_truncated is not None,
                 "hir_truncated": self.late_tmax is not None, "lesion_unmeasured": self.lesion is not None,
-                "global_tmax_delay": self.global_delay is not None}
+                "global_tmax_delay": self.global_delay is not None, "cbv_truncated": self.cbv_truncated is not None}
 
     def qa_values(self) -> dict[str, Any]:
         return {"lesion_observed_after_peak_s": self.observed_after_peak_s,
                 "lesion_observed_after_peak_reason": self.observed_reason, "lesion_unmeasured_reason": self.lesion,
                 "normal_tissue_tmax_s": self.normal_tmax_s}
+
+    def cbv_indices_withheld(self) -> dict[str, str]:
+        """The CBV indices that are not measured, with the reason: every one on curves cut before they return; the
+        Corrected CBV Index also below the core's contrast-to-noise limit, where the denoising flattens the lesion's
+        CBV contrast against the thin cortical reference (read +6...+66 % there on the project phantom; the
+        hemisphere and mirror indices stay within -8...+2 %; docs/definitions.md §3)."""
+        if self.cbv_truncated is not None:
+            return dict.fromkeys(CBV_INDEX_KEYS, self.cbv_truncated)
+        if self.core_noise is not None:
+            return {"Corrected_CBV_Index": self.core_noise.replace("the rCBF core is not measurable",
+                                                                   "the rCBF core and the Corrected CBV Index are "
+                                                                   "not measurable")}
+        return {}
 
     def unmeasured_regions(self) -> dict[str, str]:
         """The lesion regions (``regions`` in metrics.json) that are not measured, with the reason."""
@@ -198,7 +224,7 @@ def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[s
         lesion=lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds),
         reference=qa_values.get("reference_reason"), core_noise=core_noise_reason(cnr, thresholds),
         core_truncated=core_truncation_reason(observed, thresholds),
-        late_tmax=hir_truncation_reason(observed, thresholds),
+        late_tmax=hir_truncation_reason(observed, thresholds), cbv_truncated=cbv_truncation_reason(observed, thresholds),
         normal_tmax_s=normal, global_delay=global_delay_reason(normal, thresholds))
 
 
