@@ -230,8 +230,8 @@ def test_metric_text_none_with_reason():
 
 
 def test_one_row_legend_leaves_reasons_to_metrics_json():
-    """The core / penumbra montage's one-row legend names a missing volume without its (long) reason, which the
-    projection figure's wrapped legend and metrics.json carry."""
+    """The core / penumbra montage's one-row legend names a missing volume without its reason, which the projection
+    figure's legend gives in short (its leading label) and metrics.json in full."""
     from ctperf.viz.qa_figures import core_penumbra_legend
 
     why = "contrast-to-noise ratio 23.9 below 36 (thresholds.core_min_contrast_to_noise): not measurable"
@@ -240,7 +240,7 @@ def test_one_row_legend_leaves_reasons_to_metrics_json():
     short = [label for _, _, label in core_penumbra_legend(m, reasons=False)[:3]]
     assert short[0].endswith("n/a (see metrics.json)") and short[1].endswith("n/a (see metrics.json)")
     assert short[2].endswith("98.9 mL")
-    assert why in core_penumbra_legend(m)[0][2]
+    assert core_penumbra_legend(m)[0][2].endswith("n/a (contrast-to-noise ratio 23.9 below 36)")
 
 
 def test_metrics_layout_is_read():

@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.markup import escape
 
+from ctperf.core.qa_text import QA_FLAG_TEXT
+
 #: Rough share of the run time of each stage (Mode A on a 320-file study), so one bar advances evenly.
 #: Stages not listed count as 1.
 STAGE_WEIGHTS: dict[str, float] = {
@@ -20,42 +22,6 @@ STAGE_WEIGHTS: dict[str, float] = {
 MODE_A_STAGES = ("load", "preprocess", "denoise", "hemispheres", "aif", "deconvolution", "maps", "rcbf", "masks",
                  "indices", "write")
 PHANTOM_STAGES = ("generating phantom", "writing DICOM", "writing truth")
-
-#: One-line meaning of the QA flags ctperf raises (shown next to the flag's name).
-QA_FLAG_TEXT: dict[str, str] = {
-    "aif_poor": "arterial input peaks below 100 HU above baseline",
-    "aif_truncated": "arterial input has not returned to baseline at the end of the acquisition",
-    "too_few_baseline_frames": "fewer than 3 pre-contrast frames",
-    "acquisition_truncated": "venous outflow still high at the end of the acquisition",
-    "motion_excessive": "head motion above preprocess.motion_flag_mm",
-    "vof_unreliable": "no clean venous output function found",
-    "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
-    "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
-                                 "qa_values.tmax_dispersion_sd_s",
-    "cbf_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: CBF uncertain by "
-                                "qa_values.cbf_dispersion_sd_pct",
-    "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",
-    "roi_registration_poor": "the screenshot ROI registered poorly onto the maps",
-    "colour_decoding_poor": "many map pixels did not match the colour bar",
-    "aif_curve_flat": "the AIF curve shows no clear bolus",
-    "vof_curve_flat": "the VOF curve shows no clear bolus",
-    "vof_peaks_before_aif": "the VOF peaks before the AIF (check the curves)",
-    "bilateral_hypoperfusion": "hypoperfusion in both hemispheres; rCBF reference from normal-Tmax tissue anywhere",
-    "posterior_circulation": "posterior-circulation hypoperfusion; no hemisphere comparison",
-    "rcbf_reference_too_small": "too little normal tissue for the rCBF reference; core and mismatch undefined",
-    "core_noise_limited": "contrast-to-noise ratio (qa_values.contrast_to_noise) too low to measure the core; "
-                          "core, penumbra, mismatch and trial labels undefined",
-    "core_truncated": "acquisition ends too soon after the lesion peaks (qa_values.lesion_observed_after_peak_s) to "
-                      "measure the core; core, penumbra, mismatch and trial labels undefined",
-    "hir_truncated": "acquisition ends too soon after the lesion peaks to measure long Tmax; Tmax >= 8 / 10 s "
-                     "volumes and HIR undefined",
-    "global_tmax_delay": "normal tissue reads Tmax near the threshold (qa_values.normal_tissue_tmax_s): a global "
-                         "bolus delay; Tmax volumes, mismatch, HIR and trial labels undefined",
-    "lesion_beyond_coverage": "the hypoperfusion reaches the first or last slice: volumes are those inside the slab "
-                              "(qa_values.coverage_mm), lower bounds",
-    "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
-                         "cut by the end of the acquisition); every index undefined",
-}
 
 
 class RunProgress:

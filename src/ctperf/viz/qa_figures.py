@@ -9,15 +9,16 @@ Images are shown in the radiological convention (patient's right on the image le
 orientation is derived from ``result.affine_ras`` for every study (see :func:`display_orientation`), and every
 panel carries the letters of its edges (R/L, A/P) so a wrong header is visible at a glance.
 
-Metric values may be ``None`` (strict JSON null); they are printed as ``n/a (<reason>)`` using the
-``<key>_reason`` entry when the metrics dict has one.
+Metric values may be ``None`` (strict JSON null); they are printed as ``n/a (<short reason>)``: the leading label
+of the ``<key>_reason`` entry, cut at a word boundary (:func:`ctperf.core.qa_text.short_reason`); the full reason
+stays in metrics.json.  When the hypoperfusion reaches the first or last slice (``qa_flags.lesion_beyond_coverage``)
+the volumes are lower bounds and are printed with a "≥" prefix.
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +29,7 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.core.orientation import DisplayOrientation, display_orientation
+from ctperf.core.qa_text import SHORT_REASON_CHARS, short_reason
 from ctperf.core.types import Curve, LesionMasks, PerfusionResult
 from ctperf.core.types import voxel_volume_ml as study_voxel_volume_ml
 from ctperf.viz import raster
@@ -48,7 +50,9 @@ BRAIN_WINDOW_HU = (0.0, 80.0)
 MAP_SPECS: tuple[tuple[str, str, str, float, float], ...] = (
     ("cbf", "CBF", "mL/100g/min", 0.0, 80.0),
     ("cbv", "CBV", "mL/100g", 0.0, 6.0),
-    ("mtt", "MTT", "s", 0.0, 12.0),
+    # 0-20 s: normal tissue reads ~8 s on ctperf's MTT maps; on 0-12 s a large part of it saturated (39 % above
+    # 9 s in a review study) and the lesion's longer MTT could not be seen.
+    ("mtt", "MTT", "s", 0.0, 20.0),
     ("tmax", "Tmax", "s", 0.0, 15.0),
 )
 TMAX_RANGE_S = (0.0, 15.0)
@@ -126,17 +130,45 @@ def _fmt_number(value: Any, digits: int) -> str:
 
 @dataclass(frozen=True)
 class MetricText:
-    """A metric ready to print: ``value`` ('12.3', 'n/a') plus an optional unit and a reason when missing."""
+    """A metric ready to print: ``value`` ('12.3', 'n/a') plus an optional unit and a reason when missing.
+
+    ``number`` is the value as a float (None when missing or not numeric); ``lower_bound`` marks a volume that is
+    only a lower bound (the lesion extends beyond the scanned slab) and is printed with a "≥" prefix.
+    """
 
     value: str
     unit: str
     reason: str | None
     available: bool
+    number: float | None = None
+    lower_bound: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The value as printed, "≥" prefix included (joined by a no-break space: never wrapped apart)."""
+        return f"\u2265\u00a0{self.value}" if self.available and self.lower_bound else self.value
 
     def full(self) -> str:
+        """Value and unit, or "n/a (<full reason>)"."""
         if not self.available:
             return f"n/a ({self.reason})" if self.reason else "n/a"
-        return f"{self.value} {self.unit}".strip()
+        return f"{self.shown} {self.unit}".strip()
+
+    def short(self, limit: int = SHORT_REASON_CHARS) -> str:
+        """Value and unit, or "n/a (<short reason>)" with the reason cut to ``limit`` characters at a word."""
+        if self.available:
+            return self.full()
+        why = short_reason(self.reason, limit)
+        return f"n/a ({why})" if why else "n/a"
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def metric_text(metrics: dict, names: Iterable[str] | str, unit: str = "", digits: int = 1) -> MetricText:
@@ -147,7 +179,23 @@ def metric_text(metrics: dict, names: Iterable[str] | str, unit: str = "", digit
         return MetricText("n/a", unit, "not computed", False)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MetricText("n/a", unit, _reason(metrics, key), False)
-    return MetricText(_fmt_number(value, digits), unit, None, True)
+    return MetricText(_fmt_number(value, digits), unit, None, True, _as_number(value))
+
+
+def lesion_beyond_coverage(metrics: dict) -> bool:
+    """True when the hypoperfusion reaches the first or last slice: every lesion volume is then a lower bound."""
+    flags = (metrics or {}).get("qa_flags")
+    return bool(isinstance(flags, dict) and flags.get("lesion_beyond_coverage"))
+
+
+#: What the "\u2265" before a volume means (printed next to the volumes when they are lower bounds).
+LOWER_BOUND_NOTE = "\u2265 lower bound: the lesion reaches the first or last slice"
+
+
+def volume_text(metrics: dict, names: Iterable[str] | str) -> MetricText:
+    """A lesion volume in mL, marked as a lower bound ("≥") when the lesion extends beyond the slab."""
+    txt = metric_text(metrics, names, "mL")
+    return replace(txt, lower_bound=lesion_beyond_coverage(metrics)) if txt.available else txt
 
 
 #: Names under which the summary metrics may appear (first match wins, case-insensitive).
@@ -182,7 +230,7 @@ def cbv_index_text(metrics: dict) -> tuple[str, MetricText]:
 
 def mismatch_volume_text(metrics: dict) -> MetricText:
     """Mismatch volume as reported in the metrics document (never recomputed here)."""
-    return metric_text(metrics, KEYS_MISMATCH_VOLUME, "mL")
+    return volume_text(metrics, KEYS_MISMATCH_VOLUME)
 
 
 def voxel_volume_ml(result: PerfusionResult) -> float:
@@ -193,7 +241,7 @@ def tmax_level_volumes(result: PerfusionResult, lesion: LesionMasks, metrics: di
     """Volume with Tmax above each reported level, read from the metrics document (``tmax<level>_ml``); a level the
     document does not hold is "n/a" (figures never recompute a number the metrics report)."""
     levels = sorted({float(v) for v in lesion.tmax_levels} | {4.0, 6.0, 8.0, 10.0})
-    return [(level, metric_text(metrics, f"tmax{level:g}_ml", "mL")) for level in levels]
+    return [(level, volume_text(metrics, f"tmax{level:g}_ml")) for level in levels]
 
 
 def threshold(metrics: dict, name: str) -> float:
@@ -225,6 +273,21 @@ def qa_flags_of(result: PerfusionResult, metrics: dict) -> dict[str, bool]:
 
 def _g(x: float) -> str:
     return f"{x:g}"
+
+
+def hypo_outline_caption(metrics: dict, drawn: bool, reason_chars: int = 30) -> str:
+    """What the hypoperfusion outline on a Tmax image shows, or why there is none: not measured (with the reason
+    shortened to ``reason_chars``) or no tissue above the threshold."""
+    t = _g(thresholds_from(metrics)[0])
+    if drawn:
+        return f"white outline: Tmax > {t} s"
+    txt = metric_text(metrics, KEYS_HYPO, "mL")
+    if not txt.available:
+        why = short_reason(txt.reason, reason_chars)
+        return f"no Tmax > {t} s outline: not measured" + (f" ({why})" if why else "")
+    if txt.number == 0:
+        return f"no Tmax > {t} s outline: no tissue above {t} s"
+    return f"no Tmax > {t} s outline drawn"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -420,14 +483,15 @@ PVT_KEYS = (
 )
 
 
-def pvt_lines(result: PerfusionResult, metrics: dict) -> list[str]:
-    """Venous transit: PVT metrics when reported, else the VOF-AIF TTP delay measured on the curves."""
+def pvt_lines(result: PerfusionResult, metrics: dict, reason_chars: int = SHORT_REASON_CHARS) -> list[str]:
+    """Venous transit: PVT metrics when reported (a missing one with its reason shortened to ``reason_chars``),
+    else the VOF-AIF TTP delay measured on the curves."""
     metrics = metrics or {}
     lines = []
     pvt_thr = threshold(metrics, "pvt_tmax_s")
     for key, label, unit in PVT_KEYS:
         if _lookup(metrics, key)[0] is not None:
-            lines.append(f"{label.format(pvt=pvt_thr)}: {metric_text(metrics, key, unit).full()}")
+            lines.append(f"{label.format(pvt=pvt_thr)}: {metric_text(metrics, key, unit).short(reason_chars)}")
     if not lines:
         ta, tv = _safe_ttp(result.aif), _safe_ttp(result.vof)
         if ta is not None and tv is not None:
@@ -558,9 +622,9 @@ def map_rgb(img2d: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 def _legend(cv: raster.Drawing, x: float, y: float, entries: list[tuple[Any, Any, str]], size_pt: float,
             title: str | None = None, title_pt: float | None = None, ncol: int = 1, col_gap_pt: float = 14.0,
-            ha: str = "left") -> None:
+            ha: str = "left") -> float:
     """Legend entries (fill colour or None, edge colour or None, label) from the top-left (x, y) in pixels; with
-    ``ncol`` > 1 one row of entries centred on x when ``ha`` is 'center'."""
+    ``ncol`` > 1 one row of entries centred on x when ``ha`` is 'center'.  Returns the y below the legend."""
     step = cv.pt(size_pt) * 1.25
     if title:
         cv.text(x, y, title, title_pt or size_pt, va="top")
@@ -573,18 +637,50 @@ def _legend(cv: raster.Drawing, x: float, y: float, entries: list[tuple[Any, Any
             tx = cv.legend_patch(cx, y, fill, edge, size_pt) if fill is not None else cx + cv.pt(size_pt * 2.4)
             cv.text(tx, y, label, size_pt, va="center")
             cx += wdt + cv.pt(col_gap_pt)
-        return
+        return y + step
     for fill, edge, label in entries:
         lines = label.count("\n") + 1
         tx = cv.legend_patch(x, y + cv.pt(size_pt) * 0.6, fill, edge, size_pt) if fill is not None \
             else x + cv.pt(size_pt * 2.4)
         cv.text(tx, y, label, size_pt, va="top", linespacing=1.15)
         y += step * lines + cv.pt(size_pt) * 0.45
+    return y
+
+
+def _curve_legend_rows(cv: raster.Drawing, legend: list[tuple[Any, bool, str]], width: float, lfs: float
+                       ) -> list[list[tuple[Any, bool, str, float]]]:
+    """Legend entries (colour, dotted, label) packed greedily into rows no wider than ``width``; each entry gets
+    its width."""
+    sample, pad, gap = cv.pt(lfs * 2.0), cv.pt(lfs * 0.6), cv.pt(lfs * 1.5)
+    rows: list[list[tuple[Any, bool, str, float]]] = [[]]
+    used = 0.0
+    for color, dotted, label in legend:
+        ew = sample + pad + cv.text_width(label, lfs)
+        if rows[-1] and used + gap + ew > width:
+            rows.append([])
+            used = 0.0
+        used += (gap if rows[-1] else 0.0) + ew
+        rows[-1].append((color, dotted, label, ew))
+    return rows
+
+
+def _draw_curve_legend(cv: raster.Drawing, rows, x0: float, y0: float, lfs: float, lw: float, marker: bool) -> None:
+    """Draw legend rows from (x0, y0), top left, outside the axes so that no curve is covered."""
+    sample, pad, gap, step = cv.pt(lfs * 2.0), cv.pt(lfs * 0.6), cv.pt(lfs * 1.5), cv.pt(lfs) * 1.45
+    for r, row in enumerate(rows):
+        yy, xx = y0 + step * (r + 0.5), x0
+        for color, dotted, label, ew in row:
+            cv.line([(xx, yy), (xx + sample, yy)], color, width=lw, dash=cv.pt(1.0) if dotted else None)
+            if marker and not dotted:
+                cv.marker(xx + sample / 2, yy, cv.pt(1.25), color, filled=True)
+            cv.text(xx + sample + pad, yy, label, lfs, va="center")
+            xx += ew + gap
 
 
 def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_pt: float, marker: bool) -> None:
-    """AIF and VOF delta-HU curves with their times to peak (dashed) in a pixel box, with axes, ticks, grid,
-    axis labels and a legend."""
+    """AIF and VOF delta-HU curves with their times to peak (dashed) in a pixel box, with axes, ticks, grid and
+    axis labels.  The legend takes the top of the box, above the axes, so it never covers a curve's peak; the axes
+    fill the rest (tick labels and axis titles are drawn outside the box, as before)."""
     x0, y0, w, h = box
     series, legend = [], []
     for curve, name, color in ((result.aif, "AIF", AIF_COLOR), (result.vof, "VOF", VOF_COLOR)):
@@ -597,6 +693,11 @@ def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_
         legend.append((color, False, f"{name} (peak {float(np.nanmax(y)):.0f} HU"
                        + (f", TTP {ttp:.1f} s)" if ttp is not None else ")")))
         series.append((t, y, ttp, color))
+    lfs = fs - 1
+    rows = _curve_legend_rows(cv, legend, w, lfs)
+    legend_h = cv.pt(lfs) * 1.45 * len(rows) + cv.pt(lfs * 0.5)
+    _draw_curve_legend(cv, rows, x0, y0, lfs, max(1.0, cv.pt(lw_pt)), marker)
+    y0, h = y0 + legend_h, h - legend_h
     xs = np.concatenate([t[np.isfinite(y)] for t, y, _, _ in series]) if series else np.array([0.0, 1.0])
     ys = np.concatenate([y[np.isfinite(y)] for _, y, _, _ in series]) if series else np.array([0.0, 1.0])
     xs = np.concatenate([xs, [s[2] for s in series if s[2] is not None]])
@@ -635,21 +736,6 @@ def plot_curves(cv: raster.Drawing, box, result: PerfusionResult, fs: float, lw_
     cv.rect(x0, y0, x0 + w, y0 + h, edge="black", width=cv.pt(0.8))
     cv.text(x0 + w / 2.0, y0 + h + tick + cv.pt(fs + 4), "time (s)", fs, ha="center", va="top")
     cv.text(label_right - cv.pt(4), y0 + h / 2.0, "\u0394HU", fs, ha="right", va="center", rotation=90)
-    # legend, upper right
-    lfs = fs - 1
-    sample = cv.pt(lfs * 2.0)
-    width = sample + cv.pt(lfs * 0.8) + max(cv.text_width(label, lfs) for _, _, label in legend)
-    height = cv.pt(lfs) * 1.45 * len(legend) + cv.pt(lfs * 0.6)
-    lx1, ly0 = x0 + w - cv.pt(4), y0 + cv.pt(4)
-    lx0 = lx1 - width - cv.pt(lfs)
-    cv.rect(lx0, ly0, lx1, ly0 + height, fill="white", edge="#cccccc", width=cv.pt(0.8))
-    for i, (color, dotted, label) in enumerate(legend):
-        yy = ly0 + cv.pt(lfs * 0.3) + cv.pt(lfs) * 1.45 * (i + 0.5)
-        sx0 = lx0 + cv.pt(lfs * 0.5)
-        cv.line([(sx0, yy), (sx0 + sample, yy)], color, width=lw, dash=cv.pt(1.0) if dotted else None)
-        if marker and not dotted:
-            cv.marker(sx0 + sample / 2, yy, cv.pt(1.25), color, filled=True)
-        cv.text(sx0 + sample + cv.pt(lfs * 0.8), yy, label, lfs, va="center")
 
 
 # ----- figures -----
@@ -725,7 +811,6 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
 def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
     tmax = np.asarray(result.tmax)
     orient = display_orientation(result.affine_ras, tmax.shape)
-    t_thr, _ = thresholds_from(metrics)
     # Project brain parenchyma only: Tmax in CSF and large vessels is not meaningful and would dominate a MIP.
     tissue = _tissue_mask(result, tmax.shape)
     restricted = tissue is not None
@@ -733,36 +818,90 @@ def fig_tmax_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, pa
     hypo = orient.image(as_bool_mask(lesion.hypoperfusion, tmax.shape).any(axis=0))
 
     cv = _canvas(6.4, 6.0)
-    box = fit_box(cv, (0.04, 0.08, 0.78, 0.8), mip.shape[0], mip.shape[1], orient.aspect)
+    cv.text(cv.fx(0.04), cv.fy(0.955), "Tmax maximum-intensity projection (axial)", 12, bold=True)
+    # the subtitle wraps within the figure; the image starts below its last line
+    sub_bottom = _subtitle(cv, cv.fx(0.04), cv.fy(0.94), _tmax_mip_subtitle(metrics, bool(hypo.any())), 9,
+                           cv.fx(0.96))
+    top = min(0.88, 1.0 - sub_bottom / cv.height - 0.01)
+    box = fit_box(cv, (0.04, 0.08, 0.78, top - 0.08), mip.shape[0], mip.shape[1], orient.aspect)
     show_image(cv, map_rgb(mip, *TMAX_RANGE_S), box, hypo, lw_px=2)
     edge_letters(cv, box, orient, 10, vertical=True)
     cv.colorbar(cv.fx(0.85), cv.fy(0.81), 0.035 * cv.width, 0.66 * cv.height, raster.TURBO_LUT, *TMAX_RANGE_S,
                 "Tmax (s)", 9, 10)
-    hypo_txt = metric_text(metrics, KEYS_HYPO, "mL")
-    cv.text(cv.fx(0.04), cv.fy(0.955), "Tmax maximum-intensity projection (axial)", 12, bold=True)
-    cv.text(cv.fx(0.04), cv.fy(0.915), f"white outline: Tmax > {_g(t_thr)} s hypoperfusion, {hypo_txt.full()}", 9)
     scope = "brain tissue (CSF and large vessels excluded)" if restricted else "all voxels"
     cv.text(cv.fx(0.04), cv.fy(0.015), f"Projected: {scope}; black: outside / unknown.\n"
             "Radiological convention: patient right on image left.", 7.5, color="0.3", va="bottom")
     return _finish(cv, path)
 
 
-def core_penumbra_legend(metrics: dict, reasons: bool = True) -> list[tuple[Any, Any, str]]:
-    """(fill colour or None, edge colour or None, label) of the core / penumbra / hypoperfusion legend; with
-    ``reasons`` False a missing value reads "n/a (see metrics.json)" instead of its reason (one-row legends)."""
+def _tmax_mip_subtitle(metrics: dict, drawn: bool) -> str:
+    """The Tmax MIP's subtitle: what the outline shows (or why there is none) and the hypoperfusion volume."""
+    hypo = volume_text(metrics, KEYS_HYPO)
+    if drawn:
+        return f"{hypo_outline_caption(metrics, True)} hypoperfusion, {hypo.short()}"
+    return hypo_outline_caption(metrics, False, SHORT_REASON_CHARS)
+
+
+def _subtitle(cv: raster.Drawing, x: float, y_top: float, text: str, size_pt: float, max_width: float) -> float:
+    """Draw ``text`` wrapped to ``max_width`` device units from (x, y_top); returns the y of its bottom."""
+    return cv.text(x, y_top, cv.wrap(text, size_pt, max_width - x), size_pt, va="top")[3]
+
+
+#: The hypoperfusion swatch: the white outline drawn on the images, shown on the images' black background.
+HYPO_SWATCH = ("black", HYPO_OUTLINE_COLOR)
+
+
+def _volume_rows(metrics: dict, hypo_drawn: bool) -> list[tuple[Any, Any, str, MetricText]]:
+    """(fill, edge, caption, value) of the core / penumbra / hypoperfusion / mismatch legend; the hypoperfusion
+    swatch only when its outline is drawn on the images."""
     t_thr, rcbf = thresholds_from(metrics)
+    hypo_fill, hypo_edge = HYPO_SWATCH if hypo_drawn else (None, None)
+    outline = "white outline" if hypo_drawn else "no outline"
+    return [
+        (CORE_COLOR, None, f"Core (rCBF < {rcbf * 100:g}%)", volume_text(metrics, KEYS_CORE)),
+        (PENUMBRA_COLOR, None, "Penumbra", volume_text(metrics, KEYS_PENUMBRA)),
+        (hypo_fill, hypo_edge, f"Hypoperfusion (Tmax > {_g(t_thr)} s, {outline})", volume_text(metrics, KEYS_HYPO)),
+        (None, None, "Mismatch volume", mismatch_volume_text(metrics)),
+        (None, None, "Mismatch ratio", metric_text(metrics, KEYS_MISMATCH_RATIO, "", 2)),
+    ]
+
+
+def core_penumbra_legend(metrics: dict, reasons: bool = True, hypo_drawn: bool = True) -> list[tuple[Any, Any, str]]:
+    """(fill colour or None, edge colour or None, label) of the core / penumbra / hypoperfusion legend; a missing
+    value reads "n/a (<short reason>)", or with ``reasons`` False "n/a (see metrics.json)" (one-row legends)."""
 
     def shown(txt: MetricText) -> str:
-        return txt.full() if reasons or txt.available else "n/a (see metrics.json)"
+        return txt.short() if reasons or txt.available else "n/a (see metrics.json)"
 
-    return [
-        (CORE_COLOR, None, f"Core (rCBF < {rcbf * 100:g}%): {shown(metric_text(metrics, KEYS_CORE, 'mL'))}"),
-        (PENUMBRA_COLOR, None, f"Penumbra: {shown(metric_text(metrics, KEYS_PENUMBRA, 'mL'))}"),
-        ("0.35", "white",
-         f"Hypoperfusion (Tmax > {_g(t_thr)} s, white outline): {shown(metric_text(metrics, KEYS_HYPO, 'mL'))}"),
-        (None, None, f"Mismatch volume: {shown(mismatch_volume_text(metrics))}"),
-        (None, None, f"Mismatch ratio: {shown(metric_text(metrics, KEYS_MISMATCH_RATIO, '', 2))}"),
-    ]
+    return [(fill, edge, f"{caption}: {shown(txt)}") for fill, edge, caption, txt in _volume_rows(metrics, hypo_drawn)]
+
+
+def footnoted_legend(metrics: dict, hypo_drawn: bool = True) -> tuple[list[tuple[Any, Any, str]], list[str]]:
+    """The legend with each distinct reason for a missing value written once, as a note under it.
+
+    Entries read "n/a" (one reason) or "n/a (1)", "n/a (2)" (several); the notes are "n/a: <short reason>" or
+    "(1) <short reason>", then where the full reasons are.
+    """
+    rows = _volume_rows(metrics, hypo_drawn)
+    reasons: list[str] = []
+    for *_, txt in rows:
+        why = short_reason(txt.reason, 48) if not txt.available else ""
+        if why and why not in reasons:
+            reasons.append(why)
+    entries = []
+    for fill, edge, caption, txt in rows:
+        why = short_reason(txt.reason, 48) if not txt.available else ""
+        mark = f" ({reasons.index(why) + 1})" if why and len(reasons) > 1 else ""
+        entries.append((fill, edge, f"{caption}: {txt.full() if txt.available else 'n/a' + mark}"))
+    if len(reasons) == 1:
+        notes = [f"n/a: {reasons[0]}"]
+    else:
+        notes = [f"({i}) {why}" for i, why in enumerate(reasons, 1)]
+    if any(not txt.available for *_, txt in rows):
+        notes.append("full reasons in metrics.json")
+    if lesion_beyond_coverage(metrics):
+        notes.append(LOWER_BOUND_NOTE)
+    return entries, notes
 
 
 def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics: dict, path: Path) -> Path:
@@ -778,14 +917,21 @@ def fig_core_penumbra_mip(result: PerfusionResult, lesion: LesionMasks, metrics:
     box = fit_box(cv, (0.02, 0.06, 0.52, 0.82), img.shape[0], img.shape[1], orient.aspect)
     show_image(cv, img, box, hypo, lw_px=1)
     edge_letters(cv, box, orient, 10, vertical=True)
-    # Wrap long labels (n/a reasons) but never between a number and its unit.
-    entries = [(fill, edge, "\n   ".join(textwrap.wrap(label.replace(" mL", "\u00a0mL"), 48)))
-               for fill, edge, label in core_penumbra_legend(metrics)]
-    _legend(cv, cv.fx(0.565), cv.fy(0.82), entries, 9, title="Volumes", title_pt=10)
+    entries, notes = footnoted_legend(metrics, bool(hypo.any()))
+    # Wrap long labels but never between a number and its unit; each distinct reason once, under the legend.
+    x_legend, width = cv.fx(0.565), cv.fx(0.41)
+    entries = [(fill, edge, cv.wrap(label.replace(" mL", "\u00a0mL"), 9, width - cv.pt(9 * 2.4)).replace("\n", "\n   "))
+               for fill, edge, label in entries]
+    bottom = _legend(cv, x_legend, cv.fy(0.82), entries, 9, title="Volumes", title_pt=10)
+    if notes:
+        cv.text(x_legend, bottom + cv.pt(4), cv.wrap("\n".join(notes), 8, width), 8, color="0.3", va="top",
+                italic=True)
     cv.text(cv.fx(0.02), cv.fy(0.945), "Core / penumbra projection (axial)", 12, bold=True)
+    outline = "white outline: hypoperfusion" if hypo.any() else hypo_outline_caption(metrics, False, SHORT_REASON_CHARS)
     cv.text(cv.fx(0.02), cv.fy(0.905), "overlays projected through all slices over the mean brain-windowed baseline "
-            "(W80/L40); white outline: hypoperfusion", 7.5, color="0.25")
-    cv.text(cv.fx(0.56), cv.fy(0.08), "Radiological convention:\npatient right on image left.", 7.5, color="0.3",
+            f"(W80/L40); {outline}", 7.5, color="0.25")
+    # under the image, apart from the legend and its notes
+    cv.text(cv.fx(0.02), cv.fy(0.012), "Radiological convention: patient right on image left.", 7.5, color="0.3",
             va="bottom")
     return _finish(cv, path)
 
@@ -832,7 +978,8 @@ def fig_core_penumbra_montage(result: PerfusionResult, lesion: LesionMasks, metr
     annotate_tiles(cv, box, rgb, orient, [slice_title(orient, z) for z in slices], 6, title_pt=7)
     cv.text(cv.fx(0.01), cv.inch(0.3), "Core / penumbra by slice (inferior \u2192 superior)", 11, bold=True,
             va="center")
-    _legend(cv, cv.width / 2.0, cv.height - cv.pt(12), core_penumbra_legend(metrics, reasons=False)[:3], 7.5, ncol=3,
+    _legend(cv, cv.width / 2.0, cv.height - cv.pt(12),
+            core_penumbra_legend(metrics, reasons=False, hypo_drawn=bool(np.any(hypo.image > 0.5)))[:3], 7.5, ncol=3,
             ha="center")
     return _finish(cv, path)
 
@@ -899,7 +1046,7 @@ def fig_roi_registration(screenshot_rgb: np.ndarray, tmax_zyx: np.ndarray, affin
     score = (metrics.get("qa_values") or {}).get("roi_registration_score")
     reg = f"registration score {score:.2f}" if isinstance(score, (int, float)) else "registration score n/a"
     fig.text(0.02, 0.95, "Mode B: ROI registration", fontsize=12, fontweight="bold")
-    fig.text(0.02, 0.915, f"{reg}; {metric_text(metrics, KEYS_HYPO, 'mL').full()} hypoperfusion in the ROI footprint",
+    fig.text(0.02, 0.915, f"{reg}; {metric_text(metrics, KEYS_HYPO, 'mL').short()} hypoperfusion in the ROI footprint",
              fontsize=9)
     return save_figure(fig, path)
 

@@ -243,9 +243,15 @@ class Drawing:
         self.text(right + self.pt(4), y0 + h / 2.0, label, label_pt, ha="left", va="center", rotation=90)
 
     def legend_patch(self, x: float, y: float, color, edge=None, size_pt: float = 9.0) -> float:
-        """A legend colour swatch centred vertically on y; returns the x where its label starts."""
+        """A legend colour swatch centred vertically on y; returns the x where its label starts.
+
+        ``edge`` is drawn as a ring inside the swatch (not on its border), so an outline colour that matches the
+        page (white outline on the images' black background) stays visible as drawn on the images."""
         w, h = self.pt(size_pt * 1.6), self.pt(size_pt * 0.7)
-        self.rect(x, y - h / 2.0, x + w, y + h / 2.0, fill=color, edge=edge, width=self.pt(1.2) if edge else 1)
+        self.rect(x, y - h / 2.0, x + w, y + h / 2.0, fill=color)
+        if edge is not None:
+            lw, inset = self.pt(1.2), self.pt(size_pt * 0.16)
+            self.rect(x + inset, y - h / 2.0 + inset, x + w - inset, y + h / 2.0 - inset, edge=edge, width=lw)
         return x + w + self.pt(size_pt * 0.8)
 
 

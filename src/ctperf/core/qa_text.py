@@ -1,0 +1,141 @@
+"""Plain-language text about QA flags and missing values, shared by the terminal and the figures.
+
+The meaning of each QA flag lives here (not in :mod:`ctperf.apps`) so that the figures and the PDF
+(:mod:`ctperf.viz`) can print it without importing an application layer.  The helpers shorten that text, and the
+reasons of null metrics, to what fits on a page: always at a word boundary, never mid-word; the full text stays in
+``metrics.json``.  Pure Python, no dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: One-line meaning of the QA flags ctperf raises (shown next to the flag's name).
+QA_FLAG_TEXT: dict[str, str] = {
+    "aif_poor": "arterial input peaks below 100 HU above baseline",
+    "aif_truncated": "arterial input has not returned to baseline at the end of the acquisition",
+    "too_few_baseline_frames": "fewer than 3 pre-contrast frames",
+    "acquisition_truncated": "venous outflow still high at the end of the acquisition",
+    "motion_excessive": "head motion above preprocess.motion_flag_mm",
+    "vof_unreliable": "no clean venous output function found",
+    "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
+    "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
+                                 "qa_values.tmax_dispersion_sd_s",
+    "cbf_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: CBF uncertain by "
+                                "qa_values.cbf_dispersion_sd_pct",
+    "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",
+    "roi_registration_poor": "the screenshot ROI registered poorly onto the maps",
+    "colour_decoding_poor": "many map pixels did not match the colour bar",
+    "aif_curve_flat": "the AIF curve shows no clear bolus",
+    "vof_curve_flat": "the VOF curve shows no clear bolus",
+    "vof_peaks_before_aif": "the VOF peaks before the AIF (check the curves)",
+    "bilateral_hypoperfusion": "hypoperfusion in both hemispheres; rCBF reference from normal-Tmax tissue anywhere",
+    "posterior_circulation": "posterior-circulation hypoperfusion; no hemisphere comparison",
+    "rcbf_reference_too_small": "too little normal tissue for the rCBF reference; core and mismatch undefined",
+    "core_noise_limited": "contrast-to-noise ratio (qa_values.contrast_to_noise) too low to measure the core; "
+                          "core, penumbra, mismatch and trial labels undefined",
+    "core_truncated": "acquisition ends too soon after the lesion peaks (qa_values.lesion_observed_after_peak_s) to "
+                      "measure the core; core, penumbra, mismatch and trial labels undefined",
+    "hir_truncated": "acquisition ends too soon after the lesion peaks to measure long Tmax; Tmax >= 8 / 10 s "
+                     "volumes and HIR undefined",
+    "global_tmax_delay": "normal tissue reads Tmax near the threshold (qa_values.normal_tissue_tmax_s): a global "
+                         "bolus delay; Tmax volumes, mismatch, HIR and trial labels undefined",
+    "cbv_truncated": "acquisition ends too soon after the lesion peaks for its curves to return "
+                     "(qa_values.lesion_observed_after_peak_s); CBV indices undefined",
+    "lesion_beyond_coverage": "the hypoperfusion reaches the first or last slice: volumes are those inside the slab "
+                              "(qa_values.coverage_mm), lower bounds",
+    "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
+                         "cut by the end of the acquisition); every index undefined",
+}
+
+#: Flags that withhold or qualify reported numbers, most consequential first: where room is short they are listed
+#: before the others (which only make a number less certain or describe the input).
+PRIORITY_FLAGS = ("lesion_unmeasured", "core_noise_limited", "core_truncated", "global_tmax_delay", "hir_truncated",
+                  "cbv_truncated", "rcbf_reference_too_small", "lesion_beyond_coverage", "bilateral_hypoperfusion",
+                  "posterior_circulation")
+
+#: Default length (characters) of a shortened reason: what fits after "n/a (" on one line of a number card.
+SHORT_REASON_CHARS = 40
+ELLIPSIS = "\u2026"
+
+#: Words a shortened text should not end on (it would read as cut off mid-phrase).
+_DANGLING = frozenset("a an the of to and or with by for in at on from after before than its is are as but "
+                      "so that which when while into".split())
+#: Long phrases of the analysis reasons and their short equivalents (applied before shortening).
+_PHRASES = (
+    ("the hypoperfused tissue's median time to peak", "lesion peak"),
+)
+_PAREN = re.compile(r"\s*\([^()]*\)")
+
+
+def strip_parentheses(text: str) -> str:
+    """``text`` without its parenthesised asides (setting names such as "(thresholds.x)"), nested ones included."""
+    previous = None
+    while previous != text:
+        previous, text = text, _PAREN.sub("", text)
+    return " ".join(text.split())
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, "…" marking a cut; never mid-word.
+
+    A cut does not end on a dangling word ("the", "of", "after", ...) nor on punctuation.  When not even the first
+    word fits, the result is "" (the caller then shows only what it has room for, e.g. "n/a").
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    words = text.split(" ")
+    kept: list[str] = []
+    for word in words:
+        if len(" ".join(kept + [word])) + len(ELLIPSIS) > limit:
+            break
+        kept.append(word)
+    while kept and (kept[-1].lower().strip(",;:") in _DANGLING or not kept[-1].strip(",;:.-")):
+        kept.pop()
+    if not kept:
+        return ""
+    return _end_at_clause(" ".join(kept)).rstrip(",;:.-") + ELLIPSIS
+
+
+def _end_at_clause(cut: str, min_tail: int = 18) -> str:
+    """Drop a short clause fragment left at the end of a cut ("...reference; core" -> "...reference")."""
+    ends = [m.start() for m in re.finditer(r"[;:] ", cut)]
+    if ends and len(cut) - ends[-1] < min_tail:
+        return cut[:ends[-1]]
+    return cut
+
+
+def _first_clause(text: str) -> str:
+    return re.split(r"[;,]\s|\s-\s", text, maxsplit=1)[0].strip()
+
+
+def short_reason(reason: str | None, limit: int = SHORT_REASON_CHARS) -> str:
+    """A reason of a null metric shortened to fit ``limit`` characters, for a page that has no room for all of it.
+
+    The reason's leading label (the text before its first ':', e.g. "global bolus delay") when it fits; otherwise
+    the first clause, cut at a word boundary.  Parenthesised asides (setting names) are dropped first.
+    """
+    if not reason:
+        return ""
+    text = " ".join(str(reason).split())
+    for long, short in _PHRASES:
+        text = text.replace(long, short)
+    text = strip_parentheses(text)
+    label = text.split(":", 1)[0].strip() if ":" in text else ""
+    if label and len(label) <= limit:
+        return label
+    return shorten(_first_clause(label or text), limit)
+
+
+def flag_meaning(flag: str, limit: int | None = None) -> str:
+    """The one-line meaning of QA flag ``flag`` (without setting names), shortened to ``limit`` characters; a flag
+    without a meaning here reads "see metrics.json"."""
+    text = strip_parentheses(QA_FLAG_TEXT[flag]) if flag in QA_FLAG_TEXT else "see metrics.json"
+    return text if limit is None else shorten(text, limit)
+
+
+def by_priority(flags: list[str]) -> list[str]:
+    """``flags`` with the :data:`PRIORITY_FLAGS` first (in that order), the others after them in their own order."""
+    rank = {name: i for i, name in enumerate(PRIORITY_FLAGS)}
+    return sorted(flags, key=lambda k: rank.get(k, len(rank)))
