@@ -300,8 +300,7 @@ def test_details_limits_follow_the_thresholds():
          "qa_values": {"normal_tissue_tmax_s": 2.44, "lesion_observed_after_peak_s": 32.39}}
     rows = dict(report._details(result, m))
     assert rows["normal-tissue Tmax"] == "2.4 s (needs < 6.5 s)"
-    assert rows["lesion observed after peak"].startswith("32.4 s (needs \u2265 8 lesion") and "\u2265 20 core" in \
-        rows["lesion observed after peak"]
+    assert rows["lesion observed after peak"] == "32.4 s (needs \u2265 8 lesion, 11 HIR, 20 core, 22 CBV)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
