@@ -16,7 +16,6 @@ medical device.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -63,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the JSON document here too")
     ap.add_argument("--quick", action="store_true", help="one variant, four delays (~1 min)")
     args = ap.parse_args(argv)
-    from ctperf import __version__
-    from ctperf.core.constants import DEFINITION_VERSION, ENGINE_VERSION
+    from _result_doc import emit
 
     variants = {"disp1": VARIANTS["disp1"]} if args.quick else VARIANTS
     delays = (0.0, 2.0, 3.0, 4.0) if args.quick else DELAYS_S
@@ -76,15 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                        **run_study(variant, delay, lesion)}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    doc = {"benchmark": "bench_global_delay", "created_utc": datetime.datetime.now(datetime.timezone.utc)
-           .isoformat(timespec="seconds"), "ctperf_version": __version__, "engine_version": ENGINE_VERSION,
-           "definition_version": DEFINITION_VERSION, "disclaimer": "Research use only, not a medical device.",
-           "studies": rows}
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return emit("bench_global_delay", {"studies": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ what the engine would report.  Prints / writes one JSON document.  Research use 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -174,21 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the JSON document here too")
     ap.add_argument("--quick", action="store_true", help="two variants, fewer cases (~2 min)")
     args = ap.parse_args(argv)
-    from ctperf import __version__
-    from ctperf.core.constants import DEFINITION_VERSION, ENGINE_VERSION
+    from _result_doc import emit
 
     variants = {k: VARIANTS[k] for k in ("disp1", "frames2s")} if args.quick else VARIANTS
     ends = (30.0, 36.0, 45.0) if args.quick else ENDS_S
-    doc = {"benchmark": "bench_measurability", "created_utc": datetime.datetime.now(datetime.timezone.utc)
-           .isoformat(timespec="seconds"), "ctperf_version": __version__, "engine_version": ENGINE_VERSION,
-           "definition_version": DEFINITION_VERSION, "disclaimer": "Research use only, not a medical device.",
-           "truncation": truncation(variants, ends, ARRIVALS_S), "weak_contrast": weak_contrast(args.quick),
-           "cbv_index": cbv_index(args.quick)}
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return emit("bench_measurability", {"truncation": truncation(variants, ends, ARRIVALS_S),
+                                        "weak_contrast": weak_contrast(args.quick),
+                                        "cbv_index": cbv_index(args.quick)}, args.out)
 
 
 if __name__ == "__main__":
