@@ -493,7 +493,9 @@ def build_page(cv: Drawing, result: PerfusionResult, lesion: LesionMasks, metric
     img_h = min(tile_w * A4_IN[0] / A4_IN[1] * orient.aspect, 0.12)
     y = 0.700
     _section_title(cv, MARGIN, y, "Core (magenta) and penumbra (green)")
-    text(1 - MARGIN, y + 0.001, f"radiological view: patient {orient.left} on image left", 7, color="0.35",
+    n_slices = result.tmax.shape[0]
+    shown = "" if len(slices) == n_slices else f"{len(slices)} of {n_slices} slices, evenly spaced  \u00b7  "
+    text(1 - MARGIN, y + 0.001, f"{shown}radiological view: patient {orient.left} on image left", 7, color="0.35",
          ha="right", va="bottom")
     y -= img_h + 0.016
     _key_image_row(cv, result, lesion, orient, slices, y, img_h, "core")
