@@ -78,3 +78,5 @@ def test_the_margin_sits_where_the_measurement_put_it():
     assert false_ml(below) == (0.0, pytest.approx(11.75))
     assert false_ml(above) == (pytest.approx(23.079), pytest.approx(257.926))
     assert not any(4.90 < r["normal_tissue_tmax_s"] < 5.06 for r in rows)
+    near = [r for r in below if r["normal_tissue_tmax_s"] >= 4.5]  # README: 1.3-11.8 mL between 4.5 and 5 s
+    assert false_ml(near) == (pytest.approx(1.343), pytest.approx(11.75))
