@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ctperf.core.types import voxel_volume_ml
+from ctperf.core.types import slice_axis_mm, voxel_volume_ml
 
 #: Hypoperfusion (mL) in the first or last slice from which the lesion counts as going on beyond the slab (about
 #: 2 cm^2 of cross-section in a 5 mm slice; the 1 mL below which no lesion side is named).
@@ -48,8 +48,6 @@ def slab_coverage(hypoperfusion_zyx: np.ndarray, affine_ras: np.ndarray) -> Cove
     hyp = np.asarray(hypoperfusion_zyx, bool)
     vox_ml = voxel_volume_ml(affine_ras)
     n_z = hyp.shape[0]
-    m = np.asarray(affine_ras, float)[:3, :3]
-    step_mm = abs(np.linalg.det(m)) / float(np.linalg.norm(np.cross(m[:, 0], m[:, 1])))
-    return Coverage(coverage_mm=float(n_z * step_mm),
+    return Coverage(coverage_mm=float(n_z * abs(slice_axis_mm(affine_ras)[1])),
                     first_slice_ml=float(hyp[0].sum()) * vox_ml if n_z else 0.0,
                     last_slice_ml=float(hyp[-1].sum()) * vox_ml if n_z else 0.0)

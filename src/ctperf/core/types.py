@@ -23,6 +23,15 @@ def spacing_xyz_mm(affine_ras: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine_ras, float)[:3, :3] ** 2).sum(axis=0))
 
 
+def slice_axis_mm(affine_ras: np.ndarray) -> tuple[np.ndarray, float]:
+    """Unit normal (RAS) of the slice planes of a voxel -> RAS affine and the planes' signed spacing (mm) along it:
+    a gantry tilt shears the slice index axis but not the distance between the planes."""
+    m = np.asarray(affine_ras, float)[:3, :3]
+    normal = np.cross(m[:, 0], m[:, 1])
+    normal /= np.linalg.norm(normal)
+    return normal, float(m[:, 2] @ normal)
+
+
 def voxel_volume_ml(affine_ras: np.ndarray) -> float:
     """Volume of one voxel (mL) of a voxel -> RAS affine (handles sheared, e.g. gantry-tilted, grids)."""
     return float(abs(np.linalg.det(np.asarray(affine_ras, float)[:3, :3])) / 1000.0)

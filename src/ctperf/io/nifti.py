@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ctperf.core.grid import resample_to_grid, same_grid  # noqa: F401 (re-exported)
+from ctperf.core.types import slice_axis_mm
 from ctperf.errors import InputError
 
 
@@ -31,9 +32,7 @@ def rigid_stand_in(affine: np.ndarray, shape_xyz) -> np.ndarray:
     shear at its ends), where a polar decomposition of the affine would turn the whole grid."""
     a = np.asarray(affine, float)
     m = a[:3, :3]
-    normal = np.cross(m[:, 0], m[:, 1])
-    normal /= np.linalg.norm(normal)
-    spacing = float(m[:, 2] @ normal)  # signed: the slices' order along the normal
+    normal, spacing = slice_axis_mm(a)  # spacing signed: the slices' order along the normal
     rigid = np.eye(4)
     rigid[:3, :3] = np.column_stack([m[:, 0], m[:, 1], normal * spacing])
     centre = (np.asarray(shape_xyz, float) - 1.0) / 2.0
