@@ -32,9 +32,10 @@ CBV_INDEX_KEYS = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Ind
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
 
 
-def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -> str | None:
-    """Why the core cannot be measured at this contrast-to-noise ratio (arterial peak / voxel noise,
-    ``qa_values.contrast_to_noise``), or None.
+def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds,
+                      unmeasured: str = "the rCBF core is") -> str | None:
+    """Why the core (``unmeasured`` names what else the reason covers) cannot be measured at this contrast-to-noise
+    ratio (arterial peak / voxel noise, ``qa_values.contrast_to_noise``), or None.
 
     Below ``thresholds.core_min_contrast_to_noise`` the edge-preserving denoising no longer tells grey from white
     matter or core from penumbra, CBF contrast flattens and the rCBF < ``rcbf_core`` core read 13-48 % small on the
@@ -44,7 +45,7 @@ def core_noise_reason(contrast_to_noise: float | None, thresholds: Thresholds) -
     if contrast_to_noise is None or limit <= 0 or contrast_to_noise >= limit:
         return None
     return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
-            "(thresholds.core_min_contrast_to_noise): the rCBF core is not measurable at this noise")
+            f"(thresholds.core_min_contrast_to_noise): {unmeasured} not measurable at this noise")
 
 
 def observed_after_peak_s(ttp_s: np.ndarray, hypoperfusion: np.ndarray, acquisition_s: float | None
@@ -154,6 +155,8 @@ class Measurability:
     global_delay: str | None = None
     #: No CBV index: the lesion's curves cut before they return (their areas read low), or None.
     cbv_truncated: str | None = None
+    #: No Corrected CBV Index: the core's contrast-to-noise limit (the same reason as ``core_noise``), or None.
+    corrected_cbv_noise: str | None = None
 
     @property
     def core(self) -> str | None:
@@ -177,10 +180,8 @@ class Measurability:
         hemisphere and mirror indices stay within -8...+2 %; docs/definitions.md §3)."""
         if self.cbv_truncated is not None:
             return dict.fromkeys(CBV_INDEX_KEYS, self.cbv_truncated)
-        if self.core_noise is not None:
-            return {"Corrected_CBV_Index": self.core_noise.replace("the rCBF core is not measurable",
-                                                                   "the rCBF core and the Corrected CBV Index are "
-                                                                   "not measurable")}
+        if self.corrected_cbv_noise is not None:
+            return {"Corrected_CBV_Index": self.corrected_cbv_noise}
         return {}
 
     def unmeasured_regions(self) -> dict[str, str]:
@@ -223,6 +224,7 @@ def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[s
         observed_after_peak_s=observed, observed_reason=observed_reason,
         lesion=lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds),
         reference=qa_values.get("reference_reason"), core_noise=core_noise_reason(cnr, thresholds),
+        corrected_cbv_noise=core_noise_reason(cnr, thresholds, "the rCBF core and the Corrected CBV Index are"),
         core_truncated=core_truncation_reason(observed, thresholds),
         late_tmax=hir_truncation_reason(observed, thresholds), cbv_truncated=cbv_truncation_reason(observed, thresholds),
         normal_tmax_s=normal, global_delay=global_delay_reason(normal, thresholds))
