@@ -46,10 +46,13 @@ def trial_thresholds_reason(thr: Thresholds) -> str | None:
         return None
     return "trial labels need the trial thresholds (Tmax > 6 s, rCBF < 0.30); this run: " + ", ".join(diff)
 
+#: The CBV indices of the hypoperfusion region (mean CBV there over a reference), and all CBV indices (with the
+#: Conventional CBV Index of a given lesion-cortex ROI).
+LESION_CBV_INDEX_KEYS = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror")
+CBV_INDEX_KEYS = LESION_CBV_INDEX_KEYS + ("Conventional_CBV_Index",)
 #: The indices that rest on the Tmax hypoperfusion region (with the Tmax level volumes): null under a global delay.
 TMAX_VOLUME_KEYS = ("hypoperfusion_ml", "hypoperfusion_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml",
-                    "Mismatch_Ratio", "HIR", "Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror",
-                    "DEFUSE3_eligible", "EXTEND_eligible")
+                    "Mismatch_Ratio", "HIR", *LESION_CBV_INDEX_KEYS, "DEFUSE3_eligible", "EXTEND_eligible")
 
 #: Minimum hypoperfusion volume (mL) below which no lesion side is named.
 MIN_LESION_ML_FOR_SIDE = 1.0
@@ -205,7 +208,7 @@ def _volume_indices(out: _Indices, inp: IndexInputs) -> None:
 def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
     """Corrected, contralateral-hemisphere, mirror and conventional CBV indices (mean lesion CBV over a reference)."""
     cbv, hemi, les = inp.cbv, inp.hemispheres, inp.lesion
-    keys = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror")
+    keys = LESION_CBV_INDEX_KEYS
     lesion_cbv = _mean(cbv, les.hypoperfusion) if out["hypoperfusion_vox"] else None
     if cbv is None:
         for key in keys:

@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ctperf.analysis.indices import CBV_INDEX_KEYS
 from ctperf.config import Thresholds
 from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
 from ctperf.core.types import LesionMasks
-
-#: The indices that compare the lesion's CBV with a reference (docs/definitions.md §5).
-CBV_INDEX_KEYS = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror", "Conventional_CBV_Index")
 
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
