@@ -22,14 +22,13 @@ from pathlib import Path
 
 VARIANTS = {"disp1": {}, "disp0": {"dispersion_s": 0.0}, "anatomy1_right": {"anatomy_seed": 1, "seed": 1}}
 DELAYS_S = (0.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
-LIMITS_OFF = ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
-              "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s", "hypoperfusion_min_margin_s")
 
 
 def run_study(variant: dict, delay_s: float, lesion: bool) -> dict:
     """One engine run; the normal tissue's Tmax and the lesion figures against the truth."""
     from ctperf.analysis.masks import global_delay_reason
-    from ctperf.config import Config, Thresholds
+    from bench_measurability import config_without_limits
+    from ctperf.config import Thresholds
     from ctperf.core.types import CTPStudy
     from ctperf.pipeline import analyse_study
     from ctperf.synthetic import PhantomSpec, make_phantom
@@ -37,10 +36,7 @@ def run_study(variant: dict, delay_s: float, lesion: bool) -> dict:
     kw = {"matrix": 128, "n_slices": 8, "tissue_delay_s": delay_s, **variant}
     kw["lesion"] = ("right" if kw.get("anatomy_seed") else "left") if lesion else None
     ph = make_phantom(PhantomSpec(**kw))
-    cfg = Config()
-    for name in LIMITS_OFF:
-        setattr(cfg.thresholds, name, 0.0)
-    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg)
+    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), config_without_limits())
     m, t = out.metrics, ph.truth_metrics
     normal = m["qa_values"]["normal_tissue_tmax_s"]
     hyp, hyp_t = m.get("hypoperfusion_ml"), round(float(t["hypoperfusion_ml"]), 3)

@@ -39,13 +39,13 @@ ARRIVALS_S = (25.0, 30.0, 35.0)
 FULL_END_S = 58.5
 
 
-def _config():
+def config_without_limits():
+    """The default configuration with every measurability limit off (what the engine measures is reported)."""
+    from ctperf.analysis.masks import MEASURABILITY_LIMITS
     from ctperf.config import Config
 
     cfg = Config()
-    for name in ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "lesion_min_observed_after_peak_s",
-                 "lesion_min_contrast_to_noise", "hir_min_observed_after_peak_s", "hypoperfusion_min_margin_s",
-                 "cbv_index_min_observed_after_peak_s"):
+    for name in MEASURABILITY_LIMITS:
         setattr(cfg.thresholds, name, 0.0)
     return cfg
 
@@ -66,7 +66,7 @@ def run_study(variant: dict, end_s: float = FULL_END_S, **spec) -> dict:
     kw.setdefault("n_slices", 8)
     kw["frame_times_s"] = [dt * i for i in range(int(np.floor(end_s / dt + 1e-9)) + 1)]
     ph = make_phantom(PhantomSpec(**kw))
-    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), _config())
+    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), config_without_limits())
     m, p, t = out.metrics, out.perfusion, ph.truth_metrics
     q, th = m["qa_values"], Thresholds()
     observed, cnr = q.get("lesion_observed_after_peak_s"), q.get("contrast_to_noise")

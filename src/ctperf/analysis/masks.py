@@ -26,6 +26,11 @@ from ctperf.config import Thresholds
 from ctperf.core.morphology import STRUCTURE_26, dilate_inplane, fill_holes_inplane, remove_small_clusters
 from ctperf.core.types import LesionMasks
 
+#: The thresholds that withhold values a study cannot measure (docs/definitions.md §3); 0 turns each off.
+MEASURABILITY_LIMITS = ("core_min_contrast_to_noise", "core_min_observed_after_peak_s", "hir_min_observed_after_peak_s",
+                        "lesion_min_contrast_to_noise", "lesion_min_observed_after_peak_s", "hypoperfusion_min_margin_s",
+                        "cbv_index_min_observed_after_peak_s")
+
 #: Tmax levels (s) whose volumes are always reported (tmax4_ml ... tmax10_ml), whatever the config adds.
 REPORTED_TMAX_LEVELS_S = (4.0, 6.0, 8.0, 10.0)
 
