@@ -138,6 +138,19 @@ def test_demo_runs_without_a_terminal(tmp_path):
     assert r.returncode == 2 and "--lesion" in r.stderr and not (tmp_path / "out2").exists()
 
 
+def test_output_folder_as_option_too(tmp_path):
+    """`ctperf phantom` (and `ctperf demo`) take the output folder as OUT_DIR or as --out_dir, like `ctperf run`;
+    neither, or two different folders, is a one-line error before anything is written."""
+    r = _cli("phantom", "--out_dir", str(tmp_path / "ph"), "-q", "--matrix", "64", "--n-slices", "2")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ph" / "truth").is_dir() and any((tmp_path / "ph" / "dicom").rglob("*"))
+    for args in (("demo", "-q"), ("phantom", "-q"), ("demo", str(tmp_path / "a"), "--out_dir", str(tmp_path / "b"))):
+        r = _cli(*args, cwd=tmp_path)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and "output folder" in lines[0], r.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("[deconvolution]\nmethod = 'tikhonv'\n", "must be one of"),
     ("[thresholds]\nrcbf_core = '0.3'\n", "must be a number"),

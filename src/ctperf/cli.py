@@ -110,6 +110,21 @@ def _fail(exc: BaseException) -> None:
 VENDORS = ("siemens", "ge", "toshiba", "philips")
 
 
+#: ``--out_dir`` beside a positional output folder (``demo``, ``phantom``): ``ctperf run`` takes the folder as
+#: ``--out_dir``, and users type it the same way for the other commands.
+_OUT_DIR_ALIAS = typer.Option(None, "--out_dir", "--out-dir", help="The output folder, instead of OUT_DIR.")
+
+
+def _output_folder(positional: Path | None, option: Path | None) -> Path:
+    """The output folder given either as the positional argument or as ``--out_dir`` (one-line error otherwise)."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise CTPerfError(f"two output folders given ({positional} and --out_dir {option}); give one")
+    folder = positional if positional is not None else option
+    if folder is None:
+        raise CTPerfError("no output folder given: pass OUT_DIR or --out_dir")
+    return Path(folder)
+
+
 def _check_choice(option: str, value: str, choices) -> None:
     if value not in choices:
         raise CTPerfError(f"{option} must be one of {', '.join(choices)} (got '{value}')")
@@ -198,7 +213,8 @@ def run_cmd(
 # ------------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(
-    out_dir: Path = typer.Argument(..., help="Output folder for the demo study's results."),
+    out_dir: Optional[Path] = typer.Argument(None, help="Output folder for the demo study's results."),
+    out_dir_option: Optional[Path] = _OUT_DIR_ALIAS,
     noise_hu: float = typer.Option(8.0, help="Phantom image noise (HU per voxel per frame)."),
     lesion: str = typer.Option("left", help="Lesion side: left, right or none."),
     vendor: str = typer.Option("siemens", help="DICOM layout of the generated study: siemens, ge, toshiba or philips."),
@@ -213,6 +229,7 @@ def demo_cmd(
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
         from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 
+        out_dir = _output_folder(out_dir, out_dir_option)
         _check_choice("--lesion", lesion, ("left", "right", "none"))
         _check_choice("--vendor", vendor, VENDORS)
         spec = PhantomSpec(noise_hu=noise_hu, lesion=None if lesion == "none" else lesion, seed=seed)
@@ -416,7 +433,8 @@ def _read_metrics(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------- phantom
 @app.command("phantom")
 def phantom_cmd(
-    out_dir: Path = typer.Argument(..., help="Folder for the phantom's DICOM (dicom/) and truth (truth/)."),
+    out_dir: Optional[Path] = typer.Argument(None, help="Folder for the phantom's DICOM (dicom/) and truth (truth/)."),
+    out_dir_option: Optional[Path] = _OUT_DIR_ALIAS,
     vendor: str = typer.Option("siemens", help="DICOM layout: siemens, ge, toshiba or philips."),
     noise_hu: float = typer.Option(8.0, help="Noise (HU per voxel per frame)."),
     lesion: str = typer.Option("left", help="left, right or none."),
@@ -431,6 +449,7 @@ def phantom_cmd(
         from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
         from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
 
+        out_dir = _output_folder(out_dir, out_dir_option)
         _check_choice("--lesion", lesion, ("left", "right", "none"))
         _check_choice("--vendor", vendor, VENDORS)
         with _stages(quiet, PHANTOM_STAGES) as (stage, _):
