@@ -338,9 +338,11 @@ def test_study_without_contrast_reports_no_lesion():
 
 def test_acquisition_cut_at_the_lesion_peak_reports_no_lesion():
     """A bolus arriving at 20 s in a 36 s acquisition: the lesion's curves end near their peak; the Tmax > 6 s volume
-    read 14 mL against 100 mL with trial labels False (definitions 2.15); now nothing is reported."""
+    read 14 mL against 100 mL with trial labels False (definitions 2.15); now nothing is reported, and here not the
+    venous transit either: the venous outflow is cut too."""
     _, res = _phantom_run(aif_arrival_s=20.0, frame_times_s=[1.5 * i for i in range(25)])
     assert res.metrics["qa_values"]["lesion_observed_after_peak_s"] < 8.0
+    assert res.metrics["qa_flags"]["acquisition_truncated"]
     _assert_nothing_measured(res, "s after the hypoperfused tissue's median time to peak")
 
 

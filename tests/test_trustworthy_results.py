@@ -399,6 +399,10 @@ def test_recompute_with_lesion_limits_above_the_study(study, tmp_path):
     m = json.loads((tmp_path / "none" / "metrics.json").read_text())
     assert m["qa_flags"]["lesion_unmeasured"] and m["hypoperfusion_ml"] is None and m["HIR"] is None
     assert not np.asarray(nib.load(tmp_path / "none" / "hypoperf_mask_tmax6.nii.gz").dataobj).any()
+    # the venous transit needs the bolus, not the lesion: kept while the venous outflow is not cut (since 2.18)
+    assert not m["qa_flags"]["acquisition_truncated"]
+    for key in ("aif_ttp_s", "vof_ttp_s", "PVT_sec", "sinus_tmax_s", "PVT_present"):
+        assert m[key] is not None and m[key] == orig[key] and f"{key}_reason" not in m, key
 
 
 def test_in_place_recompute_replaces_the_set_and_fail_on_qa(study, tmp_path):

@@ -127,7 +127,8 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
         cbv=perf.cbv, tmax_s=perf.tmax, lesion=lesion, tissue=perf.masks.tissue,
         voxel_volume_ml=voxel_volume_ml(perf.affine_ras), thresholds=cfg.thresholds, hemispheres=perf.hemispheres,
         cortex=cortex, aif_ttp_s=perf.aif.ttp_s, vof_ttp_s=perf.vof.ttp_s, sinus=sinus,
-        roi_mask=roi, contra_mask=contra, lesion_reason=can.lesion, late_tmax_reason=can.late_tmax,
+        roi_mask=roi, contra_mask=contra, lesion_reason=can.lesion, venous_reason=can.venous,
+        late_tmax_reason=can.late_tmax,
         tmax_volume_reason=can.global_delay, cbv_withheld=can.cbv_indices_withheld(),
         **_reference_inputs(perf, can.core)))
     metrics = build_metrics(

@@ -50,6 +50,8 @@ def trial_thresholds_reason(thr: Thresholds) -> str | None:
 #: Conventional CBV Index of a given lesion-cortex ROI).
 LESION_CBV_INDEX_KEYS = ("Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "CBV_Index_mirror")
 CBV_INDEX_KEYS = LESION_CBV_INDEX_KEYS + ("Conventional_CBV_Index",)
+#: The venous transit: AIF and VOF times to peak, PVT and its qualitative sign; they need the bolus, not the lesion.
+VENOUS_INDEX_KEYS = ("aif_ttp_s", "vof_ttp_s", "PVT_sec", "sinus_tmax_s", "PVT_present")
 #: The indices that rest on the Tmax hypoperfusion region (with the Tmax level volumes): null under a global delay.
 TMAX_VOLUME_KEYS = ("hypoperfusion_ml", "hypoperfusion_vox", "penumbra_ml", "penumbra_vox", "mismatch_volume_ml",
                     "Mismatch_Ratio", "HIR", *LESION_CBV_INDEX_KEYS, "DEFUSE3_eligible", "EXTEND_eligible")
@@ -84,8 +86,12 @@ class IndexInputs:
     #: (never 0 mL / eligible).
     reference_reason: str | None = None
     #: Why no lesion index can be measured, or None (Mode A: no usable bolus, an arterial input or lesion curves
-    #: cut by the end of the acquisition); then every index is None with this reason.
+    #: cut by the end of the acquisition); then every index is None with this reason, the venous ones
+    #: (``VENOUS_INDEX_KEYS``) only when ``venous_reason`` is set too.
     lesion_reason: str | None = None
+    #: Why the venous indices cannot be measured under ``lesion_reason``, or None (Mode A: no usable bolus, or the
+    #: venous outflow cut as well: :attr:`ctperf.analysis.masks.Measurability.venous`).
+    venous_reason: str | None = None
     #: Why the Tmax levels above the hypoperfusion threshold and the HIR cannot be measured, or None (Mode A:
     #: curves cut before the most delayed tissue peaks); then they are None with this reason.
     late_tmax_reason: str | None = None
@@ -168,7 +174,8 @@ def compute_indices(inp: IndexInputs) -> dict[str, Any]:
         out.withhold(TMAX_VOLUME_KEYS + tuple(f"tmax{lv:g}_ml" for lv in inp.lesion.tmax_levels) + ("lesion_side",),
                      inp.tmax_volume_reason)
     if inp.lesion_reason is not None:
-        out.withhold([k for k in out if not k.endswith("_reason")], inp.lesion_reason)
+        kept = () if inp.venous_reason is not None else VENOUS_INDEX_KEYS
+        out.withhold([k for k in out if not k.endswith("_reason") and k not in kept], inp.lesion_reason)
     out["voxel_volume_ml"] = round(inp.voxel_volume_ml, 6)
     return dict(out)
 

@@ -99,11 +99,9 @@ def cbv_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> s
                          "the lesion's curves are cut before they return, so its CBV and the CBV indices read low")
 
 
-def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
-                             thresholds: Thresholds) -> str | None:
-    """Why no lesion index can be measured, or None: the arterial input is truncated (every map biased), the
-    contrast-to-noise ratio is below ``lesion_min_contrast_to_noise`` (no usable bolus) or the acquisition ends
-    less than ``lesion_min_observed_after_peak_s`` after the hypoperfused tissue peaks (docs/definitions.md §3)."""
+def no_bolus_reason(contrast_to_noise: float | None, aif_truncated: bool, thresholds: Thresholds) -> str | None:
+    """Why nothing the bolus carries can be measured, or None: the arterial input is truncated (every map biased)
+    or the contrast-to-noise ratio is below ``lesion_min_contrast_to_noise`` (no usable bolus)."""
     if aif_truncated:
         return ("arterial input still high at the end of the acquisition (qa_flags.aif_truncated): every map is "
                 "biased and no lesion index is measurable (acquire longer)")
@@ -111,6 +109,17 @@ def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float 
     if contrast_to_noise is not None and limit > 0 and contrast_to_noise < limit:
         return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
                 "(thresholds.lesion_min_contrast_to_noise): no usable bolus, no lesion index is measurable")
+    return None
+
+
+def lesion_unmeasured_reason(contrast_to_noise: float | None, observed_s: float | None, aif_truncated: bool,
+                             thresholds: Thresholds) -> str | None:
+    """Why no lesion index can be measured, or None: no usable bolus (:func:`no_bolus_reason`) or the acquisition
+    ends less than ``lesion_min_observed_after_peak_s`` after the hypoperfused tissue peaks (docs/definitions.md
+    §3)."""
+    no_bolus = no_bolus_reason(contrast_to_noise, aif_truncated, thresholds)
+    if no_bolus is not None:
+        return no_bolus
     return _cut_too_soon(observed_s, thresholds, "lesion_min_observed_after_peak_s",
                          "delayed tissue cannot be told from curves cut by the end of the acquisition; no lesion "
                          "index is measurable")
@@ -160,6 +169,9 @@ class Measurability:
     cbv_truncated: str | None = None
     #: No Corrected CBV Index: the core's contrast-to-noise limit (the same reason as ``core_noise``), or None.
     corrected_cbv_noise: str | None = None
+    #: No venous index (AIF / VOF times to peak, PVT): no usable bolus, or the lesion's curves cut at its peak with
+    #: the venous outflow cut too (``qa_flags.acquisition_truncated``); None where only the lesion is unmeasured.
+    venous: str | None = None
 
     @property
     def core(self) -> str | None:
@@ -223,9 +235,12 @@ def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[s
     observed, observed_reason = observed_after_peak_s(ttp_s, hypoperfusion, qa_values.get("acquisition_s"))
     normal = None if tmax_s is None or tissue is None else normal_tissue_tmax_s(tmax_s, hypoperfusion, tissue)
     cnr = qa_values.get("contrast_to_noise")
+    lesion = lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds)
+    venous = no_bolus_reason(cnr, bool(qa_flags.get("aif_truncated")), thresholds)
+    if venous is None and lesion is not None and qa_flags.get("acquisition_truncated"):
+        venous = lesion  # the venous outflow is cut as well as the lesion's curves
     return Measurability(
-        observed_after_peak_s=observed, observed_reason=observed_reason,
-        lesion=lesion_unmeasured_reason(cnr, observed, bool(qa_flags.get("aif_truncated")), thresholds),
+        observed_after_peak_s=observed, observed_reason=observed_reason, lesion=lesion, venous=venous,
         reference=qa_values.get("reference_reason"), core_noise=core_noise_reason(cnr, thresholds),
         corrected_cbv_noise=core_noise_reason(cnr, thresholds, "the rCBF core and the Corrected CBV Index are"),
         core_truncated=core_truncation_reason(observed, thresholds),

@@ -12,6 +12,6 @@ HCT_SMALL_VESSEL = 0.25
 KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
 
 #: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
-DEFINITION_VERSION = "2.17"
+DEFINITION_VERSION = "2.18"
 #: Version of the perfusion engine's method (deconvolution, bias correction, estimands; docs/definitions.md §2, §6).
 ENGINE_VERSION = "2.11"

@@ -45,7 +45,7 @@ QA_FLAG_TEXT: dict[str, str] = {
     "lesion_beyond_coverage": "the hypoperfusion reaches the first or last slice: volumes are those inside the slab "
                               "(qa_values.coverage_mm), lower bounds",
     "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
-                         "cut by the end of the acquisition); every index undefined",
+                         "cut by the end of the acquisition); every lesion index undefined",
 }
 
 #: Flags that withhold or qualify reported numbers, most consequential first: where room is short they are listed
