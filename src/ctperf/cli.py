@@ -176,6 +176,12 @@ def run_cmd(
                                             help="NIfTI lesion-cortex ROI for the Conventional CBV Index."),
     contra_mask: Optional[Path] = typer.Option(None, "--contra_mask", "--contra-mask",
                                                help="NIfTI contralateral reference ROI (rCBF and CBV index)."),
+    aif_mask: Optional[Path] = typer.Option(None, "--aif_mask", "--aif-mask", help="NIfTI mask of the arterial "
+                                            "input voxels, instead of the automatic AIF (still scaled for partial "
+                                            "volume by the VOF)."),
+    vof_mask: Optional[Path] = typer.Option(None, "--vof_mask", "--vof-mask", help="NIfTI mask of the venous "
+                                            "output voxels (e.g. the superior sagittal sinus), instead of the "
+                                            "automatic VOF."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML file overriding defaults."),
     series: Optional[str] = typer.Option(None, "--series", help="Force a SeriesNumber, SeriesInstanceUID or unique "
                                          "UID prefix (see `ctperf inspect`)."),
@@ -203,7 +209,7 @@ def run_cmd(
         with _stages(quiet) as (stage, files):
             result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
                                       config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite,
-                                      dicom_out=dicom_out)
+                                      dicom_out=dicom_out, aif_mask=aif_mask, vof_mask=vof_mask)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return

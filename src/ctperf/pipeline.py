@@ -57,7 +57,8 @@ class ModeAResult:
 
 # ----------------------------------------------------------------------------------------------- pure core
 def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = None,
-                  contra_mask: np.ndarray | None = None, progress: Progress = None) -> ModeAResult:
+                  contra_mask: np.ndarray | None = None, progress: Progress = None, *,
+                  aif_mask: np.ndarray | None = None, vof_mask: np.ndarray | None = None) -> ModeAResult:
     """Run the whole Mode A analysis on an in-memory study (no file I/O).
 
     Parameters
@@ -71,6 +72,9 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
         Lesion-cortex ROI (Conventional CBV Index) and contralateral reference ROI, on the study grid.
     progress : callable(stage_name), optional
         Called as each stage starts (from the calling thread).
+    aif_mask, vof_mask : ndarray of bool (z, y, x), optional
+        The arterial input / venous output voxels drawn by the user, on the study grid, instead of the automatic
+        choice (:func:`ctperf.engine.compute_perfusion`).
 
     Returns
     -------
@@ -86,7 +90,8 @@ def analyse_study(study: CTPStudy, cfg: Config, roi_mask: np.ndarray | None = No
     """
     from ctperf.engine import compute_perfusion  # preprocess/denoise -> AIF/VOF -> deconvolve -> maps/regularise/rCBF
 
-    perf = compute_perfusion(study, cfg, contra_mask=contra_mask, progress=progress)
+    perf = compute_perfusion(study, cfg, contra_mask=contra_mask, progress=progress, aif_mask=aif_mask,
+                             vof_mask=vof_mask)
     roi = _on_grid(roi_mask, study.affine_ras, perf)
     contra = _on_grid(contra_mask, study.affine_ras, perf)
     result = lesions_and_indices(perf, cfg, roi, contra, _provenance(study.meta, spacing_xyz_mm(perf.affine_ras)),
@@ -286,7 +291,8 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
                      series: str | None = None, progress: Progress = None,
                      load_progress: Callable[[int, int], None] | None = None, *,
                      config_file: str | Path | None = None, study_id: str | None = None,
-                     overwrite: bool = False, dicom_out: bool = False) -> ModeAResult:
+                     overwrite: bool = False, dicom_out: bool = False, aif_mask: str | Path | None = None,
+                     vof_mask: str | Path | None = None) -> ModeAResult:
     """Mode A from a DICOM folder to a complete output folder (written atomically): what ``ctperf run`` does.
 
     Parameters
@@ -313,6 +319,9 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
     dicom_out : bool
         Also write the derived DICOM objects (:mod:`ctperf.io.dicom_out`, extra ``dicom-out``) into
         ``out_dir/dicom``.
+    aif_mask, vof_mask : path, optional
+        NIfTI masks of the arterial input / venous output voxels, instead of the automatic choice (named with their
+        SHA-256 in ``provenance.input_files`` like the ROIs).
 
     Returns
     -------
@@ -344,10 +353,13 @@ def run_dicom_folder(dicom_dir: str | Path, out_dir: str | Path, cfg: Config | N
                  study.shape_xyzt, study.meta.n_files_used, study.meta.manufacturer)
         roi, roi_rec = load_mask_input(roi_mask, study)
         contra, contra_rec = load_mask_input(contra_mask, study)
-        result = analyse_study(study, cfg, roi, contra, progress=progress)
+        aif, aif_rec = load_mask_input(aif_mask, study)
+        vof, vof_rec = load_mask_input(vof_mask, study)
+        result = analyse_study(study, cfg, roi, contra, progress=progress, aif_mask=aif, vof_mask=vof)
         sid, how = study_id_for(study.meta, study_id)
         inputs = {"config": None if config_file is None else file_record(config_file),
-                  **_mask_notes(result, {"roi_mask": roi_rec, "contra_mask": contra_rec})}
+                  **_mask_notes(result, {"roi_mask": roi_rec, "contra_mask": contra_rec}),
+                  **{role: rec for role, rec in (("aif_mask", aif_rec), ("vof_mask", vof_rec)) if rec is not None}}
         result.metrics = with_study_id(result.metrics, sid, how)
         result.metrics["provenance"]["input_files"] = inputs
         for key, value in (("study_id", sid), ("inputs", inputs), ("series", result.metrics["provenance"]["series"])):

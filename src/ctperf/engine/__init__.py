@@ -42,6 +42,7 @@ from ctperf.engine.preprocess import median_frame_interval_s, pixel_spacing_mm, 
 from ctperf.engine.reference import (HypoperfusionPattern, hypoperfusion_pattern, normal_reference,
                                      reference_shortfall, truncation_affected_maps)
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
+from ctperf.errors import InputError
 
 log = logging.getLogger("ctperf")
 
@@ -69,7 +70,8 @@ class _StageTimer:
 
 
 def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | None = None,
-                      progress=None) -> PerfusionResult:
+                      progress=None, *, aif_mask: np.ndarray | None = None,
+                      vof_mask: np.ndarray | None = None) -> PerfusionResult:
     """Perfusion maps of one study on the computation grid (the steps of the module docstring).
 
     Parameters
@@ -85,6 +87,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         tissue mask.
     progress : callable(stage_name), optional
         Called as each stage starts, from the calling thread.
+    aif_mask, vof_mask : ndarray of bool (z, y, x), optional
+        The arterial input / venous output drawn by the user on the *study* grid, instead of the automatic choice:
+        the curve is the mean of the computation voxels the mask covers at least half (any covered voxel when none
+        is), with the AIF still scaled for partial volume by the VOF and every QA check of the curves applied
+        (:func:`mask_voxels_on_grid`; ``qa_values.aif_source`` / ``vof_source``).
 
     Returns
     -------
@@ -102,7 +109,12 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                temporal_sigma_s=cfg.preprocess.temporal_sigma_s, workers=workers,
                                keep_frames=dc.dispersion_prior == "study" and dc.dispersion_prior_fit == "frames")
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
-    curves, area, hemi, midline_fallback, sel, peak_hu = _denoise_midline_and_aif(pre, px, cfg, timer, workers)
+    manual = {name: None if m is None else mask_voxels_on_grid(m, study.affine_ras, pre.affine_ras, pre.brain.shape,
+                                                                 name)
+              for name, m in (("aif_mask", aif_mask), ("vof_mask", vof_mask))}
+    curves, area, hemi, midline_fallback, sel, peak_hu = _denoise_midline_and_aif(pre, px, cfg, timer, workers,
+                                                                                  manual["aif_mask"],
+                                                                                  manual["vof_mask"])
     with timer("deconvolution"):
         dec, cbv_smooth, vessels = _deconvolve_tissue(study, pre, px, curves, sel.aif, peak_hu, cfg, workers)
     with timer("maps"):
@@ -134,10 +146,12 @@ def _denoise(delta_tzyx: np.ndarray, guide_zyx: np.ndarray, pre, pixel_mm: float
                                  sigma_area_mm=pc.spatial_sigma_cbv_mm, workers=workers)
 
 
-def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, workers: int | None):
+def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, workers: int | None,
+                             aif_voxels: np.ndarray | None = None, vof_voxels: np.ndarray | None = None):
     """Steps 2-4: the denoised curves and areas of the brain (step 2); the midline (whether it fell back to the
-    centre of mass), the AIF/VOF selection and the peak enhancement (HU, (z, y, x)) (steps 3-4, which read the
-    temporally smoothed data, not the denoised curves)."""
+    centre of mass), the AIF/VOF selection (or the user's voxels, (n, 3) z, y, x on the computation grid) and the
+    peak enhancement (HU, (z, y, x)) (steps 3-4, which read the temporally smoothed data, not the denoised
+    curves)."""
     ac = cfg.aif
 
     def midline_and_aif():
@@ -146,7 +160,8 @@ def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, wo
         with timer("aif", report=False):
             peak_all = pre.delta_hu.max(axis=0)  # one pass over the 4D data, shared with the AIF's bolus check
             sel = select_aif_vof(pre.delta_hu, pre.time_s, pre.brain & ~pre.csf, pre.baseline_hu, px, hemi.side,
-                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof, peak_zyx=peak_all)
+                                 ac.n_aif_voxels, ac.n_vof_voxels, ac.pv_correct_with_vof, peak_zyx=peak_all,
+                                 aif_voxels_zyx=aif_voxels, vof_voxels_zyx=vof_voxels)
             peak = mp.to_volume(peak_all[pre.brain], pre.brain)
         return hemi, fallback, sel, peak
 
@@ -498,6 +513,27 @@ def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, a
                        times_s=times[:, 0] + offsets[vox[:, 0]].mean())
 
 
+def mask_voxels_on_grid(mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,
+                        shape_zyx: tuple[int, ...], name: str = "mask") -> np.ndarray:
+    """(n, 3) z, y, x indices of the computation voxels (``shape_zyx`` / ``affine_grid``) that a study-grid bool
+    ``mask`` covers at least half (its 0/1 values linearly interpolated at their centres), or that it touches at all
+    when it covers none by half (an artery drawn a few study pixels wide on a binned grid).
+
+    Raises
+    ------
+    InputError
+        The mask covers no computation voxel.
+    """
+    frac = resample_to_grid(np.asarray(mask, bool).astype(np.float32), affine_study, tuple(shape_zyx), affine_grid,
+                            order=1)
+    voxels = np.argwhere(frac >= 0.5)
+    if len(voxels) == 0:
+        voxels = np.argwhere(frac > 0.0)
+    if len(voxels) == 0:
+        raise InputError(f"--{name} covers no voxel of the perfusion volume")
+    return voxels
+
+
 def contra_on_grid(contra_mask: np.ndarray, affine_study: np.ndarray, affine_grid: np.ndarray,
                    tissue: np.ndarray) -> np.ndarray:
     """A study-grid bool mask on the computation grid (``tissue``'s shape/``affine_grid``), within ``tissue``.
@@ -600,7 +636,8 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     lowest = lowest_regularisation(cfg.deconvolution, aif_floor)  # the lowest level used for this AIF
     values = {
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
-        "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale,
+        "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale, "aif_source": sel.aif_source,
+        "vof_source": sel.vof_source,
         "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor,
         "aif_noise_reason": (None if np.isfinite(aif_floor) else "fewer than 3 pre-bolus samples in the AIF (the "
                              "bolus arrives at the start of the acquisition): its noise is not measured and "

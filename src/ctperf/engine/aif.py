@@ -87,6 +87,9 @@ class AifVofSelection:
     vof_aif_area_ratio: float = float("nan")
     #: False when the VOF curve is implausible (not flat before the bolus or too rough): then no PV scaling.
     vof_clean: bool = True
+    #: Where the AIF / VOF voxels came from: "automatic" (this module's search) or "mask" (the user's).
+    aif_source: str = "automatic"
+    vof_source: str = "automatic"
     #: Well-scoring AIF candidates rejected because their TTP / arrival differ from the best candidate's by more
     #: than ``coherence_fraction`` x the bolus width (QA: many = motion or mixed arterial/venous candidates).
     aif_rejected_coherence: int = 0
@@ -348,21 +351,22 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
                    bone_margin_mm: float = 4.0, venous_margin_mm: float = 3.0, hemisphere_delay_s: float = 1.0,
                    vof_bone_margin_mm: float = 2.0,
                    vof_min_delay_s: float = 2.0, max_pv_scale: float = 3.0,
-                   peak_zyx: np.ndarray | None = None) -> AifVofSelection:
+                   peak_zyx: np.ndarray | None = None, aif_voxels_zyx: np.ndarray | None = None,
+                   vof_voxels_zyx: np.ndarray | None = None) -> AifVofSelection:
     """Choose and average the AIF and VOF voxels (see module docstring).
 
     delta_tzyx : (T, z, y, x) delta HU on the uniform grid ``time_s``; brain : bool (z, y, x) search region for
     the AIF; side_zyx : optional hemisphere labels (+1 left, -1 right); peak_zyx : ``delta_tzyx.max(axis=0)`` when
-    the caller already has it (one pass over the 4D data less).
+    the caller already has it (one pass over the 4D data less); aif_voxels_zyx, vof_voxels_zyx : (n, 3) voxels
+    chosen by the user (averaged as they are, no search; the AIF is still scaled for partial volume by the VOF).
     """
+    if aif_voxels_zyx is not None:
+        return _user_selection(delta_tzyx, time_s, brain, baseline_hu, pixel_mm, side_zyx, n_vof, pv_correct,
+                               vof_min_delay_s, vof_bone_margin_mm, max_pv_scale, peak_zyx, aif_voxels_zyx,
+                               vof_voxels_zyx)
     hu_ok = bolus_plausible(delta_tzyx, baseline_hu, peak_zyx)
     aif_region = brain & hu_ok
-    # VOF search region: brain dilated by ~5 mm, without bone
-    vof_region = dilate_disk_inplane(brain, max(1, int(round(5.0 / pixel_mm)))) & (baseline_hu < 150) & hu_ok
-    # the sinus lies against the inner table of the skull: keep a one-voxel-scale margin (residual motion makes
-    # the voxels touching bone flicker; the VOF is read in the sinus lumen)
-    if vof_bone_margin_mm > 0:
-        vof_region &= ~_near(baseline_hu >= 150, vof_bone_margin_mm, pixel_mm)
+    vof_region = _vof_region(brain, baseline_hu, pixel_mm, hu_ok, vof_bone_margin_mm)
     # one gather and one feature pass for the voxels of both searches (the regions overlap almost entirely)
     both = np.nonzero(aif_region | vof_region)
     all_curves = delta_tzyx[:, both[0], both[1], both[2]].T
@@ -391,10 +395,40 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     vidx = np.nonzero(vof_region)
     v_rows = row[vidx]
     aif_ttp = Curve(time_s, aif_raw).ttp_s
-    v_sel = _pick_vof(all_features.take(v_rows), aif_ttp, n_vof, vof_min_delay_s, vidx, brain.shape)
-    vof = all_curves[v_rows[v_sel]].mean(axis=0)
-    vof_vox = np.stack(vidx, axis=1)[v_sel]
+    if vof_voxels_zyx is None:
+        v_sel = _pick_vof(all_features.take(v_rows), aif_ttp, n_vof, vof_min_delay_s, vidx, brain.shape)
+        vof = all_curves[v_rows[v_sel]].mean(axis=0)
+        vof_vox = np.stack(vidx, axis=1)[v_sel]
+    else:
+        vof, vof_vox = _mean_curve(delta_tzyx, vof_voxels_zyx)
+    sel = _scaled_selection(aif_raw, aif_vox, vof, vof_vox, time_s, pv_correct, max_pv_scale)
+    sel.aif_side, sel.vof_source = a_side, "automatic" if vof_voxels_zyx is None else "mask"
+    sel.aif_rejected_coherence, sel.aif_rejected_venous = pick.rejected_coherence, pick.rejected_venous
+    sel.arterial_arrival_s = pick.arterial_arrival_s
+    return sel
 
+
+def _vof_region(brain: np.ndarray, baseline_hu: np.ndarray, pixel_mm: float, hu_ok: np.ndarray,
+                bone_margin_mm: float) -> np.ndarray:
+    """The VOF search region: the brain dilated by ~5 mm, without bone, where the bolus is plausible (``hu_ok``).
+    The sinus lies against the inner table of the skull: a margin of ``bone_margin_mm`` from bone is kept (residual
+    motion makes the voxels touching bone flicker; the VOF is read in the sinus lumen)."""
+    region = dilate_disk_inplane(brain, max(1, int(round(5.0 / pixel_mm)))) & (baseline_hu < 150) & hu_ok
+    if bone_margin_mm > 0:
+        region &= ~_near(baseline_hu >= 150, bone_margin_mm, pixel_mm)
+    return region
+
+
+def _mean_curve(delta_tzyx: np.ndarray, voxels_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean curve (T,) of the given voxels ((n, 3) z, y, x) and those voxels."""
+    vox = np.asarray(voxels_zyx, np.int64).reshape(-1, 3)
+    return delta_tzyx[:, vox[:, 0], vox[:, 1], vox[:, 2]].mean(axis=1), vox
+
+
+def _scaled_selection(aif_raw: np.ndarray, aif_vox: np.ndarray, vof: np.ndarray, vof_vox: np.ndarray,
+                      time_s: np.ndarray, pv_correct: bool, max_pv_scale: float) -> AifVofSelection:
+    """The AIF scaled for partial volume by the VOF's area (when the VOF is clean and ``pv_correct``)."""
+    aif_ttp = Curve(time_s, aif_raw).ttp_s
     vof_ok = curve_is_clean(vof, time_s, aif_ttp)
     scale = 1.0
     ratio = transport_area_ratio(aif_raw, vof, time_s)
@@ -404,10 +438,29 @@ def select_aif_vof(delta_tzyx: np.ndarray, time_s: np.ndarray, brain: np.ndarray
     return AifVofSelection(
         aif=Curve(time_s=np.asarray(time_s, float), delta_hu=aif.astype(np.float32), voxels_zyx=aif_vox),
         vof=Curve(time_s=np.asarray(time_s, float), delta_hu=vof.astype(np.float32), voxels_zyx=vof_vox),
-        aif_raw=aif_raw.astype(np.float32), pv_scale=scale, aif_side=a_side, vof_aif_area_ratio=ratio,
-        vof_clean=bool(vof_ok), aif_rejected_coherence=pick.rejected_coherence,
-        aif_rejected_venous=pick.rejected_venous, arterial_arrival_s=pick.arterial_arrival_s,
-    )
+        aif_raw=aif_raw.astype(np.float32), pv_scale=scale, aif_side=0, vof_aif_area_ratio=ratio,
+        vof_clean=bool(vof_ok))
+
+
+def _user_selection(delta_tzyx, time_s, brain, baseline_hu, pixel_mm, side_zyx, n_vof, pv_correct, vof_min_delay_s,
+                    vof_bone_margin_mm, max_pv_scale, peak_zyx, aif_voxels_zyx, vof_voxels_zyx) -> AifVofSelection:
+    """The user's AIF voxels (and VOF voxels, or the automatic VOF search after that AIF's peak); the AIF's side is
+    the hemisphere most of its voxels lie in (0: none or the midline)."""
+    aif_raw, aif_vox = _mean_curve(delta_tzyx, aif_voxels_zyx)
+    if vof_voxels_zyx is not None:
+        vof, vof_vox = _mean_curve(delta_tzyx, vof_voxels_zyx)
+    else:
+        hu_ok = bolus_plausible(delta_tzyx, baseline_hu, peak_zyx)
+        vidx = np.nonzero(_vof_region(brain, baseline_hu, pixel_mm, hu_ok, vof_bone_margin_mm))
+        curves = delta_tzyx[:, vidx[0], vidx[1], vidx[2]].T
+        v_sel = _pick_vof(curve_features(curves, time_s), Curve(time_s, aif_raw).ttp_s, n_vof, vof_min_delay_s,
+                          vidx, brain.shape)
+        vof, vof_vox = curves[v_sel].mean(axis=0), np.stack(vidx, axis=1)[v_sel]
+    sel = _scaled_selection(aif_raw, aif_vox, vof, vof_vox, time_s, pv_correct, max_pv_scale)
+    if side_zyx is not None:
+        sel.aif_side = int(np.sign(np.sign(side_zyx[tuple(aif_vox.T)]).sum()))
+    sel.aif_source, sel.vof_source = "mask", "automatic" if vof_voxels_zyx is None else "mask"
+    return sel
 
 
 def transport_area_ratio(aif: np.ndarray, vof: np.ndarray, time_s: np.ndarray) -> float:

@@ -763,8 +763,11 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
     cx, cw = lefts[0], ratios[0] * cell
     curve_box = (cv.fx(cx), cv.fy(bottom + height), cw * cv.width, height * cv.height)
     plot_curves(cv, curve_box, result, 9.0, 1.6, marker=True)
-    cv.text(curve_box[0] + curve_box[2] / 2.0, curve_box[1] - cv.pt(5), "Arterial input (AIF) and venous output (VOF)",
-            10, ha="center", va="bottom")
+    qa_values = (metrics or {}).get("qa_values") or {}
+    drawn = ["your mask" if qa_values.get(f"{name}_source") == "mask" else "automatic" for name in ("aif", "vof")]
+    title = ("Arterial input (AIF) and venous output (VOF)" if drawn == ["automatic"] * 2 else
+             f"Arterial input (AIF, {drawn[0]}) and venous output (VOF, {drawn[1]})")
+    cv.text(curve_box[0] + curve_box[2] / 2.0, curve_box[1] - cv.pt(5), title, 10, ha="center", va="bottom")
     lines = pvt_lines(result, metrics)
     # Venous transit readout under the curves (never over them).
     transit = cv.wrap("Venous transit:  " + "   \u00b7   ".join(lines), 8, cv.fx(0.93))

@@ -268,6 +268,12 @@ def _eligibility_value(metrics: dict, key: str) -> str | None:
     return f"n/a ({why})" if why else "n/a"
 
 
+def _voxel_count(curve, source: str | None) -> str:
+    """How many voxels a curve averages, and "(your mask)" when the user drew them (``qa_values.*_source``)."""
+    n = len(np.reshape(curve.voxels_zyx, (-1, 3)))
+    return f"{n} (your mask)" if source == "mask" else str(n)
+
+
 def _study_rows(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]:
     """Facts about the analysed study (left column of the details): grid, brain, AIF/VOF, trial criteria."""
     spacing = spacing_xyz_mm(result.affine_ras)
@@ -277,8 +283,8 @@ def _study_rows(result: PerfusionResult, metrics: dict) -> list[tuple[str, str]]
         ("map grid (x, y, z)", f"{nx} x {ny} x {nz} voxels"),
         ("voxel size", f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"),
         ("brain volume", f"{np.count_nonzero(brain) * voxel_volume_ml(result.affine_ras):.0f} mL"),
-        ("AIF / VOF voxels", f"{len(np.reshape(result.aif.voxels_zyx, (-1, 3)))} / "
-                             f"{len(np.reshape(result.vof.voxels_zyx, (-1, 3)))}"),
+        ("AIF / VOF voxels", " / ".join(_voxel_count(curve, ((metrics or {}).get("qa_values") or {}).get(source))
+                                        for curve, source in ((result.aif, "aif_source"), (result.vof, "vof_source")))),
     ]
     for name, curve in (("AIF", result.aif), ("VOF", result.vof)):
         y = np.asarray(curve.delta_hu, float)
