@@ -98,3 +98,21 @@ def test_cli_masks_are_named_in_the_provenance(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "empty.nii.gz" in lines[0], r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_automatic_choice_exported_and_drawn_back_gives_the_same_result(tmp_path):
+    """aux/aif_voxels.nii.gz and aux/vof_voxels.nii.gz hold the voxels the automatic AIF / VOF averaged; passed back
+    as masks they give the same curves, so the same indices (maps equal to float rounding: the order of the sum)."""
+    r = _cli("phantom", str(tmp_path / "ph"), "-q", "--matrix", "128", "--n-slices", "4")
+    assert r.returncode == 0, r.stderr
+    dicom, auto, drawn = str(tmp_path / "ph" / "dicom"), tmp_path / "auto", tmp_path / "drawn"
+    assert _cli("run", "--dicom_dir", dicom, "--out_dir", str(auto), "-q").returncode == 0
+    aux = auto / "aux"
+    r = _cli("run", "--dicom_dir", dicom, "--out_dir", str(drawn), "-q", "--aif-mask", str(aux / "aif_voxels.nii.gz"),
+             "--vof-mask", str(aux / "vof_voxels.nii.gz"))
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (auto, drawn))
+    assert a["qa_values"]["aif_source"] == "automatic" and b["qa_values"]["aif_source"] == "mask"
+    for key in ("core_ml", "hypoperfusion_ml", "tmax10_ml", "HIR", "PVT_sec", "Corrected_CBV_Index"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert b["qa_values"]["aif_peak_scaled_hu"] == pytest.approx(a["qa_values"]["aif_peak_scaled_hu"], rel=1e-5)
