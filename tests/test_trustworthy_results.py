@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -338,6 +339,10 @@ def test_recompute_into_new_folder_leaves_original_untouched(study, tmp_path):
     assert m["DEFUSE3_eligible"] is None and "rcbf_core = 0.38" in m["DEFUSE3_eligible_reason"]
     assert m["core_ml"] >= orig["core_ml"]
     assert "not computed" in " ".join(r.stdout.split())
+    # the standard convention's maps the method names go with the result (before: dropped by recompute)
+    for name in m["method"]["standard_maps"]:
+        a, b = (np.asanyarray(nib.load(d / name).dataobj) for d in (new, out))
+        assert np.array_equal(a, b, equal_nan=True), name
     # the new folder is itself a complete Mode A result
     bad = tmp_path / "bad.toml"
     bad.write_text("[deconvolution]\nmethod = 'tikhonov'\n")

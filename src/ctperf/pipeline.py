@@ -28,8 +28,8 @@ from ctperf.analysis.metrics import build_metrics, to_strict
 from ctperf.config import Config, thread_count
 from ctperf.core.grid import resample_to_grid, same_grid
 from ctperf.core.midline import hemispheres_from_plane
-from ctperf.core.types import (AcquisitionMeta, CTPStudy, Curve, LesionMasks, PerfusionResult, TissueMasks,
-                               spacing_xyz_mm, voxel_volume_ml)
+from ctperf.core.types import (STANDARD_MAP_NAMES, AcquisitionMeta, CTPStudy, Curve, LesionMasks, PerfusionResult,
+                               TissueMasks, spacing_xyz_mm, voxel_volume_ml)
 from ctperf.errors import InputError
 from ctperf.io.metrics_files import write_metrics
 from ctperf.io.nifti import load_volume, save_volume
@@ -499,7 +499,10 @@ def load_saved_result(out_dir: str | Path) -> tuple[PerfusionResult, np.ndarray 
         aif=curves["aif"], vof=curves["vof"], affected_side=info.get("affected_side", "none"),
         reference_cbf=float(info.get("reference_cbf") or float("nan")),
         baseline_hu=load_volume(aux / "baseline_hu.nii.gz")[0], qa_flags=info.get("qa_flags", {}),
-        qa_values=info.get("qa_values", {}))
+        qa_values=info.get("qa_values", {}),
+        # the standard convention's maps go with the result (a re-thresholded set still names them in its method)
+        aux_maps={name: load_volume(aux / f"{name}.nii.gz")[0] for name in STANDARD_MAP_NAMES
+                  if (aux / f"{name}.nii.gz").exists()})
     return perf, mask("roi_mask"), mask("contra_mask"), info.get("provenance", {})
 
 

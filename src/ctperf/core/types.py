@@ -191,6 +191,11 @@ class PerfusionResult:
     aux_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: The maps of the standard model-free convention (block-circulant SVD with an oscillation index, Wu 2003, no bias
+#: correction) that every Mode A run writes to ``aux/`` beside the default maps (:attr:`PerfusionResult.aux_maps`).
+STANDARD_MAP_NAMES = ("cbf_standard", "tmax_standard")
+
+
 @dataclass
 class LesionMasks:
     """Binary lesion masks on the map grid plus the Tmax level masks used by the indices."""

@@ -30,7 +30,8 @@ from ctperf.config import Config, side_thread, thread_count
 from ctperf.core.constants import ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
-from ctperf.core.types import CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks, voxel_volume_ml
+from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
+                               voxel_volume_ml)
 from ctperf.engine import maps as mp
 from ctperf.engine.aif import select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
@@ -134,7 +135,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
         affected_side=ref.side, reference_cbf=ref.cbf, baseline_hu=pre.baseline_hu, qa_flags=qa_flags,
         qa_values=qa_values, stage_seconds=timer.seconds,
-        aux_maps={k: vol[k] for k in ("cbf_standard", "tmax_standard")})
+        aux_maps={k: vol[k] for k in STANDARD_MAP_NAMES})
 
 
 def _denoise(delta_tzyx: np.ndarray, guide_zyx: np.ndarray, pre, pixel_mm: float, pc,
@@ -360,7 +361,7 @@ def method_description(dc) -> dict:
                                                 "tmax_shift_mtt": dc.tmax_shift_mtt,
                                                 "tmax_noise_aware": dc.tmax_noise_aware}
                          if corrected else None,
-        "standard_maps": ["aux/cbf_standard.nii.gz", "aux/tmax_standard.nii.gz"],
+        "standard_maps": [f"aux/{name}.nii.gz" for name in STANDARD_MAP_NAMES],
         "map_regularisation": ("cbf+cbv" if dc.map_regularisation else "cbv" if dc.cbv_regularisation else "none"),
         "map_regularisation_domain": dc.map_regularisation_domain,
         "tmax_regularisation": dc.tmax_regularisation,
