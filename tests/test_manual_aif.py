@@ -86,15 +86,16 @@ def test_cli_masks_are_named_in_the_provenance(tmp_path):
     for name, mask in (("aif", labels == ARTERY), ("empty", np.zeros_like(labels))):
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), labels_img.affine), tmp_path / f"{name}.nii.gz")
     dicom = str(tmp_path / "ph" / "dicom")
-    r = _cli("run", "--dicom_dir", dicom, "--out_dir", str(tmp_path / "out"), "--aif-mask", str(tmp_path / "aif.nii.gz"),
-             "-q")
+    r = _cli("run", "--dicom_dir", dicom, "--out_dir", str(tmp_path / "out"),
+             "--aif-mask", str(tmp_path / "aif.nii.gz"), "-q")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["qa_values"]["aif_source"] == "mask" and m["qa_values"]["vof_source"] == "automatic"
     rec = m["provenance"]["input_files"]["aif_mask"]
     assert rec["file"] == "aif.nii.gz" and len(rec["sha256"]) == 64 and "vof_mask" not in m["provenance"]["input_files"]
     assert "aif.nii.gz" in (tmp_path / "out" / "log.txt").read_text()
-    r = _cli("run", "--dicom_dir", dicom, "--out_dir", str(tmp_path / "bad"), "--vof-mask", str(tmp_path / "empty.nii.gz"))
+    r = _cli("run", "--dicom_dir", dicom, "--out_dir", str(tmp_path / "bad"),
+             "--vof-mask", str(tmp_path / "empty.nii.gz"))
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "empty.nii.gz" in lines[0], r.stderr
     assert not (tmp_path / "bad").exists()
