@@ -10,7 +10,7 @@ import pytest
 
 from ctperf.analysis.coverage import MIN_END_SLICE_ML, slab_coverage
 from ctperf.analysis.masks import global_delay_reason, normal_tissue_tmax_s
-from ctperf.config import Thresholds
+from ctperf.config import Config, Thresholds
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "global_delay.json"
 
@@ -80,3 +80,47 @@ def test_the_margin_sits_where_the_measurement_put_it():
     assert not any(4.90 < r["normal_tissue_tmax_s"] < 5.06 for r in rows)
     near = [r for r in below if r["normal_tissue_tmax_s"] >= 4.5]  # README: 1.3-11.8 mL between 4.5 and 5 s
     assert false_ml(near) == (pytest.approx(1.343), pytest.approx(11.75))
+
+
+def test_unmeasured_lesion_has_no_end_slice_volume():
+    hyp = np.zeros((4, 40, 40), bool)
+    cov = slab_coverage(hyp, _affine(), unmeasured_reason="no usable bolus")
+    assert not cov.lesion_beyond and cov.qa_flags() == {"lesion_beyond_coverage": False}
+    assert cov.qa_values() == {"coverage_mm": 20.0, "lesion_end_slice_ml": None,
+                               "lesion_end_slice_reason": "no usable bolus"}
+
+
+@pytest.fixture(scope="module")
+def perfusion():
+    from ctperf import synthetic
+    from ctperf.core.types import CTPStudy
+    from ctperf.engine import compute_perfusion
+
+    ph = synthetic.make_phantom(synthetic.PhantomSpec(matrix=128, n_slices=4, pixel_mm=1.6, seed=0))
+    return compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
+
+
+def test_coverage_follows_the_reported_lesion(perfusion):
+    """Under a global delay the core is kept while the hypoperfusion is withheld: the coverage check reads the core
+    (before: the emptied hypoperfusion mask, 0 mL at the ends, and a kept core reaching the last slice lost its
+    lower-bound flag); with no lesion region measured the end slices' volume is null with the reason, not 0."""
+    from ctperf.pipeline import lesions_and_indices
+
+    def run(**thresholds):
+        cfg = Config.from_dict({"thresholds": thresholds}) if thresholds else Config()
+        return lesions_and_indices(perfusion, cfg, None, None, {})
+
+    full = run()
+    assert full.metrics["qa_values"]["lesion_end_slice_ml"] > 1.0 and full.metrics["qa_flags"]["lesion_beyond_coverage"]
+    delayed = run(hypoperfusion_min_margin_s=4.5)  # normal tissue (~2.5 s) now within the margin of 6 s
+    m = delayed.metrics
+    assert m["qa_flags"]["global_tmax_delay"] and m["hypoperfusion_ml"] is None and m["core_ml"] is not None
+    core = delayed.lesion.core
+    end_ml = max(core[0].sum(), core[-1].sum()) * m["voxel_volume_ml"]
+    assert end_ml > 1.0  # this phantom's core reaches an end slice
+    assert m["qa_values"]["lesion_end_slice_ml"] == pytest.approx(end_ml, abs=1e-3)
+    assert m["qa_flags"]["lesion_beyond_coverage"]
+    none = run(lesion_min_contrast_to_noise=1000.0).metrics
+    assert none["qa_flags"]["lesion_unmeasured"] and not none["qa_flags"]["lesion_beyond_coverage"]
+    assert none["qa_values"]["lesion_end_slice_ml"] is None
+    assert none["qa_values"]["lesion_end_slice_reason"] == none["qa_values"]["lesion_unmeasured_reason"]

@@ -121,7 +121,10 @@ def lesions_and_indices(perf: PerfusionResult, cfg: Config, roi: np.ndarray | No
     can = measurability(perf.ttp, lesion.hypoperfusion, perf.qa_flags, perf.qa_values, cfg.thresholds,
                         tmax_s=perf.tmax, tissue=perf.masks.tissue)
     lesion = can.masks(lesion)
-    covered = slab_coverage(lesion.hypoperfusion, perf.affine_ras)  # a lesion reaching an end slice goes on beyond
+    # a lesion reaching an end slice goes on beyond the slab: the lesion as reported (a kept core counts under a
+    # global delay); nothing to say where no lesion region is measured
+    unmeasured = can.lesion or (can.global_delay and can.core and f"{can.global_delay}; {can.core}")
+    covered = slab_coverage(lesion.hypoperfusion | lesion.core, perf.affine_ras, unmeasured or None)
     cortex = cortical_ribbon(perf.masks.tissue, spacing_xyz_mm(perf.affine_ras)) & perf.masks.tissue
     sinus = sinus_region(perf.masks.vessels, perf.vof.voxels_zyx)
     stages["masks"] = time.perf_counter() - t0

@@ -22,32 +22,45 @@ MIN_END_SLICE_ML = 1.0
 
 @dataclass(frozen=True)
 class Coverage:
-    """The slab's craniocaudal extent and the hypoperfusion in its end slices."""
+    """The slab's craniocaudal extent and the reported lesion in its end slices."""
 
     #: Number of slices x slice spacing perpendicular to the slices (mm; a gantry tilt does not lengthen it).
     coverage_mm: float
-    #: Hypoperfusion (mL) in the first / last slice (inferior / superior in the map's slice order).
-    first_slice_ml: float
-    last_slice_ml: float
+    #: Lesion (mL) in the first / last slice (inferior / superior in the map's slice order); None when no lesion
+    #: region is measured (``unmeasured_reason``).
+    first_slice_ml: float | None
+    last_slice_ml: float | None
+    unmeasured_reason: str | None = None
+
+    @property
+    def end_slice_ml(self) -> float | None:
+        return None if self.first_slice_ml is None else max(self.first_slice_ml, self.last_slice_ml)
 
     @property
     def lesion_beyond(self) -> bool:
-        """True when the hypoperfusion reaches an end slice with at least :data:`MIN_END_SLICE_ML`."""
-        return max(self.first_slice_ml, self.last_slice_ml) >= MIN_END_SLICE_ML
+        """True when the lesion reaches an end slice with at least :data:`MIN_END_SLICE_ML`."""
+        return self.end_slice_ml is not None and self.end_slice_ml >= MIN_END_SLICE_ML
 
     def qa_flags(self) -> dict[str, bool]:
         return {"lesion_beyond_coverage": self.lesion_beyond}
 
     def qa_values(self) -> dict[str, Any]:
-        return {"coverage_mm": round(self.coverage_mm, 2),
-                "lesion_end_slice_ml": round(max(self.first_slice_ml, self.last_slice_ml), 3)}
+        end = self.end_slice_ml
+        values = {"coverage_mm": round(self.coverage_mm, 2),
+                  "lesion_end_slice_ml": None if end is None else round(end, 3)}
+        if end is None:
+            values["lesion_end_slice_reason"] = self.unmeasured_reason or "no lesion region measured"
+        return values
 
 
-def slab_coverage(hypoperfusion_zyx: np.ndarray, affine_ras: np.ndarray) -> Coverage:
-    """:class:`Coverage` of a hypoperfusion mask (bool, (z, y, x)) on the grid of ``affine_ras`` (voxel -> RAS mm)."""
-    hyp = np.asarray(hypoperfusion_zyx, bool)
+def slab_coverage(lesion_zyx: np.ndarray, affine_ras: np.ndarray, unmeasured_reason: str | None = None) -> Coverage:
+    """:class:`Coverage` of the reported lesion (bool, (z, y, x): the hypoperfusion and core masks as reported, so a
+    kept core counts where the hypoperfusion is withheld) on the grid of ``affine_ras`` (voxel -> RAS mm); with
+    ``unmeasured_reason`` (no lesion region is measured) the end slices' volume is None with that reason, not 0."""
+    les = np.asarray(lesion_zyx, bool)
+    n_z = les.shape[0]
+    coverage_mm = float(n_z * abs(slice_axis_mm(affine_ras)[1]))
+    if unmeasured_reason is not None or not n_z:
+        return Coverage(coverage_mm, None, None, unmeasured_reason or "no slices")
     vox_ml = voxel_volume_ml(affine_ras)
-    n_z = hyp.shape[0]
-    return Coverage(coverage_mm=float(n_z * abs(slice_axis_mm(affine_ras)[1])),
-                    first_slice_ml=float(hyp[0].sum()) * vox_ml if n_z else 0.0,
-                    last_slice_ml=float(hyp[-1].sum()) * vox_ml if n_z else 0.0)
+    return Coverage(coverage_mm, float(les[0].sum()) * vox_ml, float(les[-1].sum()) * vox_ml)

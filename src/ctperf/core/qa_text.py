@@ -42,7 +42,7 @@ QA_FLAG_TEXT: dict[str, str] = {
                          "bolus delay; Tmax volumes, mismatch, HIR and trial labels undefined",
     "cbv_truncated": "acquisition ends too soon after the lesion peaks for its curves to return "
                      "(qa_values.lesion_observed_after_peak_s); CBV indices undefined",
-    "lesion_beyond_coverage": "the hypoperfusion reaches the first or last slice: volumes are those inside the slab "
+    "lesion_beyond_coverage": "the lesion reaches the first or last slice: volumes are those inside the slab "
                               "(qa_values.coverage_mm), lower bounds",
     "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
                          "cut by the end of the acquisition); every lesion index undefined",

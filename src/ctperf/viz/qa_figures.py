@@ -11,7 +11,7 @@ panel carries the letters of its edges (R/L, A/P) so a wrong header is visible a
 
 Metric values may be ``None`` (strict JSON null); they are printed as ``n/a (<short reason>)``: the leading label
 of the ``<key>_reason`` entry, cut at a word boundary (:func:`ctperf.core.qa_text.short_reason`); the full reason
-stays in metrics.json.  When the hypoperfusion reaches the first or last slice (``qa_flags.lesion_beyond_coverage``)
+stays in metrics.json.  When the lesion reaches the first or last slice (``qa_flags.lesion_beyond_coverage``)
 the volumes are lower bounds and are printed with a "≥" prefix.
 """
 
@@ -183,7 +183,7 @@ def metric_text(metrics: dict, names: Iterable[str] | str, unit: str = "", digit
 
 
 def lesion_beyond_coverage(metrics: dict) -> bool:
-    """True when the hypoperfusion reaches the first or last slice: every lesion volume is then a lower bound."""
+    """True when the lesion reaches the first or last slice: every lesion volume is then a lower bound."""
     flags = (metrics or {}).get("qa_flags")
     return bool(isinstance(flags, dict) and flags.get("lesion_beyond_coverage"))
 
