@@ -103,7 +103,9 @@ def test_cli_masks_are_named_in_the_provenance(tmp_path):
 
 def test_the_automatic_choice_exported_and_drawn_back_gives_the_same_result(tmp_path):
     """aux/aif_voxels.nii.gz and aux/vof_voxels.nii.gz hold the voxels the automatic AIF / VOF averaged; passed back
-    as masks they give the same curves, so the same indices (maps equal to float rounding: the order of the sum)."""
+    as masks they give the same curves to float rounding (the voxels are summed in another order), so the same
+    indices but for a voxel or two at a threshold (measured on this phantom: Tmax > 8 s 23.31 against 23.34 mL; the
+    indices below identical)."""
     r = _cli("phantom", str(tmp_path / "ph"), "-q", "--matrix", "128", "--n-slices", "4")
     assert r.returncode == 0, r.stderr
     dicom, auto, drawn = str(tmp_path / "ph" / "dicom"), tmp_path / "auto", tmp_path / "drawn"
@@ -116,4 +118,5 @@ def test_the_automatic_choice_exported_and_drawn_back_gives_the_same_result(tmp_
     assert a["qa_values"]["aif_source"] == "automatic" and b["qa_values"]["aif_source"] == "mask"
     for key in ("core_ml", "hypoperfusion_ml", "tmax10_ml", "HIR", "PVT_sec", "Corrected_CBV_Index"):
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert b["tmax8_ml"] == pytest.approx(a["tmax8_ml"], rel=0.005)  # measured 23.31 against 23.34 mL
     assert b["qa_values"]["aif_peak_scaled_hu"] == pytest.approx(a["qa_values"]["aif_peak_scaled_hu"], rel=1e-5)
