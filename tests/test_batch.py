@@ -1,6 +1,7 @@
 """`ctperf batch`: study discovery, failure isolation, resume, a Dask scheduler on loopback, thread safety."""
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -169,3 +170,28 @@ def test_pipeline_runs_in_threads_without_global_changes(tmp_path, monkeypatch):
         assert len(shapes) == 1 and int(shapes[0][2]) == nz, log
         assert (tmp_path / f"out_{name}" / "report.pdf").is_file()
         assert (tmp_path / f"out_{name}").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_result_rethresholded_since_is_not_reported_as_done(tmp_path):
+    """`ctperf recompute` in place (or the web app's saved thresholds) replaces metrics.json after the batch: the next
+    batch runs the study again instead of listing the other thresholds' volumes as its own (review 46: a Tmax > 8 s
+    result was listed as the default configuration's)."""
+    from ctperf.apps.batch.discover import Study
+    from ctperf.apps.batch.runner import DONE_FILE, completed_row, input_fingerprint
+
+    study_dir, out = tmp_path / "p0", tmp_path / "out"
+    study_dir.mkdir()
+    (study_dir / "IM0.dcm").write_bytes(b"x")
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"hypoperfusion_ml": 43.9}))
+    record = {"config_sha256": "k", "input": input_fingerprint(study_dir), "seconds": 1.0,
+              "metrics_sha256": hashlib.sha256((out / "metrics.json").read_bytes()).hexdigest()}
+    (out / DONE_FILE).write_text(json.dumps(record))
+    study = Study(path=study_dir, study_id="p0")
+    row = completed_row(study, out, "k")
+    assert row["status"] == "skipped" and row["hypoperfusion_ml"] == 43.9
+    (out / "metrics.json").write_text(json.dumps({"hypoperfusion_ml": 23.3}))  # re-thresholded in place
+    assert completed_row(study, out, "k") is None
+    record.pop("metrics_sha256")  # a record from before the result was fingerprinted: run again too
+    (out / DONE_FILE).write_text(json.dumps(record))
+    assert completed_row(study, out, "k") is None

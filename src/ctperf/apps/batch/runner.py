@@ -65,17 +65,24 @@ def input_fingerprint(study_dir: str | Path) -> str:
 
 
 def completed_row(study: Study, out_dir: Path, key: str) -> dict[str, Any] | None:
-    """The summary row of a study already done with this configuration and input, else None."""
+    """The summary row of a study already done with this configuration and input, and whose result is still the one
+    the batch wrote (``ctperf recompute`` in place, or the web app's saved thresholds, replace metrics.json: then
+    the study is run again rather than reported with other thresholds), else None."""
     try:
         done = json.loads((out_dir / DONE_FILE).read_text(encoding="utf-8"))
-        metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+        raw = (out_dir / "metrics.json").read_bytes()
+        metrics = json.loads(raw)
     except (OSError, ValueError):
         return None
     if not isinstance(done, dict) or done.get("config_sha256") != key or not isinstance(metrics, dict):
         return None
-    if done.get("input") != input_fingerprint(study.path):
+    if done.get("input") != input_fingerprint(study.path) or done.get("metrics_sha256") != _sha256(raw):
         return None
     return _row(study.study_id, "skipped", "", done.get("seconds"), metrics)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _row(study_id: str, status: str, error: str, seconds, metrics: dict | None) -> dict[str, Any]:
@@ -102,6 +109,7 @@ def run_study(study_dir: str, out_dir: str, study_id: str, cfg_dict: dict[str, A
         result = run_dicom_folder(study_dir, out, Config.from_dict(cfg_dict))
         seconds = time.perf_counter() - t0
         record = {"config_sha256": key, "input": input_fingerprint(study_dir), "seconds": round(seconds, 3),
+                  "metrics_sha256": _sha256((out / "metrics.json").read_bytes()),
                   "software_version": result.metrics.get("software_version"),
                   "definition_version": result.metrics.get("definition_version")}
         (out / DONE_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
