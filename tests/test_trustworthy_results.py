@@ -348,6 +348,14 @@ def test_recompute_into_new_folder_leaves_original_untouched(study, tmp_path):
     bad.write_text("[deconvolution]\nmethod = 'tikhonov'\n")
     r = _cli("recompute", str(new), "--config", str(bad), "--out_dir", str(tmp_path / "never"))
     assert r.returncode == 2 and "needs a new deconvolution" in r.stderr and not (tmp_path / "never").exists()
+    # threads never change a result: a [compute] section is accepted (it was refused as "needs a new deconvolution")
+    threads = tmp_path / "threads.toml"
+    threads.write_text("[compute]\nworkers = 1\n")
+    r = _cli("recompute", str(new), "--config", str(threads), "--out_dir", str(tmp_path / "one_thread"))
+    assert r.returncode == 0, r.stderr
+    one = json.loads((tmp_path / "one_thread" / "metrics.json").read_text())
+    # (the config names no thresholds, so the defaults: those of the original run)
+    assert one["core_ml"] == orig["core_ml"] and one["hypoperfusion_ml"] == orig["hypoperfusion_ml"]
     r = _cli("recompute", str(new), "--out_dir", str(new))
     assert r.returncode == 2 and "must differ" in r.stderr
 

@@ -534,6 +534,8 @@ def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
 # ------------------------------------------------------------------------------------- recompute from maps
 #: Config sections recompute can change (everything else shaped the saved maps and needs `ctperf run`).
 RECOMPUTE_SECTIONS = ("thresholds", "output")
+#: Sections that never change a result (threads: README "Threads per run"), so recompute accepts any value there.
+RESULT_NEUTRAL_SECTIONS = ("compute",)
 
 
 def recompute_outputs(out_dir: str | Path, cfg: Config, *, new_out_dir: str | Path | None = None,
@@ -623,7 +625,7 @@ def _reject_engine_changes(config_data: dict[str, Any], original: dict[str, Any]
     if not isinstance(config_data, dict):
         return
     for section, values in config_data.items():
-        if section in RECOMPUTE_SECTIONS or not isinstance(values, dict):
+        if section in RECOMPUTE_SECTIONS + RESULT_NEUTRAL_SECTIONS or not isinstance(values, dict):
             continue
         checked = Config.from_dict({section: values}).to_dict()[section]
         for key in values:
