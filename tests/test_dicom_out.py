@@ -151,6 +151,33 @@ def test_recompute_rebuilds_the_dicom_objects(done, tmp_path):
 
 
 @pytest.mark.parametrize("done", [0.0], indirect=True, ids=["straight"])
+def test_sr_carries_every_tmax_level_of_the_run(done, tmp_path):
+    """Another hypoperfusion threshold adds its level (tmax7_ml) to metrics.json: the SR carries it too, coded
+    "Volume Tmax >= 7 s" like every level (the SR said "> L s" and knew only 4 / 6 / 8 / 10 s; review 46)."""
+    _, out0, _ = done
+    out = tmp_path / "copy"
+    shutil.copytree(out0, out)
+    cfg = Config()
+    cfg.thresholds.tmax_hypoperfusion_s = 7.0
+    metrics = recompute_outputs(out, cfg)
+    values = read_report_values(out / "dicom" / "sr_measurements.dcm")
+    levels = {k for k in metrics if k.startswith("tmax") and k.endswith("_ml") and metrics[k] is not None}
+    assert "tmax7_ml" in levels and levels <= set(values)
+    for key in levels:
+        assert values[key] == pytest.approx(metrics[key]), key
+    ds = pydicom.dcmread(out / "dicom" / "sr_measurements.dcm")
+    meanings = {item.ConceptNameCodeSequence[0].CodeMeaning for item in _content_items(ds)
+                if "ConceptNameCodeSequence" in item}
+    assert "Volume Tmax >= 7 s" in meanings and not any(m.startswith("Volume Tmax > ") for m in meanings)
+
+
+def _content_items(ds):
+    for item in getattr(ds, "ContentSequence", []):
+        yield item
+        yield from _content_items(item)
+
+
+@pytest.mark.parametrize("done", [0.0], indirect=True, ids=["straight"])
 def test_unmeasured_core_is_labelled_in_the_seg_and_absent_from_the_sr(done, tmp_path):
     """A core that cannot be measured (here: a contrast-to-noise limit above the study's ratio) has null core and
     penumbra volumes; their SEG segments are empty and say "not measured", and the SR carries no volume for them."""

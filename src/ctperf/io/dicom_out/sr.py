@@ -12,6 +12,7 @@ Every measurement carries the ctperf algorithm identification (name and version)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,9 @@ from ctperf.io.dicom_out.seg import SEGMENTS
 
 _VOLUME = ("118565006", "SCT", "Volume")
 _UCUM = {"mL": ("ml", "UCUM", "milliliter"), "s": ("s", "UCUM", "second"), "1": ("1", "UCUM", "no units")}
-#: metrics.json key -> (code value, meaning) in the private scheme 99CTPERF.
+#: metrics.json key -> (code value, meaning) in the private scheme 99CTPERF; the Tmax level volumes
+#: (``tmax<L>_ml``, every level of the run) are coded by :func:`tmax_level_code`.
 INDEX_CODES: dict[str, tuple[str, str]] = {
-    "tmax4_ml": ("TMAX4VOL", "Volume Tmax > 4 s"),
-    "tmax6_ml": ("TMAX6VOL", "Volume Tmax > 6 s"),
-    "tmax8_ml": ("TMAX8VOL", "Volume Tmax > 8 s"),
-    "tmax10_ml": ("TMAX10VOL", "Volume Tmax > 10 s"),
     "mismatch_volume_ml": ("MISMATCHVOL", "Mismatch volume"),
     "Mismatch_Ratio": ("MISMATCHRATIO", "Mismatch ratio"),
     "HIR": ("HIR", "Hypoperfusion intensity ratio"),
@@ -46,6 +44,21 @@ INDEX_CODES: dict[str, tuple[str, str]] = {
     "sinus_tmax_s": ("SINUSTMAX", "Sinus Tmax"),
 }
 _VOLUME_KEYS = {"core": "core_ml", "penumbra": "penumbra_ml", "hypoperfusion": "hypoperfusion_ml"}
+_TMAX_KEY = re.compile(r"tmax(\d+(?:\.\d+)?)_ml")
+_TMAX_CODE = re.compile(r"TMAX(\d+(?:\.\d+)?)VOL")
+
+
+def tmax_level_code(key: str) -> tuple[str, str] | None:
+    """(code value, meaning) of a Tmax level volume ``tmax<L>_ml`` (tissue with Tmax >= L s, as in metrics.json;
+    ASCII ">=", the SR's character set), or None for another key."""
+    m = _TMAX_KEY.fullmatch(key)
+    return None if m is None else (f"TMAX{m.group(1)}VOL", f"Volume Tmax >= {m.group(1)} s")
+
+
+def _index_codes(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The coded indices of one metrics document: its Tmax level volumes, then :data:`INDEX_CODES`."""
+    levels = {key: code for key in metrics if (code := tmax_level_code(key)) is not None}
+    return {**levels, **INDEX_CODES}
 
 
 def _number(value: Any) -> float | None:
@@ -84,7 +97,7 @@ def build_report(metrics: dict[str, Any], seg, source: SourceStudy, *, series_nu
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=spec.number),
             finding_type=hd.sr.CodedConcept(*spec.property_type), algorithm_id=algo, measurements=measurements))
     index_measurements = []
-    for key, (code, meaning) in INDEX_CODES.items():
+    for key, (code, meaning) in _index_codes(metrics).items():
         value, unit = _number(metrics.get(key)), _UCUM.get(units.get(key, ""))
         if value is not None and unit is not None:
             index_measurements.append(hd.sr.Measurement(
@@ -132,7 +145,8 @@ def read_report_values(path: str | Path) -> dict[str, float]:
             values[_VOLUME_KEYS.get(label, label)] = float(m.value)
     for group in sr.content.get_image_measurement_groups():
         for m in group.get_measurements():
-            key = by_code.get(m.name.value)
+            level = _TMAX_CODE.fullmatch(m.name.value)
+            key = f"tmax{level.group(1)}_ml" if level else by_code.get(m.name.value)
             if key is not None:
                 values[key] = float(m.value)
     return values
