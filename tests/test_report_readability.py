@@ -444,3 +444,15 @@ def test_hypoperfusion_swatch_matches_the_outline_drawn():
     (outer, outer_fill, _), (inner, inner_fill, inner_edge) = cv.rects
     assert outer_fill == "black" and inner_fill is None and inner_edge == "white"
     assert inner[0] > outer[0] and inner[2] < outer[2]
+
+
+def test_voxel_counts_name_drawn_curves_and_none_for_csv_curves():
+    """Analysis details: "5 (your mask)" for a drawn AIF, "n/a" for Mode B's curves read from CSV (it said 0 / 0)."""
+    from ctperf.core.types import Curve
+    from ctperf.viz.report import _voxel_count
+
+    t = np.arange(3.0)
+    drawn = Curve(time_s=t, delta_hu=t, voxels_zyx=np.zeros((5, 3), int))
+    assert _voxel_count(drawn, "mask") == "5 (your mask)" and _voxel_count(drawn, "automatic") == "5"
+    assert _voxel_count(Curve(time_s=t, delta_hu=t, voxels_zyx=np.zeros((0, 3), int)), None) == "n/a"
+    assert _voxel_count(Curve(time_s=t, delta_hu=t), None) == "n/a"
