@@ -89,8 +89,10 @@ def test_different_thresholds_are_refused_unless_forced(tmp_path):
     # compare.json only (plus the output folder's record of which files ctperf wrote, see Trustworthy results)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["compare.json", "ctperf_manifest.json"]
     shutil.rmtree(tmp_path / "o")
-    # `ctperf prr` keeps its behaviour (no definition check)
+    # `ctperf prr` applies the same check, with the same --force (tests/test_compare_consistency.py)
     r = _cli("prr", str(tmp_path / "b"), str(tmp_path / "f"))
+    assert r.returncode == 2 and "tmax_hypoperfusion_s: 6.0 vs 8.0" in r.stderr
+    r = _cli("prr", str(tmp_path / "b"), str(tmp_path / "f"), "--force")
     assert r.returncode == 0 and json.loads(r.stdout)["PRR_percent"] == 75.0
 
 

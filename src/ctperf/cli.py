@@ -408,25 +408,28 @@ def prr_cmd(
     baseline: Path = typer.Argument(..., help="Baseline study: its output folder or metrics.json."),
     followup: Path = typer.Argument(..., help="Follow-up study: its output folder or metrics.json."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the result as strict JSON here."),
+    force: bool = typer.Option(False, "--force", help="Compute even if the thresholds or definition versions "
+                                                      "differ (recorded in the result)."),
 ):
-    """Follow-up comparison: PRR % = 100 x (baseline - follow-up) / baseline hypoperfusion volume."""
+    """Follow-up comparison: PRR % = 100 x (baseline - follow-up) / baseline hypoperfusion volume.
+
+    Studies made with different thresholds or definition versions are refused unless --force (as `compare`).
+    """
     try:
-        from ctperf.analysis.indices import prr_percent
+        from ctperf.apps.cohort_cli import warn_if_forced
+        from ctperf.workflows.compare import prr_document
 
         docs = [_read_metrics(p) for p in (baseline, followup)]
-        vols = [d.get("hypoperfusion_ml") for d in docs]
-        value, reason = prr_percent(*vols)
-        result = {"PRR_percent": value, "baseline_hypoperfusion_ml": vols[0], "followup_hypoperfusion_ml": vols[1],
-                  "units": {"PRR_percent": "%", "baseline_hypoperfusion_ml": "mL", "followup_hypoperfusion_ml": "mL"},
-                  "software_version": __version__}
-        if value is None:
-            result["PRR_percent_reason"] = reason
+        result = prr_document(*docs, force=force)
+        result["units"] = {"PRR_percent": "%", "baseline_hypoperfusion_ml": "mL", "followup_hypoperfusion_ml": "mL"}
+        result["software_version"] = __version__
         text = json.dumps(result, indent=2, allow_nan=False)
         if output is not None:
             Path(output).write_text(text + "\n", encoding="utf-8")
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return
+    warn_if_forced(result)
     typer.echo(text)
 
 

@@ -77,6 +77,9 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
                                                     "(default: print the JSON only)."),
         force: bool = typer.Option(False, "--force", help="Compare even if the thresholds or definition versions "
                                                           "differ (recorded in the result)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a Mode A or Mode B result already in "
+                                                                  "--out_dir (refused otherwise: compare would "
+                                                                  "delete its maps, metrics and report)."),
     ):
         """Follow-up vs baseline: PRR %, and with maps a rigid registration, reperfusion map and volume, figure."""
         try:
@@ -84,13 +87,11 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
 
             from ctperf.workflows.compare import compare_studies
 
-            doc = compare_studies(baseline, followup, out_dir, force=force)
+            doc = compare_studies(baseline, followup, out_dir, force=force, overwrite=overwrite)
         except (Exception, MemoryError) as exc:  # noqa: BLE001
             fail(exc)
             return
-        if doc.get("forced"):
-            err.print("ctperf: warning: compared despite different definitions: "
-                      + "; ".join(doc["definition_differences"]), highlight=False, soft_wrap=True)
+        warn_if_forced(doc)
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
 
     @app.command("stats")
@@ -130,6 +131,13 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
             err.print(f"note: {note}", highlight=False, soft_wrap=True)
         out.print(_stats_table(doc))
         out.print(f"stats.json, plots and report.html -> {out_dir}", highlight=False)
+
+
+def warn_if_forced(doc: dict) -> None:
+    """The warning of ``compare`` and ``prr`` when ``--force`` let different definitions through."""
+    if doc.get("forced"):
+        err.print("ctperf: warning: compared despite different definitions: "
+                  + "; ".join(doc["definition_differences"]), highlight=False, soft_wrap=True)
 
 
 def _stats_table(doc: dict):
