@@ -122,3 +122,20 @@ def test_mode_b_clear_errors(truth_maps, tmp_path):
                         str(d / "vof.csv"), "--out_dir", str(tmp_path / "o2")], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_mode_b_names_its_config_file_through_the_cli(truth_maps, tmp_path):
+    """`ctperf maps --config F` (and the seed script) name F with its SHA-256 in metrics.json and log.txt, as Mode A
+    does, and say that engine settings in it are ignored (review 46: Mode B recorded no input file)."""
+    ph, d, _, _ = truth_maps
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[thresholds]\nrcbf_core = 0.3\n[deconvolution]\nmethod = 'standard'\n")
+    out = tmp_path / "out"
+    r = _run(d, out, ["--tmax", str(d / "tmax.nii.gz"), "--cbv", str(d / "cbv.nii.gz"), "--rcbf",
+                      str(d / "rcbf.nii.gz"), "--config", str(cfg)])
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    rec = m["provenance"]["input_files"]["config"]
+    assert rec["file"] == "mine.toml" and len(rec["sha256"]) == 64 and "deconvolution.method" in rec["note"]
+    assert "deconvolution" not in m["provenance"]["config"]
+    assert rec["sha256"] in (out / "log.txt").read_text()

@@ -338,7 +338,8 @@ def maps_cmd(
             metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
                                out_dir=out_dir, cfg=cfg,
                                ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
-                                       "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask)
+                                       "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask,
+                               config_file=config)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         _fail(exc)
         return

@@ -16,7 +16,8 @@ Input decoders (pure numpy in / out, file loading in thin wrappers):
   ``register_colour_screenshot(...)`` (correlation ratio of colour labels vs MIP values), ``unexplained_by_map``
   (the yellow the colour map does not explain is the ROI);
 - :mod:`ctperf.modeb.pipeline_b` - ``analyse_maps`` (pure) and ``run_maps`` (files); ``saved_tissue`` reuses the
-  tissue mask, midline and sinus of a ctperf Mode A folder so the same maps give the same indices;
+  tissue mask, midline and sinus of a ctperf Mode A folder so the same maps give the same indices (``mode_a_note``
+  names those the ROI footprint changes by design);
 - :mod:`ctperf.modeb.curves_csv` - ``read_curve_csv(path) -> (time_s, values)``, ``time_to_peak_s(t, y)``.
 
 All user-input problems raise :class:`ctperf.errors.InputError` with a one-line message.
