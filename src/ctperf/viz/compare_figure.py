@@ -10,6 +10,8 @@ from ctperf.core.orientation import display_orientation
 from ctperf.viz.qa_figures import draw_baseline, label_edges, new_figure, save_figure
 
 REPERFUSED_RGBA = (0.1, 0.8, 0.2, 0.65)
+#: Width (inches) the title (PRR and the two volumes, or why they are not measured) and the legend line need.
+MIN_WIDTH_IN = 8.5
 PERSISTENT_RGBA = (0.9, 0.1, 0.1, 0.65)
 
 
@@ -23,9 +25,12 @@ def reperfusion_figure(baseline_hu: np.ndarray, affine_ras: np.ndarray, reperfus
     lesion = (reperfused | persistent).reshape(len(baseline_hu), -1).sum(axis=1)
     ranked = [int(k) for k in np.argsort(-lesion, kind="stable")[:n_max] if lesion[k] > 0] or [len(lesion) // 2]
     slices = [k for k in orient.slice_order if k in ranked]
-    fig = new_figure(2.6 * len(slices) + 0.4, 3.4)
+    # 2.6 in per slice, and never narrower than the title and legend lines need (one slice when nothing is marked)
+    width_in = max(2.6 * len(slices) + 0.4, MIN_WIDTH_IN)
+    cell = 2.6 / width_in
+    fig = new_figure(width_in, 3.4)
     for i, z in enumerate(slices):
-        ax = fig.add_axes((0.02 + i / len(slices) * 0.96, 0.07, 0.96 / len(slices) - 0.01, 0.70))
+        ax = fig.add_axes((0.02 + i * cell, 0.07, cell - 0.01, 0.70))
         draw_baseline(ax, baseline_hu[z], orient)
         over = np.zeros(baseline_hu.shape[1:] + (4,))
         over[reperfused[z]] = REPERFUSED_RGBA
