@@ -154,12 +154,7 @@ def test_recompute_rebuilds_the_dicom_objects(done, tmp_path):
 def test_sr_carries_every_tmax_level_of_the_run(done, tmp_path):
     """Another hypoperfusion threshold adds its level (tmax7_ml) to metrics.json: the SR carries it too, coded
     "Volume Tmax >= 7 s" like every level (the SR said "> L s" and knew only 4 / 6 / 8 / 10 s; review 46)."""
-    _, out0, _ = done
-    out = tmp_path / "copy"
-    shutil.copytree(out0, out)
-    cfg = Config()
-    cfg.thresholds.tmax_hypoperfusion_s = 7.0
-    metrics = recompute_outputs(out, cfg)
+    out, metrics = _recomputed(done, tmp_path, tmax_hypoperfusion_s=7.0)
     values = read_report_values(out / "dicom" / "sr_measurements.dcm")
     levels = {k for k in metrics if k.startswith("tmax") and k.endswith("_ml") and metrics[k] is not None}
     assert "tmax7_ml" in levels and levels <= set(values)
@@ -169,6 +164,16 @@ def test_sr_carries_every_tmax_level_of_the_run(done, tmp_path):
     meanings = {item.ConceptNameCodeSequence[0].CodeMeaning for item in _content_items(ds)
                 if "ConceptNameCodeSequence" in item}
     assert "Volume Tmax >= 7 s" in meanings and not any(m.startswith("Volume Tmax > ") for m in meanings)
+
+
+def _recomputed(done, tmp_path, **thresholds):
+    """A copy of the fixture's output folder re-thresholded with ``thresholds``: (folder, metrics)."""
+    out = tmp_path / "copy"
+    shutil.copytree(done[1], out)
+    cfg = Config()
+    for key, value in thresholds.items():
+        setattr(cfg.thresholds, key, value)
+    return out, recompute_outputs(out, cfg)
 
 
 def _content_items(ds):
@@ -181,12 +186,7 @@ def _content_items(ds):
 def test_unmeasured_core_is_labelled_in_the_seg_and_absent_from_the_sr(done, tmp_path):
     """A core that cannot be measured (here: a contrast-to-noise limit above the study's ratio) has null core and
     penumbra volumes; their SEG segments are empty and say "not measured", and the SR carries no volume for them."""
-    _, out0, _ = done
-    out = tmp_path / "copy"
-    shutil.copytree(out0, out)
-    cfg = Config()
-    cfg.thresholds.core_min_contrast_to_noise = 1e6
-    metrics = recompute_outputs(out, cfg)
+    out, metrics = _recomputed(done, tmp_path, core_min_contrast_to_noise=1e6)
     assert metrics["core_ml"] is None and metrics["penumbra_ml"] is None and metrics["hypoperfusion_ml"] is not None
     ds = pydicom.dcmread(out / "dicom" / "seg_lesions.dcm")
     assert [s.SegmentLabel for s in ds.SegmentSequence] == ["core (not measured)", "penumbra (not measured)",
