@@ -273,3 +273,54 @@ def test_queue_interrupted_send_is_resent_and_failed_sends_park(tmp_path):
     row = q.studies()[0]
     assert (row.state, row.send_attempts, row.reason, row.analyses_completed) == ("parked", 2, "refused", 1)
     q.close()
+
+
+def test_the_same_study_sent_again_is_not_analysed_or_forwarded_twice(tmp_path):
+    """A re-send of instances already received (e.g. after a timeout) leaves a finished study as it is; a new
+    instance re-opens it (review 46: the re-send re-opened it and the PACS got a second copy of every result)."""
+    from ctperf.apps.node.queue import StudyQueue
+
+    q = StudyQueue(tmp_path / "q.sqlite")
+    for sop in ("e1", "e2"):
+        q.add_instance("e", sop, "1.2")
+    time.sleep(0.02)
+    q.promote_quiet(0.01)
+    assert q.take("queued", "analysing") == "e"
+    time.sleep(0.01)
+    q.finish_analysis("e", True, None, forward=True)
+    assert q.take("analysed", "sending") == "e" and q.send_result("e", True, None, retries=3, delay_s=0.0) == "sent"
+    for sop in ("e1", "e2"):  # the same instances again
+        q.add_instance("e", sop, "1.2")
+    row = q.studies()[0]
+    assert (row.state, row.n_instances, row.analyses_started) == ("sent", 2, 1)
+    q.add_instance("e", "e3", "1.2")
+    assert q.studies()[0].state == "receiving" and q.studies()[0].n_instances == 3
+    q.close()
+
+
+def test_recovery_without_a_forward_destination_finishes_as_done(tmp_path):
+    """An analysis that completed just before a stop becomes `done` when the node forwards nothing (it stayed
+    `analysed`, shown as waiting to be sent, for ever)."""
+    from ctperf.apps.node.queue import StudyQueue
+
+    q = StudyQueue(tmp_path / "q.sqlite")
+    q.add_instance("f", "f1", "1.2")
+    time.sleep(0.02)
+    q.promote_quiet(0.01)
+    assert q.take("queued", "analysing") == "f"
+    (tmp_path / "res" / "f").mkdir(parents=True)
+    (tmp_path / "res" / "f" / "metrics.json").write_text("{}")
+    q.close()
+    q = StudyQueue(tmp_path / "q.sqlite")
+    assert q.recover(tmp_path / "res", forward=False)["completed_before_stop"] == 1
+    assert q.studies()[0].state == "done"
+    q.close()
+
+
+def test_the_node_summary_names_withheld_volumes():
+    from ctperf.apps.node.server import volumes_text
+
+    assert volumes_text({"core_ml": 22.285, "hypoperfusion_ml": 103.635}) == "core 22.3 mL, hypoperfusion 103.6 mL"
+    text = volumes_text({"core_ml": None, "core_ml_reason": "contrast-to-noise ratio 7.9 below 14.5 (thresholds.x)",
+                         "hypoperfusion_ml": None})
+    assert "None" not in text and text.startswith("core n/a (contrast-to-noise") and "hypoperfusion n/a (" in text

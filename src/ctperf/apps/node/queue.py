@@ -77,7 +77,9 @@ class StudyQueue:
 
     # -------------------------------------------------------------------------------------------- receiver
     def add_instance(self, study_key: str, sop_key: str, sop_class: str) -> None:
-        """Record one stored instance (after its file is in place); re-opens a finished study."""
+        """Record one stored instance (after its file is in place); a new instance re-opens a finished study, an
+        instance already received (the same study sent again, e.g. after a timeout) changes nothing, so the study
+        is neither analysed nor forwarded twice."""
         now = time.time()
 
         def run(db):
@@ -85,9 +87,10 @@ class StudyQueue:
                              (sop_key, study_key, sop_class, now)).rowcount
             db.execute("INSERT OR IGNORE INTO studies (key, state, first_received, updated) "
                        "VALUES (?, 'receiving', ?, ?)", (study_key, now, now))
-            db.execute(f"UPDATE studies SET n_instances = n_instances + ?, last_received = ?, updated = ?, "
-                       f"state = CASE WHEN state IN {OPEN_AGAIN} THEN 'receiving' ELSE state END WHERE key = ?",
-                       (new, now, now, study_key))
+            if new:
+                db.execute(f"UPDATE studies SET n_instances = n_instances + 1, last_received = ?, updated = ?, "
+                           f"state = CASE WHEN state IN {OPEN_AGAIN} THEN 'receiving' ELSE state END WHERE key = ?",
+                           (now, now, study_key))
         self._tx(run)
 
     # -------------------------------------------------------------------------------------------- analyser
@@ -139,9 +142,11 @@ class StudyQueue:
         return self._tx(run)
 
     # ----------------------------------------------------------------------------------------------- start
-    def recover(self, results_dir: Path) -> dict[str, int]:
-        """Put work interrupted by a crash or kill back in line (see the module docstring)."""
+    def recover(self, results_dir: Path, forward: bool = True) -> dict[str, int]:
+        """Put work interrupted by a crash or kill back in line (see the module docstring); an analysis completed
+        before the stop becomes ``analysed`` (to be sent) or, without a forward destination, ``done``."""
         now = time.time()
+        finished = "analysed" if forward else "done"
 
         def run(db):
             done = 0
@@ -150,8 +155,8 @@ class StudyQueue:
                 metrics = Path(results_dir) / key / "metrics.json"
                 if (metrics.is_file() and started is not None
                         and metrics.stat().st_mtime >= started - _MTIME_RESOLUTION_S):
-                    db.execute("UPDATE studies SET state = 'analysed', analyses_completed = analyses_completed + 1,"
-                               " updated = ? WHERE key = ?", (now, key))
+                    db.execute("UPDATE studies SET state = ?, analyses_completed = analyses_completed + 1,"
+                               " updated = ? WHERE key = ?", (finished, now, key))
                     done += 1
             requeued = db.execute("UPDATE studies SET state = 'queued', updated = ? WHERE state = 'analysing'",
                                   (now,)).rowcount

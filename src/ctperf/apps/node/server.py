@@ -11,6 +11,7 @@ from typing import Any
 
 from ctperf.apps.node.queue import StudyQueue
 from ctperf.apps.node.settings import NodeSettings
+from ctperf.core.qa_text import short_reason
 from ctperf.errors import CTPerfError, InputError
 
 log = logging.getLogger("ctperf.node")
@@ -47,7 +48,18 @@ def analyse_one(key: str, settings: NodeSettings, cfg) -> tuple[bool, str | None
         return False, "out of memory for this study"
     except Exception as exc:  # noqa: BLE001 - one bad study must never stop the node
         return False, f"internal error {type(exc).__name__} (please report it)"
-    return True, f"core {result.metrics.get('core_ml')} mL, hypoperfusion {result.metrics.get('hypoperfusion_ml')} mL"
+    return True, volumes_text(result.metrics)
+
+
+def volumes_text(metrics: dict) -> str:
+    """The node's one-line summary of a result (log, --status): core and hypoperfusion in mL, or "n/a" with the
+    short reason of a withheld value (never "None mL")."""
+    parts = []
+    for key, name in (("core_ml", "core"), ("hypoperfusion_ml", "hypoperfusion")):
+        value = metrics.get(key)
+        parts.append(f"{name} {value:.1f} mL" if isinstance(value, (int, float)) else
+                     f"{name} n/a ({short_reason(metrics.get(f'{key}_reason')) or 'not measured'})")
+    return ", ".join(parts)
 
 
 def _analyser(settings: NodeSettings, queue: StudyQueue, stop: threading.Event, cfg) -> None:
@@ -116,7 +128,7 @@ def run_node(settings: NodeSettings, cfg=None, ready: threading.Event | None = N
     _setup_logging(settings)
     _remove_partial_files(settings)
     queue = StudyQueue(settings.db_path)
-    recovered = queue.recover(settings.results)
+    recovered = queue.recover(settings.results, forward=settings.forward is not None)
     if any(recovered.values()):
         log.info("restart: %s", recovered)
     stop: threading.Event = settings.extra.get("stop") or threading.Event()
