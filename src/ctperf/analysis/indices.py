@@ -109,6 +109,10 @@ class IndexInputs:
     hemisphere_logic: bool = True
     #: Why the hemisphere logic does not apply (e.g. "posterior-circulation hypoperfusion").
     hemisphere_reason: str = "hemisphere comparison does not apply"
+    #: Delayed tissue (Tmax >= 4 s) that the CBV indices' "normal-appearing" references leave out; None: the
+    #: lesion's own 4 s level.  Mode B passes the whole tissue's, its lesion masks being clipped to the ROI
+    #: footprint (a delayed region outside the ROI is not normal tissue either).
+    delayed: np.ndarray | None = None
 
 
 def _ratio(num: float | None, den: float | None, what: str) -> tuple[float | None, str | None]:
@@ -216,6 +220,7 @@ def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
     """Corrected, contralateral-hemisphere, mirror and conventional CBV indices (mean lesion CBV over a reference)."""
     cbv, hemi, les = inp.cbv, inp.hemispheres, inp.lesion
     keys = LESION_CBV_INDEX_KEYS
+    delayed = les.tmax_levels.get(4.0, les.hypoperfusion) if inp.delayed is None else inp.delayed
     lesion_cbv = _mean(cbv, les.hypoperfusion) if out["hypoperfusion_vox"] else None
     if cbv is None:
         for key in keys:
@@ -224,7 +229,7 @@ def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
         for key in keys:
             out.put(key, None, "no hypoperfusion (Tmax) region")
     elif not inp.hemisphere_logic:
-        normal = inp.tissue & ~les.tmax_levels.get(4.0, les.hypoperfusion)
+        normal = inp.tissue & ~delayed
         ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal))
         val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index (normal cortex of both hemispheres)")
         out.put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")
@@ -235,7 +240,7 @@ def _cbv_indices(out: _Indices, inp: IndexInputs, side: str) -> None:
             out.put(key, None, "no hemisphere split (midline) available")
     else:
         contra = hemi.side == (-1 if side == "left" else 1)
-        normal_contra = inp.tissue & contra & ~les.tmax_levels.get(4.0, les.hypoperfusion)
+        normal_contra = inp.tissue & contra & ~delayed
         ref_cortex = _mean(cbv, None if inp.cortex is None else (inp.cortex & normal_contra))
         val, reason = _ratio(lesion_cbv, ref_cortex, "Corrected CBV Index")
         out.put("Corrected_CBV_Index", None if val is None else round(val, 4), reason or "no cortex mask")

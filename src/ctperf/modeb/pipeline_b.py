@@ -25,13 +25,13 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
-from ctperf.analysis.indices import LESION_CBV_INDEX_KEYS, IndexInputs, compute_indices
+from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks
 from ctperf.analysis.metrics import build_metrics
 from ctperf.config import Config
@@ -113,35 +113,19 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
         except ValueError:
             hemispheres = None
     lesion = lesion_masks(tmax_s, rcbf, tissue, vox_ml, cfg.thresholds, footprint=roi_footprint)
-    inputs = IndexInputs(
+    # the CBV indices' "normal-appearing" reference excludes Tmax >= 4 s tissue of the whole brain, not only the
+    # footprint's (docs/definitions.md: Tmax < 4 s of the unaffected hemisphere); the volumes stay clipped
+    whole = lesion if roi_footprint is None else lesion_masks(tmax_s, rcbf, tissue, vox_ml, cfg.thresholds)
+    indices = compute_indices(IndexInputs(
         cbv=cbv, tmax_s=tmax_s, lesion=lesion, tissue=tissue, voxel_volume_ml=vox_ml, thresholds=cfg.thresholds,
         hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue,
-        aif_ttp_s=aif_ttp_s, vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint)
-    indices = compute_indices(inputs)
-    if roi_footprint is not None:
-        # the CBV indices' "normal-appearing" reference excludes Tmax >= 4 s tissue of the whole brain, not only
-        # the footprint's (docs/definitions.md: Tmax < 4 s of the unaffected hemisphere); the volumes stay clipped
-        whole = lesion_masks(tmax_s, rcbf, tissue, vox_ml, cfg.thresholds).tmax_levels
-        reference = compute_indices(replace(inputs, lesion=replace(lesion, tmax_levels=whole)))
-        indices = with_keys_from(indices, reference, LESION_CBV_INDEX_KEYS)
+        aif_ttp_s=aif_ttp_s, vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint,
+        delayed=whole.tmax_levels.get(4.0, lesion.hypoperfusion)))
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
                             provenance=provenance or {}, method=MODE_B_METHOD,
                             regions=_regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml))
     return ModeBResult(lesion=lesion, metrics=metrics, tissue=tissue, hemispheres=hemispheres,
                        roi_footprint=roi_footprint, index_keys=tuple(k for k in indices if not k.endswith("_reason")))
-
-
-def with_keys_from(indices: dict[str, Any], other: dict[str, Any], keys) -> dict[str, Any]:
-    """``indices`` with the values of ``keys`` (and their ``<key>_reason``) taken from ``other``, order kept."""
-    keys = set(keys)
-    out: dict[str, Any] = {}
-    for key, value in indices.items():
-        if key.endswith("_reason") and key[: -len("_reason")] in keys:
-            continue
-        out[key] = other[key] if key in keys else value
-        if key in keys and f"{key}_reason" in other:
-            out[f"{key}_reason"] = other[f"{key}_reason"]
-    return out
 
 
 #: What Mode B's numbers rest on (metrics.json ``method``): the given maps, not ctperf's engine.
