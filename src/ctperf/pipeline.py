@@ -428,9 +428,9 @@ def write_outputs(result: ModeAResult, out_dir: str | Path, cfg: Config, logbuf:
     return Path(out_dir)
 
 
-def _voxel_mask(voxels_zyx, shape_zyx: tuple[int, ...]) -> np.ndarray | None:
-    """Bool (z, y, x) mask of a curve's voxels ((n, 3) z, y, x), or None without voxels."""
-    vox = np.reshape(np.asarray(voxels_zyx if voxels_zyx is not None else [], np.int64), (-1, 3))
+def _voxel_mask(curve: Curve, shape_zyx: tuple[int, ...]) -> np.ndarray | None:
+    """Bool (z, y, x) mask of a curve's voxels, or None without voxels."""
+    vox = curve.voxels
     if not len(vox):
         return None
     mask = np.zeros(shape_zyx, bool)
@@ -449,7 +449,7 @@ def _write_aux(tmp: Path, result: ModeAResult) -> None:
             "tissue_mask": perf.masks.tissue, "roi_mask": result.roi, "contra_mask": result.contra}
     # the AIF / VOF voxels as masks: open them in a viewer, edit, and pass them back with --aif-mask / --vof-mask
     for curve, name in ((perf.aif, "aif_voxels"), (perf.vof, "vof_voxels")):
-        vols[name] = _voxel_mask(curve.voxels_zyx, perf.masks.brain.shape)
+        vols[name] = _voxel_mask(curve, perf.masks.brain.shape)
     for name, vol in vols.items():
         if vol is not None:
             save_volume(aux / f"{name}.nii.gz", vol, perf.affine_ras, dtype=np.uint8)

@@ -130,6 +130,12 @@ class Curve:
         """Time to peak (s), see :func:`time_to_peak_s`."""
         return time_to_peak_s(self.time_s, self.delta_hu)
 
+    @property
+    def voxels(self) -> np.ndarray:
+        """``voxels_zyx`` as an (n, 3) int array (n = 0: no voxels, e.g. Mode B's curves read from CSV)."""
+        v = np.asarray(self.voxels_zyx if self.voxels_zyx is not None else [])
+        return v.astype(int).reshape(-1, 3) if v.size else np.zeros((0, 3), int)
+
 
 @dataclass
 class TissueMasks:

@@ -526,12 +526,6 @@ def save_figure(fig: Figure, path: Path, disclaimer: bool = True, **kwargs) -> P
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _voxels(curve: Curve) -> np.ndarray:
-    """The curve's (z, y, x) voxel indices as an (n, 3) int array (n may be 0)."""
-    v = np.asarray(curve.voxels_zyx)
-    return v.astype(int).reshape(-1, 3) if v.size else np.zeros((0, 3), int)
-
-
 def _voxel_slices(voxels: np.ndarray, nz: int) -> list[int]:
     """Slices holding the voxels, most populated first."""
     v = voxels[(voxels[:, 0] >= 0) & (voxels[:, 0] < nz)]
@@ -745,7 +739,7 @@ def fig_aif_vof(result: PerfusionResult, metrics: dict, path: Path) -> Path:
     base = np.asarray(result.baseline_hu)  # slices are converted one by one
     nz = base.shape[0]
     orient = display_orientation(result.affine_ras, base.shape)
-    aif_vox, vof_vox = _voxels(result.aif), _voxels(result.vof)
+    aif_vox, vof_vox = result.aif.voxels, result.vof.voxels
     aif_z, vof_z = _voxel_slices(aif_vox, nz), _voxel_slices(vof_vox, nz)
     slices = []
     for z in (aif_z[:1] + vof_z[:1]):

@@ -271,7 +271,7 @@ def _eligibility_value(metrics: dict, key: str) -> str | None:
 def _voxel_count(curve, source: str | None) -> str:
     """How many voxels a curve averages, "(your mask)" when the user drew them (``qa_values.*_source``), "n/a" for a
     curve without voxels (Mode B reads its curves from CSV files)."""
-    n = len(np.reshape(curve.voxels_zyx if curve.voxels_zyx is not None else [], (-1, 3)))
+    n = len(curve.voxels)
     if n == 0:
         return "n/a"
     return f"{n} (your mask)" if source == "mask" else str(n)

@@ -238,7 +238,7 @@ class ResultStore:
         saved = self._load(rid)
         lab = np.zeros(saved.perf.tmax.shape, np.uint8)
         for value, curve in ((1, saved.perf.aif), (2, saved.perf.vof)):
-            zyx = np.asarray(curve.voxels_zyx, int).reshape(-1, 3)
+            zyx = curve.voxels
             ok = np.all((zyx >= 0) & (zyx < lab.shape), axis=1)
             lab[tuple(zyx[ok].T)] = value
         return _nifti_bytes(save_volume, lab, saved.perf.affine_ras, np.uint8)
