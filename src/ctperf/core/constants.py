@@ -12,6 +12,12 @@ HCT_SMALL_VESSEL = 0.25
 KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
 
 #: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
-DEFINITION_VERSION = "2.18"
+DEFINITION_VERSION = "2.19"
 #: Version of the perfusion engine's method (deconvolution, bias correction, estimands; docs/definitions.md §2, §6).
 ENGINE_VERSION = "2.11"
+
+
+#: Tissue must be followed this many arterial bolus widths (FWHM) past its peak for the study's dispersion prior to
+#: tell the dispersions apart (``qa_values.tissue_observed_bolus_widths``); below it the prior reads no dispersion
+#: whatever the tissue's and ``qa_flags.tmax_dispersion_ambiguous`` is raised (docs/definitions.md §2).
+DISPERSION_MIN_OBSERVED_WIDTHS = 3.5

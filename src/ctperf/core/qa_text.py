@@ -20,7 +20,8 @@ QA_FLAG_TEXT: dict[str, str] = {
     "vof_unreliable": "no clean venous output function found",
     "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
     "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
-                                 "qa_values.tmax_dispersion_sd_s",
+                                 "qa_values.tmax_dispersion_sd_s, or by ~1 s where the tissue was followed too "
+                                 "briefly past its peak (qa_values.tmax_dispersion_observation_reason)",
     "cbf_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: CBF uncertain by "
                                 "qa_values.cbf_dispersion_sd_pct",
     "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",

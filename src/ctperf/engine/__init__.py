@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Config, side_thread, thread_count
-from ctperf.core.constants import ENGINE_VERSION
+from ctperf.core.constants import DISPERSION_MIN_OBSERVED_WIDTHS, ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
 from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
@@ -129,7 +129,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref,
-                              median_frame_interval_s(study.times_s))
+                              median_frame_interval_s(study.times_s), vol["ttp"])
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
@@ -605,6 +605,43 @@ def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, *, limit: fl
     return value, bool(value > limit), None
 
 
+def bolus_fwhm_s(curve: np.ndarray, dt_s: float) -> float:
+    """Full width at half maximum (s) of a bolus curve sampled every ``dt_s``: between the half-peak crossings
+    nearest its peak, linearly interpolated (NaN without a positive peak or when a side never falls to half)."""
+    c = np.asarray(curve, float)
+    if c.size < 3 or not np.isfinite(c).all() or c.max() <= 0:
+        return float("nan")
+    i, half = int(np.argmax(c)), 0.5 * float(c.max())
+    below_l = np.flatnonzero(c[:i] < half)
+    below_r = np.flatnonzero(c[i:] < half)
+    if len(below_l) == 0 or len(below_r) == 0:
+        return float("nan")
+    a, b = int(below_l[-1]), i + int(below_r[0])
+    left = a + (half - c[a]) / (c[a + 1] - c[a])
+    right = b - 1 + (c[b - 1] - half) / (c[b - 1] - c[b])
+    return float((right - left) * dt_s)
+
+
+def observed_bolus_widths(tissue_ttp_s: np.ndarray, acquisition_end_s: float, aif_hu: np.ndarray, dt_s: float,
+                          limit: float = DISPERSION_MIN_OBSERVED_WIDTHS) -> tuple[dict, bool, str | None]:
+    """How long the tissue was followed past its peak, in arterial bolus widths: ({``tissue_observed_after_peak_s``:
+    acquisition end - median tissue TTP, ``aif_fwhm_s``, ``tissue_observed_bolus_widths``: their ratio}, whether the
+    ratio is below ``limit``, the reason).  The dispersion of the tissue shows in the shape of its curve around and
+    after the peak, at the scale of the bolus; a curve cut sooner leaves it to the noise."""
+    ttp = np.asarray(tissue_ttp_s, float)
+    ttp = ttp[np.isfinite(ttp)]
+    after = round(float(acquisition_end_s) - float(np.median(ttp)), 2) if ttp.size else None
+    fwhm = bolus_fwhm_s(aif_hu, dt_s)
+    fwhm = round(fwhm, 2) if np.isfinite(fwhm) and fwhm > 0 else None
+    ratio = round(after / fwhm, 2) if after is not None and fwhm is not None else None
+    values = {"tissue_observed_after_peak_s": after, "aif_fwhm_s": fwhm, "tissue_observed_bolus_widths": ratio}
+    if ratio is None or ratio >= limit:
+        return values, False, None
+    return values, True, (f"tissue followed {after:.1f} s past its peak, {ratio:.1f} arterial bolus widths (FWHM "
+                          f"{fwhm:.1f} s); the study's dispersion prior needs {limit:g}: it reads no dispersion "
+                          f"whatever the tissue's")
+
+
 def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s: float
                       ) -> tuple[float | None, str | None]:
     """(arterial peak enhancement / voxel noise SD x sqrt(1 s / frame interval), None), or (None, the reason) when
@@ -623,7 +660,7 @@ def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s
 
 
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,
-        frame_interval_s: float) -> tuple[dict, dict]:
+        frame_interval_s: float, ttp_s: np.ndarray) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
     study prior and dispersion ambiguity, the midline and the rCBF reference."""
     aif = np.asarray(sel.aif_raw, float)
@@ -667,6 +704,13 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     }
     sd, flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s, tissue[pre.brain])
     values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
+    widths, short, why = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, sel.aif.delta_hu, pre.dt_s)
+    values.update(widths)
+    if short and dec.study_mixture is not None:
+        flags["tmax_dispersion_ambiguous"] = True
+        values["tmax_dispersion_observation_reason"] = why
+    else:
+        values["tmax_dispersion_observation_reason"] = None
     sd, flags["cbf_dispersion_ambiguous"], why = dispersion_ambiguity(
         dec.cbf_dispersion_sd, tissue[pre.brain], limit=CBF_DISPERSION_FLAG_PCT, scale=100.0, what="height correction")
     values.update(cbf_dispersion_sd_pct=sd, cbf_dispersion_reason=why)

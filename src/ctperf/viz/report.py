@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
-from ctperf.core.constants import DEFINITION_VERSION
+from ctperf.core.constants import DEFINITION_VERSION, DISPERSION_MIN_OBSERVED_WIDTHS
 from ctperf.core.orientation import display_orientation
 from ctperf.core.qa_text import SHORT_REASON_CHARS, by_priority, flag_meaning, short_reason, shorten
 from ctperf.core.types import LesionMasks, PerfusionResult, spacing_xyz_mm, voxel_volume_ml
@@ -335,6 +335,9 @@ def _limit_rows(result: PerfusionResult, metrics: dict) -> list[tuple[str, str, 
          f"{thr('cbv_index_min_observed_after_peak_s')} CBV",
          lambda v: v < max(threshold(metrics, "core_min_observed_after_peak_s"),
                            threshold(metrics, "cbv_index_min_observed_after_peak_s"))),
+        ("tissue followed past peak", "tissue_observed_bolus_widths", "{:.1f} bolus widths",
+         f"needs \u2265 {DISPERSION_MIN_OBSERVED_WIDTHS:g} for the dispersion",
+         lambda v: v < DISPERSION_MIN_OBSERVED_WIDTHS),
         ("normal-tissue Tmax", "normal_tissue_tmax_s", "{:.1f} s", f"needs < {_normal_tmax_limit(metrics):g} s",
          lambda v: v >= _normal_tmax_limit(metrics)),
         ("coverage", "coverage_mm", "{:.0f} mm",
