@@ -3,7 +3,7 @@
 Below ``DISPERSION_MIN_OBSERVED_WIDTHS`` arterial bolus widths the study prior reads no dispersion whatever the tissue's
 (1 s-dispersed project phantom, 8 HU: a 45 s acquisition Tmax > 6 s -29 %, a late bolus -14 %, a broad one -16 %;
 ``benchmarks/results/dispersion_observation.json``), so ``qa_flags.tmax_dispersion_ambiguous`` is raised with the
-reason; the maps do not change.
+reason, and the prior is fitted at the acquired frames instead (``dispersion_prior_fit = "auto"``, engine 2.12).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_observed_widths_ratio_and_reason():
     assert not short and why is None
     values, short, why = observed_bolus_widths(np.array([20.0, 21.0, 22.0]), 45.0, aif, 1.0)
     assert short and values["tissue_observed_bolus_widths"] < DISPERSION_MIN_OBSERVED_WIDTHS
-    assert "24.0 s past its peak" in why and "needs 3.5" in why
+    assert "24.0 s past its peak" in why and "below 3.5" in why
     # nothing measurable: no flag, null values
     values, short, why = observed_bolus_widths(np.array([np.nan]), 45.0, np.zeros_like(aif), 1.0)
     assert values == {"tissue_observed_after_peak_s": None, "aif_fwhm_s": None, "tissue_observed_bolus_widths": None}
@@ -61,6 +61,18 @@ def test_a_45_s_acquisition_is_flagged_and_a_full_one_is_not():
     assert short.qa_values["tissue_observed_bolus_widths"] < DISPERSION_MIN_OBSERVED_WIDTHS
     assert short.qa_flags["tmax_dispersion_ambiguous"] is True
     assert "past its peak" in short.qa_values["tmax_dispersion_observation_reason"]
-    # the prior it flags: decisively on no dispersion although the phantom's tissue has 1 s
-    assert short.qa_values["study_dispersion_share_by_dispersion_s"]["0"] > 0.9
+    # below the limit the prior is fitted at the acquired frames ("auto"), above it on the time grid
+    assert full.qa_values["study_dispersion_blocks"]["fit"] == "grid"
+    assert short.qa_values["study_dispersion_blocks"]["fit"] == "frames"
+    assert "fitted at the acquired frames" in short.qa_values["tmax_dispersion_observation_reason"]
     json.dumps(short.qa_values, allow_nan=False)  # strict JSON
+
+
+def test_the_grid_prior_reads_a_short_acquisition_undispersed():
+    """What the flag is for: fitted on the grid, the 1 s-dispersed tissue of a 45 s acquisition reads no dispersion."""
+    ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0,
+                                  frame_times_s=list(np.arange(0.0, 45.0, 1.5))))
+    res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras),
+                            Config.from_dict({"deconvolution": {"dispersion_prior_fit": "grid"}}))
+    assert res.qa_flags["tmax_dispersion_ambiguous"]
+    assert res.qa_values["study_dispersion_share_by_dispersion_s"]["0"] > 0.9

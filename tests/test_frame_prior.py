@@ -160,11 +160,12 @@ def test_engine_reports_where_the_prior_was_fitted(noise_hu, fit):
     assert sum(qa["study_dispersion_share_by_dispersion_s"].values()) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_options_are_validated_off_by_default_and_recorded():
+def test_options_are_validated_and_recorded():
+    """Default since engine 2.12: "auto" (the grid, the frames below 3.5 bolus widths; test_dispersion_observation)."""
     from ctperf.engine import method_description
 
     default = Config().deconvolution
-    assert default.dispersion_prior_fit == "grid" and default.dispersion_prior_components == "all"
+    assert default.dispersion_prior_fit == "auto" and default.dispersion_prior_components == "all"
     dc = Config.from_dict({"deconvolution": {"dispersion_prior_fit": "frames",
                                              "dispersion_prior_components": "bic"}}).deconvolution
     assert dc.dispersion_prior_fit == "frames" and dc.dispersion_prior_components == "bic"

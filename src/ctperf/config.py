@@ -288,14 +288,16 @@ class DeconvolutionConfig(_Checked):
     #: "Model evidence").
     dispersion_prior_min_cnr: float = 10.0
     #: Where the study prior fits the blocks: "grid" (the curves on the uniform time grid, as the deconvolution sees
-    #: them) or "frames" (an option: the baseline-subtracted frames at their acquired times, white noise and an exact
-    #: likelihood, :mod:`ctperf.engine.deconvolution.frame_prior`).  On the grid the resampling between frames and
-    #: the temporal smoothing correlate the noise, and a 45 s acquisition or a broad bolus reads decisively
-    #: undispersed (Tmax > 6 s -29 / -15 %); at the frames a 4 s tissue delay moves the prior (CBF +13 %) and the
-    #: block phantom's dispersed slices read ~0.4 s earlier (docs/engine-notes.md, "Measured 2026-12-05").  With
+    #: them), "frames" (the baseline-subtracted frames at their acquired times, white noise and an exact likelihood,
+    #: :mod:`ctperf.engine.deconvolution.frame_prior`) or "auto" (default since engine 2.12: "grid" where the tissue
+    #: was followed at least ``ctperf.core.constants.DISPERSION_MIN_OBSERVED_WIDTHS`` arterial bolus widths past its
+    #: peak, "frames" where it was not).  On the grid the resampling between frames and the temporal smoothing
+    #: correlate the noise, and a short acquisition, a late or a broad bolus reads decisively undispersed (Tmax > 6 s
+    #: -29 / -14 / -16 %); at the frames a 4 s tissue delay moves the prior (CBF +13 %) and the block phantom's
+    #: dispersed slices read ~0.4 s earlier (docs/engine-notes.md, "Measured 2026-12-05" and "session 47").  With
     #: fewer than 8 informative frame blocks (``dispersion_prior_min_cnr``) the grid's blocks are fitted instead;
     #: with ``dispersion_prior_min_cnr`` = 0 every frame block is used and there is no such fallback.
-    dispersion_prior_fit: Literal["grid", "frames"] = "grid"
+    dispersion_prior_fit: Literal["grid", "frames", "auto"] = "auto"
     #: Which dispersions the study mixture may use: "all" (the maximum-likelihood mixture over every model, which
     #: reads the blocks' scatter as heterogeneity) or "bic" (an option: averaged over the subsets of dispersions by
     #: their Bayesian information criterion, a dispersion enters only as far as the blocks pay for it;

@@ -108,7 +108,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
         dc = cfg.deconvolution
         pre = preprocess_study(study.hu, study.times_s, study.affine_ras, cfg.preprocess, study.outside_fov,
                                temporal_sigma_s=cfg.preprocess.temporal_sigma_s, workers=workers,
-                               keep_frames=dc.dispersion_prior == "study" and dc.dispersion_prior_fit == "frames")
+                               keep_frames=dc.dispersion_prior == "study" and dc.dispersion_prior_fit != "grid")
         px = float(pixel_spacing_mm(pre.affine_ras)[:2].mean())
     manual = {name: None if m is None else mask_voxels_on_grid(m, study.affine_ras, pre.affine_ras, pre.brain.shape,
                                                                  name)
@@ -117,7 +117,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                                                                   manual["aif_mask"],
                                                                                   manual["vof_mask"])
     with timer("deconvolution"):
-        dec, cbv_smooth, vessels = _deconvolve_tissue(study, pre, px, curves, sel.aif, peak_hu, cfg, workers)
+        dec, cbv_smooth, vessels, observed = _deconvolve_tissue(study, pre, px, curves, sel.aif, peak_hu, cfg,
+                                                                workers)
     with timer("maps"):
         vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -129,7 +130,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref,
-                              median_frame_interval_s(study.times_s), vol["ttp"])
+                              median_frame_interval_s(study.times_s), observed)
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
@@ -182,7 +183,8 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
                        cfg: Config, workers: int | None):
     """Step 5: the deconvolution of the brain's denoised curves by the AIF (``aif_curve``, a Curve: with the
     study-wide dispersion prior and the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain
-    voxel) and the large-vessel mask (z, y, x)."""
+    voxel), the large-vessel mask (z, y, x) and how long the tissue was followed past its peak
+    (:func:`observed_bolus_widths`: it decides where the prior is fitted with ``dispersion_prior_fit = "auto"``)."""
     dc, pc = cfg.deconvolution, cfg.preprocess
     aif = aif_curve.delta_hu
     parenchyma = pre.brain & ~pre.csf
@@ -194,11 +196,15 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
                              pc.vessel_peak_hu)
     # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
     # denoised ones, whose edge-preserving weights depend on the curves' shapes)
+    tissue = (parenchyma & ~vessels)[pre.brain]
+    observed = observed_bolus_widths(mp.ttp_from_curves(curves[tissue], pre.time_s), pre.acquisition_end_s, aif,
+                                     pre.dt_s)
     prior_blocks = None
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
+        at_frames = dc.dispersion_prior_fit == "frames" or (dc.dispersion_prior_fit == "auto" and observed[1])
         frames = (_frame_blocks(pre, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm, aif_curve)
-                  if "frames_brain" in pre.extra else None)
+                  if at_frames and "frames_brain" in pre.extra else None)
         pre.extra.pop("frames_brain", None)  # ~84 MB on a 512x512x20x40 study: not needed past here
         if frames is not None:
             frames.grid_blocks, prior_blocks = prior_blocks, frames
@@ -222,11 +228,11 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
                      shape_groups=_block_labels(pre.brain, px, dc.model_choice_block_mm),
                      weight_filter=_in_plane_smoothing(pre.brain, px, dc.model_choice_block_mm),
                      evidence_filter=_in_plane_sum(pre.brain, px, dc.model_evidence_radius_mm),
-                     evidence_mask=(parenchyma & ~vessels)[pre.brain], prior_blocks=prior_blocks,
+                     evidence_mask=tissue, prior_blocks=prior_blocks,
                      workers=workers, bound_tmax=False,
                      noise_vectors=None if noise is None else noise.vectors,
                      noise_rms=None if noise is None else noise.rms_hu)
-    return dec, cbv_smooth, vessels
+    return dec, cbv_smooth, vessels, observed
 
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
@@ -638,8 +644,8 @@ def observed_bolus_widths(tissue_ttp_s: np.ndarray, acquisition_end_s: float, ai
     if ratio is None or ratio >= limit:
         return values, False, None
     return values, True, (f"tissue followed {after:.1f} s past its peak, {ratio:.1f} arterial bolus widths (FWHM "
-                          f"{fwhm:.1f} s); the study's dispersion prior needs {limit:g}: it reads no dispersion "
-                          f"whatever the tissue's")
+                          f"{fwhm:.1f} s): below {limit:g} the study's dispersion prior on the time grid reads no "
+                          f"dispersion whatever the tissue's")
 
 
 def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s: float
@@ -660,7 +666,7 @@ def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s
 
 
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,
-        frame_interval_s: float, ttp_s: np.ndarray) -> tuple[dict, dict]:
+        frame_interval_s: float, observed: tuple[dict, bool, str | None]) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
     study prior and dispersion ambiguity, the midline and the rCBF reference."""
     aif = np.asarray(sel.aif_raw, float)
@@ -704,11 +710,14 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     }
     sd, flags["tmax_dispersion_ambiguous"], why = dispersion_ambiguity(dec.tmax_dispersion_sd_s, tissue[pre.brain])
     values.update(tmax_dispersion_sd_s=sd, tmax_dispersion_reason=why)
-    widths, short, why = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, sel.aif.delta_hu, pre.dt_s)
+    widths, short, why = observed
     values.update(widths)
     if short and dec.study_mixture is not None:
         flags["tmax_dispersion_ambiguous"] = True
-        values["tmax_dispersion_observation_reason"] = why
+        at_frames = dec.dispersion_prior_blocks is not None and tuple(dec.dispersion_prior_blocks)[2:] == ("frames",)
+        values["tmax_dispersion_observation_reason"] = why + ("; fitted at the acquired frames instead, which reads "
+                                                              "a sharp bolus right but not a late or broad one"
+                                                              if at_frames else "")
     else:
         values["tmax_dispersion_observation_reason"] = None
     sd, flags["cbf_dispersion_ambiguous"], why = dispersion_ambiguity(
