@@ -8,7 +8,10 @@ boluses of FWHM 7-14 s and arrivals at 7 or 14 s, tissue with 1 s or no vascular
 engine's ``qa_values.tissue_observed_bolus_widths`` (acquisition end minus the median tissue TTP, over the AIF's FWHM),
 the study prior's share on no dispersion, the normal tissue's Tmax bias and the Tmax > 6 s volume error against
 the truth, with the measurability limits off.  ``ctperf.engine.DISPERSION_MIN_OBSERVED_WIDTHS`` was placed on these
-figures (docs/definitions.md §2).  About 2 min on 2 cores.  Research use only, not a medical device.
+figures (docs/definitions.md §2), with the prior fitted on the time grid (``dispersion_prior_fit = "grid"``).
+Part 2: studies below the limit (45-50 s acquisitions, five anatomies, 0 / 1 / 2 s of dispersion) with the prior
+fitted on the grid and with the default ``"auto"`` (at the acquired frames there).  About 5 min on 2 cores.
+Research use only, not a medical device.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ STUDIES = [(1.0, 61.5, None, None, 1.5), (1.0, 40.0, None, None, 1.5), (1.0, 45.
            (1.0, 61.5, 14.0, None, 1.5), (1.0, 75.0, 14.0, None, 1.5),
            (0.0, 45.0, None, None, 1.5), (0.0, 61.5, None, None, 1.5), (0.0, 50.0, None, 14.0, 1.5),
            (0.0, 61.5, 11.5, None, 1.5), (2.0, 61.5, None, None, 1.5)]
+#: Part 2: (tissue dispersion s, acquisition length s, anatomy / noise seed, lesion side)
+SHORT_STUDIES = [(1.0, 45.0, 0, "left"), (1.0, 45.0, 1, "right"), (1.0, 45.0, 2, "left"), (1.0, 45.0, 3, "right"),
+                 (1.0, 50.0, 4, "left"), (2.0, 45.0, 0, "left"), (0.0, 45.0, 0, "left"), (0.0, 45.0, 1, "right"),
+                 (0.0, 45.0, 2, "left")]
 
 
 def run_study(dispersion_s: float, acq_s: float, fwhm_s: float | None, arrival_s: float | None,
-              step_s: float) -> dict:
+              step_s: float, seed: int = 0, lesion: str = "left", fit: str = "grid") -> dict:
     import numpy as np
     from bench_measurability import config_without_limits
     from validate import lesion_metrics
@@ -41,16 +48,21 @@ def run_study(dispersion_s: float, acq_s: float, fwhm_s: float | None, arrival_s
     from ctperf.pipeline import analyse_study
     from ctperf.synthetic import PhantomSpec, make_phantom
 
-    kw = {"dispersion_s": dispersion_s, "frame_times_s": list(np.arange(0.0, acq_s, step_s))}
+    kw = {"dispersion_s": dispersion_s, "frame_times_s": list(np.arange(0.0, acq_s, step_s)), "seed": seed,
+          "anatomy_seed": seed, "lesion": lesion}
     if fwhm_s is not None:
         kw["aif_fwhm_s"] = fwhm_s
     if arrival_s is not None:
         kw["aif_arrival_s"] = arrival_s
     ph = make_phantom(PhantomSpec(**kw))
-    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), config_without_limits())
+    cfg = config_without_limits()
+    cfg.deconvolution.dispersion_prior_fit = fit
+    out = analyse_study(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg)
     q, m = out.metrics["qa_values"], lesion_metrics(ph, out)
     share = q.get("study_dispersion_share_by_dispersion_s") or {}
-    return {"dispersion_s": dispersion_s, "acquisition_s": q["acquisition_s"], "frame_step_s": step_s,
+    return {"dispersion_s": dispersion_s, "seed": seed, "prior_fit": fit,
+            "prior_fitted_at": (q.get("study_dispersion_blocks") or {}).get("fit"),
+            "acquisition_s": q["acquisition_s"], "frame_step_s": step_s,
             "bolus_fwhm_nominal_s": fwhm_s, "bolus_arrival_s": arrival_s,
             "aif_fwhm_s": q["aif_fwhm_s"], "tissue_observed_after_peak_s": q["tissue_observed_after_peak_s"],
             "tissue_observed_bolus_widths": q["tissue_observed_bolus_widths"],
@@ -70,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ctperf.engine import DISPERSION_MIN_OBSERVED_WIDTHS
 
-    rows = []
+    rows, short = [], []
     for study in STUDIES:
         rows.append(run_study(*study))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for disp, acq, seed, side in SHORT_STUDIES:
+        for fit in ("grid", "auto"):
+            short.append(run_study(disp, acq, None, None, 1.5, seed, side, fit))
+            print(json.dumps(short[-1]), file=sys.stderr, flush=True)
     return emit("bench_dispersion_observation", {"limit_bolus_widths": DISPERSION_MIN_OBSERVED_WIDTHS,
-                                                 "studies": rows}, args.out)
+                                                 "studies": rows, "short_studies_grid_vs_auto": short}, args.out)
 
 
 if __name__ == "__main__":
