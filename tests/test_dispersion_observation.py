@@ -42,6 +42,11 @@ def test_observed_widths_ratio_and_reason():
     values, short, why = observed_bolus_widths(np.array([20.0, 21.0, 22.0]), 45.0, aif, 1.0)
     assert short and values["tissue_observed_bolus_widths"] < DISPERSION_MIN_OBSERVED_WIDTHS
     assert "24.0 s past its peak" in why and "below 3.5" in why
+    # a degenerate width (a one-sample spike) does not divide by zero; the ratio is compared unrounded
+    values, short, _ = observed_bolus_widths(np.array([20.0]), 45.0, np.array([0.0, 1.0, 0.0]), 0.004)
+    assert values["tissue_observed_bolus_widths"] is not None and not short
+    values, short, _ = observed_bolus_widths(np.array([20.0]), 20.0 + 3.4999 * bolus_fwhm_s(aif, 1.0), aif, 1.0)
+    assert short and values["tissue_observed_bolus_widths"] == 3.5  # reported rounded, flagged
     # nothing measurable: no flag, null values
     values, short, why = observed_bolus_widths(np.array([np.nan]), 45.0, np.zeros_like(aif), 1.0)
     assert values == {"tissue_observed_after_peak_s": None, "aif_fwhm_s": None, "tissue_observed_bolus_widths": None}

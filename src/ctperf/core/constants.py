@@ -18,6 +18,7 @@ ENGINE_VERSION = "2.12"
 
 
 #: Tissue must be followed this many arterial bolus widths (FWHM) past its peak for the study's dispersion prior to
-#: tell the dispersions apart (``qa_values.tissue_observed_bolus_widths``); below it the prior reads no dispersion
-#: whatever the tissue's and ``qa_flags.tmax_dispersion_ambiguous`` is raised (docs/definitions.md §2).
+#: tell the dispersions apart (``qa_values.tissue_observed_bolus_widths``); below it the prior fitted on the time grid
+#: mostly reads no dispersion whatever the tissue's, ``qa_flags.tmax_dispersion_ambiguous`` is raised and the default
+#: prior is fitted at the acquired frames instead (docs/definitions.md §2).
 DISPERSION_MIN_OBSERVED_WIDTHS = 3.5

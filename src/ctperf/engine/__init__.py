@@ -633,19 +633,23 @@ def observed_bolus_widths(tissue_ttp_s: np.ndarray, acquisition_end_s: float, ai
     """How long the tissue was followed past its peak, in arterial bolus widths: ({``tissue_observed_after_peak_s``:
     acquisition end - median tissue TTP, ``aif_fwhm_s``, ``tissue_observed_bolus_widths``: their ratio}, whether the
     ratio is below ``limit``, the reason).  The dispersion of the tissue shows in the shape of its curve around and
-    after the peak, at the scale of the bolus; a curve cut sooner leaves it to the noise."""
+    after the peak, at the scale of the bolus; a curve cut sooner leaves it to the noise.  Without tissue or an AIF
+    that falls to half its peak on both sides (:func:`bolus_fwhm_s`) the values are None and nothing is below the
+    limit.  The ratio is compared unrounded; the values are rounded for the report."""
     ttp = np.asarray(tissue_ttp_s, float)
     ttp = ttp[np.isfinite(ttp)]
-    after = round(float(acquisition_end_s) - float(np.median(ttp)), 2) if ttp.size else None
+    after = float(acquisition_end_s) - float(np.median(ttp)) if ttp.size else None
     fwhm = bolus_fwhm_s(aif_hu, dt_s)
-    fwhm = round(fwhm, 2) if np.isfinite(fwhm) and fwhm > 0 else None
-    ratio = round(after / fwhm, 2) if after is not None and fwhm is not None else None
-    values = {"tissue_observed_after_peak_s": after, "aif_fwhm_s": fwhm, "tissue_observed_bolus_widths": ratio}
+    fwhm = fwhm if np.isfinite(fwhm) and fwhm > 1e-6 else None
+    ratio = after / fwhm if after is not None and fwhm is not None else None
+    values = {"tissue_observed_after_peak_s": None if after is None else round(after, 2),
+              "aif_fwhm_s": None if fwhm is None else round(fwhm, 2),
+              "tissue_observed_bolus_widths": None if ratio is None else round(ratio, 2)}
     if ratio is None or ratio >= limit:
         return values, False, None
-    return values, True, (f"tissue followed {after:.1f} s past its peak, {ratio:.1f} arterial bolus widths (FWHM "
-                          f"{fwhm:.1f} s): below {limit:g} the study's dispersion prior on the time grid reads no "
-                          f"dispersion whatever the tissue's")
+    return values, True, (f"tissue followed {after:.1f} s past its peak, {ratio:.2f} arterial bolus widths (FWHM "
+                          f"{fwhm:.1f} s): below {limit:g} the study's dispersion prior on the time grid mostly reads "
+                          f"no dispersion whatever the tissue's")
 
 
 def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s: float
@@ -715,9 +719,9 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     if short and dec.study_mixture is not None:
         flags["tmax_dispersion_ambiguous"] = True
         at_frames = dec.dispersion_prior_blocks is not None and tuple(dec.dispersion_prior_blocks)[2:] == ("frames",)
-        values["tmax_dispersion_observation_reason"] = why + ("; fitted at the acquired frames instead, which reads "
-                                                              "a sharp bolus right but not a late or broad one"
-                                                              if at_frames else "")
+        values["tmax_dispersion_observation_reason"] = why + ("; fitted at the acquired frames instead, which read "
+                                                              "the dispersion with a scatter of about 0.5 s between "
+                                                              "studies" if at_frames else "")
     else:
         values["tmax_dispersion_observation_reason"] = None
     sd, flags["cbf_dispersion_ambiguous"], why = dispersion_ambiguity(
