@@ -117,10 +117,11 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                                                                   manual["aif_mask"],
                                                                                   manual["vof_mask"])
     with timer("deconvolution"):
-        dec, cbv_smooth, vessels, observed = _deconvolve_tissue(study, pre, px, curves, sel.aif, peak_hu, cfg,
+        ttp = mp.ttp_from_curves(curves, pre.time_s)  # the TTP map; its tissue median decides where the prior is fitted
+        dec, cbv_smooth, vessels, observed = _deconvolve_tissue(study, pre, px, curves, ttp, sel.aif, peak_hu, cfg,
                                                                 workers)
     with timer("maps"):
-        vol = _maps(curves, area, cbv_smooth, dec, sel.aif.delta_hu, pre)
+        vol = _maps(curves, area, ttp, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
         for name in ("tmax", "tmax_standard"):
             vol[name] = mp.masked_median(vol[name], masks.tissue, px, cfg.deconvolution.tmax_median_radius_mm,
@@ -179,12 +180,13 @@ def _denoise_midline_and_aif(pre, px: float, cfg: Config, timer: _StageTimer, wo
     return curves, area, hemi, midline_fallback, sel, peak_hu
 
 
-def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_curve: Curve, peak_hu: np.ndarray,
-                       cfg: Config, workers: int | None):
+def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_s: np.ndarray, aif_curve: Curve,
+                       peak_hu: np.ndarray, cfg: Config, workers: int | None):
     """Step 5: the deconvolution of the brain's denoised curves by the AIF (``aif_curve``, a Curve: with the
     study-wide dispersion prior and the optional noise-aware Tmax shift), the CBV of the curves (mL/100g, per brain
     voxel), the large-vessel mask (z, y, x) and how long the tissue was followed past its peak
-    (:func:`observed_bolus_widths`: it decides where the prior is fitted with ``dispersion_prior_fit = "auto"``)."""
+    (:func:`observed_bolus_widths` of the curves' TTP ``ttp_s``, s per brain voxel: it decides where the prior is
+    fitted with ``dispersion_prior_fit = "auto"``)."""
     dc, pc = cfg.deconvolution, cfg.preprocess
     aif = aif_curve.delta_hu
     parenchyma = pre.brain & ~pre.csf
@@ -197,8 +199,7 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, aif_
     # the study-wide dispersion prior reads block means of the temporally smoothed curves (not the spatially
     # denoised ones, whose edge-preserving weights depend on the curves' shapes)
     tissue = (parenchyma & ~vessels)[pre.brain]
-    observed = observed_bolus_widths(mp.ttp_from_curves(curves[tissue], pre.time_s), pre.acquisition_end_s, aif,
-                                     pre.dt_s)
+    observed = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, aif, pre.dt_s)
     prior_blocks = None
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
@@ -318,11 +319,11 @@ def _relative_cbf(vol: dict[str, np.ndarray], tissue: np.ndarray, hemi: Hemisphe
                       cbf=ref_cbf, rcbf=rcbf, voxel_ml=voxel_ml)
 
 
-def _maps(curves: np.ndarray, area: np.ndarray, cbv_smooth: np.ndarray, dec, aif: np.ndarray,
+def _maps(curves: np.ndarray, area: np.ndarray, ttp_s: np.ndarray, cbv_smooth: np.ndarray, dec, aif: np.ndarray,
           pre) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP volumes (NaN outside the brain) and the standard-convention CBF and Tmax, from
-    the denoised curves, their edge-preserved areas and the CBV of the curves (mL/100g, per brain voxel); see
-    :func:`ctperf.engine.maps.combine_flow`."""
+    the denoised curves, their edge-preserved areas, their TTP (s) and the CBV of the curves (mL/100g; all per brain
+    voxel); see :func:`ctperf.engine.maps.combine_flow`."""
     cbv_sharp = mp.cbv_from_area(area, aif)
 
     def written_maps(rmax_per_s):
@@ -334,7 +335,7 @@ def _maps(curves: np.ndarray, area: np.ndarray, cbv_smooth: np.ndarray, dec, aif
     cbv_out, mtt, cbf, cbv_unbounded = written_maps(dec.rmax_per_s)
     cbf_std = written_maps(dec.rmax_standard_per_s)[2]
     out = {"cbf": cbf, "cbv": cbv_out, "cbv_unbounded": cbv_unbounded, "mtt": mtt, "tmax": dec.tmax_s,
-           "ttp": mp.ttp_from_curves(curves, pre.time_s),
+           "ttp": ttp_s,
            "cbf_standard": cbf_std, "tmax_standard": dec.tmax_standard_s}
     return {k: mp.to_volume(v, pre.brain) for k, v in out.items()}
 
