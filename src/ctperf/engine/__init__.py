@@ -33,7 +33,7 @@ from ctperf.core.morphology import bounding_box
 from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
                                voxel_volume_ml)
 from ctperf.engine import maps as mp
-from ctperf.engine.aif import select_aif_vof
+from ctperf.engine.aif import bolus_fwhm_s, select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
 from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.denoise import denoise_tissue_curves
@@ -610,23 +610,6 @@ def dispersion_ambiguity(sd: np.ndarray | None, tissue: np.ndarray, *, limit: fl
         return None, False, "no tissue voxels"
     value = round(float(np.median(np.asarray(sd)[np.asarray(tissue, bool)])) * scale, 3)
     return value, bool(value > limit), None
-
-
-def bolus_fwhm_s(curve: np.ndarray, dt_s: float) -> float:
-    """Full width at half maximum (s) of a bolus curve sampled every ``dt_s``: between the half-peak crossings
-    nearest its peak, linearly interpolated (NaN without a positive peak or when a side never falls to half)."""
-    c = np.asarray(curve, float)
-    if c.size < 3 or not np.isfinite(c).all() or c.max() <= 0:
-        return float("nan")
-    i, half = int(np.argmax(c)), 0.5 * float(c.max())
-    below_l = np.flatnonzero(c[:i] < half)
-    below_r = np.flatnonzero(c[i:] < half)
-    if len(below_l) == 0 or len(below_r) == 0:
-        return float("nan")
-    a, b = int(below_l[-1]), i + int(below_r[0])
-    left = a + (half - c[a]) / (c[a + 1] - c[a])
-    right = b - 1 + (c[b - 1] - half) / (c[b - 1] - c[b])
-    return float((right - left) * dt_s)
 
 
 def observed_bolus_widths(tissue_ttp_s: np.ndarray, acquisition_end_s: float, aif_hu: np.ndarray, dt_s: float,

@@ -99,6 +99,25 @@ class AifVofSelection:
     arterial_arrival_s: float = float("nan")
 
 
+def bolus_fwhm_s(curve: np.ndarray, dt_s: float) -> float:
+    """Full width at half maximum (s) of one bolus curve sampled every ``dt_s``: between the half-peak crossings
+    nearest its peak, linearly interpolated (NaN without a positive peak or when a side never falls to half).  The
+    width of the first pass alone, to sub-sample precision; :func:`curve_features`' ``fwhm_s`` counts every sample
+    above half, recirculation included, which is enough to rank candidate curves."""
+    c = np.asarray(curve, float)
+    if c.size < 3 or not np.isfinite(c).all() or c.max() <= 0:
+        return float("nan")
+    i, half = int(np.argmax(c)), 0.5 * float(c.max())
+    below_l = np.flatnonzero(c[:i] < half)
+    below_r = np.flatnonzero(c[i:] < half)
+    if len(below_l) == 0 or len(below_r) == 0:
+        return float("nan")
+    a, b = int(below_l[-1]), i + int(below_r[0])
+    left = a + (half - c[a]) / (c[a + 1] - c[a])
+    right = b - 1 + (c[b - 1] - half) / (c[b - 1] - c[b])
+    return float((right - left) * dt_s)
+
+
 def curve_features(curves_nt: np.ndarray, time_s: np.ndarray) -> CurveFeatures:
     """Per-curve features (see module docstring); curves (n, T) delta HU."""
     x = np.asarray(curves_nt, np.float32)
