@@ -53,10 +53,10 @@ def test_observed_widths_ratio_and_reason():
     assert not short and why is None
 
 
-def _run(acq_s: float):
+def _run(acq_s: float, cfg: Config | None = None):
     ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0,
                                   frame_times_s=list(np.arange(0.0, acq_s, 1.5))))
-    return compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
+    return compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), cfg or Config())
 
 
 def test_a_45_s_acquisition_is_flagged_and_a_full_one_is_not():
@@ -75,9 +75,6 @@ def test_a_45_s_acquisition_is_flagged_and_a_full_one_is_not():
 
 def test_the_grid_prior_reads_a_short_acquisition_undispersed():
     """What the flag is for: fitted on the grid, the 1 s-dispersed tissue of a 45 s acquisition reads no dispersion."""
-    ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0,
-                                  frame_times_s=list(np.arange(0.0, 45.0, 1.5))))
-    res = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras),
-                            Config.from_dict({"deconvolution": {"dispersion_prior_fit": "grid"}}))
+    res = _run(45.0, Config.from_dict({"deconvolution": {"dispersion_prior_fit": "grid"}}))
     assert res.qa_flags["tmax_dispersion_ambiguous"]
     assert res.qa_values["study_dispersion_share_by_dispersion_s"]["0"] > 0.9
