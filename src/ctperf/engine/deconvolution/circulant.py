@@ -21,22 +21,26 @@ from ctperf.engine.deconvolution.output import _CHUNK, DeconvolutionOutput
 from ctperf.engine.deconvolution.peaks import _peak_signed, _search_window, _time_index
 from ctperf.engine.deconvolution.prior import apply_prior, model_prior, study_model_mixture
 from ctperf.engine.deconvolution.regularisation import (_filters, aif_noise_floor, circulant_spectrum,
-                                                        oscillation_index, padded_length)
+                                                        filtered_residues, oscillation_index, padded_length,
+                                                        passband)
 
 
-def _guide_windows(tissue: np.ndarray, top_filter: np.ndarray, length: int, n_neg: int,
-                   n_threads: int) -> np.ndarray:
+def _guide_windows(tissue: np.ndarray, top_filter: np.ndarray, length: int, n_neg: int, n_bins: int,
+                   n_threads: int) -> tuple[np.ndarray, np.ndarray]:
     """Peak-search windows (:func:`_search_window`, (n, T + n_neg) float32) of every voxel's most regularised
     residue (``top_filter``), chunk by chunk; kept so the guide's peak can be read again at another time without
-    a second pass of FFTs."""
+    a second pass of FFTs.  Also returns the curves' spectra over their first ``n_bins`` rfft bins (n, n_bins)
+    complex64 (the ladder's passband, :attr:`_Ladder.n_bins`: the ladder reads them instead of a second FFT)."""
     n, t = tissue.shape
     win = np.empty((n, t + n_neg), np.float32)
+    spectra = np.empty((n, n_bins), np.complex64)
+    padded = np.empty((min(n, _CHUNK), length // 2 + 1), np.complex64)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         c_spec = sfft.rfft(tissue[start:stop], n=length, axis=1, workers=n_threads)
-        r_top = sfft.irfft(c_spec * top_filter[None], n=length, axis=1, workers=n_threads)
-        win[start:stop] = _search_window(r_top, t, n_neg)
-    return win
+        spectra[start:stop] = c_spec[:, :n_bins]
+        win[start:stop] = _search_window(filtered_residues(c_spec, top_filter, length, padded, n_threads), t, n_neg)
+    return win, spectra
 
 
 def _guide_peaks(windows: np.ndarray, auc_ratio: np.ndarray, dt_s: float, t: int, n_neg: int,
@@ -81,6 +85,11 @@ class _Ladder:
         """Index of the most regularised level (the guide's; every voxel passes there)."""
         return len(self.filters) - 1
 
+    @property
+    def n_bins(self) -> int:
+        """The leading rfft bins any level passes (:func:`passband`): the residues need only these."""
+        return max(passband(filt) for filt in self.filters)
+
 
 @dataclass
 class _Tables:
@@ -101,7 +110,8 @@ class _Guide:
     the search window, the positions on the observable grid of the height's and the Tmax shift's MTT, the models'
     regional weights (n_models, n) with the priors of the height (None: the regional weights as they are) and of
     the Tmax shift, the tables as functions of the observable (log height factor, shift; n_models, n_levels, y),
-    the noise-aware shift's tables and each voxel's noise position (None without), and the study mixture."""
+    the noise-aware shift's tables and each voxel's noise position (None without), the study mixture, and the
+    curves' spectra over the ladder's passband (:func:`_guide_windows`)."""
 
     time_s: np.ndarray
     time_idx: np.ndarray
@@ -119,6 +129,8 @@ class _Guide:
     #: The height correction's weights (n_models, n): the regional ones, or (with a height prior) filled chunk by
     #: chunk in the ladder's threads.
     weight: np.ndarray
+    #: The curves' spectra over the ladder's passband (n, :attr:`_Ladder.n_bins`) complex64, from the guide's FFTs.
+    spectra: np.ndarray
 
 
 @dataclass
@@ -312,7 +324,8 @@ def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables:
         weight_args = (tissue, aif_t, ladder, tables, cfg, family, shape_groups, weight_filter, evidence_filter,
                        evidence_mask, prior_blocks, n_threads)
         pending_weight = side.submit(_model_weight_maps, *weight_args) if side is not None else None
-        guide_win = _guide_windows(tissue, ladder.filters[top], ladder.length, n_neg, n_threads)
+        guide_win, spectra = _guide_windows(tissue, ladder.filters[top], ladder.length, n_neg, ladder.n_bins,
+                                            n_threads)
         y, g_t = _guide_peaks(guide_win, auc_ratio, dt_s, t, n_neg)
         if tau_filter is not None:
             # the guide's peak time, spatially filtered: a flat, noisy residue (core, white matter) otherwise
@@ -352,7 +365,7 @@ def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables:
                   pos_shift=pos_filt if cfg.tmax_shift_mtt == "filtered" else _grid_position(y, y_grid),
                   regional=regional, height_prior=height_prior, tmax_prior=tmax_prior, log_h_y=log_h_y,
                   shift_y=shift_y, noisy_shift_y=noisy_shift_y, q_pos=q_pos, mixture=mixture, prior_used=prior_used,
-                  weight=regional if height_prior is None else np.empty_like(regional))
+                  weight=regional if height_prior is None else np.empty_like(regional), spectra=spectra)
 
 
 def _solve_chunk(tissue: np.ndarray, start: int, stop: int, ladder: _Ladder, guide: _Guide | None,
@@ -365,10 +378,11 @@ def _solve_chunk(tissue: np.ndarray, start: int, stop: int, ladder: _Ladder, gui
     g = guide
     if g is not None and g.height_prior is not None:
         g.weight[:, start:stop] = apply_prior(g.regional[:, start:stop], g.height_prior)
-    c_spec = sfft.rfft(tissue[start:stop], n=ladder.length, axis=1)
+    c_spec = g.spectra[start:stop] if g is not None else sfft.rfft(tissue[start:stop], n=ladder.length, axis=1)
+    padded = np.empty((stop - start, ladder.length // 2 + 1), np.complex64)
     todo = np.arange(stop - start)
     for j, filt in enumerate(ladder.filters):
-        r = sfft.irfft(c_spec[todo] * filt[None], n=ladder.length, axis=1)
+        r = filtered_residues(c_spec[todo], filt, ladder.length, padded)
         ok = np.ones(len(todo), bool) if j == top else oscillation_index(r[:, ::ladder.oi_sub]) <= ladder.oi_target
         if ok.any():
             sel = start + todo[ok]

@@ -70,6 +70,25 @@ def lowest_regularisation(cfg: DeconvolutionConfig, aif_floor: float = float("na
     return truncation_ladder(cfg, aif_floor)[0]
 
 
+def passband(filt: np.ndarray) -> int:
+    """The number of leading rfft bins ``filt`` passes (its last nonzero bin + 1; at least 1)."""
+    nz = np.flatnonzero(filt)
+    return int(nz[-1]) + 1 if len(nz) else 1
+
+
+def filtered_residues(spec: np.ndarray, filt: np.ndarray, length: int, padded: np.ndarray,
+                      workers: int | None = None) -> np.ndarray:
+    """``irfft(spec * filt, n=length)`` along axis 1 for spectra ``spec`` (m, F') that hold at least the bins
+    ``filt`` passes (:func:`passband`): the product is formed on those bins only (the others are zeros either
+    way: the same residues), in the work buffer ``padded`` (at least m rows of ``length // 2 + 1`` bins of the
+    product's dtype, reused between calls), whose other bins are set to 0."""
+    k = passband(filt)
+    buf = padded[:len(spec)]
+    buf[:, k:] = 0
+    np.multiply(spec[:, :k], filt[:k], out=buf[:, :k])
+    return sfft.irfft(buf, n=length, axis=1, workers=workers)
+
+
 def oscillation_index(residue: np.ndarray, axis: int = -1) -> np.ndarray:
     """Wu 2003 oscillation index: ``OI = (1/L) (1/max r) sum_k |r[k] - 2 r[k-1] + r[k-2]|``."""
     r = np.moveaxis(np.asarray(residue), axis, -1)
