@@ -435,15 +435,24 @@ def dispersion_prior_summary(mixture: np.ndarray | None, family: list[tuple[floa
 def _in_plane_smoothing(brain: np.ndarray, pixel_mm: float, sigma_mm: float):
     """In-plane Gaussian smoothing of per-voxel values inside ``brain`` (zero outside), unnormalised: the model
     weights it smooths are renormalised across the models afterwards, which removes the mask's normalisation."""
-    sig = (0.0, sigma_mm / pixel_mm, sigma_mm / pixel_mm)
-    # only the brain's bounding box: outside it the volume is 0, as the constant (0) padding of the filter
-    bb = bounding_box(brain)
-    inside = brain[bb]
+    sig = sigma_mm / pixel_mm
+    # slice by slice, only the slice's brain bounding box: outside it the slice is 0, as the constant (0) padding
+    # of the filter.  Each slice's voxels follow the previous slice's in the per-voxel (np.nonzero) order.
+    boxes, end = [], 0
+    for plane in brain:
+        bb = bounding_box(plane)
+        inside = plane[bb]
+        if inside.any():
+            boxes.append((bb, inside, end, end + int(inside.sum())))
+            end = boxes[-1][3]
 
-    def smooth(values: np.ndarray) -> np.ndarray:  # own buffer per call: callable from several threads
-        vol = np.zeros(inside.shape, np.float32)
-        vol[inside] = values
-        return ndimage.gaussian_filter(vol, sig, mode="constant")[inside]
+    def smooth(values: np.ndarray) -> np.ndarray:  # own buffers per call: callable from several threads
+        out = np.empty(len(values), np.float32)
+        for bb, inside, start, stop in boxes:
+            img = np.zeros(inside.shape, np.float32)
+            img[inside] = values[start:stop]
+            out[start:stop] = ndimage.gaussian_filter(img, sig, mode="constant")[inside]
+        return out
 
     return smooth
 
