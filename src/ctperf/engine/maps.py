@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from ctperf.config import thread_count
 from ctperf.core.constants import KH, RHO_G_PER_ML
+from ctperf.core.morphology import bounding_box
 from ctperf.engine.deconvolution import residue_peak
 
 CBF_PER_RMAX = 6000.0 * KH / RHO_G_PER_ML
@@ -133,8 +134,8 @@ def masked_median(vol_zyx: np.ndarray, mask: np.ndarray, pixel_mm: float, radius
     r = int(round(radius_mm / pixel_mm)) if radius_mm and radius_mm > 0 else 0
     if r < 1 or not mask.any():
         return vol_zyx
-    zz, yy, xx = np.nonzero(mask)
-    bb = (slice(None), slice(max(yy.min() - r, 0), yy.max() + r + 1), slice(max(xx.min() - r, 0), xx.max() + r + 1))
+    _, ys, xs = bounding_box(mask)
+    bb = (slice(None), slice(max(ys.start - r, 0), ys.stop + r), slice(max(xs.start - r, 0), xs.stop + r))
     msub = mask[bb]
     v = np.where(msub, np.nan_to_num(vol_zyx[bb]), 0.0).astype(np.float32)
     m = msub.astype(np.float32)
@@ -159,9 +160,11 @@ def _median_per_slice(vol_zyx: np.ndarray, size: int, where: np.ndarray, workers
 
     def one(k: int) -> None:
         if where[k].any():
+            # the voxels' windows, a copy partitioned in place
             windows = np.lib.stride_tricks.sliding_window_view(padded[k], (size, size))[where[k]]
-            out[k][where[k]] = np.partition(windows.reshape(len(windows), -1), size * size // 2,
-                                            axis=1)[:, size * size // 2]
+            windows = windows.reshape(len(windows), -1)
+            windows.partition(size * size // 2, axis=1)
+            out[k][where[k]] = windows[:, size * size // 2]
 
     with ThreadPoolExecutor(max_workers=thread_count(workers, len(vol_zyx))) as pool:
         list(pool.map(one, range(len(vol_zyx))))
