@@ -33,13 +33,14 @@ from ctperf.core.morphology import bounding_box
 from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
                                voxel_volume_ml)
 from ctperf.engine import maps as mp
-from ctperf.engine.aif import bolus_fwhm_s, select_aif_vof
+from ctperf.engine.aif import aif_noise_factor, bolus_fwhm_s, select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
 from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.denoise import denoise_tissue_curves
 from ctperf.engine.hemispheres import find_midline
 from ctperf.engine.noise_emulation import denoised_noise
-from ctperf.engine.preprocess import median_frame_interval_s, pixel_spacing_mm, preprocess_study
+from ctperf.engine.preprocess import (median_frame_interval_s, pixel_spacing_mm, preprocess_study,
+                                      resampling_matrices)
 from ctperf.engine.reference import (HypoperfusionPattern, hypoperfusion_pattern, normal_reference,
                                      reference_shortfall, truncation_affected_maps)
 from ctperf.engine.regularise import regularise_flow_maps, regularise_tmax
@@ -201,6 +202,9 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
     tissue = (parenchyma & ~vessels)[pre.brain]
     observed = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, aif, pre.dt_s)
     prior_blocks = None
+    # the AIF's own noise, which the study prior's model curves carry and the tissue did not see
+    aif_noise = (_aif_noise_factor(pre, aif_curve, pc.temporal_sigma_s)
+               if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else None)
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
         at_frames = dc.dispersion_prior_fit == "frames" or (dc.dispersion_prior_fit == "auto" and observed[1])
@@ -232,9 +236,29 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
                      evidence_mask=tissue, prior_blocks=prior_blocks,
                      workers=workers, bound_tmax=False,
                      noise_vectors=None if noise is None else noise.vectors,
-                     noise_rms=None if noise is None else noise.rms_hu)
+                     noise_rms=None if noise is None else noise.rms_hu,
+                     aif_noise=aif_noise)
     return dec, cbv_smooth, vessels, observed
 
+
+def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> np.ndarray | None:
+    """The factor of the AIF's noise covariance on the time grid (:func:`aif_noise_factor`) from the frames of its
+    voxels (kept by the preprocessing while the study prior may be fitted at the frames); None without them or without
+    an AIF voxel in the brain."""
+    if "frames_brain" not in pre.extra:
+        return None
+    index = np.full(pre.brain.shape, -1, np.int64)
+    index[pre.brain] = np.arange(int(pre.brain.sum()))
+    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
+    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]  # the AIF voxels among the brain's (-1: outside it)
+    if not (at >= 0).any():
+        return None
+    vox, at = vox[at >= 0], at[at >= 0]
+    times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
+    operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
+                                    temporal_sigma_s)
+    return aif_noise_factor(np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1),
+                                times[:, vox[:, 0]].mean(axis=1), operators, aif_curve.delta_hu)
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
                  workers: int | None) -> dict[str, np.ndarray]:
@@ -363,6 +387,7 @@ def method_description(dc) -> dict:
                                                 "dispersion_prior": dc.dispersion_prior,
                                                 "dispersion_prior_fit": dc.dispersion_prior_fit,
                                                 "dispersion_prior_components": dc.dispersion_prior_components,
+                                                "aif_noise_in_prior": dc.aif_noise_in_prior,
                                                 "tmax_shift_without_plug_flow": dc.tmax_shift_without_plug_flow,
                                                 "height_prior": dc.height_prior, "tmax_prior": dc.tmax_prior,
                                                 "tmax_shift_mtt": dc.tmax_shift_mtt,

@@ -92,8 +92,8 @@ from ctperf.engine.deconvolution.circulant import deconvolve_circulant
 from ctperf.engine.deconvolution.emulation import (NOISE_Q_GRID, PLUG_FLOW_SHAPE_K, apply_bias_correction,
                                                    dispersion_spread, log_tau_from_peak, model_family,
                                                    model_residues, noisy_shift_tables, step_response_tables)
-from ctperf.engine.deconvolution.evidence import (block_evidence, block_log_likelihood, curve_misfits,
-                                                  mean_model_weights, model_log_evidence, model_weights,
+from ctperf.engine.deconvolution.evidence import (aif_noise_misfits, block_evidence, block_log_likelihood,
+                                                  curve_misfits, mean_model_weights, model_log_evidence, model_weights,
                                                   study_model_weights, weights_from_log_evidence)
 from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.deconvolution.output import DeconvolutionOutput
@@ -105,7 +105,8 @@ from ctperf.engine.deconvolution.regularisation import (aif_noise_floor, circula
 from ctperf.engine.deconvolution.svd import deconvolve_standard_svd
 
 __all__ = [
-    "NOISE_Q_GRID", "PLUG_FLOW_SHAPE_K", "DeconvolutionOutput", "aif_noise_floor", "apply_bias_correction",
+    "NOISE_Q_GRID", "PLUG_FLOW_SHAPE_K", "DeconvolutionOutput", "aif_noise_floor", "aif_noise_misfits",
+    "apply_bias_correction",
     "apply_prior", "block_evidence", "block_log_likelihood", "circulant_spectrum", "curve_misfits", "deconvolve",
     "deconvolve_circulant", "deconvolve_standard_svd", "dispersion_shares", "dispersion_spread",
     "informative_blocks", "log_tau_from_peak", "lowest_regularisation", "mean_model_weights", "mixture_proportions",
@@ -119,7 +120,7 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
                tau_filter=None, shape_groups: np.ndarray | None = None, weight_filter=None, evidence_filter=None,
                evidence_mask: np.ndarray | None = None, prior_blocks: np.ndarray | FrameBlocks | None = None,
                workers: int | None = None, bound_tmax: bool = True, noise_vectors: np.ndarray | None = None,
-               noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
+               noise_rms: np.ndarray | None = None, aif_noise: np.ndarray | None = None) -> DeconvolutionOutput:
     """Dispatch on ``cfg.method`` ("bcsvd" | "standard" | "tikhonov" | "svd").
 
     ``tau_filter`` (optional, circulant methods): a function mapping per-voxel values (n,) to filtered values (e.g.
@@ -129,7 +130,8 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
     ``bound_tmax``: report a peak before the arrival (a noisy residue, or tissue just ahead of the AIF) as 0 s
     (default), or keep it negative, so that a spatial filter applied before the bound averages the values
     themselves (a mean of values bounded at 0 is biased late where the true Tmax is near 0).
-    ``noise_vectors``, ``noise_rms``: the noise-aware Tmax shift (:func:`deconvolve_circulant`).
+    ``noise_vectors``, ``noise_rms``: the noise-aware Tmax shift; ``aif_noise``: the factor of the AIF's noise
+    covariance for the study prior (:func:`deconvolve_circulant`).
     """
     if cfg.method == "svd":
         out = deconvolve_standard_svd(tissue_nt, aif_t, dt_s, cfg.svd_threshold)
@@ -141,7 +143,7 @@ def deconvolve(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, cfg: Decon
         out = deconvolve_circulant(tissue_nt, aif_t, dt_s, cfg, tau_filter=tau_filter, shape_groups=shape_groups,
                                    weight_filter=weight_filter, evidence_filter=evidence_filter,
                                    evidence_mask=evidence_mask, prior_blocks=prior_blocks, workers=workers,
-                                   noise_vectors=noise_vectors, noise_rms=noise_rms)
+                                   noise_vectors=noise_vectors, noise_rms=noise_rms, aif_noise=aif_noise)
     if bound_tmax:
         out.tmax_s = np.maximum(out.tmax_s, 0.0)
         if out.tmax_standard_s is not None:

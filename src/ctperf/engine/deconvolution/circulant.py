@@ -14,8 +14,8 @@ from ctperf.engine.deconvolution.emulation import (NOISE_Q_GRID, PLUG_FLOW_SHAPE
                                                    _grid_position, _model_lookups, _observable_tables,
                                                    _weighted_lookup, _weighted_sum, apply_bias_correction,
                                                    dispersion_spread, model_family, noisy_shift_tables)
-from ctperf.engine.deconvolution.evidence import (_map_rows, _voxels_or_all, _weights_from_curves, mean_model_weights,
-                                                  model_weights, study_model_weights)
+from ctperf.engine.deconvolution.evidence import (_map_rows, _voxels_or_all, _weights_from_curves, aif_noise_misfits,
+                                                  mean_model_weights, model_weights, study_model_weights)
 from ctperf.engine.deconvolution.frame_prior import FrameBlocks, frame_study_mixture
 from ctperf.engine.deconvolution.output import _CHUNK, DeconvolutionOutput
 from ctperf.engine.deconvolution.peaks import _peak_signed, _search_window, _time_index
@@ -171,7 +171,8 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
                          evidence_filter=None, evidence_mask: np.ndarray | None = None,
                          prior_blocks: np.ndarray | FrameBlocks | None = None, workers: int | None = None,
                          noise_vectors: np.ndarray | None = None,
-                         noise_rms: np.ndarray | None = None) -> DeconvolutionOutput:
+                         noise_rms: np.ndarray | None = None,
+                         aif_noise: np.ndarray | None = None) -> DeconvolutionOutput:
     """Block-circulant deconvolution (bcSVD with per-voxel OI threshold, or Tikhonov) of many curves.
 
     tissue_nt : (n, T) delta HU on the uniform grid (step ``dt_s``); aif_t : (T,) delta HU, same grid.
@@ -190,6 +191,9 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     noise_vectors, noise_rms : (n_vec, T) curves of the study's denoised noise and (n,) each voxel's noise RMS (same
     units as the curves; :mod:`ctperf.engine.noise_emulation`): given both, the guided correction's Tmax shift is
     the noise-aware one (:func:`noisy_shift_tables`, at each voxel's noise RMS / curve peak).
+    aif_noise : (T, r) factor L of the AIF's noise covariance L L' on the grid
+    (:func:`ctperf.engine.aif.aif_noise_factor`): the grid study prior discounts what it adds to each model's misfit
+    (:func:`aif_noise_misfits`); None = not.
 
     Steps: the ladder of levels for this AIF; the noise-free emulation of the model family (when the result is
     corrected or guided); pass 1 (:func:`_guided_pass`: the models' weights, the guide residue's peak and each
@@ -223,7 +227,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
     noise_aware = correct and guided and noise_vectors is not None and noise_rms is not None and len(noise_vectors) > 0
     guide = (_guided_pass(tissue, aif_t, ladder, tables, cfg, family, auc_ratio, tau_filter, shape_groups,
                           weight_filter, evidence_filter, evidence_mask, prior_blocks,
-                          (noise_vectors, noise_rms) if noise_aware else None, n_threads)
+                          (noise_vectors, noise_rms) if noise_aware else None, n_threads, aif_noise)
              if guided else None)
 
     readings = _Readings.empty(n, ladder, guided, correct)
@@ -254,7 +258,7 @@ def deconvolve_circulant(tissue_nt: np.ndarray, aif_t: np.ndarray, dt_s: float, 
 
 def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables: _Tables,
                        cfg: DeconvolutionConfig, family: list[tuple[float, float]], shape_groups, weight_filter,
-                       evidence_filter, evidence_mask, prior_blocks, n_threads: int):
+                       evidence_filter, evidence_mask, prior_blocks, n_threads: int, aif_noise=None):
     """Each region's model weights (n_models, n), and the study's mixture of models (n_models,) with (blocks used,
     blocks offered, where it was fitted) when a study prior is set (``prior_blocks``: the grid blocks' curves or
     :class:`FrameBlocks`; otherwise None, None)."""
@@ -295,9 +299,11 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
             if prior_blocks.grid_blocks is None:
                 return None, 0, "frames"
             grid_blocks = prior_blocks.grid_blocks
+        k_aif = (None if aif_noise is None else
+                 aif_noise_misfits(family, tau_grid, ladder.dt_s, ladder.n_frames, aif_noise))
         return (*study_model_mixture(grid_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
                                      ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
-                                     cfg.dispersion_prior_components, family), "grid")
+                                     cfg.dispersion_prior_components, family, k_aif), "grid")
 
     # the mixture and the regional evidence are independent: side by side with more than one thread
     with side_thread(n_threads) as beside:
@@ -310,7 +316,7 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
 def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables: _Tables, cfg: DeconvolutionConfig,
                  family: list[tuple[float, float]], auc_ratio: np.ndarray, tau_filter, shape_groups, weight_filter,
                  evidence_filter, evidence_mask, prior_blocks, noise: tuple[np.ndarray, np.ndarray] | None,
-                 n_threads: int) -> _Guide:
+                 n_threads: int, aif_noise=None) -> _Guide:
     """Pass 1 of the guided ladder: the weight of each model residue for each voxel (the evidence of the groups in
     its neighbourhood or in the whole study: see :func:`model_log_evidence`, with the study prior), the peak of the
     most regularised residue (robust to noise) and the voxel's MTT observable ``y = log(peak / area)`` under each
@@ -322,7 +328,7 @@ def _guided_pass(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, tables:
     # thread they are computed side by side (both are mostly numpy/FFT work that releases the GIL)
     with side_thread(n_threads) as side:
         weight_args = (tissue, aif_t, ladder, tables, cfg, family, shape_groups, weight_filter, evidence_filter,
-                       evidence_mask, prior_blocks, n_threads)
+                       evidence_mask, prior_blocks, n_threads, aif_noise)
         pending_weight = side.submit(_model_weight_maps, *weight_args) if side is not None else None
         guide_win, spectra = _guide_windows(tissue, ladder.filters[top], ladder.length, n_neg, ladder.n_bins,
                                             n_threads)

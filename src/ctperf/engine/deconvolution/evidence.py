@@ -10,7 +10,7 @@ import scipy.fft as sfft
 from scipy import sparse
 
 from ctperf.config import thread_count
-from ctperf.engine.deconvolution.emulation import log_tau_from_peak
+from ctperf.engine.deconvolution.emulation import log_tau_from_peak, model_residues
 from ctperf.engine.deconvolution.peaks import _argmax_near, _parabola_peak, _peak_signed, _search_window, _time_index
 from ctperf.engine.deconvolution.regularisation import oscillation_index
 
@@ -167,7 +167,8 @@ def _study_column(log_ev_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.
 
 
 def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, max_negative_lag: int,
-                  tau_centre_m_g: np.ndarray, half_tau: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                  tau_centre_m_g: np.ndarray, half_tau: int = 2,
+                  aif_noise_m_tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares misfit of each model's tissue curve to each measured curve, in the concentration domain.
 
     For model ``m`` the curve is ``F (AIF (x) R_m,tau)(t - delay)``.  The flow ``F >= 0`` is solved in closed form,
@@ -177,7 +178,9 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
     node index).
 
     mean_gt : (n, T) curves; model_spectra : (n_models, n_tau, F) rfft (length ``length``) of the unit-flow model
-    curves of T samples; tau_centre_m_g : (n_models, n) int node per model and curve.
+    curves of T samples; tau_centre_m_g : (n_models, n) int node per model and curve; aif_noise_m_tau : (n_models,
+    n_tau) the sum of squares the AIF's noise adds to each unit-flow model curve (:func:`aif_noise_misfits`): each
+    model's misfit is lowered by it times the fitted flow squared (at least to 1e-6 of the curve's sum of squares).
     Returns (misfit (n_models, n): residual sum of squares, lag-1 autocorrelation (n,) of the best fit's
     residual).
     """
@@ -215,6 +218,10 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
             j = np.argmax(k_ref, axis=1)
             _, top = _parabola_peak(k_ref, j)
             misfit[m, a:b] = np.maximum(cc[a:b] - np.maximum(top, k_ref.max(axis=1)), 0.0)
+            if aif_noise_m_tau is not None:  # the flow squared (explained / model norm) at the best whole node
+                node, lag = idx[rows, j], i_lag[rows, j]
+                flow2 = gain[rows, j, lag] / norms[m][node, lag]
+                misfit[m, a:b] = np.maximum(misfit[m, a:b] - flow2 * aif_noise_m_tau[m][node], 1e-6 * cc[a:b])
             best[0, m, a:b] = idx[rows, j]
             best[1, m, a:b] = i_lag[rows, j]
     # residual of the best model (whole samples): its lag-1 autocorrelation measures the noise's correlation
@@ -262,7 +269,7 @@ def block_log_likelihood(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.
 
 def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray, model_spectra: np.ndarray,
                    heights_top: np.ndarray, dt_s: float, length: int, n_neg: int, tau_grid_s: np.ndarray,
-                   half_tau: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                   half_tau: int = 2, aif_noise_m_tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood (n_models, n_groups) of each model's tissue curve given each mean curve ``mean_gt``
     (n_groups, T), flow, delay and MTT free (:func:`curve_misfits`), maximum 0 per group, and the residual sum of
     squares of each group's best fit (n_groups,).
@@ -271,7 +278,7 @@ def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarra
     smoothing, resampling), so the effective number of independent samples is ``(T - 3) (1 - rho) / (1 + rho)``
     with ``rho`` the median lag-1 autocorrelation of the best fits' residuals.  The MTT nodes searched are
     ``half_tau`` nodes either side of each model's MTT for the group's peak-to-area ratio of the most regularised
-    residue (``top_filter``, ``heights_top`` (n_models, n_tau)).
+    residue (``top_filter``, ``heights_top`` (n_models, n_tau)).  ``aif_noise_m_tau``: see :func:`curve_misfits`.
     """
     mean = np.asarray(mean_gt, np.float64)
     n_g, t = mean.shape
@@ -285,7 +292,7 @@ def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarra
     for m in range(n_m):
         node = np.interp(log_tau_from_peak(p_top, auc, heights_top[m], tau_grid_s), lt, np.arange(len(lt)))
         centre[m] = np.clip(np.rint(node), 0, len(lt) - 1).astype(int)
-    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre, half_tau)
+    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre, half_tau, aif_noise_m_tau)
     r = float(np.clip(np.median(rho), 0.0, 0.95)) if len(rho) else 0.0
     nu = max(1.0, (t - 3) * (1.0 - r) / (1.0 + r))
     best = np.maximum(mis.min(axis=0), 1e-30)
@@ -319,3 +326,35 @@ def _map_rows(func, rows: np.ndarray, n_threads: int) -> np.ndarray:
     parallel threads; float32 (n_rows, n)."""
     with ThreadPoolExecutor(max_workers=thread_count(n_threads, len(rows))) as pool:
         return np.array(list(pool.map(func, rows)), np.float32)
+
+
+
+def aif_noise_misfits(family: list[tuple[float, float]], tau_grid_s: np.ndarray, dt_s: float, n_pos: int,
+                      aif_noise_factor: np.ndarray, fine: int = 10) -> np.ndarray:
+    """Expected sum of squares (n_models, n_tau) that the AIF's noise adds to each model's unit-flow tissue curve
+    over its ``n_pos`` samples: ``tr(A C A')``, with ``C = L L'`` the AIF's noise covariance on the time grid
+    (``aif_noise_factor`` = ``L``, (T, r): :func:`ctperf.engine.aif.aif_noise_factor`) and ``A`` the model curve's
+    response to each AIF sample, computed as the model curves are
+    (:func:`ctperf.engine.deconvolution.emulation._emulated_tissue_spectra`: the residue on a grid ``fine`` times
+    finer, the AIF linearly interpolated between its samples).
+
+    Why: the data's tissue saw the noise-free AIF, while every model curve is the measured AIF convolved with the
+    model's residue, so even the true model misses the tissue by this much (times its flow squared), and a sharp
+    residue, which passes more of the AIF's noise, by more than a dispersed one: uncorrected, a noisy AIF moves the
+    study prior towards dispersion (:func:`curve_misfits` subtracts it)."""
+    factor = np.asarray(aif_noise_factor, np.float64)[:n_pos]
+    n_fft = sfft.next_fast_len(2 * n_pos)
+    factor_spec = sfft.rfft(factor, n=n_fft, axis=0)  # (F, r)
+    hat = np.interp(np.arange(-fine, fine + 1), [-fine, 0, fine], [0.0, 1.0, 0.0])  # a sample on the fine grid
+    out = np.empty((len(family), len(tau_grid_s)))
+    for m, (shape_k, disp_s) in enumerate(family):
+        _, r_fine, _, _ = model_residues(np.asarray(tau_grid_s, np.float64), dt_s, n_pos + 1, disp_s, fine, shape_k)
+        padded = np.concatenate([np.zeros((len(tau_grid_s), fine)), r_fine], axis=1)
+        # response of the sampled curve to a unit AIF sample ``lag`` samples earlier (n_tau, T)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * fine + 1, axis=1)[:, ::fine][:, :n_pos]
+        response = windows @ hat * (dt_s / fine)
+        # A L: each column of L convolved with the response (causal), the first n_pos samples
+        a_l = sfft.irfft(sfft.rfft(response, n=n_fft, axis=1)[:, :, None] * factor_spec[None], n=n_fft,
+                         axis=1)[:, :n_pos]
+        out[m] = np.square(a_l).sum(axis=(1, 2))
+    return out

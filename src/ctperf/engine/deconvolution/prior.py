@@ -82,7 +82,8 @@ _PRIOR_MIN_BLOCKS = 8
 def study_model_mixture(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
                         model_spectra: np.ndarray, heights_top: np.ndarray, dt_s: float, length: int, n_neg: int,
                         tau_grid_s: np.ndarray, min_cnr: float = 0.0, components: str = "all",
-                        family: list[tuple[float, float]] | None = None) -> tuple[np.ndarray, int]:
+                        family: list[tuple[float, float]] | None = None,
+                        aif_noise_m_tau: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The proportions (n_models,) of the mixture of models that best explains the mean curves of the study's
     informative tissue blocks (:func:`block_evidence`, :func:`informative_blocks` with ``min_cnr``,
     :func:`mixture_proportions`), and the number of blocks used: the study-wide prior of the models' weights
@@ -94,9 +95,11 @@ def study_model_mixture(block_means_gt: np.ndarray, aif_t: np.ndarray, top_filte
     weak (a small fraction of a log unit at 8 HU), so a small bias shared by many blocks decides the mixture: the
     weakly enhancing blocks, whose fits are biased by the noise (measured: towards more dispersion at 8 HU, towards
     none at 15 HU), are left out.  ``components = "bic"``: the mixture averaged over the subsets of dispersions
-    (:func:`subset_averaged_mixture`, needs ``family``)."""
+    (:func:`subset_averaged_mixture`, needs ``family``).  ``aif_noise_m_tau``: the misfit the AIF's own noise adds
+    to each model (:func:`ctperf.engine.deconvolution.evidence.aif_noise_misfits`), taken off each fit's."""
     log_lik, best_rss = block_evidence(block_means_gt, aif_t, top_filter, model_spectra, heights_top, dt_s, length,
-                                       n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES)
+                                       n_neg, tau_grid_s, half_tau=_PRIOR_TAU_NODES,
+                                       aif_noise_m_tau=aif_noise_m_tau)
     keep = informative_blocks(block_means_gt, best_rss, min_cnr)
     if components == "bic":
         if family is None:
