@@ -204,7 +204,7 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
     prior_blocks = None
     # the AIF's own noise, which the study prior's model curves carry and the tissue did not see
     aif_noise = (_aif_noise_factor(pre, aif_curve, pc.temporal_sigma_s)
-               if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else None)
+                 if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else None)
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
         at_frames = dc.dispersion_prior_fit == "frames" or (dc.dispersion_prior_fit == "auto" and observed[1])
@@ -258,7 +258,8 @@ def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> np.ndar
     operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
                                     temporal_sigma_s)
     return aif_noise_factor(np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1),
-                                times[:, vox[:, 0]].mean(axis=1), operators, aif_curve.delta_hu)
+                            times[:, vox[:, 0]].mean(axis=1), operators, aif_curve.delta_hu)
+
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
                  workers: int | None) -> dict[str, np.ndarray]:

@@ -106,13 +106,12 @@ from ctperf.engine.deconvolution.svd import deconvolve_standard_svd
 
 __all__ = [
     "NOISE_Q_GRID", "PLUG_FLOW_SHAPE_K", "DeconvolutionOutput", "aif_noise_floor", "aif_noise_misfits",
-    "apply_bias_correction",
-    "apply_prior", "block_evidence", "block_log_likelihood", "circulant_spectrum", "curve_misfits", "deconvolve",
-    "deconvolve_circulant", "deconvolve_standard_svd", "dispersion_shares", "dispersion_spread",
-    "informative_blocks", "log_tau_from_peak", "lowest_regularisation", "mean_model_weights", "mixture_proportions",
-    "model_family", "model_log_evidence", "model_prior", "model_residues", "model_weights", "noisy_shift_tables",
-    "oscillation_index", "padded_length", "residue_peak", "step_response_tables", "study_model_mixture",
-    "study_model_weights", "truncation_ladder", "weights_from_log_evidence",
+    "apply_bias_correction", "apply_prior", "block_evidence", "block_log_likelihood", "circulant_spectrum",
+    "curve_misfits", "deconvolve", "deconvolve_circulant", "deconvolve_standard_svd", "dispersion_shares",
+    "dispersion_spread", "informative_blocks", "log_tau_from_peak", "lowest_regularisation", "mean_model_weights",
+    "mixture_proportions", "model_family", "model_log_evidence", "model_prior", "model_residues", "model_weights",
+    "noisy_shift_tables", "oscillation_index", "padded_length", "residue_peak", "step_response_tables",
+    "study_model_mixture", "study_model_weights", "truncation_ladder", "weights_from_log_evidence",
 ]
 
 

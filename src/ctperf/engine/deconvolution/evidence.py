@@ -328,7 +328,6 @@ def _map_rows(func, rows: np.ndarray, n_threads: int) -> np.ndarray:
         return np.array(list(pool.map(func, rows)), np.float32)
 
 
-
 def aif_noise_misfits(family: list[tuple[float, float]], tau_grid_s: np.ndarray, dt_s: float, n_pos: int,
                       aif_noise_factor: np.ndarray, fine: int = 10) -> np.ndarray:
     """Expected sum of squares (n_models, n_tau) that the AIF's noise adds to each model's unit-flow tissue curve
