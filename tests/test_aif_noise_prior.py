@@ -110,3 +110,20 @@ def test_a_noisy_aif_no_longer_reads_undispersed_tissue_as_dispersed():
     assert min(plain) < 0.1 and np.mean(plain) < 0.8, plain
     assert min(corrected) >= 0.45 and np.mean(corrected) >= 0.9, corrected
     assert all(c >= p - 0.02 for c, p in zip(corrected, plain)), (plain, corrected)
+
+
+def test_a_run_reports_the_aif_noise_its_prior_discounted():
+    """``qa_values.aif_frame_noise_hu``: the noise of the AIF's mean frames (project phantom, 8 HU, five AIF voxels:
+    about 8 / sqrt 5 = 3.6 HU when their noise is independent); null when the prior does not discount it."""
+    from ctperf.config import Config
+    from ctperf.core.types import CTPStudy
+    from ctperf.engine import compute_perfusion
+    from ctperf.synthetic import PhantomSpec, make_phantom
+
+    ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0, noise_hu=8.0))
+    study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
+    res = compute_perfusion(study, Config())
+    n_vox = len(res.aif.voxels_zyx)
+    assert res.qa_values["aif_frame_noise_hu"] == pytest.approx(res.qa_values["noise_hu"] / np.sqrt(n_vox), rel=0.35)
+    off = compute_perfusion(study, Config.from_dict({"deconvolution": {"aif_noise_in_prior": False}}))
+    assert off.qa_values["aif_frame_noise_hu"] is None

@@ -33,7 +33,7 @@ from ctperf.core.morphology import bounding_box
 from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
                                voxel_volume_ml)
 from ctperf.engine import maps as mp
-from ctperf.engine.aif import aif_noise_factor, bolus_fwhm_s, select_aif_vof
+from ctperf.engine.aif import aif_noise_factor, bolus_fwhm_s, frame_noise_sd, select_aif_vof
 from ctperf.engine.deconvolution import aif_noise_floor, deconvolve, lowest_regularisation
 from ctperf.engine.deconvolution.frame_prior import FrameBlocks
 from ctperf.engine.denoise import denoise_tissue_curves
@@ -119,8 +119,8 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                                                                   manual["vof_mask"])
     with timer("deconvolution"):
         ttp = mp.ttp_from_curves(curves, pre.time_s)  # the TTP map; its tissue median decides where the prior is fitted
-        dec, cbv_smooth, vessels, observed = _deconvolve_tissue(study, pre, px, curves, ttp, sel.aif, peak_hu, cfg,
-                                                                workers)
+        dec, cbv_smooth, vessels, observed, aif_frame_noise = _deconvolve_tissue(study, pre, px, curves, ttp, sel.aif,
+                                                                                 peak_hu, cfg, workers)
     with timer("maps"):
         vol = _maps(curves, area, ttp, cbv_smooth, dec, sel.aif.delta_hu, pre)
         masks = TissueMasks(brain=pre.brain, csf=pre.csf & ~vessels, vessels=vessels)
@@ -132,7 +132,7 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref,
-                              median_frame_interval_s(study.times_s), observed)
+                              median_frame_interval_s(study.times_s), observed, aif_frame_noise)
     return PerfusionResult(
         affine_ras=pre.affine_ras, cbf=vol["cbf"], cbv=vol["cbv"], mtt=vol["mtt"], tmax=vol["tmax"],
         ttp=vol["ttp"], rcbf=ref.rcbf, masks=masks, hemispheres=hemi, aif=sel.aif, vof=sel.vof,
@@ -203,8 +203,8 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
     observed = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, aif, pre.dt_s)
     prior_blocks = None
     # the AIF's own noise, which the study prior's model curves carry and the tissue did not see
-    aif_noise = (_aif_noise_factor(pre, aif_curve, pc.temporal_sigma_s)
-                 if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else None)
+    aif_noise, aif_frame_noise = (_aif_noise_factor(pre, aif_curve, pc.temporal_sigma_s)
+                                  if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else (None, None))
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
         at_frames = dc.dispersion_prior_fit == "frames" or (dc.dispersion_prior_fit == "auto" and observed[1])
@@ -238,27 +238,30 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
                      noise_vectors=None if noise is None else noise.vectors,
                      noise_rms=None if noise is None else noise.rms_hu,
                      aif_noise=aif_noise)
-    return dec, cbv_smooth, vessels, observed
+    return dec, cbv_smooth, vessels, observed, aif_frame_noise
 
 
-def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> np.ndarray | None:
+def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> tuple[np.ndarray | None, float | None]:
     """The factor of the AIF's noise covariance on the time grid (:func:`aif_noise_factor`) from the frames of its
-    voxels (kept by the preprocessing while the study prior may be fitted at the frames); None without them or without
-    an AIF voxel in the brain."""
+    voxels (kept by the preprocessing while the study prior may be fitted at the frames), and the noise SD of their
+    mean frames (:func:`frame_noise_sd`, delta HU); (None, None) without them or without an AIF voxel in the brain."""
     if "frames_brain" not in pre.extra:
-        return None
+        return None, None
     index = np.full(pre.brain.shape, -1, np.int64)
     index[pre.brain] = np.arange(int(pre.brain.sum()))
     vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
     at = index[vox[:, 0], vox[:, 1], vox[:, 2]]  # the AIF voxels among the brain's (-1: outside it)
     if not (at >= 0).any():
-        return None
+        return None, None
     vox, at = vox[at >= 0], at[at >= 0]
     times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
     operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
                                     temporal_sigma_s)
-    return aif_noise_factor(np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1),
-                            times[:, vox[:, 0]].mean(axis=1), operators, aif_curve.delta_hu)
+    frames = np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1)
+    frame_times = times[:, vox[:, 0]].mean(axis=1)
+    sd = frame_noise_sd(frames, frame_times)
+    return (aif_noise_factor(frames, frame_times, operators, aif_curve.delta_hu),
+            sd if np.isfinite(sd) else None)
 
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
@@ -689,9 +692,11 @@ def contrast_to_noise(arterial_peak_hu: float, noise_hu: float, frame_interval_s
 
 
 def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, ref: _Reference,
-        frame_interval_s: float, observed: tuple[dict, bool, str | None]) -> tuple[dict, dict]:
+        frame_interval_s: float, observed: tuple[dict, bool, str | None],
+        aif_frame_noise_hu: float | None = None) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
-    study prior and dispersion ambiguity, the midline and the rCBF reference."""
+    study prior and dispersion ambiguity, the midline and the rCBF reference.  ``aif_frame_noise_hu``: the noise of
+    the AIF's mean frames the study prior discounted (None: not estimated)."""
     aif = np.asarray(sel.aif_raw, float)
     vof = np.asarray(sel.vof.delta_hu, float)
     peak = float(aif.max())
@@ -705,7 +710,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         "aif_peak_hu": peak, "aif_peak_scaled_hu": float(sel.aif.delta_hu.max()), "aif_ttp_s": sel.aif.ttp_s,
         "aif_end_fraction": end_frac, "aif_pv_scale": sel.pv_scale, "aif_source": sel.aif_source,
         "vof_source": sel.vof_source,
-        "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor,
+        "aif_noise_hu": aif_noise_hu, "aif_noise_floor": aif_floor, "aif_frame_noise_hu": aif_frame_noise_hu,
         "aif_noise_reason": (None if np.isfinite(aif_floor) else "fewer than 3 pre-bolus samples in the AIF (the "
                              "bolus arrives at the start of the acquisition): its noise is not measured and "
                              "aif_noisy not evaluated"),
