@@ -1,8 +1,8 @@
-"""The study dispersion prior discounts the AIF's own noise (engine 2.13, definitions 2.20).
+"""The AIF's own noise and the study dispersion prior (`deconvolution.aif_noise_in_prior`, an option; definitions 2.20).
 
 Every model curve the prior fits is the measured AIF convolved with a residue, so it carries the AIF's noise, which the
-tissue never saw; sharp residues pass more of it, so uncorrected a noisy AIF pushes the prior towards dispersion
-(docs/definitions.md §2, "The AIF's own noise in the prior's fits").
+tissue never saw; sharp residues pass more of it.  The option discounts its expected share of each fit's misfit: right
+for undispersed tissue, but it reads dispersed tissue as undispersed (docs/engine-notes.md "session 48"), so it is off.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import scipy.fft as sfft
 
 from ctperf.config import DeconvolutionConfig
 from ctperf.engine.aif import aif_noise_factor, frame_noise_sd
-from ctperf.engine.deconvolution import aif_noise_misfits, dispersion_shares, study_model_mixture
+from ctperf.engine.deconvolution import aif_noise_misfits, curve_misfits, dispersion_shares, study_model_mixture
 from ctperf.engine.deconvolution.emulation import _emulated_tissue_spectra, _family_tables, model_family
 from ctperf.engine.deconvolution.regularisation import _filters, aif_noise_floor, circulant_spectrum, padded_length
 
@@ -42,23 +42,33 @@ def test_frame_noise_sd_needs_enough_frames():
     assert np.isnan(frame_noise_sd(np.ones(6), np.arange(6.0)))
 
 
-def test_aif_noise_misfits_are_the_expected_sum_of_squares():
-    """tr(A C A') against Monte Carlo: the model curves of the engine's emulation built from pure noise."""
-    t_len, dt, sd = 60, 1.0, 5.0
-    taus = np.array([2.0, 4.0, 8.0])
-    family = [(1.0, 0.0), (1.0, 2.0), (3.0, 0.0)]
-    expected = aif_noise_misfits(family, taus, dt, t_len, sd * np.eye(t_len))
-    rng = np.random.default_rng(1)
-    length = padded_length(t_len)
-    total = np.zeros_like(expected)
-    for _ in range(800):
-        noise = rng.normal(0.0, sd, t_len)
-        for m, (shape_k, disp_s) in enumerate(family):
-            spec, _, _ = _emulated_tissue_spectra(noise, dt, length, t_len, taus, disp_s, shape_k)
-            total[m] += np.square(sfft.irfft(spec, n=length, axis=1)[:, :t_len]).sum(axis=1)
-    np.testing.assert_allclose(total / 800, expected, rtol=0.06)
+def test_aif_noise_misfits_are_what_the_noise_leaves_in_the_true_models_fit():
+    """tr((I - P) A C A') against Monte Carlo: one block of each residue, fitted by ``curve_misfits`` under its own
+    model with 100 draws of AIF noise; the mean excess misfit over the noise-free AIF's, per flow squared (measured
+    within 5 %)."""
+    t = np.arange(0.0, 70.0, 1.0)
+    n_t, dt, sd, flow = len(t), 1.0, 18.0, 0.01
+    length = padded_length(n_t)
+    clean = _bolus(t)
+    taus = np.geomspace(0.3, 60.0, 48)
+    family = [(1.0, 0.0), (1.0, 1.0), (1.0, 2.0)]
+    expected = aif_noise_misfits(family, taus, dt, n_t, sd * np.eye(n_t), clean)
+    node = int(np.argmin(np.abs(np.log(taus) - np.log(4.0))))
+    rng = np.random.default_rng(5)
+
+    def misfit(m: int, aif: np.ndarray, block: np.ndarray) -> float:
+        shape_k, disp_s = family[m]
+        spectra = _emulated_tissue_spectra(aif, dt, length, n_t, taus, disp_s, shape_k)[0][None]
+        return float(curve_misfits(block[None], spectra, length, 4, np.full((1, 1), node), 4)[0][0, 0])
+
+    for m, (shape_k, disp_s) in enumerate(family):
+        spec, _, _ = _emulated_tissue_spectra(clean, dt, length, n_t, taus[node:node + 1], disp_s, shape_k)
+        block = flow * sfft.irfft(spec, n=length)[0, :n_t]
+        excess = np.mean([misfit(m, clean + rng.normal(0.0, sd, n_t), block) for _ in range(100)])
+        excess -= misfit(m, clean, block)
+        assert excess == pytest.approx(flow ** 2 * expected[m, node], rel=0.12), (m, excess, expected[m, node])
     # a sharp residue passes more of the AIF's noise than the same residue dispersed
-    assert (expected[0] > expected[1]).all()
+    assert (expected[0, 10:40] > expected[1, 10:40]).all()
 
 
 def test_aif_noise_factor_carries_the_partial_volume_scale():
@@ -71,8 +81,8 @@ def test_aif_noise_factor_carries_the_partial_volume_scale():
     assert aif_noise_factor(frames[:5], times[:5], ops[:, :5, :5], frames[:5]) is None
 
 
-def _prior_zero_share(seed: int, aif_sd: float, corrected: bool) -> float:
-    """The study prior's share on no dispersion for 400 blocks of undispersed exponential tissue (MTT 2.5-6 s, whole
+def _prior_share(seed: int, aif_sd: float, corrected: bool, true_disp: float = 0.0) -> float:
+    """The study prior's share on the true dispersion for 400 blocks of exponential tissue (MTT 2.5-6 s, whole
     sample delays 0-2 s, 0.15 HU white noise) made with the noise-free AIF, the models built from that AIF plus one
     draw of white noise."""
     rng = np.random.default_rng(seed)
@@ -92,29 +102,39 @@ def _prior_zero_share(seed: int, aif_sd: float, corrected: bool) -> float:
     blocks = np.empty((n, n_t))
     for i in range(n):
         spec, _, _ = _emulated_tissue_spectra(np.r_[np.zeros(delays[i]), clean[:n_t - delays[i]]], dt, length, n_t,
-                                              taus[i:i + 1], 0.0, 1.0)
+                                              taus[i:i + 1], true_disp, 1.0)
         blocks[i] = flows[i] * sfft.irfft(spec, n=length)[0, :n_t] + rng.normal(0.0, 0.15, n_t)
-    k_aif = aif_noise_misfits(family, taus_grid, dt, n_t, aif_sd * np.eye(n_t)) if corrected else None
+    k_aif = aif_noise_misfits(family, taus_grid, dt, n_t, aif_sd * np.eye(n_t), aif) if corrected else None
     mix, _ = study_model_mixture(blocks, aif, filters[-1], spectra, heights[:, -1], dt, length, 4, taus_grid, 10.0,
                                  "all", family, k_aif)
     shares = dispersion_shares(mix, family)
-    return float(shares[[d for _, d in family].index(0.0)])
+    return float(shares[[d for _, d in family].index(true_disp)])
 
 
-def test_a_noisy_aif_no_longer_reads_undispersed_tissue_as_dispersed():
-    """Eight draws of an AIF with 5 % white noise (18 HU on a 350 HU peak): uncorrected, two draws read the
-    undispersed study mostly dispersed (0-s share 0.00 / 0.44; mean over the draws 0.76); corrected, every draw puts
-    at least 0.45 on no dispersion (mean 0.92).  Measured 2026-12-06."""
-    plain = [_prior_zero_share(seed, 18.0, False) for seed in range(8)]
-    corrected = [_prior_zero_share(seed, 18.0, True) for seed in range(8)]
-    assert min(plain) < 0.1 and np.mean(plain) < 0.8, plain
-    assert min(corrected) >= 0.45 and np.mean(corrected) >= 0.9, corrected
-    assert all(c >= p - 0.02 for c, p in zip(corrected, plain)), (plain, corrected)
+def test_a_noisy_aif_unsettles_the_prior_and_the_option_fixes_undispersed_tissue():
+    """Six draws of an AIF with 5 % white noise (18 HU on a 350 HU peak), undispersed tissue: uncorrected, three draws
+    read it dispersed (share on no dispersion 1 / 1 / 0 / 0 / 0 / 1); with the option every draw reads it right (1.00).
+    Measured 2026-12-06."""
+    plain = [_prior_share(seed, 18.0, False) for seed in range(6)]
+    corrected = [_prior_share(seed, 18.0, True) for seed in range(6)]
+    assert sum(p < 0.5 for p in plain) >= 2, plain
+    assert min(corrected) >= 0.9, corrected
 
 
-def test_a_run_reports_the_aif_noise_its_prior_discounted():
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-06: 1 s-dispersed tissue, six draws of 5 % AIF noise: the share on 1 s is 1 / 1 / 1 / 0.99 / 1 "
+    "/ 0 uncorrected (mean 0.83) but 0 / 0 / 0.79 / 1 / 1 / 0 with aif_noise_in_prior (mean 0.47; 2 s of dispersion, "
+    "eight draws: 0.62 -> 0.30): how much of the AIF's noise a model's fit absorbs depends on the truth as well as on "
+    "the model, so the expected share of the true model over-corrects the sharp one fitted to dispersed tissue"))
+def test_the_option_keeps_dispersed_tissue_dispersed():
+    corrected = [_prior_share(seed, 18.0, True, true_disp=1.0) for seed in range(6)]
+    assert np.mean(corrected) >= 0.8, corrected
+
+
+def test_a_run_reports_the_noise_of_its_aif_frames():
     """``qa_values.aif_frame_noise_hu``: the noise of the AIF's mean frames (project phantom, 8 HU, five AIF voxels:
-    about 8 / sqrt 5 = 3.6 HU when their noise is independent); null when the prior does not discount it."""
+    about 8 / sqrt 5 = 3.6 HU when their noise is independent; this one reads 4.5 HU, the estimate's ~25 % scatter);
+    null without the frames (the prior fitted on the grid keeps none)."""
     from ctperf.config import Config
     from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
@@ -125,5 +145,5 @@ def test_a_run_reports_the_aif_noise_its_prior_discounted():
     res = compute_perfusion(study, Config())
     n_vox = len(res.aif.voxels_zyx)
     assert res.qa_values["aif_frame_noise_hu"] == pytest.approx(res.qa_values["noise_hu"] / np.sqrt(n_vox), rel=0.35)
-    off = compute_perfusion(study, Config.from_dict({"deconvolution": {"aif_noise_in_prior": False}}))
-    assert off.qa_values["aif_frame_noise_hu"] is None
+    grid = compute_perfusion(study, Config.from_dict({"deconvolution": {"dispersion_prior_fit": "grid"}}))
+    assert grid.qa_values["aif_frame_noise_hu"] is None

@@ -65,32 +65,3 @@ def test_chakwizira_known_aif_cbf_is_delay_insensitive(cfg):
     change = validate._delay_dispersion_metrics(validate._known_rows(case, cfg))["cbf_change_pct_vs_no_delay"]
     for delay in (1, 3, 6):
         assert abs(change[f"delay{delay}_disp0"]) < 5.0, change
-
-
-def test_chakwizira_automatic_reads_its_undispersed_tissue_despite_the_noisy_aif(cfg):
-    """The DRO's exponential study through the whole engine: its AIF is one voxel at SNR 20 (5.4 % of the peak)
-    copied into every arterial voxel.  With the AIF's noise discounted in the study prior (engine 2.13) CBF +8.7 %,
-    Tmax +0.11 s; without it the prior read 0.91 on 1 s of dispersion, CBF -16.3 %, Tmax +1.45 s (measured
-    2026-12-06)."""
-    if not chakwizira.available():
-        pytest.skip(f"{chakwizira.FOLDER} absent")
-    case = chakwizira.load_shape("exponential")
-    res = validate.run_engine(case.study, cfg)
-    m = validate._curve_metrics(validate._region_table(case, res))
-    assert abs(m["cbf_median_error_pct"]) <= 15.0 and abs(m["tmax_bias_s"]) <= 0.5, m
-    assert res.qa_values["study_dispersion_share_by_dispersion_s"]["0"] >= 0.5, res.qa_values
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-06 (engine 2.13): the undispersed region delayed by 6 s reads CBF -7.2 % against the undelayed "
-    "one (engine 2.12: -1.5 %); with the AIF's noise discounted the study prior moves from 0.36 to 0.62 on no "
-    "dispersion (the study's regions: 4 of 10 undispersed; why the delayed region then reads lower is not measured)"))
-def test_chakwizira_automatic_cbf_is_delay_insensitive(cfg):
-    """Automatic AIF, the delay x dispersion study: the undispersed region delayed by 6 s within 5 % of the
-    undelayed one."""
-    if not chakwizira.available():
-        pytest.skip(f"{chakwizira.FOLDER} absent")
-    case = chakwizira.load_delay_dispersion()
-    res = validate.run_engine(case.study, cfg)
-    m = validate._delay_dispersion_metrics(validate._region_table(case, res))
-    assert abs(m["cbf_change_delay_6s_pct"]) < 5.0, m["cbf_change_pct_vs_no_delay"]

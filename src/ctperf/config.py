@@ -303,15 +303,15 @@ class DeconvolutionConfig(_Checked):
     #: their Bayesian information criterion, a dispersion enters only as far as the blocks pay for it;
     #: :func:`ctperf.engine.deconvolution.prior.subset_averaged_mixture`).
     dispersion_prior_components: Literal["all", "bic"] = "all"
-    #: The study prior's grid fits discount each model's expected misfit from the AIF's own noise (default since
-    #: engine 2.13): every model curve is the measured AIF convolved with the model's residue, so it carries the
-    #: AIF's noise, which the tissue never saw; a sharp residue passes more of it than a dispersed one, so
-    #: uncorrected a noisy AIF pushes the prior towards dispersion (the Chakwizira DRO's one-voxel AIF, 5 % noise:
-    #: its undispersed tissue read 0.91 on 1 s, Tmax +1.45 s, CBF -16 %; corrected 0.86 on 0 s, +0.11 s, +9 %).
-    #: The expected misfit is exact for the AIF's noise as estimated from its frames
-    #: (:func:`ctperf.engine.aif.aif_noise_factor`, ~25 % scatter with 40 frames); the frames prior is not
-    #: corrected.  docs/engine-notes.md "session 48".
-    aif_noise_in_prior: bool = True
+    #: Option (off): the study prior's grid fits discount each model's expected misfit from the AIF's own noise.
+    #: Every model curve is the measured AIF convolved with the model's residue, so it carries the AIF's noise, which
+    #: the tissue never saw, a sharp residue more than a dispersed one; uncorrected, a noisy AIF unsettles the prior
+    #: (the Chakwizira DRO's one-voxel AIF, 5 % noise: its undispersed tissue reads 1 s of dispersion, Tmax +1.45 s,
+    #: CBF -16 %; with the option +0.08 s, +10 %).  But how much of that noise a model's fit absorbs depends on the
+    #: truth as well as the model, so the correction reads dispersed tissue as undispersed (synthetic blocks, 5 % AIF
+    #: noise, 1 s / 2 s of dispersion: share on the truth 0.75 / 0.62 -> 0.40 / 0.30).  docs/engine-notes.md
+    #: "session 48".
+    aif_noise_in_prior: bool = False
     #: Leave the plug-flow models (gamma shape >= 10: a flat top) out of the Tmax shift of the correction (they
     #: keep their share of the height correction).  A flat top's argmax is ill-posed: a dispersed plateau peaks
     #: at its end, so any weight noise gives such a model would move Tmax towards the plateau's end.

@@ -202,9 +202,10 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
     tissue = (parenchyma & ~vessels)[pre.brain]
     observed = observed_bolus_widths(ttp_s[tissue], pre.acquisition_end_s, aif, pre.dt_s)
     prior_blocks = None
-    # the AIF's own noise, which the study prior's model curves carry and the tissue did not see
-    aif_noise, aif_frame_noise = (_aif_noise_factor(pre, aif_curve, pc.temporal_sigma_s)
-                                  if dc.aif_noise_in_prior and dc.dispersion_prior == "study" else (None, None))
+    # the noise of the AIF's frames (reported); with aif_noise_in_prior its covariance on the grid, which the study
+    # prior's model curves carry and the tissue did not see
+    aif_frame_noise, aif_noise = _aif_frame_noise(pre, aif_curve, pc.temporal_sigma_s,
+                                                  dc.aif_noise_in_prior and dc.dispersion_prior == "study")
     if dc.dispersion_prior == "study":
         prior_blocks = block_mean_curves(pre.delta_hu, parenchyma & ~vessels, px, dc.dispersion_prior_block_mm)
         at_frames = dc.dispersion_prior_fit == "frames" or (dc.dispersion_prior_fit == "auto" and observed[1])
@@ -241,10 +242,12 @@ def _deconvolve_tissue(study: CTPStudy, pre, px: float, curves: np.ndarray, ttp_
     return dec, cbv_smooth, vessels, observed, aif_frame_noise
 
 
-def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> tuple[np.ndarray | None, float | None]:
-    """The factor of the AIF's noise covariance on the time grid (:func:`aif_noise_factor`) from the frames of its
-    voxels (kept by the preprocessing while the study prior may be fitted at the frames), and the noise SD of their
-    mean frames (:func:`frame_noise_sd`, delta HU); (None, None) without them or without an AIF voxel in the brain."""
+def _aif_frame_noise(pre, aif_curve: Curve, temporal_sigma_s: float,
+                     covariance: bool) -> tuple[float | None, np.ndarray | None]:
+    """The noise SD of the AIF voxels' mean frames (:func:`frame_noise_sd`, delta HU) and, with ``covariance``, the
+    factor of the AIF's noise covariance on the time grid (:func:`aif_noise_factor`), from the frames of the brain
+    (kept by the preprocessing while the study prior may be fitted at the frames); None without them or without an AIF
+    voxel in the brain."""
     if "frames_brain" not in pre.extra:
         return None, None
     index = np.full(pre.brain.shape, -1, np.int64)
@@ -255,13 +258,14 @@ def _aif_noise_factor(pre, aif_curve: Curve, temporal_sigma_s: float) -> tuple[n
         return None, None
     vox, at = vox[at >= 0], at[at >= 0]
     times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
-    operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
-                                    temporal_sigma_s)
     frames = np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1)
     frame_times = times[:, vox[:, 0]].mean(axis=1)
     sd = frame_noise_sd(frames, frame_times)
-    return (aif_noise_factor(frames, frame_times, operators, aif_curve.delta_hu),
-            sd if np.isfinite(sd) else None)
+    if not covariance:
+        return (sd if np.isfinite(sd) else None), None
+    operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
+                                    temporal_sigma_s)
+    return (sd if np.isfinite(sd) else None), aif_noise_factor(frames, frame_times, operators, aif_curve.delta_hu)
 
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
@@ -696,7 +700,7 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
         aif_frame_noise_hu: float | None = None) -> tuple[dict, dict]:
     """QA flags and the measurements behind them: the AIF, VOF and acquisition, the deconvolution's model weights,
     study prior and dispersion ambiguity, the midline and the rCBF reference.  ``aif_frame_noise_hu``: the noise of
-    the AIF's mean frames the study prior discounted (None: not estimated)."""
+    the AIF's mean frames (None: not estimated)."""
     aif = np.asarray(sel.aif_raw, float)
     vof = np.asarray(sel.vof.delta_hu, float)
     peak = float(aif.max())

@@ -300,7 +300,7 @@ def _model_weight_maps(tissue: np.ndarray, aif_t: np.ndarray, ladder: _Ladder, t
                 return None, 0, "frames"
             grid_blocks = prior_blocks.grid_blocks
         k_aif = (None if aif_noise is None else
-                 aif_noise_misfits(family, tau_grid, ladder.dt_s, ladder.n_frames, aif_noise))
+                 aif_noise_misfits(family, tau_grid, ladder.dt_s, ladder.n_frames, aif_noise, aif_t))
         return (*study_model_mixture(grid_blocks, aif_t, filters[top], model_spectra, heights[:, top], ladder.dt_s,
                                      ladder.length, ladder.n_neg, tau_grid, cfg.dispersion_prior_min_cnr,
                                      cfg.dispersion_prior_components, family, k_aif), "grid")

@@ -168,7 +168,7 @@ def _study_column(log_ev_m_n: np.ndarray, mask: np.ndarray | None = None) -> np.
 
 def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, max_negative_lag: int,
                   tau_centre_m_g: np.ndarray, half_tau: int = 2,
-                  aif_noise_m_tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  aif_noise_m_tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Least-squares misfit of each model's tissue curve to each measured curve, in the concentration domain.
 
     For model ``m`` the curve is ``F (AIF (x) R_m,tau)(t - delay)``.  The flow ``F >= 0`` is solved in closed form,
@@ -179,10 +179,11 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
 
     mean_gt : (n, T) curves; model_spectra : (n_models, n_tau, F) rfft (length ``length``) of the unit-flow model
     curves of T samples; tau_centre_m_g : (n_models, n) int node per model and curve; aif_noise_m_tau : (n_models,
-    n_tau) the sum of squares the AIF's noise adds to each unit-flow model curve (:func:`aif_noise_misfits`): each
-    model's misfit is lowered by it times the fitted flow squared (at least to 1e-6 of the curve's sum of squares).
+    n_tau) the sum of squares the AIF's noise leaves in each model's fit per unit flow squared
+    (:func:`aif_noise_misfits`).
     Returns (misfit (n_models, n): residual sum of squares, lag-1 autocorrelation (n,) of the best fit's
-    residual).
+    residual, and with ``aif_noise_m_tau`` the AIF's noise's expected share of each misfit (n_models, n): the table
+    at the fit's best whole MTT node times its flow squared; else None).
     """
     n, t = mean_gt.shape
     n_m, n_tau, _ = model_spectra.shape
@@ -202,6 +203,7 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
     delayed = delayed.astype(np.float32).reshape(n_m, n_tau * len(lags), t)
     offs = np.arange(-half_tau, half_tau + 1)
     misfit = np.empty((n_m, n))
+    aif_share = None if aif_noise_m_tau is None else np.empty((n_m, n))
     best = np.zeros((2, n_m, n), int)  # best tau node and lag index per model
     # curves in chunks: the (curves, nodes, lags) cross-correlations stay small (8 MB)
     step = max(1, _CURVE_CHUNK // (n_tau * len(lags)))
@@ -218,10 +220,9 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
             j = np.argmax(k_ref, axis=1)
             _, top = _parabola_peak(k_ref, j)
             misfit[m, a:b] = np.maximum(cc[a:b] - np.maximum(top, k_ref.max(axis=1)), 0.0)
-            if aif_noise_m_tau is not None:  # the flow squared (explained / model norm) at the best whole node
+            if aif_share is not None:  # the flow squared (explained / model norm) at the best whole node
                 node, lag = idx[rows, j], i_lag[rows, j]
-                flow2 = gain[rows, j, lag] / norms[m][node, lag]
-                misfit[m, a:b] = np.maximum(misfit[m, a:b] - flow2 * aif_noise_m_tau[m][node], 1e-6 * cc[a:b])
+                aif_share[m, a:b] = gain[rows, j, lag] / norms[m][node, lag] * aif_noise_m_tau[m][node]
             best[0, m, a:b] = idx[rows, j]
             best[1, m, a:b] = i_lag[rows, j]
     # residual of the best model (whole samples): its lag-1 autocorrelation measures the noise's correlation
@@ -235,7 +236,7 @@ def curve_misfits(mean_gt: np.ndarray, model_spectra: np.ndarray, length: int, m
     res = c - amp[:, None] * shifted
     res -= res.mean(axis=1, keepdims=True)
     rho = (res[:, 1:] * res[:, :-1]).sum(axis=1) / np.maximum((res * res).sum(axis=1), 1e-30)
-    return misfit, rho
+    return misfit, rho, aif_share
 
 
 def model_log_evidence(tissue_nt: np.ndarray, groups: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarray,
@@ -278,7 +279,10 @@ def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarra
     smoothing, resampling), so the effective number of independent samples is ``(T - 3) (1 - rho) / (1 + rho)``
     with ``rho`` the median lag-1 autocorrelation of the best fits' residuals.  The MTT nodes searched are
     ``half_tau`` nodes either side of each model's MTT for the group's peak-to-area ratio of the most regularised
-    residue (``top_filter``, ``heights_top`` (n_models, n_tau)).  ``aif_noise_m_tau``: see :func:`curve_misfits`.
+    residue (``top_filter``, ``heights_top`` (n_models, n_tau)).  ``aif_noise_m_tau`` (:func:`aif_noise_misfits`):
+    each model's misfit is lowered by the AIF's noise's expected share of it before the likelihoods are compared (at
+    least to 1e-6 of the curve's sum of squares); the noise scale and the returned residual stay those of the best
+    uncorrected fit.
     """
     mean = np.asarray(mean_gt, np.float64)
     n_g, t = mean.shape
@@ -292,11 +296,14 @@ def block_evidence(mean_gt: np.ndarray, aif_t: np.ndarray, top_filter: np.ndarra
     for m in range(n_m):
         node = np.interp(log_tau_from_peak(p_top, auc, heights_top[m], tau_grid_s), lt, np.arange(len(lt)))
         centre[m] = np.clip(np.rint(node), 0, len(lt) - 1).astype(int)
-    mis, rho = curve_misfits(mean, model_spectra, length, n_neg, centre, half_tau, aif_noise_m_tau)
+    mis, rho, aif_share = curve_misfits(mean, model_spectra, length, n_neg, centre, half_tau, aif_noise_m_tau)
     r = float(np.clip(np.median(rho), 0.0, 0.95)) if len(rho) else 0.0
     nu = max(1.0, (t - 3) * (1.0 - r) / (1.0 + r))
     best = np.maximum(mis.min(axis=0), 1e-30)
-    return -0.5 * nu * (mis - best) / best, best
+    if aif_share is None:
+        return -0.5 * nu * (mis - best) / best, best
+    corrected = np.maximum(mis - aif_share, 1e-6 * (mean * mean).sum(axis=1)[None])
+    return -0.5 * nu * (corrected - corrected.min(axis=0)) / best, best
 
 
 def weights_from_log_evidence(log_ev_m_n: np.ndarray) -> np.ndarray:
@@ -329,31 +336,41 @@ def _map_rows(func, rows: np.ndarray, n_threads: int) -> np.ndarray:
 
 
 def aif_noise_misfits(family: list[tuple[float, float]], tau_grid_s: np.ndarray, dt_s: float, n_pos: int,
-                      aif_noise_factor: np.ndarray, fine: int = 10) -> np.ndarray:
-    """Expected sum of squares (n_models, n_tau) that the AIF's noise adds to each model's unit-flow tissue curve
-    over its ``n_pos`` samples: ``tr(A C A')``, with ``C = L L'`` the AIF's noise covariance on the time grid
-    (``aif_noise_factor`` = ``L``, (T, r): :func:`ctperf.engine.aif.aif_noise_factor`) and ``A`` the model curve's
-    response to each AIF sample, computed as the model curves are
+                      aif_noise_factor: np.ndarray, aif_t: np.ndarray, fine: int = 10) -> np.ndarray:
+    """Expected sum of squares (n_models, n_tau) that the AIF's noise leaves in the least-squares fit of each model's
+    tissue curve, per unit flow squared: ``tr((I - P) A C A')``, with ``C = L L'`` the AIF's noise covariance on the
+    time grid (``aif_noise_factor`` = ``L``, (T, r): :func:`ctperf.engine.aif.aif_noise_factor`), ``A`` the model
+    curve's response to each AIF sample, computed as the model curves are
     (:func:`ctperf.engine.deconvolution.emulation._emulated_tissue_spectra`: the residue on a grid ``fine`` times
-    finer, the AIF linearly interpolated between its samples).
+    finer, the AIF linearly interpolated between its samples), and ``P`` the projection onto what the fit adjusts
+    at the model curve ``A aif`` (``aif_t``): its flow, its delay and its MTT (the curve, its time derivative and its
+    derivative in log MTT, by central differences).
 
     Why: the data's tissue saw the noise-free AIF, while every model curve is the measured AIF convolved with the
     model's residue, so even the true model misses the tissue by this much (times its flow squared), and a sharp
     residue, which passes more of the AIF's noise, by more than a dispersed one: uncorrected, a noisy AIF moves the
-    study prior towards dispersion (:func:`curve_misfits` subtracts it)."""
+    study prior towards dispersion (:func:`block_evidence` subtracts it).  The part of the noise the fit's flow,
+    delay and MTT absorb (25-35 % of ``tr(A C A')``, differently for each model) does not reach the misfit."""
     factor = np.asarray(aif_noise_factor, np.float64)[:n_pos]
+    aif = np.asarray(aif_t, np.float64)[:n_pos]
     n_fft = sfft.next_fast_len(2 * n_pos)
     factor_spec = sfft.rfft(factor, n=n_fft, axis=0)  # (F, r)
+    aif_spec = sfft.rfft(aif, n=n_fft)
     hat = np.interp(np.arange(-fine, fine + 1), [-fine, 0, fine], [0.0, 1.0, 0.0])  # a sample on the fine grid
+    log_tau = np.log(np.asarray(tau_grid_s, np.float64))
     out = np.empty((len(family), len(tau_grid_s)))
     for m, (shape_k, disp_s) in enumerate(family):
         _, r_fine, _, _ = model_residues(np.asarray(tau_grid_s, np.float64), dt_s, n_pos + 1, disp_s, fine, shape_k)
         padded = np.concatenate([np.zeros((len(tau_grid_s), fine)), r_fine], axis=1)
         # response of the sampled curve to a unit AIF sample ``lag`` samples earlier (n_tau, T)
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * fine + 1, axis=1)[:, ::fine][:, :n_pos]
-        response = windows @ hat * (dt_s / fine)
-        # A L: each column of L convolved with the response (causal), the first n_pos samples
-        a_l = sfft.irfft(sfft.rfft(response, n=n_fft, axis=1)[:, :, None] * factor_spec[None], n=n_fft,
-                         axis=1)[:, :n_pos]
-        out[m] = np.square(a_l).sum(axis=(1, 2))
+        resp_spec = sfft.rfft(windows @ hat * (dt_s / fine), n=n_fft, axis=1)
+        # A L: each column of L convolved with the response (causal), the first n_pos samples; and the model curve
+        a_l = sfft.irfft(resp_spec[:, :, None] * factor_spec[None], n=n_fft, axis=1)[:, :n_pos]
+        curve = sfft.irfft(resp_spec * aif_spec[None], n=n_fft, axis=1)[:, :n_pos]
+        # the fit's tangent directions: flow (the curve), delay (its time derivative), log MTT (across the nodes)
+        d_time = np.gradient(curve, axis=1)
+        d_tau = np.gradient(curve, log_tau, axis=0)
+        q, _ = np.linalg.qr(np.stack([curve, d_time, d_tau], axis=2))  # (n_tau, T, 3) orthonormal
+        out[m] = np.square(a_l).sum(axis=(1, 2)) - np.square(np.einsum("ktj,ktr->kjr", q, a_l)).sum(axis=(1, 2))
     return out
