@@ -22,3 +22,8 @@ ENGINE_VERSION = "2.12"
 #: mostly reads no dispersion whatever the tissue's, ``qa_flags.tmax_dispersion_ambiguous`` is raised and the default
 #: prior is fitted at the acquired frames instead (docs/definitions.md §2).
 DISPERSION_MIN_OBSERVED_WIDTHS = 3.5
+#: Above this noise of the AIF's frames, as a fraction of its peak (``qa_values.aif_frame_noise_hu`` /
+#: ``aif_peak_hu``), the study's dispersion prior follows the AIF's noise draw rather than the tissue: every model curve
+#: carries that one draw, a sharp one more than a dispersed one; ``qa_flags.tmax_dispersion_ambiguous`` and
+#: ``cbf_dispersion_ambiguous`` are raised (docs/definitions.md §2, measured in docs/engine-notes.md "session 48").
+AIF_FRAME_NOISE_MAX_FRACTION = 0.02

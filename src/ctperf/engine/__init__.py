@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctperf.config import Config, side_thread, thread_count
-from ctperf.core.constants import DISPERSION_MIN_OBSERVED_WIDTHS, ENGINE_VERSION
+from ctperf.core.constants import AIF_FRAME_NOISE_MAX_FRACTION, DISPERSION_MIN_OBSERVED_WIDTHS, ENGINE_VERSION
 from ctperf.core.grid import resample_to_grid
 from ctperf.core.morphology import bounding_box
 from ctperf.core.types import (STANDARD_MAP_NAMES, CTPStudy, Curve, Hemispheres, PerfusionResult, TissueMasks,
@@ -755,6 +755,19 @@ def _qa(pre, sel, dec, cfg: Config, tissue: np.ndarray, midline_fallback: bool, 
     sd, flags["cbf_dispersion_ambiguous"], why = dispersion_ambiguity(
         dec.cbf_dispersion_sd, tissue[pre.brain], limit=CBF_DISPERSION_FLAG_PCT, scale=100.0, what="height correction")
     values.update(cbf_dispersion_sd_pct=sd, cbf_dispersion_reason=why)
+    values["dispersion_aif_noise_reason"] = None
+    if aif_frame_noise_hu is not None and peak > 0 and dec.study_mixture is not None:
+        fraction = aif_frame_noise_hu / peak
+        values["aif_frame_noise_fraction"] = fraction
+        if fraction > AIF_FRAME_NOISE_MAX_FRACTION:
+            flags["tmax_dispersion_ambiguous"] = flags["cbf_dispersion_ambiguous"] = True
+            values["dispersion_aif_noise_reason"] = (
+                f"the AIF's frames carry {aif_frame_noise_hu:.1f} HU of noise, {100 * fraction:.1f} % of its peak "
+                f"(above {100 * AIF_FRAME_NOISE_MAX_FRACTION:g} %): every model curve of the study's dispersion prior "
+                f"carries that noise, so the prior can follow it rather than the tissue (Tmax by about a second either "
+                f"way)")
+    else:
+        values["aif_frame_noise_fraction"] = None
     values.update(model_weight_summary(dec.model_weight_mean, dec.model_family))
     values.update(dispersion_prior_summary(dec.study_mixture, dec.model_family, cfg.deconvolution.dispersion_prior,
                                            dec.dispersion_prior_blocks))
