@@ -21,9 +21,11 @@ QA_FLAG_TEXT: dict[str, str] = {
     "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
     "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
                                  "qa_values.tmax_dispersion_sd_s, or by ~1 s where the tissue was followed too "
-                                 "briefly past its peak (qa_values.tmax_dispersion_observation_reason)",
+                                 "briefly past its peak (qa_values.tmax_dispersion_observation_reason) or the AIF is "
+                                 "noisy (qa_values.dispersion_aif_noise_reason)",
     "cbf_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: CBF uncertain by "
-                                "qa_values.cbf_dispersion_sd_pct",
+                                "qa_values.cbf_dispersion_sd_pct, or more where the AIF is noisy "
+                                "(qa_values.dispersion_aif_noise_reason)",
     "midline_fallback": "midline fit failed; hemispheres split at the centre of mass",
     "roi_registration_poor": "the screenshot ROI registered poorly onto the maps",
     "colour_decoding_poor": "many map pixels did not match the colour bar",
