@@ -75,10 +75,10 @@ def test_aif_noise_factor_carries_the_partial_volume_scale():
     times = np.arange(0.0, 40.0, 1.0)
     frames = _bolus(times) + np.random.default_rng(2).normal(0.0, 4.0, len(times))
     ops = np.eye(len(times))[None]  # frames on the grid as they are
-    factor = aif_noise_factor(frames, times, ops, 2.0 * frames)
     sd = frame_noise_sd(frames, times)
+    factor = aif_noise_factor(frames, sd, ops, 2.0 * frames)
     np.testing.assert_allclose(factor @ factor.T, (2.0 * sd) ** 2 * np.eye(len(times)), atol=1e-9)
-    assert aif_noise_factor(frames[:5], times[:5], ops[:, :5, :5], frames[:5]) is None
+    assert np.isnan(frame_noise_sd(frames[:5], times[:5]))  # too few frames: no noise, so no factor
 
 
 def _prior_share(seed: int, aif_sd: float, corrected: bool, true_disp: float = 0.0) -> float:

@@ -246,26 +246,40 @@ def _aif_frame_noise(pre, aif_curve: Curve, temporal_sigma_s: float,
                      covariance: bool) -> tuple[float | None, np.ndarray | None]:
     """The noise SD of the AIF voxels' mean frames (:func:`frame_noise_sd`, delta HU) and, with ``covariance``, the
     factor of the AIF's noise covariance on the time grid (:func:`aif_noise_factor`), from the frames of the brain
-    (kept by the preprocessing while the study prior may be fitted at the frames); None without them or without an AIF
-    voxel in the brain."""
+    (kept by the preprocessing while the study prior may be fitted at the frames); None without them, without an AIF
+    voxel in the brain or with too few frames (:func:`frame_noise_sd`)."""
     if "frames_brain" not in pre.extra:
         return None, None
-    index = np.full(pre.brain.shape, -1, np.int64)
-    index[pre.brain] = np.arange(int(pre.brain.sum()))
-    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
-    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]  # the AIF voxels among the brain's (-1: outside it)
-    if not (at >= 0).any():
+    vox, at = _brain_columns(pre.brain, aif_curve.voxels_zyx)
+    if len(vox) == 0:
         return None, None
-    vox, at = vox[at >= 0], at[at >= 0]
     times = np.asarray(pre.extra["frame_times_s"], np.float64)  # (frames, z)
     frames = np.asarray(pre.extra["frames_brain"][:, at], np.float64).mean(axis=1)
-    frame_times = times[:, vox[:, 0]].mean(axis=1)
-    sd = frame_noise_sd(frames, frame_times)
+    sd = frame_noise_sd(frames, times[:, vox[:, 0]].mean(axis=1))
+    if not np.isfinite(sd):
+        return None, None
     if not covariance:
-        return (sd if np.isfinite(sd) else None), None
+        return sd, None
     operators = resampling_matrices(times[:, np.unique(vox[:, 0])], np.asarray(pre.time_s, np.float64),
                                     temporal_sigma_s)
-    return (sd if np.isfinite(sd) else None), aif_noise_factor(frames, frame_times, operators, aif_curve.delta_hu)
+    return sd, aif_noise_factor(frames, sd, operators, aif_curve.delta_hu)
+
+
+def _brain_columns(brain: np.ndarray, voxels_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels ``voxels_zyx`` ((n, 3) z, y, x) that lie in ``brain`` and their positions among the brain's voxels
+    (C order: the columns of per-brain-voxel arrays such as the kept frames), without an index volume of the brain:
+    the brain voxels before each one are counted between consecutive voxels in flat order."""
+    vox = np.asarray(voxels_zyx, np.int64).reshape(-1, 3)
+    flat_brain = brain.ravel()
+    flat = np.ravel_multi_index(tuple(vox.T), brain.shape)
+    inside = flat_brain[flat]
+    vox, flat = vox[inside], flat[inside]
+    order = np.argsort(flat, kind="stable")
+    edges = np.r_[0, flat[order]]
+    before = np.cumsum([np.count_nonzero(flat_brain[a:b]) for a, b in zip(edges[:-1], edges[1:])], dtype=np.int64)
+    columns = np.empty(len(flat), np.int64)
+    columns[order] = before
+    return vox, columns
 
 
 def _regularised(vol: dict[str, np.ndarray], tissue: np.ndarray, baseline_hu: np.ndarray, px: float, dc,
@@ -547,14 +561,12 @@ def _frame_blocks(pre, mask_zyx: np.ndarray, pixel_mm: float, block_mm: float, a
     if np.abs(times - times[:, :1] - offsets[None]).max() > 0.05:
         log.info("dispersion prior: the slices' frame times differ by more than an offset; fitted on the time grid")
         return None
-    index = np.full(pre.brain.shape, -1, np.int64)
-    index[pre.brain] = np.arange(int(pre.brain.sum()))
-    vox = np.asarray(aif_curve.voxels_zyx, np.int64).reshape(-1, 3)
-    at = index[vox[:, 0], vox[:, 1], vox[:, 2]]  # the AIF voxels among the brain's (-1: outside it)
-    vox, at = vox[at >= 0], at[at >= 0]
+    vox, at = _brain_columns(pre.brain, aif_curve.voxels_zyx)  # the AIF voxels among the brain's
     if len(vox) == 0:
         log.info("dispersion prior: no AIF voxel in the brain; fitted on the time grid")
         return None
+    index = np.full(pre.brain.shape, -1, np.int64)
+    index[pre.brain] = np.arange(int(pre.brain.sum()))
     frames = pre.extra["frames_brain"]  # (frames, brain voxels)
     inverse, counts, keep = _block_groups(mask_zyx, pixel_mm, block_mm)
     voxels = index[mask_zyx]  # the mask's voxels among the brain's, C order as the labels

@@ -137,25 +137,22 @@ def frame_noise_sd(values_k: np.ndarray, times_s: np.ndarray, half: int = 3) -> 
     return float(np.median(np.abs(res)) * 1.4826)
 
 
-def aif_noise_factor(aif_frames_k: np.ndarray, frame_times_s: np.ndarray, operators_ztk: np.ndarray,
-                     aif_grid_t: np.ndarray) -> np.ndarray | None:
+def aif_noise_factor(aif_frames_k: np.ndarray, frame_noise_hu: float, operators_ztk: np.ndarray,
+                     aif_grid_t: np.ndarray) -> np.ndarray:
     """``L`` (T, n_slices K) with ``L L'`` the covariance of the AIF's noise on the uniform time grid (delta HU^2).
 
-    The AIF's mean frame values ``aif_frames_k`` (K,) at ``frame_times_s`` carry white noise of SD
-    :func:`frame_noise_sd`; the grid curve is the linear resampling-and-smoothing operator of the AIF's slices
+    The AIF's mean frame values ``aif_frames_k`` (K,) carry white noise of SD ``frame_noise_hu``
+    (:func:`frame_noise_sd`); the grid curve is the linear resampling-and-smoothing operator of the AIF's slices
     (``operators_ztk``, (n_slices, T, K): :func:`ctperf.engine.preprocess.resampling_matrices`, averaged over the
     slices) applied to them, times the partial-volume scale that made ``aif_grid_t`` (T,) (least squares between
     the two).  Used by the study dispersion prior: every model curve is built from this one noisy AIF, so its noise
     adds to every model's misfit, the more the sharper the model
-    (:func:`ctperf.engine.deconvolution.aif_noise_misfits`).  None when the noise cannot be estimated."""
-    sd = frame_noise_sd(aif_frames_k, frame_times_s)
+    (:func:`ctperf.engine.deconvolution.aif_noise_misfits`)."""
     ops = np.asarray(operators_ztk, np.float64)
-    if not np.isfinite(sd) or len(ops) == 0:
-        return None
     pred = ops.mean(axis=0) @ np.asarray(aif_frames_k, np.float64)
     scale = float(pred @ np.asarray(aif_grid_t, np.float64)) / max(float(pred @ pred), 1e-12)
     # mean over the slices of M_z M_z': the slices' operators side by side, each / sqrt(n_slices)
-    return scale * sd / np.sqrt(len(ops)) * np.concatenate(list(ops), axis=1)
+    return scale * frame_noise_hu / np.sqrt(len(ops)) * np.concatenate(list(ops), axis=1)
 
 
 def curve_features(curves_nt: np.ndarray, time_s: np.ndarray) -> CurveFeatures:
