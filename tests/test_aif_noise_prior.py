@@ -131,10 +131,9 @@ def test_the_option_keeps_dispersed_tissue_dispersed():
     assert np.mean(corrected) >= 0.8, corrected
 
 
-def test_a_run_reports_the_noise_of_its_aif_frames():
-    """``qa_values.aif_frame_noise_hu``: the noise of the AIF's mean frames (project phantom, 8 HU, five AIF voxels:
-    about 8 / sqrt 5 = 3.6 HU when their noise is independent; this one reads 4.5 HU, the estimate's ~25 % scatter);
-    null without the frames (the prior fitted on the grid keeps none)."""
+@pytest.fixture(scope="module")
+def small_study():
+    """The small project phantom (8 HU, five AIF voxels) and its default run, shared by the tests below."""
     from ctperf.config import Config
     from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
@@ -142,14 +141,24 @@ def test_a_run_reports_the_noise_of_its_aif_frames():
 
     ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0, noise_hu=8.0))
     study = CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras)
-    res = compute_perfusion(study, Config())
+    return ph, study, compute_perfusion(study, Config())
+
+
+def test_a_run_reports_the_noise_of_its_aif_frames(small_study):
+    """``qa_values.aif_frame_noise_hu``: the noise of the AIF's mean frames (project phantom, 8 HU, five AIF voxels:
+    about 8 / sqrt 5 = 3.6 HU when their noise is independent; this one reads 4.5 HU, the estimate's ~25 % scatter);
+    null without the frames (the prior fitted on the grid keeps none)."""
+    from ctperf.config import Config
+    from ctperf.engine import compute_perfusion
+
+    _, study, res = small_study
     n_vox = len(res.aif.voxels_zyx)
     assert res.qa_values["aif_frame_noise_hu"] == pytest.approx(res.qa_values["noise_hu"] / np.sqrt(n_vox), rel=0.35)
     grid = compute_perfusion(study, Config.from_dict({"deconvolution": {"dispersion_prior_fit": "grid"}}))
     assert grid.qa_values["aif_frame_noise_hu"] is None
 
 
-def test_an_aif_noisier_than_2_percent_of_its_peak_flags_the_dispersion():
+def test_an_aif_noisier_than_2_percent_of_its_peak_flags_the_dispersion(small_study):
     """``AIF_FRAME_NOISE_MAX_FRACTION``: on the project phantom, one draw of noise shared by every arterial voxel moved
     the prior either way from ~1.2 % of the AIF's peak on (1 s-dispersed tissue read 1.00 on no dispersion, normal
     tissue Tmax -1.1 / -1.3 s, at 2.2 / 3.4 %, unflagged before), while the phantom's own five-voxel AIF (1.1 %) reads
@@ -158,10 +167,8 @@ def test_an_aif_noisier_than_2_percent_of_its_peak_flags_the_dispersion():
     from ctperf.core.constants import AIF_FRAME_NOISE_MAX_FRACTION
     from ctperf.core.types import CTPStudy
     from ctperf.engine import compute_perfusion
-    from ctperf.synthetic import PhantomSpec, make_phantom
 
-    ph = make_phantom(PhantomSpec(matrix=112, pixel_mm=2.0, n_slices=6, z_bottom_mm=-15.0, noise_hu=8.0))
-    clean = compute_perfusion(CTPStudy(hu=ph.hu, times_s=ph.times_s, affine_ras=ph.affine_ras), Config())
+    ph, _, clean = small_study
     assert clean.qa_values["aif_frame_noise_fraction"] < AIF_FRAME_NOISE_MAX_FRACTION
     assert clean.qa_values["dispersion_aif_noise_reason"] is None
     hu = ph.hu.copy()
