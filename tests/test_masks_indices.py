@@ -86,6 +86,26 @@ def test_masks_and_volumes():
     assert (gated == core).all()
 
 
+def test_core_gate_is_one_pixel_wide():
+    """Definitions 2.21: a low-flow voxel whose own Tmax reads <= 6 s is core when it shares an in-plane side with
+    the Tmax > 6 s region (near-zero flow leaves its Tmax undefined); two pixels away, diagonal only, or with
+    ``core_tmax_margin_px = 0`` (the strict gate of 2.20) it is not."""
+    tissue = np.ones((2, 20, 20), bool)
+    tmax = np.zeros(tissue.shape)
+    tmax[:, 5:15, 5:15] = 8.0                      # the hypoperfused square
+    rcbf = np.ones(tissue.shape)
+    rcbf[:, 6:14, 6:17] = 0.1                      # low flow reaching 2 pixels beyond its right edge (x = 15, 16)
+    rcbf[:, 15, 15] = 0.1                          # diagonal to the square's corner (14, 14)
+    vml = 0.5                                      # 0.5 mL voxels: every cluster here survives the 0.5 mL filter
+    core = lesion_masks(tmax, rcbf, tissue, vml, Thresholds()).core
+    strict = lesion_masks(tmax, rcbf, tissue, vml, Thresholds(core_tmax_margin_px=0)).core
+    assert strict[:, 6:14, 6:15].all() and strict.sum() == 2 * 8 * 9
+    assert core[:, 6:14, 15].all() and not core[:, :, 16].any() and not core[:, 15, 15].any()
+    assert core.sum() == strict.sum() + 2 * 8
+    les = lesion_masks(tmax, rcbf, tissue, vml, Thresholds())
+    assert not (les.penumbra & les.core).any() and (les.penumbra == (les.hypoperfusion & ~les.core)).all()
+
+
 def test_small_clusters_removed():
     m = np.zeros(SHAPE, bool)
     m[2, 10:20, 10:20] = True

@@ -1,8 +1,8 @@
 """Lesion masks from perfusion maps (pure functions; definitions in docs/definitions.md).
 
 - hypoperfusion: tissue with Tmax > ``tmax_hypoperfusion_s`` (default 6 s)
-- core: tissue with rCBF < ``rcbf_core`` (default 0.30), inside the hypoperfusion region unless
-  ``core_requires_tmax`` is False (RAPID-style core)
+- core: tissue with rCBF < ``rcbf_core`` (default 0.30), inside the hypoperfusion region or within
+  ``core_tmax_margin_px`` (1) in-plane pixels of it, unless ``core_requires_tmax`` is False (RAPID-style core)
 - penumbra: hypoperfusion minus core
 - no core where the study's contrast-to-noise ratio is below ``core_min_contrast_to_noise``
   (:func:`core_noise_reason`) or the acquisition ends too soon after the lesion peaks (:func:`core_truncation_reason`):
@@ -248,6 +248,15 @@ def measurability(ttp_s: np.ndarray, hypoperfusion: np.ndarray, qa_flags: dict[s
         normal_tmax_s=normal, global_delay=global_delay_reason(normal, thresholds))
 
 
+def _grown(mask: np.ndarray, margin_px: int) -> np.ndarray:
+    """``mask`` and the pixels within ``margin_px`` in-plane steps of it (4-connected: a diamond of that radius)."""
+    if margin_px <= 0:
+        return mask
+    r = int(margin_px)
+    yy, xx = np.ogrid[-r:r + 1, -r:r + 1]
+    return dilate_inplane(mask, np.abs(yy) + np.abs(xx) <= r)
+
+
 def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray, voxel_volume_ml: float,
                  thresholds: Thresholds, footprint: np.ndarray | None = None) -> LesionMasks:
     """Hypoperfusion, core and penumbra masks.
@@ -267,7 +276,7 @@ def lesion_masks(tmax_s: np.ndarray, rcbf: np.ndarray | None, tissue: np.ndarray
     if rcbf is not None:
         low_flow = region & np.isfinite(rcbf) & (np.nan_to_num(rcbf, nan=np.inf) < thresholds.rcbf_core)
         if thresholds.core_requires_tmax:
-            low_flow &= hypo
+            low_flow &= _grown(hypo, thresholds.core_tmax_margin_px)
         core = remove_small_clusters(low_flow, voxel_volume_ml, mcl)
     else:
         core = np.zeros_like(hypo)

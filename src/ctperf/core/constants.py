@@ -12,7 +12,7 @@ HCT_SMALL_VESSEL = 0.25
 KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
 
 #: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
-DEFINITION_VERSION = "2.20"
+DEFINITION_VERSION = "2.21"
 #: Version of the perfusion engine's method (deconvolution, bias correction, estimands; docs/definitions.md §2, §6).
 ENGINE_VERSION = "2.12"
 
