@@ -194,6 +194,11 @@ def test_metrics_files(tmp_path):
     header = cp.read_text().splitlines()[0].split(",")
     assert "core_ml" in header and "thresholds.rcbf_core" in header
     assert doc["units"]["core_ml"] == "mL" and doc["definition_version"]
+    # the versions that made the numbers: Python, ctperf and the numeric packages (a column each in metrics.csv)
+    versions = doc["software_versions"]
+    assert versions["ctperf"] == doc["software_version"] and versions["numpy"] == np.__version__
+    assert {"python", "scipy", "pydicom", "nibabel", "scikit-image"} <= set(versions)
+    assert "software_versions.numpy" in header
 
 
 def test_config_file_overrides(tmp_path):

@@ -2,8 +2,8 @@
 NaN/Infinity), units, versions, thresholds and QA flags.
 
 Layout of metrics.json: the index keys (see :mod:`ctperf.analysis.indices`) at the top level, as the original tool had
-them, plus the objects ``units``, ``thresholds``, ``qa_flags``, ``qa_values``, ``provenance`` and (Mode A)
-``regions``.
+them, plus the objects ``software_versions``, ``units``, ``thresholds``, ``qa_flags``, ``qa_values``, ``provenance``
+and (Mode A) ``regions``.
 metrics.csv holds the same document as one row; nested objects are flattened as ``section.key``.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 import re
 from typing import Any
 
@@ -42,6 +43,24 @@ def to_strict(obj: Any) -> Any:
     return obj
 
 
+#: The packages whose arithmetic or file reading makes the numbers of metrics.json (their versions are recorded).
+NUMERIC_PACKAGES = ("numpy", "scipy", "pydicom", "nibabel", "scikit-image")
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of Python, ctperf and :data:`NUMERIC_PACKAGES` (None for one not installed): a result is reproduced
+    with the same versions (a different numpy or scipy can change a last digit)."""
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), "ctperf": __version__, **{n: version(n) for n in NUMERIC_PACKAGES}}
+
+
 def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_flags: dict[str, bool] | None = None,
                   qa_values: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
                   method: dict[str, Any] | None = None, regions: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -52,6 +71,7 @@ def build_metrics(indices: dict[str, Any], *, mode: str, thresholds: Any, qa_fla
         "software": "ctperf",
         "software_version": __version__,
         "definition_version": DEFINITION_VERSION,
+        "software_versions": software_versions(),
         "mode": mode,
         "disclaimer": DISCLAIMER,
     }
