@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -14,11 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.apps.help_text import EXIT_CODES, EXIT_CODES_SERVER, epilog
 from ctperf.errors import CTPerfError
-
-#: Exit codes (shown in --help).
-EXIT_CODES = ("Exit codes: 0 success; 2 bad input or usage (one-line error); 3 a QA flag was raised and "
-              "--fail-on-qa was given; 4 internal error or out of memory.")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help=f"ctperf {__version__}: automatic CT perfusion maps, lesion masks and stroke indices. "
@@ -68,12 +66,53 @@ def _stages(quiet: bool, stages=None):
     return run_progress(err, MODE_A_STAGES if stages is None else stages, quiet)
 
 
+def _result_stamp(folder: Path | None) -> tuple[int, int, int] | None:
+    """What identifies the ctperf result in ``folder`` now: its manifest's inode, size and modification time (None
+    without one).  A new result replaces the manifest, so a changed stamp means a new result was moved in."""
+    from ctperf.io.outdir import MANIFEST
+
+    try:
+        st = (Path(folder) / MANIFEST).stat()
+    except (OSError, TypeError):
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _unwritten(folder: Path | None, before: tuple[int, int, int] | None, nothing: str = "no output written") -> str:
+    """What an interrupted command left in its output folder, in words.
+
+    Results are written atomically (:mod:`ctperf.io.outdir`): staged in a hidden folder that is removed when the
+    command is interrupted, and moved into ``folder`` only at the end (a swap cut short is rolled back).  So either
+    the earlier state of ``folder`` is unchanged (``nothing`` says so), or the new result was complete before the
+    interruption.
+    """
+    if _result_stamp(folder) not in (None, before):
+        return f"the result in {folder} was written completely before the interruption"
+    return nothing + (f"; the earlier result in {folder} is unchanged" if before is not None else "")
+
+
+@contextmanager
+def _on_interrupt(what: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) during a command: one line on stderr, ``ctperf: interrupted; <what()>``, and exit code 130
+    (as a shell reports a process ended by SIGINT).  Without it the command ends silently and the user cannot tell
+    what was left behind.  ``what`` is called once the interrupted work has unwound (the progress bar closed, the
+    staged output removed), so it can look at the disk."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(f"ctperf: interrupted; {what()}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
 def _finish(metrics: dict, title: str, fail_on_qa: bool = False, truth: dict | None = None, note: str = "") -> None:
-    """Result table (and ``note`` under it), then the warnings in colour; exit 3 when a QA flag is raised and
-    ``fail_on_qa``."""
+    """Result table with the reasons of missing values under it (each once), ``note``, then the warnings in colour;
+    exit 3 when a QA flag is raised and ``fail_on_qa``."""
     from ctperf.apps.terminal import print_warnings
 
-    out.print(_summary_table(metrics, title, truth=truth))
+    table, notes = _summary_table(metrics, title, truth=truth)
+    out.print(table)
+    for line in notes:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     if note:
         out.print(note, markup=False)
     n_flags = print_warnings(out, metrics)
@@ -115,6 +154,23 @@ VENDORS = ("siemens", "ge", "toshiba", "philips")
 _OUT_DIR_ALIAS = typer.Option(None, "--out_dir", "--out-dir", help="The output folder, instead of OUT_DIR.")
 
 
+class _OutDirCommand(typer.core.TyperCommand):
+    """A command whose output folder is required but may be given two ways, as the argument OUT_DIR or as
+    ``--out_dir`` (``demo``, ``phantom``): the usage line says so, "(OUT_DIR | --out_dir OUT_DIR)", instead of the
+    "[OUT_DIR]" of an optional argument (the argument is optional to the parser only because the option may replace
+    it; :func:`_output_folder` requires one of them)."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = super().collect_usage_pieces(ctx)
+        return [("(OUT_DIR | --out_dir OUT_DIR)" if piece == "[OUT_DIR]" else piece) for piece in pieces]
+
+
+def _out_dir_argument(what: str):
+    """The positional OUT_DIR of an :class:`_OutDirCommand`; ``what`` says what goes into the folder."""
+    return typer.Argument(None, metavar="OUT_DIR", show_default=False,
+                          help=f"{what} Required: give it here or as --out_dir.")
+
+
 def _output_folder(positional: Path | None, option: Path | None) -> Path:
     """The output folder given either as the positional argument or as ``--out_dir`` (one-line error otherwise)."""
     if positional is not None and option is not None and Path(positional) != Path(option):
@@ -130,22 +186,29 @@ def _check_choice(option: str, value: str, choices) -> None:
         raise CTPerfError(f"{option} must be one of {', '.join(choices)} (got '{value}')")
 
 
-def _summary_table(metrics: dict, title: str, truth: dict | None = None) -> Table:
+#: The indices of the result table, in order.
+SUMMARY_KEYS = ("core_ml", "penumbra_ml", "hypoperfusion_ml", "Mismatch_Ratio", "mismatch_volume_ml", "tmax10_ml",
+                "HIR", "Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "PVT_sec", "PVT_present", "lesion_side",
+                "DEFUSE3_eligible", "EXTEND_eligible")
+
+
+def _summary_table(metrics: dict, title: str, truth: dict | None = None) -> tuple[Table, list[str]]:
+    """The result table and the notes to print under it: a reason shared by several missing values is written once
+    there (:func:`ctperf.apps.terminal.missing_value_cells`)."""
+    from ctperf.apps.terminal import missing_value_cells
+
     table = Table(title=title, caption=DISCLAIMER)
     table.add_column("index")
     table.add_column("value", justify="right")
     if truth is not None:
         table.add_column("phantom truth", justify="right")
     units = metrics.get("units", {})
-    keys = ["core_ml", "penumbra_ml", "hypoperfusion_ml", "Mismatch_Ratio", "mismatch_volume_ml", "tmax10_ml",
-            "HIR", "Corrected_CBV_Index", "CBV_Index_contra_hemisphere", "PVT_sec", "PVT_present", "lesion_side",
-            "DEFUSE3_eligible", "EXTEND_eligible"]
-    for key in keys:
+    missing, notes = missing_value_cells(metrics, SUMMARY_KEYS)
+    for key in SUMMARY_KEYS:
         if key not in metrics:
             continue
         val = metrics[key]
-        shown = f"n/a ({metrics.get(key + '_reason', 'undefined')})" if val is None else (
-            f"{val:.2f}" if isinstance(val, float) else str(val))
+        shown = escape(missing[key]) if val is None else (f"{val:.2f}" if isinstance(val, float) else str(val))
         unit = units.get(key, "")
         row = [key + (f" [{unit}]" if unit and unit != "1" else ""), shown]
         if truth is not None:
@@ -155,7 +218,7 @@ def _summary_table(metrics: dict, title: str, truth: dict | None = None) -> Tabl
     flags = [k for k, v in metrics.get("qa_flags", {}).items() if v]
     if flags:
         table.add_row("[red]QA flags[/red]", "[red]" + ", ".join(flags) + "[/red]")
-    return table
+    return table, notes
 
 
 # --------------------------------------------------------------------------------------------- run (Mode A)
@@ -167,7 +230,7 @@ def _check_study_id(value: str | None) -> str | None:
     return value
 
 
-@app.command("run", epilog=EXIT_CODES)
+@app.command("run", epilog=epilog("run", EXIT_CODES))
 def run_cmd(
     dicom_dir: Path = typer.Option(..., "--dicom_dir", "--dicom-dir", help="Folder with the raw 4D CTP DICOM "
                                    "(searched recursively; other series and non-DICOM files are ignored)."),
@@ -199,27 +262,31 @@ def run_cmd(
                                    "pip install 'ctperf\\[dicom-out]')."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
-    try:
-        from ctperf.config import Config
-        from ctperf.pipeline import run_dicom_folder
+    before = _result_stamp(out_dir)
+    with _on_interrupt(lambda: _unwritten(out_dir, before)):
+        try:
+            from ctperf.config import Config
+            from ctperf.pipeline import run_dicom_folder
 
-        cfg = Config.load(config)
-        if frame_interval is not None:
-            cfg.ingest.frame_interval_s = frame_interval
-        with _stages(quiet) as (stage, files):
-            result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
-                                      config_file=config, study_id=_check_study_id(study_id), overwrite=overwrite,
-                                      dicom_out=dicom_out, aif_mask=aif_mask, vof_mask=vof_mask)
-    except (Exception, MemoryError) as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+            cfg = Config.load(config)
+            if frame_interval is not None:
+                cfg.ingest.frame_interval_s = frame_interval
+            with _stages(quiet) as (stage, files):
+                result = run_dicom_folder(dicom_dir, out_dir, cfg, roi_mask, contra_mask, series, stage, files,
+                                          config_file=config, study_id=_check_study_id(study_id),
+                                          overwrite=overwrite, dicom_out=dicom_out, aif_mask=aif_mask,
+                                          vof_mask=vof_mask)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            _fail(exc)
+            return
     _finish(result.metrics, f"ctperf results -> {out_dir}", fail_on_qa)
 
 
 # ------------------------------------------------------------------------------------------------- demo
-@app.command("demo")
+@app.command("demo", cls=_OutDirCommand, epilog=epilog("demo"))
 def demo_cmd(
-    out_dir: Optional[Path] = typer.Argument(None, help="Output folder for the demo study's results."),
+    out_dir: Optional[Path] = _out_dir_argument("Output folder for the demo study's results (the generated "
+                                                "study goes into its demo_input/)."),
     out_dir_option: Optional[Path] = _OUT_DIR_ALIAS,
     noise_hu: float = typer.Option(8.0, help="Phantom image noise (HU per voxel per frame)."),
     lesion: str = typer.Option("left", help="Lesion side: left, right or none."),
@@ -228,37 +295,54 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """Generate a digital phantom CTP study (DICOM + truth) and analyse it end to end."""
-    try:
-        from ctperf.apps.terminal import MODE_A_STAGES, PHANTOM_STAGES
-        from ctperf.config import Config
-        from ctperf.pipeline import run_dicom_folder
-        from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
-        from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+    folder = out_dir if out_dir is not None else out_dir_option
+    before = _result_stamp(folder)
+    inputs = {"state": None}  # None: nothing written yet; "partial" while the phantom study is written; "complete"
 
-        out_dir = _output_folder(out_dir, out_dir_option)
-        _check_choice("--lesion", lesion, ("left", "right", "none"))
-        _check_choice("--vendor", vendor, VENDORS)
-        spec = PhantomSpec(noise_hu=noise_hu, lesion=None if lesion == "none" else lesion, seed=seed)
-        with _stages(quiet, PHANTOM_STAGES + MODE_A_STAGES) as (stage, files):
-            stage("generating phantom")
-            ph = make_phantom(spec)
-            inp = Path(out_dir) / "demo_input"
-            stage("writing DICOM")
-            write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, inp / "dicom", layout=DicomLayout(vendor=vendor),
-                            seed=seed)
-            stage("writing truth")
-            write_truth(ph, inp / "truth")
-            result = run_dicom_folder(inp / "dicom", out_dir, Config(), progress=stage, load_progress=files)
-    except (Exception, MemoryError) as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+    def interrupted() -> str:
+        # the phantom study is written straight into demo_input/ (not staged): say what state it was left in
+        text = _unwritten(folder, before, "no analysis result written")
+        if folder is None or inputs["state"] is None:
+            return text
+        inp = Path(folder) / "demo_input"
+        if inputs["state"] == "partial":
+            return f"{text}; the phantom study in {inp} is incomplete (delete it)"
+        return f"{text}; the phantom study is in {inp}"
+
+    with _on_interrupt(interrupted):
+        try:
+            from ctperf.apps.terminal import MODE_A_STAGES, PHANTOM_STAGES
+            from ctperf.config import Config
+            from ctperf.pipeline import run_dicom_folder
+            from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
+            from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+            out_dir = _output_folder(out_dir, out_dir_option)
+            _check_choice("--lesion", lesion, ("left", "right", "none"))
+            _check_choice("--vendor", vendor, VENDORS)
+            spec = PhantomSpec(noise_hu=noise_hu, lesion=None if lesion == "none" else lesion, seed=seed)
+            with _stages(quiet, PHANTOM_STAGES + MODE_A_STAGES) as (stage, files):
+                stage("generating phantom")
+                ph = make_phantom(spec)
+                inp = Path(out_dir) / "demo_input"
+                stage("writing DICOM")
+                inputs["state"] = "partial"
+                write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, inp / "dicom",
+                                layout=DicomLayout(vendor=vendor), seed=seed)
+                stage("writing truth")
+                write_truth(ph, inp / "truth")
+                inputs["state"] = "complete"
+                result = run_dicom_folder(inp / "dicom", out_dir, Config(), progress=stage, load_progress=files)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            _fail(exc)
+            return
     _finish(result.metrics, f"ctperf demo -> {out_dir}", truth=ph.truth_metrics)
     out.print(f"Maps, masks, metrics.json and qa/ figures are in {out_dir}; phantom DICOM and truth in "
               f"{Path(out_dir) / 'demo_input'}.")
 
 
 # ---------------------------------------------------------------------------------------------- inspect
-@app.command("inspect")
+@app.command("inspect", epilog=epilog("inspect"))
 def inspect_cmd(
     dicom_dir: Path = typer.Argument(..., help="Folder to scan recursively."),
     as_json: bool = typer.Option(False, "--json", help="Print strict JSON instead of a table."),
@@ -303,7 +387,7 @@ def _series_table(info: dict, dicom_dir) -> Table:
 
 
 # ----------------------------------------------------------------------------------------- maps (Mode B)
-@app.command("maps", epilog=EXIT_CODES)
+@app.command("maps", epilog=epilog("maps", EXIT_CODES))
 def maps_cmd(
     mip: Path = typer.Option(..., "--mip", help="Tmax MIP screenshot (PNG/JPEG, grey or colour-coded) with a "
                                                 "hand-drawn yellow ROI."),
@@ -326,23 +410,25 @@ def maps_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """[bold]Mode B[/bold]: indices from existing vendor maps + a yellow ROI on a MIP screenshot + AIF/VOF CSV."""
-    try:
-        from ctperf.config import Config
-        from ctperf.modeb.pipeline_b import run_maps
-        from ctperf.io.outdir import check_output_dir
+    before = _result_stamp(out_dir)
+    with _on_interrupt(lambda: _unwritten(out_dir, before)):
+        try:
+            from ctperf.config import Config
+            from ctperf.io.outdir import check_output_dir
+            from ctperf.modeb.pipeline_b import run_maps
 
-        cfg = Config.load(config)
-        check_output_dir(out_dir, mode="B", overwrite=overwrite)
-        with _stages(quiet, ("Mode B analysis",)) as (stage, _):
-            stage("Mode B analysis")
-            metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
-                               out_dir=out_dir, cfg=cfg,
-                               ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
-                                       "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask,
-                               config_file=config)
-    except (Exception, MemoryError) as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+            cfg = Config.load(config)
+            check_output_dir(out_dir, mode="B", overwrite=overwrite)
+            with _stages(quiet, ("Mode B analysis",)) as (stage, _):
+                stage("Mode B analysis")
+                metrics = run_maps(mip=mip, tmax=tmax, cbv=cbv, rcbf=rcbf, aif_csv=aif_csv, vof_csv=vof_csv,
+                                   out_dir=out_dir, cfg=cfg,
+                                   ranges={"tmax": _parse_range(tmax_range), "cbv": _parse_range(cbv_range),
+                                           "rcbf": _parse_range(rcbf_range)}, tissue_mask=tissue_mask,
+                                   config_file=config)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            _fail(exc)
+            return
     _finish(metrics, f"ctperf maps -> {out_dir}", fail_on_qa,
             note=(metrics.get("provenance", {}).get("tissue_mask") or {}).get("note", ""))
 
@@ -358,7 +444,7 @@ def _parse_range(text: str | None):
 
 
 # -------------------------------------------------------------------------------------------- recompute
-@app.command("recompute", epilog=EXIT_CODES)
+@app.command("recompute", epilog=epilog("recompute", EXIT_CODES))
 def recompute_cmd(
     out_dir: Path = typer.Argument(..., help="A Mode A output folder (from `ctperf run`)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON/YAML with the new \\[thresholds] "
@@ -369,23 +455,45 @@ def recompute_cmd(
     overwrite: bool = _OVERWRITE,
     dicom_out: Optional[bool] = typer.Option(None, "--dicom-out/--no-dicom-out", help="Rebuild the DICOM objects "
                                              "(default: when an earlier run wrote them)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """Re-derive masks and indices from saved maps with new thresholds (no second deconvolution)."""
-    try:
-        from ctperf.config import Config, read_config_file
-        from ctperf.pipeline import recompute_outputs
+    dest = new_out_dir if new_out_dir is not None else out_dir
+    before = _result_stamp(dest)
+    with _on_interrupt(lambda: _unwritten(dest, before)):
+        try:
+            from ctperf.config import Config, read_config_file
+            from ctperf.pipeline import recompute_outputs
 
-        data = None if config is None else read_config_file(config)
-        metrics = recompute_outputs(out_dir, Config.from_dict(data), new_out_dir=new_out_dir, config_data=data,
-                                    config_file=config, overwrite=overwrite, dicom_out=dicom_out)
-    except (Exception, MemoryError) as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+            _require_mode_a_result(out_dir)
+            data = None if config is None else read_config_file(config)
+            # one stage (masks, indices, figures and files from the saved maps): the bar pulses, as for Mode B
+            with _stages(quiet, ("recompute",)) as (stage, _):
+                stage("recompute")
+                metrics = recompute_outputs(out_dir, Config.from_dict(data), new_out_dir=new_out_dir,
+                                            config_data=data, config_file=config, overwrite=overwrite,
+                                            dicom_out=dicom_out)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            _fail(exc)
+            return
     _finish(metrics, f"ctperf recompute -> {new_out_dir or out_dir}", fail_on_qa)
 
 
+def _require_mode_a_result(folder: Path) -> None:
+    """Refuse, in one line, a folder holding a Mode B result (from ``ctperf maps``): recompute re-thresholds the
+    maps a Mode A run saved with its masks and curves, which a Mode B folder does not have (otherwise the refusal
+    would list the eleven files it misses)."""
+    from ctperf.io.outdir import previous_result
+
+    mode, _ = previous_result(folder)
+    if mode == "B":
+        raise CTPerfError(f"{folder} holds a Mode B result (from `ctperf maps`); recompute needs a Mode A result "
+                          "folder (from `ctperf run`). For new thresholds on Mode B maps, run `ctperf maps` again "
+                          "with --config")
+
+
 # -------------------------------------------------------------------------------------------- aggregate
-@app.command("aggregate")
+@app.command("aggregate", epilog=epilog("aggregate"))
 def aggregate_cmd(
     input_dir: Path = typer.Option(..., "--input_dir", "--input-dir", help="Folder searched for metrics.json."),
     output: Path = typer.Option(Path("summary.csv"), "--output", help="CSV with one row per study."),
@@ -404,7 +512,7 @@ def aggregate_cmd(
 
 
 # -------------------------------------------------------------------------------------------------- prr
-@app.command("prr")
+@app.command("prr", epilog=epilog("prr"))
 def prr_cmd(
     baseline: Path = typer.Argument(..., help="Baseline study: its output folder or metrics.json."),
     followup: Path = typer.Argument(..., help="Follow-up study: its output folder or metrics.json."),
@@ -441,9 +549,9 @@ def _read_metrics(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- phantom
-@app.command("phantom")
+@app.command("phantom", cls=_OutDirCommand, epilog=epilog("phantom"))
 def phantom_cmd(
-    out_dir: Optional[Path] = typer.Argument(None, help="Folder for the phantom's DICOM (dicom/) and truth (truth/)."),
+    out_dir: Optional[Path] = _out_dir_argument("Folder for the phantom's DICOM (dicom/) and truth (truth/)."),
     out_dir_option: Optional[Path] = _OUT_DIR_ALIAS,
     vendor: str = typer.Option("siemens", help="DICOM layout: siemens, ge, toshiba or philips."),
     noise_hu: float = typer.Option(8.0, help="Noise (HU per voxel per frame)."),
@@ -454,31 +562,40 @@ def phantom_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ):
     """Write a digital phantom CTP study with known truth (for validation and training)."""
-    try:
-        from ctperf.apps.terminal import PHANTOM_STAGES
-        from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
-        from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+    folder = out_dir if out_dir is not None else out_dir_option
+    writing = [False]  # the study is written straight into the folder (not staged)
 
-        out_dir = _output_folder(out_dir, out_dir_option)
-        _check_choice("--lesion", lesion, ("left", "right", "none"))
-        _check_choice("--vendor", vendor, VENDORS)
-        with _stages(quiet, PHANTOM_STAGES) as (stage, _):
-            stage("generating phantom")
-            ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=n_slices, noise_hu=noise_hu,
-                                          lesion=None if lesion == "none" else lesion, seed=seed))
-            stage("writing DICOM")
-            write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, Path(out_dir) / "dicom",
-                            layout=DicomLayout(vendor=vendor), seed=seed)
-            stage("writing truth")
-            write_truth(ph, Path(out_dir) / "truth")
-    except (Exception, MemoryError) as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+    def interrupted() -> str:
+        return (f"the phantom study in {folder} is incomplete (delete it)" if writing[0]
+                else "no output written")
+
+    with _on_interrupt(interrupted):
+        try:
+            from ctperf.apps.terminal import PHANTOM_STAGES
+            from ctperf.synthetic import PhantomSpec, make_phantom, write_truth
+            from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+            out_dir = _output_folder(out_dir, out_dir_option)
+            _check_choice("--lesion", lesion, ("left", "right", "none"))
+            _check_choice("--vendor", vendor, VENDORS)
+            with _stages(quiet, PHANTOM_STAGES) as (stage, _):
+                stage("generating phantom")
+                ph = make_phantom(PhantomSpec(matrix=matrix, n_slices=n_slices, noise_hu=noise_hu,
+                                              lesion=None if lesion == "none" else lesion, seed=seed))
+                stage("writing DICOM")
+                writing[0] = True
+                write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, Path(out_dir) / "dicom",
+                                layout=DicomLayout(vendor=vendor), seed=seed)
+                stage("writing truth")
+                write_truth(ph, Path(out_dir) / "truth")
+        except (Exception, MemoryError) as exc:  # noqa: BLE001
+            _fail(exc)
+            return
     out.print(f"phantom study written to {out_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- gui (web)
-@app.command("gui")
+@app.command("gui", epilog=EXIT_CODES_SERVER)
 def gui_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (other than loopback: a token is required)."),
     port: int = typer.Option(8765, help="Port."),
@@ -509,7 +626,7 @@ _register_cohort(app, _fail)
 # ------------------------------------------------------------------------------------------------- node
 from ctperf.apps.node.command import node_cmd  # noqa: E402  (imports typer only; pynetdicom when run)
 
-app.command("node")(node_cmd)
+app.command("node", epilog=EXIT_CODES_SERVER)(node_cmd)
 
 
 def run_command(args: list[str] | None = None, prog_name: str | None = None, command: str | None = None) -> int:
@@ -524,6 +641,8 @@ def run_command(args: list[str] | None = None, prog_name: str | None = None, com
     cmd = typer.main.get_command(app)
     if command is not None:
         cmd = cmd.get_command(None, command)  # a group's lookup by name needs no context
+        if prog_name and cmd.epilog:  # --help's example names this entry point, as its usage line does
+            cmd.epilog = cmd.epilog.replace(f"Example: ctperf {command} ", f"Example: {prog_name} ")
     try:
         rv = cmd.main(args=args, prog_name=prog_name, standalone_mode=False)
     except cx.NoArgsIsHelpError as exc:  # a bare command: its help, as before

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 
+from ctperf.apps.help_text import EXIT_CODES_BATCH, epilog
+
 err = Console(stderr=True)
 out = Console()
 
@@ -20,7 +22,7 @@ out = Console()
 def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
     """Add the cohort commands to ``app``; ``fail`` turns an exception into the CLI's one-line error and exit."""
 
-    @app.command("batch")
+    @app.command("batch", epilog=epilog("batch", EXIT_CODES_BATCH))
     def batch_cmd(
         input_root: Path = typer.Option(..., "--input_root", "--input-root",
                                         help="Cohort folder: every folder below it that holds DICOM files and no "
@@ -68,7 +70,7 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
         raise typer.Exit(1 if counts["failed"] else 0)
 
 
-    @app.command("compare")
+    @app.command("compare", epilog=epilog("compare"))
     def compare_cmd(
         baseline: Path = typer.Option(..., "--baseline", help="Baseline study's output folder (or its metrics.json)."),
         followup: Path = typer.Option(..., "--followup", help="Follow-up study's output folder (or metrics.json)."),
@@ -94,7 +96,7 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
         warn_if_forced(doc)
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
 
-    @app.command("stats")
+    @app.command("stats", epilog=epilog("stats"))
     def stats_cmd(
         data: Path = typer.Option(..., "--data", help="Cohort table (CSV or XLSX), e.g. the summary.csv of "
                                                       "`ctperf aggregate`; one row per subject."),

@@ -1,67 +1,94 @@
-"""What a command prints on the terminal besides its result table: one progress bar over the whole run, and
-the warnings (raised QA flags, ingest warnings, notes about the inputs) listed in colour under the table."""
+"""What a command prints on the terminal besides its result table: one progress bar over the whole run, the
+reasons of missing values written once under the table, and the warnings (raised QA flags with the study's
+values, ingest warnings, notes about the inputs) listed in colour under it."""
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
 
-from ctperf.core.qa_text import QA_FLAG_TEXT
+from ctperf.core.qa_text import QA_FLAG_TEXT, flag_text  # noqa: F401  (QA_FLAG_TEXT: re-exported)
 
 #: Rough share of the run time of each stage (Mode A on a 320-file study), so one bar advances evenly.
 #: Stages not listed count as 1.
 STAGE_WEIGHTS: dict[str, float] = {
     "load": 1.5, "preprocess": 2.0, "denoise": 2.5, "hemispheres": 0.7, "aif": 0.4, "deconvolution": 2.0,
-    "maps": 0.2, "rcbf": 0.2, "masks": 0.2, "indices": 0.1, "write": 4.0,
+    "maps": 0.2, "regularise": 0.5, "rcbf": 0.2, "masks": 0.2, "indices": 0.1, "write": 4.0,
     "generating phantom": 3.0, "writing DICOM": 4.0, "writing truth": 0.5,
 }
-#: The stages of each command, in order (the bar's length).
-MODE_A_STAGES = ("load", "preprocess", "denoise", "hemispheres", "aif", "deconvolution", "maps", "rcbf", "masks",
-                 "indices", "write")
+#: The stages of each command, in the order they are announced (the bar's length, fixed for the run): the
+#: pipeline's (load, masks, indices, write) around the engine's (``ctperf.engine.compute_perfusion``).
+MODE_A_STAGES = ("load", "preprocess", "denoise", "hemispheres", "aif", "deconvolution", "maps", "regularise",
+                 "rcbf", "masks", "indices", "write")
 PHANTOM_STAGES = ("generating phantom", "writing DICOM", "writing truth")
 
 
 class RunProgress:
-    """One rich progress bar over a whole run, advanced by stage name and, within a stage, by a fraction.
+    """One rich progress bar over a whole run: "[i/n] stage" and a percentage, advanced by stage name and, within a
+    stage, by a fraction (e.g. DICOM files read).
 
-    ``stage(name)`` starts a stage (earlier stages count as done); ``part(done, total)`` moves within the
-    current stage (e.g. DICOM files read).  Unknown stage names lengthen the bar by their weight.
+    The stages and so the total are fixed when the bar is made, and neither the counter nor the percentage ever
+    goes back, whatever order the stages are announced in: the engine announces some stages late (the midline and
+    the AIF run in a side thread beside the denoising and are announced when it ends), a stage may be skipped, and
+    a name the list does not know may come from a newer engine.  So:
+
+    - ``stage(name)`` of a listed stage after the current one moves the counter to it; the stages before it count
+      as done (a skipped stage simply is done);
+    - a listed stage announced after a later one, and a name not in the list, are shown under the current counter
+      and move nothing (the bar never lengthens mid-run);
+    - ``part(done, total)`` moves within the current stage, never back.
+
+    Calls may come from any thread (a lock keeps each update whole).
     """
 
     def __init__(self, progress, task, stages: tuple[str, ...]):
         self._prog, self._task = progress, task
-        self._stages = list(stages)
-        self._done = 0.0
-        self._current: str | None = None
-        self._prog.update(task, total=self._total(), completed=0)
+        self._stages = tuple(stages)
+        weights = [STAGE_WEIGHTS.get(s, 1.0) for s in self._stages]
+        self._starts = [sum(weights[:i]) for i in range(len(weights))]  # bar position where each stage begins
+        self._weights = weights
+        self._total = float(sum(weights))
+        self._index = -1  # the furthest listed stage announced so far
+        self._completed = 0.0  # never decreases
+        self._lock = threading.Lock()
+        # a single-stage command (Mode B, recompute) has nothing to count: the bar pulses instead of sitting at 0 %
+        self._prog.update(task, total=self._total if len(self._stages) > 1 else None, completed=0)
 
-    def _total(self) -> float:
-        return sum(STAGE_WEIGHTS.get(s, 1.0) for s in self._stages)
+    def _counter(self) -> str:
+        return f"[{max(self._index, 0) + 1}/{len(self._stages)}]"
+
+    def _advance(self, completed: float, description: str) -> None:
+        self._completed = min(max(self._completed, completed), self._total)
+        self._prog.update(self._task, completed=self._completed, description=description)
 
     def stage(self, name: str) -> None:
-        if self._current is not None:
-            self._done += STAGE_WEIGHTS.get(self._current, 1.0)
-        if name not in self._stages:
-            self._stages.append(name)
-        self._current = name
-        i = self._stages.index(name) + 1
-        # a single-stage command (Mode B) has nothing to count: the bar pulses instead of sitting at 0 %
-        self._prog.update(self._task, description=f"[{i}/{len(self._stages)}] {name}",
-                          total=self._total() if len(self._stages) > 1 else None, completed=self._done)
+        """Announce that stage ``name`` starts (see the class docstring for names out of order or not listed)."""
+        with self._lock:
+            i = self._stages.index(name) if name in self._stages else -1
+            if i > self._index:
+                self._index = i
+            self._advance(self._starts[i] if i >= 0 else self._completed, f"{self._counter()} {name}")
 
     def part(self, done: int, total: int) -> None:
-        if self._current is None or total <= 0:
+        """``done`` of ``total`` items of the current stage are finished (the bar moves within the stage)."""
+        if total <= 0:
             return
-        w = STAGE_WEIGHTS.get(self._current, 1.0)
-        self._prog.update(self._task, completed=self._done + w * min(done, total) / total,
-                          description=f"[{self._stages.index(self._current) + 1}/{len(self._stages)}] "
-                                      f"{self._current} {done}/{total}")
+        with self._lock:
+            if self._index < 0:
+                return
+            i = self._index
+            self._advance(self._starts[i] + self._weights[i] * min(done, total) / total,
+                          f"{self._counter()} {self._stages[i]} {done}/{total}")
 
     def finish(self) -> None:
-        self._prog.update(self._task, completed=self._total(), description="done")
+        """The run ended: a full bar."""
+        with self._lock:
+            self._completed = self._total
+            self._prog.update(self._task, total=self._total, completed=self._total, description="done")
 
 
 def _noop(*_args) -> None:
@@ -92,8 +119,11 @@ def raised_flags(metrics: dict[str, Any]) -> list[str]:
 
 def warning_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(style, text) lines for the terminal: raised QA flags (red), then ingest warnings and input notes
-    (yellow), from a metrics document of either mode."""
-    lines = [("red", f"QA flag {k}: {QA_FLAG_TEXT.get(k, 'raised')}") for k in raised_flags(metrics)]
+    (yellow), from a metrics document of either mode.  A flag's meaning shows the study's value beside each QA
+    value it names ("Tmax uncertain by 0.72 s (qa_values.tmax_dispersion_sd_s)"; :func:`ctperf.core.qa_text.
+    with_values`): the reader of the terminal has no metrics.json open."""
+    values = metrics.get("qa_values") if isinstance(metrics.get("qa_values"), dict) else None
+    lines = [("red", f"QA flag {k}: {flag_text(k, values)}") for k in raised_flags(metrics)]
     prov = metrics.get("provenance") or {}
     lines += [("yellow", f"ingest: {w}") for w in prov.get("warnings") or [] if isinstance(w, str)]
     for name, info in (prov.get("inputs") or {}).items():  # Mode B: per input map
@@ -119,3 +149,29 @@ def print_warnings(console: Console, metrics: dict[str, Any]) -> int:
     for style, text in lines:
         console.print(f"[{style}]! {escape(text)}[/{style}]", highlight=False, soft_wrap=True)
     return len(raised_flags(metrics))
+
+
+def missing_value_cells(metrics: dict[str, Any], keys) -> tuple[dict[str, str], list[str]]:
+    """The result table's cell of each null metric among ``keys`` (those present in ``metrics``), and the notes to
+    print under the table.
+
+    A reason shared by several metrics is written once, as a note: a study without a usable bolus withholds every
+    lesion index for one long reason, which would otherwise fill the table 14 times.  As in the figures' legends
+    (:func:`ctperf.viz.qa_figures.footnoted_legend`): with one shared reason its cells read "n/a" and the note
+    "n/a: <reason>"; with several, "n/a (1)", "n/a (2)" and the notes "(1) <reason>", ...  A reason of a single
+    metric stays in its cell, "n/a (<reason>)".
+    """
+    reasons = {k: str(metrics.get(f"{k}_reason") or "undefined") for k in keys
+               if k in metrics and metrics[k] is None}
+    counts: dict[str, int] = {}
+    for why in reasons.values():
+        counts[why] = counts.get(why, 0) + 1
+    shared = [why for why in dict.fromkeys(reasons.values()) if counts[why] > 1]
+    cells = {}
+    for key, why in reasons.items():
+        if why not in shared:
+            cells[key] = f"n/a ({why})"
+        else:
+            cells[key] = "n/a" if len(shared) == 1 else f"n/a ({shared.index(why) + 1})"
+    notes = [f"n/a: {shared[0]}"] if len(shared) == 1 else [f"({i}) {why}" for i, why in enumerate(shared, 1)]
+    return cells, notes

@@ -16,7 +16,7 @@ QA_FLAG_TEXT: dict[str, str] = {
     "aif_truncated": "arterial input has not returned to baseline at the end of the acquisition",
     "too_few_baseline_frames": "fewer than 3 pre-contrast frames",
     "acquisition_truncated": "venous outflow still high at the end of the acquisition",
-    "motion_excessive": "head motion above preprocess.motion_flag_mm",
+    "motion_excessive": "head motion (qa_values.motion_max_mm) above preprocess.motion_flag_mm",
     "vof_unreliable": "no clean venous output function found",
     "aif_noisy": "noisy arterial input: deconvolved with stronger regularisation; Tmax/CBF less certain",
     "tmax_dispersion_ambiguous": "the study's vascular dispersion is not pinned down: Tmax uncertain by "
@@ -47,8 +47,9 @@ QA_FLAG_TEXT: dict[str, str] = {
                      "(qa_values.lesion_observed_after_peak_s); CBV indices undefined",
     "lesion_beyond_coverage": "the lesion reaches the first or last slice: volumes are those inside the slab "
                               "(qa_values.coverage_mm), lower bounds",
-    "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: no usable bolus or curves "
-                         "cut by the end of the acquisition); every lesion index undefined",
+    "lesion_unmeasured": "no lesion index measurable (qa_values.lesion_unmeasured_reason: too little bolus contrast "
+                         "against the image noise, an arterial input still high at the end of the acquisition, or "
+                         "lesion curves cut too soon after their peak); every lesion index undefined",
 }
 
 #: Flags that withhold or qualify reported numbers, most consequential first: where room is short they are listed
@@ -136,6 +137,49 @@ def flag_meaning(flag: str, limit: int | None = None) -> str:
     without a meaning here reads "see metrics.json"."""
     text = strip_parentheses(QA_FLAG_TEXT[flag]) if flag in QA_FLAG_TEXT else "see metrics.json"
     return text if limit is None else shorten(text, limit)
+
+
+#: A QA value named in a text: "(qa_values.name)" (group 1) or a bare "qa_values.name" (group 2).
+_QA_FIELD = re.compile(r"\(qa_values\.(\w+)\)|qa_values\.(\w+)")
+#: Units of the QA values, by the end of their name (the naming rule of ``qa_values``); others have none.
+_QA_UNITS = (("_hu", "HU"), ("_mm", "mm"), ("_ml", "mL"), ("_pct", "%"), ("_s", "s"))
+
+
+def qa_value_text(name: str, value) -> str | None:
+    """The number ``value`` of ``qa_values.<name>`` as a reader would write it, with its unit when the name gives
+    one ("0.72 s", "40 mm", "12.9"); None when it is not a finite number (missing, a reason text, a flag)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return None
+    size = abs(value)
+    number = f"{value:.0f}" if size >= 100 else f"{value:.3g}" if size >= 1 else f"{value:.2g}"
+    unit = next((u for end, u in _QA_UNITS if name.endswith(end)), "")
+    return f"{number} {unit}" if unit else number
+
+
+def with_values(text: str, qa_values: dict | None) -> str:
+    """``text`` with the number beside each ``qa_values.<name>`` it names, for a reader who has the study's values
+    at hand (the terminal): "uncertain by qa_values.tmax_dispersion_sd_s" reads "uncertain by 0.72 s
+    (qa_values.tmax_dispersion_sd_s)", "the slab (qa_values.coverage_mm)" reads "the slab (40 mm,
+    qa_values.coverage_mm)".  The name stays, so the value can be found in metrics.json; names without a numeric
+    value (reasons, missing values) are left as they are.  :data:`QA_FLAG_TEXT` itself keeps only the names: the
+    figures and the PDF print it without a study's values."""
+    if not qa_values:
+        return text
+
+    def shown(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        value = qa_value_text(name, qa_values.get(name))
+        if value is None:
+            return match.group(0)
+        return f"({value}, qa_values.{name})" if match.group(1) else f"{value} (qa_values.{name})"
+
+    return _QA_FIELD.sub(shown, text)
+
+
+def flag_text(flag: str, qa_values: dict | None = None) -> str:
+    """The full meaning of QA flag ``flag`` with the study's values beside the QA values it names
+    (:func:`with_values`); "raised" for a flag without a meaning here."""
+    return with_values(QA_FLAG_TEXT[flag], qa_values) if flag in QA_FLAG_TEXT else "raised"
 
 
 def by_priority(flags: list[str]) -> list[str]:

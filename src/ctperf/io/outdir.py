@@ -134,7 +134,7 @@ def _replace_set(tmp: Path, out_dir: Path) -> None:
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, out_dir / rel)
             placed.append(rel)
-    except OSError:
+    except BaseException:  # an error, or Ctrl-C mid-swap: the earlier set goes back (the CLI says it is unchanged)
         for rel in placed:
             (out_dir / rel).unlink(missing_ok=True)
         for rel in moved:

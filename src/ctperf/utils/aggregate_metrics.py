@@ -122,8 +122,18 @@ def aggregate(input_dir: str | Path, output: str | Path, fmt: str | None = None,
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove_temporary(tmp)
     return len(df)
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """Remove the temporary file ``tmp`` if it was made.  Errors are ignored: where it could not be made (a
+    read-only file system answers even the removal of a missing file with EROFS) the error to report is the one
+    naming the output, and an error here would replace it with one naming the temporary file."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
