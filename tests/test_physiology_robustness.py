@@ -308,7 +308,7 @@ def test_observed_after_peak_and_the_limits():
     assert core_truncation_reason(None, th) is None  # no hypoperfusion: nothing to say about its curves
     assert core_truncation_reason(1.0, Thresholds(core_min_observed_after_peak_s=0.0)) is None
     assert "10.9 s after" in hir_truncation_reason(10.9, th) and hir_truncation_reason(11.0, th) is None
-    assert "no usable bolus" in lesion_unmeasured_reason(14.4, 30.0, False, th)
+    assert "too little bolus contrast" in lesion_unmeasured_reason(14.4, 30.0, False, th)
     assert "7.9 s after" in lesion_unmeasured_reason(30.0, 7.9, False, th)
     assert lesion_unmeasured_reason(14.5, 8.0, False, th) is None
     assert "aif_truncated" in lesion_unmeasured_reason(100.0, 30.0, True, th)
@@ -333,7 +333,7 @@ def test_study_without_contrast_reports_no_lesion():
     hypoperfused (369 mL, benchmarks/results/measurability.json); below a ratio of 14.5 no lesion index is reported."""
     _, res = _phantom_run(aif_peak_hu=1e-3)
     assert res.metrics["qa_values"]["contrast_to_noise"] < 5.0
-    _assert_nothing_measured(res, "no usable bolus")
+    _assert_nothing_measured(res, "too little bolus contrast")
 
 
 def test_acquisition_cut_at_the_lesion_peak_reports_no_lesion():

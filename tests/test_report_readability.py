@@ -38,8 +38,8 @@ from test_qa_plots import make_case
 REASONS = (
     "global bolus delay: normal tissue reads Tmax 5.2 s, within 1 s (thresholds.hypoperfusion_min_margin_s) of the "
     "6 s threshold, so its scatter crosses it and the Tmax volumes are not measurable",
-    "contrast-to-noise ratio 5.2 below 14.5 (thresholds.lesion_min_contrast_to_noise): no usable bolus, no lesion "
-    "index is measurable",
+    "contrast-to-noise ratio 5.2 below 14.5 (thresholds.lesion_min_contrast_to_noise): too little bolus contrast "
+    "against the image noise to measure any lesion index",
     "acquisition ends 9.6 s after the hypoperfused tissue's median time to peak, < 16 s "
     "(thresholds.core_min_observed_after_peak_s): its curves are cut before they return and the rCBF core is not "
     "measurable (acquire longer)",

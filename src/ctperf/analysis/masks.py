@@ -101,14 +101,15 @@ def cbv_truncation_reason(observed_s: float | None, thresholds: Thresholds) -> s
 
 def no_bolus_reason(contrast_to_noise: float | None, aif_truncated: bool, thresholds: Thresholds) -> str | None:
     """Why nothing the bolus carries can be measured, or None: the arterial input is truncated (every map biased)
-    or the contrast-to-noise ratio is below ``lesion_min_contrast_to_noise`` (no usable bolus)."""
+    or the contrast-to-noise ratio is below ``lesion_min_contrast_to_noise`` (a weak bolus, or strong noise)."""
     if aif_truncated:
         return ("arterial input still high at the end of the acquisition (qa_flags.aif_truncated): every map is "
                 "biased and no lesion index is measurable (acquire longer)")
     limit = thresholds.lesion_min_contrast_to_noise
     if contrast_to_noise is not None and limit > 0 and contrast_to_noise < limit:
         return (f"contrast-to-noise ratio {contrast_to_noise:.1f} below {limit:g} "
-                "(thresholds.lesion_min_contrast_to_noise): no usable bolus, no lesion index is measurable")
+                "(thresholds.lesion_min_contrast_to_noise): too little bolus contrast against the image noise to "
+                "measure any lesion index")
     return None
 
 
