@@ -120,3 +120,27 @@ def test_registration_is_reproducible(studies):
     moving, moving_aff = load_volume(studies / "persisting" / "out" / "aux" / "baseline_hu.nii.gz")
     first, second = (register_rigid(fixed, fixed_aff, moving, moving_aff) for _ in range(2))
     np.testing.assert_allclose(first.matrix_ras, second.matrix_ras, atol=1e-6)
+
+
+def test_linear_resampling_ignores_unknown_values():
+    """A follow-up map's NaN (unknown: outside its field of view, or Tmax in CSF since engine 2.13) does not spread
+    to its neighbours when it is resampled onto the baseline: each voxel interpolates the known values,
+    renormalised, and is unknown only where they carry less than half of the weights."""
+    import SimpleITK as sitk
+
+    from ctperf.analysis.registration import RigidTransform, resample_to_fixed
+
+    aff = np.diag([2.0, 2.0, 5.0, 1.0])
+    vol = np.full((3, 12, 12), 4.0, np.float32)
+    vol[:, :, 6:] = 8.0
+    vol[:, 4:8, 2] = np.nan                              # a "CSF" strip inside known tissue
+    shift = sitk.TranslationTransform(3, (1.0, 0.0, 0.0))  # half a voxel along x
+    tr = RigidTransform(np.eye(4), 0.0, 1.0, 0.0, shift)
+    out = resample_to_fixed(vol, aff, vol.shape, aff, tr)
+    assert np.isfinite(out[:, 4:8, 1]).all() and np.isfinite(out[:, 4:8, 3]).all()  # the strip's neighbours
+    np.testing.assert_allclose(out[:, 4:8, 1], 4.0, rtol=1e-6)                    # known values, renormalised
+    # plain linear elsewhere: the step between columns 5 and 6 is met half-way (on one side, as ITK's LPS has it)
+    assert any(np.allclose(out[:, :, i], 6.0, rtol=1e-6) for i in (5, 6))
+    far = resample_to_fixed(vol, aff, vol.shape, aff,
+                            RigidTransform(np.eye(4), 0.0, 6.0, 0.0, sitk.TranslationTransform(3, (6.0, 0.0, 0.0))))
+    assert np.isnan(far[:, :, :2]).all() or np.isnan(far[:, :, -2:]).all()        # beyond the field of view

@@ -65,6 +65,20 @@ def test_maps_are_bounded_and_defined_in_tissue(binned_run):
     assert np.all(res.cbv[t] <= mp.CBV_MAX_ML_100G) and np.all(res.cbf[t] <= mp.CBF_MAX_ML_100G_MIN)
 
 
+def test_times_are_undefined_in_csf(binned_run):
+    """Engine 2.13: no bolus passes through CSF, so MTT, Tmax and TTP are NaN there (they read noise before: two
+    thirds of the demo's CSF above Tmax 6 s); CBF and CBV keep their (near-zero) values; tissue is untouched."""
+    _, _, _, res = binned_run
+    csf = res.masks.csf
+    assert csf.sum() > 50
+    for name in ("mtt", "tmax", "ttp"):
+        assert np.isnan(getattr(res, name)[csf]).all(), name
+        assert np.isfinite(getattr(res, name)[res.masks.tissue]).all(), name
+    assert np.isnan(res.aux_maps["tmax_standard"][csf]).all()
+    assert np.isfinite(res.cbf[csf]).all() and np.isfinite(res.cbv[csf]).all()
+    assert np.isfinite(res.tmax[res.masks.vessels]).all()  # the sinus's Tmax (PVT) is kept
+
+
 def test_nonnegative_maps_policy():
     cbv = np.array([-0.5, 0.0, 2.0, np.nan, 3.0, 2.0], np.float32)
     cbf = np.array([10.0, 5.0, 30.0, 20.0, -1.0, 0.5], np.float32)

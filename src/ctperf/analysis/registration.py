@@ -116,10 +116,25 @@ def resample_to_fixed(moving_zyx: np.ndarray, moving_affine: np.ndarray, fixed_s
     """Resample a follow-up volume onto the baseline grid through the rigid transform.
 
     ``nearest=True`` for masks and labels, else linear; voxels outside the follow-up field of view get ``fill``.
+    Linear interpolation ignores the moving volume's NaN (unknown values, e.g. Tmax in CSF): each output voxel is
+    the interpolation of the finite values renormalised by their share of the interpolation weights, and
+    ``fill`` where that share is below a half (a NaN would otherwise spread to every neighbour it touches).
     """
     sitk = _sitk()
     ref = to_sitk(np.zeros(fixed_shape_zyx, np.float32), fixed_affine)
-    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    out = sitk.Resample(to_sitk(moving_zyx, moving_affine), ref, transform.sitk_transform, interp, float(fill),
-                        sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+
+    def resample(vol: np.ndarray, interp, outside: float) -> np.ndarray:
+        out = sitk.Resample(to_sitk(vol, moving_affine), ref, transform.sitk_transform, interp, float(outside),
+                            sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out)
+
+    if nearest:
+        return resample(moving_zyx, sitk.sitkNearestNeighbor, fill)
+    moving = np.asarray(moving_zyx, np.float32)
+    known = np.isfinite(moving)
+    if known.all():
+        return resample(moving, sitk.sitkLinear, fill)
+    values = resample(np.where(known, moving, 0.0).astype(np.float32), sitk.sitkLinear, 0.0)
+    share = resample(known.astype(np.float32), sitk.sitkLinear, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(share >= 0.5, values / share, np.float32(fill)).astype(np.float32)

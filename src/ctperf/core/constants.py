@@ -14,7 +14,7 @@ KH = (1.0 - HCT_LARGE_VESSEL) / (1.0 - HCT_SMALL_VESSEL)
 #: Version of the index definitions in docs/definitions.md. Bump when any formula or default changes.
 DEFINITION_VERSION = "2.21"
 #: Version of the perfusion engine's method (deconvolution, bias correction, estimands; docs/definitions.md §2, §6).
-ENGINE_VERSION = "2.12"
+ENGINE_VERSION = "2.13"
 
 
 #: Tissue must be followed this many arterial bolus widths (FWHM) past its peak for the study's dispersion prior to

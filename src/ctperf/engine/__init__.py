@@ -129,6 +129,10 @@ def compute_perfusion(study: CTPStudy, cfg: Config, contra_mask: np.ndarray | No
                                          workers)
     with timer("regularise"):
         vol = _regularised(vol, masks.tissue, pre.baseline_hu, px, cfg.deconvolution, workers)
+        # no bolus passes through CSF: its curves are noise, so its times and MTT are undefined (NaN), not a
+        # noise-driven reading (before engine 2.13 two thirds of the demo's CSF read Tmax > 6 s in the written map)
+        for name in ("tmax", "tmax_standard", "mtt", "ttp"):
+            vol[name][masks.csf] = np.nan
     with timer("rcbf"):
         ref = _relative_cbf(vol, masks.tissue, hemi, study, pre, px, cfg, contra_mask, workers)
     qa_flags, qa_values = _qa(pre, sel, dec, cfg, masks.tissue, midline_fallback, ref,
