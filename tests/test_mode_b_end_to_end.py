@@ -66,6 +66,8 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     t = ph.truth_metrics
     assert m["mode"] == "B"
+    # the phantom's lesion reaches its slab's end slices: lower-bound volumes, flagged as Mode A flags them
+    assert m["qa_flags"].pop("lesion_beyond_coverage") and m["qa_values"]["lesion_end_slice_ml"] >= 1.0
     assert not any(m["qa_flags"].values()), m["qa_flags"]
     assert "mip.png" not in (out / "log.txt").read_text()  # file names may carry patient names
     assert m["hypoperfusion_ml"] == pytest.approx(t["hypoperfusion_ml"], rel=0.05)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ctperf import DISCLAIMER, __version__
+from ctperf.analysis.coverage import slab_coverage
 from ctperf.analysis.indices import IndexInputs, compute_indices
 from ctperf.analysis.masks import cortical_ribbon, lesion_masks
 from ctperf.analysis.metrics import build_metrics
@@ -121,6 +122,10 @@ def analyse_maps(tmax_s: np.ndarray, cbv: np.ndarray, rcbf: np.ndarray, affine_r
         hemispheres=hemispheres, cortex=cortical_ribbon(tissue, spacing_xyz_mm(affine_ras)) & tissue,
         aif_ttp_s=aif_ttp_s, vof_ttp_s=vof_ttp_s, sinus=sinus, roi_mask=roi_footprint,
         delayed=whole.tmax_levels.get(4.0, lesion.hypoperfusion)))
+    # a lesion reaching the maps' first or last slice goes on beyond the slab, as in Mode A: lower-bound volumes
+    covered = slab_coverage(lesion.hypoperfusion | lesion.core, affine_ras)
+    qa_flags = {**(qa_flags or {}), **covered.qa_flags()}
+    qa_values = {**(qa_values or {}), **covered.qa_values()}
     metrics = build_metrics(indices, mode="B", thresholds=cfg.thresholds, qa_flags=qa_flags, qa_values=qa_values,
                             provenance=provenance or {}, method=MODE_B_METHOD,
                             regions=_regions(tmax_s, cbv, rcbf, tissue, lesion, hemispheres, roi_footprint, vox_ml))
