@@ -7,21 +7,23 @@ for undispersed tissue, but it reads dispersed tissue as undispersed (docs/engin
 
 from __future__ import annotations
 
+import functools
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.fft as sfft
 
-from ctperf.config import DeconvolutionConfig
 from ctperf.engine.aif import aif_noise_factor, frame_noise_sd
-from ctperf.engine.deconvolution import aif_noise_misfits, curve_misfits, dispersion_shares, study_model_mixture
-from ctperf.engine.deconvolution.emulation import _emulated_tissue_spectra, _family_tables, model_family
-from ctperf.engine.deconvolution.regularisation import _filters, aif_noise_floor, circulant_spectrum, padded_length
+from ctperf.engine.deconvolution import aif_noise_misfits, curve_misfits
+from ctperf.engine.deconvolution.emulation import _emulated_tissue_spectra
+from ctperf.engine.deconvolution.regularisation import padded_length
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_aif_noise as bench  # noqa: E402  (benchmarks/ is not a package)
 
-def _bolus(t: np.ndarray, peak: float = 350.0, arrival: float = 7.0, rise: float = 6.0) -> np.ndarray:
-    """A gamma-variate bolus (FWHM 8.2 s with the default rise)."""
-    x = np.clip(t - arrival, 0.0, None)
-    return peak * (x / rise) ** 3 * np.exp(3.0 * (1.0 - x / rise))
+_bolus = bench._bolus  # a gamma-variate bolus (peak 350 HU, FWHM 8.2 s)
 
 
 @pytest.mark.parametrize("times", [np.arange(0.0, 60.0, 1.0), np.arange(0.0, 60.0, 1.5),
@@ -81,34 +83,16 @@ def test_aif_noise_factor_carries_the_partial_volume_scale():
     assert np.isnan(frame_noise_sd(frames[:5], times[:5]))  # too few frames: no noise, so no factor
 
 
+@functools.cache
+def _shares(seed: int, aif_sd: float, true_disp: float) -> dict:
+    return bench.prior_shares(seed, aif_sd, true_disp)
+
+
 def _prior_share(seed: int, aif_sd: float, corrected: bool, true_disp: float = 0.0) -> float:
     """The study prior's share on the true dispersion for 400 blocks of exponential tissue (MTT 2.5-6 s, whole
     sample delays 0-2 s, 0.15 HU white noise) made with the noise-free AIF, the models built from that AIF plus one
-    draw of white noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(0.0, 70.0, 1.0)
-    n_t, dt = len(t), 1.0
-    clean = _bolus(t)
-    aif = clean + rng.normal(0.0, aif_sd, n_t)
-    cfg = DeconvolutionConfig()
-    family = model_family(cfg)
-    length = padded_length(n_t)
-    filters, _ = _filters(circulant_spectrum(aif, dt, length), "bcsvd", cfg, aif_noise_floor(aif)[1])
-    taus_grid = np.geomspace(0.3, 60.0, 48)
-    heights, _, _, spectra = _family_tables(aif, filters, dt, length, n_t, 4, taus_grid, family)
-    n = 400
-    taus, flows = rng.uniform(2.5, 6.0, n), rng.uniform(0.006, 0.015, n)
-    delays = rng.integers(0, 3, n)
-    blocks = np.empty((n, n_t))
-    for i in range(n):
-        spec, _, _ = _emulated_tissue_spectra(np.r_[np.zeros(delays[i]), clean[:n_t - delays[i]]], dt, length, n_t,
-                                              taus[i:i + 1], true_disp, 1.0)
-        blocks[i] = flows[i] * sfft.irfft(spec, n=length)[0, :n_t] + rng.normal(0.0, 0.15, n_t)
-    k_aif = aif_noise_misfits(family, taus_grid, dt, n_t, aif_sd * np.eye(n_t), aif) if corrected else None
-    mix, _ = study_model_mixture(blocks, aif, filters[-1], spectra, heights[:, -1], dt, length, 4, taus_grid, 10.0,
-                                 "all", family, k_aif)
-    shares = dispersion_shares(mix, family)
-    return float(shares[[d for _, d in family].index(true_disp)])
+    draw of white noise (``benchmarks/bench_aif_noise.py``'s part A, which measures it over noise levels)."""
+    return _shares(seed, aif_sd, true_disp)["corrected" if corrected else "plain"][0]
 
 
 def test_a_noisy_aif_unsettles_the_prior_and_the_option_fixes_undispersed_tissue():
