@@ -60,3 +60,24 @@ def test_mixed_versions_warn_and_xlsx(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0 and "warning" in r.stderr
     assert pd.read_csv(tmp_path / "s.csv")["study"].tolist() == ["p1", "p2"]
+
+
+def test_shared_study_id_warns_once_naming_the_folders(tmp_path):
+    """Two rows with one study_id (the same study analysed twice, or one result in two folders): one warning per id,
+    naming the folders; distinct ids and rows without a study_id (older results) raise none."""
+    _study(tmp_path, "siteA/p1", study_id="a1b2c3d4e5f60718")
+    _study(tmp_path, "siteB/p1_again", study_id="a1b2c3d4e5f60718")
+    _study(tmp_path, "siteB/p2", study_id="0000000000000002")
+    _study(tmp_path, "old/p3")
+    _study(tmp_path, "old/p4")
+    warnings = []
+    assert aggregate(tmp_path, tmp_path / "summary.csv", warn=warnings.append) == 5
+    assert len(warnings) == 1, warnings
+    assert "a1b2c3d4e5f60718" in warnings[0] and "siteA/p1, siteB/p1_again" in warnings[0]
+    assert "siteB/p2" not in warnings[0] and "old/" not in warnings[0]
+
+    r = subprocess.run([sys.executable, "-m", "ctperf.cli", "aggregate", "--input_dir", str(tmp_path), "--output",
+                        str(tmp_path / "s.csv")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0 and r.stderr.count("share study_id") == 1, r.stderr
+    assert "siteA/p1" in r.stderr and "siteB/p1_again" in r.stderr

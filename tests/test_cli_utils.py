@@ -1,8 +1,10 @@
 """CLI error behaviour, atomic output writing and cohort aggregation."""
 
 import json
+import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ctperf.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_analysed_line(log: str) -> None:
+    """log.txt's second line is ``analysed: <UTC date and time, ISO 8601>``, of a run that just ended, and the only
+    such line (the log's records are local times without a date)."""
+    lines = log.splitlines()
+    assert lines[1].startswith("analysed: ") and sum(ln.startswith("analysed:") for ln in lines) == 1, lines[:3]
+    stamp = lines[1].removeprefix("analysed: ")
+    when = datetime.fromisoformat(stamp)
+    assert stamp.endswith("Z") and when.utcoffset() == timedelta(0), stamp
+    assert timedelta(0) <= datetime.now(timezone.utc) - when < timedelta(hours=1), stamp
 
 
 def test_version_and_help():
@@ -134,6 +147,14 @@ def test_demo_runs_without_a_terminal(tmp_path):
     assert abs(m["core_ml"] - truth["core_ml"]) <= 3.0, (m["core_ml"], truth["core_ml"])
     assert m["hypoperfusion_ml"] == pytest.approx(truth["hypoperfusion_ml"], rel=0.10)
     assert m["HIR"] == pytest.approx(truth["HIR"], rel=0.10)
+    # the note under the table says which truth map the CBF map estimates, naming only truth files the demo wrote
+    text = " ".join(r.stdout.split())
+    assert "compare it with truth_cbf_apparent.nii.gz" in text and "above truth_mtt.nii.gz" in text, r.stdout
+    named = set(re.findall(r"truth_\w+\.nii\.gz", text))
+    assert named == {"truth_cbf_apparent.nii.gz", "truth_cbf.nii.gz", "truth_mtt.nii.gz"}
+    assert all((tmp_path / "out" / "demo_input" / "truth" / f).is_file() for f in named)
+    # log.txt is dated once, at the top: UTC date and time of the analysis, ISO 8601
+    assert_analysed_line((tmp_path / "out" / "log.txt").read_text())
     r = _cli("demo", str(tmp_path / "out2"), "--lesion", "middle")
     assert r.returncode == 2 and "--lesion" in r.stderr and not (tmp_path / "out2").exists()
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,12 @@ def test_mode_b_nifti_maps_match_truth(truth_maps, tmp_path):
     # the phantom's lesion reaches its slab's end slices: lower-bound volumes, flagged as Mode A flags them
     assert m["qa_flags"].pop("lesion_beyond_coverage") and m["qa_values"]["lesion_end_slice_ml"] >= 1.0
     assert not any(m["qa_flags"].values()), m["qa_flags"]
-    assert "mip.png" not in (out / "log.txt").read_text()  # file names may carry patient names
+    log = (out / "log.txt").read_text().splitlines()
+    assert "mip.png" not in "\n".join(log)  # file names may carry patient names
+    # dated once, at the top, as Mode A's: the UTC date and time of the analysis in ISO 8601
+    assert log[1].startswith("analysed: ") and log[1].endswith("Z"), log[:3]
+    when = datetime.fromisoformat(log[1].removeprefix("analysed: "))
+    assert when.utcoffset() == timedelta(0) and datetime.now(timezone.utc) - when < timedelta(hours=1)
     assert m["hypoperfusion_ml"] == pytest.approx(t["hypoperfusion_ml"], rel=0.05)
     assert m["core_ml"] == pytest.approx(t["core_ml"], rel=0.10, abs=1.0)
     assert m["HIR"] == pytest.approx(t["HIR"], rel=0.05)

@@ -386,3 +386,29 @@ def test_tissue_partial_volume_option():
     # model by deconvolution-free means: Tmax lies between the class peaks (1.5-3 s at normal MTTs).
     normal = t & ~tr.lesion_any
     assert np.all((tr.tmax[normal] > 1.0) & (tr.tmax[normal] < 3.5))
+
+
+def test_phantom_studies_have_their_own_study_id(tmp_path):
+    """The DICOM writer draws its UIDs from the whole phantom and layout, not from the seed alone: two phantoms that
+    differ only in noise (or only in vendor) are two studies with their own study_id and series, and the same spec
+    twice is the same study (before, every seed-0 `ctperf phantom` / `ctperf demo` had study_id f4ce11cd1c4391c4)."""
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from ctperf.pipeline import study_id_for
+    from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+    def written(name: str, noise_hu: float, vendor: str = "siemens") -> tuple[str, str]:
+        ph = make_phantom(PhantomSpec(**SMALL, noise_hu=noise_hu, seed=0))
+        paths = write_ctp_dicom(ph.hu, ph.times_s, ph.affine_ras, tmp_path / name, DicomLayout(vendor=vendor), seed=0)
+        ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+        study_id = study_id_for(SimpleNamespace(study_instance_uid=str(ds.StudyInstanceUID)))[0]
+        return study_id, str(ds.SeriesInstanceUID)
+
+    first, again = written("a", 8.0), written("b", 8.0)
+    noisier, ge = written("c", 12.0), written("d", 8.0, vendor="ge")
+    assert first == again  # deterministic: same spec, same layout, same seed
+    assert noisier[0] != first[0] and noisier[1] != first[1]
+    assert ge[0] != first[0] and ge[1] != first[1]
+    assert "f4ce11cd1c4391c4" not in {first[0], again[0], noisier[0], ge[0]}

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -514,9 +515,19 @@ def write_curve_csv(path: Path, curve: Curve) -> None:
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def analysed_line() -> str:
+    """log.txt's second line: the UTC date and time of the analysis (when its result is written), ISO 8601.
+
+    The log's records carry local clock times without a date (``09:38:33``); this line dates the run once.  It is
+    the time of the analysis, not of the scan (no patient data).
+    """
+    return "analysed: " + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _write_log(path: Path, result: ModeAResult, cfg: Config, logbuf) -> None:
     prov = result.metrics.get("provenance", {})
     lines = [f"ctperf {__version__} - {DISCLAIMER}",
+             analysed_line(),
              f"definition_version: {result.metrics.get('definition_version')}",
              "stage seconds: " + json.dumps({k: round(v, 3) for k, v in result.stage_seconds.items()}),
              f"study_id: {result.metrics.get('study_id')}",

@@ -47,7 +47,7 @@ from ctperf.io.outdir import MASK_FILES, atomic_output_dir, check_output_dir
 from ctperf.modeb.curves_csv import read_curve_csv, time_to_peak_s
 from ctperf.modeb.map_inputs import check_same_grid, load_map
 from ctperf.modeb.roi_mip import roi_from_screenshot
-from ctperf.pipeline import file_record, with_study_id
+from ctperf.pipeline import analysed_line, file_record, with_study_id
 
 log = logging.getLogger("ctperf")
 
@@ -375,9 +375,11 @@ def input_files(config_file, src: TissueSource, data: dict[str, Any], ignored: d
 
 
 def log_lines(metrics: dict[str, Any]) -> list[str]:
-    """log.txt of a Mode B run: versions, study_id, the input files, QA flags and the provenance, as Mode A's."""
+    """log.txt of a Mode B run: versions, the UTC date and time of the analysis, study_id, the input files, QA flags
+    and the provenance, as Mode A's."""
     prov = metrics.get("provenance", {})
     return [f"ctperf {__version__} (Mode B) - {DISCLAIMER}",
+            analysed_line(),
             f"definition_version: {metrics.get('definition_version')}",
             f"study_id: {metrics.get('study_id')}",
             "input files (config and masks: name, sha256; images and curves: sha256): "

@@ -23,7 +23,9 @@ files is then :func:`tilted_affine_ras` (a sheared, non-orthogonal matrix).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -191,12 +193,30 @@ def _ds(v: float) -> str:
     return format_number_as_ds(float(v))
 
 
-def _uid_factory(seed: int):
+def _study_key(hu: np.ndarray, times: np.ndarray, affine_ras, layout: DicomLayout, seed: int, kvp: float) -> str:
+    """SHA-256 of everything the written study depends on: the images, their times and geometry, the layout, the
+    seed and the kVp.
+
+    The UIDs are drawn from it, so two phantoms that differ in anything (noise, lesion, matrix, vendor ...) are two
+    studies with their own StudyInstanceUID (and ctperf's ``study_id``), while the same inputs give the same UIDs.
+    Images, times and geometry are rounded (0.1 HU, 1 us, 1 nm) so that last-bit floating-point differences
+    between platforms do not change them.
+    """
+    h = hashlib.sha256(repr((dataclasses.asdict(layout), int(seed), float(kvp), hu.shape)).encode())
+    h.update(np.round(np.asarray(times, dtype=np.float64), 6).tobytes())
+    h.update(np.round(np.asarray(affine_ras, dtype=np.float64), 6).tobytes())
+    for frame in hu:  # one frame at a time: no copy of the whole 4D array
+        h.update(np.round(np.asarray(frame, dtype=np.float64), 1).tobytes())
+    return h.hexdigest()
+
+
+def _uid_factory(key: str):
+    """new_uid(kind): deterministic UIDs drawn from ``key`` (:func:`_study_key`), numbered in the order asked for."""
     counter = [0]
 
     def new_uid(kind: str) -> str:
         counter[0] += 1
-        return generate_uid(prefix=_UID_ROOT, entropy_srcs=[f"ctperf-writer:{seed}:{kind}:{counter[0]}"])
+        return generate_uid(prefix=_UID_ROOT, entropy_srcs=[f"ctperf-writer:{key}:{kind}:{counter[0]}"])
 
     return new_uid
 
@@ -449,7 +469,9 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
         Created if missing.
     layout : DicomLayout
     seed : int
-        Seeds UIDs, file names, folder structure, InstanceNumber shuffling and per-file vendor rescales.
+        Seeds file names, folder structure, InstanceNumber shuffling and per-file vendor rescales.  The UIDs
+        depend on the seed and on every other input (images, times, geometry, layout, kVp): the same inputs give
+        the same UIDs, different phantoms different studies.
     kvp : float
         Tube voltage written to KVP (kV).
 
@@ -475,7 +497,7 @@ def write_ctp_dicom(hu_tzyx, times_s_tz, affine_ras, out_dir, layout: DicomLayou
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    new_uid = _uid_factory(seed)
+    new_uid = _uid_factory(_study_key(hu, times, affine_ras, layout, seed, kvp))
 
     # geometry in LPS
     aff = tilted_affine_ras(affine_ras, layout.gantry_tilt_deg)

@@ -8,8 +8,9 @@ Each row carries ``study`` (the folder of the metrics.json relative to the input
 ``study_id`` (the pseudonymous identifier of the study, empty for results written before it existed), the
 software and definition versions, and the flattened metrics (nested objects as ``section.key``).  The column
 order is stable: it depends on the column names only, never on which study was read first.  A warning is printed
-when the studies were made with different software or definition versions, or different thresholds.  Unreadable
-files are skipped with a warning on stderr; hidden folders (e.g. unfinished temporary output) are not searched.
+when the studies were made with different software or definition versions, or different thresholds, and when rows
+share a ``study_id`` (one study counted twice).  Unreadable files are skipped with a warning on stderr; hidden
+folders (e.g. unfinished temporary output) are not searched.
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ def mixed_values(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def shared_study_ids(df: pd.DataFrame) -> list[str]:
+    """Warnings for rows that share a ``study_id``: one per id, naming the folders (``study``) that hold it.
+
+    The same study analysed twice, or one result copied to two folders, would otherwise enter a cohort's statistics
+    twice unnoticed.  Rows without a study_id (results older than it) are not compared.
+    """
+    if "study_id" not in df.columns:
+        return []
+    known = df[df["study_id"].notna() & (df["study_id"].astype(str) != "")]
+    out = []
+    for study_id, rows in known.groupby(known["study_id"].astype(str), sort=True):
+        if len(rows) > 1:
+            out.append(f"{len(rows)} rows share study_id {study_id} ({', '.join(map(str, rows['study']))}): the same "
+                       "study analysed more than once, or one result in several folders; keep one row per study")
+    return out
+
+
 def aggregate(input_dir: str | Path, output: str | Path, fmt: str | None = None,
               warn: Callable[[str], None] = _print_warning) -> int:
     """Write the cohort table to ``output`` (CSV, or XLSX when ``fmt="xlsx"`` or the name ends in .xlsx).
@@ -105,7 +123,7 @@ def aggregate(input_dir: str | Path, output: str | Path, fmt: str | None = None,
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)} (got '{fmt}')")
     df = collect(input_dir, warn)
-    for message in mixed_values(df):
+    for message in [*mixed_values(df), *shared_study_ids(df)]:
         warn(message)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
