@@ -212,6 +212,17 @@ def test_config_file_overrides(tmp_path):
 
     with pytest.raises(InputError, match="unknown setting"):
         Config.load(bad)
+    # a typo names the setting it was probably meant to be; a name like none gets no guess
+    bad.write_text("[thresholds]\nrcbf_cor = 0.3\n")
+    with pytest.raises(InputError, match=r"unknown setting 'thresholds.rcbf_cor' \(did you mean 'rcbf_core'\?\)"):
+        Config.load(bad)
+    bad.write_text("[threshold]\nrcbf_core = 0.3\n")
+    with pytest.raises(InputError, match=r"did you mean 'thresholds'"):
+        Config.load(bad)
+    bad.write_text("[thresholds]\nnot_a_setting = 1\n")
+    with pytest.raises(InputError) as info:
+        Config.load(bad)
+    assert "did you mean" not in str(info.value)
 
 
 def test_custom_tmax_levels_keep_standard_keys_and_units():

@@ -498,6 +498,14 @@ def side_thread(workers: int | None):
     return ThreadPoolExecutor(max_workers=1) if thread_count(workers) > 1 else nullcontext()
 
 
+
+def _did_you_mean(name: str, known) -> str:
+    """``" (did you mean 'x'?)"`` for the closest known name (a typo in a config file), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
 @dataclass
 class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -540,14 +548,14 @@ class Config:
         built = {}
         for section, values in data.items():
             if section not in sections:
-                raise ConfigError(f"config: unknown section '{section}'")
+                raise ConfigError(f"config: unknown section '{section}'{_did_you_mean(section, sections)}")
             if not isinstance(values, dict):
                 raise ConfigError(f"config: section '{section}' must be a table of settings")
             sub_cls = sections[section].default_factory
             names = {f.name for f in dataclasses.fields(sub_cls)}
             for key in values:
                 if key not in names:
-                    raise ConfigError(f"config: unknown setting '{section}.{key}'")
+                    raise ConfigError(f"config: unknown setting '{section}.{key}'{_did_you_mean(key, names)}")
             built[section] = sub_cls(**values)
         return cls(**built)
 
