@@ -349,3 +349,20 @@ def test_recompute_takes_quiet_like_the_other_commands(mode_a_result, tmp_path, 
     assert code == 0, err
     assert "ctperf recompute ->" in out and (tmp_path / "rc1" / "metrics.json").is_file()
     assert json.loads((tmp_path / "rc1" / "metrics.json").read_text())["thresholds"]["tmax_hypoperfusion_s"] == 8.0
+
+
+def test_inspect_without_a_perfusion_series_still_lists_the_folder(tmp_path, capsys, monkeypatch):
+    """`ctperf inspect` on a single 3D CT: the series table with the reason each series was left out, then the
+    one-line error and exit 2 (it printed the error alone); `--json` stays the error alone."""
+    from ctperf.synthetic import PhantomSpec, make_phantom
+    from ctperf.synthetic.dicom_writer import DicomLayout, write_ctp_dicom
+
+    monkeypatch.setenv("COLUMNS", "250")
+    ph = make_phantom(PhantomSpec(matrix=32, n_slices=3, pixel_mm=7.0))
+    write_ctp_dicom(ph.hu[:1], ph.times_s[:1], ph.affine_ras, tmp_path / "ct", layout=DicomLayout(vendor="siemens"),
+                    seed=1)
+    code, out, err = _run(["inspect", tmp_path / "ct"], capsys)
+    assert code == 2 and "single time point" in out and "files" in out
+    assert _lines(err) == [ln for ln in _lines(err) if ln.startswith("ctperf: error:")] and len(_lines(err)) == 1
+    code, out, err = _run(["inspect", tmp_path / "ct", "--json"], capsys)
+    assert code == 2 and not out.strip() and len(_lines(err)) == 1

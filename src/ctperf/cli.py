@@ -366,6 +366,10 @@ def inspect_cmd(
 
         info = inspect_folder(dicom_dir, series=series, frame_interval_s=frame_interval)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
+        if not as_json:  # no usable CTP: still show what the folder holds, and why each series was left out
+            rows = _found_series(dicom_dir)
+            if rows:
+                out.print(_series_table({"series": rows}, dicom_dir))
         _fail(exc)
         return
     if as_json:
@@ -374,6 +378,17 @@ def inspect_cmd(
     out.print(_series_table(info, dicom_dir))
     out.print(f"CTP shape (x, y, z, t): {info.get('shape_xyzt')}; manufacturer: {info.get('manufacturer')}; "
               f"frame times (s): {[round(t, 2) for t in info.get('frame_times_s', [])]}")
+
+
+def _found_series(dicom_dir) -> list[dict]:
+    """The image groups a header scan of ``dicom_dir`` finds (rows of :func:`_series_table`), [] when it finds none
+    or cannot scan the folder: the table :func:`inspect_cmd` still shows when there is no usable CT perfusion."""
+    from ctperf.dicom_io import scan_folder
+
+    try:
+        return [g.row() for g in scan_folder(dicom_dir).groups]
+    except (Exception, MemoryError):  # noqa: BLE001  (the error of the inspection itself is reported instead)
+        return []
 
 
 def _series_table(info: dict, dicom_dir) -> Table:
