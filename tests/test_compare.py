@@ -106,6 +106,24 @@ def test_reperfusion_masks_rule():
     assert rep.reperfused.tolist() == [[[True, False, False, False]]]
     assert rep.persistent.tolist() == [[[False, True, False, False]]]
     assert rep.not_covered.tolist() == [[[False, False, True, False]]]
+    assert rep.new is None  # no baseline tissue given: no new hypoperfusion counted
+
+
+def test_new_hypoperfusion_is_the_followups_outside_the_baselines():
+    """A deficit the follow-up has where the baseline had none (another territory, or a moved one) is reported
+    beside the split: the PRR's volumes net it against the reperfusion (0 % for a lesion that moved), the split
+    shows both."""
+    from ctperf.workflows.compare import reperfusion_masks, split_volumes
+
+    base = np.array([[[1, 1, 0, 0, 0]]], bool)
+    tmax = np.array([[[2.0, 2.0, 8.0, 9.0, 7.0]]])
+    tissue = np.ones((1, 1, 5))
+    base_tissue = np.array([[[1, 1, 1, 1, 0]]], bool)  # the last voxel is CSF at baseline
+    rep = reperfusion_masks(base, tmax, tissue, 6.0, 0.5, base_tissue)
+    assert rep.new.tolist() == [[[False, False, True, True, False]]]
+    vols = split_volumes(rep, {})
+    assert vols["reperfused_ml"] == 1.0 and vols["persistent_hypoperfusion_ml"] == 0.0
+    assert vols["new_hypoperfusion_ml"] == 1.0 and vols["reperfusion_percent"] == 100.0
 
 
 @pytest.mark.slow

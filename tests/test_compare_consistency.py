@@ -52,7 +52,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-SPLIT_KEYS = ("reperfused_ml", "persistent_hypoperfusion_ml", "not_covered_ml", "reperfusion_percent")
+SPLIT_KEYS = ("reperfused_ml", "persistent_hypoperfusion_ml", "not_covered_ml", "reperfusion_percent",
+              "new_hypoperfusion_ml")
 
 
 # ------------------------------------------------------------------------------------------- 1. --out_dir guard
@@ -105,9 +106,9 @@ def _compare_capturing_title(monkeypatch, baseline, followup, out_dir):
     titles = []
     original = figure.reperfusion_figure
 
-    def capture(*args):
+    def capture(*args, **kwargs):
         titles.append(args[4])
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(figure, "reperfusion_figure", capture)
     return compare_studies(baseline, followup, out_dir), titles[0]
@@ -117,7 +118,8 @@ def _masks_empty(out_dir: Path) -> bool:
     from ctperf.io.nifti import load_volume
 
     return all(load_volume(out_dir / f)[0].sum() == 0
-               for f in ("reperfusion_mask.nii.gz", "persistent_hypoperfusion_mask.nii.gz"))
+               for f in ("reperfusion_mask.nii.gz", "persistent_hypoperfusion_mask.nii.gz",
+                         "new_hypoperfusion_mask.nii.gz"))
 
 
 @pytest.mark.slow

@@ -124,11 +124,15 @@ class Reperfusion:
     not_covered: np.ndarray
     followup_tmax: np.ndarray
     voxel_ml: float
+    #: Follow-up hypoperfusion outside the baseline's (in baseline tissue the follow-up covers): a new deficit, or
+    #: one that moved; None where the baseline tissue was not given.
+    new: np.ndarray | None = None
 
 
 def reperfusion_masks(base_hypo: np.ndarray, followup_tmax_on_base: np.ndarray, followup_tissue_on_base: np.ndarray,
-                      tmax_threshold_s: float, voxel_ml: float) -> Reperfusion:
-    """Split the baseline hypoperfusion into reperfused / persisting / not covered by the follow-up.
+                      tmax_threshold_s: float, voxel_ml: float, base_tissue: np.ndarray | None = None) -> Reperfusion:
+    """Split the baseline hypoperfusion into reperfused / persisting / not covered by the follow-up, and (with
+    ``base_tissue``) find the follow-up hypoperfusion outside it (new).
 
     Parameters
     ----------
@@ -142,12 +146,15 @@ def reperfusion_masks(base_hypo: np.ndarray, followup_tmax_on_base: np.ndarray, 
         The hypoperfusion threshold both studies used.
     voxel_ml : float
         Volume of one baseline voxel (mL).
+    base_tissue : bool ndarray (z, y, x), optional
+        Baseline tissue (parenchyma); the new hypoperfusion is counted in tissue of both studies.
     """
     base = np.asarray(base_hypo, bool)
     covered = (np.asarray(followup_tissue_on_base) > 0.5) & np.isfinite(followup_tmax_on_base)
-    still = np.zeros_like(base)
-    still[covered] = np.asarray(followup_tmax_on_base)[covered] > tmax_threshold_s
-    return Reperfusion(base & covered & ~still, base & still, base & ~covered, followup_tmax_on_base, voxel_ml)
+    above = np.zeros_like(base)  # follow-up Tmax above the threshold, where the follow-up measured tissue
+    above[covered] = np.asarray(followup_tmax_on_base)[covered] > tmax_threshold_s
+    new = None if base_tissue is None else above & ~base & np.asarray(base_tissue, bool)
+    return Reperfusion(base & covered & ~above, base & above, base & ~covered, followup_tmax_on_base, voxel_ml, new)
 
 
 def compare_studies(baseline: str | Path, followup: str | Path, out_dir: str | Path | None = None, *,
@@ -169,7 +176,7 @@ def compare_studies(baseline: str | Path, followup: str | Path, out_dir: str | P
                            **prr_document(base_doc, fu_doc, force)}
     doc["units"] = {"PRR_percent": "%", "baseline_hypoperfusion_ml": "mL", "followup_hypoperfusion_ml": "mL",
                     "reperfused_ml": "mL", "persistent_hypoperfusion_ml": "mL", "not_covered_ml": "mL",
-                    "reperfusion_percent": "%"}
+                    "reperfusion_percent": "%", "new_hypoperfusion_ml": "mL"}
     missing = [f"{name}/{f}" for name, d in (("baseline", baseline), ("follow-up", followup)) for f in MAPS_NEEDED
                if not (Path(d) / f).is_file()]
     if missing:
@@ -195,17 +202,21 @@ def withhold_masks(rep: Reperfusion, withheld: dict[str, str]) -> Reperfusion:
     if not withheld:
         return rep
     empty = np.zeros_like(rep.reperfused)
-    return Reperfusion(empty, empty, empty, rep.followup_tmax, rep.voxel_ml)
+    return Reperfusion(empty, empty, empty, rep.followup_tmax, rep.voxel_ml, None if rep.new is None else empty)
 
 
 def split_volumes(rep: Reperfusion, withheld: dict[str, str]) -> dict[str, Any]:
-    """reperfused / persisting / not covered volumes (mL) and reperfusion_percent.
+    """reperfused / persisting / not covered volumes (mL), reperfusion_percent and (with ``rep.new``) the new
+    hypoperfusion, the follow-up's outside the baseline's (mL): a contralateral or moved deficit, which the PRR's
+    volumes net against the reperfusion.
 
-    All four are null with ``<key>_reason`` when either study's hypoperfusion is withheld (``withheld``:
+    All of them are null with ``<key>_reason`` when either study's hypoperfusion is withheld (``withheld``:
     :func:`withheld_reasons`): they split the baseline hypoperfusion by the follow-up's Tmax, and even "not covered"
     reads the follow-up's Tmax map (where it is finite), which that study calls unmeasurable.
     """
     keys = ("reperfused_ml", "persistent_hypoperfusion_ml", "not_covered_ml", "reperfusion_percent")
+    if rep.new is not None:
+        keys += ("new_hypoperfusion_ml",)
     if withheld:
         reason = "; ".join(withheld.values())
         return {**dict.fromkeys(keys), **{f"{key}_reason": reason for key in keys}}
@@ -213,7 +224,8 @@ def split_volumes(rep: Reperfusion, withheld: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(keys, (
         float(rep.reperfused.sum() * rep.voxel_ml), float(rep.persistent.sum() * rep.voxel_ml),
         float(rep.not_covered.sum() * rep.voxel_ml),
-        float(100.0 * rep.reperfused.sum() / covered_base) if covered_base else None)))
+        float(100.0 * rep.reperfused.sum() / covered_base) if covered_base else None,
+        None if rep.new is None else float(rep.new.sum() * rep.voxel_ml))))
     if not covered_base:
         out["reperfusion_percent_reason"] = "no baseline hypoperfusion inside the follow-up field of view"
     return out
@@ -229,12 +241,14 @@ def _register(baseline: Path, followup: Path, threshold: float, seed: int):
     base_hypo = load_volume(baseline / "hypoperf_mask_tmax6.nii.gz")[0] > 0.5
     fu_tmax, fu_tmax_aff = load_volume(followup / "tmax.nii.gz")
     fu_tissue, fu_tissue_aff = load_volume(followup / "aux" / "tissue_mask.nii.gz")
+    base_tissue = load_volume(baseline / "aux" / "tissue_mask.nii.gz")[0] > 0.5
     tr = register_rigid(base_hu, base_aff, fu_hu, fu_aff, seed=seed)
     tmax_on_base = resample_to_fixed(fu_tmax, fu_tmax_aff, base_hu.shape, base_aff, tr)
     tissue_on_base = resample_to_fixed(fu_tissue, fu_tissue_aff, base_hu.shape, base_aff, tr, nearest=True, fill=0.0)
-    if base_hypo.shape != base_hu.shape:
-        raise InputError(f"{baseline}: the hypoperfusion mask and the baseline image have different grids")
-    rep = reperfusion_masks(base_hypo, tmax_on_base, tissue_on_base, threshold, voxel_volume_ml(base_aff))
+    if base_hypo.shape != base_hu.shape or base_tissue.shape != base_hu.shape:
+        raise InputError(f"{baseline}: the lesion or tissue mask and the baseline image have different grids")
+    rep = reperfusion_masks(base_hypo, tmax_on_base, tissue_on_base, threshold, voxel_volume_ml(base_aff),
+                            base_tissue)
     return rep, base_hu, base_aff, tr
 
 
@@ -251,10 +265,12 @@ def _write(doc: dict, out_dir, maps) -> None:
 
             save_volume(tmp / "reperfusion_mask.nii.gz", rep.reperfused, base_aff, dtype=np.uint8)
             save_volume(tmp / "persistent_hypoperfusion_mask.nii.gz", rep.persistent, base_aff, dtype=np.uint8)
+            save_volume(tmp / "new_hypoperfusion_mask.nii.gz", rep.new, base_aff, dtype=np.uint8)
             # NaN stays "unknown" (outside the follow-up's field of view, or no Tmax there), as in every Tmax map
             save_volume(tmp / "followup_tmax_on_baseline.nii.gz", rep.followup_tmax, base_aff,
                         description=VOLUME_DESCRIPTIONS["tmax"])
-            reperfusion_figure(base_hu, base_aff, rep.reperfused, rep.persistent, title, tmp / "compare.png")
+            reperfusion_figure(base_hu, base_aff, rep.reperfused, rep.persistent, title, tmp / "compare.png",
+                               new=rep.new)
         (tmp / "compare.json").write_text(json.dumps(to_strict(doc), indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
 
@@ -267,6 +283,8 @@ def figure_title(doc: dict, withheld: dict[str, str]) -> str:
 
     title = (f"PRR {shown('PRR_percent', '{:.0f} %')}; reperfused {shown('reperfused_ml', '{:.1f} mL')}, "
              f"persisting {shown('persistent_hypoperfusion_ml', '{:.1f} mL')}")
+    if "new_hypoperfusion_ml" in doc:
+        title += f", new {shown('new_hypoperfusion_ml', '{:.1f} mL')}"
     if withheld:
         title += f" ({' and '.join(withheld)} hypoperfusion not measured, see compare.json)"
     return title
