@@ -498,13 +498,13 @@ def side_thread(workers: int | None):
     return ThreadPoolExecutor(max_workers=1) if thread_count(workers) > 1 else nullcontext()
 
 
-
 def _did_you_mean(name: str, known) -> str:
     """``" (did you mean 'x'?)"`` for the closest known name (a typo in a config file), else ``""``."""
     import difflib
 
     close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
 
 @dataclass
 class Config:
