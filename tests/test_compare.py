@@ -106,7 +106,7 @@ def test_reperfusion_masks_rule():
     assert rep.reperfused.tolist() == [[[True, False, False, False]]]
     assert rep.persistent.tolist() == [[[False, True, False, False]]]
     assert rep.not_covered.tolist() == [[[False, False, True, False]]]
-    assert rep.new is None  # no baseline tissue given: no new hypoperfusion counted
+    assert rep.new.tolist() == [[[False, False, False, True]]]  # no baseline tissue given: every voxel counts
 
 
 def test_new_hypoperfusion_is_the_followups_outside_the_baselines():

@@ -17,16 +17,15 @@ NEW_RGBA = (1.0, 0.6, 0.0, 0.65)
 
 
 def reperfusion_figure(baseline_hu: np.ndarray, affine_ras: np.ndarray, reperfused: np.ndarray,
-                       persistent: np.ndarray, title: str, path: Path, n_max: int = 4,
-                       new: np.ndarray | None = None) -> Path:
+                       persistent: np.ndarray, title: str, path: Path, n_max: int = 4, *,
+                       new: np.ndarray) -> Path:
     """Up to ``n_max`` baseline slices with the most hypoperfusion of either study, in radiological display.
 
     Green: baseline Tmax above the threshold, no longer above it at follow-up (reperfused); red: still above it;
     orange (``new``): above it at follow-up only.
     """
     orient = display_orientation(affine_ras, baseline_hu.shape)
-    marked = reperfused | persistent if new is None else reperfused | persistent | new
-    lesion = marked.reshape(len(baseline_hu), -1).sum(axis=1)
+    lesion = (reperfused | persistent | new).reshape(len(baseline_hu), -1).sum(axis=1)
     ranked = [int(k) for k in np.argsort(-lesion, kind="stable")[:n_max] if lesion[k] > 0] or [len(lesion) // 2]
     slices = [k for k in orient.slice_order if k in ranked]
     # 2.6 in per slice, and never narrower than the title and legend lines need (one slice when nothing is marked)
@@ -39,12 +38,11 @@ def reperfusion_figure(baseline_hu: np.ndarray, affine_ras: np.ndarray, reperfus
         over = np.zeros(baseline_hu.shape[1:] + (4,))
         over[reperfused[z]] = REPERFUSED_RGBA
         over[persistent[z]] = PERSISTENT_RGBA
-        if new is not None:
-            over[new[z]] = NEW_RGBA
+        over[new[z]] = NEW_RGBA
         ax.imshow(orient.image(over), interpolation="nearest", aspect=orient.aspect, origin="upper")
         label_edges(ax, orient)
         ax.set_title(f"S {orient.slice_s_mm[z]:+.0f} mm", fontsize=8)
     fig.text(0.02, 0.94, title, fontsize=9.5, fontweight="bold")
-    legend = "green: reperfused (baseline hypoperfusion no longer present), red: persisting"
-    fig.text(0.02, 0.885, legend + (", orange: new (follow-up only)" if new is not None else ""), fontsize=8)
+    fig.text(0.02, 0.885, "green: reperfused (baseline hypoperfusion no longer present), red: persisting, orange: new "
+             "(follow-up only)", fontsize=8)
     return save_figure(fig, path)

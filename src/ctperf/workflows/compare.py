@@ -125,14 +125,14 @@ class Reperfusion:
     followup_tmax: np.ndarray
     voxel_ml: float
     #: Follow-up hypoperfusion outside the baseline's (in baseline tissue the follow-up covers): a new deficit, or
-    #: one that moved; None where the baseline tissue was not given.
-    new: np.ndarray | None = None
+    #: one that moved.
+    new: np.ndarray
 
 
 def reperfusion_masks(base_hypo: np.ndarray, followup_tmax_on_base: np.ndarray, followup_tissue_on_base: np.ndarray,
                       tmax_threshold_s: float, voxel_ml: float, base_tissue: np.ndarray | None = None) -> Reperfusion:
-    """Split the baseline hypoperfusion into reperfused / persisting / not covered by the follow-up, and (with
-    ``base_tissue``) find the follow-up hypoperfusion outside it (new).
+    """Split the baseline hypoperfusion into reperfused / persisting / not covered by the follow-up, and find the
+    follow-up hypoperfusion outside it (new).
 
     Parameters
     ----------
@@ -147,13 +147,14 @@ def reperfusion_masks(base_hypo: np.ndarray, followup_tmax_on_base: np.ndarray, 
     voxel_ml : float
         Volume of one baseline voxel (mL).
     base_tissue : bool ndarray (z, y, x), optional
-        Baseline tissue (parenchyma); the new hypoperfusion is counted in tissue of both studies.
+        Baseline tissue (parenchyma); the new hypoperfusion is counted in tissue of both studies (every voxel of the
+        baseline grid when not given).
     """
     base = np.asarray(base_hypo, bool)
     covered = (np.asarray(followup_tissue_on_base) > 0.5) & np.isfinite(followup_tmax_on_base)
     above = np.zeros_like(base)  # follow-up Tmax above the threshold, where the follow-up measured tissue
     above[covered] = np.asarray(followup_tmax_on_base)[covered] > tmax_threshold_s
-    new = None if base_tissue is None else above & ~base & np.asarray(base_tissue, bool)
+    new = above & ~base if base_tissue is None else above & ~base & np.asarray(base_tissue, bool)
     return Reperfusion(base & covered & ~above, base & above, base & ~covered, followup_tmax_on_base, voxel_ml, new)
 
 
@@ -202,21 +203,19 @@ def withhold_masks(rep: Reperfusion, withheld: dict[str, str]) -> Reperfusion:
     if not withheld:
         return rep
     empty = np.zeros_like(rep.reperfused)
-    return Reperfusion(empty, empty, empty, rep.followup_tmax, rep.voxel_ml, None if rep.new is None else empty)
+    return Reperfusion(empty, empty, empty, rep.followup_tmax, rep.voxel_ml, empty)
 
 
 def split_volumes(rep: Reperfusion, withheld: dict[str, str]) -> dict[str, Any]:
-    """reperfused / persisting / not covered volumes (mL), reperfusion_percent and (with ``rep.new``) the new
-    hypoperfusion, the follow-up's outside the baseline's (mL): a contralateral or moved deficit, which the PRR's
+    """reperfused / persisting / not covered volumes (mL), reperfusion_percent and the new hypoperfusion, the follow-up's outside the baseline's (mL): a contralateral or moved deficit, which the PRR's
     volumes net against the reperfusion.
 
     All of them are null with ``<key>_reason`` when either study's hypoperfusion is withheld (``withheld``:
     :func:`withheld_reasons`): they split the baseline hypoperfusion by the follow-up's Tmax, and even "not covered"
     reads the follow-up's Tmax map (where it is finite), which that study calls unmeasurable.
     """
-    keys = ("reperfused_ml", "persistent_hypoperfusion_ml", "not_covered_ml", "reperfusion_percent")
-    if rep.new is not None:
-        keys += ("new_hypoperfusion_ml",)
+    keys = ("reperfused_ml", "persistent_hypoperfusion_ml", "not_covered_ml", "reperfusion_percent",
+            "new_hypoperfusion_ml")
     if withheld:
         reason = "; ".join(withheld.values())
         return {**dict.fromkeys(keys), **{f"{key}_reason": reason for key in keys}}
@@ -225,7 +224,7 @@ def split_volumes(rep: Reperfusion, withheld: dict[str, str]) -> dict[str, Any]:
         float(rep.reperfused.sum() * rep.voxel_ml), float(rep.persistent.sum() * rep.voxel_ml),
         float(rep.not_covered.sum() * rep.voxel_ml),
         float(100.0 * rep.reperfused.sum() / covered_base) if covered_base else None,
-        None if rep.new is None else float(rep.new.sum() * rep.voxel_ml))))
+        float(rep.new.sum() * rep.voxel_ml))))
     if not covered_base:
         out["reperfusion_percent_reason"] = "no baseline hypoperfusion inside the follow-up field of view"
     return out
@@ -282,9 +281,8 @@ def figure_title(doc: dict, withheld: dict[str, str]) -> str:
         return "n/a" if doc.get(key) is None else fmt.format(doc[key])
 
     title = (f"PRR {shown('PRR_percent', '{:.0f} %')}; reperfused {shown('reperfused_ml', '{:.1f} mL')}, "
-             f"persisting {shown('persistent_hypoperfusion_ml', '{:.1f} mL')}")
-    if "new_hypoperfusion_ml" in doc:
-        title += f", new {shown('new_hypoperfusion_ml', '{:.1f} mL')}"
+             f"persisting {shown('persistent_hypoperfusion_ml', '{:.1f} mL')}, "
+             f"new {shown('new_hypoperfusion_ml', '{:.1f} mL')}")
     if withheld:
         title += f" ({' and '.join(withheld)} hypoperfusion not measured, see compare.json)"
     return title
