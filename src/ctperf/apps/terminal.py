@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.markup import escape
 
-from ctperf.core.qa_text import flag_text
+from ctperf.core.qa_text import QA_FLAG_TEXT, flag_text  # noqa: F401  (QA_FLAG_TEXT: re-exported)
 
 #: Rough share of the run time of each stage (Mode A on a 320-file study), so one bar advances evenly.
 #: Stages not listed count as 1.
