@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.markup import escape
 
-from ctperf.core.qa_text import QA_FLAG_TEXT, flag_text  # noqa: F401  (QA_FLAG_TEXT: re-exported)
+from ctperf.core.qa_text import QA_FLAG_TEXT, flag_text, reason_notes  # noqa: F401  (QA_FLAG_TEXT: re-exported)
 
 #: Rough share of the run time of each stage (Mode A on a 320-file study), so one bar advances evenly.
 #: Stages not listed count as 1.
@@ -156,10 +156,9 @@ def missing_value_cells(metrics: dict[str, Any], keys) -> tuple[dict[str, str], 
     print under the table.
 
     A reason shared by several metrics is written once, as a note: a study without a usable bolus withholds every
-    lesion index for one long reason, which would otherwise fill the table 14 times.  As in the figures' legends
-    (:func:`ctperf.viz.qa_figures.footnoted_legend`): with one shared reason its cells read "n/a" and the note
-    "n/a: <reason>"; with several, "n/a (1)", "n/a (2)" and the notes "(1) <reason>", ...  A reason of a single
-    metric stays in its cell, "n/a (<reason>)".
+    lesion index for one long reason, which would otherwise fill the table 14 times.  The shared reasons are marked
+    and noted as in the figures' legends (:func:`ctperf.core.qa_text.reason_notes`); a reason of a single metric
+    stays in its cell, "n/a (<reason>)".
     """
     reasons = {k: str(metrics.get(f"{k}_reason") or "undefined") for k in keys
                if k in metrics and metrics[k] is None}
@@ -167,11 +166,7 @@ def missing_value_cells(metrics: dict[str, Any], keys) -> tuple[dict[str, str], 
     for why in reasons.values():
         counts[why] = counts.get(why, 0) + 1
     shared = [why for why in dict.fromkeys(reasons.values()) if counts[why] > 1]
-    cells = {}
-    for key, why in reasons.items():
-        if why not in shared:
-            cells[key] = f"n/a ({why})"
-        else:
-            cells[key] = "n/a" if len(shared) == 1 else f"n/a ({shared.index(why) + 1})"
-    notes = [f"n/a: {shared[0]}"] if len(shared) == 1 else [f"({i}) {why}" for i, why in enumerate(shared, 1)]
+    marks, notes = reason_notes(shared)
+    cells = {key: "n/a" + marks[shared.index(why)] if why in shared else f"n/a ({why})"
+             for key, why in reasons.items()}
     return cells, notes

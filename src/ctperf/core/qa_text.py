@@ -139,6 +139,15 @@ def flag_meaning(flag: str, limit: int | None = None) -> str:
     return text if limit is None else shorten(text, limit)
 
 
+def reason_notes(reasons: list[str]) -> tuple[list[str], list[str]]:
+    """The marks and notes of the distinct reasons of missing values that a table or legend writes once under itself
+    (in the order given): one reason marks its values "n/a" and notes "n/a: <reason>"; several mark them "n/a (1)",
+    "n/a (2)" ... and note "(1) <reason>", ...  Returns (the mark to append to "n/a" for each reason, the notes)."""
+    if len(reasons) == 1:
+        return [""], [f"n/a: {reasons[0]}"]
+    return [f" ({i})" for i in range(1, len(reasons) + 1)], [f"({i}) {why}" for i, why in enumerate(reasons, 1)]
+
+
 #: A QA value named in a text: "(qa_values.name)" (group 1) or a bare "qa_values.name" (group 2).
 _QA_FIELD = re.compile(r"\(qa_values\.(\w+)\)|qa_values\.(\w+)")
 #: Units of the QA values, by the end of their name (the naming rule of ``qa_values``); others have none.

@@ -29,7 +29,7 @@ import numpy as np
 from ctperf import DISCLAIMER, __version__
 from ctperf.config import Thresholds
 from ctperf.core.orientation import DisplayOrientation, display_orientation
-from ctperf.core.qa_text import SHORT_REASON_CHARS, short_reason
+from ctperf.core.qa_text import SHORT_REASON_CHARS, reason_notes, short_reason
 from ctperf.core.types import Curve, LesionMasks, PerfusionResult
 from ctperf.core.types import voxel_volume_ml as study_voxel_volume_ml
 from ctperf.viz import raster
@@ -885,15 +885,12 @@ def footnoted_legend(metrics: dict, hypo_drawn: bool = True) -> tuple[list[tuple
         why = short_reason(txt.reason, 48) if not txt.available else ""
         if why and why not in reasons:
             reasons.append(why)
+    marks, notes = reason_notes(reasons)
     entries = []
     for fill, edge, caption, txt in rows:
         why = short_reason(txt.reason, 48) if not txt.available else ""
-        mark = f" ({reasons.index(why) + 1})" if why and len(reasons) > 1 else ""
+        mark = marks[reasons.index(why)] if why else ""
         entries.append((fill, edge, f"{caption}: {txt.full() if txt.available else 'n/a' + mark}"))
-    if len(reasons) == 1:
-        notes = [f"n/a: {reasons[0]}"]
-    else:
-        notes = [f"({i}) {why}" for i, why in enumerate(reasons, 1)]
     if any(not txt.available for *_, txt in rows):
         notes.append("full reasons in metrics.json")
     if lesion_beyond_coverage(metrics):
