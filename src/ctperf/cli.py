@@ -104,6 +104,13 @@ def _on_interrupt(what: Callable[[], str]) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _on_interrupt_writing(folder: Path | None):
+    """:func:`_on_interrupt` of a command that writes one result into ``folder``: the line says whether the earlier
+    result there is unchanged or the new one was complete (:func:`_unwritten`, against the result there now)."""
+    before = _result_stamp(folder)
+    return _on_interrupt(lambda: _unwritten(folder, before))
+
+
 def _finish(metrics: dict, title: str, fail_on_qa: bool = False, truth: dict | None = None, note: str = "") -> None:
     """Result table with the reasons of missing values under it (each once), ``note``, then the warnings in colour;
     exit 3 when a QA flag is raised and ``fail_on_qa``."""
@@ -262,8 +269,7 @@ def run_cmd(
                                    "pip install 'ctperf\\[dicom-out]')."),
 ):
     """[bold]Mode A[/bold]: raw 4D CTP DICOM -> CBF/CBV/MTT/Tmax/TTP/rCBF maps, lesion masks, metrics, QA figures."""
-    before = _result_stamp(out_dir)
-    with _on_interrupt(lambda: _unwritten(out_dir, before)):
+    with _on_interrupt_writing(out_dir):
         try:
             from ctperf.config import Config
             from ctperf.pipeline import run_dicom_folder
@@ -434,8 +440,7 @@ def maps_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """[bold]Mode B[/bold]: indices from existing vendor maps + a yellow ROI on a MIP screenshot + AIF/VOF CSV."""
-    before = _result_stamp(out_dir)
-    with _on_interrupt(lambda: _unwritten(out_dir, before)):
+    with _on_interrupt_writing(out_dir):
         try:
             from ctperf.config import Config
             from ctperf.io.outdir import check_output_dir
@@ -482,9 +487,7 @@ def recompute_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the result is still printed)."),
 ):
     """Re-derive masks and indices from saved maps with new thresholds (no second deconvolution)."""
-    dest = new_out_dir if new_out_dir is not None else out_dir
-    before = _result_stamp(dest)
-    with _on_interrupt(lambda: _unwritten(dest, before)):
+    with _on_interrupt_writing(new_out_dir if new_out_dir is not None else out_dir):
         try:
             from ctperf.config import Config, read_config_file
             from ctperf.pipeline import recompute_outputs
