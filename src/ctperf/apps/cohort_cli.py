@@ -83,7 +83,8 @@ def register(app: typer.Typer, fail: Callable[[BaseException], None]) -> None:
                                                                   "--out_dir (refused otherwise: compare would "
                                                                   "delete its maps, metrics and report)."),
     ):
-        """Follow-up vs baseline: PRR %, and with maps a rigid registration, reperfusion map and volume, figure."""
+        """Follow-up vs baseline: PRR %, and with maps a rigid registration, the reperfused, persisting and new
+        hypoperfusion (masks and volumes) and a figure."""
         try:
             import json
 
